@@ -1,0 +1,255 @@
+"""The record layouts every part of the exchange shares, and their codes.
+
+A *command* is what the gateway asks a shard to do; an *event* is what a book
+answers. Both are fixed-size numpy structured records so that they can travel
+through shared-memory rings, be journaled to LMDB and be processed by the Numba
+kernel without conversion. Field by field:
+
+COMMAND_DTYPE (64 bytes)
+    seq         int64   shard sequence number, assigned by the shard before the
+                        kernel runs; strictly increasing within a shard
+    order_id    int64   NEW: the exchange order id assigned by the shard;
+                        CANCEL / REPLACE: the order to act on; MASS_CANCEL: 0
+    price       int64   limit price in integer price units (a multiple of the
+                        book's tick size); ignored for market orders
+    qty         int64   NEW: order quantity; REPLACE: the new *total* quantity
+                        (filled + open, as FIX OrderQty); a multiple of lot size
+    req_id      uint64  the gateway's correlation id, copied into every event
+                        the command causes (how replies find their request)
+    idem_key    uint64  the client's idempotency key (0 = none); the kernel
+                        ignores it, the journal indexes it
+    client      uint32  the owner: the authenticated client id (never from a body)
+    instrument  uint16  the instrument index inside the shard
+    kind        uint8   CMD_NEW / CMD_CANCEL / CMD_REPLACE / CMD_MASS_CANCEL
+    side        uint8   SIDE_BUY / SIDE_SELL (NEW only)
+    tif         uint8   TIF_GTC / TIF_IOC / TIF_FOK (NEW only)
+    ord_type    uint8   TYPE_LIMIT / TYPE_MARKET (NEW only)
+    flags       uint8   FLAG_POST_ONLY (NEW only)
+    stp         uint8   STP_* self-trade prevention mode of this order (NEW only)
+    _pad        4 bytes zero
+
+EVENT_DTYPE (128 bytes)
+    seq          int64  the seq of the command that caused the event
+    req_id       uint64 the req_id of that command
+    order_id     int64  the order concerned (TRADE: the taker / aggressor)
+    other_id     int64  TRADE: the maker (resting) order; otherwise 0
+    price        int64  ACCEPTED/REPLACED: order price; TRADE: the maker's price;
+                        DEPTH: the level's price; CANCELLED: the order's price
+    qty          int64  ACCEPTED/REPLACED: total order qty; TRADE: traded qty;
+                        CANCELLED: qty removed from the book by this cancel;
+                        DEPTH: total open qty at the level after the command
+    leaves       int64  open qty of order_id after the event; DEPTH: the
+                        number of orders at the level
+    other_leaves int64  TRADE: the maker's open qty after the trade
+    idem_key     uint64 the command's idempotency key (echoed for acks)
+    client       uint32 owner of order_id (DEPTH: 0)
+    other_client uint32 TRADE: owner of other_id (so the maker's fill reaches it)
+    instrument   uint16 instrument index inside the shard
+    idx          uint16 the event's index among the events of its command;
+                        (seq, idx) is strictly increasing in a shard's output
+    kind         uint8  EV_*
+    side         uint8  side of order_id (DEPTH: side of the level)
+    code         uint8  REJECTED: REJ_*; CANCELLED: CXL_*; otherwise 0
+    _pad         41 bytes zero
+
+Semantics of one command (the reference book and the kernel must both do
+exactly this, event for event):
+
+NEW
+ 1. Validation, first failure wins: kind/side/tif/ord_type/stp out of range or
+    post-only on a market order -> REJ_BAD_COMMAND; qty <= 0 -> REJ_QTY;
+    qty > max_qty -> REJ_QTY_MAX; qty % lot_size != 0 -> REJ_LOT; then, for
+    limit orders only, price outside [min_price, max_price] -> REJ_PRICE_BAND;
+    price % tick_size != 0 -> REJ_TICK; an order id that is live already ->
+    REJ_DUPLICATE_ID; post-only that would cross the best opposite price ->
+    REJ_POST_ONLY; a limit GTC order (the only kind that can rest) when the
+    order pool has no free slot -> REJ_BOOK_FULL (checked before matching).
+    A reject emits exactly one REJECTED event and changes nothing.
+ 2. ACCEPTED (price, qty = leaves = order qty).
+ 3. FOK only: if the quantity that could be filled now is less than qty ->
+    CANCELLED(CXL_FOK, qty = order qty), nothing else happens. The fillable
+    quantity is the sum of the open quantity of crossing resting orders in
+    priority order, stopping at the first order of the same client unless the
+    order's STP mode is STP_NONE.
+ 4. Matching, in price-time priority, while open qty > 0 and the best opposite
+    level crosses (buy: level price <= limit; sell: >= limit; market: always).
+    Against each resting order at the head of the best level:
+    - a different client, or STP_NONE: TRADE at the resting price, qty =
+      min(both open quantities); a maker filled to 0 leaves the book.
+    - same client, by the *aggressor's* STP mode:
+      STP_CANCEL_NEWEST: CANCELLED(CXL_STP) of the aggressor's open qty; stop.
+      STP_CANCEL_OLDEST: CANCELLED(CXL_STP) of the resting order; go on.
+      STP_CANCEL_BOTH: CANCELLED(CXL_STP) of the resting order, then of the
+        aggressor; stop.
+      STP_DECREMENT: both decrease by d = min(both open quantities), no trade;
+        the resting order, if it reaches 0: CANCELLED(CXL_STP, qty = its open
+        qty); then the aggressor, if it reaches 0: CANCELLED(CXL_STP, qty = d).
+        A resting order left above 0 keeps its place; when the aggressor does
+        not reach 0 it goes on. (An order decremented but not cancelled has
+        its total qty reduced by d, so it is never "filled" by the decrement.)
+ 5. Remainder: limit GTC rests at the back of its level (no event: ACCEPTED
+    said it); IOC, FOK (cannot happen: pre-checked) and market orders ->
+    CANCELLED(CXL_IOC, qty = open qty).
+ 6. DEPTH events, one per price level whose total changed during the command,
+    in the order the levels were first touched, carrying the final totals.
+
+CANCEL: the order must be live and owned by the command's client, else
+    REJECTED(REJ_NOT_FOUND). CANCELLED(CXL_USER, qty = open qty), then DEPTH.
+
+REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
+    qty and price validated as for a limit NEW (REJ_QTY, REJ_QTY_MAX, REJ_LOT,
+    REJ_PRICE_BAND, REJ_TICK); a post-only order whose new price would cross ->
+    REJ_POST_ONLY. Any reject leaves the order untouched. new_leaves = qty -
+    filled. If new_leaves <= 0: CANCELLED(CXL_REPLACE, qty = old open qty).
+    Otherwise REPLACED(price, qty, leaves = new_leaves); if the price is the
+    same and new_leaves <= old leaves the order keeps its place, else it
+    leaves its level and is handled as an aggressor at the new price (step 4
+    with its own STP mode) and rests at the back with what is left. Then DEPTH.
+
+MASS_CANCEL: every live order of the client in this book, from the best bid
+    level outwards, then the best ask level outwards, each level in queue order:
+    CANCELLED(CXL_USER). Then DEPTH. Never rejected (no orders: no events).
+
+All arithmetic is in int64; there are no floats and no clocks in a book.
+"""
+
+import numpy as np
+
+# --- command kinds
+CMD_NEW = 1
+CMD_CANCEL = 2
+CMD_REPLACE = 3
+CMD_MASS_CANCEL = 4
+
+# --- sides (index 0 = bids, 1 = asks in the kernel's arrays is SIDE - 1)
+SIDE_BUY = 1
+SIDE_SELL = 2
+
+# --- time in force
+TIF_GTC = 0
+TIF_IOC = 1
+TIF_FOK = 2
+
+# --- order types
+TYPE_LIMIT = 0
+TYPE_MARKET = 1
+
+# --- flags
+FLAG_POST_ONLY = 1
+
+# --- self-trade prevention modes (the aggressor's mode applies)
+STP_NONE = 0
+STP_CANCEL_NEWEST = 1
+STP_CANCEL_OLDEST = 2
+STP_CANCEL_BOTH = 3
+STP_DECREMENT = 4
+
+# --- event kinds
+EV_ACCEPTED = 1
+EV_REJECTED = 2
+EV_TRADE = 3
+EV_CANCELLED = 4
+EV_REPLACED = 5
+EV_DEPTH = 6
+
+# --- reject codes (EV_REJECTED.code)
+REJ_BAD_COMMAND = 1
+REJ_QTY = 2
+REJ_QTY_MAX = 3
+REJ_LOT = 4
+REJ_PRICE_BAND = 5
+REJ_TICK = 6
+REJ_DUPLICATE_ID = 7
+REJ_POST_ONLY = 8
+REJ_BOOK_FULL = 9
+REJ_NOT_FOUND = 10
+
+# --- cancel reasons (EV_CANCELLED.code)
+CXL_USER = 1
+CXL_IOC = 2
+CXL_FOK = 3
+CXL_STP = 4
+CXL_REPLACE = 5
+
+REJECT_NAMES = {
+    REJ_BAD_COMMAND: "bad_command",
+    REJ_QTY: "qty_not_positive",
+    REJ_QTY_MAX: "qty_above_max",
+    REJ_LOT: "qty_off_lot",
+    REJ_PRICE_BAND: "price_outside_band",
+    REJ_TICK: "price_off_tick",
+    REJ_DUPLICATE_ID: "duplicate_order_id",
+    REJ_POST_ONLY: "post_only_would_take",
+    REJ_BOOK_FULL: "book_full",
+    REJ_NOT_FOUND: "order_not_found",
+}
+CANCEL_NAMES = {
+    CXL_USER: "user",
+    CXL_IOC: "ioc_remainder",
+    CXL_FOK: "fok_unfilled",
+    CXL_STP: "self_trade",
+    CXL_REPLACE: "replaced_to_zero",
+}
+EVENT_NAMES = {
+    EV_ACCEPTED: "accepted",
+    EV_REJECTED: "rejected",
+    EV_TRADE: "trade",
+    EV_CANCELLED: "cancelled",
+    EV_REPLACED: "replaced",
+    EV_DEPTH: "depth",
+}
+
+COMMAND_DTYPE = np.dtype(
+    [
+        ("seq", "<i8"),
+        ("order_id", "<i8"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+        ("req_id", "<u8"),
+        ("idem_key", "<u8"),
+        ("client", "<u4"),
+        ("instrument", "<u2"),
+        ("kind", "u1"),
+        ("side", "u1"),
+        ("tif", "u1"),
+        ("ord_type", "u1"),
+        ("flags", "u1"),
+        ("stp", "u1"),
+        ("_pad", "V4"),
+    ]
+)
+
+EVENT_DTYPE = np.dtype(
+    [
+        ("seq", "<i8"),
+        ("req_id", "<u8"),
+        ("order_id", "<i8"),
+        ("other_id", "<i8"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+        ("leaves", "<i8"),
+        ("other_leaves", "<i8"),
+        ("idem_key", "<u8"),
+        ("client", "<u4"),
+        ("other_client", "<u4"),
+        ("instrument", "<u2"),
+        ("idx", "<u2"),
+        ("kind", "u1"),
+        ("side", "u1"),
+        ("code", "u1"),
+        ("_pad", "V41"),
+    ]
+)
+
+assert COMMAND_DTYPE.itemsize == 64
+assert EVENT_DTYPE.itemsize == 128
+
+
+def commands(n: int) -> np.ndarray:
+    """A zeroed array of n commands."""
+    return np.zeros(n, dtype=COMMAND_DTYPE)
+
+
+def events(n: int) -> np.ndarray:
+    """A zeroed array of n events."""
+    return np.zeros(n, dtype=EVENT_DTYPE)
