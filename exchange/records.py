@@ -50,7 +50,10 @@ EVENT_DTYPE (128 bytes)
     kind         uint8  EV_*
     side         uint8  side of order_id (DEPTH: side of the level)
     code         uint8  REJECTED: REJ_*; CANCELLED: CXL_*; otherwise 0
-    _pad         41 bytes zero
+    flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
+                        identical retry under the same idempotency key (the seq
+                        is the original one; nothing changed in the book)
+    _pad         40 bytes zero
 
 Semantics of one command (the reference book and the kernel must both do
 exactly this, event for event):
@@ -152,6 +155,9 @@ EV_CANCELLED = 4
 EV_REPLACED = 5
 EV_DEPTH = 6
 
+# --- event flags
+EVF_DUPLICATE = 1
+
 # --- reject codes (EV_REJECTED.code)
 REJ_BAD_COMMAND = 1
 REJ_QTY = 2
@@ -163,6 +169,9 @@ REJ_DUPLICATE_ID = 7
 REJ_POST_ONLY = 8
 REJ_BOOK_FULL = 9
 REJ_NOT_FOUND = 10
+# Raised by the shard, not the book: the (client, idempotency key) pair was used
+# before for a different request.
+REJ_CONFLICT = 11
 
 # --- cancel reasons (EV_CANCELLED.code)
 CXL_USER = 1
@@ -182,6 +191,7 @@ REJECT_NAMES = {
     REJ_POST_ONLY: "post_only_would_take",
     REJ_BOOK_FULL: "book_full",
     REJ_NOT_FOUND: "order_not_found",
+    REJ_CONFLICT: "idempotency_conflict",
 }
 CANCEL_NAMES = {
     CXL_USER: "user",
@@ -237,7 +247,8 @@ EVENT_DTYPE = np.dtype(
         ("kind", "u1"),
         ("side", "u1"),
         ("code", "u1"),
-        ("_pad", "V41"),
+        ("flags", "u1"),
+        ("_pad", "V40"),
     ]
 )
 
