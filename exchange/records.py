@@ -44,16 +44,16 @@ EVENT_DTYPE (128 bytes)
     idem_key     uint64 the command's idempotency key (echoed for acks)
     client       uint32 owner of order_id (DEPTH: 0)
     other_client uint32 TRADE: owner of other_id (so the maker's fill reaches it)
-    instrument   uint16 instrument index inside the shard
-    idx          uint16 the event's index among the events of its command;
+    idx          uint32 the event's index among the events of its command;
                         (seq, idx) is strictly increasing in a shard's output
+    instrument   uint16 instrument index inside the shard
     kind         uint8  EV_*
     side         uint8  side of order_id (DEPTH: side of the level)
     code         uint8  REJECTED: REJ_*; CANCELLED: CXL_*; otherwise 0
     flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
                         identical retry under the same idempotency key (the seq
                         is the original one; nothing changed in the book)
-    _pad         40 bytes zero
+    _pad         38 bytes zero
 
 Semantics of one command (the reference book and the kernel must both do
 exactly this, event for event):
@@ -242,13 +242,13 @@ EVENT_DTYPE = np.dtype(
         ("idem_key", "<u8"),
         ("client", "<u4"),
         ("other_client", "<u4"),
+        ("idx", "<u4"),
         ("instrument", "<u2"),
-        ("idx", "<u2"),
         ("kind", "u1"),
         ("side", "u1"),
         ("code", "u1"),
         ("flags", "u1"),
-        ("_pad", "V40"),
+        ("_pad", "V38"),
     ]
 )
 
