@@ -26,7 +26,7 @@ COMMAND_DTYPE (64 bytes)
     ord_type    uint8   TYPE_LIMIT / TYPE_MARKET (NEW only)
     flags       uint8   FLAG_POST_ONLY (NEW only)
     stp         uint8   STP_* self-trade prevention mode of this order (NEW only)
-    _pad        4 bytes zero
+    (4 bytes of zero padding)
 
 EVENT_DTYPE (128 bytes)
     seq          int64  the seq of the command that caused the event
@@ -53,7 +53,7 @@ EVENT_DTYPE (128 bytes)
     flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
                         identical retry under the same idempotency key (the seq
                         is the original one; nothing changed in the book)
-    _pad         38 bytes zero
+    (38 bytes of zero padding)
 
 Semantics of one command (the reference book and the kernel must both do
 exactly this, event for event):
@@ -209,7 +209,21 @@ EVENT_NAMES = {
     EV_DEPTH: "depth",
 }
 
-COMMAND_DTYPE = np.dtype(
+
+def _padded(fields, itemsize):
+    """A packed dtype padded to ``itemsize`` (no named pad field: Numba rejects void fields)."""
+    names = [n for n, _ in fields]
+    formats = [f for _, f in fields]
+    offsets = []
+    off = 0
+    for f in formats:
+        offsets.append(off)
+        off += np.dtype(f).itemsize
+    assert off <= itemsize
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
+COMMAND_DTYPE = _padded(
     [
         ("seq", "<i8"),
         ("order_id", "<i8"),
@@ -225,11 +239,11 @@ COMMAND_DTYPE = np.dtype(
         ("ord_type", "u1"),
         ("flags", "u1"),
         ("stp", "u1"),
-        ("_pad", "V4"),
-    ]
+    ],
+    itemsize=64,
 )
 
-EVENT_DTYPE = np.dtype(
+EVENT_DTYPE = _padded(
     [
         ("seq", "<i8"),
         ("req_id", "<u8"),
@@ -248,8 +262,8 @@ EVENT_DTYPE = np.dtype(
         ("side", "u1"),
         ("code", "u1"),
         ("flags", "u1"),
-        ("_pad", "V38"),
-    ]
+    ],
+    itemsize=128,
 )
 
 assert COMMAND_DTYPE.itemsize == 64

@@ -1,0 +1,117 @@
+"""``Book``: one instrument's order book, backed by the Numba kernel.
+
+The interface is shared with ``exchange.reference.ReferenceBook`` (the slow,
+obviously-correct twin the tests compare it with): ``process``, ``top``,
+``depth``, ``order``, ``canonical_rows``, ``state_hash``, ``snapshot`` and
+``restore``. ``process_into`` is the allocation-free form the shard loop uses.
+"""
+
+import io
+
+import msgspec
+import numpy as np
+
+from exchange import kernel
+from exchange.bookconfig import BookConfig
+from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, SIDE_BUY, SIDE_SELL
+from exchange.statehash import hash_canonical
+
+SNAPSHOT_FORMAT = 1
+
+
+class Book:
+    def __init__(self, config: BookConfig, state: kernel.BookState | None = None):
+        self.config = config
+        self.state = state if state is not None else kernel.new_state(config)
+        self._events = np.zeros(1024, EVENT_DTYPE)
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.state.meta[kernel.M_LAST_SEQ])
+
+    def process_into(self, cmds: np.ndarray, start: int, events: np.ndarray) -> tuple[int, int]:
+        """Apply commands from ``start`` into ``events``; returns (commands done, events written).
+
+        Stops early, never half-way through a command, when the buffer could
+        run out; raises when not even one command fits (the buffer is too small).
+        """
+        done, n, need = kernel.process(self.state, cmds, start, events)
+        if need:
+            raise BufferError(f"an events buffer of {need} records is needed, got {len(events)}")
+        return done, n
+
+    def process(self, cmds: np.ndarray) -> np.ndarray:
+        """Apply all commands; returns a new array of all their events, in order."""
+        if cmds.dtype != COMMAND_DTYPE:
+            raise TypeError(f"commands must have COMMAND_DTYPE, got {cmds.dtype}")
+        chunks = []
+        pos = 0
+        while pos < len(cmds):
+            done, n, need = kernel.process(self.state, cmds, pos, self._events)
+            if need:
+                self._events = np.zeros(max(need, 2 * len(self._events)), EVENT_DTYPE)
+                continue
+            chunks.append(self._events[:n].copy())
+            pos += done
+        if not chunks:
+            return np.zeros(0, EVENT_DTYPE)
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    # ------------------------------------------------------------ queries
+
+    def top(self) -> tuple[int, int, int, int]:
+        bids, asks = self.depth(1)
+        bid = bids[0] if bids else (0, 0, 0)
+        ask = asks[0] if asks else (0, 0, 0)
+        return bid[0], bid[1], ask[0], ask[1]
+
+    def depth(self, n: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        def rows(side):
+            return [tuple(int(v) for v in r) for r in kernel.depth(self.state, side, n)]
+
+        return rows(SIDE_BUY), rows(SIDE_SELL)
+
+    def order(self, order_id: int) -> dict | None:
+        st = self.state
+        o = kernel.h_find(st, order_id)
+        if o < 0:
+            return None
+        return {
+            "order_id": int(st.o_id[o]),
+            "client": int(st.o_client[o]),
+            "side": int(st.o_side[o]),
+            "price": int(st.o_price[o]),
+            "qty": int(st.o_qty[o]),
+            "leaves": int(st.o_leaves[o]),
+            "stp": int(st.o_stp[o]),
+            "flags": int(st.o_flags[o]),
+        }
+
+    def canonical_rows(self) -> np.ndarray:
+        return kernel.canonical_rows(self.state)
+
+    def state_hash(self) -> str:
+        return hash_canonical(self.last_seq, self.canonical_rows())
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (an uncompressed npz: arrays plus the config)."""
+        buf = io.BytesIO()
+        header = msgspec.json.encode({"format": SNAPSHOT_FORMAT, "config": self.config})
+        np.savez(buf, header=np.frombuffer(header, np.uint8), **self.state._asdict())
+        return buf.getvalue()
+
+    @classmethod
+    def restore(cls, data: bytes) -> "Book":
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            header = msgspec.json.decode(z["header"].tobytes())
+            if header.get("format") != SNAPSHOT_FORMAT:
+                raise ValueError(f"unknown book snapshot format {header.get('format')!r}")
+            config = msgspec.convert(header["config"], BookConfig)
+            state = kernel.BookState(**{f: z[f] for f in kernel.BookState._fields})
+        expected = kernel.new_state(config)
+        for name, want, got in zip(kernel.BookState._fields, expected, state, strict=True):
+            if want.dtype != got.dtype or want.shape != got.shape:
+                raise ValueError(f"book snapshot field {name!r} does not fit its config")
+        return cls(config, state)
