@@ -1,0 +1,187 @@
+"""Idempotency: a (client, idempotency key) pair creates at most one order.
+
+The journal keeps one entry per pair used by a NEW command (key: client then
+idem key, big-endian, so entries sort by client): the seq and order id that the
+pair created and the request's *fingerprint*, the fields that define a new order
+(instrument, side, price, qty, tif, ord_type, flags, stp) packed as 24 bytes.
+The fingerprint is the fields themselves, not a hash: equality is exact.
+
+The shard calls two pure helpers around each batch:
+
+``plan_batch(journal, drained)`` before assigning seqs. Each NEW with an idem
+key is one of
+
+- new: it is kept (sequenced, run, journaled with its idempotency entry);
+- an identical retry of a journaled request or of one earlier in the batch:
+  dropped; it will get the original's events again;
+- a conflict (same pair, different fingerprint): dropped, answered now by a
+  REJECTED(REJ_CONFLICT) event.
+
+``resend(journal, drained, plan, batch_cmds)`` after the batch is committed:
+the original events of every retry (DEPTH left out, it is public data),
+flagged EVF_DUPLICATE, with the retry's req_id. Earlier-in-batch originals are
+journaled by then, so every retry is answered from the journal the same way.
+
+Neither kind of reply is history: conflicts carry seq 0 (never sequenced),
+duplicates carry the original seq. They are published after the batch's own
+events and never passed to ``Journal.write_batch``. The gateway sends them to
+the retry's owner only.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from exchange.records import (
+    CMD_NEW,
+    EV_DEPTH,
+    EV_REJECTED,
+    EVENT_DTYPE,
+    EVF_DUPLICATE,
+    REJ_CONFLICT,
+)
+
+FINGERPRINT_FIELDS = ("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp")
+FINGERPRINT_DTYPE = np.dtype(
+    {
+        "names": list(FINGERPRINT_FIELDS),
+        "formats": ["<i8", "<i8", "<u2", "u1", "u1", "u1", "u1", "u1"],
+        "offsets": [0, 8, 16, 18, 19, 20, 21, 22],
+        "itemsize": 24,
+    }
+)
+# the journaled value of one (client, idem key) pair
+IDEM_DTYPE = np.dtype([("seq", "<i8"), ("order_id", "<i8"), ("fingerprint", FINGERPRINT_DTYPE)])
+IDEM_KEY_DTYPE = np.dtype([("client", ">u4"), ("idem_key", ">u8")])
+assert IDEM_DTYPE.itemsize == 40
+assert IDEM_KEY_DTYPE.itemsize == 12
+
+# a retry's original: journaled (seq > 0) or earlier in the batch (rank among kept commands)
+RETRY_DTYPE = np.dtype([("index", "<i8"), ("original_seq", "<i8"), ("original_rank", "<i8")])
+
+
+class IdemEntry(NamedTuple):
+    client: int
+    idem_key: int
+    seq: int
+    order_id: int
+    instrument: int
+    fingerprint: bytes
+
+
+class IdemPlan(NamedTuple):
+    keep: np.ndarray  # bool per drained command: sequence and run it
+    conflicts: np.ndarray  # EVENT_DTYPE replies, ready to publish
+    retries: np.ndarray  # RETRY_DTYPE, in drained order
+
+
+def fingerprints(cmds: np.ndarray) -> np.ndarray:
+    """The FINGERPRINT_DTYPE of every command."""
+    out = np.zeros(len(cmds), FINGERPRINT_DTYPE)
+    for f in FINGERPRINT_FIELDS:
+        out[f] = cmds[f]
+    return out
+
+
+def request_fingerprint(cmd) -> bytes:
+    """The 24 bytes that tell an identical retry of a NEW command from a different request."""
+    return fingerprints(np.asarray(cmd).reshape(1)).tobytes()
+
+
+def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> list[bytes]:
+    """Journal keys of (client, idem key) pairs."""
+    k = np.empty(len(clients), IDEM_KEY_DTYPE)
+    k["client"] = clients
+    k["idem_key"] = idem_keys
+    b = k.tobytes()
+    return [b[i : i + 12] for i in range(0, len(b), 12)]
+
+
+def entry_values(cmds: np.ndarray) -> list[bytes]:
+    """Journal values of the idempotency entries of ``cmds`` (sequenced NEW commands)."""
+    v = np.empty(len(cmds), IDEM_DTYPE)
+    v["seq"] = cmds["seq"]
+    v["order_id"] = cmds["order_id"]
+    v["fingerprint"] = fingerprints(cmds)
+    b = v.tobytes()
+    return [b[i : i + 40] for i in range(0, len(b), 40)]
+
+
+def decode_entry(key: bytes, value: bytes) -> IdemEntry:
+    k = np.frombuffer(key, IDEM_KEY_DTYPE)[0]
+    v = np.frombuffer(value, IDEM_DTYPE)[0]
+    return IdemEntry(
+        client=int(k["client"]),
+        idem_key=int(k["idem_key"]),
+        seq=int(v["seq"]),
+        order_id=int(v["order_id"]),
+        instrument=int(v["fingerprint"]["instrument"]),
+        fingerprint=v["fingerprint"].tobytes(),
+    )
+
+
+def keyed_news(cmds: np.ndarray) -> np.ndarray:
+    """Indices of the NEW commands that carry an idempotency key."""
+    return np.flatnonzero((cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0))
+
+
+def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
+    """Classify a drained batch (before seq assignment); see the module docstring."""
+    keep = np.ones(len(drained), bool)
+    idx = keyed_news(drained)
+    if not len(idx):
+        return IdemPlan(keep, np.zeros(0, EVENT_DTYPE), np.zeros(0, RETRY_DTYPE))
+    cmds = drained[idx]
+    fps = fingerprints(cmds)
+    found = journal.idem_lookup_many(cmds["client"], cmds["idem_key"])
+    first_in_batch: dict[tuple[int, int], int] = {}
+    conflicts = []
+    retries = []
+    for j, i in enumerate(idx.tolist()):
+        pair = (int(cmds[j]["client"]), int(cmds[j]["idem_key"]))
+        fp = fps[j].tobytes()
+        earlier = first_in_batch.get(pair)
+        if found[j] is not None:
+            same, original = found[j].fingerprint == fp, (found[j].seq, -1)
+        elif earlier is not None:
+            same, original = fps[earlier].tobytes() == fp, (0, idx[earlier])
+        else:
+            first_in_batch[pair] = j
+            continue
+        keep[i] = False
+        if same:
+            retries.append((i, *original))
+        else:
+            conflicts.append(i)
+    retry_arr = np.array(retries, RETRY_DTYPE) if retries else np.zeros(0, RETRY_DTYPE)
+    in_batch = retry_arr["original_seq"] == 0
+    # rank of the original among the kept commands = its position in the sequenced batch
+    ranks = np.cumsum(keep) - 1
+    retry_arr["original_rank"][in_batch] = ranks[retry_arr["original_rank"][in_batch]]
+    return IdemPlan(keep, conflict_rejects(drained[conflicts]), retry_arr)
+
+
+def conflict_rejects(cmds: np.ndarray) -> np.ndarray:
+    """REJECTED(REJ_CONFLICT) replies to ``cmds``: never sequenced, so seq 0 and order id 0."""
+    ev = np.zeros(len(cmds), EVENT_DTYPE)
+    for f in ("req_id", "price", "qty", "idem_key", "client", "instrument", "side"):
+        ev[f] = cmds[f]
+    ev["kind"] = EV_REJECTED
+    ev["code"] = REJ_CONFLICT
+    return ev
+
+
+def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray) -> np.ndarray:
+    """The duplicate replies to the plan's retries, once the batch is committed.
+
+    ``batch_cmds`` are ``drained[plan.keep]`` with their assigned seqs.
+    """
+    out = []
+    for r in plan.retries:
+        seq = int(r["original_seq"]) or int(batch_cmds["seq"][r["original_rank"]])
+        ev = journal.events_for(seq)
+        ev = ev[ev["kind"] != EV_DEPTH].copy()
+        ev["req_id"] = drained["req_id"][r["index"]]
+        ev["flags"] |= EVF_DUPLICATE
+        out.append(ev)
+    return np.concatenate(out) if out else np.zeros(0, EVENT_DTYPE)

@@ -1,0 +1,519 @@
+"""The shard journal: one LMDB environment (a directory) per shard, one write txn per batch.
+
+Layout (named sub-databases; integer keys big-endian so LMDB's byte order is
+numeric order):
+
+commands   batch's first seq (8 B) -> the batch's COMMAND_DTYPE records, one blob
+events     batch's first seq (8 B) -> every event the books produced for them, one blob
+orders     order id (8 B)          -> ORDER_DTYPE row, the order's state after its last batch
+idem       client (4 B) + idem key (8 B) -> IDEM_DTYPE (seq, order id, request fingerprint)
+snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
+meta       b"layout" -> LAYOUT, b"last_seq" -> int64
+
+``write_batch`` puts all of a batch in ONE write transaction: either all of it is
+there after a crash or none of it. Blobs per batch, not a put per record, is what
+makes it fast; rows are only written for what must be looked up one by one
+(orders, idempotency pairs). The events passed in are exactly what the books
+produced for the batch's commands; the shard's own replies (REJ_CONFLICT
+rejects, EVF_DUPLICATE re-sends) are not history and are refused here (see
+``exchange.idempotency``).
+
+Durability (``durability=``):
+
+``fsync`` (default)  LMDB sync + metasync: the commit writes the data pages,
+    fdatasync()s them, writes the meta page, fdatasync()s again. When
+    ``write_batch`` returns, the batch is on stable storage: it survives a
+    process crash, an OS crash and a power loss (as far as the disk honours
+    flushes). Costs one or two device flushes per batch, whatever its size.
+``os``  LMDB MDB_NOSYNC: the commit writes pages and meta into the OS page cache
+    and returns without flushing. A process crash (SIGKILL included) loses
+    nothing committed, since the kernel holds the pages. An OS crash or power
+    loss can lose the batches of the last seconds (until the kernel's writeback)
+    but not consistency, because the filesystem is expected to keep write order
+    and writemap is off; ``close()`` flushes, so a clean stop is fully durable.
+
+writemap is off in both modes: with a writable map a full disk is a SIGBUS
+that kills the process, while write() returns an error that becomes
+``JournalFull``, and a stray write through the map could not corrupt the file.
+
+The map grows by doubling, up to ``max_map_size``, transparently (the failed
+transaction is aborted and redone). A full map at the maximum, or the disk
+refusing a write (ENOSPC, EDQUOT, EFBIG, or EIO, which is how LMDB reports a
+short write), raises ``JournalFull``: that transaction is aborted, every
+earlier commit is intact, and the shard must stop intake.
+
+Readers (``readonly=True``, other processes) use LMDB's MVCC read transactions:
+they never block the writer and see whole batches only. One process may write
+at a time: the writer holds an exclusive lock on ``writer.lock``.
+"""
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import lmdb
+import numpy as np
+
+from exchange import idempotency, orderstate
+from exchange.idempotency import IdemEntry
+from exchange.orderstate import ORDER_DTYPE, OrderState
+from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
+
+LAYOUT = b"exchange.journal/1"
+DURABILITY_MODES = ("fsync", "os")
+DEFAULT_MAP_SIZE = 64 << 20
+DEFAULT_MAX_MAP_SIZE = 64 << 30
+KEEP_SNAPSHOTS = 2
+_BATCHES_PER_READ_TXN = 64  # iter_batches: short read txns so the writer can reuse pages
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+_DBS = (b"meta", b"commands", b"events", b"orders", b"idem", b"snapshots")
+
+
+class JournalError(Exception):
+    """The journal cannot be used as asked (missing, wrong layout, locked, fatal LMDB error)."""
+
+
+class JournalFull(JournalError):
+    """No more space (map at its maximum, or the disk): the batch was not written."""
+
+
+class Stats(NamedTuple):
+    path: str
+    durability: str
+    last_seq: int
+    batches: int
+    orders: int
+    idem_entries: int
+    snapshots: int
+    map_size: int
+    max_map_size: int
+    used_bytes: int
+    commits: int  # by this process
+    commit_seconds: float  # summed over those commits
+    map_grows: int  # by this process
+
+
+def _seq_key(seq: int) -> bytes:
+    return int(seq).to_bytes(8, "big")
+
+
+def _seek_batch(cur, seq: int) -> bool:
+    """Put ``cur`` on the batch holding ``seq`` (the last key <= seq), else the first batch."""
+    if cur.set_range(_seq_key(seq + 1)):
+        return cur.prev() or cur.first()
+    return cur.last()
+
+
+def _split(blob: bytes, size: int) -> list[bytes]:
+    return [blob[i : i + size] for i in range(0, len(blob), size)]
+
+
+def _records(arr, dtype, what: str) -> np.ndarray:
+    if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != 1:
+        got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{what} must be a 1-d array of {what} records, got {got}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_batch(cmds: np.ndarray, events: np.ndarray, last_seq: int) -> None:
+    seq = cmds["seq"]
+    if not len(cmds):
+        raise ValueError("empty batch: a batch needs at least one command")
+    if seq[0] <= last_seq:
+        raise ValueError(
+            f"batch starts at seq {seq[0]}, not past the journal's last seq {last_seq}"
+        )
+    if len(seq) > 1 and not np.all(seq[1:] > seq[:-1]):
+        bad = int(np.flatnonzero(seq[1:] <= seq[:-1])[0])
+        raise ValueError(f"batch seqs must strictly increase: seq {seq[bad + 1]} after {seq[bad]}")
+    if not len(events):
+        return
+    es = events["seq"]
+    pos = np.searchsorted(seq, es)
+    foreign = (pos == len(seq)) | (seq[np.minimum(pos, len(seq) - 1)] != es)
+    if foreign.any():
+        raise ValueError(f"event with seq {es[foreign][0]} belongs to no command of the batch")
+    if np.any(events["flags"] & EVF_DUPLICATE):
+        raise ValueError("EVF_DUPLICATE re-sends are replies, not history: do not journal them")
+    later = (es[1:] > es[:-1]) | ((es[1:] == es[:-1]) & (events["idx"][1:] > events["idx"][:-1]))
+    if not np.all(later):
+        bad = int(np.flatnonzero(~later)[0]) + 1
+        raise ValueError(
+            f"events must be in (seq, idx) order: event {bad} is "
+            f"({es[bad]}, {events['idx'][bad]}) after ({es[bad - 1]}, {events['idx'][bad - 1]})"
+        )
+
+
+class Journal:
+    def __init__(
+        self,
+        path,
+        durability: str = "fsync",
+        readonly: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        keep_snapshots: int = KEEP_SNAPSHOTS,
+    ):
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
+        if not 0 < map_size <= max_map_size:
+            raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size}, {max_map_size}")
+        if keep_snapshots < 1:
+            raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
+        self.path = os.fspath(path)
+        self.durability = durability
+        self.readonly = readonly
+        self.max_map_size = max_map_size
+        self.keep_snapshots = keep_snapshots
+        self._commits = 0
+        self._commit_seconds = 0.0
+        self._grows = 0
+        self._lock_fd = None
+        if readonly:
+            self._env = self._open_reader()
+        else:
+            self._lock_fd = self._lock_writer()
+            try:
+                self._env = self._open_writer(map_size)
+            except BaseException:
+                os.close(self._lock_fd)
+                raise
+        self._db = {name.decode(): self._env.open_db(name, create=False) for name in _DBS}
+        self._last_seq = self._read_last_seq()
+
+    # ------------------------------------------------------------ opening
+
+    def _lock_writer(self) -> int:
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(os.path.join(self.path, "writer.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalError(f"journal {self.path} is already open for writing") from None
+        return fd
+
+    def _open_writer(self, map_size: int) -> lmdb.Environment:
+        env = self._lmdb_open(
+            map_size=map_size,
+            sync=self.durability == "fsync",
+            metasync=True,
+            writemap=False,
+            map_async=False,
+        )
+        try:
+            fresh = env.stat()["entries"] == 0
+            with env.begin(write=True) as txn:
+                try:
+                    meta = env.open_db(b"meta", txn=txn, create=fresh)
+                except lmdb.NotFoundError:
+                    raise JournalError(
+                        f"{self.path} is an LMDB environment but no journal"
+                    ) from None
+                layout = txn.get(b"layout", db=meta)
+                if layout is None:
+                    txn.put(b"layout", LAYOUT, db=meta)
+                    txn.put(b"last_seq", _seq_key(0), db=meta)
+                elif layout != LAYOUT:
+                    raise JournalError(self._layout_message(layout))
+                for name in _DBS[1:]:
+                    env.open_db(name, txn=txn)
+        except BaseException:
+            env.close()
+            raise
+        return env
+
+    def _open_reader(self) -> lmdb.Environment:
+        if not os.path.exists(os.path.join(self.path, "data.mdb")):
+            raise JournalError(f"no journal at {self.path}")
+        env = self._lmdb_open(readonly=True, create=False)
+        try:
+            with env.begin() as txn:
+                try:
+                    meta = env.open_db(b"meta", txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    raise JournalError(f"{self.path} holds no journal") from None
+                layout = txn.get(b"layout", db=meta)
+                if layout != LAYOUT:
+                    raise JournalError(self._layout_message(layout))
+        except BaseException:
+            env.close()
+            raise
+        return env
+
+    def _lmdb_open(self, **options) -> lmdb.Environment:
+        try:
+            return lmdb.open(self.path, max_dbs=len(_DBS), **options)
+        except lmdb.Error as e:
+            # e.g. LMDB forbids opening one environment twice in a process:
+            # share one Journal per path within a process
+            raise JournalError(f"cannot open journal {self.path}: {e}") from e
+
+    def _layout_message(self, layout) -> str:
+        return (
+            f"journal {self.path} has layout {layout!r}, this code reads {LAYOUT!r}; "
+            "use the matching version of the exchange to read or migrate it"
+        )
+
+    def close(self) -> None:
+        if self._env is None:
+            return
+        if not self.readonly and self.durability == "os":
+            self._env.sync(True)
+        self._env.close()
+        self._env = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ transactions
+
+    def _read(self) -> lmdb.Transaction:
+        try:
+            return self._env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            # the writer grew the map past ours: adopt its size
+            self._env.set_mapsize(0)
+            return self._env.begin(buffers=False)
+
+    def _write(self, fill) -> float:
+        """Run ``fill(txn)`` in a write txn and commit; grow the map and redo it when full."""
+        if self.readonly:
+            raise JournalError(f"journal {self.path} is open read-only")
+        while True:
+            txn = self._env.begin(write=True)
+            try:
+                fill(txn)
+                t0 = time.perf_counter()
+                txn.commit()
+                dt = time.perf_counter() - t0
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+                continue
+            except lmdb.Error as e:
+                txn.abort()
+                if e.code in _FULL_ERRNOS:
+                    raise JournalFull(
+                        f"journal {self.path}: the disk refused a write ({e}); "
+                        "nothing of this batch was written; stop intake and free space"
+                    ) from e
+                raise JournalError(f"journal {self.path}: LMDB failed: {e}") from e
+            except BaseException:
+                txn.abort()
+                raise
+            self._commits += 1
+            self._commit_seconds += dt
+            return dt
+
+    def _grow(self) -> None:
+        size = self._env.info()["map_size"]
+        if size >= self.max_map_size:
+            raise JournalFull(
+                f"journal {self.path}: the map is full at its maximum of {self.max_map_size} "
+                "bytes; nothing of this batch was written; stop intake, raise max_map_size"
+            )
+        self._env.set_mapsize(min(2 * size, self.max_map_size))
+        self._grows += 1
+
+    # ------------------------------------------------------------ writing
+
+    def write_batch(self, cmds: np.ndarray, events: np.ndarray, snapshot: bytes | None = None):
+        """Journal one sequenced batch in one transaction; returns the commit's seconds.
+
+        ``snapshot``, when given, is the state after the batch, stored under its
+        last seq. Raises ValueError (nothing written) for a malformed batch.
+        """
+        cmds = _records(cmds, COMMAND_DTYPE, "commands")
+        events = _records(events, EVENT_DTYPE, "events")
+        _check_batch(cmds, events, self.last_seq)
+        rows, need = orderstate.derive(cmds, events)
+        keyed = cmds[idempotency.keyed_news(cmds)]
+        idem_items = list(
+            zip(
+                idempotency.entry_keys(keyed["client"], keyed["idem_key"]),
+                idempotency.entry_values(keyed),
+                strict=True,
+            )
+        )
+        first, last = int(cmds["seq"][0]), int(cmds["seq"][-1])
+        cmd_blob, ev_blob = cmds.tobytes(), events.tobytes()
+        db = self._db
+
+        def fill(txn):
+            order_rows = rows.copy()
+            self._merge_prior(txn, order_rows, need)
+            txn.put(_seq_key(first), cmd_blob, db=db["commands"], append=True)
+            txn.put(_seq_key(first), ev_blob, db=db["events"], append=True)
+            order_keys = _split(order_rows["order_id"].astype(">i8").tobytes(), 8)
+            order_vals = _split(order_rows.tobytes(), ORDER_DTYPE.itemsize)
+            txn.cursor(db=db["orders"]).putmulti(zip(order_keys, order_vals, strict=True))
+            if idem_items:
+                _, added = txn.cursor(db=db["idem"]).putmulti(idem_items, overwrite=False)
+                if added != len(idem_items):
+                    raise ValueError(self._reused_key_message(txn, idem_items))
+            if snapshot is not None:
+                self._put_snapshot(txn, last, snapshot)
+            txn.put(b"last_seq", _seq_key(last), db=db["meta"])
+
+        dt = self._write(fill)
+        self._last_seq = last
+        return dt
+
+    def _merge_prior(self, txn, rows: np.ndarray, need: np.ndarray) -> None:
+        ids = rows["order_id"][need != orderstate.HAS_ALL]
+        if not len(ids):
+            return
+        prior = [txn.get(k, db=self._db["orders"]) for k in _split(ids.astype(">i8").tobytes(), 8)]
+        missing = [int(i) for i, p in zip(ids, prior, strict=True) if p is None]
+        if missing:
+            raise ValueError(
+                f"events touch orders {missing[:5]} that the journal never saw created"
+            )
+        orderstate.merge_prior(rows, need, np.frombuffer(b"".join(prior), ORDER_DTYPE))
+
+    def _reused_key_message(self, txn, items) -> str:
+        seen = set()
+        for k, _ in items:
+            if k in seen or txn.get(k, db=self._db["idem"]) is not None:
+                e = np.frombuffer(k, idempotency.IDEM_KEY_DTYPE)[0]
+                pair = (int(e["client"]), int(e["idem_key"]))
+                return (
+                    f"(client, idem key) {pair} is already used: filter retries with "
+                    "idempotency.plan_batch before sequencing"
+                )
+            seen.add(k)
+        return "an idempotency key of the batch is already used"
+
+    def write_snapshot(self, seq: int, blob: bytes) -> float:
+        """Store a snapshot of the state after ``seq`` (which must be journaled already)."""
+        if not isinstance(blob, bytes | bytearray | memoryview) or not len(blob):
+            raise ValueError("a snapshot must be non-empty bytes")
+        if not 0 < seq <= self.last_seq:
+            raise ValueError(f"snapshot seq {seq} is not a journaled seq (last is {self.last_seq})")
+        return self._write(lambda txn: self._put_snapshot(txn, seq, bytes(blob)))
+
+    def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
+        db = self._db["snapshots"]
+        txn.put(_seq_key(seq), blob, db=db)
+        cur = txn.cursor(db=db)
+        n = txn.stat(db)["entries"]
+        cur.first()
+        for _ in range(n - self.keep_snapshots):
+            cur.delete()
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def last_seq(self) -> int:
+        """The last journaled seq (0 for an empty journal)."""
+        # the writer is the only one that moves it, so it need not ask LMDB
+        return self._read_last_seq() if self.readonly else self._last_seq
+
+    def _read_last_seq(self) -> int:
+        with self._read() as txn:
+            return int.from_bytes(txn.get(b"last_seq", db=self._db["meta"]), "big")
+
+    def idem_lookup(self, client: int, idem_key: int) -> IdemEntry | None:
+        return self.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
+
+    def idem_lookup_many(self, clients, idem_keys) -> list[IdemEntry | None]:
+        keys = idempotency.entry_keys(np.asarray(clients), np.asarray(idem_keys))
+        db = self._db["idem"]
+        with self._read() as txn:
+            vals = [txn.get(k, db=db) for k in keys]
+        return [
+            None if v is None else idempotency.decode_entry(k, v)
+            for k, v in zip(keys, vals, strict=True)
+        ]
+
+    def idem_entries(self) -> Iterator[IdemEntry]:
+        """Every idempotency entry, by client then key."""
+        with self._read() as txn:
+            items = list(txn.cursor(db=self._db["idem"]))
+        for k, v in items:
+            yield idempotency.decode_entry(k, v)
+
+    def order(self, order_id: int) -> OrderState | None:
+        with self._read() as txn:
+            v = txn.get(_seq_key(order_id), db=self._db["orders"])
+        return None if v is None else OrderState.from_row(np.frombuffer(v, ORDER_DTYPE)[0])
+
+    def events_for(self, seq: int) -> np.ndarray:
+        """The events command ``seq`` produced (empty if it is not journaled)."""
+        with self._read() as txn:
+            cur = txn.cursor(db=self._db["events"])
+            blob = cur.value() if _seek_batch(cur, seq) else b""
+        ev = np.frombuffer(blob, EVENT_DTYPE)
+        lo, hi = np.searchsorted(ev["seq"], [seq, seq + 1])
+        return ev[lo:hi]
+
+    def iter_batches(self, after_seq: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(commands, events) of each journaled batch after ``after_seq``, in order.
+
+        A batch that straddles ``after_seq`` is cut to its part after it. The
+        arrays are read-only views of the stored bytes.
+        """
+        start = after_seq + 1
+        while True:
+            chunk = self._read_batches(start)
+            for cmds, events in chunk:
+                if cmds["seq"][0] < start:
+                    cmds = cmds[cmds["seq"] >= start]
+                    events = events[events["seq"] >= start]
+                if len(cmds):
+                    yield cmds, events
+            if len(chunk) < _BATCHES_PER_READ_TXN:
+                return
+            start = int(chunk[-1][0]["seq"][-1]) + 1
+
+    def _read_batches(self, start: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        with self._read() as txn:
+            cur = txn.cursor(db=self._db["commands"])
+            found = _seek_batch(cur, start)
+            ev_db = self._db["events"]
+            while found and len(out) < _BATCHES_PER_READ_TXN:
+                cmds = np.frombuffer(cur.value(), COMMAND_DTYPE)
+                if cmds["seq"][-1] >= start:
+                    events = np.frombuffer(txn.get(cur.key(), db=ev_db), EVENT_DTYPE)
+                    out.append((cmds, events))
+                found = cur.next()
+        return out
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        with self._read() as txn:
+            cur = txn.cursor(db=self._db["snapshots"])
+            if not cur.last():
+                return None
+            return int.from_bytes(cur.key(), "big"), cur.value()
+
+    def stats(self) -> Stats:
+        with self._read() as txn:
+            counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
+            last = int.from_bytes(txn.get(b"last_seq", db=self._db["meta"]), "big")
+        info, st = self._env.info(), self._env.stat()
+        return Stats(
+            path=self.path,
+            durability=self.durability,
+            last_seq=last,
+            batches=counts["commands"],
+            orders=counts["orders"],
+            idem_entries=counts["idem"],
+            snapshots=counts["snapshots"],
+            map_size=info["map_size"],
+            max_map_size=self.max_map_size,
+            used_bytes=(info["last_pgno"] + 1) * st["psize"],
+            commits=self._commits,
+            commit_seconds=self._commit_seconds,
+            map_grows=self._grows,
+        )

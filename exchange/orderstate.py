@@ -1,0 +1,238 @@
+"""Order state rows: the final state, after a batch, of every order the batch touched.
+
+The journal keeps one ``ORDER_DTYPE`` row per order (key: order id) so that tools
+and the gateway can answer "what happened to my order" without replaying. The
+rows are derived from the batch's events alone, in event order:
+
+ACCEPTED      the whole row (price, qty, leaves = qty, idem key from the event), live
+REJECTED      of a NEW command: a rejected row built from the command (leaves 0);
+              of a CANCEL / REPLACE, or REJ_DUPLICATE_ID: nothing (the order named
+              in the event is someone else's live order, left untouched)
+TRADE         the taker's leaves (``leaves``), the maker's leaves (``other_leaves``);
+              filled at 0, else live
+CANCELLED     leaves from the event, cancelled
+REPLACED      price, qty and leaves from the event, live
+DEPTH         nothing
+
+An order that the batch touched without creating (a resting maker, a cancel)
+keeps the total qty and idem key of its previous row: ``derive`` marks those
+rows and ``merge_prior`` fills them in from the rows already journaled.
+
+Limit: the row is what the events say. An STP_DECREMENT that reduces a resting
+order without cancelling it emits no event for that order, so its row keeps the
+old qty and leaves until the next event about it (as the order's owner, who
+only sees events, also does).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from exchange.records import (
+    CMD_NEW,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_REJECTED,
+    EV_REPLACED,
+    EV_TRADE,
+    REJ_DUPLICATE_ID,
+)
+
+ST_LIVE = 1
+ST_FILLED = 2
+ST_CANCELLED = 3
+ST_REJECTED = 4
+STATUS_NAMES = {
+    ST_LIVE: "live",
+    ST_FILLED: "filled",
+    ST_CANCELLED: "cancelled",
+    ST_REJECTED: "rejected",
+}
+
+# what a derived row still needs from the order's previous row
+HAS_ALL = 0
+NEEDS_QTY_AND_KEY = 1
+NEEDS_KEY = 2  # a REPLACED in the batch already gave the new total qty
+
+_ROLE_OWN = 0  # the event's order_id
+_ROLE_MAKER = 1  # the event's other_id (TRADE)
+
+ORDER_DTYPE = np.dtype(
+    [
+        ("order_id", "<i8"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+        ("leaves", "<i8"),
+        ("idem_key", "<u8"),
+        ("last_seq", "<i8"),
+        ("client", "<u4"),
+        ("instrument", "<u2"),
+        ("side", "u1"),
+        ("status", "u1"),
+    ]
+)
+assert ORDER_DTYPE.itemsize == 56
+
+
+class OrderState(NamedTuple):
+    order_id: int
+    instrument: int
+    client: int
+    side: int
+    price: int
+    qty: int
+    leaves: int
+    status: str
+    idem_key: int
+    last_seq: int
+
+    @classmethod
+    def from_row(cls, row) -> "OrderState":
+        return cls(
+            order_id=int(row["order_id"]),
+            instrument=int(row["instrument"]),
+            client=int(row["client"]),
+            side=int(row["side"]),
+            price=int(row["price"]),
+            qty=int(row["qty"]),
+            leaves=int(row["leaves"]),
+            status=STATUS_NAMES[int(row["status"])],
+            idem_key=int(row["idem_key"]),
+            last_seq=int(row["last_seq"]),
+        )
+
+
+@njit(cache=True)
+def _touches(cmds, events, t_oid, t_ev, t_role):
+    """List (order id, event index, role) for every event that changes an order."""
+    n = 0
+    ci = 0
+    for i in range(events.shape[0]):
+        e = events[i]
+        k = e.kind
+        if k in (EV_ACCEPTED, EV_CANCELLED, EV_REPLACED):
+            t_oid[n] = e.order_id
+            t_ev[n] = i
+            t_role[n] = _ROLE_OWN
+            n += 1
+        elif k == EV_TRADE:
+            t_oid[n] = e.order_id
+            t_ev[n] = i
+            t_role[n] = _ROLE_OWN
+            t_oid[n + 1] = e.other_id
+            t_ev[n + 1] = i
+            t_role[n + 1] = _ROLE_MAKER
+            n += 2
+        elif k == EV_REJECTED and e.code != REJ_DUPLICATE_ID:
+            # events come in seq order, so the command pointer only moves forward
+            while cmds[ci].seq < e.seq:
+                ci += 1
+            if cmds[ci].kind == CMD_NEW:
+                t_oid[n] = cmds[ci].order_id
+                t_ev[n] = i
+                t_role[n] = _ROLE_OWN
+                n += 1
+    return n
+
+
+@njit(cache=True)
+def _apply(cmds, e, role, r, need):
+    """Fold one event into order row ``r``; returns the row's new need flag."""
+    r.last_seq = e.seq
+    r.instrument = e.instrument
+    k = e.kind
+    if k == EV_ACCEPTED:
+        r.price = e.price
+        r.qty = e.qty
+        r.leaves = e.leaves
+        r.idem_key = e.idem_key
+        r.client = e.client
+        r.side = e.side
+        r.status = ST_LIVE
+        return HAS_ALL
+    if k == EV_REJECTED:
+        c = cmds[np.searchsorted(cmds.seq, e.seq)]
+        r.price = c.price
+        r.qty = c.qty
+        r.leaves = 0
+        r.idem_key = c.idem_key
+        r.client = c.client
+        r.side = c.side
+        r.status = ST_REJECTED
+        return HAS_ALL
+    if k == EV_TRADE:
+        if role == _ROLE_MAKER:
+            r.leaves = e.other_leaves
+            r.price = e.price  # trades print at the maker's price
+            r.client = e.other_client
+            r.side = 3 - e.side
+        else:
+            r.leaves = e.leaves
+            r.client = e.client
+            r.side = e.side
+        r.status = ST_FILLED if r.leaves == 0 else ST_LIVE
+        return need
+    if k == EV_CANCELLED:
+        r.price = e.price
+        r.leaves = e.leaves
+        r.client = e.client
+        r.side = e.side
+        r.status = ST_CANCELLED
+        return need
+    # EV_REPLACED
+    r.price = e.price
+    r.qty = e.qty
+    r.leaves = e.leaves
+    r.client = e.client
+    r.side = e.side
+    r.status = ST_LIVE
+    return NEEDS_KEY if need == NEEDS_QTY_AND_KEY else need
+
+
+@njit(cache=True)
+def _derive(cmds, events, out, need):
+    m = 2 * events.shape[0]
+    t_oid = np.empty(m, np.int64)
+    t_ev = np.empty(m, np.int64)
+    t_role = np.empty(m, np.uint8)
+    n = _touches(cmds, events, t_oid, t_ev, t_role)
+    # stable: an order's touches stay in event order
+    order = np.argsort(t_oid[:n], kind="mergesort")
+    rows = 0
+    j = 0
+    while j < n:
+        oid = t_oid[order[j]]
+        r = out[rows]
+        r.order_id = oid
+        flag = NEEDS_QTY_AND_KEY
+        while j < n and t_oid[order[j]] == oid:
+            t = order[j]
+            flag = _apply(cmds, events[t_ev[t]], t_role[t], r, flag)
+            j += 1
+        need[rows] = flag
+        rows += 1
+    return rows
+
+
+def derive(cmds: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (sorted by order id) for every order the batch changed, and their need flags.
+
+    ``cmds`` are the batch's commands in seq order, ``events`` exactly their
+    events in (seq, idx) order (the journal checks both before calling).
+    """
+    out = np.zeros(2 * len(events), ORDER_DTYPE)
+    need = np.zeros(2 * len(events), np.uint8)
+    n = _derive(cmds, events, out, need)
+    return out[:n], need[:n]
+
+
+def merge_prior(rows: np.ndarray, need: np.ndarray, prior: np.ndarray) -> None:
+    """Fill in, in place, what the rows flagged in ``need`` keep from their previous rows.
+
+    ``prior`` holds the previous rows of ``rows[need != HAS_ALL]``, in the same order.
+    """
+    idx = np.flatnonzero(need != HAS_ALL)
+    rows["idem_key"][idx] = prior["idem_key"]
+    keep_qty = need[idx] == NEEDS_QTY_AND_KEY
+    rows["qty"][idx[keep_qty]] = prior["qty"][keep_qty]
