@@ -1,0 +1,661 @@
+"""The reference order book: slow, plain Python, obviously correct.
+
+It implements the semantics written in the docstring of ``exchange.records``
+with dicts and lists, one command at a time, so that the Numba book
+(``exchange.book.Book``) can be checked against it event by event. It has the
+same public interface as ``Book``; its snapshots are its own format.
+
+Where the spec leaves a choice, this book reads it as follows (the kernel must
+agree; the tests in tests/test_book_semantics.py pin each point):
+
+- A NEW whose ``flags`` has any bit other than FLAG_POST_ONLY set is
+  REJ_BAD_COMMAND (an unknown flag is "out of range" like an unknown tif).
+- A command whose ``kind`` is not one of CMD_* is REJ_BAD_COMMAND. CANCEL,
+  REPLACE and MASS_CANCEL ignore the NEW-only fields (side, tif, ord_type,
+  flags, stp); MASS_CANCEL ignores ``order_id``, ``price`` and ``qty``.
+- A REJECTED event carries the command's order_id, side, price, qty and client
+  as given, whatever the kind.
+- An order id is checked only against live orders (REJ_DUPLICATE_ID); ids of
+  orders that are gone may be reused, and any int64 value is an id.
+- The DEPTH events of a command name every level whose open total was changed
+  by some step of the command (a trade, a cancel, a decrement, an order
+  arriving, leaving or shrinking in place), in the order those levels were
+  first changed. A replace that leaves the order exactly as it was (same price,
+  same total qty) changes no level and emits REPLACED only.
+- A REPLACE validates in the order: REJ_NOT_FOUND, REJ_QTY, REJ_QTY_MAX,
+  REJ_LOT, REJ_PRICE_BAND, REJ_TICK, REJ_POST_ONLY; a replace to zero that
+  would also cross as post-only is therefore REJ_POST_ONLY. CANCELLED for a
+  replace to zero carries the order's old price.
+- A replaced order that loses its place keeps its slot while it matches, so it
+  is never REJ_BOOK_FULL; if it is filled or cancelled by STP it is gone.
+- The aggressor's CANCELLED events (CXL_IOC, CXL_FOK, CXL_STP) carry its price
+  as given in the command (for a market order: the command's price field).
+- ``process`` refuses (ValueError/TypeError, nothing changed) an array that is
+  not a 1-d COMMAND_DTYPE array, or whose seqs are not strictly increasing and
+  above ``last_seq``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import msgspec
+import numpy as np
+
+from exchange.bookconfig import BookConfig
+from exchange.records import (
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    COMMAND_DTYPE,
+    CXL_FOK,
+    CXL_IOC,
+    CXL_REPLACE,
+    CXL_STP,
+    CXL_USER,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_DEPTH,
+    EV_REJECTED,
+    EV_REPLACED,
+    EV_TRADE,
+    FLAG_POST_ONLY,
+    REJ_BAD_COMMAND,
+    REJ_BOOK_FULL,
+    REJ_DUPLICATE_ID,
+    REJ_LOT,
+    REJ_NOT_FOUND,
+    REJ_POST_ONLY,
+    REJ_PRICE_BAND,
+    REJ_QTY,
+    REJ_QTY_MAX,
+    REJ_TICK,
+    SIDE_BUY,
+    SIDE_SELL,
+    STP_CANCEL_BOTH,
+    STP_CANCEL_NEWEST,
+    STP_CANCEL_OLDEST,
+    STP_DECREMENT,
+    STP_NONE,
+    TIF_FOK,
+    TIF_GTC,
+    TIF_IOC,
+    TYPE_LIMIT,
+    TYPE_MARKET,
+    events,
+)
+from exchange.statehash import CANONICAL_FIELDS, hash_canonical
+
+SNAPSHOT_FORMAT = "exchange.reference.ReferenceBook"
+SNAPSHOT_VERSION = 1
+
+SIDES = (SIDE_BUY, SIDE_SELL)
+TIFS = (TIF_GTC, TIF_IOC, TIF_FOK)
+ORDER_TYPES = (TYPE_LIMIT, TYPE_MARKET)
+STP_MODES = (STP_NONE, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH, STP_DECREMENT)
+
+# Event fields a book writes; seq/req_id/idem_key/instrument come from the command.
+_EVENT_FIELDS = (
+    "seq",
+    "req_id",
+    "idem_key",
+    "instrument",
+    "idx",
+    "kind",
+    "code",
+    "order_id",
+    "client",
+    "side",
+    "price",
+    "qty",
+    "leaves",
+    "other_id",
+    "other_client",
+    "other_leaves",
+)
+
+
+class _Command(NamedTuple):
+    seq: int
+    order_id: int
+    price: int
+    qty: int
+    req_id: int
+    idem_key: int
+    client: int
+    instrument: int
+    kind: int
+    side: int
+    tif: int
+    ord_type: int
+    flags: int
+    stp: int
+
+
+@dataclass(eq=False)
+class _Order:
+    order_id: int
+    client: int
+    side: int
+    price: int
+    qty: int  # total: filled + open (less what STP_DECREMENT took away)
+    leaves: int  # open
+    stp: int
+    flags: int
+
+    def row(self) -> tuple[int, ...]:
+        return tuple(getattr(self, name) for name in CANONICAL_FIELDS)
+
+
+def _opposite(side: int) -> int:
+    return SIDE_SELL if side == SIDE_BUY else SIDE_BUY
+
+
+class _Events:
+    """The events of one command, and the levels it changed, in first-change order."""
+
+    def __init__(self, cmd: _Command, rows: list[tuple[int, ...]]):
+        self.cmd = cmd
+        self.rows = rows
+        self.idx = 0
+        self.touched: dict[tuple[int, int], None] = {}
+
+    def emit(
+        self,
+        kind: int,
+        *,
+        code: int = 0,
+        order_id: int = 0,
+        client: int = 0,
+        side: int = 0,
+        price: int = 0,
+        qty: int = 0,
+        leaves: int = 0,
+        other_id: int = 0,
+        other_client: int = 0,
+        other_leaves: int = 0,
+    ) -> None:
+        c = self.cmd
+        self.rows.append(
+            (
+                c.seq,
+                c.req_id,
+                c.idem_key,
+                c.instrument,
+                self.idx,
+                kind,
+                code,
+                order_id,
+                client,
+                side,
+                price,
+                qty,
+                leaves,
+                other_id,
+                other_client,
+                other_leaves,
+            )
+        )
+        self.idx += 1
+
+    def reject(self, code: int) -> None:
+        c = self.cmd
+        self.emit(
+            EV_REJECTED,
+            code=code,
+            order_id=c.order_id,
+            client=c.client,
+            side=c.side,
+            price=c.price,
+            qty=c.qty,
+        )
+
+    def cancelled(self, order: _Order, code: int, qty: int) -> None:
+        self.emit(
+            EV_CANCELLED,
+            code=code,
+            order_id=order.order_id,
+            client=order.client,
+            side=order.side,
+            price=order.price,
+            qty=qty,
+        )
+
+    def touch(self, side: int, price: int) -> None:
+        self.touched.setdefault((side, price), None)
+
+
+class ReferenceBook:
+    """One instrument's book; see the module docstring for the semantics."""
+
+    def __init__(self, config: BookConfig):
+        if not isinstance(config, BookConfig):
+            raise TypeError(f"config must be a BookConfig, got {type(config).__name__}")
+        self.config = config
+        self.last_seq = 0
+        self._orders: dict[int, _Order] = {}
+        # side -> price -> orders in queue order; a level exists only while not empty
+        self._levels: dict[int, dict[int, list[_Order]]] = {SIDE_BUY: {}, SIDE_SELL: {}}
+
+    # ------------------------------------------------------------------ commands
+
+    def process(self, cmds: np.ndarray) -> np.ndarray:
+        self._check_batch(cmds)
+        rows: list[tuple[int, ...]] = []
+        columns = [cmds[name].tolist() for name in _Command._fields]
+        for fields in zip(*columns, strict=True):
+            cmd = _Command(*fields)
+            out = _Events(cmd, rows)
+            if cmd.kind == CMD_NEW:
+                self._new(cmd, out)
+            elif cmd.kind == CMD_CANCEL:
+                self._cancel(cmd, out)
+            elif cmd.kind == CMD_REPLACE:
+                self._replace(cmd, out)
+            elif cmd.kind == CMD_MASS_CANCEL:
+                self._mass_cancel(cmd, out)
+            else:
+                out.reject(REJ_BAD_COMMAND)
+            self._emit_depth(out)
+            self.last_seq = cmd.seq
+        result = events(len(rows))
+        if rows:
+            for name, column in zip(_EVENT_FIELDS, zip(*rows, strict=True), strict=True):
+                result[name] = column
+        return result
+
+    def _check_batch(self, cmds: np.ndarray) -> None:
+        if not isinstance(cmds, np.ndarray) or cmds.dtype != COMMAND_DTYPE:
+            got = cmds.dtype if isinstance(cmds, np.ndarray) else type(cmds).__name__
+            raise TypeError(f"commands must be a numpy array of COMMAND_DTYPE, got {got}")
+        if cmds.ndim != 1:
+            raise ValueError(f"commands must be a 1-d array, got shape {cmds.shape}")
+        if len(cmds) == 0:
+            return
+        seq = cmds["seq"]
+        if seq[0] <= self.last_seq:
+            raise ValueError(
+                f"command seq {seq[0]} (index 0) is not above the last processed seq "
+                f"{self.last_seq}"
+            )
+        bad = np.flatnonzero(np.diff(seq) <= 0)
+        if len(bad):
+            i = int(bad[0]) + 1
+            raise ValueError(
+                f"command seqs must be strictly increasing: seq {seq[i]} at index {i} "
+                f"follows {seq[i - 1]}"
+            )
+
+    def _new(self, c: _Command, out: _Events) -> None:
+        code = self._new_reject_code(c)
+        if code:
+            out.reject(code)
+            return
+        out.emit(
+            EV_ACCEPTED,
+            order_id=c.order_id,
+            client=c.client,
+            side=c.side,
+            price=c.price,
+            qty=c.qty,
+            leaves=c.qty,
+        )
+        taker = _Order(c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags)
+        market = c.ord_type == TYPE_MARKET
+        if c.tif == TIF_FOK and self._fillable(taker, market) < c.qty:
+            out.cancelled(taker, CXL_FOK, c.qty)
+            return
+        self._match(taker, market, out)
+        if taker.leaves == 0:
+            return
+        if c.tif == TIF_GTC and not market:
+            self._orders[taker.order_id] = taker
+            self._append(taker, out)
+        else:
+            out.cancelled(taker, CXL_IOC, taker.leaves)
+
+    def _new_reject_code(self, c: _Command) -> int:
+        post_only = c.flags & FLAG_POST_ONLY
+        if (
+            c.side not in SIDES
+            or c.tif not in TIFS
+            or c.ord_type not in ORDER_TYPES
+            or c.stp not in STP_MODES
+            or c.flags & ~FLAG_POST_ONLY
+            or (post_only and c.ord_type == TYPE_MARKET)
+        ):
+            return REJ_BAD_COMMAND
+        code = self._qty_code(c.qty)
+        if code:
+            return code
+        limit = c.ord_type == TYPE_LIMIT
+        if limit:
+            code = self._price_code(c.price)
+            if code:
+                return code
+        if c.order_id in self._orders:
+            return REJ_DUPLICATE_ID
+        if post_only and self._would_take(c.side, c.price):
+            return REJ_POST_ONLY
+        if limit and c.tif == TIF_GTC and len(self._orders) >= self.config.capacity:
+            return REJ_BOOK_FULL
+        return 0
+
+    def _qty_code(self, qty: int) -> int:
+        if qty <= 0:
+            return REJ_QTY
+        if qty > self.config.max_qty:
+            return REJ_QTY_MAX
+        if qty % self.config.lot_size:
+            return REJ_LOT
+        return 0
+
+    def _price_code(self, price: int) -> int:
+        if not self.config.min_price <= price <= self.config.max_price:
+            return REJ_PRICE_BAND
+        if price % self.config.tick_size:
+            return REJ_TICK
+        return 0
+
+    def _would_take(self, side: int, price: int) -> bool:
+        best = self._best(_opposite(side))
+        if best is None:
+            return False
+        return price >= best if side == SIDE_BUY else price <= best
+
+    def _crosses(self, taker: _Order, market: bool, level_price: int) -> bool:
+        if market:
+            return True
+        if taker.side == SIDE_BUY:
+            return level_price <= taker.price
+        return level_price >= taker.price
+
+    def _fillable(self, taker: _Order, market: bool) -> int:
+        side = _opposite(taker.side)
+        total = 0
+        for price in self._prices(side):
+            if not self._crosses(taker, market, price):
+                break
+            for maker in self._levels[side][price]:
+                if maker.client == taker.client and taker.stp != STP_NONE:
+                    return total
+                total += maker.leaves
+        return total
+
+    def _match(self, taker: _Order, market: bool, out: _Events) -> None:
+        side = _opposite(taker.side)
+        while taker.leaves > 0:
+            price = self._best(side)
+            if price is None or not self._crosses(taker, market, price):
+                return
+            maker = self._levels[side][price][0]
+            if maker.client != taker.client or taker.stp == STP_NONE:
+                qty = min(taker.leaves, maker.leaves)
+                taker.leaves -= qty
+                maker.leaves -= qty
+                out.emit(
+                    EV_TRADE,
+                    order_id=taker.order_id,
+                    client=taker.client,
+                    side=taker.side,
+                    price=maker.price,
+                    qty=qty,
+                    leaves=taker.leaves,
+                    other_id=maker.order_id,
+                    other_client=maker.client,
+                    other_leaves=maker.leaves,
+                )
+                out.touch(maker.side, maker.price)
+                if maker.leaves == 0:
+                    self._remove(maker, out)
+            elif taker.stp == STP_CANCEL_NEWEST:
+                out.cancelled(taker, CXL_STP, taker.leaves)
+                taker.leaves = 0
+            elif taker.stp == STP_CANCEL_OLDEST:
+                out.cancelled(maker, CXL_STP, maker.leaves)
+                self._remove(maker, out)
+            elif taker.stp == STP_CANCEL_BOTH:
+                out.cancelled(maker, CXL_STP, maker.leaves)
+                self._remove(maker, out)
+                out.cancelled(taker, CXL_STP, taker.leaves)
+                taker.leaves = 0
+            else:  # STP_DECREMENT, the last mode validation lets through
+                dec = min(taker.leaves, maker.leaves)
+                maker.qty -= dec
+                maker.leaves -= dec
+                taker.qty -= dec
+                taker.leaves -= dec
+                out.touch(maker.side, maker.price)
+                if maker.leaves == 0:
+                    out.cancelled(maker, CXL_STP, dec)
+                    self._remove(maker, out)
+                if taker.leaves == 0:
+                    out.cancelled(taker, CXL_STP, dec)
+
+    def _cancel(self, c: _Command, out: _Events) -> None:
+        order = self._owned(c)
+        if order is None:
+            out.reject(REJ_NOT_FOUND)
+            return
+        out.cancelled(order, CXL_USER, order.leaves)
+        self._remove(order, out)
+
+    def _replace(self, c: _Command, out: _Events) -> None:
+        order = self._owned(c)
+        if order is None:
+            out.reject(REJ_NOT_FOUND)
+            return
+        code = self._qty_code(c.qty) or self._price_code(c.price)
+        if not code and order.flags & FLAG_POST_ONLY and self._would_take(order.side, c.price):
+            code = REJ_POST_ONLY
+        if code:
+            out.reject(code)
+            return
+        filled = order.qty - order.leaves
+        new_leaves = c.qty - filled
+        if new_leaves <= 0:
+            out.cancelled(order, CXL_REPLACE, order.leaves)
+            self._remove(order, out)
+            return
+        out.emit(
+            EV_REPLACED,
+            order_id=order.order_id,
+            client=order.client,
+            side=order.side,
+            price=c.price,
+            qty=c.qty,
+            leaves=new_leaves,
+        )
+        if c.price == order.price and new_leaves <= order.leaves:
+            if new_leaves != order.leaves:
+                out.touch(order.side, order.price)
+            order.qty = c.qty
+            order.leaves = new_leaves
+            return
+        self._unlink(order, out)
+        order.price = c.price
+        order.qty = c.qty
+        order.leaves = new_leaves
+        self._match(order, False, out)
+        if order.leaves:
+            self._append(order, out)
+        else:
+            del self._orders[order.order_id]
+
+    def _mass_cancel(self, c: _Command, out: _Events) -> None:
+        doomed = [
+            order
+            for side in SIDES
+            for price in self._prices(side)
+            for order in self._levels[side][price]
+            if order.client == c.client
+        ]
+        for order in doomed:
+            out.cancelled(order, CXL_USER, order.leaves)
+            self._remove(order, out)
+
+    def _emit_depth(self, out: _Events) -> None:
+        for side, price in out.touched:
+            level = self._levels[side].get(price, [])
+            out.emit(
+                EV_DEPTH,
+                side=side,
+                price=price,
+                qty=sum(order.leaves for order in level),
+                leaves=len(level),
+            )
+
+    def _owned(self, c: _Command) -> _Order | None:
+        order = self._orders.get(c.order_id)
+        if order is None or order.client != c.client:
+            return None
+        return order
+
+    # ------------------------------------------------------------------ the ladder
+
+    def _best(self, side: int) -> int | None:
+        prices = self._levels[side]
+        if not prices:
+            return None
+        return max(prices) if side == SIDE_BUY else min(prices)
+
+    def _prices(self, side: int) -> list[int]:
+        """The side's level prices, best first."""
+        return sorted(self._levels[side], reverse=side == SIDE_BUY)
+
+    def _append(self, order: _Order, out: _Events) -> None:
+        self._levels[order.side].setdefault(order.price, []).append(order)
+        out.touch(order.side, order.price)
+
+    def _unlink(self, order: _Order, out: _Events) -> None:
+        """Take the order out of its level (it stays live)."""
+        level = self._levels[order.side][order.price]
+        level.remove(order)
+        if not level:
+            del self._levels[order.side][order.price]
+        out.touch(order.side, order.price)
+
+    def _remove(self, order: _Order, out: _Events) -> None:
+        self._unlink(order, out)
+        del self._orders[order.order_id]
+
+    # ------------------------------------------------------------------ queries
+
+    def canonical_rows(self) -> np.ndarray:
+        rows = [
+            order.row()
+            for side in SIDES
+            for price in self._prices(side)
+            for order in self._levels[side][price]
+        ]
+        return np.array(rows, dtype=np.int64).reshape(-1, len(CANONICAL_FIELDS))
+
+    def state_hash(self) -> str:
+        return hash_canonical(self.last_seq, self.canonical_rows())
+
+    def top(self) -> tuple[int, int, int, int]:
+        bid = self._best(SIDE_BUY) or 0
+        ask = self._best(SIDE_SELL) or 0
+        return bid, self._level_qty(SIDE_BUY, bid), ask, self._level_qty(SIDE_SELL, ask)
+
+    def _level_qty(self, side: int, price: int) -> int:
+        return sum(order.leaves for order in self._levels[side].get(price, []))
+
+    def depth(self, n: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"depth needs a number of levels >= 0, got {n!r}")
+        bids, asks = (
+            [
+                (price, self._level_qty(side, price), len(self._levels[side][price]))
+                for price in self._prices(side)[:n]
+            ]
+            for side in SIDES
+        )
+        return bids, asks
+
+    def order(self, order_id: int) -> dict | None:
+        order = self._orders.get(order_id)
+        if order is None:
+            return None
+        return {
+            "order_id": order.order_id,
+            "client": order.client,
+            "side": order.side,
+            "price": order.price,
+            "qty": order.qty,
+            "leaves": order.leaves,
+            "stp": order.stp,
+            "flags": order.flags,
+        }
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(
+            {
+                "format": SNAPSHOT_FORMAT,
+                "version": SNAPSHOT_VERSION,
+                "config": msgspec.structs.asdict(self.config),
+                "last_seq": self.last_seq,
+                "rows": self.canonical_rows().tolist(),
+            }
+        )
+
+    @classmethod
+    def restore(cls, data: bytes) -> ReferenceBook:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"a snapshot is bytes, got {type(data).__name__}")
+        try:
+            doc = msgspec.msgpack.decode(data)
+        except msgspec.DecodeError as e:
+            raise ValueError(f"not a reference book snapshot: {e}") from None
+        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError("not a reference book snapshot: wrong or missing format tag")
+        if doc.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"reference snapshot version {doc.get('version')!r} is not supported "
+                f"(this code reads version {SNAPSHOT_VERSION})"
+            )
+        try:
+            config = BookConfig(**doc["config"])
+            last_seq = int(doc["last_seq"])
+            rows = [
+                _Order(**dict(zip(CANONICAL_FIELDS, map(int, row), strict=True)))
+                for row in doc["rows"]
+            ]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"corrupt reference snapshot: {e}") from None
+        book = cls(config)
+        book.last_seq = last_seq
+        for order in rows:
+            problem = book._restore_problem(order)
+            if problem:
+                raise ValueError(f"corrupt reference snapshot: order {order.order_id}: {problem}")
+            book._orders[order.order_id] = order
+            book._levels[order.side].setdefault(order.price, []).append(order)
+        if len(book._orders) > config.capacity:
+            raise ValueError(
+                f"corrupt reference snapshot: {len(book._orders)} orders exceed capacity "
+                f"{config.capacity}"
+            )
+        if rows and [o.row() for o in rows] != book.canonical_rows().tolist():
+            raise ValueError("corrupt reference snapshot: orders are not in book order")
+        bid, ask = book._best(SIDE_BUY), book._best(SIDE_SELL)
+        if bid is not None and ask is not None and bid >= ask:
+            raise ValueError(f"corrupt reference snapshot: crossed book (bid {bid} >= ask {ask})")
+        return book
+
+    def _restore_problem(self, order: _Order) -> str:
+        if order.side not in SIDES:
+            return f"side {order.side} is not a side"
+        if self._price_code(order.price):
+            return f"price {order.price} is not a valid price for this book"
+        if not 0 < order.leaves <= order.qty <= self.config.max_qty:
+            return f"leaves {order.leaves} / qty {order.qty} are inconsistent"
+        if order.stp not in STP_MODES or order.flags & ~FLAG_POST_ONLY:
+            return f"stp {order.stp} / flags {order.flags} are out of range"
+        if order.order_id in self._orders:
+            return "appears twice"
+        return ""

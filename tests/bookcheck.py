@@ -1,0 +1,410 @@
+"""Invariants of a book, checked after every batch from its events and its state.
+
+``BookChecker`` follows one book through the public interface only (events,
+canonical rows, queries), so it checks the reference book and the kernel alike.
+From the events it keeps a small model: when each live order (re)entered its
+level, its price and how much of it traded, and the last total the DEPTH events
+gave for each level. After each batch it checks that the book agrees:
+
+- events: (seq, idx) increasing, idx counting from 0 per command, fields copied
+  from their command, flags 0, codes valid for their kind, one REJECTED and
+  nothing else for a reject, DEPTH last and once per level;
+- no order traded beyond its quantity (TRADE leaves never negative, and for every
+  live order traded qty = qty - leaves, which STP decrements do not change);
+- the book is never crossed at rest, sides and levels are in price order, every
+  order is valid for the config, there are no more orders than capacity;
+- every level's total and count equal the last DEPTH event for it (so DEPTH
+  named every level that changed, with its final total);
+- inside a level, orders are in ascending seq of (re)entry: ACCEPTED, or a
+  REPLACED that moved the price or raised the open qty (at an unchanged price
+  the level's DEPTH total says which);
+- top(), depth(), order() and state_hash() agree with the canonical rows.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from exchange.records import (
+    CANCEL_NAMES,
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_DEPTH,
+    EV_REJECTED,
+    EV_REPLACED,
+    EV_TRADE,
+    EVENT_DTYPE,
+    FLAG_POST_ONLY,
+    REJ_CONFLICT,
+    REJECT_NAMES,
+    SIDE_BUY,
+    SIDE_SELL,
+    STP_DECREMENT,
+    STP_NONE,
+    TIF_GTC,
+    TYPE_LIMIT,
+)
+from exchange.statehash import CANONICAL_FIELDS, hash_canonical
+
+_COPIED = ("req_id", "idem_key", "instrument")
+_EVENT_COLUMNS = (
+    "seq",
+    "idx",
+    "kind",
+    "code",
+    "flags",
+    "order_id",
+    "client",
+    "side",
+    "price",
+    "qty",
+    "leaves",
+    "other_id",
+    "other_client",
+    "other_leaves",
+)
+_COMMAND_COLUMNS = (
+    "seq",
+    "kind",
+    "order_id",
+    "client",
+    "side",
+    "price",
+    "qty",
+    "tif",
+    "ord_type",
+    "stp",
+)
+# The bytes of an event no field covers (they must stay zero).
+_EVENT_PADDING = np.ones(EVENT_DTYPE.itemsize, dtype=bool)
+for _dtype, _offset in EVENT_DTYPE.fields.values():
+    _EVENT_PADDING[_offset : _offset + _dtype.itemsize] = False
+# Orders whose query() answer is compared with their row after each batch.
+_ORDERS_QUERIED = 8
+
+
+class BookCheckError(AssertionError):
+    pass
+
+
+def _fail(msg: str) -> None:
+    raise BookCheckError(msg)
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """What the events told about one live order."""
+
+    entry: int  # seq of its (re)entry into its level
+    price: int
+    filled: int  # traded qty
+    stp: int
+    client: int
+    side: int
+
+
+class BookChecker:
+    def __init__(self, book):
+        self.book = book
+        self.last_seq = book.last_seq
+        rows = book.canonical_rows()
+        # Orders already resting get entry ranks below any seq, in book order.
+        self.orders: dict[int, _Tracked] = {}
+        for rank, row in enumerate(rows.tolist()):
+            r = dict(zip(CANONICAL_FIELDS, row, strict=True))
+            self.orders[r["order_id"]] = _Tracked(
+                entry=rank - len(rows),
+                price=r["price"],
+                filled=r["qty"] - r["leaves"],
+                stp=r["stp"],
+                client=r["client"],
+                side=r["side"],
+            )
+        self.levels = _levels_of(rows)
+
+    def check(self, cmds: np.ndarray, events: np.ndarray) -> None:
+        """Check the events one batch produced, then the book's state after it."""
+        self._check_event_frame(cmds, events)
+        ev = {name: events[name].tolist() for name in _EVENT_COLUMNS}
+        by_seq = defaultdict(list)
+        for i, seq in enumerate(ev["seq"]):
+            by_seq[seq].append(i)
+        columns = [cmds[name].tolist() for name in _COMMAND_COLUMNS]
+        for values in zip(*columns, strict=True):
+            cmd = dict(zip(_COMMAND_COLUMNS, values, strict=True))
+            rows = [{k: ev[k][i] for k in _EVENT_COLUMNS} for i in by_seq.get(cmd["seq"], [])]
+            self._apply_command(cmd, rows)
+        if len(cmds):
+            self.last_seq = int(cmds["seq"][-1])
+        self._check_state()
+
+    # ------------------------------------------------------------------ events
+
+    def _check_event_frame(self, cmds: np.ndarray, events: np.ndarray) -> None:
+        if not len(events):
+            return
+        if np.any(events["flags"] != 0):
+            _fail("an event has flags != 0")
+        raw = events.view(np.uint8).reshape(len(events), EVENT_DTYPE.itemsize)
+        if raw[:, _EVENT_PADDING].any():
+            _fail("an event has non-zero padding")
+        seq, idx = events["seq"], events["idx"]
+        later = (seq[1:] > seq[:-1]) | ((seq[1:] == seq[:-1]) & (idx[1:] > idx[:-1]))
+        if not later.all():
+            i = int(np.flatnonzero(~later)[0]) + 1
+            _fail(f"event {i} (seq {seq[i]}, idx {idx[i]}) does not follow its predecessor")
+        if seq[0] <= self.last_seq:
+            _fail(f"event seq {seq[0]} is not above the previous batch's last seq {self.last_seq}")
+        pos = np.minimum(np.searchsorted(cmds["seq"], seq), len(cmds) - 1)
+        if np.any(cmds["seq"][pos] != seq):
+            _fail("an event's seq belongs to no command of the batch")
+        for name in _COPIED:
+            wrong = np.flatnonzero(events[name] != cmds[name][pos])
+            if len(wrong):
+                _fail(f"event {wrong[0]} (seq {seq[wrong[0]]}): {name} is not its command's")
+
+    def _apply_command(self, cmd: dict, rows: list[dict]) -> None:
+        where = f"seq {cmd['seq']}"
+        for i, e in enumerate(rows):
+            if e["idx"] != i:
+                _fail(f"{where}: event idx {e['idx']} where {i} was due")
+        if not rows:
+            if cmd["kind"] != CMD_MASS_CANCEL:
+                _fail(f"{where}: command kind {cmd['kind']} produced no event")
+            return
+        if rows[0]["kind"] == EV_REJECTED:
+            self._check_reject(cmd, rows, where)
+            return
+        if cmd["kind"] not in (CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL):
+            _fail(f"{where}: command kind {cmd['kind']} was not rejected")
+        depth = [e for e in rows if e["kind"] == EV_DEPTH]
+        if rows[len(rows) - len(depth) :] != depth:
+            _fail(f"{where}: DEPTH events are not all at the end")
+        after = {}
+        for e in depth:
+            level = (e["side"], e["price"])
+            if level in after:
+                _fail(f"{where}: level {level} has two DEPTH events")
+            if e["order_id"] or e["client"] or e["code"] or e["other_id"] or e["other_client"]:
+                _fail(f"{where}: DEPTH has unused fields set")
+            total, count = e["qty"], e["leaves"]
+            if total < 0 or count < 0 or (total == 0) != (count == 0):
+                _fail(f"{where}: DEPTH {level} says total {total} with {count} orders")
+            after[level] = (total, count)
+        taker_leaves = None
+        for e in rows[: len(rows) - len(depth)]:
+            taker_leaves = self._apply_event(cmd, e, after, taker_leaves, where)
+        self._settle_taker(cmd, taker_leaves, where)
+        for level, (total, count) in after.items():
+            if total:
+                self.levels[level] = (total, count)
+            else:
+                self.levels.pop(level, None)
+
+    def _check_reject(self, cmd: dict, rows: list[dict], where: str) -> None:
+        e = rows[0]
+        if len(rows) != 1:
+            _fail(f"{where}: a REJECTED is followed by {len(rows) - 1} more events")
+        if e["code"] not in REJECT_NAMES or e["code"] == REJ_CONFLICT:
+            _fail(f"{where}: reject code {e['code']} is not a book's")
+        for k in ("order_id", "client", "side", "price", "qty"):
+            if e[k] != cmd[k]:
+                _fail(f"{where}: REJECTED {k} {e[k]} is not the command's {cmd[k]}")
+        if e["leaves"] or e["other_id"] or e["other_client"] or e["other_leaves"]:
+            _fail(f"{where}: REJECTED has unused fields set")
+
+    def _apply_event(self, cmd, e, after, taker_leaves, where):
+        kind, oid = e["kind"], e["order_id"]
+        if kind not in (EV_ACCEPTED, EV_REPLACED, EV_TRADE, EV_CANCELLED):
+            _fail(f"{where}: event kind {kind} where ACCEPTED/REPLACED/TRADE/CANCELLED belong")
+        if kind != EV_CANCELLED and e["code"]:
+            _fail(f"{where}: event kind {kind} has code {e['code']}")
+        if kind != EV_TRADE and (e["other_id"] or e["other_client"] or e["other_leaves"]):
+            _fail(f"{where}: event kind {kind} has other_* fields set")
+        if kind == EV_ACCEPTED:
+            if cmd["kind"] != CMD_NEW or oid != cmd["order_id"] or e["idx"] != 0:
+                _fail(f"{where}: ACCEPTED does not open a NEW of its order")
+            if not (e["qty"] == e["leaves"] == cmd["qty"] > 0) or e["price"] != cmd["price"]:
+                _fail(f"{where}: ACCEPTED price/qty/leaves are not the command's")
+            if e["client"] != cmd["client"] or e["side"] != cmd["side"]:
+                _fail(f"{where}: ACCEPTED client/side are not the command's")
+            if oid in self.orders:
+                _fail(f"{where}: order {oid} accepted while live")
+            self.orders[oid] = _Tracked(
+                entry=cmd["seq"],
+                price=e["price"],
+                filled=0,
+                stp=cmd["stp"],
+                client=e["client"],
+                side=e["side"],
+            )
+            return e["leaves"]
+        order = self.orders.get(oid)
+        if order is None:
+            _fail(f"{where}: event kind {kind} for order {oid}, which is not live")
+        if (e["client"], e["side"]) != (order.client, order.side):
+            _fail(f"{where}: event kind {kind} has client/side of another order than {oid}")
+        if kind == EV_REPLACED:
+            if cmd["kind"] != CMD_REPLACE or oid != cmd["order_id"] or e["idx"] != 0:
+                _fail(f"{where}: REPLACED does not open a REPLACE of its order")
+            if (e["price"], e["qty"]) != (cmd["price"], cmd["qty"]):
+                _fail(f"{where}: REPLACED price/qty are not the command's")
+            if e["qty"] - e["leaves"] != order.filled or e["leaves"] <= 0:
+                _fail(
+                    f"{where}: REPLACED leaves {e['leaves']} of qty {e['qty']} but "
+                    f"{order.filled} had traded"
+                )
+            # At an unchanged price the order re-enters only if its open qty
+            # grew, and then (nothing can trade there) the level total grew.
+            level = (e["side"], e["price"])
+            grew = level in after and after[level][0] > self.levels.get(level, (0, 0))[0]
+            if e["price"] != order.price or grew:
+                order.entry = cmd["seq"]
+            order.price = e["price"]
+            return e["leaves"]
+        if kind == EV_TRADE:
+            return self._apply_trade(cmd, e, order, taker_leaves, where)
+        if e["code"] not in CANCEL_NAMES or e["qty"] <= 0 or e["leaves"]:
+            _fail(f"{where}: CANCELLED code {e['code']} qty {e['qty']} leaves {e['leaves']}")
+        if e["price"] != order.price:
+            _fail(f"{where}: CANCELLED price {e['price']} is not order {oid}'s {order.price}")
+        if cmd["kind"] in (CMD_CANCEL, CMD_MASS_CANCEL) and e["client"] != cmd["client"]:
+            _fail(f"{where}: client {cmd['client']} cancelled order {oid} of another client")
+        del self.orders[oid]
+        return 0 if oid == cmd["order_id"] else taker_leaves
+
+    def _apply_trade(self, cmd, e, taker, taker_leaves, where):
+        oid, maker_id = e["order_id"], e["other_id"]
+        if oid != cmd["order_id"] or cmd["kind"] not in (CMD_NEW, CMD_REPLACE):
+            _fail(f"{where}: TRADE taker {oid} is not the command's order")
+        maker = self.orders.get(maker_id)
+        if maker is None or maker.price != e["price"] or maker.client != e["other_client"]:
+            _fail(f"{where}: TRADE at {e['price']} is not with resting order {maker_id}")
+        if maker.side == taker.side:
+            _fail(f"{where}: TRADE between two orders of side {maker.side}")
+        if e["qty"] <= 0 or e["leaves"] < 0 or e["other_leaves"] < 0:
+            _fail(f"{where}: TRADE qty {e['qty']} leaves {e['leaves']}/{e['other_leaves']}")
+        if e["client"] == e["other_client"] and taker.stp != STP_NONE:
+            _fail(f"{where}: self-trade of client {e['client']} with STP mode {taker.stp}")
+        if taker_leaves is None or e["leaves"] > taker_leaves - e["qty"]:
+            _fail(f"{where}: TRADE leaves taker {e['leaves']} after {taker_leaves}")
+        if e["leaves"] < taker_leaves - e["qty"] and taker.stp != STP_DECREMENT:
+            _fail(f"{where}: taker lost qty outside trades without STP_DECREMENT")
+        if cmd["ord_type"] == TYPE_LIMIT or cmd["kind"] == CMD_REPLACE:
+            buy = taker.side == SIDE_BUY
+            if e["price"] > taker.price if buy else e["price"] < taker.price:
+                _fail(f"{where}: order at {taker.price} traded through at {e['price']}")
+        taker.filled += e["qty"]
+        maker.filled += e["qty"]
+        if e["other_leaves"] == 0:
+            del self.orders[maker_id]
+        return e["leaves"]
+
+    def _settle_taker(self, cmd: dict, taker_leaves, where: str) -> None:
+        """After a NEW or REPLACE, its order rests, or is gone (filled or cancelled)."""
+        oid = cmd["order_id"]
+        if cmd["kind"] not in (CMD_NEW, CMD_REPLACE) or oid not in self.orders:
+            return
+        if taker_leaves == 0:
+            del self.orders[oid]
+            return
+        rests = cmd["kind"] == CMD_REPLACE or (
+            cmd["tif"] == TIF_GTC and cmd["ord_type"] == TYPE_LIMIT
+        )
+        if not rests:
+            _fail(f"{where}: the remainder of order {oid} neither rests nor was cancelled")
+
+    # ------------------------------------------------------------------ state
+
+    def _check_state(self) -> None:
+        book, cfg = self.book, self.book.config
+        if book.last_seq != self.last_seq:
+            _fail(f"last_seq is {book.last_seq}, the last command was {self.last_seq}")
+        rows = book.canonical_rows()
+        if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape[1] != len(CANONICAL_FIELDS):
+            _fail(f"canonical rows are {rows.dtype} {rows.shape}")
+        if book.state_hash() != hash_canonical(book.last_seq, rows):
+            _fail("state_hash() is not the hash of canonical_rows()")
+        if len(rows) > cfg.capacity:
+            _fail(f"{len(rows)} orders rest in a book of capacity {cfg.capacity}")
+        r = {name: rows[:, i] for i, name in enumerate(CANONICAL_FIELDS)}
+        side, price = r["side"], r["price"]
+        if np.any((side != SIDE_BUY) & (side != SIDE_SELL)) or np.any(np.diff(side) < 0):
+            _fail("rows are not bids then asks")
+        bids, asks = price[side == SIDE_BUY], price[side == SIDE_SELL]
+        if np.any(np.diff(bids) > 0) or np.any(np.diff(asks) < 0):
+            _fail("levels are not best first")
+        if len(bids) and len(asks) and bids[0] >= asks[0]:
+            _fail(f"crossed book at rest: bid {bids[0]} >= ask {asks[0]}")
+        if np.any((price < cfg.min_price) | (price > cfg.max_price) | (price % cfg.tick_size != 0)):
+            _fail("a resting price is outside the band or off tick")
+        qty, leaves, stp, flags = r["qty"], r["leaves"], r["stp"], r["flags"]
+        if np.any((leaves <= 0) | (leaves > qty) | (qty > cfg.max_qty) | (qty % cfg.lot_size != 0)):
+            _fail("a resting order has bad qty/leaves")
+        if np.any((stp < 0) | (stp > STP_DECREMENT) | (flags & ~FLAG_POST_ONLY != 0)):
+            _fail("a resting order has bad stp/flags")
+        ids = r["order_id"].tolist()
+        if len(set(ids)) != len(ids):
+            _fail("an order id rests twice")
+        if set(ids) != set(self.orders):
+            _fail(
+                f"resting orders {sorted(set(ids) - set(self.orders))[:5]} were never accepted, "
+                f"{sorted(set(self.orders) - set(ids))[:5]} should rest"
+            )
+        entries = []
+        for row in rows.tolist():
+            o = dict(zip(CANONICAL_FIELDS, row, strict=True))
+            order = self.orders[o["order_id"]]
+            if order.filled != o["qty"] - o["leaves"]:
+                _fail(f"order {o['order_id']} rests as {o}, but {order.filled} of it traded")
+            if (order.price, order.client, order.side, order.stp) != (
+                o["price"],
+                o["client"],
+                o["side"],
+                o["stp"],
+            ):
+                _fail(f"order {o['order_id']} rests as {o}, the events said {order}")
+            entries.append(order.entry)
+        entries = np.array(entries, dtype=np.int64)
+        same_level = (side[1:] == side[:-1]) & (price[1:] == price[:-1])
+        if np.any(same_level & (entries[1:] <= entries[:-1])):
+            i = int(np.flatnonzero(same_level & (entries[1:] <= entries[:-1]))[0]) + 1
+            _fail(f"order {ids[i]} (entered seq {entries[i]}) queues behind a later order")
+        levels = _levels_of(rows)
+        if levels != self.levels:
+            diff = sorted(set(levels.items()) ^ set(self.levels.items()))
+            _fail(f"level totals disagree with the DEPTH events: {diff[:4]}")
+        self._check_queries(rows, levels)
+
+    def _check_queries(self, rows: np.ndarray, levels: dict) -> None:
+        book = self.book
+        bids = sorted(((p, *v) for (s, p), v in levels.items() if s == SIDE_BUY), reverse=True)
+        asks = sorted((p, *v) for (s, p), v in levels.items() if s == SIDE_SELL)
+        bids_seen, asks_seen = book.depth(len(levels))
+        if (list(map(tuple, bids_seen)), list(map(tuple, asks_seen))) != (bids, asks):
+            _fail("depth() disagrees with the rows")
+        best_bid = bids[0][:2] if bids else (0, 0)
+        best_ask = asks[0][:2] if asks else (0, 0)
+        if tuple(book.top()) != (*best_bid, *best_ask):
+            _fail(f"top() is {book.top()}, rows say {(*best_bid, *best_ask)}")
+        step = max(1, len(rows) // _ORDERS_QUERIED)
+        for row in rows[::step].tolist():
+            expected = dict(zip(CANONICAL_FIELDS, row, strict=True))
+            if book.order(expected["order_id"]) != expected:
+                _fail(f"order({expected['order_id']}) is {book.order(expected['order_id'])}")
+
+
+def _levels_of(rows: np.ndarray) -> dict[tuple[int, int], tuple[int, int]]:
+    """(side, price) -> (open total, order count) of canonical rows."""
+    levels: dict[tuple[int, int], tuple[int, int]] = {}
+    side_i, price_i, leaves_i = (CANONICAL_FIELDS.index(f) for f in ("side", "price", "leaves"))
+    for row in rows.tolist():
+        key = (row[side_i], row[price_i])
+        total, count = levels.get(key, (0, 0))
+        levels[key] = (total + row[leaves_i], count + 1)
+    return levels

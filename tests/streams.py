@@ -1,0 +1,160 @@
+"""Seeded random command streams that exercise every rule of a book.
+
+A stream mixes all order types, TIFs, post-only, every STP mode, a few clients,
+cancels and replaces of recent (often live) and unknown order ids, orders of
+other clients, mass cancels and a share of invalid commands, with prices around
+a mid that drifts across the price band. Configs with a small capacity make
+REJ_BOOK_FULL happen. Everything is drawn from the numpy Generator it is given,
+so a seed reproduces a stream exactly.
+"""
+
+import numpy as np
+
+from exchange.bookconfig import BookConfig
+from exchange.records import (
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    FLAG_POST_ONLY,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_FOK,
+    TIF_GTC,
+    TIF_IOC,
+    TYPE_LIMIT,
+    TYPE_MARKET,
+    commands,
+)
+
+# How far from the mid orders may rest, in ticks (one is drawn per stream): the
+# narrow ones make most orders meet the other side, the wide ones build depth.
+SPREAD_TICKS = (4, 12, 40)
+
+
+def random_config(rng: np.random.Generator) -> BookConfig:
+    tick = int(rng.choice([1, 1, 5, 25]))
+    lot = int(rng.choice([1, 1, 10]))
+    levels = int(rng.choice([20, 200, 5000]))
+    min_price = tick * int(rng.integers(1, 1000))
+    return BookConfig(
+        min_price=min_price,
+        max_price=min_price + tick * (levels - 1),
+        tick_size=tick,
+        lot_size=lot,
+        max_qty=lot * int(rng.choice([12, 50, 10_000])),
+        capacity=int(rng.choice([4, 16, 64, 1 << 16], p=[0.05, 0.1, 0.2, 0.65])),
+    )
+
+
+def _pick(rng: np.random.Generator, n: int, values, p) -> np.ndarray:
+    return rng.choice(np.asarray(values), size=n, p=p)
+
+
+def random_stream(
+    rng: np.random.Generator,
+    config: BookConfig,
+    n: int,
+    *,
+    first_seq: int = 1,
+    first_order_id: int = 1,
+    clients: int = 3,
+) -> np.ndarray:
+    """n commands for one book, seqs from first_seq, NEW order ids from first_order_id.
+
+    The mix (how often orders are cancelled or replaced, how far from the mid
+    they rest) is itself drawn, so that some streams keep a thin book and others
+    a deep one.
+    """
+    cmds = commands(n)
+    tick, lot = config.tick_size, config.lot_size
+
+    cmds["seq"] = first_seq + np.cumsum(rng.integers(1, 3, size=n)) - 1
+    cmds["req_id"] = rng.integers(0, 2**64, size=n, dtype=np.uint64)
+    cmds["idem_key"] = np.where(rng.random(n) < 0.5, 0, rng.integers(1, 2**62, size=n))
+    cmds["instrument"] = rng.integers(0, 2**16)
+    client = rng.integers(1, clients + 1, size=n)
+
+    p_cancel, p_replace = rng.uniform(0.03, 0.2, size=2)
+    kind = _pick(
+        rng,
+        n,
+        [CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, 0, 9],
+        [0.98 - p_cancel - p_replace, p_cancel, p_replace, 0.005, 0.0075, 0.0075],
+    )
+    is_new = kind == CMD_NEW
+    side = _pick(rng, n, [SIDE_BUY, SIDE_SELL, 0, 3], [0.495, 0.495, 0.005, 0.005])
+    tif = _pick(rng, n, [TIF_GTC, TIF_IOC, TIF_FOK, 3], [0.65, 0.18, 0.165, 0.005])
+    ord_type = _pick(rng, n, [TYPE_LIMIT, TYPE_MARKET, 2], [0.9, 0.095, 0.005])
+    flags = _pick(rng, n, [0, FLAG_POST_ONLY, 2, 3], [0.87, 0.12, 0.005, 0.005])
+    flags = np.where((ord_type == TYPE_MARKET) & (rng.random(n) < 0.9), 0, flags)
+    stp = _pick(rng, n, [0, 1, 2, 3, 4, 7], [0.3, 0.14, 0.14, 0.14, 0.27, 0.01])
+
+    # The mid walks in ticks across the band, bouncing off its edges, so that
+    # resting orders are left behind at many prices. Orders sit mostly on the
+    # passive side of the mid (depth builds up), sometimes through it.
+    levels = config.levels
+    walk = np.cumsum(rng.choice([-1, 0, 0, 0, 1], size=n)) + levels // 2
+    period = 2 * max(levels - 1, 1)
+    mid = np.minimum(walk % period, period - walk % period)
+    away = rng.integers(-2, int(rng.choice(SPREAD_TICKS)) + 1, size=n)
+    price = config.min_price + tick * (mid + np.where(side == SIDE_SELL, away, -away))
+    price = np.clip(price, config.min_price, config.max_price)
+    odd = rng.random(n)
+    price = np.where(odd < 0.01, config.min_price - tick, price)
+    price = np.where((odd >= 0.01) & (odd < 0.02), config.max_price + tick, price)
+    if tick > 1:
+        price = np.where((odd >= 0.02) & (odd < 0.03), price + 1, price)
+
+    qty = lot * rng.integers(1, 9, size=n)
+    qty = np.where(rng.random(n) < 0.1, lot * rng.integers(9, 40, size=n), qty)
+    odd = rng.random(n)
+    qty = np.where(odd < 0.005, 0, qty)
+    qty = np.where((odd >= 0.005) & (odd < 0.01), -lot, qty)
+    qty = np.where((odd >= 0.01) & (odd < 0.02), config.max_qty + lot, qty)
+    if lot > 1:
+        qty = np.where((odd >= 0.02) & (odd < 0.03), qty + 1, qty)
+
+    # NEW ids count up; a few NEWs reuse a recent id (live or not).
+    order_id = first_order_id + np.cumsum(is_new) - 1
+    reuse = is_new & (rng.random(n) < 0.01)
+    order_id = np.where(reuse, order_id - rng.integers(1, 40, size=n), order_id)
+
+    # Cancels and replaces mostly aim at a recent GTC limit NEW (as its owner,
+    # at or near its price); some at an id nobody has, some as another client.
+    restable = is_new & (tif == TIF_GTC) & (ord_type == TYPE_LIMIT)
+    rank = np.cumsum(restable) - 1
+    acts = (kind == CMD_CANCEL) | (kind == CMD_REPLACE)
+    targets = acts & (rank >= 0) & (rng.random(n) < 0.97)
+    if restable.any():
+        back = np.minimum(rng.geometric(0.15, size=n) - 1, np.maximum(rank, 0))
+        target = np.flatnonzero(restable)[np.maximum(rank - back, 0)]
+        order_id = np.where(targets, order_id[target], order_id)
+        client = np.where(targets & (rng.random(n) < 0.95), client[target], client)
+        keep_price = targets & (kind == CMD_REPLACE) & (rng.random(n) < 0.5)
+        price = np.where(keep_price, price[target], price)
+    order_id = np.where(acts & ~targets, -1 - rng.integers(0, 1000, size=n), order_id)
+    order_id = np.where(kind == CMD_MASS_CANCEL, 0, order_id)
+
+    cmds["kind"] = kind
+    cmds["order_id"] = order_id
+    cmds["price"] = price
+    cmds["qty"] = qty
+    cmds["client"] = client
+    cmds["side"] = side
+    cmds["tif"] = tif
+    cmds["ord_type"] = ord_type
+    cmds["flags"] = flags
+    cmds["stp"] = stp
+    return cmds
+
+
+def random_batches(rng: np.random.Generator, n: int, max_batch: int = 300) -> list[slice]:
+    """Cut n commands into batches of random sizes, single commands included."""
+    cuts = []
+    start = 0
+    while start < n:
+        size = 1 if rng.random() < 0.2 else int(rng.integers(1, max_batch + 1))
+        cuts.append(slice(start, min(start + size, n)))
+        start += size
+    return cuts
