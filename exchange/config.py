@@ -1,0 +1,422 @@
+"""The daemon's configuration: one TOML file, or the embedded ``DEFAULT_TOML``.
+
+``load_config(path)`` reads and checks everything before any process starts and
+raises one ``ConfigError`` that names the key and the problem. ``dump_config``
+writes the effective config back as TOML that loads to the same ``Config``
+(what ``python -m exchange.config [PATH]`` prints).
+
+Every key is required except ``cpu`` (no pinning when absent) and the keys of
+an instrument's ``book`` table, whose defaults are ``BookConfig``'s: the
+embedded default is the one place where default values are written down.
+Relative paths are relative to the working directory of the process.
+
+An instrument's index inside its shard (``instrument`` in COMMAND and EVENT
+records) is its position in that shard's ``instruments`` list.
+"""
+
+import json
+import re
+import sys
+import tomllib
+from typing import Annotated, Literal
+
+import msgspec
+
+from exchange.bookconfig import BookConfig
+
+DEFAULT_TOML = """\
+# exchanged configuration (the embedded default). Prices are integer price
+# units and quantities integer quantity units, per instrument.
+
+# One [[instruments]] table per instrument. ref_price is the reference for the
+# gateway's price collar. [instruments.book] is the book's static parameters
+# (exchange/bookconfig.py): a limit price is a multiple of tick_size in
+# [min_price, max_price], a qty a multiple of lot_size up to max_qty; capacity
+# is how many orders can rest at once.
+[[instruments]]
+symbol = "ACME"
+ref_price = 10_000
+[instruments.book]
+min_price = 5_000
+max_price = 20_000
+tick_size = 1
+lot_size = 1
+max_qty = 100_000
+capacity = 65_536
+
+[[instruments]]
+symbol = "BOLT"
+ref_price = 2_500
+[instruments.book]
+min_price = 1_000
+max_price = 5_000
+tick_size = 5
+lot_size = 10
+max_qty = 1_000_000
+capacity = 65_536
+
+[[instruments]]
+symbol = "BTC-USD"
+ref_price = 6_000_000
+[instruments.book]
+min_price = 3_000_000
+max_price = 9_000_000
+tick_size = 100
+lot_size = 1
+max_qty = 10_000
+capacity = 65_536
+
+[[instruments]]
+symbol = "ETH-USD"
+ref_price = 300_000
+[instruments.book]
+min_price = 150_000
+max_price = 450_000
+tick_size = 10
+lot_size = 1
+max_qty = 100_000
+capacity = 65_536
+
+# Each shard process holds the books of its instruments; every instrument is in
+# exactly one shard, at the index of its position in the list.
+[[shards]]
+name = "s0"
+instruments = ["ACME", "BOLT"]
+
+[[shards]]
+name = "s1"
+instruments = ["BTC-USD", "ETH-USD"]
+
+# Where bots connect: ROUTER for orders and private replies, PUB for market data
+# (tcp://host:port or ipc://path, one or more each). The ports are above Linux's
+# ephemeral range (32768-60999), so no outgoing connection can be holding them.
+# keys_dir holds the gateway's CURVE key pair and the registered client keys.
+[gateway]
+router = ["tcp://127.0.0.1:61301"]
+pub = ["tcp://127.0.0.1:61302"]
+keys_dir = "./var/keys"
+
+# One LMDB environment per shard under dir. durability "fsync": a batch is on
+# stable storage before its events leave the shard; "os": in the OS page cache
+# (survives a process crash, not a power loss).
+[journal]
+dir = "./var/journal"
+durability = "fsync"
+
+# A shard snapshots its books after this many commands or seconds, whichever first.
+[snapshot]
+every_commands = 100_000
+every_seconds = 60
+
+# A bot sends a Heartbeat at least every heartbeat_ms; a session silent for
+# cancel_on_disconnect_ms has all its orders cancelled (0: never).
+[session]
+heartbeat_ms = 1_000
+cancel_on_disconnect_ms = 5_000
+
+# Per client: a token bucket of orders_per_second, holding at most burst.
+[rate]
+orders_per_second = 1_000
+burst = 200
+
+# Per client, unless the client's own limits say otherwise. max_notional is
+# price units x quantity units; price_collar_bps bounds a limit price to
+# ref_price +- this many basis points (1000 = 10%); max_position is the net
+# position per instrument, in quantity units.
+[risk]
+max_order_qty = 100_000
+max_notional = 10_000_000_000
+price_collar_bps = 1_000
+max_open_orders = 1_000
+max_position = 1_000_000
+
+# Shared memory: segment names start with namespace; ring capacities are in
+# records and powers of two.
+[shm]
+namespace = "exchanged"
+request_ring = 65_536
+event_ring = 65_536
+
+# CPU pinning, optional: process ("gateway" or a shard name) = [cpu, ...].
+# [cpu]
+# gateway = [0]
+# s0 = [1]
+"""
+
+MAX_RING = 1 << 24
+
+Positive = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
+# shard names become parts of shared-memory, journal and systemd unit names
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Endpoint = Annotated[str, msgspec.Meta(pattern=r"^(tcp://[^\s:/]+:[0-9]{1,5}|ipc://\S+)$")]
+Endpoints = Annotated[list[Endpoint], msgspec.Meta(min_length=1)]
+RingCapacity = Annotated[int, msgspec.Meta(ge=2, le=MAX_RING)]
+
+
+class ConfigError(Exception):
+    """The config cannot be used: ``key`` is the dotted path of the key at fault."""
+
+    def __init__(self, key: str, problem: str, source: str = "<default>"):
+        where = f"{source}: `{key}`" if key else source
+        super().__init__(f"invalid config {where}: {problem}")
+        self.key = key
+        self.problem = problem
+        self.source = source
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Instrument(_Section, kw_only=True):
+    symbol: Symbol
+    ref_price: Positive
+    book: BookConfig
+
+
+class Shard(_Section, kw_only=True):
+    name: Name
+    instruments: Annotated[list[Symbol], msgspec.Meta(min_length=1, max_length=1 << 16)]
+
+
+class Gateway(_Section, kw_only=True):
+    router: Endpoints
+    pub: Endpoints
+    keys_dir: str
+
+
+class Journal(_Section, kw_only=True):
+    dir: str
+    durability: Literal["fsync", "os"]
+
+
+class Snapshot(_Section, kw_only=True):
+    every_commands: Positive
+    every_seconds: Positive
+
+
+class Session(_Section, kw_only=True):
+    heartbeat_ms: Positive
+    cancel_on_disconnect_ms: NonNegative
+
+
+class Rate(_Section, kw_only=True):
+    orders_per_second: Positive
+    burst: Positive
+
+
+class Risk(_Section, kw_only=True):
+    max_order_qty: Positive
+    max_notional: Positive
+    price_collar_bps: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    max_open_orders: Positive
+    max_position: Positive
+
+
+class Shm(_Section, kw_only=True):
+    namespace: Name
+    request_ring: RingCapacity
+    event_ring: RingCapacity
+
+
+class Config(_Section, kw_only=True):
+    instruments: Annotated[list[Instrument], msgspec.Meta(min_length=1)]
+    shards: Annotated[list[Shard], msgspec.Meta(min_length=1)]
+    gateway: Gateway
+    journal: Journal
+    snapshot: Snapshot
+    session: Session
+    rate: Rate
+    risk: Risk
+    shm: Shm
+    cpu: dict[Name, list[Annotated[int, msgspec.Meta(ge=0)]]] = {}
+
+    def instrument(self, symbol: str) -> Instrument:
+        return next(i for i in self.instruments if i.symbol == symbol)
+
+    def routes(self) -> dict[str, tuple[str, int]]:
+        """symbol -> (shard name, instrument index inside that shard)."""
+        return {sym: (s.name, i) for s in self.shards for i, sym in enumerate(s.instruments)}
+
+
+_BOOK_KEYS = frozenset(BookConfig.__struct_fields__)
+_AT = re.compile(r" - at (`key` in )?`\$\.?([^`]*)`$")
+_NAMED_FIELD = re.compile(r"^Object (missing required|contains unknown) field `([^`]*)`")
+
+
+def load_config(path=None) -> Config:
+    """The config in the TOML file at ``path``, or the embedded default when None."""
+    if path is None:
+        return parse_config(DEFAULT_TOML)
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("", f"cannot read it: {e}", str(path)) from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "<default>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"not valid TOML: {e}", source) from None
+    _check_book_keys(raw, source)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as e:
+        raise _validation_error(str(e), source) from None
+    _check(config, source)
+    return config
+
+
+def _validation_error(text: str, source: str) -> ConfigError:
+    at = _AT.search(text)
+    key = at.group(2) if at else ""
+    problem = text[: at.start()] if at else text
+    if at and at.group(1):
+        problem += " (in a key of this table)"
+    named = _NAMED_FIELD.match(problem)
+    if named:
+        key = f"{key}.{named.group(2)}" if key else named.group(2)
+        problem = "missing required key" if named.group(1).startswith("missing") else "unknown key"
+    return ConfigError(key, problem, source)
+
+
+def _check_book_keys(raw: dict, source: str) -> None:
+    """BookConfig ignores unknown keys; a misspelt tick_size must not pass silently."""
+    instruments = raw.get("instruments")
+    if not isinstance(instruments, list):
+        return
+    for i, inst in enumerate(instruments):
+        book = inst.get("book") if isinstance(inst, dict) else None
+        if isinstance(book, dict):
+            for key in book.keys() - _BOOK_KEYS:
+                raise ConfigError(f"instruments[{i}].book.{key}", "unknown key", source)
+
+
+def _check(config: Config, source: str) -> None:
+    """The rules that span keys; the first problem found is raised."""
+
+    def fail(key: str, problem: str):
+        raise ConfigError(key, problem, source)
+
+    first_at = {}
+    for i, inst in enumerate(config.instruments):
+        if inst.symbol in first_at:
+            fail(
+                f"instruments[{i}].symbol",
+                f"duplicate symbol {inst.symbol!r} (also instruments[{first_at[inst.symbol]}])",
+            )
+        first_at[inst.symbol] = i
+        book = inst.book
+        if not book.min_price <= inst.ref_price <= book.max_price:
+            fail(
+                f"instruments[{i}].ref_price",
+                f"{inst.ref_price} is outside the price band [{book.min_price}, {book.max_price}]",
+            )
+        if inst.ref_price % book.tick_size:
+            fail(
+                f"instruments[{i}].ref_price",
+                f"{inst.ref_price} is not a multiple of the tick size {book.tick_size}",
+            )
+    shard_of = {}
+    names = set()
+    for k, shard in enumerate(config.shards):
+        if shard.name in names:
+            fail(f"shards[{k}].name", f"duplicate shard name {shard.name!r}")
+        names.add(shard.name)
+        for j, sym in enumerate(shard.instruments):
+            key = f"shards[{k}].instruments[{j}]"
+            if sym not in first_at:
+                fail(key, f"{sym!r} is not one of the instruments")
+            if sym in shard_of:
+                fail(
+                    key, f"{sym!r} is in shard {shard_of[sym]!r} already; one shard per instrument"
+                )
+            shard_of[sym] = shard.name
+    for i, inst in enumerate(config.instruments):
+        if inst.symbol not in shard_of:
+            fail(f"instruments[{i}].symbol", f"{inst.symbol!r} is in no shard")
+    seen = {}
+    for kind in ("router", "pub"):
+        for j, endpoint in enumerate(getattr(config.gateway, kind)):
+            key = f"gateway.{kind}[{j}]"
+            if endpoint in seen:
+                fail(key, f"{endpoint} is also {seen[endpoint]}")
+            seen[endpoint] = key
+            if endpoint.startswith("tcp://") and not 1 <= int(endpoint.rsplit(":", 1)[1]) <= 65535:
+                fail(key, f"{endpoint}: the port must be in 1..65535")
+    for kind in ("request_ring", "event_ring"):
+        n = getattr(config.shm, kind)
+        if n & (n - 1):
+            fail(f"shm.{kind}", f"{n} is not a power of two")
+    if 0 < config.session.cancel_on_disconnect_ms <= config.session.heartbeat_ms:
+        fail(
+            "session.cancel_on_disconnect_ms",
+            "must be 0 (off) or longer than session.heartbeat_ms, or every session would be "
+            "cancelled between two heartbeats",
+        )
+    for process, cpus in config.cpu.items():
+        if process != "gateway" and process not in names:
+            fail(f"cpu.{process}", f"no process {process!r}: use 'gateway' or a shard name")
+        if not cpus or len(set(cpus)) != len(cpus):
+            fail(f"cpu.{process}", "must list one or more distinct cpu numbers")
+
+
+def dump_config(config: Config) -> str:
+    """The config as TOML text that ``parse_config`` reads back to an equal Config."""
+    lines = []
+    _emit_table(lines, "", msgspec.to_builtins(config))
+    return "\n".join(lines).strip() + "\n"
+
+
+def _emit_table(lines: list[str], path: str, table: dict) -> None:
+    """Keys with values first (TOML puts them before any header), then tables in order."""
+    nested = {k: v for k, v in table.items() if isinstance(v, dict) or _is_table_array(v)}
+    for key, value in table.items():
+        if key not in nested:
+            lines.append(f"{_key(key)} = {_value(value)}")
+    for key, value in nested.items():
+        sub = f"{path}.{_key(key)}" if path else _key(key)
+        for item in [value] if isinstance(value, dict) else value:
+            lines += ["", f"[{sub}]" if isinstance(value, dict) else f"[[{sub}]]"]
+            _emit_table(lines, sub, item)
+
+
+def _is_table_array(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # a JSON string is a TOML basic string: same quotes, same escapes
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m exchange.config [PATH]``: print the effective config."""
+    try:
+        config = load_config(argv[0] if argv else None)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    sys.stdout.write(dump_config(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,767 @@
+"""The wire protocol between bots and the gateway; docs/PROTOCOL.md is its reference.
+
+One ZeroMQ frame is one msgpack map, a msgspec Struct tagged by its ``t`` field.
+Three tagged unions: ``Request`` (bot -> gateway, ROUTER), ``Reply`` (gateway ->
+one bot, ROUTER) and ``MarketData`` (gateway -> everyone, PUB, topic = symbol).
+
+Requests are strict (unknown fields, wrong types and out-of-range values are
+refused) because a typo in an order must never trade. Replies and market data
+are lenient to decode, so a newer gateway may add fields without breaking bots.
+
+Besides the schema this module holds the pure conversions at the gateway's two
+edges: a decoded request + the instrument's ``BookConfig`` -> a COMMAND record's
+fields, and EVENT records -> replies and market data (``private_messages``,
+``BookMirror``). The error-code table is ``ERROR_CODES``.
+"""
+
+import bisect
+import itertools
+import re
+from collections import namedtuple
+from typing import Annotated, Literal
+
+import msgspec
+
+from exchange.bookconfig import BookConfig
+from exchange.orderstate import OrderState
+from exchange.records import (
+    CANCEL_NAMES,
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    COMMAND_DTYPE,
+    CXL_REPLACE,
+    CXL_USER,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_DEPTH,
+    EV_REJECTED,
+    EV_REPLACED,
+    EV_TRADE,
+    EVENT_DTYPE,
+    EVF_DUPLICATE,
+    FLAG_POST_ONLY,
+    REJ_BAD_COMMAND,
+    REJ_BOOK_FULL,
+    REJ_CONFLICT,
+    REJ_DUPLICATE_ID,
+    REJ_LOT,
+    REJ_NOT_FOUND,
+    REJ_POST_ONLY,
+    REJ_PRICE_BAND,
+    REJ_QTY,
+    REJ_QTY_MAX,
+    REJ_TICK,
+    REJECT_NAMES,
+    SIDE_BUY,
+    SIDE_SELL,
+    STP_CANCEL_BOTH,
+    STP_CANCEL_NEWEST,
+    STP_CANCEL_OLDEST,
+    STP_DECREMENT,
+    STP_NONE,
+    TIF_FOK,
+    TIF_GTC,
+    TIF_IOC,
+    TYPE_LIMIT,
+    TYPE_MARKET,
+)
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024
+MAX_BATCH = 256
+MAX_SYMBOL_LEN = 32
+MAX_COID_LEN = 36  # a UUID in text form fits
+DEFAULT_DEPTH = 5
+MAX_DEPTH = 100
+INT64_MAX = (1 << 63) - 1
+
+# --- stable error codes (Reject.code)
+INVALID = "invalid"
+UNAUTHENTICATED = "unauthenticated"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+CONFLICT = "conflict"
+RATE_LIMITED = "rate_limited"
+BUSY = "busy"
+UNAVAILABLE = "unavailable"
+
+ERROR_CODES = {
+    INVALID: "a field is missing, malformed, out of range or not allowed here; `field` names it",
+    UNAUTHENTICATED: "the connection has no client id (its CURVE key is not registered)",
+    FORBIDDEN: "the client may not do this (instrument or action not permitted, risk limit)",
+    NOT_FOUND: "no such instrument, or no live order with this oid that is yours",
+    CONFLICT: "the idempotency key was used before for a different request",
+    RATE_LIMITED: "too many requests: the client's rate limit is exhausted; slow down",
+    BUSY: "the exchange cannot take it now (queue or book full); retry later, unchanged",
+    UNAVAILABLE: "the shard holding the instrument is down; retry after it is back",
+}
+
+# book-level reject (EV_REJECTED.code) -> (error code, field, explanation); the
+# reason sent is "<REJECT_NAMES token>: <explanation>"
+BOOK_REJECTS = {
+    REJ_BAD_COMMAND: (INVALID, "$", "the command is malformed"),
+    REJ_QTY: (INVALID, "$.qty", "qty must be > 0"),
+    REJ_QTY_MAX: (INVALID, "$.qty", "qty is above the instrument's max_qty"),
+    REJ_LOT: (INVALID, "$.qty", "qty is not a multiple of the instrument's lot size"),
+    REJ_PRICE_BAND: (INVALID, "$.px", "px is outside the instrument's price band"),
+    REJ_TICK: (INVALID, "$.px", "px is not a multiple of the instrument's tick size"),
+    REJ_DUPLICATE_ID: (CONFLICT, "$", "the exchange order id is live already"),
+    REJ_POST_ONLY: (INVALID, "$.px", "a post-only order at this px would take liquidity"),
+    REJ_BOOK_FULL: (BUSY, "$", "the book has no room for another resting order"),
+    REJ_NOT_FOUND: (NOT_FOUND, "$.oid", "no live order with this oid is yours on this symbol"),
+    REJ_CONFLICT: (CONFLICT, "$.ik", "this idempotency key was used for a different request"),
+}
+assert BOOK_REJECTS.keys() == REJECT_NAMES.keys()
+
+SIDES = {"buy": SIDE_BUY, "sell": SIDE_SELL}
+TIFS = {"gtc": TIF_GTC, "ioc": TIF_IOC, "fok": TIF_FOK}
+ORDER_TYPES = {"limit": TYPE_LIMIT, "market": TYPE_MARKET}
+STP_MODES = {
+    "none": STP_NONE,
+    "cancel_newest": STP_CANCEL_NEWEST,
+    "cancel_oldest": STP_CANCEL_OLDEST,
+    "cancel_both": STP_CANCEL_BOTH,
+    "decrement": STP_DECREMENT,
+}
+SIDE_NAMES = {v: k for k, v in SIDES.items()}
+
+Side = Literal["buy", "sell"]
+Tif = Literal["gtc", "ioc", "fok"]
+OrderType = Literal["limit", "market"]
+Stp = Literal["none", "cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
+StateName = Literal["live", "filled", "cancelled", "rejected"]
+
+Cid = Annotated[int, msgspec.Meta(ge=1)]  # uint64: msgpack cannot carry more
+U64 = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SYMBOL_LEN)]
+ClientOrderId = Annotated[str, msgspec.Meta(max_length=MAX_COID_LEN)]
+Level = tuple[int, int, int]  # price, total qty, number of orders
+
+
+class ProtocolError(Exception):
+    """A request the gateway refuses: ``reject()`` is the reply that says why."""
+
+    def __init__(self, code: str, reason: str, field: str = "$", cid: int = 0):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(f"{code} at {field}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.field = field
+        self.cid = cid
+
+    def reject(self, cid: int | None = None, coid: str = "") -> "Reject":
+        """The Reject reply; ``cid`` defaults to the one salvaged from the request."""
+        return Reject(
+            cid=self.cid if cid is None else cid,
+            code=self.code,
+            field=self.field,
+            reason=self.reason,
+            coid=coid,
+        )
+
+
+# --- requests: strict, and fields at their default may be left out
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class _Request(_Strict, tag_field="t", omit_defaults=True):
+    pass
+
+
+class Order(_Strict, omit_defaults=True, kw_only=True):
+    """One order's fields: the body of NewOrder, and an item of NewOrders."""
+
+    sym: Symbol
+    side: Side
+    qty: Positive
+    px: Positive | None = None
+    tif: Tif = "gtc"
+    ord_type: OrderType = msgspec.field(default="limit", name="type")
+    post_only: bool = False
+    stp: Stp = "cancel_newest"
+    coid: ClientOrderId = ""
+    ik: U64 = 0
+
+
+class NewOrder(Order, tag="N", tag_field="t", kw_only=True):
+    cid: Cid
+
+
+class NewOrders(_Request, tag="B", kw_only=True):
+    cid: Cid
+    orders: Annotated[list[Order], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class Cancel(_Request, tag="C", kw_only=True):
+    cid: Cid
+    sym: Symbol
+    oid: Positive
+
+
+class Replace(_Request, tag="R", kw_only=True):
+    cid: Cid
+    sym: Symbol
+    oid: Positive
+    px: Positive
+    qty: Positive
+
+
+class MassCancel(_Request, tag="M", kw_only=True):
+    cid: Cid
+    sym: Symbol | None = None
+
+
+class Status(_Request, tag="S", kw_only=True):
+    cid: Cid
+    sym: Symbol
+    oid: Positive
+
+
+class BookRequest(_Request, tag="K", kw_only=True):
+    cid: Cid
+    sym: Symbol
+    depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)] = DEFAULT_DEPTH
+
+
+class Heartbeat(_Request, tag="H", kw_only=True):
+    """A request, and its own reply (the gateway answers with its version)."""
+
+    cid: Cid
+    v: int
+
+
+Request = NewOrder | NewOrders | Cancel | Replace | MassCancel | Status | BookRequest | Heartbeat
+
+
+# --- replies and market data: every field always present; unknown fields ignored
+
+
+class _Out(msgspec.Struct, frozen=True, kw_only=True, tag_field="t"):
+    pass
+
+
+class Ack(_Out, tag="A", kw_only=True):
+    cid: int
+    sym: str
+    oid: int
+    seq: int
+    coid: str = ""
+    dup: bool = False
+
+
+class Reject(_Out, tag="J", kw_only=True):
+    cid: int
+    code: str
+    field: str
+    reason: str
+    coid: str = ""
+    dup: bool = False
+
+
+class Fill(_Out, tag="F", kw_only=True):
+    sym: str
+    oid: int
+    seq: int
+    idx: int
+    side: Side
+    px: int
+    qty: int
+    leaves: int
+    liq: Literal["maker", "taker"]
+    dup: bool = False
+
+
+class Cancelled(_Out, tag="X", kw_only=True):
+    cid: int
+    sym: str
+    oid: int
+    seq: int
+    qty: int
+    reason: str
+    dup: bool = False
+
+
+class Replaced(_Out, tag="P", kw_only=True):
+    cid: int
+    sym: str
+    oid: int
+    seq: int
+    px: int
+    qty: int
+    leaves: int
+
+
+class OrderStatus(_Out, tag="O", kw_only=True):
+    cid: int
+    sym: str
+    oid: int
+    side: Side
+    px: int
+    qty: int
+    leaves: int
+    state: StateName
+    seq: int
+
+
+class Book(_Out, tag="K", kw_only=True):
+    cid: int
+    sym: str
+    seq: int
+    bids: list[Level]
+    asks: list[Level]
+
+
+class BatchAck(_Out, tag="BA", kw_only=True):
+    cid: int
+    results: list[Ack | Reject]
+
+
+class MassCancelled(_Out, tag="MC", kw_only=True):
+    cid: int
+    sym: str | None
+    n: int
+
+
+Reply = (
+    Ack
+    | Reject
+    | Fill
+    | Cancelled
+    | Replaced
+    | OrderStatus
+    | Book
+    | BatchAck
+    | MassCancelled
+    | Heartbeat
+)
+
+
+class Trades(_Out, tag="T", kw_only=True):
+    sym: str
+    seq: int
+    prev: int
+    side: Side
+    prints: list[tuple[int, int]]
+
+
+class Depth(_Out, tag="D", kw_only=True):
+    sym: str
+    seq: int
+    prev: int
+    bids: list[Level]
+    asks: list[Level]
+
+
+class TopOfBook(_Out, tag="Q", kw_only=True):
+    sym: str
+    seq: int
+    prev: int
+    bid_px: int
+    bid_qty: int
+    ask_px: int
+    ask_qty: int
+
+
+MarketData = Trades | Depth | TopOfBook
+
+_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(Request)
+_reply_decoder = msgspec.msgpack.Decoder(Reply)
+_market_decoder = msgspec.msgpack.Decoder(MarketData)
+
+
+class _CidOnly(msgspec.Struct):
+    cid: int = 0
+
+
+_cid_decoder = msgspec.msgpack.Decoder(_CidOnly)
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode_reply(buf: bytes) -> Reply:
+    return _reply_decoder.decode(buf)
+
+
+def decode_market_data(buf: bytes) -> MarketData:
+    return _market_decoder.decode(buf)
+
+
+def decode_request(buf: bytes) -> Request:
+    """The request in ``buf``, or ProtocolError(invalid, reason, field): never anything else.
+
+    The error carries the request's cid when one can be read from the frame, so
+    that even a malformed request gets its one reply.
+    """
+    if len(buf) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            INVALID, f"frame of {len(buf)} bytes is larger than {MAX_FRAME_BYTES} bytes"
+        )
+    try:
+        msg = _request_decoder.decode(buf)
+    except msgspec.ValidationError as e:
+        raise _validation_error(str(e), _salvage_cid(buf)) from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise ProtocolError(INVALID, f"not a msgpack message: {e}") from None
+    if isinstance(msg, NewOrder):
+        _check_order(msg, "$", msg.cid)
+    elif isinstance(msg, NewOrders):
+        for i, order in enumerate(msg.orders):
+            _check_order(order, f"$.orders[{i}]", msg.cid)
+    elif isinstance(msg, Heartbeat) and msg.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            INVALID,
+            f"protocol version {msg.v} is not supported; this gateway speaks {PROTOCOL_VERSION}",
+            "$.v",
+            msg.cid,
+        )
+    return msg
+
+
+_AT = re.compile(r" - at `([^`]*)`(?: in `([^`]*)`)?$")
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
+
+
+def _validation_error(text: str, cid: int) -> ProtocolError:
+    """msgspec's message as the reason, its path (made to name the field) as the field."""
+    at = _AT.search(text)
+    # "... - at `key` in `$`" is about a map key of the object at `$`
+    path = "$" if at is None else (at.group(2) or at.group(1))
+    named = _NAMED_FIELD.search(text)
+    if named:
+        path = f"{path}.{named.group(1)}"
+    return ProtocolError(INVALID, text, path, cid)
+
+
+def _salvage_cid(buf: bytes) -> int:
+    try:
+        cid = _cid_decoder.decode(buf).cid
+    except (msgspec.DecodeError, RecursionError):
+        return 0
+    return cid if isinstance(cid, int) and 0 < cid < 1 << 64 else 0
+
+
+def _check_order(order: Order, at: str, cid: int) -> None:
+    """The rules between fields that a schema cannot say."""
+    if order.ord_type == "market":
+        if order.px is not None:
+            raise ProtocolError(INVALID, "a market order takes no px", f"{at}.px", cid)
+        if order.post_only:
+            raise ProtocolError(
+                INVALID, "a market order cannot be post-only", f"{at}.post_only", cid
+            )
+        if order.tif == "gtc":
+            raise ProtocolError(
+                INVALID, "a market order never rests: tif must be ioc or fok", f"{at}.tif", cid
+            )
+    elif order.px is None:
+        raise ProtocolError(INVALID, "a limit order needs a px", f"{at}.px", cid)
+
+
+# --- requests -> COMMAND records
+
+
+def _command(**fields) -> tuple:
+    """A COMMAND record as a tuple in COMMAND_DTYPE order (``arr[i] = t`` stores it)."""
+    return tuple(fields.get(name, 0) for name in COMMAND_DTYPE.names)
+
+
+def _check_qty(qty: int, book: BookConfig) -> None:
+    if qty > book.max_qty:
+        raise ProtocolError(
+            INVALID,
+            f"{REJECT_NAMES[REJ_QTY_MAX]}: qty {qty} is above the instrument's max_qty "
+            f"{book.max_qty}",
+            "$.qty",
+        )
+    if qty % book.lot_size:
+        raise ProtocolError(
+            INVALID,
+            f"{REJECT_NAMES[REJ_LOT]}: qty {qty} is not a multiple of the lot size {book.lot_size}",
+            "$.qty",
+        )
+
+
+def _check_px(px: int, book: BookConfig) -> None:
+    if not book.min_price <= px <= book.max_price:
+        raise ProtocolError(
+            INVALID,
+            f"{REJECT_NAMES[REJ_PRICE_BAND]}: px {px} is outside the price band "
+            f"[{book.min_price}, {book.max_price}]",
+            "$.px",
+        )
+    if px % book.tick_size:
+        raise ProtocolError(
+            INVALID,
+            f"{REJECT_NAMES[REJ_TICK]}: px {px} is not a multiple of the tick size "
+            f"{book.tick_size}",
+            "$.px",
+        )
+
+
+def new_order_command(
+    order: Order, book: BookConfig, *, client: int, instrument: int, req_id: int
+) -> tuple:
+    """The NEW command for a decoded order, after the instrument's grid checks.
+
+    Raises ProtocolError(invalid) naming ``$.qty`` or ``$.px`` (relative to the
+    order) when the order is off the lot/tick grid, above max_qty or outside the
+    band. The shard fills in seq and order_id.
+    """
+    _check_qty(order.qty, book)
+    if order.px is not None:
+        _check_px(order.px, book)
+    return _command(
+        price=order.px or 0,
+        qty=order.qty,
+        req_id=req_id,
+        idem_key=order.ik,
+        client=client,
+        instrument=instrument,
+        kind=CMD_NEW,
+        side=SIDES[order.side],
+        tif=TIFS[order.tif],
+        ord_type=ORDER_TYPES[order.ord_type],
+        flags=FLAG_POST_ONLY if order.post_only else 0,
+        stp=STP_MODES[order.stp],
+    )
+
+
+def replace_command(
+    msg: Replace, book: BookConfig, *, client: int, instrument: int, req_id: int
+) -> tuple:
+    """The REPLACE command (qty is the new total, as the book expects), grid-checked."""
+    _check_qty(msg.qty, book)
+    _check_px(msg.px, book)
+    return _command(
+        order_id=msg.oid,
+        price=msg.px,
+        qty=msg.qty,
+        req_id=req_id,
+        client=client,
+        instrument=instrument,
+        kind=CMD_REPLACE,
+    )
+
+
+def cancel_command(msg: Cancel, *, client: int, instrument: int, req_id: int) -> tuple:
+    return _command(
+        order_id=msg.oid, req_id=req_id, client=client, instrument=instrument, kind=CMD_CANCEL
+    )
+
+
+def mass_cancel_command(*, client: int, instrument: int, req_id: int) -> tuple:
+    """One instrument's MASS_CANCEL; a MassCancel without sym needs one per instrument."""
+    return _command(req_id=req_id, client=client, instrument=instrument, kind=CMD_MASS_CANCEL)
+
+
+# --- EVENT records -> private replies
+
+_Event = namedtuple("_Event", EVENT_DTYPE.names)
+
+
+def book_reject(code: int, cid: int, coid: str = "", dup: bool = False) -> Reject:
+    """The Reject for a book-level reject code (EV_REJECTED.code)."""
+    error, field, text = BOOK_REJECTS[code]
+    reason = f"{REJECT_NAMES[code]}: {text}"
+    return Reject(cid=cid, code=error, field=field, reason=reason, coid=coid, dup=dup)
+
+
+def private_messages(ev, sym: str, kind: int, cid: int, coid: str = "") -> list[tuple[int, Reply]]:
+    """(client id, message) for each private message one EVENT record causes.
+
+    ``kind`` (CMD_*), ``cid`` and ``coid`` describe the request behind the event
+    (the gateway finds it by the event's req_id). They decide which message is
+    that request's one reply, carrying ``cid``: ACCEPTED and REJECTED answer a
+    NEW, CANCELLED(user) a CANCEL, REPLACED or CANCELLED(replaced_to_zero) a
+    REPLACE. Everything else is a notice with cid 0: fills, IOC/FOK/STP cancels,
+    the cancels of a mass cancel. A TRADE gives two fills, the taker's and the
+    maker's. A duplicate (EVF_DUPLICATE) goes to the retry's owner only, flagged.
+    """
+    e = _Event._make(ev.item())
+    dup = bool(e.flags & EVF_DUPLICATE)
+    if e.kind == EV_ACCEPTED:
+        return [(e.client, Ack(cid=cid, sym=sym, oid=e.order_id, seq=e.seq, coid=coid, dup=dup))]
+    if e.kind == EV_REJECTED:
+        return [(e.client, book_reject(e.code, cid, coid, dup))]
+    if e.kind == EV_TRADE:
+        taker = Fill(
+            sym=sym,
+            oid=e.order_id,
+            seq=e.seq,
+            idx=e.idx,
+            side=SIDE_NAMES[e.side],
+            px=e.price,
+            qty=e.qty,
+            leaves=e.leaves,
+            liq="taker",
+            dup=dup,
+        )
+        if dup:
+            return [(e.client, taker)]
+        maker = Fill(
+            sym=sym,
+            oid=e.other_id,
+            seq=e.seq,
+            idx=e.idx,
+            side=SIDE_NAMES[SIDE_BUY + SIDE_SELL - e.side],
+            px=e.price,
+            qty=e.qty,
+            leaves=e.other_leaves,
+            liq="maker",
+        )
+        return [(e.client, taker), (e.other_client, maker)]
+    if e.kind == EV_CANCELLED:
+        answers = (e.code == CXL_USER and kind == CMD_CANCEL) or e.code == CXL_REPLACE
+        msg = Cancelled(
+            cid=cid if answers else 0,
+            sym=sym,
+            oid=e.order_id,
+            seq=e.seq,
+            qty=e.qty,
+            reason=CANCEL_NAMES[e.code],
+            dup=dup,
+        )
+        return [(e.client, msg)]
+    if e.kind == EV_REPLACED:
+        msg = Replaced(
+            cid=cid, sym=sym, oid=e.order_id, seq=e.seq, px=e.price, qty=e.qty, leaves=e.leaves
+        )
+        return [(e.client, msg)]
+    return []
+
+
+def order_status(
+    state: OrderState | None, sym: str, msg: Status, client: int
+) -> OrderStatus | Reject:
+    """The reply to a Status request, from the journal's row of the order (None: unknown).
+
+    Someone else's order is "not found", exactly like a missing one, so that a
+    client cannot probe other clients' order ids.
+    """
+    if state is None or state.client != client:
+        return book_reject(REJ_NOT_FOUND, msg.cid)
+    return OrderStatus(
+        cid=msg.cid,
+        sym=sym,
+        oid=state.order_id,
+        side=SIDE_NAMES[state.side],
+        px=state.price,
+        qty=state.qty,
+        leaves=state.leaves,
+        state=state.status,
+        seq=state.last_seq,
+    )
+
+
+# --- EVENT records -> public market data
+
+
+class BookMirror:
+    """One instrument's price levels as the public feed shows them, kept from DEPTH events.
+
+    Each feed (Trades, Depth, TopOfBook) is a chain: a message's ``prev`` is the
+    ``seq`` of the previous message of the same feed and symbol, so a
+    subscriber that sees ``prev`` differ from the last ``seq`` it got knows it
+    missed one. ``prev`` 0 means "no previous message from this publisher".
+    """
+
+    def __init__(self, sym: str, depth: int = DEFAULT_DEPTH):
+        self.sym = sym
+        self.depth = depth
+        self.seq = 0  # the last command of this instrument applied
+        self._levels = {SIDE_BUY: {}, SIDE_SELL: {}}  # price -> (qty, orders)
+        self._prices = {SIDE_BUY: [], SIDE_SELL: []}  # ascending
+        self._prev = {Trades: 0, Depth: 0, TopOfBook: 0}
+        self._shown_depth = None
+        self._shown_top = None
+
+    def levels(self, side: int, n: int) -> list[Level]:
+        """The best ``n`` levels of a side, best first."""
+        prices = self._prices[side]
+        best = prices[: -n - 1 : -1] if side == SIDE_BUY else prices[:n]
+        return [(p, *self._levels[side][p]) for p in best]
+
+    def book(self, cid: int, depth: int) -> Book:
+        """The reply to a BookRequest: the top ``depth`` levels as of ``seq``."""
+        return Book(
+            cid=cid,
+            sym=self.sym,
+            seq=self.seq,
+            bids=self.levels(SIDE_BUY, depth),
+            asks=self.levels(SIDE_SELL, depth),
+        )
+
+    def _set_level(self, side: int, price: int, qty: int, orders: int) -> None:
+        levels, prices = self._levels[side], self._prices[side]
+        if qty == 0:
+            if levels.pop(price, None) is not None:
+                del prices[bisect.bisect_left(prices, price)]
+            return
+        if price not in levels:
+            bisect.insort(prices, price)
+        levels[price] = (qty, orders)
+
+    def apply(self, events: list) -> list[MarketData]:
+        """The market data of one command's events (this instrument's, as ``_Event``)."""
+        seq = events[0].seq
+        if seq <= self.seq:
+            return []  # a duplicate re-send or a conflict reject: not news
+        self.seq = seq
+        prints, aggressor, depth_changed = [], SIDE_BUY, False
+        for e in events:
+            if e.kind == EV_TRADE:
+                prints.append((e.price, e.qty))
+                aggressor = e.side
+            elif e.kind == EV_DEPTH:
+                self._set_level(e.side, e.price, e.qty, e.leaves)
+                depth_changed = True
+        out = []
+        if prints:
+            side = SIDE_NAMES[aggressor]
+            out.append(self._chain(Trades, side=side, prints=prints))
+        if depth_changed:
+            bids = self.levels(SIDE_BUY, self.depth)
+            asks = self.levels(SIDE_SELL, self.depth)
+            if (bids, asks) != self._shown_depth:
+                self._shown_depth = (bids, asks)
+                out.append(self._chain(Depth, bids=bids, asks=asks))
+            top = (*(bids[0][:2] if bids else (0, 0)), *(asks[0][:2] if asks else (0, 0)))
+            if top != self._shown_top:
+                self._shown_top = top
+                bid_px, bid_qty, ask_px, ask_qty = top
+                out.append(
+                    self._chain(
+                        TopOfBook, bid_px=bid_px, bid_qty=bid_qty, ask_px=ask_px, ask_qty=ask_qty
+                    )
+                )
+        return out
+
+    def _chain(self, cls, **fields):
+        msg = cls(sym=self.sym, seq=self.seq, prev=self._prev[cls], **fields)
+        self._prev[cls] = self.seq
+        return msg
+
+
+def market_data(events, mirrors: list[BookMirror]) -> list[MarketData]:
+    """The public messages of a batch of EVENT records from one shard, in order.
+
+    ``mirrors[i]`` is the mirror of the shard's instrument index i. Duplicates
+    are private re-sends, never public. Publish each message with its ``sym``
+    as the topic frame.
+    """
+    rows = [e for e in map(_Event._make, events.tolist()) if not e.flags & EVF_DUPLICATE]
+    out = []
+    for _, group in itertools.groupby(rows, key=lambda e: e.seq):
+        group = list(group)
+        out.extend(mirrors[group[0].instrument].apply(group))
+    return out
