@@ -5,9 +5,9 @@ raises one ``ConfigError`` that names the key and the problem. ``dump_config``
 writes the effective config back as TOML that loads to the same ``Config``
 (what ``python -m exchange.config [PATH]`` prints).
 
-Every key is required except ``cpu`` (no pinning when absent) and the keys of
-an instrument's ``book`` table, whose defaults are ``BookConfig``'s: the
-embedded default is the one place where default values are written down.
+Every key is required except ``cpus`` (CPU pinning, none when absent) and the
+keys of an instrument's ``book`` table, whose defaults are ``BookConfig``'s:
+the embedded default is the one place where default values are written down.
 Relative paths are relative to the working directory of the process.
 
 An instrument's index inside its shard (``instrument`` in COMMAND and EVENT
@@ -78,14 +78,17 @@ max_qty = 100_000
 capacity = 65_536
 
 # Each shard process holds the books of its instruments; every instrument is in
-# exactly one shard, at the index of its position in the list.
+# exactly one shard, at the index of its position in the list. cpus pins the
+# process to these CPUs ([]: no pinning), here and in [gateway].
 [[shards]]
 name = "s0"
 instruments = ["ACME", "BOLT"]
+cpus = []
 
 [[shards]]
 name = "s1"
 instruments = ["BTC-USD", "ETH-USD"]
+cpus = []
 
 # Where bots connect: ROUTER for orders and private replies, PUB for market data
 # (tcp://host:port or ipc://path, one or more each). The ports are above Linux's
@@ -95,6 +98,7 @@ instruments = ["BTC-USD", "ETH-USD"]
 router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
 keys_dir = "./var/keys"
+cpus = []
 
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
 # stable storage before its events leave the shard; "os": in the OS page cache
@@ -136,11 +140,6 @@ max_position = 1_000_000
 namespace = "exchanged"
 request_ring = 65_536
 event_ring = 65_536
-
-# CPU pinning, optional: process ("gateway" or a shard name) = [cpu, ...].
-# [cpu]
-# gateway = [0]
-# s0 = [1]
 """
 
 MAX_RING = 1 << 24
@@ -150,9 +149,10 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
 Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
 # shard names become parts of shared-memory, journal and systemd unit names
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
-Endpoint = Annotated[str, msgspec.Meta(pattern=r"^(tcp://[^\s:/]+:[0-9]{1,5}|ipc://\S+)$")]
+Endpoint = Annotated[str, msgspec.Meta(pattern=r"^(tcp://[^\s:/]+:[0-9]{1,5}|ipc://.+)$")]
 Endpoints = Annotated[list[Endpoint], msgspec.Meta(min_length=1)]
 RingCapacity = Annotated[int, msgspec.Meta(ge=2, le=MAX_RING)]
+Cpus = list[Annotated[int, msgspec.Meta(ge=0, le=4095)]]
 
 
 class ConfigError(Exception):
@@ -179,12 +179,14 @@ class Instrument(_Section, kw_only=True):
 class Shard(_Section, kw_only=True):
     name: Name
     instruments: Annotated[list[Symbol], msgspec.Meta(min_length=1, max_length=1 << 16)]
+    cpus: Cpus = []
 
 
 class Gateway(_Section, kw_only=True):
     router: Endpoints
     pub: Endpoints
     keys_dir: str
+    cpus: Cpus = []
 
 
 class Journal(_Section, kw_only=True):
@@ -231,7 +233,6 @@ class Config(_Section, kw_only=True):
     rate: Rate
     risk: Risk
     shm: Shm
-    cpu: dict[Name, list[Annotated[int, msgspec.Meta(ge=0)]]] = {}
 
     def instrument(self, symbol: str) -> Instrument:
         return next(i for i in self.instruments if i.symbol == symbol)
@@ -359,11 +360,10 @@ def _check(config: Config, source: str) -> None:
             "must be 0 (off) or longer than session.heartbeat_ms, or every session would be "
             "cancelled between two heartbeats",
         )
-    for process, cpus in config.cpu.items():
-        if process != "gateway" and process not in names:
-            fail(f"cpu.{process}", f"no process {process!r}: use 'gateway' or a shard name")
-        if not cpus or len(set(cpus)) != len(cpus):
-            fail(f"cpu.{process}", "must list one or more distinct cpu numbers")
+    pinned = [(f"shards[{k}].cpus", s.cpus) for k, s in enumerate(config.shards)]
+    for key, cpus in [*pinned, ("gateway.cpus", config.gateway.cpus)]:
+        if len(set(cpus)) != len(cpus):
+            fail(key, f"{cpus} lists a cpu twice")
 
 
 def dump_config(config: Config) -> str:
