@@ -76,15 +76,16 @@ class Book:
         o = kernel.h_find(st, order_id)
         if o < 0:
             return None
+        row = st.orders[o]
         return {
-            "order_id": int(st.o_id[o]),
-            "client": int(st.o_client[o]),
-            "side": int(st.o_side[o]),
-            "price": int(st.o_price[o]),
-            "qty": int(st.o_qty[o]),
-            "leaves": int(st.o_leaves[o]),
-            "stp": int(st.o_stp[o]),
-            "flags": int(st.o_flags[o]),
+            "order_id": int(row[kernel.O_ID]),
+            "client": int(row[kernel.O_CLIENT]),
+            "side": int(row[kernel.O_SIDE]),
+            "price": int(row[kernel.O_PRICE]),
+            "qty": int(row[kernel.O_QTY]),
+            "leaves": int(row[kernel.O_LEAVES]),
+            "stp": int(row[kernel.O_STP]),
+            "flags": int(row[kernel.O_FLAGS]),
         }
 
     def canonical_rows(self) -> np.ndarray:

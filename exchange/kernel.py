@@ -3,11 +3,12 @@
 The semantics are specified in ``exchange.records``; this module implements them
 over a structure of arrays (``BookState``):
 
-- an order pool of ``capacity`` slots (``o_*`` arrays), free slots on a stack;
-- per side, a price ladder indexed by tick offset inside the band (``l_*``
-  arrays, side 0 = bids at ``[0, levels)``, side 1 = asks at
-  ``[levels, 2 * levels)``), each level an intrusive doubly linked FIFO list of
-  slots with its total open quantity and order count;
+- an order pool of ``capacity`` slots (``orders``, one row per slot, columns
+  ``O_*``), free slots on a stack;
+- per side, a price ladder indexed by tick offset inside the band (``levels``,
+  columns ``L_*``; bids at rows ``[0, levels)``, asks at ``[levels, 2 *
+  levels)``), each level an intrusive doubly linked FIFO list of slots with its
+  total open quantity and order count;
 - an open-addressing hash (linear probing, backward-shift deletion) from order
   id to slot, so cancels and replaces find their order in O(1) without a
   Python dict;
@@ -82,33 +83,40 @@ M_LEVELS = 15
 M_HMASK = 16
 META_SIZE = 17
 
-_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+# Hot-path functions never allocate, so they are compiled without the Numba
+# runtime: with it, every call that passes the state tuple increfs and decrefs
+# each of its 20 arrays (measured: ~160 ns per call, against ~4 ns without).
+hot = njit(cache=True, nogil=True, _nrt=False)
+# Tiny helpers are inlined in Numba's IR so no call is made at all.
+tiny = njit(cache=True, nogil=True, _nrt=False, inline="always")
 
-BookState = namedtuple(
-    "BookState",
-    [
-        "meta",
-        "o_id",
-        "o_client",
-        "o_side",
-        "o_price",
-        "o_qty",
-        "o_leaves",
-        "o_stp",
-        "o_flags",
-        "o_next",
-        "o_prev",
-        "free",
-        "l_head",
-        "l_tail",
-        "l_qty",
-        "l_count",
-        "l_stamp",
-        "touched",
-        "h_key",
-        "h_val",
-    ],
-)
+# --- columns of the order pool (one row per slot: a cancel touches one or two cache lines)
+O_ID = 0
+O_CLIENT = 1
+O_PRICE = 2
+O_QTY = 3  # total quantity: filled + open (STP decrements reduce it)
+O_LEAVES = 4  # open quantity
+O_NEXT = 5  # next slot in the level's FIFO, -1 at the back
+O_PREV = 6
+O_SIDE = 7
+O_STP = 8
+O_FLAGS = 9
+O_COLS = 10
+
+# --- columns of the price ladder (row = side * levels + tick offset)
+L_HEAD = 0  # first slot of the FIFO, -1 when empty
+L_TAIL = 1
+L_QTY = 2  # total open quantity
+L_COUNT = 3  # number of orders
+L_STAMP = 4  # M_STAMP of the last command that touched the level
+L_COLS = 5
+
+# --- columns of the order id hash
+H_KEY = 0
+H_VAL = 1  # slot, -1 for an empty entry
+
+# Few arrays on purpose: every non-inlined call passes them all.
+BookState = namedtuple("BookState", ["meta", "orders", "levels", "free", "touched", "htab"])
 
 
 def new_state(config) -> BookState:
@@ -128,139 +136,136 @@ def new_state(config) -> BookState:
     meta[M_CAPACITY] = cap
     meta[M_LEVELS] = levels
     meta[M_HMASK] = hcap - 1
+    orders = np.zeros((cap, O_COLS), np.int64)
+    orders[:, O_NEXT] = -1
+    orders[:, O_PREV] = -1
+    ladder = np.zeros((2 * levels, L_COLS), np.int64)
+    ladder[:, L_HEAD] = -1
+    ladder[:, L_TAIL] = -1
+    htab = np.zeros((hcap, 2), np.int64)
+    htab[:, H_VAL] = -1
+    # every array is written once here, so no page fault lands on the hot path
     return BookState(
         meta=meta,
-        o_id=np.zeros(cap, np.int64),
-        o_client=np.zeros(cap, np.int64),
-        o_side=np.zeros(cap, np.int8),
-        o_price=np.zeros(cap, np.int64),
-        o_qty=np.zeros(cap, np.int64),
-        o_leaves=np.zeros(cap, np.int64),
-        o_stp=np.zeros(cap, np.int8),
-        o_flags=np.zeros(cap, np.int8),
-        o_next=np.full(cap, -1, np.int32),
-        o_prev=np.full(cap, -1, np.int32),
-        # popped from the end: slot 0 is used first
-        free=np.arange(cap - 1, -1, -1, dtype=np.int32),
-        l_head=np.full(2 * levels, -1, np.int32),
-        l_tail=np.full(2 * levels, -1, np.int32),
-        l_qty=np.zeros(2 * levels, np.int64),
-        l_count=np.zeros(2 * levels, np.int64),
-        l_stamp=np.zeros(2 * levels, np.int64),
-        touched=np.zeros(2 * levels, np.int64),
-        h_key=np.zeros(hcap, np.int64),
-        h_val=np.full(hcap, -1, np.int32),
+        orders=orders,
+        levels=ladder,
+        free=np.arange(cap - 1, -1, -1, dtype=np.int64),  # popped from the end: slot 0 first
+        touched=np.full(2 * levels, -1, np.int64),
+        htab=htab,
     )
 
 
 # ---------------------------------------------------------------- order id hash
 
 
-@njit(cache=True, inline="always")
+@tiny
 def _home(key, mask):
-    return np.int64((np.uint64(key) * _HASH_MUL) >> np.uint64(32)) & mask
+    # Order ids are handed out in sequence, so the low bits (with the high bits
+    # folded in, where a shard puts its prefix) keep neighbouring ids in
+    # neighbouring slots: lookups stay in cache instead of missing at random.
+    return (key ^ (key >> 32)) & mask
 
 
-@njit(cache=True)
+@tiny
 def h_find(st, key):
     mask = st.meta[M_HMASK]
     i = _home(key, mask)
     while True:
-        v = st.h_val[i]
+        v = st.htab[i, H_VAL]
         if v < 0:
             return -1
-        if st.h_key[i] == key:
+        if st.htab[i, H_KEY] == key:
             return v
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@tiny
 def _h_insert(st, key, slot):
     mask = st.meta[M_HMASK]
     i = _home(key, mask)
-    while st.h_val[i] >= 0:
+    while st.htab[i, H_VAL] >= 0:
         i = (i + 1) & mask
-    st.h_key[i] = key
-    st.h_val[i] = slot
+    st.htab[i, H_KEY] = key
+    st.htab[i, H_VAL] = slot
 
 
-@njit(cache=True)
+@hot
 def _h_delete(st, key):
     mask = st.meta[M_HMASK]
     i = _home(key, mask)
-    while st.h_key[i] != key or st.h_val[i] < 0:
+    while st.htab[i, H_KEY] != key or st.htab[i, H_VAL] < 0:
         i = (i + 1) & mask
-    st.h_val[i] = -1
+    st.htab[i, H_VAL] = -1
     # backward shift: pull later entries of the probe chain into the hole
     j = i
     while True:
         j = (j + 1) & mask
-        if st.h_val[j] < 0:
+        if st.htab[j, H_VAL] < 0:
             return
-        k = _home(st.h_key[j], mask)
+        k = _home(st.htab[j, H_KEY], mask)
         if i <= j:
             stays = i < k <= j
         else:
             stays = k > i or k <= j
         if not stays:
-            st.h_key[i] = st.h_key[j]
-            st.h_val[i] = st.h_val[j]
-            st.h_val[j] = -1
+            st.htab[i, H_KEY] = st.htab[j, H_KEY]
+            st.htab[i, H_VAL] = st.htab[j, H_VAL]
+            st.htab[j, H_VAL] = -1
             i = j
 
 
 # ---------------------------------------------------------------- levels
 
 
-@njit(cache=True, inline="always")
+@tiny
 def _price_of(st, lvl):
     return st.meta[M_MIN_PRICE] + lvl * st.meta[M_TICK]
 
 
-@njit(cache=True, inline="always")
+@tiny
 def _level_of(st, price):
     return (price - st.meta[M_MIN_PRICE]) // st.meta[M_TICK]
 
 
-@njit(cache=True, inline="always")
+@tiny
 def _touch(st, li):
-    if st.l_stamp[li] != st.meta[M_STAMP]:
-        st.l_stamp[li] = st.meta[M_STAMP]
+    if st.levels[li, L_STAMP] != st.meta[M_STAMP]:
+        st.levels[li, L_STAMP] = st.meta[M_STAMP]
         st.touched[st.meta[M_NTOUCH]] = li
         st.meta[M_NTOUCH] += 1
 
 
-@njit(cache=True)
+@hot
 def _next_bid(st, lvl):
     """Best bid level at or below ``lvl``, or -1."""
-    while lvl >= 0 and st.l_count[lvl] == 0:
+    while lvl >= 0 and st.levels[lvl, L_COUNT] == 0:
         lvl -= 1
     return lvl
 
 
-@njit(cache=True)
+@hot
 def _next_ask(st, lvl):
     """Best ask level at or above ``lvl``, or -1."""
     levels = st.meta[M_LEVELS]
-    while lvl < levels and st.l_count[levels + lvl] == 0:
+    while lvl < levels and st.levels[levels + lvl, L_COUNT] == 0:
         lvl += 1
     return lvl if lvl < levels else -1
 
 
-@njit(cache=True)
+@tiny
 def _link_tail(st, o, s, lvl):
     """Append slot ``o`` at the back of level ``lvl`` of side index ``s``."""
     li = s * st.meta[M_LEVELS] + lvl
-    t = st.l_tail[li]
-    st.o_prev[o] = t
-    st.o_next[o] = -1
+    t = st.levels[li, L_TAIL]
+    st.orders[o, O_PREV] = t
+    st.orders[o, O_NEXT] = -1
     if t >= 0:
-        st.o_next[t] = o
+        st.orders[t, O_NEXT] = o
     else:
-        st.l_head[li] = o
-    st.l_tail[li] = o
-    st.l_count[li] += 1
-    st.l_qty[li] += st.o_leaves[o]
+        st.levels[li, L_HEAD] = o
+    st.levels[li, L_TAIL] = o
+    st.levels[li, L_COUNT] += 1
+    st.levels[li, L_QTY] += st.orders[o, O_LEAVES]
     _touch(st, li)
     if s == 0:
         if lvl > st.meta[M_BEST_BID]:
@@ -269,26 +274,26 @@ def _link_tail(st, o, s, lvl):
         st.meta[M_BEST_ASK] = lvl
 
 
-@njit(cache=True)
+@tiny
 def _unlink(st, o):
     """Take slot ``o`` out of its level (its open qty leaves the level total)."""
-    s = st.o_side[o] - 1
-    lvl = _level_of(st, st.o_price[o])
+    s = st.orders[o, O_SIDE] - 1
+    lvl = _level_of(st, st.orders[o, O_PRICE])
     li = s * st.meta[M_LEVELS] + lvl
-    p = st.o_prev[o]
-    n = st.o_next[o]
+    p = st.orders[o, O_PREV]
+    n = st.orders[o, O_NEXT]
     if p >= 0:
-        st.o_next[p] = n
+        st.orders[p, O_NEXT] = n
     else:
-        st.l_head[li] = n
+        st.levels[li, L_HEAD] = n
     if n >= 0:
-        st.o_prev[n] = p
+        st.orders[n, O_PREV] = p
     else:
-        st.l_tail[li] = p
-    st.l_count[li] -= 1
-    st.l_qty[li] -= st.o_leaves[o]
+        st.levels[li, L_TAIL] = p
+    st.levels[li, L_COUNT] -= 1
+    st.levels[li, L_QTY] -= st.orders[o, O_LEAVES]
     _touch(st, li)
-    if st.l_count[li] == 0:
+    if st.levels[li, L_COUNT] == 0:
         if s == 0:
             if lvl == st.meta[M_BEST_BID]:
                 st.meta[M_BEST_BID] = _next_bid(st, lvl - 1)
@@ -296,28 +301,28 @@ def _unlink(st, o):
             st.meta[M_BEST_ASK] = _next_ask(st, lvl + 1)
 
 
-@njit(cache=True)
+@tiny
 def _alloc(st, order_id, client, side, price, qty, leaves, stp, flags):
     top = st.meta[M_FREE_TOP] - 1
     st.meta[M_FREE_TOP] = top
     o = st.free[top]
-    st.o_id[o] = order_id
-    st.o_client[o] = client
-    st.o_side[o] = side
-    st.o_price[o] = price
-    st.o_qty[o] = qty
-    st.o_leaves[o] = leaves
-    st.o_stp[o] = stp
-    st.o_flags[o] = flags
+    st.orders[o, O_ID] = order_id
+    st.orders[o, O_CLIENT] = client
+    st.orders[o, O_SIDE] = side
+    st.orders[o, O_PRICE] = price
+    st.orders[o, O_QTY] = qty
+    st.orders[o, O_LEAVES] = leaves
+    st.orders[o, O_STP] = stp
+    st.orders[o, O_FLAGS] = flags
     _h_insert(st, order_id, o)
     st.meta[M_LIVE_BID + side - 1] += 1
     return o
 
 
-@njit(cache=True)
+@tiny
 def _release(st, o):
-    _h_delete(st, st.o_id[o])
-    st.meta[M_LIVE_BID + st.o_side[o] - 1] -= 1
+    _h_delete(st, st.orders[o, O_ID])
+    st.meta[M_LIVE_BID + st.orders[o, O_SIDE] - 1] -= 1
     st.free[st.meta[M_FREE_TOP]] = o
     st.meta[M_FREE_TOP] += 1
 
@@ -325,7 +330,7 @@ def _release(st, o):
 # ---------------------------------------------------------------- events
 
 
-@njit(cache=True)
+@tiny
 def _emit(
     st,
     ev,
@@ -364,14 +369,14 @@ def _emit(
     return n + 1
 
 
-@njit(cache=True)
+@tiny
 def _reject(st, ev, n, c, code):
     return _emit(
         st, ev, n, c, EV_REJECTED, c.order_id, 0, c.price, c.qty, 0, 0, c.client, 0, c.side, code
     )
 
 
-@njit(cache=True)
+@tiny
 def _cancel_event(st, ev, n, c, o, qty, reason):
     return _emit(
         st,
@@ -379,20 +384,20 @@ def _cancel_event(st, ev, n, c, o, qty, reason):
         n,
         c,
         EV_CANCELLED,
-        st.o_id[o],
+        st.orders[o, O_ID],
         0,
-        st.o_price[o],
+        st.orders[o, O_PRICE],
         qty,
         0,
         0,
-        st.o_client[o],
+        st.orders[o, O_CLIENT],
         0,
-        st.o_side[o],
+        st.orders[o, O_SIDE],
         reason,
     )
 
 
-@njit(cache=True)
+@hot
 def _emit_depth(st, ev, n, c):
     levels = st.meta[M_LEVELS]
     for k in range(st.meta[M_NTOUCH]):
@@ -407,8 +412,8 @@ def _emit_depth(st, ev, n, c):
             0,
             0,
             _price_of(st, li - s * levels),
-            st.l_qty[li],
-            st.l_count[li],
+            st.levels[li, L_QTY],
+            st.levels[li, L_COUNT],
             0,
             0,
             0,
@@ -421,7 +426,7 @@ def _emit_depth(st, ev, n, c):
 # ---------------------------------------------------------------- matching
 
 
-@njit(cache=True, inline="always")
+@tiny
 def _crosses(s, level_price, limit, market):
     if market:
         return True
@@ -430,7 +435,7 @@ def _crosses(s, level_price, limit, market):
     return level_price >= limit
 
 
-@njit(cache=True)
+@hot
 def _fillable(st, s, limit, market, client, stp, qty):
     """True when an aggressor of side index ``s`` could fill ``qty`` now (FOK)."""
     levels = st.meta[M_LEVELS]
@@ -439,22 +444,22 @@ def _fillable(st, s, limit, market, client, stp, qty):
     avail = 0
     while lvl >= 0 and lvl < levels:
         li = opp * levels + lvl
-        if st.l_count[li] > 0:
+        if st.levels[li, L_COUNT] > 0:
             if not _crosses(s, _price_of(st, lvl), limit, market):
                 return False
-            o = st.l_head[li]
+            o = st.levels[li, L_HEAD]
             while o >= 0:
-                if stp != STP_NONE and st.o_client[o] == client:
+                if stp != STP_NONE and st.orders[o, O_CLIENT] == client:
                     return False
-                avail += st.o_leaves[o]
+                avail += st.orders[o, O_LEAVES]
                 if avail >= qty:
                     return True
-                o = st.o_next[o]
+                o = st.orders[o, O_NEXT]
         lvl = lvl + 1 if s == 0 else lvl - 1
     return False
 
 
-@njit(cache=True)
+@hot
 def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leaves):
     """Match an aggressor against the opposite side.
 
@@ -472,11 +477,11 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
         if not _crosses(s, lprice, limit, market):
             break
         li = opp * levels + lvl
-        o = st.l_head[li]
+        o = st.levels[li, L_HEAD]
         while o >= 0 and leaves > 0:
-            nxt = st.o_next[o]
-            mleaves = st.o_leaves[o]
-            if stp != STP_NONE and st.o_client[o] == client:
+            nxt = st.orders[o, O_NEXT]
+            mleaves = st.orders[o, O_LEAVES]
+            if stp != STP_NONE and st.orders[o, O_CLIENT] == client:
                 if stp == STP_CANCEL_OLDEST:
                     n = _cancel_event(st, ev, n, c, o, mleaves, CXL_STP)
                     _unlink(st, o)
@@ -488,9 +493,9 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                         _unlink(st, o)
                         _release(st, o)
                     else:
-                        st.o_leaves[o] = mleaves - d
-                        st.o_qty[o] -= d
-                        st.l_qty[li] -= d
+                        st.orders[o, O_LEAVES] = mleaves - d
+                        st.orders[o, O_QTY] -= d
+                        st.levels[li, L_QTY] -= d
                         _touch(st, li)
                     leaves -= d
                     tqty -= d
@@ -547,13 +552,13 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                     c,
                     EV_TRADE,
                     order_id,
-                    st.o_id[o],
+                    st.orders[o, O_ID],
                     lprice,
                     q,
                     leaves,
                     mleaves,
                     client,
-                    st.o_client[o],
+                    st.orders[o, O_CLIENT],
                     side,
                     0,
                 )
@@ -562,8 +567,8 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                     _unlink(st, o)
                     _release(st, o)
                 else:
-                    st.o_leaves[o] = mleaves
-                    st.l_qty[li] -= q
+                    st.orders[o, O_LEAVES] = mleaves
+                    st.levels[li, L_QTY] -= q
                     _touch(st, li)
             o = nxt
     return n, tqty, leaves, False
@@ -572,7 +577,7 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
 # ---------------------------------------------------------------- commands
 
 
-@njit(cache=True)
+@tiny
 def _bad_new(c):
     if c.side != SIDE_BUY and c.side != SIDE_SELL:
         return True
@@ -583,7 +588,7 @@ def _bad_new(c):
     return c.ord_type == TYPE_MARKET and c.flags & FLAG_POST_ONLY != 0
 
 
-@njit(cache=True)
+@tiny
 def _qty_code(st, qty):
     if qty <= 0:
         return REJ_QTY
@@ -594,7 +599,7 @@ def _qty_code(st, qty):
     return 0
 
 
-@njit(cache=True)
+@tiny
 def _price_code(st, price):
     if price < st.meta[M_MIN_PRICE] or price > st.meta[M_MAX_PRICE]:
         return REJ_PRICE_BAND
@@ -603,7 +608,7 @@ def _price_code(st, price):
     return 0
 
 
-@njit(cache=True)
+@tiny
 def _would_take(st, s, price):
     if s == 0:
         b = st.meta[M_BEST_ASK]
@@ -612,7 +617,7 @@ def _would_take(st, s, price):
     return b >= 0 and _price_of(st, b) >= price
 
 
-@njit(cache=True)
+@hot
 def _new(st, ev, n, c):
     if _bad_new(c):
         return _reject(st, ev, n, c, REJ_BAD_COMMAND)
@@ -679,26 +684,26 @@ def _new(st, ev, n, c):
     )
 
 
-@njit(cache=True)
+@tiny
 def _owned_slot(st, c):
     o = h_find(st, c.order_id)
-    if o < 0 or st.o_client[o] != c.client:
+    if o < 0 or st.orders[o, O_CLIENT] != c.client:
         return -1
     return o
 
 
-@njit(cache=True)
+@hot
 def _cancel(st, ev, n, c):
     o = _owned_slot(st, c)
     if o < 0:
         return _reject(st, ev, n, c, REJ_NOT_FOUND)
-    n = _cancel_event(st, ev, n, c, o, st.o_leaves[o], CXL_USER)
+    n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_USER)
     _unlink(st, o)
     _release(st, o)
     return n
 
 
-@njit(cache=True)
+@hot
 def _replace(st, ev, n, c):
     o = _owned_slot(st, c)
     if o < 0:
@@ -706,14 +711,14 @@ def _replace(st, ev, n, c):
     code = _qty_code(st, c.qty)
     if code == 0:
         code = _price_code(st, c.price)
-    side = st.o_side[o]
+    side = st.orders[o, O_SIDE]
     s = side - 1
-    if code == 0 and st.o_flags[o] & FLAG_POST_ONLY and _would_take(st, s, c.price):
+    if code == 0 and st.orders[o, O_FLAGS] & FLAG_POST_ONLY and _would_take(st, s, c.price):
         code = REJ_POST_ONLY
     if code != 0:
         return _reject(st, ev, n, c, code)
-    old_leaves = st.o_leaves[o]
-    new_leaves = c.qty - (st.o_qty[o] - old_leaves)
+    old_leaves = st.orders[o, O_LEAVES]
+    new_leaves = c.qty - (st.orders[o, O_QTY] - old_leaves)
     if new_leaves <= 0:
         n = _cancel_event(st, ev, n, c, o, old_leaves, CXL_REPLACE)
         _unlink(st, o)
@@ -736,41 +741,52 @@ def _replace(st, ev, n, c):
         side,
         0,
     )
-    if c.price == st.o_price[o] and new_leaves <= old_leaves:
+    if c.price == st.orders[o, O_PRICE] and new_leaves <= old_leaves:
         if new_leaves != old_leaves:
             li = s * st.meta[M_LEVELS] + _level_of(st, c.price)
-            st.l_qty[li] -= old_leaves - new_leaves
+            st.levels[li, L_QTY] -= old_leaves - new_leaves
             _touch(st, li)
-            st.o_leaves[o] = new_leaves
-        st.o_qty[o] = c.qty
+            st.orders[o, O_LEAVES] = new_leaves
+        st.orders[o, O_QTY] = c.qty
         return n
     _unlink(st, o)
     n, tqty, leaves, killed = _match(
-        st, ev, n, c, c.order_id, c.client, side, c.price, False, st.o_stp[o], c.qty, new_leaves
+        st,
+        ev,
+        n,
+        c,
+        c.order_id,
+        c.client,
+        side,
+        c.price,
+        False,
+        st.orders[o, O_STP],
+        c.qty,
+        new_leaves,
     )
     if killed or leaves == 0:
-        st.o_leaves[o] = 0
+        st.orders[o, O_LEAVES] = 0
         _release(st, o)
         return n
-    st.o_price[o] = c.price
-    st.o_qty[o] = tqty
-    st.o_leaves[o] = leaves
+    st.orders[o, O_PRICE] = c.price
+    st.orders[o, O_QTY] = tqty
+    st.orders[o, O_LEAVES] = leaves
     _link_tail(st, o, s, _level_of(st, c.price))
     return n
 
 
-@njit(cache=True)
+@hot
 def _mass_cancel(st, ev, n, c):
     levels = st.meta[M_LEVELS]
     for s in range(2):
         lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
         step = -1 if s == 0 else 1
         while 0 <= lvl < levels and st.meta[M_LIVE_BID + s] > 0:
-            o = st.l_head[s * levels + lvl]
+            o = st.levels[s * levels + lvl, L_HEAD]
             while o >= 0:
-                nxt = st.o_next[o]
-                if st.o_client[o] == c.client:
-                    n = _cancel_event(st, ev, n, c, o, st.o_leaves[o], CXL_USER)
+                nxt = st.orders[o, O_NEXT]
+                if st.orders[o, O_CLIENT] == c.client:
+                    n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_USER)
                     _unlink(st, o)
                     _release(st, o)
                 o = nxt
@@ -778,7 +794,7 @@ def _mass_cancel(st, ev, n, c):
     return n
 
 
-@njit(cache=True)
+@hot
 def _reserve(st, c):
     """Events the command can write at most (it must fit before it starts)."""
     if c.kind == CMD_NEW or c.kind == CMD_REPLACE:
@@ -791,8 +807,8 @@ def _reserve(st, c):
             o = h_find(st, c.order_id)
             if o < 0:
                 return 4
-            side = st.o_side[o]
-            stp = st.o_stp[o]
+            side = st.orders[o, O_SIDE]
+            stp = st.orders[o, O_STP]
         bound = st.meta[M_LIVE_ASK] if side == SIDE_BUY else st.meta[M_LIVE_BID]
         if stp != STP_CANCEL_OLDEST and c.qty > 0:
             bound = min(bound, c.qty // st.meta[M_LOT] + 1)
@@ -802,7 +818,7 @@ def _reserve(st, c):
     return 4
 
 
-@njit(cache=True)
+@hot
 def process(st, cmds, start, ev):
     """Apply ``cmds[start:]`` in order, writing their events into ``ev``.
 
@@ -850,18 +866,18 @@ def canonical_rows(st):
         lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
         step = -1 if s == 0 else 1
         while 0 <= lvl < levels and r < out.shape[0]:
-            o = st.l_head[s * levels + lvl]
+            o = st.levels[s * levels + lvl, L_HEAD]
             while o >= 0:
-                out[r, 0] = st.o_side[o]
-                out[r, 1] = st.o_price[o]
-                out[r, 2] = st.o_id[o]
-                out[r, 3] = st.o_client[o]
-                out[r, 4] = st.o_qty[o]
-                out[r, 5] = st.o_leaves[o]
-                out[r, 6] = st.o_stp[o]
-                out[r, 7] = st.o_flags[o]
+                out[r, 0] = st.orders[o, O_SIDE]
+                out[r, 1] = st.orders[o, O_PRICE]
+                out[r, 2] = st.orders[o, O_ID]
+                out[r, 3] = st.orders[o, O_CLIENT]
+                out[r, 4] = st.orders[o, O_QTY]
+                out[r, 5] = st.orders[o, O_LEAVES]
+                out[r, 6] = st.orders[o, O_STP]
+                out[r, 7] = st.orders[o, O_FLAGS]
                 r += 1
-                o = st.o_next[o]
+                o = st.orders[o, O_NEXT]
             lvl += step
             if s == 0 and r >= st.meta[M_LIVE_BID]:
                 break
@@ -879,10 +895,10 @@ def depth(st, side, nlevels):
     k = 0
     while k < nlevels and 0 <= lvl < levels:
         li = s * levels + lvl
-        if st.l_count[li] > 0:
+        if st.levels[li, L_COUNT] > 0:
             out[k, 0] = _price_of(st, lvl)
-            out[k, 1] = st.l_qty[li]
-            out[k, 2] = st.l_count[li]
+            out[k, 1] = st.levels[li, L_QTY]
+            out[k, 2] = st.levels[li, L_COUNT]
             k += 1
         lvl += step
     return out[:k]

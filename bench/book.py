@@ -1,0 +1,187 @@
+"""Book kernel benchmark: the Numba ``Book`` against the ``ReferenceBook`` on one workload.
+
+    python -m bench.book [--ops N] [--seed S] [--batch B] [--json]
+
+The seeded workload is about 60% GTC adds around a drifting mid, 25% cancels of
+orders added earlier, 10% aggressive IOC orders and 5% replaces. The kernel is
+timed alone first (batches of ``--batch`` commands into a reused events
+buffer), then both books run the same batches and every event is compared; the
+output is one JSON line (``--json``) or a short table.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from exchange.book import Book
+from exchange.bookconfig import BookConfig
+from exchange.records import (
+    CMD_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    EV_REJECTED,
+    EV_TRADE,
+    EVENT_DTYPE,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_GTC,
+    TIF_IOC,
+    commands,
+)
+from exchange.reference import ReferenceBook
+
+CONFIG = BookConfig(min_price=1, max_price=200_000, capacity=1 << 20, max_qty=1_000_000)
+MID0 = 100_000
+CLIENTS = 16
+
+
+def workload(n: int, seed: int) -> np.ndarray:
+    """A seeded command stream for one book (order ids and seqs already assigned)."""
+    rng = np.random.default_rng(seed)
+    cmds = commands(n)
+    op = rng.random(n)
+    u = rng.random((n, 4))
+    offsets = rng.geometric(0.15, n)
+    sizes = rng.integers(1, 100, n)
+    clients = rng.integers(1, CLIENTS + 1, n)
+    live: list[int] = []  # ids of GTC adds the stream has not cancelled yet
+    owner: dict[int, int] = {}
+    mid = MID0
+    cmds["seq"] = np.arange(1, n + 1)
+    cmds["req_id"] = np.arange(1, n + 1)
+    for i in range(n):
+        if u[i, 0] < 0.01:
+            mid += 1 if u[i, 1] < 0.5 else -1
+        c = cmds[i]
+        p = op[i]
+        if p < 0.60 or not live:
+            side = SIDE_BUY if u[i, 2] < 0.5 else SIDE_SELL
+            c["kind"] = CMD_NEW
+            c["order_id"] = i + 1
+            c["side"] = side
+            c["tif"] = TIF_GTC
+            c["price"] = mid - offsets[i] if side == SIDE_BUY else mid + offsets[i]
+            c["qty"] = sizes[i]
+            c["client"] = clients[i]
+            live.append(i + 1)
+            owner[i + 1] = clients[i]
+        elif p < 0.85 or p >= 0.95:
+            # cancel (or replace) an order of the stream, older ones more likely
+            k = len(live) - 1 - int(len(live) * u[i, 3] ** 3)
+            oid = live[k]
+            c["order_id"] = oid
+            c["client"] = owner[oid]
+            if p < 0.85:
+                c["kind"] = CMD_CANCEL
+                live[k] = live[-1]
+                live.pop()
+            else:
+                c["kind"] = CMD_REPLACE
+                c["qty"] = sizes[i]
+                c["price"] = mid - offsets[i] if u[i, 2] < 0.5 else mid + offsets[i]
+        else:
+            side = SIDE_BUY if u[i, 2] < 0.5 else SIDE_SELL
+            c["kind"] = CMD_NEW
+            c["order_id"] = i + 1
+            c["side"] = side
+            c["tif"] = TIF_IOC
+            c["price"] = mid + 3 if side == SIDE_BUY else mid - 3
+            c["qty"] = sizes[i] * 3
+            c["client"] = clients[i]
+    return cmds
+
+
+def time_kernel(cmds: np.ndarray, batch: int) -> tuple[float, int]:
+    book = Book(CONFIG)
+    events = np.zeros(1 << 16, EVENT_DTYPE)
+    n_events = 0
+    t0 = time.perf_counter()
+    for lo in range(0, len(cmds), batch):
+        chunk = cmds[lo : lo + batch]
+        pos = 0
+        while pos < len(chunk):
+            done, n = book.process_into(chunk, pos, events)
+            pos += done
+            n_events += n
+    return time.perf_counter() - t0, n_events
+
+
+def compare(cmds: np.ndarray, batch: int) -> dict:
+    """Both books on the same batches; every event and the final hashes must agree."""
+    fast, ref = Book(CONFIG), ReferenceBook(CONFIG)
+    ref_seconds = 0.0
+    trades = rejects = 0
+    for lo in range(0, len(cmds), batch):
+        chunk = cmds[lo : lo + batch]
+        a = fast.process(chunk)
+        t0 = time.perf_counter()
+        b = ref.process(chunk)
+        ref_seconds += time.perf_counter() - t0
+        if len(a) != len(b) or a.tobytes() != b.tobytes():
+            bad = next(
+                (i for i in range(min(len(a), len(b))) if a[i].tobytes() != b[i].tobytes()),
+                min(len(a), len(b)),
+            )
+            raise SystemExit(f"books disagree in the batch at command {lo}, event {bad}")
+        trades += int(np.count_nonzero(a["kind"] == EV_TRADE))
+        rejects += int(np.count_nonzero(a["kind"] == EV_REJECTED))
+    if fast.state_hash() != ref.state_hash():
+        raise SystemExit("books disagree on the final state hash")
+    return {
+        "reference_seconds": ref_seconds,
+        "trades": trades,
+        "rejects": rejects,
+        "resting_orders": len(fast.canonical_rows()),
+        "state_hash": fast.state_hash(),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ops", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=4096, help="commands per kernel call")
+    ap.add_argument("--repeat", type=int, default=3, help="timed kernel runs (best is kept)")
+    ap.add_argument("--json", action="store_true", help="print one JSON line")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    Book(CONFIG).process(commands(1))  # compile or cache load of the kernel
+    first_call = time.perf_counter() - t0
+    cmds = workload(args.ops, args.seed)
+    time_kernel(cmds[: min(len(cmds), 10_000)], args.batch)  # warm caches
+    runs = [time_kernel(cmds, args.batch) for _ in range(args.repeat)]
+    kernel_seconds = min(r[0] for r in runs)
+    n_events = runs[0][1]
+    check = compare(cmds, args.batch)
+    result = {
+        "bench": "book",
+        "ops": args.ops,
+        "seed": args.seed,
+        "batch": args.batch,
+        "events": n_events,
+        "kernel_seconds": round(kernel_seconds, 4),
+        "ops_per_sec": round(args.ops / kernel_seconds),
+        "reference_seconds": round(check["reference_seconds"], 3),
+        "reference_ops_per_sec": round(args.ops / check["reference_seconds"]),
+        "speedup": round(check["reference_seconds"] / kernel_seconds, 1),
+        "first_call_seconds": round(first_call, 3),
+        "trades": check["trades"],
+        "rejects": check["rejects"],
+        "resting_orders": check["resting_orders"],
+        "events_agree": True,
+        "state_hash": check["state_hash"],
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>22}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
