@@ -640,7 +640,7 @@ class ReferenceBook:
                 f"corrupt reference snapshot: {len(book._orders)} orders exceed capacity "
                 f"{config.capacity}"
             )
-        if rows and [o.row() for o in rows] != book.canonical_rows().tolist():
+        if [list(o.row()) for o in rows] != book.canonical_rows().tolist():
             raise ValueError("corrupt reference snapshot: orders are not in book order")
         bid, ask = book._best(SIDE_BUY), book._best(SIDE_SELL)
         if bid is not None and ask is not None and bid >= ask:

@@ -1,0 +1,1003 @@
+"""Hand-written scenarios for every rule of a book (the spec: exchange/records.py).
+
+Each test runs against every implementation (the ``book_cls`` fixture). Events
+are compared in a compact form, one tuple per event:
+
+    ("accepted", order_id, price, qty)        ("rejected", reason, order_id)
+    ("trade", taker, maker, price, qty, taker_leaves, maker_leaves)
+    ("cancelled", reason, order_id, price, qty)
+    ("replaced", order_id, price, qty, leaves)
+    ("depth", side, price, total, count)
+
+and ``Exchange.send`` checks every other field of every event on the way
+(copied command fields, idx, flags, owners and sides, unused fields zero).
+"""
+
+import numpy as np
+import pytest
+
+from exchange.bookconfig import BookConfig
+from exchange.records import (
+    CANCEL_NAMES,
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_DEPTH,
+    EV_REJECTED,
+    EV_REPLACED,
+    EV_TRADE,
+    EVENT_DTYPE,
+    FLAG_POST_ONLY,
+    REJECT_NAMES,
+    SIDE_BUY,
+    SIDE_SELL,
+    STP_CANCEL_BOTH,
+    STP_CANCEL_NEWEST,
+    STP_CANCEL_OLDEST,
+    STP_DECREMENT,
+    STP_NONE,
+    TIF_FOK,
+    TIF_GTC,
+    TIF_IOC,
+    TYPE_LIMIT,
+    TYPE_MARKET,
+    commands,
+)
+from exchange.statehash import hash_canonical
+
+B, S = SIDE_BUY, SIDE_SELL
+INSTRUMENT = 7
+# req ids above 2**63 and idem keys check that uint64 values are copied whole.
+REQ_BASE = 1 << 63
+IDEM_BASE = 1 << 40
+
+
+def new(oid, side, price, qty, client=1, *, tif=TIF_GTC, ord_type=TYPE_LIMIT, flags=0, stp=0):
+    return dict(
+        kind=CMD_NEW,
+        order_id=oid,
+        side=side,
+        price=price,
+        qty=qty,
+        client=client,
+        tif=tif,
+        ord_type=ord_type,
+        flags=flags,
+        stp=stp,
+    )
+
+
+def cancel(oid, client=1):
+    return dict(kind=CMD_CANCEL, order_id=oid, client=client)
+
+
+def replace(oid, price, qty, client=1):
+    return dict(kind=CMD_REPLACE, order_id=oid, price=price, qty=qty, client=client)
+
+
+def mass_cancel(client=1):
+    return dict(kind=CMD_MASS_CANCEL, client=client)
+
+
+class Exchange:
+    """One book, fed commands with consecutive seqs; checks every event's fields."""
+
+    def __init__(self, book_cls, **config):
+        self.book = book_cls(BookConfig(**config))
+        self.seq = self.book.last_seq
+        self.owner: dict[int, tuple[int, int]] = {}
+
+    def batch(self, *specs) -> np.ndarray:
+        cmds = commands(len(specs))
+        for i, spec in enumerate(specs):
+            self.seq += 1
+            cmds[i]["seq"] = self.seq
+            cmds[i]["req_id"] = REQ_BASE + self.seq
+            cmds[i]["idem_key"] = IDEM_BASE + self.seq
+            cmds[i]["instrument"] = INSTRUMENT
+            for name, value in spec.items():
+                cmds[i][name] = value
+        return cmds
+
+    def send(self, *specs) -> list[tuple]:
+        """Process the commands as one batch; the events of all, in compact form."""
+        cmds = self.batch(*specs)
+        events = self.book.process(cmds)
+        assert events.dtype == EVENT_DTYPE
+        assert self.book.last_seq == self.seq
+        out = []
+        for cmd in cmds:
+            mine = events[events["seq"] == cmd["seq"]]
+            assert list(mine["idx"]) == list(range(len(mine)))
+            for e in mine:
+                out.append(self._render(cmd, e))
+        assert len(out) == len(events)
+        return out
+
+    def _render(self, cmd, e) -> tuple:
+        for name in ("seq", "req_id", "idem_key", "instrument"):
+            assert e[name] == cmd[name], name
+        assert e["flags"] == 0
+        kind, oid = int(e["kind"]), int(e["order_id"])
+        if kind != EV_TRADE:
+            assert (e["other_id"], e["other_client"], e["other_leaves"]) == (0, 0, 0)
+        if kind not in (EV_REJECTED, EV_CANCELLED):
+            assert e["code"] == 0
+        if kind == EV_REJECTED:
+            for name in ("order_id", "side", "price", "qty", "client"):
+                assert e[name] == cmd[name], name
+            assert e["leaves"] == 0
+            return ("rejected", REJECT_NAMES[int(e["code"])], oid)
+        if kind == EV_DEPTH:
+            assert (e["order_id"], e["client"]) == (0, 0)
+            return ("depth", int(e["side"]), int(e["price"]), int(e["qty"]), int(e["leaves"]))
+        if kind == EV_ACCEPTED:
+            assert (e["client"], e["side"]) == (cmd["client"], cmd["side"])
+            assert e["leaves"] == e["qty"]
+            self.owner[oid] = (int(e["client"]), int(e["side"]))
+            return ("accepted", oid, int(e["price"]), int(e["qty"]))
+        assert (e["client"], e["side"]) == self.owner[oid]
+        if kind == EV_TRADE:
+            assert e["other_client"] == self.owner[int(e["other_id"])][0]
+            return (
+                "trade",
+                oid,
+                int(e["other_id"]),
+                int(e["price"]),
+                int(e["qty"]),
+                int(e["leaves"]),
+                int(e["other_leaves"]),
+            )
+        if kind == EV_CANCELLED:
+            assert e["leaves"] == 0
+            reason = CANCEL_NAMES[int(e["code"])]
+            return ("cancelled", reason, oid, int(e["price"]), int(e["qty"]))
+        assert kind == EV_REPLACED
+        return ("replaced", oid, int(e["price"]), int(e["qty"]), int(e["leaves"]))
+
+    def rows(self) -> list[tuple]:
+        """Resting orders in book order as (side, price, order_id, client, qty, leaves)."""
+        return [tuple(r[:6]) for r in self.book.canonical_rows().tolist()]
+
+    def ids(self) -> list[int]:
+        return [r[2] for r in self.rows()]
+
+
+def rejected(reason, oid):
+    return [("rejected", reason, oid)]
+
+
+# ---------------------------------------------------------------- rejects
+
+
+def test_event_fields_of_a_trade_are_complete(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=9, stp=STP_CANCEL_OLDEST, flags=FLAG_POST_ONLY))
+    events = ex.book.process(ex.batch(new(2, B, 101, 3, client=4)))
+    want = np.zeros(3, EVENT_DTYPE)
+    for i, fields in enumerate(
+        [
+            dict(kind=EV_ACCEPTED, order_id=2, client=4, side=B, price=101, qty=3, leaves=3),
+            dict(
+                kind=EV_TRADE,
+                order_id=2,
+                client=4,
+                side=B,
+                other_id=1,
+                other_client=9,
+                price=100,
+                qty=3,
+                leaves=0,
+                other_leaves=2,
+            ),
+            dict(kind=EV_DEPTH, side=S, price=100, qty=2, leaves=1),
+        ]
+    ):
+        want[i]["seq"] = 2
+        want[i]["req_id"] = REQ_BASE + 2
+        want[i]["idem_key"] = IDEM_BASE + 2
+        want[i]["instrument"] = INSTRUMENT
+        want[i]["idx"] = i
+        for name, value in fields.items():
+            want[i][name] = value
+    assert events.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(side=0),
+        dict(side=3),
+        dict(tif=3),
+        dict(ord_type=2),
+        dict(stp=5),
+        dict(flags=2),
+        dict(flags=FLAG_POST_ONLY, ord_type=TYPE_MARKET),
+    ],
+)
+def test_new_with_a_field_out_of_range_is_a_bad_command(book_cls, fields):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 101, 5, client=2))
+    assert ex.send(new(2, B, 101, 5) | fields) == rejected("bad_command", 2)
+    assert ex.rows() == [(S, 101, 1, 2, 5, 5)]
+
+
+@pytest.mark.parametrize("kind", [0, 5, 255])
+def test_unknown_command_kind_is_a_bad_command(book_cls, kind):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 101, 5))
+    spec = new(1, S, 101, 5) | dict(kind=kind)
+    assert ex.send(spec) == rejected("bad_command", 1)
+    assert ex.rows() == [(S, 101, 1, 1, 5, 5)]
+
+
+@pytest.mark.parametrize(
+    ("price", "qty", "reason"),
+    [
+        (100, 0, "qty_not_positive"),
+        (100, -10, "qty_not_positive"),
+        (100, 110, "qty_above_max"),
+        (100, 15, "qty_off_lot"),
+        (10, 10, "price_outside_band"),
+        (5, 10, "price_outside_band"),
+        (1005, 10, "price_outside_band"),
+        (102, 10, "price_off_tick"),
+    ],
+)
+def test_new_qty_and_price_rejects(book_cls, price, qty, reason):
+    ex = Exchange(book_cls, min_price=20, max_price=1000, tick_size=5, lot_size=10, max_qty=100)
+    assert ex.send(new(1, B, price, qty)) == rejected(reason, 1)
+    assert ex.rows() == []
+    assert ex.book.order(1) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        # each command fails two checks: the first in the spec's order wins
+        (new(9, 0, 100, 0), "bad_command"),
+        (new(9, B, 7, 0), "qty_not_positive"),
+        (new(9, B, 7, 105), "qty_above_max"),
+        (new(9, B, 7, 15), "qty_off_lot"),
+        (new(9, B, 2001, 10), "price_outside_band"),
+        (new(1, B, 101, 10), "price_off_tick"),
+        (new(1, B, 110, 10, flags=FLAG_POST_ONLY), "duplicate_order_id"),
+        (new(9, B, 110, 10, flags=FLAG_POST_ONLY), "post_only_would_take"),
+    ],
+)
+def test_new_validation_order_first_failure_wins(book_cls, spec, reason):
+    ex = Exchange(
+        book_cls, min_price=10, max_price=2000, tick_size=5, lot_size=10, max_qty=100, capacity=2
+    )
+    ex.send(new(1, S, 110, 10, client=2), new(2, S, 115, 10, client=2))  # the book is full
+    before = ex.rows()
+    assert ex.send(spec) == rejected(reason, spec["order_id"])
+    assert ex.rows() == before
+
+
+def test_market_orders_skip_price_checks(book_cls):
+    ex = Exchange(book_cls, min_price=10, max_price=1000, tick_size=5)
+    ex.send(new(1, S, 100, 4, client=2))
+    assert ex.send(new(2, B, 3, 10, ord_type=TYPE_MARKET)) == [
+        ("accepted", 2, 3, 10),
+        ("trade", 2, 1, 100, 4, 6, 0),
+        ("cancelled", "ioc_remainder", 2, 3, 6),
+        ("depth", S, 100, 0, 0),
+    ]
+
+
+def test_duplicate_id_only_while_live(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5))
+    assert ex.send(new(1, S, 200, 5)) == rejected("duplicate_order_id", 1)
+    ex.send(cancel(1))
+    assert ex.send(new(1, S, 200, 5)) == [("accepted", 1, 200, 5), ("depth", S, 200, 5, 1)]
+
+
+def test_rejects_of_cancel_and_replace_echo_the_command(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5))
+    cmds = ex.batch(cancel(77) | dict(side=9, price=-3, qty=12), replace(1, 100, 5, client=2))
+    events = ex.book.process(cmds)
+    assert events["kind"].tolist() == [EV_REJECTED, EV_REJECTED]
+    for name in ("order_id", "side", "price", "qty", "client"):
+        assert events[name].tolist() == cmds[name].tolist()
+
+
+# ---------------------------------------------------------------- matching
+
+
+def test_gtc_rests_and_reports_depth(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.send(new(1, B, 100, 5)) == [("accepted", 1, 100, 5), ("depth", B, 100, 5, 1)]
+    assert ex.send(new(2, B, 100, 3, client=2)) == [
+        ("accepted", 2, 100, 3),
+        ("depth", B, 100, 8, 2),
+    ]
+    assert ex.book.order(1) == dict(
+        order_id=1, client=1, side=B, price=100, qty=5, leaves=5, stp=0, flags=0
+    )
+    assert ex.book.order(3) is None
+
+
+def test_price_time_priority_and_trades_at_the_resting_price(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(
+        new(1, S, 101, 4, client=2),
+        new(2, S, 101, 4, client=3),
+        new(3, S, 100, 4, client=2),
+        new(4, S, 102, 4, client=3),
+    )
+    assert ex.send(new(5, B, 101, 10)) == [
+        ("accepted", 5, 101, 10),
+        ("trade", 5, 3, 100, 4, 6, 0),
+        ("trade", 5, 1, 101, 4, 2, 0),
+        ("trade", 5, 2, 101, 2, 0, 2),
+        ("depth", S, 100, 0, 0),
+        ("depth", S, 101, 2, 1),
+    ]
+    assert ex.rows() == [(S, 101, 2, 3, 4, 2), (S, 102, 4, 3, 4, 4)]
+
+
+def test_sell_aggressor_takes_the_highest_bid_first(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 98, 2, client=2), new(2, B, 99, 2, client=2))
+    assert ex.send(new(3, S, 90, 3)) == [
+        ("accepted", 3, 90, 3),
+        ("trade", 3, 2, 99, 2, 1, 0),
+        ("trade", 3, 1, 98, 1, 0, 1),
+        ("depth", B, 99, 0, 0),
+        ("depth", B, 98, 1, 1),
+    ]
+
+
+def test_partial_fill_rests_the_remainder(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 3, client=2))
+    assert ex.send(new(2, B, 100, 10)) == [
+        ("accepted", 2, 100, 10),
+        ("trade", 2, 1, 100, 3, 7, 0),
+        ("depth", S, 100, 0, 0),
+        ("depth", B, 100, 7, 1),
+    ]
+    assert ex.book.order(2)["qty"] == 10
+    assert ex.book.order(2)["leaves"] == 7
+    assert ex.book.top() == (100, 7, 0, 0)
+
+
+def test_ioc_never_rests(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 3, client=2))
+    assert ex.send(new(2, B, 100, 5, tif=TIF_IOC)) == [
+        ("accepted", 2, 100, 5),
+        ("trade", 2, 1, 100, 3, 2, 0),
+        ("cancelled", "ioc_remainder", 2, 100, 2),
+        ("depth", S, 100, 0, 0),
+    ]
+    assert ex.send(new(3, B, 100, 5, tif=TIF_IOC)) == [
+        ("accepted", 3, 100, 5),
+        ("cancelled", "ioc_remainder", 3, 100, 5),
+    ]
+    assert ex.rows() == []
+
+
+def test_fok_fills_fully_across_levels(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 3, client=2), new(2, S, 101, 3, client=2))
+    assert ex.send(new(3, B, 101, 6, tif=TIF_FOK)) == [
+        ("accepted", 3, 101, 6),
+        ("trade", 3, 1, 100, 3, 3, 0),
+        ("trade", 3, 2, 101, 3, 0, 0),
+        ("depth", S, 100, 0, 0),
+        ("depth", S, 101, 0, 0),
+    ]
+
+
+def test_fok_that_cannot_fill_changes_nothing(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 3, client=2), new(2, S, 102, 30, client=2))
+    before = ex.rows()
+    # 30 more at 102 do not count: they are beyond the limit
+    assert ex.send(new(3, B, 101, 4, tif=TIF_FOK)) == [
+        ("accepted", 3, 101, 4),
+        ("cancelled", "fok_unfilled", 3, 101, 4),
+    ]
+    assert ex.rows() == before
+
+
+@pytest.mark.parametrize(
+    ("stp", "fills"),
+    [(STP_NONE, True), (STP_CANCEL_OLDEST, False), (STP_DECREMENT, False)],
+)
+def test_fok_precheck_stops_at_the_first_own_order(book_cls, stp, fills):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 2, client=2), new(2, S, 100, 5, client=1), new(3, S, 100, 5, client=2))
+    events = ex.send(new(4, B, 100, 6, tif=TIF_FOK, stp=stp))
+    if fills:
+        assert events == [
+            ("accepted", 4, 100, 6),
+            ("trade", 4, 1, 100, 2, 4, 0),
+            ("trade", 4, 2, 100, 4, 0, 1),
+            ("depth", S, 100, 6, 2),
+        ]
+    else:
+        assert events == [("accepted", 4, 100, 6), ("cancelled", "fok_unfilled", 4, 100, 6)]
+
+
+def test_fok_stopped_by_own_order_still_fills_what_is_ahead(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 4, client=2), new(2, S, 100, 5, client=1))
+    assert ex.send(new(3, B, 100, 4, tif=TIF_FOK, stp=STP_CANCEL_BOTH)) == [
+        ("accepted", 3, 100, 4),
+        ("trade", 3, 1, 100, 4, 0, 0),
+        ("depth", S, 100, 5, 1),
+    ]
+
+
+def test_market_order_sweeps_and_never_rests(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 2, client=2), new(2, S, 150, 2, client=2), new(3, B, 90, 1, client=2))
+    assert ex.send(new(4, B, 0, 10, ord_type=TYPE_MARKET)) == [
+        ("accepted", 4, 0, 10),
+        ("trade", 4, 1, 100, 2, 8, 0),
+        ("trade", 4, 2, 150, 2, 6, 0),
+        ("cancelled", "ioc_remainder", 4, 0, 6),
+        ("depth", S, 100, 0, 0),
+        ("depth", S, 150, 0, 0),
+    ]
+    assert ex.send(new(5, S, 0, 1, ord_type=TYPE_MARKET, tif=TIF_FOK)) == [
+        ("accepted", 5, 0, 1),
+        ("trade", 5, 3, 90, 1, 0, 0),
+        ("depth", B, 90, 0, 0),
+    ]
+    assert ex.send(new(6, S, 0, 1, ord_type=TYPE_MARKET)) == [
+        ("accepted", 6, 0, 1),
+        ("cancelled", "ioc_remainder", 6, 0, 1),
+    ]
+
+
+def test_post_only(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 101, 5, client=2), new(2, B, 99, 5, client=2))
+    po = dict(flags=FLAG_POST_ONLY)
+    assert ex.send(new(3, B, 101, 1) | po) == rejected("post_only_would_take", 3)
+    assert ex.send(new(4, S, 99, 1) | po) == rejected("post_only_would_take", 4)
+    assert ex.send(new(5, B, 100, 1) | po) == [("accepted", 5, 100, 1), ("depth", B, 100, 1, 1)]
+    assert ex.send(new(6, S, 100, 1, tif=TIF_IOC) | po) == rejected("post_only_would_take", 6)
+    assert ex.send(new(7, S, 101, 1, tif=TIF_IOC) | po) == [
+        ("accepted", 7, 101, 1),
+        ("cancelled", "ioc_remainder", 7, 101, 1),
+    ]
+    assert ex.book.order(5)["flags"] == FLAG_POST_ONLY
+
+
+# ---------------------------------------------------------------- cancel
+
+
+def test_cancel(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5), new(2, B, 100, 3))
+    assert ex.send(cancel(1)) == [
+        ("cancelled", "user", 1, 100, 5),
+        ("depth", B, 100, 3, 1),
+    ]
+    assert ex.send(cancel(1)) == rejected("order_not_found", 1)
+    assert ex.send(cancel(99)) == rejected("order_not_found", 99)
+    assert ex.ids() == [2]
+
+
+def test_cancel_of_another_clients_order_is_not_found(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5, client=1))
+    assert ex.send(cancel(1, client=2)) == rejected("order_not_found", 1)
+    assert ex.send(replace(1, 100, 2, client=2)) == rejected("order_not_found", 1)
+    assert ex.rows() == [(B, 100, 1, 1, 5, 5)]
+
+
+def test_cancel_of_a_partly_filled_order_removes_its_open_qty(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5), new(2, S, 100, 2, client=2))
+    assert ex.send(cancel(1)) == [("cancelled", "user", 1, 100, 3), ("depth", B, 100, 0, 0)]
+
+
+# ---------------------------------------------------------------- replace
+
+
+def test_replace_down_keeps_priority(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5), new(2, B, 100, 5, client=2))
+    assert ex.send(replace(1, 100, 3)) == [
+        ("replaced", 1, 100, 3, 3),
+        ("depth", B, 100, 8, 2),
+    ]
+    assert ex.ids() == [1, 2]
+    assert ex.send(new(3, S, 100, 1, client=3))[1] == ("trade", 3, 1, 100, 1, 0, 2)
+
+
+def test_replace_up_loses_priority(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5), new(2, B, 100, 5, client=2))
+    assert ex.send(replace(1, 100, 6)) == [
+        ("replaced", 1, 100, 6, 6),
+        ("depth", B, 100, 11, 2),
+    ]
+    assert ex.ids() == [2, 1]
+
+
+def test_replace_price_loses_priority(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5), new(2, B, 99, 5, client=2))
+    assert ex.send(replace(1, 99, 5)) == [
+        ("replaced", 1, 99, 5, 5),
+        ("depth", B, 100, 0, 0),
+        ("depth", B, 99, 10, 2),
+    ]
+    assert ex.ids() == [2, 1]
+    assert ex.book.order(1)["price"] == 99
+
+
+def test_replace_unchanged_keeps_place_and_emits_no_depth(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5), new(2, B, 100, 5, client=2))
+    assert ex.send(replace(1, 100, 5)) == [("replaced", 1, 100, 5, 5)]
+    assert ex.ids() == [1, 2]
+
+
+def test_replace_of_a_partly_filled_order_counts_what_traded(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 10), new(2, B, 100, 10, client=2), new(3, S, 100, 4, client=3))
+    assert ex.rows()[0] == (B, 100, 1, 1, 10, 6)
+    # new total 8, 4 traded: 4 open, fewer than 6: it keeps its place
+    assert ex.send(replace(1, 100, 8)) == [("replaced", 1, 100, 8, 4), ("depth", B, 100, 14, 2)]
+    assert ex.rows() == [(B, 100, 1, 1, 8, 4), (B, 100, 2, 2, 10, 10)]
+    # new total 12: 8 open, more than 4: it goes to the back
+    assert ex.send(replace(1, 100, 12)) == [("replaced", 1, 100, 12, 8), ("depth", B, 100, 18, 2)]
+    assert ex.ids() == [2, 1]
+
+
+@pytest.mark.parametrize("qty", [4, 3])
+def test_replace_to_zero_cancels(book_cls, qty):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 10), new(2, S, 100, 4, client=2))
+    assert ex.send(replace(1, 101, qty)) == [
+        ("cancelled", "replaced_to_zero", 1, 100, 6),
+        ("depth", B, 100, 0, 0),
+    ]
+    assert ex.book.order(1) is None
+
+
+def test_crossing_replace_trades_as_aggressor_then_rests(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 99, 10), new(2, S, 101, 4, client=2), new(3, S, 102, 4, client=2))
+    assert ex.send(replace(1, 101, 10)) == [
+        ("replaced", 1, 101, 10, 10),
+        ("trade", 1, 2, 101, 4, 6, 0),
+        ("depth", B, 99, 0, 0),
+        ("depth", S, 101, 0, 0),
+        ("depth", B, 101, 6, 1),
+    ]
+    assert ex.rows() == [(B, 101, 1, 1, 10, 6), (S, 102, 3, 2, 4, 4)]
+
+
+def test_crossing_replace_filled_completely_is_gone(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 105, 3), new(2, B, 100, 5, client=2))
+    assert ex.send(replace(1, 100, 3)) == [
+        ("replaced", 1, 100, 3, 3),
+        ("trade", 1, 2, 100, 3, 0, 2),
+        ("depth", S, 105, 0, 0),
+        ("depth", B, 100, 2, 1),
+    ]
+    assert ex.book.order(1) is None
+    assert ex.send(cancel(1)) == rejected("order_not_found", 1)
+
+
+@pytest.mark.parametrize(
+    ("price", "qty", "reason"),
+    [
+        (100, 0, "qty_not_positive"),
+        (100, 110, "qty_above_max"),
+        (100, 15, "qty_off_lot"),
+        (5, 10, "price_outside_band"),
+        (1005, 10, "price_outside_band"),
+        (102, 10, "price_off_tick"),
+        (110, 30, "post_only_would_take"),
+        (110, 10, "post_only_would_take"),  # 10 traded: also a replace to zero
+        (115, 0, "qty_not_positive"),
+        (102, 110, "qty_above_max"),
+    ],
+)
+def test_replace_rejects_leave_the_order_untouched(book_cls, price, qty, reason):
+    ex = Exchange(book_cls, min_price=10, max_price=1000, tick_size=5, lot_size=10, max_qty=100)
+    ex.send(new(1, B, 100, 20, flags=FLAG_POST_ONLY), new(2, S, 110, 10, client=2))
+    ex.send(new(3, S, 100, 10, client=2))
+    before = ex.rows()
+    assert ex.send(replace(1, price, qty)) == rejected(reason, 1)
+    assert ex.rows() == before
+
+
+def test_post_only_replace_that_does_not_cross_moves(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 2, flags=FLAG_POST_ONLY), new(2, S, 110, 1, client=2))
+    assert ex.send(replace(1, 109, 2)) == [
+        ("replaced", 1, 109, 2, 2),
+        ("depth", B, 100, 0, 0),
+        ("depth", B, 109, 2, 1),
+    ]
+    assert ex.book.order(1)["flags"] == FLAG_POST_ONLY
+
+
+# ---------------------------------------------------------------- self-trade prevention
+
+
+def own_book(book_cls):
+    """Asks: at 100 client 1 (5), then client 2 (5); at 101 client 2 (5)."""
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=1), new(2, S, 100, 5, client=2), new(3, S, 101, 5, client=2))
+    return ex
+
+
+def test_stp_none_trades_with_itself(book_cls):
+    ex = own_book(book_cls)
+    assert ex.send(new(9, B, 100, 7, stp=STP_NONE)) == [
+        ("accepted", 9, 100, 7),
+        ("trade", 9, 1, 100, 5, 2, 0),
+        ("trade", 9, 2, 100, 2, 0, 3),
+        ("depth", S, 100, 3, 1),
+    ]
+
+
+def test_stp_is_the_aggressors_mode(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, stp=STP_CANCEL_NEWEST))
+    assert ex.send(new(2, B, 100, 5, stp=STP_NONE))[1] == ("trade", 2, 1, 100, 5, 0, 0)
+
+
+def test_stp_ignores_other_clients(book_cls):
+    ex = own_book(book_cls)
+    assert ex.send(new(9, B, 100, 3, client=2, stp=STP_CANCEL_BOTH))[1] == (
+        "trade",
+        9,
+        1,
+        100,
+        3,
+        0,
+        2,
+    )
+
+
+def test_stp_cancel_newest(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=2), new(2, S, 100, 5, client=1), new(3, S, 101, 5, client=2))
+    assert ex.send(new(9, B, 101, 8, stp=STP_CANCEL_NEWEST)) == [
+        ("accepted", 9, 101, 8),
+        ("trade", 9, 1, 100, 5, 3, 0),
+        ("cancelled", "self_trade", 9, 101, 3),
+        ("depth", S, 100, 5, 1),
+    ]
+    assert ex.ids() == [2, 3]
+
+
+def test_stp_cancel_oldest(book_cls):
+    ex = own_book(book_cls)
+    assert ex.send(new(9, B, 101, 8, stp=STP_CANCEL_OLDEST)) == [
+        ("accepted", 9, 101, 8),
+        ("cancelled", "self_trade", 1, 100, 5),
+        ("trade", 9, 2, 100, 5, 3, 0),
+        ("trade", 9, 3, 101, 3, 0, 2),
+        ("depth", S, 100, 0, 0),
+        ("depth", S, 101, 2, 1),
+    ]
+
+
+def test_stp_cancel_oldest_rests_the_rest(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5))
+    assert ex.send(new(9, B, 100, 8, stp=STP_CANCEL_OLDEST)) == [
+        ("accepted", 9, 100, 8),
+        ("cancelled", "self_trade", 1, 100, 5),
+        ("depth", S, 100, 0, 0),
+        ("depth", B, 100, 8, 1),
+    ]
+
+
+def test_stp_cancel_both(book_cls):
+    ex = own_book(book_cls)
+    assert ex.send(new(9, B, 101, 8, stp=STP_CANCEL_BOTH)) == [
+        ("accepted", 9, 101, 8),
+        ("cancelled", "self_trade", 1, 100, 5),
+        ("cancelled", "self_trade", 9, 101, 8),
+        ("depth", S, 100, 5, 1),
+    ]
+    assert ex.ids() == [2, 3]
+
+
+def test_stp_decrement_resting_larger(book_cls):
+    ex = own_book(book_cls)
+    assert ex.send(new(9, B, 101, 3, stp=STP_DECREMENT)) == [
+        ("accepted", 9, 101, 3),
+        ("cancelled", "self_trade", 9, 101, 3),
+        ("depth", S, 100, 7, 2),
+    ]
+    # decremented, not filled: total and open qty both lose 3; it keeps its place
+    assert ex.rows()[0] == (S, 100, 1, 1, 2, 2)
+
+
+def test_stp_decrement_resting_smaller_goes_on(book_cls):
+    ex = own_book(book_cls)
+    assert ex.send(new(9, B, 101, 8, stp=STP_DECREMENT)) == [
+        ("accepted", 9, 101, 8),
+        ("cancelled", "self_trade", 1, 100, 5),
+        ("trade", 9, 2, 100, 3, 0, 2),
+        ("depth", S, 100, 2, 1),
+    ]
+
+
+def test_stp_decrement_equal_cancels_both(book_cls):
+    ex = own_book(book_cls)
+    assert ex.send(new(9, B, 101, 5, stp=STP_DECREMENT)) == [
+        ("accepted", 9, 101, 5),
+        ("cancelled", "self_trade", 1, 100, 5),
+        ("cancelled", "self_trade", 9, 101, 5),
+        ("depth", S, 100, 5, 1),
+    ]
+
+
+def test_stp_decrement_then_rest_has_a_smaller_total(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 2), new(2, S, 100, 3, client=2))
+    assert ex.send(new(9, B, 100, 10, stp=STP_DECREMENT)) == [
+        ("accepted", 9, 100, 10),
+        ("cancelled", "self_trade", 1, 100, 2),
+        ("trade", 9, 2, 100, 3, 5, 0),
+        ("depth", S, 100, 0, 0),
+        ("depth", B, 100, 5, 1),
+    ]
+    # 10 ordered, 2 decremented away, 3 traded: total 8, open 5
+    assert ex.rows() == [(B, 100, 9, 1, 8, 5)]
+    # a replace to total 8 (3 traded) leaves 5 open: nothing changes
+    assert ex.send(replace(9, 100, 8)) == [("replaced", 9, 100, 8, 5)]
+
+
+def test_stp_decrement_partial_keeps_the_resting_place(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 6), new(2, S, 100, 3, client=2))
+    assert ex.send(new(9, B, 100, 4, tif=TIF_IOC, stp=STP_DECREMENT)) == [
+        ("accepted", 9, 100, 4),
+        ("cancelled", "self_trade", 9, 100, 4),
+        ("depth", S, 100, 5, 2),
+    ]
+    assert ex.rows() == [(S, 100, 1, 1, 2, 2), (S, 100, 2, 2, 3, 3)]
+
+
+def test_crossing_replace_uses_its_own_stp_mode(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5), new(2, B, 90, 5, stp=STP_CANCEL_NEWEST))
+    assert ex.send(replace(2, 100, 5)) == [
+        ("replaced", 2, 100, 5, 5),
+        ("cancelled", "self_trade", 2, 100, 5),
+        ("depth", B, 90, 0, 0),
+    ]
+    assert ex.ids() == [1]
+
+
+# ---------------------------------------------------------------- capacity
+
+
+def test_book_full(book_cls):
+    ex = Exchange(book_cls, capacity=2)
+    ex.send(new(1, B, 99, 5), new(2, S, 101, 5, client=2))
+    assert ex.send(new(3, B, 98, 5)) == rejected("book_full", 3)
+    # checked before matching: even an order that would fill at once is refused
+    assert ex.send(new(4, B, 101, 5)) == rejected("book_full", 4)
+    # orders that cannot rest still trade
+    assert ex.send(new(5, B, 101, 2, tif=TIF_IOC))[1] == ("trade", 5, 2, 101, 2, 0, 3)
+    assert ex.send(new(6, B, 0, 1, ord_type=TYPE_MARKET))[1] == ("trade", 6, 2, 101, 1, 0, 2)
+    assert ex.send(new(7, B, 101, 2, tif=TIF_FOK))[1] == ("trade", 7, 2, 101, 2, 0, 0)
+    # the maker filled to 0 freed its slot
+    assert ex.send(new(8, B, 98, 5)) == [("accepted", 8, 98, 5), ("depth", B, 98, 5, 1)]
+    # a replace that moves an order keeps its slot
+    assert ex.send(replace(8, 97, 5))[0] == ("replaced", 8, 97, 5, 5)
+
+
+def test_capacity_is_freed_by_cancels(book_cls):
+    ex = Exchange(book_cls, capacity=1)
+    ex.send(new(1, B, 99, 5))
+    assert ex.send(new(2, B, 99, 5)) == rejected("book_full", 2)
+    ex.send(cancel(1))
+    assert ex.send(new(2, B, 99, 5))[0] == ("accepted", 2, 99, 5)
+
+
+# ---------------------------------------------------------------- mass cancel
+
+
+def test_mass_cancel_order_of_events(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(
+        new(1, B, 99, 1, client=1),
+        new(2, B, 100, 2, client=2),
+        new(3, B, 100, 3, client=1),
+        new(4, B, 100, 4, client=1),
+        new(5, S, 102, 5, client=1),
+        new(6, S, 101, 6, client=1),
+        new(7, S, 101, 7, client=2),
+    )
+    assert ex.send(mass_cancel(client=1)) == [
+        ("cancelled", "user", 3, 100, 3),
+        ("cancelled", "user", 4, 100, 4),
+        ("cancelled", "user", 1, 99, 1),
+        ("cancelled", "user", 6, 101, 6),
+        ("cancelled", "user", 5, 102, 5),
+        ("depth", B, 100, 2, 1),
+        ("depth", B, 99, 0, 0),
+        ("depth", S, 101, 7, 1),
+        ("depth", S, 102, 0, 0),
+    ]
+    assert ex.ids() == [2, 7]
+    assert ex.send(mass_cancel(client=1)) == []
+    assert ex.send(mass_cancel(client=3)) == []
+
+
+def test_a_large_batch_has_event_dtype_and_zero_padding(book_cls):
+    ex = Exchange(book_cls)
+    n = 1500
+    ex.send(*(new(i, B, 100 + i % 50, 1) for i in range(1, n + 1)))
+    events = ex.book.process(ex.batch(mass_cancel()))
+    assert events.dtype == EVENT_DTYPE
+    assert len(events) == n + 50
+    assert events["idx"].tolist() == list(range(n + 50))
+    covered = np.zeros(EVENT_DTYPE.itemsize, bool)
+    for dtype, offset in EVENT_DTYPE.fields.values():
+        covered[offset : offset + dtype.itemsize] = True
+    raw = events.view(np.uint8).reshape(len(events), EVENT_DTYPE.itemsize)
+    assert not raw[:, ~covered].any()
+
+
+# ---------------------------------------------------------------- queries
+
+
+def test_top_and_depth(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.book.top() == (0, 0, 0, 0)
+    assert ex.book.depth(5) == ([], [])
+    ex.send(
+        new(1, B, 98, 1),
+        new(2, B, 99, 2),
+        new(3, B, 99, 3),
+        new(4, S, 101, 4),
+        new(5, S, 103, 5),
+        new(6, S, 102, 6),
+    )
+    assert ex.book.top() == (99, 5, 101, 4)
+    assert ex.book.depth(2) == ([(99, 5, 2), (98, 1, 1)], [(101, 4, 1), (102, 6, 1)])
+    assert ex.book.depth(10) == ([(99, 5, 2), (98, 1, 1)], [(101, 4, 1), (102, 6, 1), (103, 5, 1)])
+    assert ex.book.depth(0) == ([], [])
+
+
+def test_depth_events_in_first_touched_order_with_final_totals(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 101, 2, client=2), new(2, S, 100, 2, client=2), new(3, S, 100, 2))
+    # level 100 is touched twice (a trade, then an STP decrement) and reported once
+    assert ex.send(new(4, B, 101, 5, stp=STP_DECREMENT)) == [
+        ("accepted", 4, 101, 5),
+        ("trade", 4, 2, 100, 2, 3, 0),
+        ("cancelled", "self_trade", 3, 100, 2),
+        ("trade", 4, 1, 101, 1, 0, 1),
+        ("depth", S, 100, 0, 0),
+        ("depth", S, 101, 1, 1),
+    ]
+
+
+def test_order_query_forgets_gone_orders(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5, stp=STP_DECREMENT), new(2, S, 100, 5, client=2, tif=TIF_IOC))
+    assert ex.book.order(1) is None
+    assert ex.book.order(2) is None
+
+
+# ---------------------------------------------------------------- the batch interface
+
+
+def test_empty_batch(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5))
+    events = ex.book.process(ex.batch()[:0])
+    assert events.dtype == EVENT_DTYPE
+    assert len(events) == 0
+    assert ex.book.last_seq == 1
+
+
+def test_batches_equal_single_commands(book_cls):
+    specs = [
+        new(1, B, 100, 5),
+        new(2, S, 99, 3, client=2),
+        replace(1, 101, 9),
+        new(3, S, 0, 20, client=2, ord_type=TYPE_MARKET),
+        mass_cancel(client=2),
+        cancel(1),
+    ]
+    one, many = Exchange(book_cls), Exchange(book_cls)
+    assert one.send(*specs) == [e for spec in specs for e in many.send(spec)]
+    assert one.book.state_hash() == many.book.state_hash()
+
+
+def test_wrong_dtype_is_refused(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5))
+    before = ex.book.state_hash()
+    with pytest.raises((TypeError, ValueError), match="COMMAND_DTYPE"):
+        ex.book.process(np.zeros(3, np.int64))
+    assert ex.book.state_hash() == before
+
+
+@pytest.mark.parametrize("seqs", [[1, 3], [5, 5], [6, 4]])
+def test_seq_that_does_not_increase_is_refused(book_cls, seqs):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 5))
+    ex.send(new(2, B, 100, 5))  # last_seq is now 2
+    cmds = commands(len(seqs))
+    cmds["seq"] = seqs
+    cmds["kind"] = CMD_MASS_CANCEL
+    cmds["client"] = 1
+    before = ex.book.state_hash()
+    with pytest.raises(ValueError, match="seq"):
+        ex.book.process(cmds)
+    assert ex.book.state_hash() == before
+    assert ex.book.last_seq == 2
+
+
+# ---------------------------------------------------------------- hash and snapshots
+
+
+def test_state_hash_covers_queue_order_and_last_seq(book_cls):
+    a, b = Exchange(book_cls), Exchange(book_cls)
+    a.send(new(1, B, 100, 5), new(2, B, 100, 5))
+    b.send(new(2, B, 100, 5), new(1, B, 100, 5))
+    assert sorted(a.rows()) == sorted(b.rows())
+    assert a.book.state_hash() != b.book.state_hash()
+    c = Exchange(book_cls)
+    c.send(new(1, B, 100, 5), new(2, B, 100, 5))
+    assert c.book.state_hash() == a.book.state_hash()
+    assert a.book.state_hash() == hash_canonical(2, a.book.canonical_rows())
+    a.send(mass_cancel(client=9))
+    assert a.book.state_hash() != c.book.state_hash()
+
+
+def test_snapshot_restore_continues_identically(book_cls):
+    ex = Exchange(book_cls, capacity=8, tick_size=5, lot_size=2, min_price=5, max_price=500)
+    ex.send(
+        new(1, B, 100, 10, stp=STP_DECREMENT),
+        new(2, B, 100, 4, client=2),
+        new(3, S, 110, 6, flags=FLAG_POST_ONLY, stp=STP_CANCEL_BOTH),
+        new(4, S, 100, 4, client=2),
+        new(5, S, 100, 2),
+    )
+    data = ex.book.snapshot()
+    assert isinstance(data, bytes)
+    twin = Exchange(book_cls)
+    twin.book = type(ex.book).restore(data)
+    twin.seq = ex.seq
+    twin.owner = dict(ex.owner)
+    assert twin.book.config == ex.book.config
+    assert twin.book.last_seq == ex.book.last_seq
+    assert twin.book.state_hash() == ex.book.state_hash()
+    assert twin.book.order(1) == ex.book.order(1)
+    rest = [
+        replace(1, 105, 6),
+        new(6, S, 0, 20, client=2, ord_type=TYPE_MARKET),
+        replace(3, 110, 2),
+        new(7, B, 105, 100, client=3),
+        *(new(8 + i, B, 50 + 5 * i, 2, client=3) for i in range(8)),
+        mass_cancel(client=3),
+    ]
+    assert twin.send(*rest) == ex.send(*rest)
+    assert twin.book.state_hash() == ex.book.state_hash()
+
+
+def test_restore_refuses_garbage(book_cls):
+    for data in (b"", b"not a snapshot", b"\x00" * 64):
+        with pytest.raises(ValueError):
+            book_cls.restore(data)
