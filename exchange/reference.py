@@ -15,6 +15,8 @@ agree; the tests in tests/test_book_semantics.py pin each point):
   flags, stp); MASS_CANCEL ignores ``order_id``, ``price`` and ``qty``.
 - A REJECTED event carries the command's order_id, side, price, qty and client
   as given, whatever the kind.
+- Post-only is allowed with any TIF of a limit order: a post-only IOC or FOK
+  that does not cross is accepted and then cancelled (CXL_IOC / CXL_FOK).
 - An order id is checked only against live orders (REJ_DUPLICATE_ID); ids of
   orders that are gone may be reused, and any int64 value is an id.
 - The DEPTH events of a command name every level whose open total was changed

@@ -471,6 +471,10 @@ def test_post_only(book_cls):
         ("accepted", 7, 101, 1),
         ("cancelled", "ioc_remainder", 7, 101, 1),
     ]
+    assert ex.send(new(8, S, 101, 1, tif=TIF_FOK) | po) == [
+        ("accepted", 8, 101, 1),
+        ("cancelled", "fok_unfilled", 8, 101, 1),
+    ]
     assert ex.book.order(5)["flags"] == FLAG_POST_ONLY
 
 
@@ -876,6 +880,8 @@ def test_top_and_depth(book_cls):
     assert ex.book.depth(2) == ([(99, 5, 2), (98, 1, 1)], [(101, 4, 1), (102, 6, 1)])
     assert ex.book.depth(10) == ([(99, 5, 2), (98, 1, 1)], [(101, 4, 1), (102, 6, 1), (103, 5, 1)])
     assert ex.book.depth(0) == ([], [])
+    with pytest.raises(ValueError):
+        ex.book.depth(-1)
 
 
 def test_depth_events_in_first_touched_order_with_final_totals(book_cls):
