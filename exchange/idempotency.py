@@ -88,23 +88,21 @@ def request_fingerprint(cmd) -> bytes:
     return fingerprints(np.asarray(cmd).reshape(1)).tobytes()
 
 
-def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> list[bytes]:
-    """Journal keys of (client, idem key) pairs."""
+def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> np.ndarray:
+    """Journal keys (IDEM_KEY_DTYPE) of (client, idem key) pairs."""
     k = np.empty(len(clients), IDEM_KEY_DTYPE)
     k["client"] = clients
     k["idem_key"] = idem_keys
-    b = k.tobytes()
-    return [b[i : i + 12] for i in range(0, len(b), 12)]
+    return k
 
 
-def entry_values(cmds: np.ndarray) -> list[bytes]:
-    """Journal values of the idempotency entries of ``cmds`` (sequenced NEW commands)."""
+def entry_values(cmds: np.ndarray) -> np.ndarray:
+    """Journal values (IDEM_DTYPE) of the idempotency entries of sequenced NEW commands."""
     v = np.empty(len(cmds), IDEM_DTYPE)
     v["seq"] = cmds["seq"]
     v["order_id"] = cmds["order_id"]
     v["fingerprint"] = fingerprints(cmds)
-    b = v.tobytes()
-    return [b[i : i + 40] for i in range(0, len(b), 40)]
+    return v
 
 
 def decode_entry(key: bytes, value: bytes) -> IdemEntry:
@@ -184,4 +182,4 @@ def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray)
         ev["req_id"] = drained["req_id"][r["index"]]
         ev["flags"] |= EVF_DUPLICATE
         out.append(ev)
-    return np.concatenate(out) if out else np.zeros(0, EVENT_DTYPE)
+    return np.concatenate(out, dtype=EVENT_DTYPE) if out else np.zeros(0, EVENT_DTYPE)

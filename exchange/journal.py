@@ -27,10 +27,13 @@ Durability (``durability=``):
     flushes). Costs one or two device flushes per batch, whatever its size.
 ``os``  LMDB MDB_NOSYNC: the commit writes pages and meta into the OS page cache
     and returns without flushing. A process crash (SIGKILL included) loses
-    nothing committed, since the kernel holds the pages. An OS crash or power
-    loss can lose the batches of the last seconds (until the kernel's writeback)
-    but not consistency, because the filesystem is expected to keep write order
-    and writemap is off; ``close()`` flushes, so a clean stop is fully durable.
+    nothing committed: the kernel holds the pages and writes them back later.
+    An OS crash or power loss loses the batches not yet written back (the
+    kernel's dirty writeback, ~30 s by default) and, since neither LMDB's
+    page writes nor ext4 keep their order without a flush, can leave the
+    environment inconsistent: after such a crash treat an ``os`` journal as
+    suspect (rebuild it or take the shard's state from elsewhere). ``close()``
+    flushes, so a clean stop is as durable as ``fsync``.
 
 writemap is off in both modes: with a writable map a full disk is a SIGBUS
 that kills the process, while write() returns an error that becomes
@@ -56,6 +59,7 @@ from typing import NamedTuple
 
 import lmdb
 import numpy as np
+from numba import njit
 
 from exchange import idempotency, orderstate
 from exchange.idempotency import IdemEntry
@@ -107,44 +111,75 @@ def _seek_batch(cur, seq: int) -> bool:
     return cur.last()
 
 
-def _split(blob: bytes, size: int) -> list[bytes]:
-    return [blob[i : i + size] for i in range(0, len(blob), size)]
+def _items(arr: np.ndarray) -> list[bytes]:
+    """One bytes object per record (the form LMDB puts take), without a Python loop."""
+    return np.ascontiguousarray(arr).view(f"V{arr.dtype.itemsize}").tolist()
 
 
 def _records(arr, dtype, what: str) -> np.ndarray:
-    if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != 1:
+    if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype != dtype:
         got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
         raise ValueError(f"{what} must be a 1-d array of {what} records, got {got}")
     return np.ascontiguousarray(arr)
 
 
+_OK = 0
+_EMPTY = 1
+_NOT_PAST_LAST = 2
+_SEQ_ORDER = 3
+_FOREIGN_EVENT = 4
+_DUPLICATE_EVENT = 5
+_EVENT_ORDER = 6
+
+
+@njit(cache=True)
+def _batch_problem(cmds, events, last_seq):
+    """(problem code, index of the offending record) of a batch, (_OK, 0) if it is sound."""
+    if cmds.shape[0] == 0:
+        return _EMPTY, 0
+    if cmds[0].seq <= last_seq:
+        return _NOT_PAST_LAST, 0
+    for i in range(1, cmds.shape[0]):
+        if cmds[i].seq <= cmds[i - 1].seq:
+            return _SEQ_ORDER, i
+    ci = 0
+    for i in range(events.shape[0]):
+        e = events[i]
+        if e.flags & EVF_DUPLICATE:
+            return _DUPLICATE_EVENT, i
+        if i > 0:
+            p = events[i - 1]
+            if e.seq < p.seq or (e.seq == p.seq and e.idx <= p.idx):
+                return _EVENT_ORDER, i
+        while ci < cmds.shape[0] and cmds[ci].seq < e.seq:
+            ci += 1
+        if ci == cmds.shape[0] or cmds[ci].seq != e.seq:
+            return _FOREIGN_EVENT, i
+    return _OK, 0
+
+
 def _check_batch(cmds: np.ndarray, events: np.ndarray, last_seq: int) -> None:
-    seq = cmds["seq"]
-    if not len(cmds):
-        raise ValueError("empty batch: a batch needs at least one command")
-    if seq[0] <= last_seq:
-        raise ValueError(
-            f"batch starts at seq {seq[0]}, not past the journal's last seq {last_seq}"
-        )
-    if len(seq) > 1 and not np.all(seq[1:] > seq[:-1]):
-        bad = int(np.flatnonzero(seq[1:] <= seq[:-1])[0])
-        raise ValueError(f"batch seqs must strictly increase: seq {seq[bad + 1]} after {seq[bad]}")
-    if not len(events):
+    code, i = _batch_problem(cmds, events, last_seq)
+    if code == _OK:
         return
-    es = events["seq"]
-    pos = np.searchsorted(seq, es)
-    foreign = (pos == len(seq)) | (seq[np.minimum(pos, len(seq) - 1)] != es)
-    if foreign.any():
-        raise ValueError(f"event with seq {es[foreign][0]} belongs to no command of the batch")
-    if np.any(events["flags"] & EVF_DUPLICATE):
-        raise ValueError("EVF_DUPLICATE re-sends are replies, not history: do not journal them")
-    later = (es[1:] > es[:-1]) | ((es[1:] == es[:-1]) & (events["idx"][1:] > events["idx"][:-1]))
-    if not np.all(later):
-        bad = int(np.flatnonzero(~later)[0]) + 1
+    if code == _EMPTY:
+        raise ValueError("empty batch: a batch needs at least one command")
+    if code == _NOT_PAST_LAST:
         raise ValueError(
-            f"events must be in (seq, idx) order: event {bad} is "
-            f"({es[bad]}, {events['idx'][bad]}) after ({es[bad - 1]}, {events['idx'][bad - 1]})"
+            f"batch starts at seq {cmds['seq'][0]}, not past the journal's last seq {last_seq}"
         )
+    if code == _SEQ_ORDER:
+        s = cmds["seq"]
+        raise ValueError(f"batch seqs must strictly increase: seq {s[i]} after {s[i - 1]}")
+    if code == _DUPLICATE_EVENT:
+        raise ValueError("EVF_DUPLICATE re-sends are replies, not history: do not journal them")
+    if code == _EVENT_ORDER:
+        s, x = events["seq"], events["idx"]
+        raise ValueError(
+            f"events must be in (seq, idx) order: event {i} is "
+            f"({s[i]}, {x[i]}) after ({s[i - 1]}, {x[i - 1]})"
+        )
+    raise ValueError(f"event {i} has seq {events['seq'][i]}, which no command of the batch has")
 
 
 class Journal:
@@ -338,10 +373,13 @@ class Journal:
         _check_batch(cmds, events, self.last_seq)
         rows, need = orderstate.derive(cmds, events)
         keyed = cmds[idempotency.keyed_news(cmds)]
+        idem_keys = idempotency.entry_keys(keyed["client"], keyed["idem_key"])
+        # in key order, so the puts walk the B-tree forwards
+        by_key = np.lexsort((keyed["idem_key"], keyed["client"]))
         idem_items = list(
             zip(
-                idempotency.entry_keys(keyed["client"], keyed["idem_key"]),
-                idempotency.entry_values(keyed),
+                _items(idem_keys[by_key]),
+                _items(idempotency.entry_values(keyed)[by_key]),
                 strict=True,
             )
         )
@@ -354,8 +392,8 @@ class Journal:
             self._merge_prior(txn, order_rows, need)
             txn.put(_seq_key(first), cmd_blob, db=db["commands"], append=True)
             txn.put(_seq_key(first), ev_blob, db=db["events"], append=True)
-            order_keys = _split(order_rows["order_id"].astype(">i8").tobytes(), 8)
-            order_vals = _split(order_rows.tobytes(), ORDER_DTYPE.itemsize)
+            order_keys = _items(order_rows["order_id"].astype(">i8"))
+            order_vals = _items(order_rows)
             txn.cursor(db=db["orders"]).putmulti(zip(order_keys, order_vals, strict=True))
             if idem_items:
                 _, added = txn.cursor(db=db["idem"]).putmulti(idem_items, overwrite=False)
@@ -373,7 +411,7 @@ class Journal:
         ids = rows["order_id"][need != orderstate.HAS_ALL]
         if not len(ids):
             return
-        prior = [txn.get(k, db=self._db["orders"]) for k in _split(ids.astype(">i8").tobytes(), 8)]
+        prior = [txn.get(k, db=self._db["orders"]) for k in _items(ids.astype(">i8"))]
         missing = [int(i) for i, p in zip(ids, prior, strict=True) if p is None]
         if missing:
             raise ValueError(
@@ -427,7 +465,7 @@ class Journal:
         return self.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
 
     def idem_lookup_many(self, clients, idem_keys) -> list[IdemEntry | None]:
-        keys = idempotency.entry_keys(np.asarray(clients), np.asarray(idem_keys))
+        keys = _items(idempotency.entry_keys(np.asarray(clients), np.asarray(idem_keys)))
         db = self._db["idem"]
         with self._read() as txn:
             vals = [txn.get(k, db=db) for k in keys]

@@ -1,0 +1,94 @@
+"""A journal writer or reader in its own process, for the cross-process journal tests.
+
+    journal_worker.py write PATH STREAM.npz [--durability M] [--map-size B]
+                      [--max-map-size B] [--step] [--fsize-limit B]
+    journal_worker.py read PATH STREAM.npz
+
+``write`` journals the saved batches in order. Without ``--step`` it writes them
+all, printing ``ack LAST_SEQ`` after each commit returns; with ``--step`` it
+reads a count per stdin line and writes that many before printing ``ack``. At
+the end it prints ``done MAP_GROWS``. ``--fsize-limit`` caps the size of files
+it writes (RLIMIT_FSIZE, SIGXFSZ ignored), a full disk in miniature: the
+JournalFull it ends with is printed as ``full MESSAGE`` and the exit code is 3.
+
+``read`` opens the journal read-only and answers each stdin line: ``check``
+verifies that the journal holds a whole prefix of the batches and prints
+``seen LAST_SEQ``; ``follow SEQ`` keeps checking until it sees SEQ and prints
+``followed CHECKS``. Any inconsistency raises (a traceback, a non-zero exit).
+"""
+
+import argparse
+import resource
+import signal
+import sys
+
+from journal_stream import assert_prefix, load
+
+from exchange.journal import Journal, JournalFull
+
+
+def say(*words) -> None:
+    print(*words, flush=True)
+
+
+def write(args, batches) -> int:
+    if args.fsize_limit:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (args.fsize_limit, args.fsize_limit))
+    with Journal(
+        args.path,
+        durability=args.durability,
+        map_size=args.map_size,
+        max_map_size=args.max_map_size,
+    ) as j:
+        todo = iter(batches)
+        try:
+            if args.step:
+                for line in sys.stdin:
+                    for _, (c, e) in zip(range(int(line)), todo, strict=False):
+                        j.write_batch(c, e)
+                    say("ack", j.last_seq)
+            else:
+                for c, e in todo:
+                    j.write_batch(c, e)
+                    say("ack", j.last_seq)
+        except JournalFull as e:
+            say("full", e)
+            return 3
+        say("done", j.stats().map_grows)
+    return 0
+
+
+def read(args, batches) -> int:
+    with Journal(args.path, readonly=True) as j:
+        for line in sys.stdin:
+            word, *rest = line.split()
+            if word == "check":
+                say("seen", assert_prefix(j, batches))
+            elif word == "follow":
+                checks = 1
+                while assert_prefix(j, batches) < int(rest[0]):
+                    checks += 1
+                say("followed", checks)
+            else:
+                raise ValueError(f"unknown reader command {line!r}")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("role", choices=("write", "read"))
+    ap.add_argument("path")
+    ap.add_argument("stream")
+    ap.add_argument("--durability", default="fsync")
+    ap.add_argument("--map-size", type=int, default=1 << 20)
+    ap.add_argument("--max-map-size", type=int, default=1 << 30)
+    ap.add_argument("--step", action="store_true")
+    ap.add_argument("--fsize-limit", type=int, default=0)
+    args = ap.parse_args()
+    batches = load(args.stream)
+    return write(args, batches) if args.role == "write" else read(args, batches)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Journal: round trips, sequence checks, bad input, layout, durability modes, map growth, full."""
+
+import shutil
+
+import lmdb
+import numpy as np
+import pytest
+from journal_stream import assert_prefix, cut, shard_stream
+
+from exchange.journal import LAYOUT, Journal, JournalError, JournalFull
+from exchange.records import CMD_NEW, EVF_DUPLICATE, commands, events
+
+
+@pytest.fixture
+def jdir(tmp_path):
+    path = tmp_path / "journal"
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    cmds, evs, _ = shard_stream(seed=7, n=3000)
+    return cmds, evs, cut(cmds, evs, seed=1)
+
+
+def write_all(j, batches):
+    for c, e in batches:
+        j.write_batch(c, e)
+
+
+def test_batches_round_trip_and_survive_reopen(jdir, stream):
+    cmds, evs, batches = stream
+    with Journal(jdir) as j:
+        assert j.last_seq == 0
+        assert j.latest_snapshot() is None
+        write_all(j, batches)
+        assert assert_prefix(j, batches) == cmds["seq"][-1]
+    with Journal(jdir) as j:
+        assert assert_prefix(j, batches) == cmds["seq"][-1]
+        st = j.stats()
+        assert st.batches == len(batches)
+        assert st.idem_entries == int(((cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)).sum())
+        assert st.commits == 0  # counted per process
+
+
+def test_iter_batches_after_a_seq_cuts_the_straddling_batch(jdir, stream):
+    cmds, evs, batches = stream
+    with Journal(jdir) as j:
+        write_all(j, batches)
+        for after in (0, int(cmds["seq"][0]), int(cmds["seq"][1000]), int(cmds["seq"][-2])):
+            got_c = np.concatenate([c for c, _ in j.iter_batches(after)])
+            got_e = np.concatenate([e for _, e in j.iter_batches(after)])
+            assert got_c.tobytes() == cmds[cmds["seq"] > after].tobytes()
+            assert got_e.tobytes() == evs[evs["seq"] > after].tobytes()
+        assert list(j.iter_batches(int(cmds["seq"][-1]))) == []
+
+
+def test_events_for_returns_exactly_that_commands_events(jdir, stream):
+    cmds, evs, batches = stream
+    with Journal(jdir) as j:
+        write_all(j, batches)
+        for seq in cmds["seq"][::97]:
+            assert j.events_for(int(seq)).tobytes() == evs[evs["seq"] == seq].tobytes()
+        assert len(j.events_for(int(cmds["seq"][-1]) + 1)) == 0
+        assert len(j.events_for(0)) == 0
+
+
+def test_seqs_must_strictly_increase_past_last_seq(jdir, stream):
+    _, _, batches = stream
+    (c0, e0), (c1, e1) = batches[:2]
+    with Journal(jdir) as j:
+        j.write_batch(c0, e0)
+        with pytest.raises(ValueError, match="not past the journal's last seq"):
+            j.write_batch(c0, e0)
+        shuffled = c1[::-1].copy()
+        if len(shuffled) > 1:
+            with pytest.raises(ValueError, match="strictly increase"):
+                j.write_batch(shuffled, e1)
+        j.write_batch(c1, e1)
+        assert_prefix(j, batches)
+        assert j.stats().batches == 2
+
+
+def test_bad_batches_are_refused_and_change_nothing(jdir, stream):
+    _, _, batches = stream
+    c, e = next((c, e) for c, e in batches[1:] if len(e) > 1)
+    with Journal(jdir) as j:
+        j.write_batch(*batches[0])
+        before = j.stats()
+        foreign = e.copy()
+        foreign["seq"][-1] = c["seq"][-1] + 1
+        dup = e.copy()
+        dup["flags"][0] |= EVF_DUPLICATE
+        disordered = e[::-1].copy()
+        cases = [
+            (commands(0), events(0), "empty batch"),
+            (c.view(np.uint8), e, "commands must be a 1-d array of commands records"),
+            (c, e[["seq", "kind"]], "events must be a 1-d array"),
+            (c, foreign, "which no command of the batch has"),
+            (c, dup, "EVF_DUPLICATE"),
+            (c, disordered, r"\(seq, idx\) order"),
+        ]
+        for bc, be, message in cases:
+            with pytest.raises(ValueError, match=message):
+                j.write_batch(bc, be)
+        assert j.stats() == before
+        assert_prefix(j, batches)
+
+
+def test_a_reused_idempotency_key_is_refused_whole(jdir):
+    cmds = commands(2)
+    cmds["seq"] = [1, 2]
+    cmds["order_id"] = [1, 2]
+    cmds["kind"] = CMD_NEW
+    cmds["client"] = 5
+    cmds["idem_key"] = 77
+    with Journal(jdir) as j:
+        with pytest.raises(ValueError, match=r"\(5, 77\) is already used"):
+            j.write_batch(cmds, events(0))
+        assert j.last_seq == 0
+        assert j.stats().batches == 0
+        j.write_batch(cmds[:1], events(0))
+        with pytest.raises(ValueError, match=r"\(5, 77\) is already used"):
+            j.write_batch(cmds[1:], events(0))
+        assert j.last_seq == 1
+        assert j.idem_lookup(5, 77).seq == 1
+
+
+def test_snapshots_latest_kept_and_pruned(jdir, stream):
+    _, _, batches = stream
+    with Journal(jdir, keep_snapshots=2) as j:
+        for k, (c, e) in enumerate(batches[:6]):
+            j.write_batch(c, e, snapshot=b"state-%d" % k)
+        assert j.latest_snapshot() == (int(batches[5][0]["seq"][-1]), b"state-5")
+        assert j.stats().snapshots == 2
+        mid = int(batches[5][0]["seq"][0])
+        j.write_snapshot(mid, b"mid")
+        assert j.latest_snapshot() == (int(batches[5][0]["seq"][-1]), b"state-5")
+        with pytest.raises(ValueError, match="not a journaled seq"):
+            j.write_snapshot(j.last_seq + 1, b"future")
+        with pytest.raises(ValueError, match="non-empty bytes"):
+            j.write_snapshot(mid, b"")
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+def test_both_durability_modes_keep_every_batch(jdir, stream, durability):
+    _, _, batches = stream
+    with Journal(jdir, durability=durability) as j:
+        write_all(j, batches[:40])
+        assert j.stats().durability == durability
+    with Journal(jdir, durability=durability) as j:
+        assert_prefix(j, batches[:40])
+        write_all(j, batches[40:])
+        assert_prefix(j, batches)
+
+
+def test_bad_options_are_refused(jdir):
+    with pytest.raises(ValueError, match="durability must be one of"):
+        Journal(jdir, durability="sometimes")
+    with pytest.raises(ValueError, match="map_size"):
+        Journal(jdir, map_size=1 << 30, max_map_size=1 << 20)
+    with pytest.raises(ValueError, match="keep_snapshots"):
+        Journal(jdir, keep_snapshots=0)
+
+
+def test_one_writer_at_a_time_and_readers_cannot_write(jdir, stream):
+    _, _, batches = stream
+    with Journal(jdir) as j:
+        with pytest.raises(JournalError, match="already open for writing"):
+            Journal(jdir)
+        j.write_batch(*batches[0])
+    with Journal(jdir, readonly=True) as r:
+        assert r.last_seq == batches[0][0]["seq"][-1]
+        with pytest.raises(JournalError, match="read-only"):
+            r.write_batch(*batches[1])
+
+
+def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
+    with pytest.raises(JournalError, match="no journal at"):
+        Journal(tmp_path / "missing", readonly=True)
+    with Journal(jdir):
+        pass
+    env = lmdb.open(str(jdir), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.put(b"layout", b"exchange.journal/0", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    for readonly in (False, True):
+        with pytest.raises(JournalError, match="has layout b'exchange.journal/0'"):
+            Journal(jdir, readonly=readonly)
+    other = tmp_path / "other"
+    try:
+        env = lmdb.open(str(other))
+        with env.begin(write=True) as txn:
+            txn.put(b"something", b"else")
+        env.close()
+        with pytest.raises(JournalError, match="no journal"):
+            Journal(other)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    assert LAYOUT != b"exchange.journal/0"
+
+
+def test_the_map_grows_when_needed(jdir, stream):
+    _, _, batches = stream
+    with Journal(jdir, durability="os", map_size=128 << 10, max_map_size=1 << 30) as j:
+        write_all(j, batches)
+        st = j.stats()
+        assert st.map_grows >= 3
+        assert st.map_size >= st.used_bytes
+        assert_prefix(j, batches)
+    with Journal(jdir, readonly=True) as j:
+        assert_prefix(j, batches)
+
+
+def test_full_at_the_maximum_map_size_keeps_every_committed_batch(jdir, stream):
+    _, _, batches = stream
+    written = 0
+    with Journal(jdir, durability="os", map_size=128 << 10, max_map_size=512 << 10) as j:
+        with pytest.raises(JournalFull, match="full at its maximum"):
+            for c, e in batches:
+                j.write_batch(c, e)
+                written += 1
+        assert 0 < written < len(batches)
+        assert j.stats().map_grows == 2
+        # still full, still consistent
+        with pytest.raises(JournalFull):
+            j.write_batch(*batches[written])
+        assert_prefix(j, batches[:written])
+    with Journal(jdir, map_size=128 << 10, max_map_size=512 << 10) as j:
+        assert assert_prefix(j, batches) == batches[written - 1][0]["seq"][-1]
