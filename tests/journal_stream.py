@@ -8,11 +8,11 @@ what the test checks against.
 """
 
 import numpy as np
+from streams import random_batches, random_stream
 
 from exchange.bookconfig import BookConfig
 from exchange.records import EVENT_DTYPE, STP_CANCEL_NEWEST, STP_DECREMENT
 from exchange.reference import ReferenceBook
-from streams import random_batches, random_stream
 
 CONFIG = BookConfig(min_price=100, max_price=160, tick_size=1, lot_size=1, max_qty=100)
 ORDER_ID_SPAN = 10_000_000  # instrument i's order ids start at 1 + i * span
