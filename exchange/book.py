@@ -13,7 +13,7 @@ import numpy as np
 
 from exchange import kernel
 from exchange.bookconfig import BookConfig
-from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, SIDE_BUY, SIDE_SELL
+from exchange.records import EVENT_DTYPE, SIDE_BUY, SIDE_SELL, check_commands
 from exchange.statehash import hash_canonical
 
 SNAPSHOT_FORMAT = 1
@@ -35,6 +35,8 @@ class Book:
         Stops early, never half-way through a command, when the buffer could
         run out; raises when not even one command fits (the buffer is too small).
         """
+        if start == 0:
+            check_commands(cmds, self.last_seq)
         done, n, need = kernel.process(self.state, cmds, start, events)
         if need:
             raise BufferError(f"an events buffer of {need} records is needed, got {len(events)}")
@@ -42,8 +44,7 @@ class Book:
 
     def process(self, cmds: np.ndarray) -> np.ndarray:
         """Apply all commands; returns a new array of all their events, in order."""
-        if cmds.dtype != COMMAND_DTYPE:
-            raise TypeError(f"commands must have COMMAND_DTYPE, got {cmds.dtype}")
+        check_commands(cmds, self.last_seq)
         chunks = []
         pos = 0
         while pos < len(cmds):
@@ -105,14 +106,22 @@ class Book:
 
     @classmethod
     def restore(cls, data: bytes) -> "Book":
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            header = msgspec.json.decode(z["header"].tobytes())
-            if header.get("format") != SNAPSHOT_FORMAT:
-                raise ValueError(f"unknown book snapshot format {header.get('format')!r}")
+        """The book a ``snapshot()`` wrote; ValueError for anything else."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                header = msgspec.json.decode(z["header"].tobytes())
+                arrays = {f: z[f] for f in kernel.BookState._fields}
+        except Exception as e:  # np.load raises many kinds on garbage
+            raise ValueError(f"not a book snapshot: {e}") from e
+        if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown book snapshot header {header!r:.80}")
+        try:
             config = msgspec.convert(header["config"], BookConfig)
-            state = kernel.BookState(**{f: z[f] for f in kernel.BookState._fields})
+        except (KeyError, msgspec.ValidationError) as e:
+            raise ValueError(f"book snapshot has a bad config: {e}") from e
         expected = kernel.new_state(config)
-        for name, want, got in zip(kernel.BookState._fields, expected, state, strict=True):
+        for name, want in zip(kernel.BookState._fields, expected, strict=True):
+            got = arrays[name]
             if want.dtype != got.dtype or want.shape != got.shape:
                 raise ValueError(f"book snapshot field {name!r} does not fit its config")
-        return cls(config, state)
+        return cls(config, kernel.BookState(**arrays))

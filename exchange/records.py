@@ -26,7 +26,7 @@ COMMAND_DTYPE (64 bytes)
     ord_type    uint8   TYPE_LIMIT / TYPE_MARKET (NEW only)
     flags       uint8   FLAG_POST_ONLY (NEW only)
     stp         uint8   STP_* self-trade prevention mode of this order (NEW only)
-    (4 bytes of zero padding)
+    _pad        uint8[4]  zero
 
 EVENT_DTYPE (128 bytes)
     seq          int64  the seq of the command that caused the event
@@ -53,7 +53,7 @@ EVENT_DTYPE (128 bytes)
     flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
                         identical retry under the same idempotency key (the seq
                         is the original one; nothing changed in the book)
-    (38 bytes of zero padding)
+    _pad         uint8[38] zero
 
 Semantics of one command (the reference book and the kernel must both do
 exactly this, event for event):
@@ -211,16 +211,16 @@ EVENT_NAMES = {
 
 
 def _padded(fields, itemsize):
-    """A packed dtype padded to ``itemsize`` (no named pad field: Numba rejects void fields)."""
-    names = [n for n, _ in fields]
-    formats = [f for _, f in fields]
-    offsets = []
-    off = 0
-    for f in formats:
-        offsets.append(off)
-        off += np.dtype(f).itemsize
-    assert off <= itemsize
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+    """A packed dtype padded to ``itemsize`` with a zero ``_pad`` byte array.
+
+    The padding is a real field (not a gap, and not a void field, which Numba
+    rejects) so that numpy copies and concatenations carry its zeros along:
+    with a gap they leave those bytes uninitialised, and records would not be
+    the same byte for byte.
+    """
+    used = sum(np.dtype(f).itemsize for _, f in fields)
+    assert used < itemsize
+    return np.dtype([*fields, ("_pad", "u1", (itemsize - used,))])
 
 
 COMMAND_DTYPE = _padded(
@@ -240,7 +240,7 @@ COMMAND_DTYPE = _padded(
         ("flags", "u1"),
         ("stp", "u1"),
     ],
-    itemsize=64,
+    64,
 )
 
 EVENT_DTYPE = _padded(
@@ -263,8 +263,12 @@ EVENT_DTYPE = _padded(
         ("code", "u1"),
         ("flags", "u1"),
     ],
-    itemsize=128,
+    128,
 )
+
+# the named fields, without the padding
+COMMAND_FIELDS = tuple(n for n in COMMAND_DTYPE.names if n != "_pad")
+EVENT_FIELDS = tuple(n for n in EVENT_DTYPE.names if n != "_pad")
 
 assert COMMAND_DTYPE.itemsize == 64
 assert EVENT_DTYPE.itemsize == 128
@@ -278,3 +282,28 @@ def commands(n: int) -> np.ndarray:
 def events(n: int) -> np.ndarray:
     """A zeroed array of n events."""
     return np.zeros(n, dtype=EVENT_DTYPE)
+
+
+def check_commands(cmds: np.ndarray, last_seq: int) -> None:
+    """Refuse a batch a book must not apply: not a 1-d COMMAND_DTYPE array, or
+    seqs that are not strictly increasing above ``last_seq``. Raises
+    TypeError/ValueError naming the first offending command."""
+    if not isinstance(cmds, np.ndarray) or cmds.dtype != COMMAND_DTYPE:
+        got = cmds.dtype if isinstance(cmds, np.ndarray) else type(cmds).__name__
+        raise TypeError(f"commands must be a numpy array of COMMAND_DTYPE, got {got}")
+    if cmds.ndim != 1:
+        raise ValueError(f"commands must be a 1-d array, got shape {cmds.shape}")
+    if len(cmds) == 0:
+        return
+    seq = cmds["seq"]
+    if seq[0] <= last_seq:
+        raise ValueError(
+            f"command seq {seq[0]} (index 0) is not above the last processed seq {last_seq}"
+        )
+    bad = np.flatnonzero(np.diff(seq) <= 0)
+    if len(bad):
+        i = int(bad[0]) + 1
+        raise ValueError(
+            f"command seqs must be strictly increasing: seq {seq[i]} at index {i} "
+            f"follows {seq[i - 1]}"
+        )

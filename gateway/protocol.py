@@ -10,8 +10,10 @@ are lenient to decode, so a newer gateway may add fields without breaking bots.
 
 Besides the schema this module holds the pure conversions at the gateway's two
 edges: a decoded request + the instrument's ``BookConfig`` -> a COMMAND record's
-fields, and EVENT records -> replies and market data (``private_messages``,
-``BookMirror``). The error-code table is ``ERROR_CODES``.
+fields (``new_order_command`` ...), and EVENT records -> private replies
+(``event_rows``, ``private_messages``) and public market data (``BookMirror``,
+the gateway's copy of each book's price levels, and ``market_data``). The
+error-code table is ``ERROR_CODES``.
 """
 
 import bisect
@@ -39,7 +41,7 @@ from exchange.records import (
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
-    EVENT_DTYPE,
+    EVENT_FIELDS,
     EVF_DUPLICATE,
     FLAG_POST_ONLY,
     REJ_BAD_COMMAND,
@@ -410,7 +412,7 @@ def decode_request(buf: bytes) -> Request:
         msg = _request_decoder.decode(buf)
     except msgspec.ValidationError as e:
         raise _validation_error(str(e), _salvage_cid(buf)) from None
-    except (msgspec.DecodeError, RecursionError) as e:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
         raise ProtocolError(INVALID, f"not a msgpack message: {e}") from None
     if isinstance(msg, NewOrder):
         _check_order(msg, "$", msg.cid)
@@ -445,7 +447,7 @@ def _validation_error(text: str, cid: int) -> ProtocolError:
 def _salvage_cid(buf: bytes) -> int:
     try:
         cid = _cid_decoder.decode(buf).cid
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return 0
     return cid if isinstance(cid, int) and 0 < cid < 1 << 64 else 0
 
@@ -470,9 +472,12 @@ def _check_order(order: Order, at: str, cid: int) -> None:
 # --- requests -> COMMAND records
 
 
+_COMMAND_NAMES = COMMAND_DTYPE.names  # a property that builds a new tuple on each access
+
+
 def _command(**fields) -> tuple:
     """A COMMAND record as a tuple in COMMAND_DTYPE order (``arr[i] = t`` stores it)."""
-    return tuple(fields.get(name, 0) for name in COMMAND_DTYPE.names)
+    return tuple([fields.get(name, 0) for name in _COMMAND_NAMES])  # _pad: 0
 
 
 def _check_qty(qty: int, book: BookConfig) -> None:
@@ -566,7 +571,17 @@ def mass_cancel_command(*, client: int, instrument: int, req_id: int) -> tuple:
 
 # --- EVENT records -> private replies
 
-_Event = namedtuple("_Event", EVENT_DTYPE.names)
+Event = namedtuple("Event", EVENT_FIELDS)
+
+
+def event_rows(events) -> list[Event]:
+    """EVENT records as named tuples of Python ints, the form the conversions below take.
+
+    Column by column, because reading a structured array row by row costs a
+    NumPy scalar per field.
+    """
+    columns = (events[name].tolist() for name in EVENT_FIELDS)
+    return list(map(Event._make, zip(*columns, strict=True)))
 
 
 def book_reject(code: int, cid: int, coid: str = "", dup: bool = False) -> Reject:
@@ -576,8 +591,10 @@ def book_reject(code: int, cid: int, coid: str = "", dup: bool = False) -> Rejec
     return Reject(cid=cid, code=error, field=field, reason=reason, coid=coid, dup=dup)
 
 
-def private_messages(ev, sym: str, kind: int, cid: int, coid: str = "") -> list[tuple[int, Reply]]:
-    """(client id, message) for each private message one EVENT record causes.
+def private_messages(
+    e: Event, sym: str, kind: int, cid: int, coid: str = ""
+) -> list[tuple[int, Reply]]:
+    """(client id, message) for each private message one event causes.
 
     ``kind`` (CMD_*), ``cid`` and ``coid`` describe the request behind the event
     (the gateway finds it by the event's req_id). They decide which message is
@@ -587,7 +604,6 @@ def private_messages(ev, sym: str, kind: int, cid: int, coid: str = "") -> list[
     the cancels of a mass cancel. A TRADE gives two fills, the taker's and the
     maker's. A duplicate (EVF_DUPLICATE) goes to the retry's owner only, flagged.
     """
-    e = _Event._make(ev.item())
     dup = bool(e.flags & EVF_DUPLICATE)
     if e.kind == EV_ACCEPTED:
         return [(e.client, Ack(cid=cid, sym=sym, oid=e.order_id, seq=e.seq, coid=coid, dup=dup))]
@@ -712,7 +728,7 @@ class BookMirror:
         levels[price] = (qty, orders)
 
     def apply(self, events: list) -> list[MarketData]:
-        """The market data of one command's events (this instrument's, as ``_Event``)."""
+        """The market data of one command's events (all of this instrument)."""
         seq = events[0].seq
         if seq <= self.seq:
             return []  # a duplicate re-send or a conflict reject: not news
@@ -752,16 +768,16 @@ class BookMirror:
         return msg
 
 
-def market_data(events, mirrors: list[BookMirror]) -> list[MarketData]:
-    """The public messages of a batch of EVENT records from one shard, in order.
+def market_data(rows: list[Event], mirrors: list[BookMirror]) -> list[MarketData]:
+    """The public messages of a batch of events (``event_rows``) from one shard, in order.
 
     ``mirrors[i]`` is the mirror of the shard's instrument index i. Duplicates
     are private re-sends, never public. Publish each message with its ``sym``
     as the topic frame.
     """
-    rows = [e for e in map(_Event._make, events.tolist()) if not e.flags & EVF_DUPLICATE]
+    news = [e for e in rows if not e.flags & EVF_DUPLICATE]
     out = []
-    for _, group in itertools.groupby(rows, key=lambda e: e.seq):
+    for _, group in itertools.groupby(news, key=lambda e: e.seq):
         group = list(group)
         out.extend(mirrors[group[0].instrument].apply(group))
     return out
