@@ -235,7 +235,10 @@ class Config(_Section, kw_only=True):
     shm: Shm
 
     def instrument(self, symbol: str) -> Instrument:
-        return next(i for i in self.instruments if i.symbol == symbol)
+        for inst in self.instruments:
+            if inst.symbol == symbol:
+                return inst
+        raise KeyError(f"no instrument {symbol!r} in the config")
 
     def routes(self) -> dict[str, tuple[str, int]]:
         """symbol -> (shard name, instrument index inside that shard)."""

@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from exchange import journal
@@ -12,6 +14,7 @@ from exchange.config import (
     DEFAULT_TOML,
     Config,
     ConfigError,
+    Journal,
     dump_config,
     load_config,
     parse_config,
@@ -42,7 +45,14 @@ def test_instrument_index_is_its_position_in_the_shard_list():
     }
 
 
+def test_unknown_instrument_is_a_key_error():
+    with pytest.raises(KeyError, match="no instrument 'NOPE'"):
+        load_config().instrument("NOPE")
+
+
 def test_durability_modes_are_the_journals():
+    [durability] = [f for f in msgspec.structs.fields(Journal) if f.name == "durability"]
+    assert set(typing.get_args(durability.type)) == set(journal.DURABILITY_MODES)
     for mode in journal.DURABILITY_MODES:
         text = DEFAULT_TOML.replace('durability = "fsync"', f'durability = "{mode}"')
         assert parse_config(text).journal.durability == mode

@@ -206,6 +206,8 @@ HOSTILE = {
         "tif must be ioc or fok",
     ),
     "limit order without px": (order_map(px=DROP), "$.px", "a limit order needs a px"),
+    "limit order with nil px": (order_map(px=None), "$.px", "a limit order needs a px"),
+    "nil coid": (order_map(coid=None), "$.coid", "Expected `str`, got `None`"),
     "bad order inside a batch": (
         {"t": "B", "cid": 9, "orders": [order_map(t=DROP, cid=DROP)] * 3 + [{"sym": "A"}]},
         "$.orders[3].side",
