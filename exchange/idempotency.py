@@ -42,14 +42,22 @@ from exchange.records import (
 )
 
 FINGERPRINT_FIELDS = ("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp")
+# the pad is a field, not a gap, so that copies carry its zero and equal
+# requests give equal bytes
 FINGERPRINT_DTYPE = np.dtype(
-    {
-        "names": list(FINGERPRINT_FIELDS),
-        "formats": ["<i8", "<i8", "<u2", "u1", "u1", "u1", "u1", "u1"],
-        "offsets": [0, 8, 16, 18, 19, 20, 21, 22],
-        "itemsize": 24,
-    }
+    [
+        ("price", "<i8"),
+        ("qty", "<i8"),
+        ("instrument", "<u2"),
+        ("side", "u1"),
+        ("tif", "u1"),
+        ("ord_type", "u1"),
+        ("flags", "u1"),
+        ("stp", "u1"),
+        ("_pad", "u1"),
+    ]
 )
+assert FINGERPRINT_DTYPE.names[:-1] == FINGERPRINT_FIELDS
 # the journaled value of one (client, idem key) pair
 IDEM_DTYPE = np.dtype([("seq", "<i8"), ("order_id", "<i8"), ("fingerprint", FINGERPRINT_DTYPE)])
 IDEM_KEY_DTYPE = np.dtype([("client", ">u4"), ("idem_key", ">u8")])
@@ -90,7 +98,7 @@ def request_fingerprint(cmd) -> bytes:
 
 def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> np.ndarray:
     """Journal keys (IDEM_KEY_DTYPE) of (client, idem key) pairs."""
-    k = np.empty(len(clients), IDEM_KEY_DTYPE)
+    k = np.zeros(len(clients), IDEM_KEY_DTYPE)
     k["client"] = clients
     k["idem_key"] = idem_keys
     return k
@@ -98,7 +106,7 @@ def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> np.ndarray:
 
 def entry_values(cmds: np.ndarray) -> np.ndarray:
     """Journal values (IDEM_DTYPE) of the idempotency entries of sequenced NEW commands."""
-    v = np.empty(len(cmds), IDEM_DTYPE)
+    v = np.zeros(len(cmds), IDEM_DTYPE)
     v["seq"] = cmds["seq"]
     v["order_id"] = cmds["order_id"]
     v["fingerprint"] = fingerprints(cmds)

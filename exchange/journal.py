@@ -100,13 +100,18 @@ class Stats(NamedTuple):
     map_grows: int  # by this process
 
 
-def _seq_key(seq: int) -> bytes:
-    return int(seq).to_bytes(8, "big")
+def _key(n: int) -> bytes:
+    # what astype(">i8") makes of an id array, so keys written in bulk match
+    return int(n).to_bytes(8, "big", signed=True)
+
+
+def _int(b: bytes) -> int:
+    return int.from_bytes(b, "big", signed=True)
 
 
 def _seek_batch(cur, seq: int) -> bool:
     """Put ``cur`` on the batch holding ``seq`` (the last key <= seq), else the first batch."""
-    if cur.set_range(_seq_key(seq + 1)):
+    if cur.set_range(_key(seq + 1)):
         return cur.prev() or cur.first()
     return cur.last()
 
@@ -251,7 +256,7 @@ class Journal:
                 layout = txn.get(b"layout", db=meta)
                 if layout is None:
                     txn.put(b"layout", LAYOUT, db=meta)
-                    txn.put(b"last_seq", _seq_key(0), db=meta)
+                    txn.put(b"last_seq", _key(0), db=meta)
                 elif layout != LAYOUT:
                     raise JournalError(self._layout_message(layout))
                 for name in _DBS[1:]:
@@ -339,7 +344,8 @@ class Journal:
                 txn.abort()
                 if e.code in _FULL_ERRNOS:
                     raise JournalFull(
-                        f"journal {self.path}: the disk refused a write ({e}); "
+                        f"journal {self.path}: the disk refused a write "
+                        f"({errno.errorcode[e.code]}: {e}; LMDB reports a short write as EIO); "
                         "nothing of this batch was written; stop intake and free space"
                     ) from e
                 raise JournalError(f"journal {self.path}: LMDB failed: {e}") from e
@@ -390,8 +396,8 @@ class Journal:
         def fill(txn):
             order_rows = rows.copy()
             self._merge_prior(txn, order_rows, need)
-            txn.put(_seq_key(first), cmd_blob, db=db["commands"], append=True)
-            txn.put(_seq_key(first), ev_blob, db=db["events"], append=True)
+            txn.put(_key(first), cmd_blob, db=db["commands"], append=True)
+            txn.put(_key(first), ev_blob, db=db["events"], append=True)
             order_keys = _items(order_rows["order_id"].astype(">i8"))
             order_vals = _items(order_rows)
             txn.cursor(db=db["orders"]).putmulti(zip(order_keys, order_vals, strict=True))
@@ -401,7 +407,7 @@ class Journal:
                     raise ValueError(self._reused_key_message(txn, idem_items))
             if snapshot is not None:
                 self._put_snapshot(txn, last, snapshot)
-            txn.put(b"last_seq", _seq_key(last), db=db["meta"])
+            txn.put(b"last_seq", _key(last), db=db["meta"])
 
         dt = self._write(fill)
         self._last_seq = last
@@ -442,7 +448,7 @@ class Journal:
 
     def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
         db = self._db["snapshots"]
-        txn.put(_seq_key(seq), blob, db=db)
+        txn.put(_key(seq), blob, db=db)
         cur = txn.cursor(db=db)
         n = txn.stat(db)["entries"]
         cur.first()
@@ -459,7 +465,7 @@ class Journal:
 
     def _read_last_seq(self) -> int:
         with self._read() as txn:
-            return int.from_bytes(txn.get(b"last_seq", db=self._db["meta"]), "big")
+            return _int(txn.get(b"last_seq", db=self._db["meta"]))
 
     def idem_lookup(self, client: int, idem_key: int) -> IdemEntry | None:
         return self.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
@@ -483,7 +489,7 @@ class Journal:
 
     def order(self, order_id: int) -> OrderState | None:
         with self._read() as txn:
-            v = txn.get(_seq_key(order_id), db=self._db["orders"])
+            v = txn.get(_key(order_id), db=self._db["orders"])
         return None if v is None else OrderState.from_row(np.frombuffer(v, ORDER_DTYPE)[0])
 
     def events_for(self, seq: int) -> np.ndarray:
@@ -501,7 +507,7 @@ class Journal:
         A batch that straddles ``after_seq`` is cut to its part after it. The
         arrays are read-only views of the stored bytes.
         """
-        start = after_seq + 1
+        start = max(after_seq, 0) + 1
         while True:
             chunk = self._read_batches(start)
             for cmds, events in chunk:
@@ -533,12 +539,12 @@ class Journal:
             cur = txn.cursor(db=self._db["snapshots"])
             if not cur.last():
                 return None
-            return int.from_bytes(cur.key(), "big"), cur.value()
+            return _int(cur.key()), cur.value()
 
     def stats(self) -> Stats:
         with self._read() as txn:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
-            last = int.from_bytes(txn.get(b"last_seq", db=self._db["meta"]), "big")
+            last = _int(txn.get(b"last_seq", db=self._db["meta"]))
         info, st = self._env.info(), self._env.stat()
         return Stats(
             path=self.path,

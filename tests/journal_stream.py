@@ -68,14 +68,19 @@ def load(path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def assert_prefix(journal, batches) -> int:
-    """The journal holds exactly the first k batches, whole, for some k; returns its last seq."""
-    last = journal.last_seq
+    """The journal holds exactly the first k batches, whole, for some k; returns their last seq.
+
+    A writer may go on meanwhile: the batches read must end between the last
+    seq read before them and the one read after.
+    """
+    before = journal.last_seq
     got = list(journal.iter_batches())
+    after = journal.last_seq
     k = len(got)
     assert k <= len(batches), f"journal holds {k} batches, the stream only {len(batches)}"
     for i, ((c, e), (gc, ge)) in enumerate(zip(batches, got, strict=False)):
         assert gc.tobytes() == c.tobytes(), f"batch {i}: commands differ"
         assert ge.tobytes() == e.tobytes(), f"batch {i}: events differ"
-    expected_last = int(batches[k - 1][0]["seq"][-1]) if k else 0
-    assert last == expected_last, f"last_seq {last}, but the {k} batches end at {expected_last}"
-    return last
+    end = int(batches[k - 1][0]["seq"][-1]) if k else 0
+    assert before <= end <= after, f"{k} batches end at {end}, last_seq went {before}..{after}"
+    return end

@@ -1,0 +1,171 @@
+"""Order state rows derived from real event streams, checked against the books themselves."""
+
+import shutil
+
+import numpy as np
+import pytest
+from journal_stream import CONFIG, cut, shard_stream
+
+from exchange.journal import Journal
+from exchange.records import (
+    CMD_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    SIDE_BUY,
+    SIDE_SELL,
+    STP_NONE,
+    TIF_GTC,
+    TIF_IOC,
+    commands,
+)
+from exchange.reference import ReferenceBook
+
+
+@pytest.fixture
+def jdir(tmp_path):
+    path = tmp_path / "journal"
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def command(seq, kind, order_id, client=1, side=SIDE_BUY, price=120, qty=5, idem=0, tif=TIF_GTC):
+    c = commands(1)
+    c["seq"], c["kind"], c["order_id"], c["client"] = seq, kind, order_id, client
+    c["side"], c["price"], c["qty"], c["idem_key"], c["tif"] = side, price, qty, idem, tif
+    c["stp"] = STP_NONE
+    return c
+
+
+def journal_commands(j, book, *batches):
+    for batch in batches:
+        cmds = np.concatenate(batch)
+        j.write_batch(cmds, book.process(cmds))
+
+
+def test_a_life_of_orders_across_batches(jdir):
+    book = ReferenceBook(CONFIG)
+    with Journal(jdir) as j:
+        journal_commands(
+            j,
+            book,
+            [
+                command(1, CMD_NEW, 1, client=7, price=120, qty=5, idem=11),
+                command(2, CMD_NEW, 2, client=8, side=SIDE_SELL, price=119, qty=3),
+                command(3, CMD_NEW, 3, client=8, qty=0),  # rejected: qty
+            ],
+            [command(4, CMD_REPLACE, 1, client=7, price=120, qty=4)],  # keeps priority
+            [command(5, CMD_NEW, 1, client=9, price=110)],  # REJ_DUPLICATE_ID: 1 is live
+            [command(6, CMD_CANCEL, 42, client=7)],  # REJ_NOT_FOUND
+            [
+                command(7, CMD_NEW, 4, client=9, side=SIDE_SELL, price=100, qty=9, tif=TIF_IOC),
+                command(8, CMD_CANCEL, 1, client=7),
+            ],
+        )
+        o1, o2, o3, o4 = (j.order(i) for i in (1, 2, 3, 4))
+        assert j.order(42) is None
+        assert j.stats().orders == 4
+    # 1: accepted 5, sold 3 to order 2, replaced to 4 (leaves 1), then filled by 4's IOC
+    assert (o1.status, o1.qty, o1.leaves, o1.price, o1.client) == ("filled", 4, 0, 120, 7)
+    assert (o1.idem_key, o1.side, o1.last_seq) == (11, SIDE_BUY, 7)
+    assert (o2.status, o2.qty, o2.leaves, o2.price, o2.last_seq) == ("filled", 3, 0, 119, 2)
+    assert (o3.status, o3.qty, o3.leaves, o3.last_seq) == ("rejected", 0, 0, 3)
+    # 4: the IOC took 1 from order 1 at 120, the rest was cancelled
+    assert (o4.status, o4.qty, o4.leaves, o4.price, o4.side) == ("cancelled", 9, 0, 100, SIDE_SELL)
+
+
+def test_a_resting_order_keeps_its_idem_key_and_qty_when_hit_later(jdir):
+    book = ReferenceBook(CONFIG)
+    with Journal(jdir) as j:
+        journal_commands(
+            j,
+            book,
+            [command(1, CMD_NEW, 1, client=7, price=120, qty=5, idem=99)],
+            [command(2, CMD_NEW, 2, client=8, side=SIDE_SELL, price=120, qty=2)],
+        )
+        o1 = j.order(1)
+    assert (o1.status, o1.qty, o1.leaves, o1.idem_key, o1.last_seq) == ("live", 5, 3, 99, 2)
+
+
+def fold_rows(cmds, events):
+    """Obviously-correct order rows: a dict walk over every event, by the rules of orderstate."""
+    by_seq = {int(c["seq"]): c for c in cmds}
+    rows: dict[int, dict] = {}
+    for e in events:
+        kind, code, seq = int(e["kind"]), int(e["code"]), int(e["seq"])
+        c = by_seq[seq]
+        if kind == 1:  # accepted
+            rows[int(e["order_id"])] = {
+                "price": int(e["price"]),
+                "qty": int(e["qty"]),
+                "leaves": int(e["leaves"]),
+                "status": "live",
+                "idem_key": int(e["idem_key"]),
+                "client": int(e["client"]),
+            }
+        elif kind == 2 and int(c["kind"]) == CMD_NEW and code != 7:  # rejected NEW
+            rows[int(c["order_id"])] = {
+                "price": int(c["price"]),
+                "qty": int(c["qty"]),
+                "leaves": 0,
+                "status": "rejected",
+                "idem_key": int(c["idem_key"]),
+                "client": int(c["client"]),
+            }
+        elif kind == 3:  # trade
+            for oid, leaves in ((e["order_id"], e["leaves"]), (e["other_id"], e["other_leaves"])):
+                r = rows[int(oid)]
+                r["leaves"] = int(leaves)
+                r["status"] = "filled" if leaves == 0 else "live"
+        elif kind == 4:  # cancelled
+            r = rows[int(e["order_id"])]
+            r["leaves"], r["status"] = int(e["leaves"]), "cancelled"
+        elif kind == 5:  # replaced
+            r = rows[int(e["order_id"])]
+            r["price"], r["qty"], r["leaves"] = int(e["price"]), int(e["qty"]), int(e["leaves"])
+            r["status"] = "live"
+    return rows
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_rows_match_a_plain_fold_and_the_books(jdir, seed):
+    cmds, evs, books = shard_stream(seed=seed, n=2500, decrement=False)
+    expected = fold_rows(cmds, evs)
+    with Journal(jdir, durability="os") as j:
+        for c, e in cut(cmds, evs, seed=seed):
+            j.write_batch(c, e)
+        assert j.stats().orders == len(expected)
+        for oid, want in expected.items():
+            got = j.order(oid)._asdict()
+            assert {k: got[k] for k in want} == want, oid
+            live = books[got["instrument"]].order(oid)
+            if live is None:
+                assert got["status"] != "live" and got["leaves"] == 0, got
+            else:
+                assert got["status"] == "live", got
+                same = ("order_id", "client", "side", "price", "qty", "leaves")
+                assert {k: got[k] for k in same} == {k: live[k] for k in same}
+    assert {s for s in (r["status"] for r in expected.values())} == {
+        "live",
+        "filled",
+        "cancelled",
+        "rejected",
+    }
+
+
+def test_rows_do_not_depend_on_where_batches_are_cut(tmp_path):
+    cmds, evs, _ = shard_stream(seed=5, n=1500)
+    paths = [tmp_path / "one", tmp_path / "many"]
+    try:
+        with Journal(paths[0], durability="os") as one, Journal(paths[1], durability="os") as many:
+            one.write_batch(cmds, evs)
+            for c, e in cut(cmds, evs, seed=9, max_batch=8):
+                many.write_batch(c, e)
+            ids = np.unique(cmds["order_id"][cmds["kind"] == CMD_NEW])
+            assert one.stats().orders == many.stats().orders > 0
+            for oid in ids:
+                assert one.order(int(oid)) == many.order(int(oid))
+    finally:
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True)
