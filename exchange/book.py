@@ -67,6 +67,9 @@ class Book:
         return bid[0], bid[1], ask[0], ask[1]
 
     def depth(self, n: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"depth needs a number of levels >= 0, got {n!r}")
+
         def rows(side):
             return [tuple(int(v) for v in r) for r in kernel.depth(self.state, side, n)]
 

@@ -51,7 +51,6 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
-    COMMAND_DTYPE,
     CXL_FOK,
     CXL_IOC,
     CXL_REPLACE,
@@ -86,6 +85,7 @@ from exchange.records import (
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
+    check_commands,
     events,
 )
 from exchange.statehash import CANONICAL_FIELDS, hash_canonical
@@ -244,7 +244,7 @@ class ReferenceBook:
     # ------------------------------------------------------------------ commands
 
     def process(self, cmds: np.ndarray) -> np.ndarray:
-        self._check_batch(cmds)
+        check_commands(cmds, self.last_seq)
         rows: list[tuple[int, ...]] = []
         columns = [cmds[name].tolist() for name in _Command._fields]
         for fields in zip(*columns, strict=True):
@@ -267,28 +267,6 @@ class ReferenceBook:
             for name, column in zip(_EVENT_FIELDS, zip(*rows, strict=True), strict=True):
                 result[name] = column
         return result
-
-    def _check_batch(self, cmds: np.ndarray) -> None:
-        if not isinstance(cmds, np.ndarray) or cmds.dtype != COMMAND_DTYPE:
-            got = cmds.dtype if isinstance(cmds, np.ndarray) else type(cmds).__name__
-            raise TypeError(f"commands must be a numpy array of COMMAND_DTYPE, got {got}")
-        if cmds.ndim != 1:
-            raise ValueError(f"commands must be a 1-d array, got shape {cmds.shape}")
-        if len(cmds) == 0:
-            return
-        seq = cmds["seq"]
-        if seq[0] <= self.last_seq:
-            raise ValueError(
-                f"command seq {seq[0]} (index 0) is not above the last processed seq "
-                f"{self.last_seq}"
-            )
-        bad = np.flatnonzero(np.diff(seq) <= 0)
-        if len(bad):
-            i = int(bad[0]) + 1
-            raise ValueError(
-                f"command seqs must be strictly increasing: seq {seq[i]} at index {i} "
-                f"follows {seq[i - 1]}"
-            )
 
     def _new(self, c: _Command, out: _Events) -> None:
         code = self._new_reject_code(c)
