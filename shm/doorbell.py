@@ -5,6 +5,8 @@ blocks, never raises EPIPE when the other side is gone, and never reports
 end-of-file: a bell rung while its sleeper is dead just leaves a byte that the
 next sleeper drains. The file descriptor is an ordinary readable-when-rung fd,
 so a sleeper can hand it to ``select``, ``zmq.Poller`` or an asyncio loop.
+Ringing is writing one byte to the fd, done by ``shm.ring_ops.ring_bell`` so
+that compiled code can ring too.
 """
 
 import os
