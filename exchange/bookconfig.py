@@ -3,7 +3,7 @@
 import msgspec
 
 
-class BookConfig(msgspec.Struct, frozen=True, kw_only=True):
+class BookConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Prices are integer price units, quantities integer quantity units.
 
     Valid prices are multiples of ``tick_size`` inside ``[min_price, max_price]``
@@ -29,7 +29,9 @@ class BookConfig(msgspec.Struct, frozen=True, kw_only=True):
             problems.append(f"min_price must be > 0, got {self.min_price}")
         if self.max_price < self.min_price:
             problems.append(f"max_price {self.max_price} is below min_price {self.min_price}")
-        if self.tick_size > 0 and (self.min_price % self.tick_size or self.max_price % self.tick_size):
+        if self.tick_size > 0 and (
+            self.min_price % self.tick_size or self.max_price % self.tick_size
+        ):
             problems.append("min_price and max_price must be multiples of tick_size")
         if self.max_qty <= 0:
             problems.append(f"max_qty must be > 0, got {self.max_qty}")

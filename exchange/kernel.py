@@ -38,6 +38,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
@@ -778,6 +779,7 @@ def _replace(st, ev, n, c):
 @hot
 def _mass_cancel(st, ev, n, c):
     levels = st.meta[M_LEVELS]
+    cancelled = 0
     for s in range(2):
         lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
         step = -1 if s == 0 else 1
@@ -789,9 +791,10 @@ def _mass_cancel(st, ev, n, c):
                     n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_USER)
                     _unlink(st, o)
                     _release(st, o)
+                    cancelled += 1
                 o = nxt
             lvl += step
-    return n
+    return _emit(st, ev, n, c, EV_MASS_CANCELLED, 0, 0, 0, cancelled, 0, 0, c.client, 0, 0, 0)
 
 
 @hot

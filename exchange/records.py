@@ -111,7 +111,9 @@ REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
 
 MASS_CANCEL: every live order of the client in this book, from the best bid
     level outwards, then the best ask level outwards, each level in queue order:
-    CANCELLED(CXL_USER). Then DEPTH. Never rejected (no orders: no events).
+    CANCELLED(CXL_USER); then MASS_CANCELLED(client, qty = the number of orders
+    cancelled, all else 0), so that even a mass cancel with nothing to cancel
+    answers; then DEPTH. Never rejected.
 
 All arithmetic is in int64; there are no floats and no clocks in a book.
 """
@@ -154,6 +156,7 @@ EV_TRADE = 3
 EV_CANCELLED = 4
 EV_REPLACED = 5
 EV_DEPTH = 6
+EV_MASS_CANCELLED = 7
 
 # --- event flags
 EVF_DUPLICATE = 1
@@ -207,6 +210,7 @@ EVENT_NAMES = {
     EV_CANCELLED: "cancelled",
     EV_REPLACED: "replaced",
     EV_DEPTH: "depth",
+    EV_MASS_CANCELLED: "mass_cancelled",
 }
 
 

@@ -59,6 +59,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
@@ -475,6 +476,7 @@ class ReferenceBook:
         for order in doomed:
             out.cancelled(order, CXL_USER, order.leaves)
             self._remove(order, out)
+        out.emit(EV_MASS_CANCELLED, client=c.client, qty=len(doomed))
 
     def _emit_depth(self, out: _Events) -> None:
         for side, price in out.touched:

@@ -35,6 +35,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
@@ -174,9 +175,7 @@ class BookChecker:
             if e["idx"] != i:
                 _fail(f"{where}: event idx {e['idx']} where {i} was due")
         if not rows:
-            if cmd["kind"] != CMD_MASS_CANCEL:
-                _fail(f"{where}: command kind {cmd['kind']} produced no event")
-            return
+            _fail(f"{where}: command kind {cmd['kind']} produced no event")
         if rows[0]["kind"] == EV_REJECTED:
             self._check_reject(cmd, rows, where)
             return
@@ -196,8 +195,12 @@ class BookChecker:
             if total < 0 or count < 0 or (total == 0) != (count == 0):
                 _fail(f"{where}: DEPTH {level} says total {total} with {count} orders")
             after[level] = (total, count)
+        body = rows[: len(rows) - len(depth)]
+        if cmd["kind"] == CMD_MASS_CANCEL:
+            self._check_mass_cancelled(cmd, body, where)
+            body = body[:-1]
         taker_leaves = None
-        for e in rows[: len(rows) - len(depth)]:
+        for e in body:
             taker_leaves = self._apply_event(cmd, e, after, taker_leaves, where)
         self._settle_taker(cmd, taker_leaves, where)
         for level, (total, count) in after.items():
@@ -205,6 +208,18 @@ class BookChecker:
                 self.levels[level] = (total, count)
             else:
                 self.levels.pop(level, None)
+
+    def _check_mass_cancelled(self, cmd: dict, body: list[dict], where: str) -> None:
+        if not body or body[-1]["kind"] != EV_MASS_CANCELLED:
+            _fail(f"{where}: a mass cancel does not end with MASS_CANCELLED")
+        e = body[-1]
+        if e["client"] != cmd["client"] or e["qty"] != len(body) - 1:
+            _fail(
+                f"{where}: MASS_CANCELLED says client {e['client']}, {e['qty']} orders; "
+                f"the command's client is {cmd['client']} and {len(body) - 1} were cancelled"
+            )
+        if e["order_id"] or e["side"] or e["price"] or e["leaves"] or e["code"]:
+            _fail(f"{where}: MASS_CANCELLED has unused fields set")
 
     def _check_reject(self, cmd: dict, rows: list[dict], where: str) -> None:
         e = rows[0]

@@ -26,6 +26,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
@@ -131,6 +132,10 @@ class Exchange:
                 assert e[name] == cmd[name], name
             assert e["leaves"] == 0
             return ("rejected", REJECT_NAMES[int(e["code"])], oid)
+        if kind == EV_MASS_CANCELLED:
+            assert e["client"] == cmd["client"]
+            assert (e["order_id"], e["side"], e["price"], e["leaves"]) == (0, 0, 0, 0)
+            return ("mass_cancelled", int(e["client"]), int(e["qty"]))
         if kind == EV_DEPTH:
             assert (e["order_id"], e["client"]) == (0, 0)
             return ("depth", int(e["side"]), int(e["price"]), int(e["qty"]), int(e["leaves"]))
@@ -835,14 +840,15 @@ def test_mass_cancel_order_of_events(book_cls):
         ("cancelled", "user", 1, 99, 1),
         ("cancelled", "user", 6, 101, 6),
         ("cancelled", "user", 5, 102, 5),
+        ("mass_cancelled", 1, 5),
         ("depth", B, 100, 2, 1),
         ("depth", B, 99, 0, 0),
         ("depth", S, 101, 7, 1),
         ("depth", S, 102, 0, 0),
     ]
     assert ex.ids() == [2, 7]
-    assert ex.send(mass_cancel(client=1)) == []
-    assert ex.send(mass_cancel(client=3)) == []
+    assert ex.send(mass_cancel(client=1)) == [("mass_cancelled", 1, 0)]
+    assert ex.send(mass_cancel(client=3)) == [("mass_cancelled", 3, 0)]
 
 
 def test_a_large_batch_has_event_dtype_and_zero_padding(book_cls):
@@ -851,8 +857,8 @@ def test_a_large_batch_has_event_dtype_and_zero_padding(book_cls):
     ex.send(*(new(i, B, 100 + i % 50, 1) for i in range(1, n + 1)))
     events = ex.book.process(ex.batch(mass_cancel()))
     assert events.dtype == EVENT_DTYPE
-    assert len(events) == n + 50
-    assert events["idx"].tolist() == list(range(n + 50))
+    assert len(events) == n + 51
+    assert events["idx"].tolist() == list(range(n + 51))
     covered = np.zeros(EVENT_DTYPE.itemsize, bool)
     for name, (dtype, offset, *_) in EVENT_DTYPE.fields.items():
         if not name.startswith("_"):
