@@ -284,10 +284,12 @@ class RingEnd:
                 )
             hdr = np.frombuffer(mapping, np.int64, ops.HEADER_WORDS)
             check_header(hdr, self.paths.segment, len(mapping), self.dtype)
-            self._check_owner(hdr, adopt)
+            dead_owner = self._check_owner(hdr, adopt)
             bells = [doorbell.Doorbell(self.paths.data_bell)]
             bells.append(doorbell.Doorbell(self.paths.space_bell))
             self._claim_side(hdr)
+            if dead_owner is not None:
+                swap_word(hdr, ops.H_OWNER, dead_owner, self._token)
         except BaseException:
             for bell in bells or ():
                 bell.close()
@@ -306,23 +308,26 @@ class RingEnd:
         self._sleep_bell.drain()  # rings meant for a previous holder of this side
         self.wake_fd = self._wake_bell.fd  # what compiled code passes to publish / release
 
-    def _check_owner(self, hdr: np.ndarray, adopt: bool) -> None:
+    def _check_owner(self, hdr: np.ndarray, adopt: bool) -> int | None:
+        """None if the owner is alive; its token if it is dead and we may adopt the ring."""
         owner = int(load_word(hdr, ops.H_OWNER))
         if proc.token_alive(owner):
-            return
+            return None
         if not adopt:
             raise StaleSegmentError(
                 f"ring {self.paths.segment} was created by pid {proc.token_pid(owner)}, which "
                 "is gone; attach with adopt=True to take it over with its records"
             )
-        swap_word(hdr, ops.H_OWNER, owner, self._token)
+        return owner
 
     def _claim_side(self, hdr: np.ndarray) -> None:
         side = "producer" if self.SIDE == ops.PRODUCER else "consumer"
         while True:
             holder = int(load_word(hdr, self._side_word))
             if holder == self._token:
-                break
+                raise RoleTakenError(
+                    f"this process already holds the {side} side of ring {self.paths.segment}"
+                )
             if holder != 0 and proc.token_alive(holder):
                 raise RoleTakenError(
                     f"ring {self.paths.segment} already has a live {side}, "
