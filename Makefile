@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m bench.book
+	$(PY) -m bench.book --ops 200000
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" tests
