@@ -1,7 +1,7 @@
 """Idempotency: a (client, idempotency key) pair creates at most one order.
 
-The journal keeps one entry per pair used by a NEW command (key: client then
-idem key, big-endian, so entries sort by client): the seq and order id that the
+The journal keeps one entry per pair used by a NEW command (key: idem key then
+client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and order id that the
 pair created and the request's *fingerprint*, the fields that define a new order
 (instrument, side, price, qty, tif, ord_type, flags, stp) packed as 24 bytes.
 The fingerprint is the fields themselves, not a hash: equality is exact.
@@ -58,9 +58,14 @@ FINGERPRINT_DTYPE = np.dtype(
     ]
 )
 assert FINGERPRINT_DTYPE.names[:-1] == FINGERPRINT_FIELDS
-# the journaled value of one (client, idem key) pair
-IDEM_DTYPE = np.dtype([("seq", "<i8"), ("order_id", "<i8"), ("fingerprint", FINGERPRINT_DTYPE)])
-IDEM_KEY_DTYPE = np.dtype([("client", ">u4"), ("idem_key", ">u8")])
+# the journaled value of one (client, idem key) pair: seq, order id, then the
+# fingerprint's fields inline (flat, so that numpy copies it as plain memory)
+IDEM_DTYPE = np.dtype([("seq", "<i8"), ("order_id", "<i8"), *FINGERPRINT_DTYPE.descr])
+_FINGERPRINT_AT = 16
+# Key first: clients' keys tend to grow together (counters, clocks), so a
+# batch's new entries land on a few B-tree pages; client first would touch a
+# page per client in every batch, which is what the commit has to write.
+IDEM_KEY_DTYPE = np.dtype([("idem_key", ">u8"), ("client", ">u4")])
 assert IDEM_DTYPE.itemsize == 40
 assert IDEM_KEY_DTYPE.itemsize == 12
 
@@ -104,13 +109,19 @@ def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> np.ndarray:
     return k
 
 
-def entry_values(cmds: np.ndarray) -> np.ndarray:
-    """Journal values (IDEM_DTYPE) of the idempotency entries of sequenced NEW commands."""
-    v = np.zeros(len(cmds), IDEM_DTYPE)
-    v["seq"] = cmds["seq"]
-    v["order_id"] = cmds["order_id"]
-    v["fingerprint"] = fingerprints(cmds)
-    return v
+def entries(cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Journal keys and values of the idempotency entries of a sequenced batch, in key order.
+
+    One per NEW command with an idem key. Gathered field by field: fancy
+    indexing whole records of these dtypes is many times slower.
+    """
+    idx = keyed_news(cmds)
+    idx = idx[np.lexsort((cmds["client"][idx], cmds["idem_key"][idx]))]
+    keys = entry_keys(cmds["client"][idx], cmds["idem_key"][idx])
+    values = np.zeros(len(idx), IDEM_DTYPE)
+    for f in ("seq", "order_id", *FINGERPRINT_FIELDS):
+        values[f] = cmds[f][idx]
+    return keys, values
 
 
 def decode_entry(key: bytes, value: bytes) -> IdemEntry:
@@ -121,8 +132,8 @@ def decode_entry(key: bytes, value: bytes) -> IdemEntry:
         idem_key=int(k["idem_key"]),
         seq=int(v["seq"]),
         order_id=int(v["order_id"]),
-        instrument=int(v["fingerprint"]["instrument"]),
-        fingerprint=v["fingerprint"].tobytes(),
+        instrument=int(v["instrument"]),
+        fingerprint=value[_FINGERPRINT_AT:],
     )
 
 

@@ -5,18 +5,25 @@ numeric order):
 
 commands   batch's first seq (8 B) -> the batch's COMMAND_DTYPE records, one blob
 events     batch's first seq (8 B) -> every event the books produced for them, one blob
-orders     order id (8 B)          -> ORDER_DTYPE row, the order's state after its last batch
-idem       client (4 B) + idem key (8 B) -> IDEM_DTYPE (seq, order id, request fingerprint)
+order_log  batch's first seq (8 B) -> ORDER_DTYPE rows (by order id) of the orders it changed
+orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last merge
+idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint)
 snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
 meta       b"layout" -> LAYOUT, b"last_seq" -> int64
 
 ``write_batch`` puts all of a batch in ONE write transaction: either all of it is
 there after a crash or none of it. Blobs per batch, not a put per record, is what
-makes it fast; rows are only written for what must be looked up one by one
-(orders, idempotency pairs). The events passed in are exactly what the books
-produced for the batch's commands; the shard's own replies (REJ_CONFLICT
-rejects, EVF_DUPLICATE re-sends) are not history and are refused here (see
-``exchange.idempotency``).
+makes it fast: a commit writes every B-tree page it changed, and order updates
+scattered over the live orders would cost a page each. So the changed order rows
+go to ``order_log`` as one blob per batch, and every ``merge_rows`` rows (or
+``MERGE_BATCHES`` batches) the batch's transaction also merges the log into
+``orders`` (latest row per order) and empties it; ``order()`` looks in the log,
+newest first, then in the table. Idempotency entries are rows, keyed so that a
+batch's new ones land on few pages (see ``exchange.idempotency``).
+
+The events passed in are exactly what the books produced for the batch's
+commands; the shard's own replies (REJ_CONFLICT rejects, EVF_DUPLICATE
+re-sends) are not history and are refused here (see ``exchange.idempotency``).
 
 Durability (``durability=``):
 
@@ -73,7 +80,9 @@ DEFAULT_MAX_MAP_SIZE = 64 << 30
 KEEP_SNAPSHOTS = 2
 _BATCHES_PER_READ_TXN = 64  # iter_batches: short read txns so the writer can reuse pages
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-_DBS = (b"meta", b"commands", b"events", b"orders", b"idem", b"snapshots")
+MERGE_ROWS = 1 << 16
+MERGE_BATCHES = 256  # bounds the blobs a reader's order() may search
+_DBS = (b"meta", b"commands", b"events", b"order_log", b"orders", b"idem", b"snapshots")
 
 
 class JournalError(Exception):
@@ -89,7 +98,8 @@ class Stats(NamedTuple):
     durability: str
     last_seq: int
     batches: int
-    orders: int
+    orders_merged: int  # rows in the orders table
+    order_log_rows: int  # rows logged since the last merge (an order may have several)
     idem_entries: int
     snapshots: int
     map_size: int
@@ -196,6 +206,7 @@ class Journal:
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         keep_snapshots: int = KEEP_SNAPSHOTS,
+        merge_rows: int = MERGE_ROWS,
     ):
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
@@ -203,11 +214,15 @@ class Journal:
             raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size}, {max_map_size}")
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
+        if merge_rows < 1:
+            raise ValueError(f"merge_rows must be >= 1, got {merge_rows}")
         self.path = os.fspath(path)
         self.durability = durability
         self.readonly = readonly
         self.max_map_size = max_map_size
         self.keep_snapshots = keep_snapshots
+        self.merge_rows = merge_rows
+        self._pending = orderstate.PendingRows()
         self._commits = 0
         self._commit_seconds = 0.0
         self._grows = 0
@@ -223,6 +238,10 @@ class Journal:
                 raise
         self._db = {name.decode(): self._env.open_db(name, create=False) for name in _DBS}
         self._last_seq = self._read_last_seq()
+        if not readonly:
+            with self._read() as txn:
+                for _, blob in txn.cursor(db=self._db["order_log"]):
+                    self._pending.add(np.frombuffer(blob, ORDER_DTYPE))
 
     # ------------------------------------------------------------ opening
 
@@ -378,29 +397,29 @@ class Journal:
         events = _records(events, EVENT_DTYPE, "events")
         _check_batch(cmds, events, self.last_seq)
         rows, need = orderstate.derive(cmds, events)
-        keyed = cmds[idempotency.keyed_news(cmds)]
-        idem_keys = idempotency.entry_keys(keyed["client"], keyed["idem_key"])
-        # in key order, so the puts walk the B-tree forwards
-        by_key = np.lexsort((keyed["idem_key"], keyed["client"]))
-        idem_items = list(
-            zip(
-                _items(idem_keys[by_key]),
-                _items(idempotency.entry_values(keyed)[by_key]),
-                strict=True,
-            )
-        )
+        idem_keys, idem_values = idempotency.entries(cmds)
+        idem_items = list(zip(_items(idem_keys), _items(idem_values), strict=True))
         first, last = int(cmds["seq"][0]), int(cmds["seq"][-1])
-        cmd_blob, ev_blob = cmds.tobytes(), events.tobytes()
+        # buffers, not bytes: a copy of a large blob costs page faults
+        cmd_blob, ev_blob = cmds.view(np.uint8), events.view(np.uint8)
         db = self._db
+
+        pending = self._pending
+        merge = pending.rows + len(rows) >= self.merge_rows or pending.batches + 1 >= MERGE_BATCHES
+        logged = []
 
         def fill(txn):
             order_rows = rows.copy()
             self._merge_prior(txn, order_rows, need)
             txn.put(_key(first), cmd_blob, db=db["commands"], append=True)
             txn.put(_key(first), ev_blob, db=db["events"], append=True)
-            order_keys = _items(order_rows["order_id"].astype(">i8"))
-            order_vals = _items(order_rows)
-            txn.cursor(db=db["orders"]).putmulti(zip(order_keys, order_vals, strict=True))
+            if merge:
+                table = pending.latest(order_rows)
+                items = zip(_items(table["order_id"].astype(">i8")), _items(table), strict=True)
+                txn.cursor(db=db["orders"]).putmulti(items)
+                txn.drop(db["order_log"], delete=False)
+            else:
+                txn.put(_key(first), order_rows.view(np.uint8), db=db["order_log"], append=True)
             if idem_items:
                 _, added = txn.cursor(db=db["idem"]).putmulti(idem_items, overwrite=False)
                 if added != len(idem_items):
@@ -408,8 +427,14 @@ class Journal:
             if snapshot is not None:
                 self._put_snapshot(txn, last, snapshot)
             txn.put(b"last_seq", _key(last), db=db["meta"])
+            logged[:] = [order_rows]
 
         dt = self._write(fill)
+        # only a committed transaction moves the in-memory state
+        if merge:
+            pending.clear()
+        else:
+            pending.add(logged[0])
         self._last_seq = last
         return dt
 
@@ -417,13 +442,18 @@ class Journal:
         ids = rows["order_id"][need != orderstate.HAS_ALL]
         if not len(ids):
             return
-        prior = [txn.get(k, db=self._db["orders"]) for k in _items(ids.astype(">i8"))]
-        missing = [int(i) for i, p in zip(ids, prior, strict=True) if p is None]
+        prior = np.zeros(len(ids), ORDER_DTYPE)
+        logged, prior_logged = self._pending.find(ids)
+        prior[logged] = prior_logged
+        table_ids = ids[~logged]
+        blobs = [txn.get(k, db=self._db["orders"]) for k in _items(table_ids.astype(">i8"))]
+        missing = [int(i) for i, b in zip(table_ids, blobs, strict=True) if b is None]
         if missing:
             raise ValueError(
                 f"events touch orders {missing[:5]} that the journal never saw created"
             )
-        orderstate.merge_prior(rows, need, np.frombuffer(b"".join(prior), ORDER_DTYPE))
+        prior[~logged] = np.frombuffer(b"".join(blobs), ORDER_DTYPE)
+        orderstate.merge_prior(rows, need, prior)
 
     def _reused_key_message(self, txn, items) -> str:
         seen = set()
@@ -481,7 +511,7 @@ class Journal:
         ]
 
     def idem_entries(self) -> Iterator[IdemEntry]:
-        """Every idempotency entry, by client then key."""
+        """Every idempotency entry, by key then client."""
         with self._read() as txn:
             items = list(txn.cursor(db=self._db["idem"]))
         for k, v in items:
@@ -489,6 +519,14 @@ class Journal:
 
     def order(self, order_id: int) -> OrderState | None:
         with self._read() as txn:
+            cur = txn.cursor(db=self._db["order_log"])
+            found = cur.last()
+            while found:
+                rows = np.frombuffer(cur.value(), ORDER_DTYPE)
+                i = np.searchsorted(rows["order_id"], order_id)
+                if i < len(rows) and rows["order_id"][i] == order_id:
+                    return OrderState.from_row(rows[i])
+                found = cur.prev()
             v = txn.get(_key(order_id), db=self._db["orders"])
         return None if v is None else OrderState.from_row(np.frombuffer(v, ORDER_DTYPE)[0])
 
@@ -545,13 +583,17 @@ class Journal:
         with self._read() as txn:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
             last = _int(txn.get(b"last_seq", db=self._db["meta"]))
+            log_bytes = sum(
+                len(v) for v in txn.cursor(db=self._db["order_log"]).iternext(keys=False)
+            )
         info, st = self._env.info(), self._env.stat()
         return Stats(
             path=self.path,
             durability=self.durability,
             last_seq=last,
             batches=counts["commands"],
-            orders=counts["orders"],
+            orders_merged=counts["orders"],
+            order_log_rows=log_bytes // ORDER_DTYPE.itemsize,
             idem_entries=counts["idem"],
             snapshots=counts["snapshots"],
             map_size=info["map_size"],

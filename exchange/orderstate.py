@@ -236,3 +236,95 @@ def merge_prior(rows: np.ndarray, need: np.ndarray, prior: np.ndarray) -> None:
     rows["idem_key"][idx] = prior["idem_key"]
     keep_qty = need[idx] == NEEDS_QTY_AND_KEY
     rows["qty"][idx[keep_qty]] = prior["qty"][keep_qty]
+
+
+_NO_ID = np.iinfo(np.int64).min  # marks a free slot of the id index
+_ID_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: odd, so ids map 1:1 mod 2**k
+
+
+@njit(cache=True)
+def _index_put(keys, vals, ids, first):
+    """Index ``ids[i]`` at position ``first + i`` (later wins); returns how many ids were new."""
+    mask = keys.shape[0] - 1
+    new = 0
+    for i in range(ids.shape[0]):
+        k = ids[i]
+        h = (k * _ID_MUL) & mask
+        while keys[h] != k and keys[h] != _NO_ID:
+            h = (h + 1) & mask
+        if keys[h] == _NO_ID:
+            keys[h] = k
+            new += 1
+        vals[h] = first + i
+    return new
+
+
+@njit(cache=True)
+def _index_get(keys, vals, ids, out):
+    mask = keys.shape[0] - 1
+    for i in range(ids.shape[0]):
+        k = ids[i]
+        h = (k * _ID_MUL) & mask
+        while keys[h] != k and keys[h] != _NO_ID:
+            h = (h + 1) & mask
+        out[i] = vals[h] if keys[h] == k else -1
+
+
+class PendingRows:
+    """The writer's index of order rows logged since the last merge into the orders table.
+
+    Rows go in batch after batch into one numpy buffer; an open-addressing
+    index (order id -> position of its latest row, at most half full) finds
+    the latest row of an order without a Python object per order.
+    """
+
+    def __init__(self):
+        self._rows = np.zeros(1024, ORDER_DTYPE)
+        self._n = 0
+        self._keys = np.full(4096, _NO_ID, np.int64)
+        self._vals = np.zeros(4096, np.int64)
+        self._ids = 0
+        self.batches = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows logged (an order touched in several batches counts once per batch)."""
+        return self._n
+
+    def add(self, rows: np.ndarray) -> None:
+        end = self._n + len(rows)
+        if end > len(self._rows):
+            grown = np.zeros(max(end, 2 * len(self._rows)), ORDER_DTYPE)
+            grown[: self._n] = self._rows[: self._n]
+            self._rows = grown
+        self._rows[self._n : end] = rows
+        if 2 * (self._ids + len(rows)) > len(self._keys):
+            size = len(self._keys)
+            while 2 * (self._ids + len(rows)) > size:
+                size *= 2
+            self._keys = np.full(size, _NO_ID, np.int64)
+            self._vals = np.zeros(size, np.int64)
+            self._ids = _index_put(self._keys, self._vals, self._rows["order_id"][: self._n], 0)
+        self._ids += _index_put(self._keys, self._vals, rows["order_id"], self._n)
+        self._n = end
+        self.batches += 1
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask over ``ids``, the latest rows of the found ones in ``ids`` order)."""
+        at = np.empty(len(ids), np.int64)
+        _index_get(self._keys, self._vals, np.ascontiguousarray(ids), at)
+        found = at >= 0
+        return found, self._rows[at[found]]
+
+    def latest(self, newer: np.ndarray) -> np.ndarray:
+        """The latest row of every order, ``newer`` rows winning, sorted by order id."""
+        rows = np.concatenate([self._rows[: self._n], newer])
+        # np.unique keeps the first of equal ids: look from the newest end
+        _, first = np.unique(rows["order_id"][::-1], return_index=True)
+        return rows[len(rows) - 1 - first]
+
+    def clear(self) -> None:
+        self._n = 0
+        self._keys.fill(_NO_ID)
+        self._ids = 0
+        self.batches = 0

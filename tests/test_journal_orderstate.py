@@ -7,6 +7,7 @@ import pytest
 from journal_stream import CONFIG, cut, shard_stream
 
 from exchange.journal import Journal
+from exchange.orderstate import ORDER_DTYPE, PendingRows
 from exchange.records import (
     CMD_CANCEL,
     CMD_NEW,
@@ -64,8 +65,7 @@ def test_a_life_of_orders_across_batches(jdir):
             ],
         )
         o1, o2, o3, o4 = (j.order(i) for i in (1, 2, 3, 4))
-        assert j.order(42) is None
-        assert j.stats().orders == 4
+        assert j.order(42) is None and j.order(5) is None
     # 1: accepted 5, sold 3 to order 2, replaced to 4 (leaves 1), then filled by 4's IOC
     assert (o1.status, o1.qty, o1.leaves, o1.price, o1.client) == ("filled", 4, 0, 120, 7)
     assert (o1.idem_key, o1.side, o1.last_seq) == (11, SIDE_BUY, 7)
@@ -135,7 +135,8 @@ def test_rows_match_a_plain_fold_and_the_books(jdir, seed):
     with Journal(jdir, durability="os") as j:
         for c, e in cut(cmds, evs, seed=seed):
             j.write_batch(c, e)
-        assert j.stats().orders == len(expected)
+        for oid in set(cmds["order_id"].tolist()) - set(expected):
+            assert j.order(oid) is None, oid
         for oid, want in expected.items():
             got = j.order(oid)._asdict()
             assert {k: got[k] for k in want} == want, oid
@@ -154,18 +155,65 @@ def test_rows_match_a_plain_fold_and_the_books(jdir, seed):
     }
 
 
-def test_rows_do_not_depend_on_where_batches_are_cut(tmp_path):
+def test_rows_do_not_depend_on_batches_merges_or_reopening(tmp_path):
     cmds, evs, _ = shard_stream(seed=5, n=1500)
-    paths = [tmp_path / "one", tmp_path / "many"]
+    batches = cut(cmds, evs, seed=9, max_batch=8)
+    half = len(batches) // 2
+    paths = {name: tmp_path / name for name in ("one", "many", "merged", "reopened")}
     try:
-        with Journal(paths[0], durability="os") as one, Journal(paths[1], durability="os") as many:
-            one.write_batch(cmds, evs)
-            for c, e in cut(cmds, evs, seed=9, max_batch=8):
-                many.write_batch(c, e)
-            ids = np.unique(cmds["order_id"][cmds["kind"] == CMD_NEW])
-            assert one.stats().orders == many.stats().orders > 0
+        with Journal(paths["one"], durability="os") as j:
+            j.write_batch(cmds, evs)
+        with Journal(paths["many"], durability="os") as j:
+            for c, e in batches:
+                j.write_batch(c, e)
+        with Journal(paths["merged"], durability="os", merge_rows=50) as j:
+            for c, e in batches:
+                j.write_batch(c, e)
+            st = j.stats()
+            assert st.orders_merged > 0 and st.order_log_rows < 50
+        for part in (batches[:half], batches[half:]):
+            # the rows logged before a reopen are found again
+            with Journal(paths["reopened"], durability="os", merge_rows=10**6) as j:
+                for c, e in part:
+                    j.write_batch(c, e)
+        journals = [Journal(p, readonly=True) for p in paths.values()]
+        try:
+            ids = set(cmds["order_id"].tolist())
             for oid in ids:
-                assert one.order(int(oid)) == many.order(int(oid))
+                states = [j.order(oid) for j in journals]
+                assert all(s == states[0] for s in states), oid
+            assert sum(journals[0].order(oid) is not None for oid in ids) > 1000
+        finally:
+            for j in journals:
+                j.close()
     finally:
-        for p in paths:
+        for p in paths.values():
             shutil.rmtree(p, ignore_errors=True)
+
+
+def test_pending_rows_find_the_latest_row_of_each_order():
+    rng = np.random.default_rng(1)
+    pending = PendingRows()
+    model = {}
+    for step in range(60):  # enough ids to grow the buffer and the index several times
+        rows = np.zeros(int(rng.integers(1, 400)), ORDER_DTYPE)
+        rows["order_id"] = rng.integers(-50, 6000, len(rows))
+        rows["last_seq"] = step
+        rows["leaves"] = np.arange(len(rows))
+        pending.add(rows)
+        for r in rows:
+            model[int(r["order_id"])] = r.copy()
+    probe = np.arange(-60, 6100)
+    found, got = pending.find(probe)
+    assert found.tolist() == [int(i) in model for i in probe]
+    assert got.tobytes() == b"".join(model[int(i)].tobytes() for i in probe[found])
+    newer = np.zeros(3, ORDER_DTYPE)
+    newer["order_id"] = [7000, 5, -50]
+    newer["last_seq"] = 99
+    model.update({int(r["order_id"]): r.copy() for r in newer})
+    latest = pending.latest(newer)
+    assert latest["order_id"].tolist() == sorted(model)
+    assert latest.tobytes() == b"".join(model[i].tobytes() for i in sorted(model))
+    pending.clear()
+    assert pending.rows == pending.batches == 0
+    assert not pending.find(probe)[0].any()
