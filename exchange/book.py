@@ -16,7 +16,7 @@ from exchange.bookconfig import BookConfig
 from exchange.records import EVENT_DTYPE, SIDE_BUY, SIDE_SELL, check_commands
 from exchange.statehash import hash_canonical
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 
 
 class Book:
