@@ -35,7 +35,8 @@ from exchange.records import (
     commands,
 )
 
-BATCH_SIZES = (1, 64, 256, 1024)
+BATCH_SIZES = (1, 64, 256, 1024, 4096)
+REPLAY_BATCH = 1024
 STREAM_COMMANDS = 400_000
 CLIENTS = 64
 REPO = Path(__file__).resolve().parent.parent
@@ -98,10 +99,11 @@ def run_mode(root: str, mode: str, size: int, stream, seconds: float) -> dict:
             "batches_per_s": round(len(commit_s) / wall, 1),
             "commands_per_s": round(n_cmds / wall),
             "commit_ms_median": round(1e3 * statistics.median(commit_s), 3),
+            "commit_ms_p99": round(1e3 * float(np.percentile(commit_s, 99)), 3),
             "batches": len(commit_s),
             "map_grows": grows,
         }
-        if size == BATCH_SIZES[-1]:
+        if size == REPLAY_BATCH:
             result["replay_commands_per_s"] = replay_speed(path)
         return result
     finally:
@@ -155,6 +157,7 @@ def main() -> None:
     try:
         result = {
             "bench": "journal",
+            "loadavg_1m": round(os.getloadavg()[0], 2),
             "events_per_command": round(len(events) / len(cmds), 2),
             "fsync_1": synced_write(root, stream, 1, 300),
             "fsync_1000": synced_write(root, stream, 1000, 100),

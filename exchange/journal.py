@@ -78,10 +78,12 @@ DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30
 KEEP_SNAPSHOTS = 2
-_BATCHES_PER_READ_TXN = 64  # iter_batches: short read txns so the writer can reuse pages
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 MERGE_ROWS = 1 << 16
 MERGE_BATCHES = 256  # bounds the blobs a reader's order() may search
+# iter_batches reads in short txns (so the writer can reuse pages) of bounded size
+_READ_CHUNK_BATCHES = 64
+_READ_CHUNK_BYTES = 16 << 20
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 _DBS = (b"meta", b"commands", b"events", b"order_log", b"orders", b"idem", b"snapshots")
 
 
@@ -129,6 +131,12 @@ def _seek_batch(cur, seq: int) -> bool:
 def _items(arr: np.ndarray) -> list[bytes]:
     """One bytes object per record (the form LMDB puts take), without a Python loop."""
     return np.ascontiguousarray(arr).view(f"V{arr.dtype.itemsize}").tolist()
+
+
+def _snapshot_bytes(blob) -> bytes:
+    if not isinstance(blob, bytes | bytearray | memoryview) or not len(blob):
+        raise ValueError(f"a snapshot must be non-empty bytes, got {type(blob).__name__}")
+    return bytes(blob)
 
 
 def _records(arr, dtype, what: str) -> np.ndarray:
@@ -198,6 +206,12 @@ def _check_batch(cmds: np.ndarray, events: np.ndarray, last_seq: int) -> None:
 
 
 class Journal:
+    """One shard's journal: a writer (one process) or a reader (any number of processes).
+
+    LMDB allows one open environment per path per process, so a process shares
+    one ``Journal`` per path (a second one fails with ``JournalError``).
+    """
+
     def __init__(
         self,
         path,
@@ -288,7 +302,8 @@ class Journal:
     def _open_reader(self) -> lmdb.Environment:
         if not os.path.exists(os.path.join(self.path, "data.mdb")):
             raise JournalError(f"no journal at {self.path}")
-        env = self._lmdb_open(readonly=True, create=False)
+        # map_size 0: map what the file says; _read() follows when the writer grows it
+        env = self._lmdb_open(readonly=True, create=False, map_size=0)
         try:
             with env.begin() as txn:
                 try:
@@ -336,13 +351,14 @@ class Journal:
 
     # ------------------------------------------------------------ transactions
 
-    def _read(self) -> lmdb.Transaction:
+    def _read(self, buffers: bool = False) -> lmdb.Transaction:
+        """A read txn; with ``buffers`` values are views into the map, valid inside it only."""
         try:
-            return self._env.begin(buffers=False)
+            return self._env.begin(buffers=buffers)
         except lmdb.MapResizedError:
             # the writer grew the map past ours: adopt its size
             self._env.set_mapsize(0)
-            return self._env.begin(buffers=False)
+            return self._env.begin(buffers=buffers)
 
     def _write(self, fill) -> float:
         """Run ``fill(txn)`` in a write txn and commit; grow the map and redo it when full."""
@@ -396,6 +412,8 @@ class Journal:
         cmds = _records(cmds, COMMAND_DTYPE, "commands")
         events = _records(events, EVENT_DTYPE, "events")
         _check_batch(cmds, events, self.last_seq)
+        if snapshot is not None:
+            snapshot = _snapshot_bytes(snapshot)
         rows, need = orderstate.derive(cmds, events)
         idem_keys, idem_values = idempotency.entries(cmds)
         idem_items = list(zip(_items(idem_keys), _items(idem_values), strict=True))
@@ -470,11 +488,10 @@ class Journal:
 
     def write_snapshot(self, seq: int, blob: bytes) -> float:
         """Store a snapshot of the state after ``seq`` (which must be journaled already)."""
-        if not isinstance(blob, bytes | bytearray | memoryview) or not len(blob):
-            raise ValueError("a snapshot must be non-empty bytes")
+        blob = _snapshot_bytes(blob)
         if not 0 < seq <= self.last_seq:
             raise ValueError(f"snapshot seq {seq} is not a journaled seq (last is {self.last_seq})")
-        return self._write(lambda txn: self._put_snapshot(txn, seq, bytes(blob)))
+        return self._write(lambda txn: self._put_snapshot(txn, seq, blob))
 
     def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
         db = self._db["snapshots"]
@@ -518,7 +535,8 @@ class Journal:
             yield idempotency.decode_entry(k, v)
 
     def order(self, order_id: int) -> OrderState | None:
-        with self._read() as txn:
+        """The order's state after the last batch that touched it, or None if never seen."""
+        with self._read(buffers=True) as txn:
             cur = txn.cursor(db=self._db["order_log"])
             found = cur.last()
             while found:
@@ -528,22 +546,22 @@ class Journal:
                     return OrderState.from_row(rows[i])
                 found = cur.prev()
             v = txn.get(_key(order_id), db=self._db["orders"])
-        return None if v is None else OrderState.from_row(np.frombuffer(v, ORDER_DTYPE)[0])
+            return None if v is None else OrderState.from_row(np.frombuffer(v, ORDER_DTYPE)[0])
 
     def events_for(self, seq: int) -> np.ndarray:
         """The events command ``seq`` produced (empty if it is not journaled)."""
-        with self._read() as txn:
+        with self._read(buffers=True) as txn:
             cur = txn.cursor(db=self._db["events"])
-            blob = cur.value() if _seek_batch(cur, seq) else b""
-        ev = np.frombuffer(blob, EVENT_DTYPE)
-        lo, hi = np.searchsorted(ev["seq"], [seq, seq + 1])
-        return ev[lo:hi]
+            ev = np.frombuffer(cur.value() if _seek_batch(cur, seq) else b"", EVENT_DTYPE)
+            lo, hi = np.searchsorted(ev["seq"], [seq, seq + 1])
+            return ev[lo:hi].copy()
 
     def iter_batches(self, after_seq: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(commands, events) of each journaled batch after ``after_seq``, in order.
 
         A batch that straddles ``after_seq`` is cut to its part after it. The
-        arrays are read-only views of the stored bytes.
+        arrays are read-only. Batches are read a chunk per read txn, so batches
+        a writer commits meanwhile may show up at the end, always whole.
         """
         start = max(after_seq, 0) + 1
         while True:
@@ -554,21 +572,23 @@ class Journal:
                     events = events[events["seq"] >= start]
                 if len(cmds):
                     yield cmds, events
-            if len(chunk) < _BATCHES_PER_READ_TXN:
+            if not chunk:
                 return
             start = int(chunk[-1][0]["seq"][-1]) + 1
 
     def _read_batches(self, start: int) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
+        size = 0
         with self._read() as txn:
             cur = txn.cursor(db=self._db["commands"])
             found = _seek_batch(cur, start)
             ev_db = self._db["events"]
-            while found and len(out) < _BATCHES_PER_READ_TXN:
+            while found and len(out) < _READ_CHUNK_BATCHES and size < _READ_CHUNK_BYTES:
                 cmds = np.frombuffer(cur.value(), COMMAND_DTYPE)
                 if cmds["seq"][-1] >= start:
                     events = np.frombuffer(txn.get(cur.key(), db=ev_db), EVENT_DTYPE)
                     out.append((cmds, events))
+                    size += cmds.nbytes + events.nbytes
                 found = cur.next()
         return out
 
@@ -580,7 +600,7 @@ class Journal:
             return _int(cur.key()), cur.value()
 
     def stats(self) -> Stats:
-        with self._read() as txn:
+        with self._read(buffers=True) as txn:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
             last = _int(txn.get(b"last_seq", db=self._db["meta"]))
             log_bytes = sum(

@@ -28,7 +28,10 @@ from exchange.journal import Journal, JournalFull
 
 
 def say(*words) -> None:
-    print(*words, flush=True)
+    # one write, so a SIGKILL cannot cut a line (print writes word by word
+    # when stdout is unbuffered)
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
 
 
 def write(args, batches) -> int:
@@ -56,6 +59,9 @@ def write(args, batches) -> int:
             say("full", e)
             return 3
         say("done", j.stats().map_grows)
+        # wait for stdin to close: a test too slow to kill it mid-stream
+        # still finds it alive
+        sys.stdin.read()
     return 0
 
 

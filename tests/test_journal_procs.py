@@ -114,9 +114,9 @@ def kill_mid_stream(jdir, stream_file, spawn, acks_before_kill: int, durability:
     time.sleep(random.uniform(0, 0.01))
     os.kill(writer.pid, signal.SIGKILL)
     for line in writer.communicate(timeout=30)[0].splitlines():
-        word, seq = line.split()
-        assert word == "ack"
-        acked = int(seq)
+        word, value = line.split()
+        if word == "ack":  # else "done": the machine was too slow to kill it mid-stream
+            acked = int(value)
     assert writer.returncode == -signal.SIGKILL
     with Journal(jdir, durability=durability) as j:
         last = assert_prefix(j, batches)
