@@ -143,33 +143,36 @@ def keyed_news(cmds: np.ndarray) -> np.ndarray:
 
 
 def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
-    """Classify a drained batch (before seq assignment); see the module docstring."""
+    """Classify a drained batch (before seq assignment); see the module docstring.
+
+    Vectorized for the usual batch (no key seen before, none twice); only the
+    commands whose pair is journaled or repeated are compared one by one.
+    """
     keep = np.ones(len(drained), bool)
     idx = keyed_news(drained)
-    if not len(idx):
-        return IdemPlan(keep, np.zeros(0, EVENT_DTYPE), np.zeros(0, RETRY_DTYPE))
-    cmds = drained[idx]
-    fps = fingerprints(cmds)
-    found = journal.idem_lookup_many(cmds["client"], cmds["idem_key"])
-    first_in_batch: dict[tuple[int, int], int] = {}
+    clients, keys = drained["client"][idx], drained["idem_key"][idx]
+    found = journal.idem_lookup_many(clients, keys)
+    journaled = np.array([e is not None for e in found], bool)
+    # first[j]: the position (in idx) of the first command with the same pair
+    order = np.lexsort((clients, keys))
+    same = (keys[order][1:] == keys[order][:-1]) & (clients[order][1:] == clients[order][:-1])
+    starts = np.flatnonzero(np.r_[True, ~same])
+    first = np.empty(len(idx), np.int64)
+    first[order] = order[np.repeat(starts, np.diff(np.r_[starts, len(idx)]))]
     conflicts = []
     retries = []
-    for j, i in enumerate(idx.tolist()):
-        pair = (int(cmds[j]["client"]), int(cmds[j]["idem_key"]))
-        fp = fps[j].tobytes()
-        earlier = first_in_batch.get(pair)
+    for j in np.flatnonzero(journaled | (first != np.arange(len(idx)))).tolist():
+        fp = request_fingerprint(drained[idx[j]])
         if found[j] is not None:
-            same, original = found[j].fingerprint == fp, (found[j].seq, -1)
-        elif earlier is not None:
-            same, original = fps[earlier].tobytes() == fp, (0, idx[earlier])
+            same_body, original = found[j].fingerprint == fp, (found[j].seq, -1)
         else:
-            first_in_batch[pair] = j
-            continue
-        keep[i] = False
-        if same:
-            retries.append((i, *original))
+            earlier = idx[first[j]]
+            same_body, original = request_fingerprint(drained[earlier]) == fp, (0, earlier)
+        keep[idx[j]] = False
+        if same_body:
+            retries.append((idx[j], *original))
         else:
-            conflicts.append(i)
+            conflicts.append(idx[j])
     retry_arr = np.array(retries, RETRY_DTYPE) if retries else np.zeros(0, RETRY_DTYPE)
     in_batch = retry_arr["original_seq"] == 0
     # rank of the original among the kept commands = its position in the sequenced batch

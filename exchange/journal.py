@@ -519,12 +519,12 @@ class Journal:
 
     def idem_lookup_many(self, clients, idem_keys) -> list[IdemEntry | None]:
         keys = _items(idempotency.entry_keys(np.asarray(clients), np.asarray(idem_keys)))
-        db = self._db["idem"]
         with self._read() as txn:
-            vals = [txn.get(k, db=db) for k in keys]
+            found = dict(txn.cursor(db=self._db["idem"]).getmulti(keys))
+        if not found:
+            return [None] * len(keys)
         return [
-            None if v is None else idempotency.decode_entry(k, v)
-            for k, v in zip(keys, vals, strict=True)
+            None if (v := found.get(k)) is None else idempotency.decode_entry(k, v) for k in keys
         ]
 
     def idem_entries(self) -> Iterator[IdemEntry]:
