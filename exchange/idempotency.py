@@ -6,7 +6,7 @@ pair created and the request's *fingerprint*, the fields that define a new order
 (instrument, side, price, qty, tif, ord_type, flags, stp) packed as 24 bytes.
 The fingerprint is the fields themselves, not a hash: equality is exact.
 
-The shard calls two pure helpers around each batch:
+The shard calls two helpers around each batch (they only read the journal):
 
 ``plan_batch(journal, drained)`` before assigning seqs. Each NEW with an idem
 key is one of
@@ -26,6 +26,10 @@ Neither kind of reply is history: conflicts carry seq 0 (never sequenced),
 duplicates carry the original seq. They are published after the batch's own
 events and never passed to ``Journal.write_batch``. The gateway sends them to
 the retry's owner only.
+
+A pair is unique within one shard's journal, across its instruments and
+restarts. A client reusing a key on instruments of different shards is for the
+gateway to catch (``Journal.idem_entries`` lists every pair of a shard).
 """
 
 from typing import NamedTuple
@@ -200,7 +204,7 @@ def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray)
     for r in plan.retries:
         seq = int(r["original_seq"]) or int(batch_cmds["seq"][r["original_rank"]])
         ev = journal.events_for(seq)
-        ev = ev[ev["kind"] != EV_DEPTH].copy()
+        ev = ev[ev["kind"] != EV_DEPTH]
         ev["req_id"] = drained["req_id"][r["index"]]
         ev["flags"] |= EVF_DUPLICATE
         out.append(ev)

@@ -31,20 +31,21 @@ Durability (``durability=``):
     fdatasync()s them, writes the meta page, fdatasync()s again. When
     ``write_batch`` returns, the batch is on stable storage: it survives a
     process crash, an OS crash and a power loss (as far as the disk honours
-    flushes). Costs one or two device flushes per batch, whatever its size.
+    flushes). Costs two fdatasync() calls per batch, whatever its size.
 ``os``  LMDB MDB_NOSYNC: the commit writes pages and meta into the OS page cache
     and returns without flushing. A process crash (SIGKILL included) loses
     nothing committed: the kernel holds the pages and writes them back later.
     An OS crash or power loss loses the batches not yet written back (the
-    kernel's dirty writeback, ~30 s by default) and, since neither LMDB's
-    page writes nor ext4 keep their order without a flush, can leave the
-    environment inconsistent: after such a crash treat an ``os`` journal as
-    suspect (rebuild it or take the shard's state from elsewhere). ``close()``
-    flushes, so a clean stop is as durable as ``fsync``.
+    kernel's dirty writeback, ~30 s by default); worse, LMDB then keeps its
+    integrity only if the filesystem preserves write order, which ext4 does
+    not promise, so after such a crash treat an ``os`` journal as suspect
+    (rebuild the shard from elsewhere). ``close()`` flushes, so a clean stop
+    is as durable as ``fsync``.
 
-writemap is off in both modes: with a writable map a full disk is a SIGBUS
-that kills the process, while write() returns an error that becomes
-``JournalFull``, and a stray write through the map could not corrupt the file.
+writemap is off in both modes (so map_async is moot): with a writable map a
+full disk is a SIGBUS that kills the process, while write() returns an error
+that becomes ``JournalFull``; and with the map read-only a stray write in the
+process faults instead of corrupting the file.
 
 The map grows by doubling, up to ``max_map_size``, transparently (the failed
 transaction is aborted and redone). A full map at the maximum, or the disk
@@ -404,10 +405,14 @@ class Journal:
     # ------------------------------------------------------------ writing
 
     def write_batch(self, cmds: np.ndarray, events: np.ndarray, snapshot: bytes | None = None):
-        """Journal one sequenced batch in one transaction; returns the commit's seconds.
+        """Journal one sequenced batch in one transaction; returns the seconds its commit took.
 
-        ``snapshot``, when given, is the state after the batch, stored under its
-        last seq. Raises ValueError (nothing written) for a malformed batch.
+        ``cmds``: COMMAND_DTYPE, seqs strictly increasing past ``last_seq``.
+        ``events``: EVENT_DTYPE, exactly what the books produced for them, in
+        (seq, idx) order, no EVF_DUPLICATE. ``snapshot``: the state after the
+        batch, stored under its last seq. A malformed batch or a reused
+        idempotency pair raises ValueError and writes nothing; so does an
+        event about an order the journal never saw created.
         """
         cmds = _records(cmds, COMMAND_DTYPE, "commands")
         events = _records(events, EVENT_DTYPE, "events")

@@ -1,8 +1,10 @@
 """Order state rows: the final state, after a batch, of every order the batch touched.
 
-The journal keeps one ``ORDER_DTYPE`` row per order (key: order id) so that tools
-and the gateway can answer "what happened to my order" without replaying. The
-rows are derived from the batch's events alone, in event order:
+The journal keeps an ``ORDER_DTYPE`` row per order so that tools and the gateway
+can answer "what happened to my order" without replaying (each batch logs the
+rows it changed; ``exchange.journal`` merges the log into a table, with
+``PendingRows`` as the writer's index of the log). The rows are derived from
+the batch's events alone, in event order:
 
 ACCEPTED      the whole row (price, qty, leaves = qty, idem key from the event), live
 REJECTED      of a NEW command: a rejected row built from the command (leaves 0);
@@ -57,6 +59,9 @@ NEEDS_KEY = 2  # a REPLACED in the batch already gave the new total qty
 
 _ROLE_OWN = 0  # the event's order_id
 _ROLE_MAKER = 1  # the event's other_id (TRADE)
+
+_NO_ID = np.iinfo(np.int64).min  # marks a free slot of the id index
+_ID_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: odd, so ids map 1:1 mod 2**k
 
 ORDER_DTYPE = np.dtype(
     [
@@ -236,10 +241,6 @@ def merge_prior(rows: np.ndarray, need: np.ndarray, prior: np.ndarray) -> None:
     rows["idem_key"][idx] = prior["idem_key"]
     keep_qty = need[idx] == NEEDS_QTY_AND_KEY
     rows["qty"][idx[keep_qty]] = prior["qty"][keep_qty]
-
-
-_NO_ID = np.iinfo(np.int64).min  # marks a free slot of the id index
-_ID_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: odd, so ids map 1:1 mod 2**k
 
 
 @njit(cache=True)

@@ -8,7 +8,7 @@ import pytest
 from journal_stream import assert_prefix, cut, shard_stream
 
 from exchange.journal import LAYOUT, Journal, JournalError, JournalFull
-from exchange.records import CMD_NEW, EVF_DUPLICATE, commands, events
+from exchange.records import CMD_NEW, EV_ACCEPTED, EV_TRADE, EVF_DUPLICATE, commands, events
 
 
 @pytest.fixture
@@ -110,6 +110,21 @@ def test_bad_batches_are_refused_and_change_nothing(jdir, stream):
         assert_prefix(j, batches)
 
 
+def test_events_about_an_unknown_order_are_refused(jdir):
+    cmds = commands(1)
+    cmds["seq"], cmds["order_id"], cmds["kind"], cmds["client"] = 1, 5, CMD_NEW, 1
+    evs = events(2)
+    evs["seq"] = 1
+    evs["idx"] = [0, 1]
+    evs["kind"] = [EV_ACCEPTED, EV_TRADE]
+    evs["order_id"] = 5
+    evs["other_id"] = 4  # a maker nobody created
+    with Journal(jdir) as j:
+        with pytest.raises(ValueError, match=r"orders \[4\] that the journal never saw created"):
+            j.write_batch(cmds, evs)
+        assert j.last_seq == 0 and j.order(5) is None
+
+
 def test_a_reused_idempotency_key_is_refused_whole(jdir):
     cmds = commands(2)
     cmds["seq"] = [1, 2]
@@ -143,6 +158,9 @@ def test_snapshots_latest_kept_and_pruned(jdir, stream):
             j.write_snapshot(j.last_seq + 1, b"future")
         with pytest.raises(ValueError, match="non-empty bytes"):
             j.write_snapshot(mid, b"")
+        with pytest.raises(ValueError, match="non-empty bytes, got str"):
+            j.write_batch(*batches[6], snapshot="state")
+        assert j.last_seq == batches[5][0]["seq"][-1]
 
 
 @pytest.mark.parametrize("durability", ["fsync", "os"])
