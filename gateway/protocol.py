@@ -38,6 +38,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
@@ -233,10 +234,15 @@ class BookRequest(_Request, tag="K", kw_only=True):
 
 
 class Heartbeat(_Request, tag="H", kw_only=True):
-    """A request, and its own reply (the gateway answers with its version)."""
+    """A request, and its own reply (the gateway answers with its version).
+
+    ``cod`` arms cancel on disconnect for the sending client until a Heartbeat
+    without it; the reply echoes it.
+    """
 
     cid: Cid
     v: int
+    cod: bool = False
 
 
 Request = NewOrder | NewOrders | Cancel | Replace | MassCancel | Status | BookRequest | Heartbeat
@@ -411,7 +417,7 @@ def decode_request(buf: bytes) -> Request:
     try:
         msg = _request_decoder.decode(buf)
     except msgspec.ValidationError as e:
-        raise _validation_error(str(e), _salvage_cid(buf)) from None
+        raise _validation_error(str(e), salvage_cid(buf)) from None
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
         raise ProtocolError(INVALID, f"not a msgpack message: {e}") from None
     if isinstance(msg, NewOrder):
@@ -444,7 +450,8 @@ def _validation_error(text: str, cid: int) -> ProtocolError:
     return ProtocolError(INVALID, text, path, cid)
 
 
-def _salvage_cid(buf: bytes) -> int:
+def salvage_cid(buf: bytes) -> int:
+    """The cid of a request that cannot be served, if the frame holds a readable one, else 0."""
     try:
         cid = _cid_decoder.decode(buf).cid
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
@@ -601,8 +608,10 @@ def private_messages(
     that request's one reply, carrying ``cid``: ACCEPTED and REJECTED answer a
     NEW, CANCELLED(user) a CANCEL, REPLACED or CANCELLED(replaced_to_zero) a
     REPLACE. Everything else is a notice with cid 0: fills, IOC/FOK/STP cancels,
-    the cancels of a mass cancel. A TRADE gives two fills, the taker's and the
-    maker's. A duplicate (EVF_DUPLICATE) goes to the retry's owner only, flagged.
+    the cancels of a mass cancel. MASS_CANCELLED answers a MASS_CANCEL (one
+    instrument's part of it: the gateway sums the parts of a fan-out). A TRADE
+    gives two fills, the taker's and the maker's. A duplicate (EVF_DUPLICATE)
+    goes to the retry's owner only, flagged.
     """
     dup = bool(e.flags & EVF_DUPLICATE)
     if e.kind == EV_ACCEPTED:
@@ -653,7 +662,22 @@ def private_messages(
             cid=cid, sym=sym, oid=e.order_id, seq=e.seq, px=e.price, qty=e.qty, leaves=e.leaves
         )
         return [(e.client, msg)]
+    if e.kind == EV_MASS_CANCELLED:
+        return [(e.client, MassCancelled(cid=cid, sym=sym, n=e.qty))]
     return []
+
+
+def answers_request(e: Event, kind: int) -> bool:
+    """Whether ``e`` is the one reply to its command, of kind ``kind`` (CMD_*).
+
+    A command's first event (idx 0) answers it: ACCEPTED or REJECTED for a NEW,
+    CANCELLED or REJECTED for a CANCEL, REPLACED, CANCELLED or REJECTED for a
+    REPLACE; a shard's own rejects (seq 0) and duplicate re-sends keep that
+    index. A MASS_CANCEL's cancels come first and its MASS_CANCELLED last.
+    """
+    if kind == CMD_MASS_CANCEL:
+        return e.kind == EV_MASS_CANCELLED
+    return e.idx == 0
 
 
 def order_status(
@@ -716,6 +740,15 @@ class BookMirror:
             bids=self.levels(SIDE_BUY, depth),
             asks=self.levels(SIDE_SELL, depth),
         )
+
+    def load(self, seq: int, bids: list[Level], asks: list[Level]) -> None:
+        """Start from a book's levels as of ``seq`` (a gateway restarting from a journal)."""
+        self.seq = seq
+        for side, levels in ((SIDE_BUY, bids), (SIDE_SELL, asks)):
+            self._levels[side].clear()
+            self._prices[side].clear()
+            for price, qty, orders in levels:
+                self._set_level(side, price, qty, orders)
 
     def _set_level(self, side: int, price: int, qty: int, orders: int) -> None:
         levels, prices = self._levels[side], self._prices[side]

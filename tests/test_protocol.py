@@ -22,6 +22,7 @@ from exchange.records import (
     CMD_NEW,
     CMD_REPLACE,
     EV_DEPTH,
+    EV_MASS_CANCELLED,
     EV_TRADE,
     EVF_DUPLICATE,
     FLAG_POST_ONLY,
@@ -610,15 +611,20 @@ def test_replace_is_answered_by_replaced_and_to_zero_by_cancelled():
     ]
 
 
-def test_mass_cancel_gives_notices_without_cid():
+def test_mass_cancel_gives_notices_without_cid_then_its_reply():
     shard = Shard()
     shard.run(1, limit(11, "buy", 10, 9_000))
     shard.run(1, limit(12, "sell", 10, 11_000))
     shard.run(2, limit(21, "sell", 10, 12_000))
-    private, public, _ = shard.run(1, p.MassCancel(cid=13))
+    private, public, events = shard.run(1, p.MassCancel(cid=13))
     assert private == [
         (1, p.Cancelled(cid=0, sym="ACME", oid=1, seq=128, qty=10, reason="user")),
         (1, p.Cancelled(cid=0, sym="ACME", oid=2, seq=128, qty=10, reason="user")),
+        (1, p.MassCancelled(cid=13, sym="ACME", n=2)),
+    ]
+    rows = p.event_rows(events)
+    assert [p.answers_request(e, CMD_MASS_CANCEL) for e in rows] == [
+        e.kind == EV_MASS_CANCELLED for e in rows
     ]
     assert public[-1] == p.TopOfBook(
         sym="ACME", seq=128, prev=114, bid_px=0, bid_qty=0, ask_px=12_000, ask_qty=10
@@ -727,8 +733,8 @@ def test_order_status_answers_the_owner_only():
 
 def check_random_stream(seed: int, n: int) -> None:
     """Every event of a random stream, run in random batches, converted to messages: each
-    command gets exactly one reply, fills pair up, the feeds chain, and what the public
-    feed shows always equals the book."""
+    command gets exactly one reply, from the event ``answers_request`` picks, fills pair
+    up, the feeds chain, and what the public feed shows always equals the book."""
     rng = np.random.default_rng(seed)
     config = random_config(rng)
     stream = random_stream(rng, config, n)
@@ -745,8 +751,10 @@ def check_random_stream(seed: int, n: int) -> None:
         private = [m for e in rows for m in p.private_messages(e, "X", kinds[e.req_id], e.req_id)]
         replies = Counter(m.cid for _, m in private if getattr(m, "cid", 0))
         for req_id in stream["req_id"][batch].tolist():
-            assert replies.pop(req_id, 0) == (0 if kinds[req_id] == CMD_MASS_CANCEL else 1)
+            assert replies.pop(req_id, 0) == 1
         assert not replies
+        answering = [e.req_id for e in rows if p.answers_request(e, kinds[e.req_id])]
+        assert answering == stream["req_id"][batch].tolist()
         fills = [m for _, m in private if isinstance(m, p.Fill)]
         taker = [(f.seq, f.idx, f.qty) for f in fills if f.liq == "taker"]
         assert taker == [(f.seq, f.idx, f.qty) for f in fills if f.liq == "maker"]

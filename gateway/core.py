@@ -1,0 +1,433 @@
+"""The gateway's work, without its I/O loop: requests in -> commands to the shards'
+rings; event batches in -> replies, notices and market data out.
+
+A request frame goes through, in order: one frame? -> the client id of its
+connection (the ZAP User-Id, never the body) -> ``decode_request`` (types,
+ranges, the rules between fields) -> the client's rate limit -> a known
+instrument on a live shard -> the instrument's grid (lot, tick, band, max qty)
+-> the idempotency ledger -> queued for its shard's ring. Any refusal is one
+``Reject`` to the connection, and nothing reaches a shard. The queued commands
+are written to the rings once per turn (``flush``), a batch per shard; what
+does not fit is answered ``busy``: never dropped, never waited for.
+
+Events come back through the shards' event rings. The event that answers a
+command (``answers_request``) goes to the connection that sent the request, or
+into its group (a NewOrders batch, a MassCancel fanned out to every
+instrument); fills and unrequested cancels go to every connection of the
+owning client; each drained batch's market data goes to the PUB socket.
+
+``loops`` drives ``step``/``tick`` and sleeps when there is nothing to do.
+"""
+
+import time
+
+import msgspec
+import numpy as np
+import zmq
+
+from exchange import logs
+from exchange.engine import order_id_shard
+from exchange.records import (
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    COMMAND_DTYPE,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_REJECTED,
+    EV_TRADE,
+    REJ_NOT_FOUND,
+    REJECT_NAMES,
+)
+from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
+from gateway.ledger import Ledger
+from gateway.protocol import (
+    BOOK_REJECTS,
+    BUSY,
+    CONFLICT,
+    INVALID,
+    NOT_FOUND,
+    PROTOCOL_VERSION,
+    RATE_LIMITED,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    BookRequest,
+    Cancel,
+    Heartbeat,
+    MassCancel,
+    NewOrder,
+    NewOrders,
+    ProtocolError,
+    Reject,
+    Replace,
+    Status,
+    answers_request,
+    cancel_command,
+    decode_request,
+    encode,
+    event_rows,
+    market_data,
+    mass_cancel_command,
+    new_order_command,
+    order_status,
+    private_messages,
+    replace_command,
+    salvage_cid,
+)
+from gateway.ratelimit import RateLimiter
+from gateway.sessions import Sessions
+from gateway.shardlink import ShardLink, unseen
+from gateway.zap import KeyTable
+
+REQUEST_BUDGET = 1024  # requests per turn at most, so events are drained in between
+EVENT_BUDGET = 8192  # events per ring per turn at most
+TICK_SECONDS = 0.1  # shard liveness and cancel on disconnect are checked this often
+KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
+
+
+class Gateway:
+    def __init__(
+        self,
+        config,
+        router: zmq.Socket,
+        pub: zmq.Socket,
+        keys: KeyTable,
+        links: list[ShardLink],
+        clock=time.monotonic,
+    ):
+        self.router = router
+        self.pub = pub
+        self.keys = keys
+        self.links = links
+        self.clock = clock
+        self.routes = {
+            sym: (link, i, link.books[i]) for link in links for i, sym in enumerate(link.syms)
+        }
+        self.inflight = Inflight()
+        self.sessions = Sessions()
+        self.limiter = RateLimiter(config.rate.orders_per_second, config.rate.burst)
+        self.ledger = Ledger()
+        self.cod_after = config.session.cancel_on_disconnect_ms / 1000
+        self.outbox: dict[int, list] = {link.index: [] for link in links}
+        self.live = {link.index: link.alive() for link in links}
+        self.now = clock()
+        self.stopping = False  # set by a signal: the loop returns after its turn
+        self.ticks = 0
+        self.next_tick = self.now
+        self.unroutable = 0  # replies and notices to connections that were gone
+        self.dropped = 0  # ... and to connections whose queue was full (slow readers)
+        self._handlers = {
+            NewOrder: self._new_order,
+            NewOrders: self._new_orders,
+            Cancel: self._cancel,
+            Replace: self._replace,
+            MassCancel: self._mass_cancel,
+            Status: self._status,
+            BookRequest: self._book,
+            Heartbeat: self._heartbeat,
+        }
+
+    def load(self) -> None:
+        """Start-up: the books and the idempotency keys of every shard's journal."""
+        for link in self.links:
+            for entry in link.load():
+                self.ledger.note(entry.client, entry.idem_key, link.syms[entry.instrument])
+        logs.info("journals read", idempotency_keys=len(self.ledger))
+
+    # ------------------------------------------------------------ the loop's entry points
+
+    def step(self, take_requests: bool = True) -> int:
+        """One turn: requests (unless stopping), events, housekeeping; returns the work done."""
+        self.now = self.clock()
+        done = self.take_requests() if take_requests else 0
+        done += self.drain_events()
+        if self.now >= self.next_tick:
+            self.tick()
+        return done
+
+    def take_requests(self, budget: int = REQUEST_BUDGET) -> int:
+        recv = self.router.recv_multipart
+        n = 0
+        while n < budget:
+            try:
+                frames = recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            n += 1
+            self.on_frames(frames)
+        if n:
+            self.flush()
+        return n
+
+    def drain_events(self, budget: int = EVENT_BUDGET) -> int:
+        n = 0
+        for link in self.links:
+            ev = link.events.read(budget)
+            if len(ev):
+                n += len(ev)
+                self.on_events(link, ev)
+        return n
+
+    def tick(self) -> None:
+        self.next_tick = self.now + TICK_SECONDS
+        self.ticks += 1
+        if self.ticks % KEYS_EVERY_TICKS == 0:
+            self.keys.refresh()
+        for link in self.links:
+            live = link.alive()
+            if live != self.live[link.index]:
+                logs.warning("shard up" if live else "shard down", shard=link.name)
+            self.live[link.index] = live
+        if self.cod_after:
+            for client in self.sessions.silent(self.now, self.cod_after):
+                self._cancel_all(client)
+            self.flush()
+
+    # ------------------------------------------------------------ requests
+
+    def on_frames(self, frames: list) -> None:
+        conn = frames[0].bytes
+        if len(frames) != 2:
+            self._reply(
+                conn,
+                Reject(
+                    cid=0,
+                    code=INVALID,
+                    field="$",
+                    reason=f"a request is exactly one frame, got {len(frames) - 1}",
+                ),
+            )
+            return
+        body = frames[1]
+        buf = body.bytes
+        try:
+            client = self.keys.client(body.get("User-Id").encode())
+        except zmq.ZMQError:  # no User-Id: not a ZAP-authenticated connection
+            client = None
+        if client is None:
+            reason = "this connection's CURVE key is not registered (revoked?)"
+            self._reply(conn, ProtocolError(UNAUTHENTICATED, reason).reject(salvage_cid(buf)))
+            return
+        try:
+            msg = decode_request(buf)
+        except ProtocolError as e:
+            self._reply(conn, e.reject())
+            return
+        self.sessions.seen(client, conn, self.now)
+        try:
+            self._handlers[type(msg)](conn, client, msg)
+        except ProtocolError as e:
+            self._reply(conn, e.reject(msg.cid, getattr(msg, "coid", "")))
+
+    def _take(self, client: int, n: int) -> int:
+        got = self.limiter.take(client, n, self.now)
+        if got == 0:
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"over the limit of {self.limiter.rate:g} requests/s (burst "
+                f"{self.limiter.burst}); slow down",
+            )
+        return got
+
+    def _route(self, sym: str) -> tuple[ShardLink, int, object]:
+        route = self.routes.get(sym)
+        if route is None:
+            raise ProtocolError(NOT_FOUND, f"no instrument {sym!r}", "$.sym")
+        link = route[0]
+        if not self.live[link.index]:
+            raise ProtocolError(
+                UNAVAILABLE, f"shard {link.name} holding {sym} is down; retry later, unchanged"
+            )
+        return route
+
+    def _check_oid(self, link: ShardLink, oid: int) -> None:
+        """An order id of another shard is not on this instrument: not found, here."""
+        if order_id_shard(oid) != link.index:
+            _, field, text = BOOK_REJECTS[REJ_NOT_FOUND]
+            raise ProtocolError(NOT_FOUND, f"{REJECT_NAMES[REJ_NOT_FOUND]}: {text}", field)
+
+    def _queue(self, link: ShardLink, cmd: tuple, req_id: int, p: Pending, key: int = 0) -> None:
+        """For ``flush``; ``key``: an idempotency key noted for it, forgotten if it is not sent."""
+        self.outbox[link.index].append((cmd, req_id, p, key))
+
+    def _queue_order(self, conn, client: int, order, cid: int, group=None, slot: int = 0):
+        link, inst, book = self._route(order.sym)
+        req_id = self.inflight.new_id()
+        cmd = new_order_command(order, book, client=client, instrument=inst, req_id=req_id)
+        key = 0
+        if order.ik:
+            used = self.ledger.owner(client, order.ik)
+            if used is not None and used != order.sym:
+                raise ProtocolError(
+                    CONFLICT,
+                    f"idempotency key {order.ik} was used for an order on {used}",
+                    "$.ik",
+                )
+            if self.ledger.note(client, order.ik, order.sym):
+                key = order.ik
+        p = Pending(conn, client, cid, CMD_NEW, order.sym, order.coid, group, slot)
+        self._queue(link, cmd, req_id, p, key)
+
+    def _new_order(self, conn, client: int, msg: NewOrder) -> None:
+        self._take(client, 1)
+        self._queue_order(conn, client, msg, msg.cid)
+
+    def _new_orders(self, conn, client: int, msg: NewOrders) -> None:
+        """Each order on its own: the ones past the rate limit or refused get a Reject slot."""
+        group = BatchGroup(conn, client, msg.cid, len(msg.orders))
+        allowed = self._take(client, len(msg.orders))
+        for i, order in enumerate(msg.orders):
+            try:
+                if i >= allowed:
+                    raise ProtocolError(RATE_LIMITED, "over the rate limit: the rest of the batch")
+                self._queue_order(conn, client, order, msg.cid, group, i)
+            except ProtocolError as e:
+                self._group_put(group, i, e.reject(msg.cid, order.coid))
+
+    def _cancel(self, conn, client: int, msg: Cancel) -> None:
+        self._take(client, 1)
+        link, inst, _ = self._route(msg.sym)
+        self._check_oid(link, msg.oid)
+        req_id = self.inflight.new_id()
+        cmd = cancel_command(msg, client=client, instrument=inst, req_id=req_id)
+        self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_CANCEL, msg.sym))
+
+    def _replace(self, conn, client: int, msg: Replace) -> None:
+        self._take(client, 1)
+        link, inst, book = self._route(msg.sym)
+        self._check_oid(link, msg.oid)
+        req_id = self.inflight.new_id()
+        cmd = replace_command(msg, book, client=client, instrument=inst, req_id=req_id)
+        self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_REPLACE, msg.sym))
+
+    def _mass_cancel(self, conn, client: int, msg: MassCancel) -> None:
+        self._take(client, 1)
+        if msg.sym is not None:
+            link, inst, _ = self._route(msg.sym)
+            req_id = self.inflight.new_id()
+            cmd = mass_cancel_command(client=client, instrument=inst, req_id=req_id)
+            self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_MASS_CANCEL, msg.sym))
+            return
+        self._fan_out_mass_cancel(MassGroup(conn, client, msg.cid, None, len(self.routes)))
+
+    def _fan_out_mass_cancel(self, group: MassGroup) -> None:
+        for i, sym in enumerate(self.routes):
+            try:
+                link, inst, _ = self._route(sym)
+            except ProtocolError as e:
+                self._group_put(group, i, e.reject(group.cid))
+                continue
+            req_id = self.inflight.new_id()
+            cmd = mass_cancel_command(client=group.client, instrument=inst, req_id=req_id)
+            p = Pending(group.conn, group.client, group.cid, CMD_MASS_CANCEL, sym, "", group, i)
+            self._queue(link, cmd, req_id, p)
+
+    def _cancel_all(self, client: int) -> None:
+        """Cancel on disconnect: a MassCancel of every instrument that nobody waits for."""
+        logs.info("cancel on disconnect", client=client)
+        self._fan_out_mass_cancel(MassGroup(None, client, 0, None, len(self.routes)))
+
+    def _status(self, conn, client: int, msg: Status) -> None:
+        self._take(client, 1)
+        link, inst, _ = self._route(msg.sym)
+        self._check_oid(link, msg.oid)
+        state = link.order(msg.oid)
+        if state is not None and state.instrument != inst:
+            state = None
+        self._reply(conn, order_status(state, msg.sym, msg, client))
+
+    def _book(self, conn, client: int, msg: BookRequest) -> None:
+        self._take(client, 1)
+        link, inst, _ = self._route(msg.sym)
+        self._reply(conn, link.mirrors[inst].book(msg.cid, msg.depth))
+
+    def _heartbeat(self, conn, client: int, msg: Heartbeat) -> None:
+        self.sessions.arm(client, msg.cod)
+        self._reply(conn, Heartbeat(cid=msg.cid, v=PROTOCOL_VERSION, cod=msg.cod))
+
+    def flush(self) -> None:
+        """Write the queued commands, one batch per shard; answer ``busy`` for what did not fit."""
+        for link in self.links:
+            queue = self.outbox[link.index]
+            if not queue:
+                continue
+            self.outbox[link.index] = []
+            cmds = np.array([q[0] for q in queue], COMMAND_DTYPE)
+            n = link.requests.write(cmds)
+            put = self.inflight.put
+            for _, req_id, p, _ in queue[:n]:
+                put(req_id, p)
+            for _, _, p, key in queue[n:]:
+                if key:
+                    self.ledger.forget(p.client, key)
+                reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
+                self._answer(p, Reject(cid=p.cid, code=BUSY, field="$", reason=reason, coid=p.coid))
+
+    # ------------------------------------------------------------ events
+
+    def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
+        ev, link.last = unseen(ev, link.last)
+        rows = event_rows(ev)
+        syms = link.syms
+        inflight = self.inflight
+        for e in rows:
+            sym = syms[e.instrument]
+            p = inflight.get(e.req_id)
+            if p is not None and answers_request(e, p.kind):
+                inflight.pop(e.req_id)
+                [(_, msg)] = private_messages(e, sym, p.kind, p.cid, p.coid)
+                self._answer(p, msg)
+            elif e.kind == EV_TRADE or e.kind == EV_CANCELLED:
+                for client, msg in private_messages(e, sym, 0, 0):
+                    self._notify(client, msg)
+            if e.idem_key and e.seq and (e.kind == EV_ACCEPTED or e.kind == EV_REJECTED):
+                # a key journaled by a request of a previous gateway
+                self.ledger.note(e.client, e.idem_key, sym)
+        send = self.pub.send_multipart
+        for msg in market_data(rows, link.mirrors):
+            send([msg.sym.encode(), encode(msg)], zmq.NOBLOCK)
+
+    # ------------------------------------------------------------ sending
+
+    def _answer(self, p: Pending, msg) -> None:
+        if p.group is None:
+            self._reply(p.conn, msg)
+        else:
+            self._group_put(p.group, p.slot, msg)
+
+    def _group_put(self, group, slot: int, msg) -> None:
+        reply = group.put(slot, msg)
+        if reply is None:
+            return
+        if group.conn is not None:
+            self._reply(group.conn, reply)
+        elif isinstance(reply, Reject):
+            # a cancel on disconnect that could not reach every shard: next tick, again
+            logs.warning("cancel on disconnect incomplete", client=group.client, why=reply.reason)
+            self.sessions.arm(group.client, True)
+        else:
+            logs.info("cancelled on disconnect", client=group.client, orders=reply.n)
+
+    def _reply(self, conn: bytes | None, msg: msgspec.Struct) -> None:
+        if conn is not None:
+            self._send(conn, encode(msg))
+
+    def _notify(self, client: int, msg: msgspec.Struct) -> None:
+        conns = self.sessions.connections(client)
+        if conns:
+            payload = encode(msg)
+            for conn in conns:
+                self._send(conn, payload)
+
+    def _send(self, conn: bytes, payload: bytes) -> None:
+        """Never blocks: a closed connection is forgotten, a full one loses the message."""
+        try:
+            self.router.send_multipart([conn, payload], zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+        except zmq.ZMQError as e:
+            if e.errno != zmq.EHOSTUNREACH:
+                raise
+            self.unroutable += 1
+            self.sessions.gone(conn)

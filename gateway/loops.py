@@ -1,0 +1,105 @@
+"""The gateway's I/O loop, two ways: a plain ``zmq.Poller`` loop and asyncio on uvloop.
+
+Both do the same: turns of ``Gateway.step`` while there is work (the ZAP
+socket is looked at between turns, so new clients get in under load too);
+when a turn finds nothing, announce a sleep on the event rings' doorbells
+(so the shards ring them) and block until the ROUTER, the ZAP socket or a
+doorbell is readable, or the next housekeeping tick is due. They differ only
+in who blocks: ``zmq_poll`` or uvloop's epoll (with the ZeroMQ sockets' edge-
+triggered file descriptors re-armed by reading their EVENTS before sleeping).
+
+``bench.gateway`` measures both; the poll loop is the default because it was
+the faster (figures in docs/ARCHITECTURE.md).
+"""
+
+import asyncio
+
+import uvloop
+import zmq
+
+from gateway.core import Gateway
+from gateway.zap import ZapHandler
+
+
+def _sleep_rings(gw: Gateway) -> bool:
+    """Announce a sleep on every event ring; False (and nothing announced) if one has data."""
+    rings = [link.events for link in gw.links]
+    if any(ring.prepare_sleep() for ring in rings):
+        _wake_rings(gw)
+        return False
+    return True
+
+
+def _wake_rings(gw: Gateway) -> None:
+    for link in gw.links:
+        link.events.finish_sleep()
+
+
+def _timeout(gw: Gateway) -> float:
+    """Seconds until the next tick."""
+    return max(0.0, gw.next_tick - gw.clock())
+
+
+def run_poll(gw: Gateway, zap: ZapHandler) -> None:
+    poller = zmq.Poller()
+    poller.register(gw.router, zmq.POLLIN)
+    poller.register(zap.socket, zmq.POLLIN)
+    for link in gw.links:
+        poller.register(link.events.fileno(), zmq.POLLIN)
+    while not gw.stopping:
+        if gw.step():
+            zap.handle()
+            continue
+        if _sleep_rings(gw):
+            ready = dict(poller.poll(_timeout(gw) * 1000))
+            _wake_rings(gw)
+            if zap.socket in ready:
+                zap.handle()
+
+
+def run_asyncio(gw: Gateway, zap: ZapHandler) -> None:
+    uvloop.run(_serve(gw, zap))
+
+
+async def _serve(gw: Gateway, zap: ZapHandler) -> None:
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    sockets = (gw.router, zap.socket)
+    state = {"sleeping": False, "timer": None}
+
+    def work() -> None:
+        if state["sleeping"]:
+            state["sleeping"] = False
+            state["timer"].cancel()
+            _wake_rings(gw)
+        while not gw.stopping:
+            busy = gw.step()
+            zap.handle()
+            if busy:
+                continue
+            # reading EVENTS re-arms the edge-triggered fd; a message that came in
+            # since the turn would otherwise never wake us
+            if any(s.getsockopt(zmq.EVENTS) & zmq.POLLIN for s in sockets):
+                continue
+            if _sleep_rings(gw):
+                state["sleeping"] = True
+                state["timer"] = loop.call_later(_timeout(gw), work)
+                return
+        if not finished.done():
+            finished.set_result(None)
+
+    fds = [s.getsockopt(zmq.FD) for s in sockets] + [link.events.fileno() for link in gw.links]
+    for fd in fds:
+        loop.add_reader(fd, work)
+    try:
+        loop.call_soon(work)
+        await finished
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+        if state["sleeping"]:
+            state["timer"].cancel()
+            _wake_rings(gw)
+
+
+LOOPS = {"poll": run_poll, "asyncio": run_asyncio}

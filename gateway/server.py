@@ -1,0 +1,148 @@
+"""The gateway process.
+
+    python -m gateway.server [--config FILE] [--loop poll|asyncio]
+
+Attaches to every shard's rings (the supervisor created them), reads the
+shards' journals (books for the market-data mirrors, idempotency keys), binds
+the ROUTER and PUB endpoints of the config as CURVE servers behind the ZAP
+handler, and serves. SIGTERM or SIGINT: stop reading requests, keep draining
+the event rings for up to ``DRAIN_SECONDS`` so requests in flight get their
+replies, exit 0. Exit 2: a bad config, keys directory or ring, or an endpoint
+that cannot be bound.
+"""
+
+import argparse
+import signal
+import sys
+import time
+
+import psutil
+import zmq
+
+from exchange import logs
+from exchange.config import ConfigError, load_config
+from gateway.core import Gateway
+from gateway.keys import KeysError, load_server_keys
+from gateway.loops import LOOPS
+from gateway.protocol import MAX_FRAME_BYTES
+from gateway.shardlink import ShardLink
+from gateway.zap import KeyTable, ZapHandler
+from shm.errors import ShmError
+
+DRAIN_SECONDS = 2.0
+ZAP_DOMAIN = b"exchange"
+# Frames above the protocol's limit still get their "invalid" reply up to this
+# size; a peer sending a larger one is disconnected by ZeroMQ before the
+# gateway ever holds it in memory.
+MAX_RECEIVE_BYTES = 16 * MAX_FRAME_BYTES
+HWM = 100_000  # messages queued per connection before sends to it are dropped
+LINGER_MS = 500
+
+
+def _curve_server(ctx: zmq.Context, kind: int, public: bytes, secret: bytes) -> zmq.Socket:
+    s = ctx.socket(kind)
+    s.curve_server = True
+    s.curve_publickey = public
+    s.curve_secretkey = secret
+    s.zap_domain = ZAP_DOMAIN
+    # refuse every connection if the ZAP handler were missing, instead of admitting all
+    s.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+    s.linger = LINGER_MS
+    s.sndhwm = HWM
+    s.rcvhwm = HWM
+    return s
+
+
+def open_sockets(ctx: zmq.Context, config, keys_dir) -> tuple[zmq.Socket, zmq.Socket]:
+    public, secret = load_server_keys(keys_dir)
+    router = _curve_server(ctx, zmq.ROUTER, public, secret)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer raises: we forget it
+    router.setsockopt(zmq.MAXMSGSIZE, MAX_RECEIVE_BYTES)
+    pub = _curve_server(ctx, zmq.PUB, public, secret)
+    try:
+        for endpoint in config.gateway.router:
+            router.bind(endpoint)
+        for endpoint in config.gateway.pub:
+            pub.bind(endpoint)
+    except zmq.ZMQError:
+        router.close(0)
+        pub.close(0)
+        raise
+    return router, pub
+
+
+def drain(gw: Gateway, seconds: float) -> None:
+    """After a stop: events only, until every request in flight is answered or time is up."""
+    deadline = time.monotonic() + seconds
+    while len(gw.inflight) and time.monotonic() < deadline:
+        if not gw.step(take_requests=False):
+            time.sleep(0.001)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Run the gateway process.")
+    ap.add_argument("--config", help="TOML config file (default: the embedded one)")
+    ap.add_argument("--loop", choices=sorted(LOOPS), default="poll", help="I/O loop")
+    args = ap.parse_args(argv)
+    logs.set_role("gateway")
+    try:
+        config = load_config(args.config)
+        keys = KeyTable(config.gateway.keys_dir)
+        load_server_keys(config.gateway.keys_dir)
+    except (ConfigError, KeysError) as e:
+        logs.error("cannot start", error=str(e))
+        return 2
+    if config.gateway.cpus:
+        psutil.Process().cpu_affinity(config.gateway.cpus)
+    links = []
+    ctx = zmq.Context()
+    zap = router = pub = None
+    try:
+        for i in range(len(config.shards)):
+            links.append(ShardLink(config, i))
+        zap = ZapHandler(ctx, keys)  # bound before any CURVE socket, so none is unguarded
+        router, pub = open_sockets(ctx, config, config.gateway.keys_dir)
+    except (ShmError, zmq.ZMQError) as e:
+        logs.error("cannot start", error=str(e))
+        for link in links:
+            link.close()
+        if zap is not None:
+            zap.close()
+        ctx.term()
+        return 2
+    gw = Gateway(config, router, pub, keys, links)
+    try:
+        gw.load()
+
+        def stop(signum, frame):
+            gw.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        logs.info(
+            "serving",
+            router=config.gateway.router,
+            pub=config.gateway.pub,
+            clients=len(keys),
+            loop=args.loop,
+        )
+        LOOPS[args.loop](gw, zap)
+        drain(gw, DRAIN_SECONDS)
+        logs.info(
+            "stopped",
+            unanswered=len(gw.inflight),
+            unroutable=gw.unroutable,
+            dropped=gw.dropped,
+        )
+    finally:
+        router.close()
+        pub.close()
+        zap.close()
+        for link in links:
+            link.close()
+        ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

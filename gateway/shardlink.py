@@ -1,0 +1,120 @@
+"""The gateway's end of one shard: its two rings, its journal (read-only), its books' mirrors.
+
+The gateway produces COMMAND records into ``<shard>-req`` and consumes EVENT
+records from ``<shard>-evt``; the rings exist already (the supervisor, or a
+test, made them). At start-up the link attaches to the event ring *before*
+reading the journal, so whatever the shard commits after the read is still
+waiting in the ring: nothing falls between the two.
+"""
+
+import numpy as np
+
+from exchange.engine import ShardEngine
+from exchange.idempotency import IdemEntry
+from exchange.journal import Journal, JournalError
+from exchange.orderstate import OrderState
+from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
+from exchange.shard import event_ring, request_ring
+from gateway.protocol import BookMirror
+from shm import ring_ops as ops
+from shm.atomics import load_word
+from shm.consumer import Consumer
+from shm.proc import token_alive
+from shm.producer import Producer
+
+
+def unseen(ev: np.ndarray, last: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """``ev`` without the journaled events at or before ``last`` = (seq, idx), and the new last.
+
+    A restarted shard publishes its last batch again; journaled events are in
+    strictly increasing (seq, idx) order otherwise. Shard replies that are not
+    history (seq 0, duplicates) always pass.
+    """
+    seq, idx = ev["seq"], ev["idx"]
+    journaled = (seq > 0) & (ev["flags"] & EVF_DUPLICATE == 0)
+    if not journaled.any():
+        return ev, last
+    keep = ~journaled | (seq > last[0]) | ((seq == last[0]) & (idx > last[1]))
+    j = np.flatnonzero(journaled)[-1]
+    newest = (int(seq[j]), int(idx[j]))
+    return (ev if keep.all() else ev[keep]), max(last, newest)
+
+
+class FrozenJournal:
+    """A read-only journal as of one moment, for ``ShardEngine.recover``.
+
+    The shard keeps committing while the gateway replays; recovering "up to the
+    last seq read at the start" gives a consistent book, where following the
+    live journal to its end would race the writer.
+    """
+
+    def __init__(self, journal: Journal):
+        self._journal = journal
+        self._snapshot = journal.latest_snapshot()
+        # read after the snapshot: a snapshot is committed with its batch
+        self.last_seq = journal.last_seq
+
+    def latest_snapshot(self):
+        return self._snapshot
+
+    def iter_batches(self, after_seq: int = 0):
+        for cmds, events in self._journal.iter_batches(after_seq):
+            if cmds["seq"][0] > self.last_seq:
+                return
+            yield cmds, events
+
+
+class ShardLink:
+    def __init__(self, config, index: int):
+        shard = config.shards[index]
+        ns = config.shm.namespace
+        self.index = index
+        self.name = shard.name
+        self.syms = list(shard.instruments)
+        self.books = [config.instrument(s).book for s in self.syms]
+        self.mirrors = [BookMirror(s) for s in self.syms]
+        self.journal_path = f"{config.journal.dir}/{shard.name}"
+        self.journal: Journal | None = None
+        self.last = (0, 0)  # (seq, idx) of the last journaled event taken, for ``unseen``
+        self.events = Consumer(ns, event_ring(shard.name), EVENT_DTYPE)
+        try:
+            self.requests = Producer(ns, request_ring(shard.name), COMMAND_DTYPE)
+        except BaseException:
+            self.events.close()
+            raise
+
+    def _open_journal(self) -> Journal | None:
+        """The journal, once the shard has made one (a fresh shard may not have yet)."""
+        if self.journal is None:
+            try:
+                self.journal = Journal(self.journal_path, readonly=True)
+            except JournalError:
+                return None
+        return self.journal
+
+    def load(self) -> list[IdemEntry]:
+        """Seed the mirrors with the journaled books; return the journal's idempotency entries."""
+        journal = self._open_journal()
+        if journal is None:
+            return []
+        frozen = FrozenJournal(journal)
+        engine = ShardEngine(self.index, self.books, frozen)
+        engine.recover()
+        for mirror, book, cfg in zip(self.mirrors, engine.books, self.books, strict=True):
+            levels = (cfg.max_price - cfg.min_price) // cfg.tick_size + 1
+            mirror.load(frozen.last_seq, *book.depth(levels))
+        return list(journal.idem_entries())
+
+    def order(self, order_id: int) -> OrderState | None:
+        journal = self._open_journal()
+        return None if journal is None else journal.order(order_id)
+
+    def alive(self) -> bool:
+        """Whether a live shard process is attached to the request ring."""
+        return token_alive(int(load_word(self.requests.header, ops.H_CONSUMER)))
+
+    def close(self) -> None:
+        self.requests.close()
+        self.events.close()
+        if self.journal is not None:
+            self.journal.close()

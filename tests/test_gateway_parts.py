@@ -1,0 +1,264 @@
+"""The gateway's parts on their own: key files, the ZAP answers, rate limits, sessions,
+the idempotency ledger, reply groups, the restart filter and the subscriber's gap logic."""
+
+import os
+
+import numpy as np
+import pytest
+import zmq
+from zmq.utils import z85
+
+from exchange.records import EVF_DUPLICATE, events
+from gateway import keys as k
+from gateway.inflight import BatchGroup, Inflight, MassGroup
+from gateway.ledger import Ledger
+from gateway.protocol import (
+    Ack,
+    Book,
+    Depth,
+    Heartbeat,
+    MassCancelled,
+    Reject,
+    TopOfBook,
+    Trades,
+    decode_reply,
+    encode,
+)
+from gateway.ratelimit import RateLimiter
+from gateway.sessions import Sessions
+from gateway.shardlink import unseen
+from gateway.subscriber import Feeds, LocalBook
+from gateway.zap import KeyTable, ZapHandler
+
+# --- key files
+
+
+def test_server_and_client_keys_round_trip(tmp_path):
+    public = k.create_server_keys(tmp_path)
+    assert k.load_server_keys(tmp_path)[0] == public == k.server_public_key(tmp_path)
+    assert os.stat(tmp_path / "server.key_secret").st_mode & 0o077 == 0
+    bot = k.create_client(tmp_path, 7, tmp_path / "bot.key_secret")
+    assert k.load_secret_certificate(tmp_path / "bot.key_secret")[0] == bot
+    assert os.stat(tmp_path / "bot.key_secret").st_mode & 0o077 == 0
+    other_public, _ = k.new_key_pair()
+    k.register_client(tmp_path, 9, other_public.decode())
+    assert k.list_clients(tmp_path) == {7: bot, 9: other_public}
+    assert k.client_table(tmp_path) == {bot: 7, other_public: 9}
+    k.revoke_client(tmp_path, 7)
+    assert k.list_clients(tmp_path) == {9: other_public}
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda d: k.create_server_keys(d), "already"),
+        (lambda d: k.register_client(d, 1, k.new_key_pair()[0]), "registered already"),
+        (lambda d: k.register_client(d, 2, k.list_clients(d)[1]), "as client 1"),
+        (lambda d: k.register_client(d, 0, k.new_key_pair()[0]), "1..4294967295"),
+        (lambda d: k.register_client(d, 1 << 32, k.new_key_pair()[0]), "1..4294967295"),
+        (lambda d: k.register_client(d, True, k.new_key_pair()[0]), "an int"),
+        (lambda d: k.register_client(d, 3, b"short"), "40 Z85"),
+        (lambda d: k.register_client(d, 3, "~" * 40), "not Z85"),
+        (lambda d: k.revoke_client(d, 5), "not registered"),
+        (lambda d: k.load_secret_certificate(d / "clients" / "1.key"), "no secret key"),
+        (lambda d: k.load_server_keys(d / "nowhere"), "cannot read"),
+    ],
+)
+def test_bad_key_operations_say_why_and_change_nothing(tmp_path, call, words):
+    k.create_server_keys(tmp_path)
+    k.create_client(tmp_path, 1, tmp_path / "bot.key_secret")
+    before = sorted(os.listdir(tmp_path / "clients"))
+    with pytest.raises(k.KeysError, match=words):
+        call(tmp_path)
+    assert sorted(os.listdir(tmp_path / "clients")) == before
+
+
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("bot.key", 'curve\n    public-key = "x"\n', "named <client id>.key"),
+        ("0.key", "", "outside"),
+        ("5.key", "nothing here\n", "No public key"),
+        ("6.key", 'curve\n    public-key = "abc"\n', "40 Z85"),
+    ],
+)
+def test_a_bad_file_in_the_clients_directory_is_named(tmp_path, name, text, words):
+    k.create_client(tmp_path, 1, tmp_path / "bot.key_secret")
+    (tmp_path / "clients" / name).write_text(text)
+    with pytest.raises(k.KeysError, match=words) as e:
+        k.list_clients(tmp_path)
+    assert name in str(e.value)
+
+
+def test_key_table_follows_the_directory_and_survives_a_bad_file(tmp_path):
+    a = k.create_client(tmp_path, 1, tmp_path / "a.key_secret")
+    table = KeyTable(tmp_path)
+    assert table.client(a) == 1 and len(table) == 1
+    b = k.create_client(tmp_path, 2, tmp_path / "b.key_secret")
+    table.refresh()
+    assert table.client(b) == 2
+    k.revoke_client(tmp_path, 1)
+    table.refresh()
+    assert table.client(a) is None
+    (tmp_path / "clients" / "junk.key").write_text("junk")
+    table.refresh()  # logged and ignored: the last good table stays
+    assert table.client(b) == 2
+
+
+def test_zap_accepts_registered_curve_keys_only(tmp_path):
+    key = k.create_client(tmp_path, 4, tmp_path / "a.key_secret")
+    ctx = zmq.Context()
+    zap = ZapHandler(ctx, KeyTable(tmp_path))
+    raw = z85.decode(key)
+    try:
+
+        def ask(mechanism=b"CURVE", creds=(raw,), version=b"1.0"):
+            return zap.answer([version, b"7", b"d", b"127.0.0.1", b"", mechanism, *creds])
+
+        assert ask() == [b"1.0", b"7", b"200", b"OK", key, b""]
+        assert ask(creds=(z85.decode(k.new_key_pair()[0]),))[2] == b"400"
+        assert ask(mechanism=b"PLAIN", creds=(b"user", b"pw"))[2] == b"400"
+        assert ask(mechanism=b"NULL", creds=())[2] == b"400"
+        assert ask(creds=(b"short",))[2] == b"400"
+        assert ask(version=b"2.0")[2] == b"500"
+        assert zap.answer([b"1.0"])[2] == b"500"
+        assert zap.refused == 4
+    finally:
+        zap.close()
+        ctx.term()
+
+
+# --- rate limits, sessions, ledger
+
+
+def test_token_bucket_grants_the_burst_then_the_rate():
+    r = RateLimiter(rate=10, burst=5)
+    assert r.take(1, 8, now=100.0) == 5  # a new client starts with a full bucket
+    assert r.take(1, 1, now=100.0) == 0
+    assert r.take(2, 1, now=100.0) == 1  # buckets are per client
+    assert r.take(1, 3, now=100.25) == 2  # 0.25 s at 10/s
+    assert r.take(1, 9, now=200.0) == 5  # never more than the burst
+    with pytest.raises(ValueError, match="rate must be > 0"):
+        RateLimiter(rate=0, burst=1)
+
+
+def test_sessions_track_connections_and_report_silent_armed_clients():
+    s = Sessions()
+    s.seen(1, b"a", now=0.0)
+    s.seen(1, b"b", now=0.0)
+    s.seen(2, b"c", now=0.0)
+    assert s.connections(1) == [b"a", b"b"]
+    s.seen(2, b"a", now=0.1)  # a routing id reused by another client moves
+    assert s.connections(1) == [b"b"] and s.connections(2) == [b"c", b"a"]
+    s.gone(b"b")
+    assert s.connections(1) == []
+    s.arm(1, True)
+    s.arm(2, True)
+    s.seen(2, b"c", now=1.0)
+    assert s.silent(now=1.2, after=1.0) == [1]
+    assert not s.armed(1) and s.armed(2)
+    assert s.silent(now=1.5, after=1.0) == []
+    s.arm(2, False)
+    assert s.silent(now=9.0, after=1.0) == []
+
+
+def test_ledger_notes_a_key_once_and_forgets_on_request():
+    ledger = Ledger()
+    assert ledger.note(1, 5, "ACME") and not ledger.note(1, 5, "BOLT")
+    assert ledger.owner(1, 5) == "ACME" and ledger.owner(2, 5) is None
+    ledger.forget(1, 5)
+    assert ledger.owner(1, 5) is None and len(ledger) == 0
+
+
+# --- reply groups and request ids
+
+
+def test_batch_group_replies_when_every_slot_is_in():
+    g = BatchGroup(b"c", 1, cid=9, n=2)
+    ack = Ack(cid=9, sym="A", oid=1, seq=1)
+    busy = Reject(cid=9, code="busy", field="$", reason="x")
+    assert g.put(1, busy) is None
+    assert g.put(0, ack).results == [ack, busy]
+
+
+def test_mass_group_sums_counts_and_reports_a_refused_part():
+    g = MassGroup(b"c", 1, cid=3, sym=None, parts=2)
+    assert g.put(0, MassCancelled(cid=3, sym="A", n=2)) is None
+    assert g.put(1, MassCancelled(cid=3, sym="B", n=5)) == MassCancelled(cid=3, sym=None, n=7)
+    g = MassGroup(b"c", 1, cid=3, sym=None, parts=2)
+    busy = Reject(cid=3, code="busy", field="$", reason="x")
+    g.put(0, busy)
+    assert g.put(1, MassCancelled(cid=3, sym="B", n=5)) == busy
+
+
+def test_request_ids_carry_the_incarnation_and_roll_over_to_a_new_one():
+    f = Inflight(incarnation=0xABCD)
+    assert f.new_id() == 0xABCD << 32 | 1
+    f._counter = (1 << 32) - 1
+    rid = f.new_id()
+    assert rid & 0xFFFFFFFF == 1 and f.incarnation == rid >> 32
+
+
+# --- restart filter
+
+
+def test_unseen_drops_republished_history_but_never_replies():
+    ev = events(6)
+    ev["seq"] = [5, 5, 6, 0, 7, 4]
+    ev["idx"] = [0, 1, 0, 0, 0, 0]
+    ev["flags"][5] = EVF_DUPLICATE  # a re-send of seq 4 to a retry
+    kept, last = unseen(ev, (5, 0))
+    assert kept["seq"].tolist() == [5, 6, 0, 7, 4] and last == (7, 0)
+    again, last = unseen(ev[:3], last)  # a restarted shard publishes its tail again
+    assert len(again) == 0 and last == (7, 0)
+    only_replies = ev[3:4]
+    assert unseen(only_replies, last) == (only_replies, last)
+
+
+# --- the subscriber's chain logic, message by message
+
+
+def _feeds(books):
+    asked = []
+
+    def snapshot(sym, depth):
+        asked.append((sym, depth))
+        return books.pop(0)
+
+    return Feeds(["ACME"], snapshot), asked
+
+
+def test_subscriber_detects_a_gap_and_refreshes_from_a_snapshot():
+    books = [Book(cid=1, sym="ACME", seq=10, bids=[(99, 5, 1)], asks=[])]
+    sub, asked = _feeds(books)
+    sub.refresh()
+    assert sub.books["ACME"] == LocalBook(10, [(99, 5, 1)], [])
+
+    def depth(seq, prev, bids):
+        return Depth(sym="ACME", seq=seq, prev=prev, bids=bids, asks=[])
+
+    sub.handle(b"ACME", depth(9, 0, [(98, 1, 1)]))  # older than the snapshot: ignored
+    assert sub.books["ACME"].seq == 10
+    sub.handle(b"ACME", depth(12, 9, [(99, 7, 2)]))
+    assert sub.books["ACME"] == LocalBook(12, [(99, 7, 2)], []) and sub.gaps == 0
+    sub.handle(b"ACME", Trades(sym="ACME", seq=12, prev=0, side="buy", prints=[(99, 1)]))
+    sub.handle(b"ACME", Trades(sym="ACME", seq=20, prev=15, side="buy", prints=[(99, 1)]))
+    assert sub.gaps == 1 and not sub.stale  # lost trades are counted, not refreshed
+    sub.handle(b"ACME", depth(30, 25, [(97, 1, 1)]))  # 25 never arrived
+    assert sub.gaps == 2 and sub.stale == {"ACME"}
+    books.append(Book(cid=2, sym="ACME", seq=31, bids=[(97, 3, 1)], asks=[]))
+    sub.refresh()
+    assert sub.books["ACME"] == LocalBook(31, [(97, 3, 1)], []) and asked == [("ACME", 5)] * 2
+    top = TopOfBook(sym="ACMEX", seq=40, prev=0, bid_px=0, bid_qty=0, ask_px=0, ask_qty=0)
+    assert sub.handle(b"ACMEX", top) is None  # a prefix match of another symbol
+
+
+def test_a_snapshot_refused_leaves_the_book_stale():
+    sub, _ = _feeds([Reject(cid=1, code="unavailable", field="$", reason="down")])
+    sub.refresh()
+    assert sub.stale == {"ACME"} and "ACME" not in sub.books
+
+
+def test_heartbeat_reply_echoes_cancel_on_disconnect():
+    assert decode_reply(encode(Heartbeat(cid=1, v=1, cod=True))) == Heartbeat(cid=1, v=1, cod=True)
+    assert np.frombuffer(encode(Heartbeat(cid=1, v=1)), np.uint8)[0] == 0x83  # cod omitted
