@@ -73,8 +73,9 @@ IDEM_KEY_DTYPE = np.dtype([("idem_key", ">u8"), ("client", ">u4")])
 assert IDEM_DTYPE.itemsize == 40
 assert IDEM_KEY_DTYPE.itemsize == 12
 
-# a retry's original: journaled (seq > 0) or earlier in the batch (rank among kept commands)
-RETRY_DTYPE = np.dtype([("index", "<i8"), ("original_seq", "<i8"), ("original_rank", "<i8")])
+# a retry (index in the drained batch) and its original: journaled (original_seq > 0,
+# original_index -1) or earlier in the same batch (original_seq 0, its index)
+RETRY_DTYPE = np.dtype([("index", "<i8"), ("original_seq", "<i8"), ("original_index", "<i8")])
 
 
 class IdemEntry(NamedTuple):
@@ -178,10 +179,6 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
         else:
             conflicts.append(idx[j])
     retry_arr = np.array(retries, RETRY_DTYPE) if retries else np.zeros(0, RETRY_DTYPE)
-    in_batch = retry_arr["original_seq"] == 0
-    # rank of the original among the kept commands = its position in the sequenced batch
-    ranks = np.cumsum(keep) - 1
-    retry_arr["original_rank"][in_batch] = ranks[retry_arr["original_rank"][in_batch]]
     return IdemPlan(keep, conflict_rejects(drained[conflicts]), retry_arr)
 
 
@@ -198,11 +195,28 @@ def conflict_rejects(cmds: np.ndarray) -> np.ndarray:
 def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray) -> np.ndarray:
     """The duplicate replies to the plan's retries, once the batch is committed.
 
-    ``batch_cmds`` are ``drained[plan.keep]`` with their assigned seqs.
+    ``batch_cmds`` are the batch's sequenced, journaled commands. An original
+    earlier in the batch is found there by its (client, idem key), so the shard
+    may drop more commands than the plan did; but a retry whose original was
+    not journaled is a ValueError: the shard must answer it as it answered
+    the original.
     """
     out = []
     for r in plan.retries:
-        seq = int(r["original_seq"]) or int(batch_cmds["seq"][r["original_rank"]])
+        seq = int(r["original_seq"])
+        if not seq:
+            o = drained[r["original_index"]]
+            at = np.flatnonzero(
+                (batch_cmds["kind"] == CMD_NEW)
+                & (batch_cmds["client"] == o["client"])
+                & (batch_cmds["idem_key"] == o["idem_key"])
+            )
+            if not len(at):
+                raise ValueError(
+                    f"the original (drained index {r['original_index']}) of retry "
+                    f"{r['index']} was not journaled: answer the retry as the original"
+                )
+            seq = int(batch_cmds["seq"][at[0]])
         ev = journal.events_for(seq)
         ev = ev[ev["kind"] != EV_DEPTH]
         ev["req_id"] = drained["req_id"][r["index"]]

@@ -9,6 +9,7 @@ order_log  batch's first seq (8 B) -> ORDER_DTYPE rows (by order id) of the orde
 orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last merge
 idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint)
 snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
+positions  name (UTF-8)            -> int64: where the shard's readers of its input stand
 meta       b"layout" -> LAYOUT, b"last_seq" -> int64
 
 ``write_batch`` puts all of a batch in ONE write transaction: either all of it is
@@ -85,7 +86,16 @@ MERGE_BATCHES = 256  # bounds the blobs a reader's order() may search
 _READ_CHUNK_BATCHES = 64
 _READ_CHUNK_BYTES = 16 << 20
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-_DBS = (b"meta", b"commands", b"events", b"order_log", b"orders", b"idem", b"snapshots")
+_DBS = (
+    b"meta",
+    b"commands",
+    b"events",
+    b"order_log",
+    b"orders",
+    b"idem",
+    b"snapshots",
+    b"positions",
+)
 
 
 class JournalError(Exception):
@@ -138,6 +148,20 @@ def _snapshot_bytes(blob) -> bytes:
     if not isinstance(blob, bytes | bytearray | memoryview) or not len(blob):
         raise ValueError(f"a snapshot must be non-empty bytes, got {type(blob).__name__}")
     return bytes(blob)
+
+
+def _position_items(positions) -> list[tuple[bytes, bytes]]:
+    """LMDB items of {name: position}; a bad name or position is a ValueError."""
+    if not isinstance(positions, dict):
+        raise ValueError(f"positions must be a dict of name -> int, got {type(positions).__name__}")
+    items = []
+    for name, pos in positions.items():
+        if not isinstance(name, str) or not name or len(name.encode()) > 400:
+            raise ValueError(f"a position name must be a non-empty str of <= 400 bytes: {name!r}")
+        if not isinstance(pos, int | np.integer) or not 0 <= pos < 2**63:
+            raise ValueError(f"position {name!r} must be an int in [0, 2**63), got {pos!r}")
+        items.append((name.encode(), _key(pos)))
+    return items
 
 
 def _records(arr, dtype, what: str) -> np.ndarray:
@@ -404,21 +428,29 @@ class Journal:
 
     # ------------------------------------------------------------ writing
 
-    def write_batch(self, cmds: np.ndarray, events: np.ndarray, snapshot: bytes | None = None):
+    def write_batch(
+        self,
+        cmds: np.ndarray,
+        events: np.ndarray,
+        snapshot: bytes | None = None,
+        positions: dict[str, int] | None = None,
+    ) -> float:
         """Journal one sequenced batch in one transaction; returns the seconds its commit took.
 
         ``cmds``: COMMAND_DTYPE, seqs strictly increasing past ``last_seq``.
         ``events``: EVENT_DTYPE, exactly what the books produced for them, in
         (seq, idx) order, no EVF_DUPLICATE. ``snapshot``: the state after the
-        batch, stored under its last seq. A malformed batch or a reused
-        idempotency pair raises ValueError and writes nothing; so does an
-        event about an order the journal never saw created.
+        batch, stored under its last seq. ``positions``: where the shard's
+        input readers stand after this batch (see ``positions()``). A malformed
+        batch or a reused idempotency pair raises ValueError and writes
+        nothing; so does an event about an order the journal never saw created.
         """
         cmds = _records(cmds, COMMAND_DTYPE, "commands")
         events = _records(events, EVENT_DTYPE, "events")
         _check_batch(cmds, events, self.last_seq)
         if snapshot is not None:
             snapshot = _snapshot_bytes(snapshot)
+        position_items = _position_items(positions) if positions is not None else []
         rows, need = orderstate.derive(cmds, events)
         idem_keys, idem_values = idempotency.entries(cmds)
         idem_items = list(zip(_items(idem_keys), _items(idem_values), strict=True))
@@ -449,6 +481,8 @@ class Journal:
                     raise ValueError(self._reused_key_message(txn, idem_items))
             if snapshot is not None:
                 self._put_snapshot(txn, last, snapshot)
+            if position_items:
+                txn.cursor(db=db["positions"]).putmulti(position_items)
             txn.put(b"last_seq", _key(last), db=db["meta"])
             logged[:] = [order_rows]
 
@@ -490,6 +524,11 @@ class Journal:
                 )
             seen.add(k)
         return "an idempotency key of the batch is already used"
+
+    def write_positions(self, positions: dict[str, int]) -> float:
+        """Commit reader positions alone (a batch whose every command was a retry)."""
+        items = _position_items(positions)
+        return self._write(lambda txn: txn.cursor(db=self._db["positions"]).putmulti(items))
 
     def write_snapshot(self, seq: int, blob: bytes) -> float:
         """Store a snapshot of the state after ``seq`` (which must be journaled already)."""
@@ -596,6 +635,15 @@ class Journal:
                     size += cmds.nbytes + events.nbytes
                 found = cur.next()
         return out
+
+    def positions(self) -> dict[str, int]:
+        """The input positions committed last: name -> position.
+
+        Committed in the same transaction as the batch they follow, so after a
+        crash they say exactly which inputs the journal holds.
+        """
+        with self._read() as txn:
+            return {k.decode(): _int(v) for k, v in txn.cursor(db=self._db["positions"])}
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         with self._read() as txn:

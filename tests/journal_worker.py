@@ -4,7 +4,8 @@
                       [--max-map-size B] [--step] [--fsize-limit B]
     journal_worker.py read PATH STREAM.npz
 
-``write`` journals the saved batches in order. Without ``--step`` it writes them
+``write`` journals the saved batches in order, each with the position
+``{"input": batches written}``. Without ``--step`` it writes them
 all, printing ``ack LAST_SEQ`` after each commit returns; with ``--step`` it
 reads a count per stdin line and writes that many before printing ``ack``. At
 the end it prints ``done MAP_GROWS``. ``--fsize-limit`` caps the size of files
@@ -44,16 +45,16 @@ def write(args, batches) -> int:
         map_size=args.map_size,
         max_map_size=args.max_map_size,
     ) as j:
-        todo = iter(batches)
+        todo = enumerate(batches)
         try:
             if args.step:
                 for line in sys.stdin:
-                    for _, (c, e) in zip(range(int(line)), todo, strict=False):
-                        j.write_batch(c, e)
+                    for _, (k, (c, e)) in zip(range(int(line)), todo, strict=False):
+                        j.write_batch(c, e, positions={"input": k + 1})
                     say("ack", j.last_seq)
             else:
-                for c, e in todo:
-                    j.write_batch(c, e)
+                for k, (c, e) in todo:
+                    j.write_batch(c, e, positions={"input": k + 1})
                     say("ack", j.last_seq)
         except JournalFull as e:
             say("full", e)

@@ -249,3 +249,22 @@ def test_full_at_the_maximum_map_size_keeps_every_committed_batch(jdir, stream):
         assert_prefix(j, batches[:written])
     with Journal(jdir, map_size=128 << 10, max_map_size=512 << 10) as j:
         assert assert_prefix(j, batches) == batches[written - 1][0]["seq"][-1]
+
+
+def test_positions_commit_with_their_batch_or_alone(jdir, stream):
+    _, _, batches = stream
+    with Journal(jdir) as j:
+        assert j.positions() == {}
+        j.write_batch(*batches[0], positions={"requests@1": 10, "other": 0})
+        j.write_positions({"requests@1": 12})
+        for bad, message in [
+            ({"requests@1": -1}, "must be an int"),
+            ({"": 3}, "non-empty str"),
+            ({"x": "3"}, "must be an int"),
+            ([("x", 3)], "must be a dict"),
+        ]:
+            with pytest.raises(ValueError, match=message):
+                j.write_batch(*batches[1], positions=bad)
+        assert j.last_seq == batches[0][0]["seq"][-1]
+    with Journal(jdir, readonly=True) as r:
+        assert r.positions() == {"requests@1": 12, "other": 0}

@@ -46,9 +46,12 @@ class MiniShard:
         self.seq = journal.last_seq
         self.next_id = 1 + max((e.order_id for e in journal.idem_entries()), default=0)
 
-    def step(self, drained):
+    def step(self, drained, drop=()):
+        """One batch; the shard also drops the commands at ``drop`` (say, unknown instruments)."""
         plan = plan_batch(self.journal, drained)
-        cmds = drained[plan.keep].copy()
+        keep = plan.keep.copy()
+        keep[list(drop)] = False
+        cmds = drained[keep]
         cmds["seq"] = self.seq + 1 + np.arange(len(cmds))
         new = cmds["kind"] == CMD_NEW
         cmds["order_id"][new] = self.next_id + np.arange(new.sum())
@@ -186,3 +189,18 @@ def test_a_pair_creates_at_most_one_order_over_a_retrying_stream(jdir):
         # exactly one NEW per pair ever reached the book
         news = [c[c["kind"] == CMD_NEW] for c, _ in j.iter_batches()]
         assert sum(map(len, news)) == len(sent)
+
+
+def test_a_retry_finds_its_in_batch_original_whatever_else_the_shard_drops(jdir):
+    with Journal(jdir) as j:
+        shard = MiniShard(j)
+        drained = np.concatenate(
+            [request(1, key=3, price=130), request(2, key=4), request(3, key=4)]
+        )
+        plan, cmds, events, dups = shard.step(drained, drop=[0])
+        assert cmds["req_id"].tolist() == [2]
+        original = events[events["kind"] != EV_DEPTH]
+        assert dups["seq"].tolist() == original["seq"].tolist() == [cmds["seq"][0]]
+        assert dups["req_id"].tolist() == [3]
+        with pytest.raises(ValueError, match="was not journaled: answer the retry"):
+            shard.step(np.concatenate([request(4, key=5), request(5, key=5)]), drop=[0])
