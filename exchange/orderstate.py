@@ -271,6 +271,15 @@ def _index_get(keys, vals, ids, out):
         out[i] = vals[h] if keys[h] == k else -1
 
 
+def take_rows(rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``rows[idx]`` for ORDER_DTYPE rows, as whole 56-byte records.
+
+    Fancy indexing a structured array copies field by field, ~20 times slower.
+    """
+    words = rows.view(np.int64).reshape(-1, ORDER_DTYPE.itemsize // 8)
+    return np.take(words, idx, axis=0).view(ORDER_DTYPE).reshape(-1)
+
+
 class PendingRows:
     """The writer's index of order rows logged since the last merge into the orders table.
 
@@ -315,14 +324,16 @@ class PendingRows:
         at = np.empty(len(ids), np.int64)
         _index_get(self._keys, self._vals, np.ascontiguousarray(ids), at)
         found = at >= 0
-        return found, self._rows[at[found]]
+        return found, take_rows(self._rows, at[found])
 
     def latest(self, newer: np.ndarray) -> np.ndarray:
         """The latest row of every order, ``newer`` rows winning, sorted by order id."""
-        rows = np.concatenate([self._rows[: self._n], newer])
-        # np.unique keeps the first of equal ids: look from the newest end
-        _, first = np.unique(rows["order_id"][::-1], return_index=True)
-        return rows[len(rows) - 1 - first]
+        # the index already knows each order's latest logged row
+        rows = np.concatenate([take_rows(self._rows, self._vals[self._keys != _NO_ID]), newer])
+        rows = take_rows(rows, np.argsort(rows["order_id"], kind="stable"))
+        ids = rows["order_id"]
+        # of an id there twice, the second is from ``newer``
+        return take_rows(rows, np.flatnonzero(np.r_[ids[1:] != ids[:-1], True]))
 
     def clear(self) -> None:
         self._n = 0
