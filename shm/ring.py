@@ -7,8 +7,9 @@ producer rings when data arrives and one the consumer rings when space frees.
 The creator is the segment's owner (typically the supervisor) and must outlive
 the ends: attaching to a segment whose owner is dead raises StaleSegmentError,
 because nobody vouches for what is in it. A restarted owner that wants the
-records back attaches with ``adopt=True`` and becomes the owner; one that wants
-a fresh ring calls ``create_ring(..., replace_stale=True)``.
+records back calls ``adopt_ring`` (or attaches an end with ``adopt=True``) and
+becomes the owner; one that wants a fresh ring calls
+``create_ring(..., replace_stale=True)``.
 """
 
 import hashlib
@@ -143,6 +144,32 @@ def create_ring(
         segment.unlink(paths.space_bell)
         raise
     return paths
+
+
+def adopt_ring(namespace: str, name: str, dtype) -> RingStatus:
+    """Become the owner of a ring whose owner is dead, keeping its records.
+
+    For a restarted supervisor. Raises SegmentExistsError if the owner is alive
+    (or another process adopts it at the same moment), HeaderMismatchError if
+    the ring does not hold ``dtype`` records; either way nothing changes.
+    """
+    dtype = record_dtype(dtype)
+    path = ring_paths(namespace, name).segment
+    mapping = segment.attach(path)
+    try:
+        if len(mapping) < ops.HEADER_BYTES:
+            raise HeaderMismatchError(f"{path} is {len(mapping)} bytes, too small for a ring")
+        hdr = np.frombuffer(mapping, np.int64, ops.HEADER_WORDS)
+        check_header(hdr, path, len(mapping), dtype)
+        owner = int(load_word(hdr, ops.H_OWNER))
+        if proc.token_alive(owner) or swap_word(hdr, ops.H_OWNER, owner, proc.token()) != owner:
+            raise SegmentExistsError(
+                f"ring {path} is owned by live pid {proc.token_pid(int(hdr[ops.H_OWNER]))}"
+            )
+    finally:
+        hdr = None
+        segment.close(mapping)
+    return inspect_ring(namespace, name)
 
 
 def _refuse_or_clear_existing(name: str, paths: RingPaths, replace_stale: bool) -> None:
@@ -343,6 +370,11 @@ class RingEnd:
         """This side's cursor: records ever published (producer) or released (consumer)."""
         cursor = ops.H_PUBLISHED if self.SIDE == ops.PRODUCER else ops.H_RELEASED
         return int(load_word(self.header, cursor))
+
+    def peer_alive(self) -> bool:
+        """Whether a live process holds the other side of the ring right now."""
+        peer = ops.H_CONSUMER if self.SIDE == ops.PRODUCER else ops.H_PRODUCER
+        return proc.token_alive(int(load_word(self.header, peer)))
 
     @property
     def closed(self) -> bool:

@@ -8,10 +8,11 @@ import pytest
 import shm_helpers as h
 from shm_worker import fill, rows_of, stress_dtype
 
+from exchange.records import EVENT_DTYPE
 from shm.consumer import Consumer
-from shm.errors import RoleTakenError, StaleSegmentError
+from shm.errors import HeaderMismatchError, RoleTakenError, SegmentExistsError, StaleSegmentError
 from shm.producer import Producer
-from shm.ring import create_ring, inspect_ring
+from shm.ring import adopt_ring, create_ring, inspect_ring
 
 DTYPE = stress_dtype(64)
 
@@ -48,6 +49,23 @@ def test_adopting_a_stale_ring_keeps_its_records():
 
 
 @pytest.mark.timeout(60)
+def test_a_restarted_supervisor_adopts_a_stale_ring_for_its_ends():
+    with h.namespace() as ns, h.workers() as w:
+        w.run("create", ns, "r", "--capacity", 16)
+        dead = inspect_ring(ns, "r")
+        with pytest.raises(HeaderMismatchError):
+            adopt_ring(ns, "r", EVENT_DTYPE)
+        assert inspect_ring(ns, "r") == dead
+        status = adopt_ring(ns, "r", DTYPE)
+        assert (status.owner_pid, status.owner_alive) == (os.getpid(), True)
+        with pytest.raises(SegmentExistsError, match="live pid"):
+            adopt_ring(ns, "r", DTYPE)
+        with Producer(ns, "r", DTYPE) as p, Consumer(ns, "r", DTYPE) as c:
+            p.write(records(0, 2))
+            assert c.read(4)["seq"].tolist() == [0, 1]
+
+
+@pytest.mark.timeout(60)
 def test_replacing_a_stale_ring_starts_empty():
     with h.namespace() as ns, h.workers() as w:
         w.run("create", ns, "r", "--capacity", 16)
@@ -66,8 +84,12 @@ def test_a_live_end_is_refused_and_a_killed_one_is_taken_over(side):
         assert holder.stdout.readline() == "attached\n"
         with pytest.raises(RoleTakenError, match=f"live {side}, pid {holder.pid}"):
             end(ns, "r", DTYPE)
-        holder.kill()
-        holder.wait()
+        other = Consumer if side == "producer" else Producer
+        with other(ns, "r", DTYPE) as peer:
+            assert peer.peer_alive()
+            holder.kill()
+            holder.wait()
+            assert not peer.peer_alive()
         with end(ns, "r", DTYPE):
             assert getattr(inspect_ring(ns, "r"), f"{side}_pid") == os.getpid()
 
