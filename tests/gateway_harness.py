@@ -38,6 +38,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_notices(client, count: int, kind, timeout: float = 10.0) -> list:
+    """The first ``count`` messages of type ``kind`` that reach ``client`` (others are dropped)."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        left = deadline - time.monotonic()
+        msg = client.recv(left) if left > 0 else None
+        if msg is None:
+            raise AssertionError(f"{len(got)} of {count} {kind.__name__} messages: {got}")
+        if isinstance(msg, kind):
+            got.append(msg)
+    return got
+
+
 class GatewayRig:
     """Shards s0 (ACME, BOLT) and s1 (BTC-USD, ETH-USD) and a gateway on ipc and tcp."""
 

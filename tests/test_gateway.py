@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import uvloop
 import zmq
-from gateway_harness import CLIENTS, GatewayRig
+from gateway_harness import CLIENTS, GatewayRig, wait_notices
 
 from exchange.engine import order_id_shard
 from gateway.client import AsyncClient, AuthError, Client, order
@@ -68,8 +68,8 @@ def test_order_is_acked_and_a_trade_fills_both_sides(rig):
     assert order_id_shard(ack.oid) == 0
     hit = taker.new_order("ACME", "buy", 4, px=10_000, tif="ioc")
     assert isinstance(hit, Ack) and hit.seq > ack.seq
-    [m] = fills(maker.notices(1.0))
-    [t] = fills(taker.notices(1.0))
+    [m] = wait_notices(maker, 1, Fill)
+    [t] = wait_notices(taker, 1, Fill)
     assert (m.oid, m.side, m.px, m.qty, m.leaves, m.liq) == (ack.oid, "sell", 10_000, 4, 6, "maker")
     assert (t.oid, t.side, t.px, t.qty, t.leaves, t.liq) == (hit.oid, "buy", 10_000, 4, 0, "taker")
     assert (m.seq, m.idx) == (t.seq, t.idx)
@@ -193,13 +193,13 @@ def test_an_idempotent_retry_gets_the_original_ack_and_fills_again(rig):
     maker, taker = rig.client(1), rig.client(2)
     maker.new_order("ETH-USD", "sell", 3, px=310_000)
     first = taker.new_order("ETH-USD", "buy", 2, px=310_000, ik=424242)
-    [fill] = fills(taker.notices(1.0))
-    assert len(fills(maker.notices(1.0))) == 1
+    [fill] = wait_notices(taker, 1, Fill)
+    wait_notices(maker, 1, Fill)
     seqs = rig.last_seqs()
     retry = taker.new_order("ETH-USD", "buy", 2, px=310_000, ik=424242, coid="retry")
     assert isinstance(retry, Ack) and retry.dup
     assert (retry.oid, retry.seq) == (first.oid, first.seq)
-    [again] = fills(taker.notices(1.0))
+    [again] = wait_notices(taker, 1, Fill)
     assert again.dup and (again.seq, again.idx, again.qty) == (fill.seq, fill.idx, fill.qty)
     assert not maker.notices(0.3)  # a re-send goes to the retry's owner only
     assert rig.last_seqs() == seqs
@@ -228,7 +228,7 @@ def test_mass_cancel_without_symbol_reaches_every_instrument(rig):
     }
     done = c.mass_cancel()
     assert done == MassCancelled(cid=done.cid, sym=None, n=3)
-    notices = [m for m in c.notices(1.0) if isinstance(m, Cancelled)]
+    notices = wait_notices(c, 3, Cancelled)
     assert {m.oid for m in notices} == oids and {m.cid for m in notices} == {0}
     assert c.mass_cancel("ACME") == MassCancelled(cid=done.cid + 1, sym="ACME", n=0)
 
@@ -293,3 +293,21 @@ def test_replies_decode_with_plain_msgpack(rig):
     raw = msgspec.msgpack.decode(c.socket.recv())
     assert raw["t"] == "K" and raw["cid"] == 31 and set(raw) >= {"sym", "seq", "bids", "asks"}
     assert isinstance(decode_reply(msgspec.msgpack.encode(raw)), Book)
+
+
+def test_a_full_request_ring_is_answered_busy_and_nothing_is_lost(rig):
+    c = rig.client(6)
+    before = rig.last_seqs()["s1"]
+    n = rig.config.shm.request_ring + 100
+    rig.pause("s1")  # the ring (1024 slots) fills up and stays full
+    try:
+        for i in range(n):
+            c.send(NewOrder(cid=i + 1, sym="BTC-USD", side="sell", qty=1, px=7_000_000 + 100 * i))
+        busy = wait_notices(c, 100, Reject)  # answered at once, while the shard is stopped
+        assert {(r.code, r.field) for r in busy} == {("busy", "$")}
+        assert "full" in busy[0].reason
+    finally:
+        rig.resume("s1")
+    acks = wait_notices(c, n - 100, Ack)
+    assert {a.cid for a in acks} | {r.cid for r in busy} == set(range(1, n + 1))
+    assert rig.last_seqs()["s1"] - before == n - 100  # the refused ones never reached it

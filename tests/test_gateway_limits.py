@@ -1,0 +1,114 @@
+"""The gateway under limits and failures, with real processes: rate limits, cancel on
+disconnect, a shard that is down or restarts, a gateway that restarts.
+
+The exchange here has a small rate limit (burst 50, 20 orders/s) and short sessions
+(heartbeat 100 ms, cancel on disconnect after 400 ms); each test uses its own clients.
+"""
+
+import time
+
+import pytest
+from gateway_harness import GatewayRig, wait_notices
+
+from gateway.client import order
+from gateway.protocol import Ack, BatchAck, Book, Cancelled, Fill, Heartbeat, Reject
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    r = GatewayRig(
+        tmp_path_factory.mktemp("limits"),
+        orders_per_second=20,
+        burst=50,
+        heartbeat_ms=100,
+        cancel_on_disconnect_ms=400,
+    )
+    try:
+        r.start()
+        yield r
+    finally:
+        r.close()
+
+
+def wait_until(pred, timeout=10.0, what="a condition"):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_rate_limit_refuses_what_is_over_the_bucket(rig):
+    c = rig.client(1)
+    batch = c.new_orders([order("ACME", "buy", 1, px=6_000 + i) for i in range(60)])
+    assert isinstance(batch, BatchAck)
+    kinds = [type(r) for r in batch.results]
+    assert kinds == [Ack] * 50 + [Reject] * 10  # a new client's bucket holds the burst
+    assert {(r.code, r.field) for r in batch.results[50:]} == {("rate_limited", "$")}
+    assert isinstance(c.heartbeat(), Heartbeat)  # heartbeats cost nothing
+    time.sleep(0.2)  # 20/s: 4 tokens
+    assert isinstance(c.new_order("ACME", "buy", 1, px=6_100), Ack)
+    assert c.mass_cancel().n == 51
+
+
+def test_silent_client_with_cancel_on_disconnect_loses_its_orders(rig):
+    armed, plain = rig.client(2), rig.client(3)
+    assert armed.heartbeat(cod=True) == Heartbeat(cid=1, v=1, cod=True)
+    mine = {
+        armed.new_order("BOLT", "buy", 10, px=1_500).oid,
+        armed.new_order("ETH-USD", "sell", 1, px=400_000).oid,
+    }
+    kept = plain.new_order("BOLT", "buy", 10, px=1_505).oid
+    got = wait_notices(armed, 2, Cancelled)
+    assert all(m.reason == "user" and m.cid == 0 for m in got)
+    assert {m.oid for m in got} == mine
+    assert plain.status("BOLT", kept).state == "live"  # never armed: left alone
+    # the session is disarmed now: a new order of the same client stays
+    oid = armed.new_order("BOLT", "buy", 10, px=1_510).oid
+    time.sleep(0.6)
+    assert armed.status("BOLT", oid).state == "live"
+    armed.mass_cancel()
+    plain.mass_cancel()
+
+
+def test_shard_down_is_unavailable_and_a_restart_repeats_no_fill(rig):
+    maker, taker = rig.client(4), rig.client(5)
+    rest = maker.new_order("ETH-USD", "sell", 5, px=350_000)
+    assert isinstance(taker.new_order("ETH-USD", "buy", 2, px=350_000), Ack)
+    wait_notices(maker, 1, Fill)
+    rig.kill("s1")
+    log = rig.tmp / "gateway.log"
+    wait_until(lambda: '"shard down"' in log.read_text(), what="the gateway to see s1 down")
+    refused = taker.new_order("ETH-USD", "buy", 1, px=350_000)
+    assert isinstance(refused, Reject) and refused.code == "unavailable"
+    assert isinstance(taker.new_order("ACME", "buy", 1, px=6_000), Ack)  # s0 is unaffected
+    rig.start_shard("s1")
+    rig.wait_shard("s1")
+    # the restarted shard publishes its last batch again: nobody gets it twice
+    ack = None
+    while not isinstance(ack, Ack):
+        ack = taker.new_order("ETH-USD", "buy", 1, px=350_000, ik=777)
+        time.sleep(0.05)
+    [fill] = wait_notices(maker, 1, Fill)
+    assert (fill.oid, fill.qty, fill.leaves) == (rest.oid, 1, 2)
+    assert not maker.notices(0.3)
+    maker.mass_cancel()
+    taker.mass_cancel()
+
+
+def test_gateway_restart_keeps_books_and_idempotency_keys(rig):
+    c = rig.client(6)
+    first = c.new_order("ACME", "sell", 7, px=19_000, ik=31337)
+    assert isinstance(first, Ack)
+    c.close()
+    assert rig.stop("gateway") == 0
+    rig.start_gateway()
+    c = rig.client(6)
+    book = c.book("ACME", depth=100)
+    assert isinstance(book, Book) and (19_000, 7, 1) in book.asks
+    conflict = c.new_order("BTC-USD", "sell", 7, px=8_000_000, ik=31337)
+    assert (conflict.code, conflict.field) == ("conflict", "$.ik")
+    retry = c.new_order("ACME", "sell", 7, px=19_000, ik=31337)
+    assert retry.dup and (retry.oid, retry.seq) == (first.oid, first.seq)
+    assert c.mass_cancel().n == 1
