@@ -85,6 +85,7 @@ MERGE_BATCHES = 256  # bounds the blobs a reader's order() may search
 # iter_batches reads in short txns (so the writer can reuse pages) of bounded size
 _READ_CHUNK_BATCHES = 64
 _READ_CHUNK_BYTES = 16 << 20
+_IDEM_CHUNK = 1 << 16  # idem_entries: entries per read txn
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 _DBS = (
     b"meta",
@@ -572,11 +573,23 @@ class Journal:
         ]
 
     def idem_entries(self) -> Iterator[IdemEntry]:
-        """Every idempotency entry, by key then client."""
-        with self._read() as txn:
-            items = list(txn.cursor(db=self._db["idem"]))
-        for k, v in items:
-            yield idempotency.decode_entry(k, v)
+        """Every idempotency entry, by key then client (read in chunks of short txns)."""
+        after = None
+        while True:
+            with self._read() as txn:
+                cur = txn.cursor(db=self._db["idem"])
+                found = cur.first() if after is None else cur.set_range(after)
+                if found and cur.key() == after:
+                    found = cur.next()
+                chunk = []
+                while found and len(chunk) < _IDEM_CHUNK:
+                    chunk.append(cur.item())
+                    found = cur.next()
+            if not chunk:
+                return
+            for k, v in chunk:
+                yield idempotency.decode_entry(k, v)
+            after = chunk[-1][0]
 
     def order(self, order_id: int) -> OrderState | None:
         """The order's state after the last batch that touched it, or None if never seen."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from journal_stream import assert_prefix, cut, shard_stream
 
+from exchange import journal as journal_module
 from exchange.journal import LAYOUT, Journal, JournalError, JournalFull
 from exchange.records import CMD_NEW, EV_ACCEPTED, EV_TRADE, EVF_DUPLICATE, commands, events
 
@@ -268,3 +269,17 @@ def test_positions_commit_with_their_batch_or_alone(jdir, stream):
         assert j.last_seq == batches[0][0]["seq"][-1]
     with Journal(jdir, readonly=True) as r:
         assert r.positions() == {"requests@1": 12, "other": 0}
+
+
+def test_idem_entries_come_whole_and_in_key_order_across_read_chunks(jdir, monkeypatch):
+    monkeypatch.setattr(journal_module, "_IDEM_CHUNK", 7)
+    cmds = commands(50)
+    cmds["seq"] = cmds["order_id"] = np.arange(1, 51)
+    cmds["kind"] = CMD_NEW
+    cmds["client"] = np.arange(50) % 3
+    cmds["idem_key"] = 100 - np.arange(50) // 2
+    with Journal(jdir) as j:
+        j.write_batch(cmds, events(0))
+        got = [(e.idem_key, e.client, e.seq) for e in j.idem_entries()]
+    pairs = zip(cmds["idem_key"].tolist(), cmds["client"].tolist(), range(1, 51), strict=True)
+    assert got == sorted(pairs)
