@@ -1,0 +1,222 @@
+"""A shard process: request ring -> ``ShardEngine`` -> event ring, and nothing else.
+
+    python -m exchange.shard --name s0 [--config FILE]
+
+The rings (``<shard>-req`` from the gateway, ``<shard>-evt`` to it) are created
+by the supervisor; the shard attaches to them. Each turn of the loop peeks a
+batch of requests in place, has the engine sequence, match, journal and commit
+it, publishes the events (waiting while the event ring is full: never
+dropping), and only then releases the requests.
+
+Restarts lose nothing and repeat nothing: the read position in the request
+ring is committed with each batch, so requests that were journaled before a
+crash but not yet released are skipped; the events of the last journaled batch
+are published again (consumers drop what they have by its (seq, idx)).
+
+SIGTERM or SIGINT: the shard drains what is in the request ring, commits, and
+exits 0. A full journal disk stops intake: the shard logs why and exits 3,
+leaving the unjournaled requests in the ring.
+"""
+
+import argparse
+import signal
+import sys
+
+import numpy as np
+import psutil
+
+from exchange import logs
+from exchange.config import ConfigError, load_config
+from exchange.engine import RecoveryError, ShardEngine
+from exchange.journal import Journal, JournalFull
+from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
+from shm.consumer import Consumer
+from shm.counters import CounterBlock
+from shm.producer import Producer
+from shm.ring import inspect_ring
+
+MAX_BATCH = 4096  # commands per journal transaction at most
+WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag again
+EXIT_JOURNAL_FULL = 3
+EXIT_RECOVERY = 4
+
+COUNTERS = ("commands", "events", "replies", "batches")
+GAUGES = ("last_seq", "request_depth")
+HISTOGRAMS = ("commit_us", "batch_size")
+
+
+def request_ring(shard: str) -> str:
+    return f"{shard}-req"
+
+
+def event_ring(shard: str) -> str:
+    return f"{shard}-evt"
+
+
+def counters_name(shard: str) -> str:
+    return f"shard-{shard}"
+
+
+class Stopped(Exception):
+    """The stop flag came up while the loop was waiting to publish."""
+
+
+class StopFlag:
+    """Raised by SIGTERM/SIGINT from the first line of ``main`` on, read by the loop."""
+
+    def __init__(self):
+        self.raised = False
+
+    def raise_(self, signum=None, frame=None) -> None:
+        self.raised = True
+
+
+class ShardLoop:
+    """The pipe: drain, apply, publish, release. No business rules here."""
+
+    def __init__(
+        self,
+        engine: ShardEngine,
+        requests: Consumer,
+        events: Producer,
+        namespace: str,
+        stop: StopFlag,
+    ):
+        self.engine = engine
+        self.requests = requests
+        self.events = events
+        self.stop = stop
+        # positions are committed under the ring's creation stamp, so a ring
+        # created anew (another incarnation) is never skipped into
+        stamp = inspect_ring(namespace, requests.name).created_ns
+        self.position_key = f"{requests.name}@{stamp}"
+        self.counters: CounterBlock | None = None
+
+    def resume(self, tail: np.ndarray) -> int:
+        """Skip requests already journaled; publish the last batch's events again."""
+        done = self.engine.journal.positions().get(self.position_key, 0)
+        skip = max(0, done - self.requests.position)
+        if skip:
+            self.requests.release(skip)
+        self.publish(tail)
+        return skip
+
+    def publish(self, records: np.ndarray) -> None:
+        pos = 0
+        while pos < len(records):
+            pos += self.events.write(records[pos:])
+            if pos < len(records):
+                want = min(len(records) - pos, self.events.capacity)
+                self.events.wait_writable(want, timeout=WAIT_SECONDS)
+                if self.stop.raised:
+                    raise Stopped
+
+    def step(self) -> int:
+        """One batch, if any is readable; returns how many requests it took."""
+        batch = self.requests.peek(MAX_BATCH)
+        if not len(batch):
+            return 0
+        end = self.requests.position + len(batch)
+        applied = self.engine.apply(batch, positions={self.position_key: end})
+        self.publish(applied.events)
+        self.publish(applied.replies)
+        self.requests.release(len(batch))
+        if self.counters is not None:
+            c = self.counters
+            c.add("commands", applied.commands)
+            c.add("events", len(applied.events))
+            c.add("replies", len(applied.replies))
+            c.add("batches")
+            c.set("last_seq", self.engine.last_seq)
+            c.set("request_depth", self.requests.readable())
+            c.record("commit_us", int(applied.commit_seconds * 1e6))
+            c.record("batch_size", len(batch))
+        return len(batch)
+
+    def run(self) -> None:
+        """Until stopped; then drain what is left in the request ring."""
+        try:
+            while not self.stop.raised:
+                if not self.step():
+                    self.requests.wait(timeout=WAIT_SECONDS)
+            while self.step():
+                pass
+        except Stopped:
+            logs.warning("stopped while the event ring was full; the last batch is republished")
+
+
+def _pin(cpus: list[int]) -> None:
+    if cpus:
+        psutil.Process().cpu_affinity(cpus)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Run one shard process.")
+    ap.add_argument("--name", required=True, help="the shard's name in the config")
+    ap.add_argument("--config", help="TOML config file (default: the embedded one)")
+    args = ap.parse_args(argv)
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.raise_)
+    signal.signal(signal.SIGINT, stop.raise_)
+    logs.set_role("shard", shard=args.name)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        logs.error("bad config", error=str(e))
+        return 2
+    names = [s.name for s in config.shards]
+    if args.name not in names:
+        logs.error("no such shard in the config", shards=names)
+        return 2
+    index = names.index(args.name)
+    shard = config.shards[index]
+    _pin(shard.cpus)
+    books = [config.instrument(sym).book for sym in shard.instruments]
+    ns = config.shm.namespace
+
+    journal = Journal(f"{config.journal.dir}/{args.name}", durability=config.journal.durability)
+    engine = ShardEngine(index, books, journal, snapshot_every=config.snapshot.every_commands)
+    try:
+        rec = engine.recover()
+    except RecoveryError as e:
+        logs.error("recovery failed; refusing to run on a divergent book", error=str(e))
+        return EXIT_RECOVERY
+    logs.info(
+        "recovered",
+        seq=rec.last_seq,
+        snapshot_seq=rec.snapshot_seq,
+        replayed=rec.replayed,
+        seconds=round(rec.seconds, 3),
+    )
+    requests = Consumer(ns, request_ring(args.name), COMMAND_DTYPE)
+    events = Producer(ns, event_ring(args.name), EVENT_DTYPE)
+    loop = ShardLoop(engine, requests, events, ns, stop)
+    loop.counters = CounterBlock(
+        ns,
+        counters_name(args.name),
+        counters=COUNTERS,
+        gauges=GAUGES,
+        histograms=HISTOGRAMS,
+        replace_stale=True,
+    )
+    code = 0
+    try:
+        skipped = loop.resume(rec.tail_events)
+        logs.info("running", seq=engine.last_seq, skipped_requests=skipped)
+        loop.run()
+        logs.info("stopped", seq=engine.last_seq)
+    except JournalFull as e:
+        logs.error("journal full: intake stopped", error=str(e), seq=engine.last_seq)
+        code = EXIT_JOURNAL_FULL
+    except Stopped:
+        logs.warning("stopped before the recovered tail was published", seq=engine.last_seq)
+    finally:
+        requests.close()
+        events.close()
+        loop.counters.unlink()
+        journal.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
