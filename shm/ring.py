@@ -186,18 +186,18 @@ def _refuse_or_clear_existing(name: str, paths: RingPaths, replace_stale: bool) 
         if not replace_stale:
             raise StaleSegmentError(
                 f"ring {paths.segment} was left by pid {status.owner_pid}, which is gone "
-                f"({status.depth} records unread); attach with adopt=True to keep them, "
-                "or create with replace_stale=True to start empty"
+                f"({status.depth} records unread); adopt_ring keeps them, "
+                "create_ring(..., replace_stale=True) starts empty"
             )
-    unlink_ring_paths(paths)
+    _unlink_paths(paths)
 
 
 def unlink_ring(namespace: str, name: str) -> bool:
     """Remove the ring's files; attached ends keep working on their mapping. False if absent."""
-    return unlink_ring_paths(ring_paths(namespace, name))
+    return _unlink_paths(ring_paths(namespace, name))
 
 
-def unlink_ring_paths(paths: RingPaths) -> bool:
+def _unlink_paths(paths: RingPaths) -> bool:
     existed = segment.unlink(paths.segment)
     segment.unlink(paths.data_bell)
     segment.unlink(paths.space_bell)
@@ -219,7 +219,11 @@ def _read_status(name: str, path: str) -> RingStatus:
     try:
         if size < ops.HEADER_BYTES:
             raise HeaderMismatchError(f"{path} is {size} bytes, too small for a ring")
-        hdr = snapshot(np.frombuffer(mapping, np.int64, ops.HEADER_WORDS))
+        view = np.frombuffer(mapping, np.int64, ops.HEADER_WORDS)
+        hdr = snapshot(view)
+        # Read after ``released``, so the depth it gives is never negative.
+        hdr[ops.H_PUBLISHED] = load_word(view, ops.H_PUBLISHED)
+        view = None
     finally:
         segment.close(mapping)
     check_header(hdr, path, size)
@@ -375,10 +379,6 @@ class RingEnd:
         """Whether a live process holds the other side of the ring right now."""
         peer = ops.H_CONSUMER if self.SIDE == ops.PRODUCER else ops.H_PRODUCER
         return proc.token_alive(int(load_word(self.header, peer)))
-
-    @property
-    def closed(self) -> bool:
-        return self.header is None
 
     def fileno(self) -> int:
         """The doorbell fd this end sleeps on (for zmq.Poller, select or asyncio)."""
