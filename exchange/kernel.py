@@ -382,7 +382,7 @@ def _reject(st, ev, n, c, code):
 
 
 @tiny
-def _cancel_event(st, ev, n, c, o, qty, reason):
+def _cancel_event(st, ev, n, c, o, qty, reason, leaves=0):
     return _emit(
         st,
         ev,
@@ -393,7 +393,7 @@ def _cancel_event(st, ev, n, c, o, qty, reason):
         0,
         st.orders[o, O_PRICE],
         qty,
-        0,
+        leaves,
         0,
         st.orders[o, O_CLIENT],
         0,
@@ -493,8 +493,8 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                     _release(st, o)
                 elif stp == STP_DECREMENT:
                     d = min(leaves, mleaves)
+                    n = _cancel_event(st, ev, n, c, o, d, CXL_STP, mleaves - d)
                     if d == mleaves:
-                        n = _cancel_event(st, ev, n, c, o, d, CXL_STP)
                         _unlink(st, o)
                         _release(st, o)
                     else:
@@ -504,24 +504,24 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                         _touch(st, li)
                     leaves -= d
                     tqty -= d
+                    n = _emit(
+                        st,
+                        ev,
+                        n,
+                        c,
+                        EV_CANCELLED,
+                        order_id,
+                        0,
+                        limit,
+                        d,
+                        leaves,
+                        0,
+                        client,
+                        0,
+                        side,
+                        CXL_STP,
+                    )
                     if leaves == 0:
-                        n = _emit(
-                            st,
-                            ev,
-                            n,
-                            c,
-                            EV_CANCELLED,
-                            order_id,
-                            0,
-                            limit,
-                            d,
-                            0,
-                            0,
-                            client,
-                            0,
-                            side,
-                            CXL_STP,
-                        )
                         return n, tqty, 0, True
                 else:
                     if stp == STP_CANCEL_BOTH:
@@ -806,9 +806,10 @@ def _mass_cancel(st, ev, n, c):
 def _reserve(st, c):
     """Events the command can write at most (it must fit before it starts)."""
     if c.kind == CMD_NEW or c.kind == CMD_REPLACE:
-        # Each resting order the aggressor meets costs one trade or cancel event,
-        # and maybe one level; each meeting takes at least a lot off the
-        # aggressor, except STP cancel-oldest, which can meet every own order.
+        # Each resting order the aggressor meets costs at most two events (a
+        # trade, a cancel, or an STP decrement's two partial cancels) and maybe
+        # one level; each meeting takes at least a lot off the aggressor, except
+        # STP cancel-oldest, which can meet every own order.
         side = c.side
         stp = c.stp
         if c.kind == CMD_REPLACE:
@@ -820,7 +821,7 @@ def _reserve(st, c):
         bound = st.meta[M_LIVE_ASK] if side == SIDE_BUY else st.meta[M_LIVE_BID]
         if stp != STP_CANCEL_OLDEST and c.qty > 0:
             bound = min(bound, c.qty // st.meta[M_LOT] + 1)
-        return 2 * bound + 8
+        return 3 * bound + 8
     if c.kind == CMD_MASS_CANCEL:
         return 2 * (st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK]) + 4
     return 4

@@ -20,10 +20,8 @@ An order that the batch touched without creating (a resting maker, a cancel)
 keeps the total qty and idem key of its previous row: ``derive`` marks those
 rows and ``merge_prior`` fills them in from the rows already journaled.
 
-Limit: the row is what the events say. An STP_DECREMENT that reduces a resting
-order without cancelling it emits no event for that order, so its row keeps the
-old qty and leaves until the next event about it (as the order's owner, who
-only sees events, also does).
+A CANCELLED with leaves > 0 (an STP decrement's partial cancel) keeps the order
+live and takes its qty off the order's total.
 """
 
 from typing import NamedTuple
@@ -183,7 +181,14 @@ def _apply(cmds, e, role, r, need):
         r.leaves = e.leaves
         r.client = e.client
         r.side = e.side
-        r.status = ST_CANCELLED
+        if e.leaves > 0:
+            # an STP decrement's partial cancel: the order lives on with a
+            # smaller total (while the total is not known yet this builds up
+            # the delta that merge_prior adds to the previous row's)
+            r.qty -= e.qty
+            r.status = ST_LIVE
+        else:
+            r.status = ST_CANCELLED
         return need
     # EV_REPLACED
     r.price = e.price
@@ -240,7 +245,8 @@ def merge_prior(rows: np.ndarray, need: np.ndarray, prior: np.ndarray) -> None:
     idx = np.flatnonzero(need != HAS_ALL)
     rows["idem_key"][idx] = prior["idem_key"]
     keep_qty = need[idx] == NEEDS_QTY_AND_KEY
-    rows["qty"][idx[keep_qty]] = prior["qty"][keep_qty]
+    # such rows hold the batch's decrements (0 or less) in qty until now
+    rows["qty"][idx[keep_qty]] += prior["qty"][keep_qty]
 
 
 @njit(cache=True)

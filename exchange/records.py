@@ -38,7 +38,8 @@ EVENT_DTYPE (128 bytes)
     qty          int64  ACCEPTED/REPLACED: total order qty; TRADE: traded qty;
                         CANCELLED: qty removed from the book by this cancel;
                         DEPTH: total open qty at the level after the command
-    leaves       int64  open qty of order_id after the event; DEPTH: the
+    leaves       int64  open qty of order_id after the event (CANCELLED: 0,
+                        except an STP decrement's partial cancel); DEPTH: the
                         number of orders at the level
     other_leaves int64  TRADE: the maker's open qty after the trade
     idem_key     uint64 the command's idempotency key (echoed for acks)
@@ -84,12 +85,12 @@ NEW
       STP_CANCEL_OLDEST: CANCELLED(CXL_STP) of the resting order; go on.
       STP_CANCEL_BOTH: CANCELLED(CXL_STP) of the resting order, then of the
         aggressor; stop.
-      STP_DECREMENT: both decrease by d = min(both open quantities), no trade;
-        the resting order, if it reaches 0: CANCELLED(CXL_STP, qty = its open
-        qty); then the aggressor, if it reaches 0: CANCELLED(CXL_STP, qty = d).
-        A resting order left above 0 keeps its place; when the aggressor does
-        not reach 0 it goes on. (An order decremented but not cancelled has
-        its total qty reduced by d, so it is never "filled" by the decrement.)
+      STP_DECREMENT: both decrease by d = min(both open quantities), no trade:
+        CANCELLED(CXL_STP, qty = d, leaves = its open qty left) for the resting
+        order, then the same for the aggressor. A CANCELLED with leaves > 0 is
+        a partial cancel: the order lives on, its total qty reduced by d (so
+        the decrement is never a fill). A resting order left above 0 keeps its
+        place; an order at 0 is gone; an aggressor above 0 goes on matching.
  5. Remainder: limit GTC rests at the back of its level (no event: ACCEPTED
     said it); IOC, FOK (cannot happen: pre-checked) and market orders ->
     CANCELLED(CXL_IOC, qty = open qty).

@@ -215,7 +215,7 @@ class _Events:
             qty=c.qty,
         )
 
-    def cancelled(self, order: _Order, code: int, qty: int) -> None:
+    def cancelled(self, order: _Order, code: int, qty: int, leaves: int = 0) -> None:
         self.emit(
             EV_CANCELLED,
             code=code,
@@ -224,6 +224,7 @@ class _Events:
             side=order.side,
             price=order.price,
             qty=qty,
+            leaves=leaves,
         )
 
     def touch(self, side: int, price: int) -> None:
@@ -409,11 +410,10 @@ class ReferenceBook:
                 taker.qty -= dec
                 taker.leaves -= dec
                 out.touch(maker.side, maker.price)
+                out.cancelled(maker, CXL_STP, dec, maker.leaves)
                 if maker.leaves == 0:
-                    out.cancelled(maker, CXL_STP, dec)
                     self._remove(maker, out)
-                if taker.leaves == 0:
-                    out.cancelled(taker, CXL_STP, dec)
+                out.cancelled(taker, CXL_STP, dec, taker.leaves)
 
     def _cancel(self, c: _Command, out: _Events) -> None:
         order = self._owned(c)

@@ -32,6 +32,7 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CXL_STP,
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
@@ -284,14 +285,30 @@ class BookChecker:
             return e["leaves"]
         if kind == EV_TRADE:
             return self._apply_trade(cmd, e, order, taker_leaves, where)
-        if e["code"] not in CANCEL_NAMES or e["qty"] <= 0 or e["leaves"]:
+        if e["code"] not in CANCEL_NAMES or e["qty"] <= 0 or e["leaves"] < 0:
             _fail(f"{where}: CANCELLED code {e['code']} qty {e['qty']} leaves {e['leaves']}")
+        if e["leaves"]:
+            return self._apply_partial_cancel(cmd, e, taker_leaves, where)
         if e["price"] != order.price:
             _fail(f"{where}: CANCELLED price {e['price']} is not order {oid}'s {order.price}")
         if cmd["kind"] in (CMD_CANCEL, CMD_MASS_CANCEL) and e["client"] != cmd["client"]:
             _fail(f"{where}: client {cmd['client']} cancelled order {oid} of another client")
         del self.orders[oid]
         return 0 if oid == cmd["order_id"] else taker_leaves
+
+    def _apply_partial_cancel(self, cmd, e, taker_leaves, where):
+        """An STP decrement: the order lives on with ``leaves`` open."""
+        oid = e["order_id"]
+        aggressor = self.orders.get(cmd["order_id"])
+        if e["code"] != CXL_STP or aggressor is None or aggressor.stp != STP_DECREMENT:
+            _fail(f"{where}: a partial cancel of order {oid} outside an STP decrement")
+        if oid != cmd["order_id"]:
+            if e["client"] != aggressor.client:
+                _fail(f"{where}: STP decrement of order {oid} of another client")
+            return taker_leaves
+        if taker_leaves is None or e["leaves"] != taker_leaves - e["qty"]:
+            _fail(f"{where}: decrement leaves the aggressor {e['leaves']} after {taker_leaves}")
+        return e["leaves"]
 
     def _apply_trade(self, cmd, e, taker, taker_leaves, where):
         oid, maker_id = e["order_id"], e["other_id"]
@@ -306,10 +323,8 @@ class BookChecker:
             _fail(f"{where}: TRADE qty {e['qty']} leaves {e['leaves']}/{e['other_leaves']}")
         if e["client"] == e["other_client"] and taker.stp != STP_NONE:
             _fail(f"{where}: self-trade of client {e['client']} with STP mode {taker.stp}")
-        if taker_leaves is None or e["leaves"] > taker_leaves - e["qty"]:
+        if taker_leaves is None or e["leaves"] != taker_leaves - e["qty"]:
             _fail(f"{where}: TRADE leaves taker {e['leaves']} after {taker_leaves}")
-        if e["leaves"] < taker_leaves - e["qty"] and taker.stp != STP_DECREMENT:
-            _fail(f"{where}: taker lost qty outside trades without STP_DECREMENT")
         if cmd["ord_type"] == TYPE_LIMIT or cmd["kind"] == CMD_REPLACE:
             buy = taker.side == SIDE_BUY
             if e["price"] > taker.price if buy else e["price"] < taker.price:

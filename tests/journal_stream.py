@@ -11,14 +11,14 @@ import numpy as np
 from streams import random_batches, random_stream
 
 from exchange.bookconfig import BookConfig
-from exchange.records import EVENT_DTYPE, STP_CANCEL_NEWEST, STP_DECREMENT
+from exchange.records import EVENT_DTYPE
 from exchange.reference import ReferenceBook
 
 CONFIG = BookConfig(min_price=100, max_price=160, tick_size=1, lot_size=1, max_qty=100)
 ORDER_ID_SPAN = 10_000_000  # instrument i's order ids start at 1 + i * span
 
 
-def shard_stream(seed: int, n: int, instruments: int = 2, decrement: bool = True):
+def shard_stream(seed: int, n: int, instruments: int = 2):
     """(commands, events, books) of one shard; ``books[i]`` is instrument i's book after them."""
     rng = np.random.default_rng(seed)
     owner = rng.integers(0, instruments, n)
@@ -33,9 +33,6 @@ def shard_stream(seed: int, n: int, instruments: int = 2, decrement: bool = True
     # instrument i's commands go where owner == i, in their own order
     cmds = cmds[np.argsort(np.argsort(owner, kind="stable"))]
     cmds["seq"] = np.cumsum(rng.integers(1, 3, n))
-    if not decrement:
-        # an STP decrement that leaves an order above 0 emits no event about it
-        cmds["stp"][cmds["stp"] == STP_DECREMENT] = STP_CANCEL_NEWEST
     books = [ReferenceBook(CONFIG) for _ in range(instruments)]
     evs = [books[i].process(cmds[cmds["instrument"] == i]) for i in range(instruments)]
     events = np.concatenate(evs, dtype=EVENT_DTYPE)

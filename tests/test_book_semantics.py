@@ -23,6 +23,7 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CXL_STP,
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
@@ -157,9 +158,12 @@ class Exchange:
                 int(e["other_leaves"]),
             )
         if kind == EV_CANCELLED:
-            assert e["leaves"] == 0
             reason = CANCEL_NAMES[int(e["code"])]
-            return ("cancelled", reason, oid, int(e["price"]), int(e["qty"]))
+            out = ("cancelled", reason, oid, int(e["price"]), int(e["qty"]))
+            if e["leaves"]:  # a partial cancel (STP decrement) says what is left
+                assert e["code"] == CXL_STP
+                return (*out, int(e["leaves"]))
+            return out
         assert kind == EV_REPLACED
         return ("replaced", oid, int(e["price"]), int(e["qty"]), int(e["leaves"]))
 
@@ -728,6 +732,7 @@ def test_stp_decrement_resting_larger(book_cls):
     ex = own_book(book_cls)
     assert ex.send(new(9, B, 101, 3, stp=STP_DECREMENT)) == [
         ("accepted", 9, 101, 3),
+        ("cancelled", "self_trade", 1, 100, 3, 2),
         ("cancelled", "self_trade", 9, 101, 3),
         ("depth", S, 100, 7, 2),
     ]
@@ -740,6 +745,7 @@ def test_stp_decrement_resting_smaller_goes_on(book_cls):
     assert ex.send(new(9, B, 101, 8, stp=STP_DECREMENT)) == [
         ("accepted", 9, 101, 8),
         ("cancelled", "self_trade", 1, 100, 5),
+        ("cancelled", "self_trade", 9, 101, 5, 3),
         ("trade", 9, 2, 100, 3, 0, 2),
         ("depth", S, 100, 2, 1),
     ]
@@ -761,6 +767,7 @@ def test_stp_decrement_then_rest_has_a_smaller_total(book_cls):
     assert ex.send(new(9, B, 100, 10, stp=STP_DECREMENT)) == [
         ("accepted", 9, 100, 10),
         ("cancelled", "self_trade", 1, 100, 2),
+        ("cancelled", "self_trade", 9, 100, 2, 8),
         ("trade", 9, 2, 100, 3, 5, 0),
         ("depth", S, 100, 0, 0),
         ("depth", B, 100, 5, 1),
@@ -776,6 +783,7 @@ def test_stp_decrement_partial_keeps_the_resting_place(book_cls):
     ex.send(new(1, S, 100, 6), new(2, S, 100, 3, client=2))
     assert ex.send(new(9, B, 100, 4, tif=TIF_IOC, stp=STP_DECREMENT)) == [
         ("accepted", 9, 100, 4),
+        ("cancelled", "self_trade", 1, 100, 4, 2),
         ("cancelled", "self_trade", 9, 100, 4),
         ("depth", S, 100, 5, 2),
     ]
@@ -898,6 +906,7 @@ def test_depth_events_in_first_touched_order_with_final_totals(book_cls):
         ("accepted", 4, 101, 5),
         ("trade", 4, 2, 100, 2, 3, 0),
         ("cancelled", "self_trade", 3, 100, 2),
+        ("cancelled", "self_trade", 4, 101, 2, 1),
         ("trade", 4, 1, 101, 1, 0, 1),
         ("depth", S, 100, 0, 0),
         ("depth", S, 101, 1, 1),
