@@ -187,10 +187,10 @@ class Supervisor:
             code = self.shutdown()
         return code
 
-    def _stop_child(self, child: Child) -> int | None:
+    def _wait_child(self, child: Child) -> int | None:
+        """Wait for a child that was sent SIGTERM; kill it if it ignores that."""
         if child.proc is None:
             return None
-        child.proc.send_signal(signal.SIGTERM)
         try:
             code = child.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -205,11 +205,12 @@ class Supervisor:
         """Gateway first (no more intake), then the shards (they drain), then the rings."""
         gateway = [c for c in self.children if c.name == "gateway"]
         shards = [c for c in self.children if c.name != "gateway"]
-        codes = [self._stop_child(c) for c in gateway]
-        for c in shards:  # all at once: each drains its own ring
-            if c.proc is not None:
-                c.proc.send_signal(signal.SIGTERM)
-        codes += [self._stop_child(c) for c in shards]
+        codes = []
+        for group in (gateway, shards):  # the shards all at once: each drains its own ring
+            for c in group:
+                if c.proc is not None:
+                    c.proc.send_signal(signal.SIGTERM)
+            codes += [self._wait_child(c) for c in group]
         pending = {
             name: inspect_ring(self.config.shm.namespace, name).depth
             for name in list_rings(self.config.shm.namespace)
