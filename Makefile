@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m bench.book --ops 200000
+	$(VENV)/bin/exchanged run
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" tests
@@ -31,6 +31,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.book --json
+	$(PY) -m bench.ring --json
+	$(PY) -m bench.journal --json
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
