@@ -1,7 +1,12 @@
 """``exch``: the operator's and the bot writer's tools for the exchange daemon.
 
+exch keys list | create ID | register ID KEY | revoke ID | server [--create|--rotate]
+exch order SYMBOL buy|sell QTY [PRICE]         one order from the shell (--key: a client's cert)
+exch cancel SYMBOL OID | exch cancel [SYMBOL] --all
+exch book SYMBOL [--watch]                     the depth ladder, live with --watch
+exch trades SYMBOL                             follow the trade prints
 exch journal verify [--shard S [--path DIR]]   check a journal's invariants; exit 1 if broken
-exch journal book SYMBOL [--at-seq N]          a book as it was at seq N, rebuilt by replay
+exch journal book SYMBOL --at-seq N            a book as it was at seq N, rebuilt by replay
 
 Every command takes ``--config FILE`` (default: $EXCH_CONFIG, else the embedded
 default config) and ``--help``; those that print data take ``--json``. Bad
@@ -17,6 +22,7 @@ import sys
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import RecoveryError
 from exchange.journal import JournalError
+from gateway.keys import KeysError, check_client_id
 from tools.errors import ToolError
 from tools.progress import Progress
 
@@ -40,7 +46,188 @@ def _journal_path(config: Config, shard: str) -> str:
 
 
 def _print_json(doc) -> None:
-    print(json.dumps(doc))
+    print(json.dumps(doc), flush=True)
+
+
+def _client_id(text: str) -> int:
+    try:
+        return check_client_id(int(text))
+    except (ValueError, KeysError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a client id: {e}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 1")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= x < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
+    return x
+
+
+# ------------------------------------------------------------ keys
+
+
+def cmd_keys(args) -> int:
+    from tools import keytool
+
+    keys_dir = args.keys_dir or _config(args).gateway.keys_dir
+    if args.action == "list":
+        doc = keytool.listing(keys_dir)
+        if args.json:
+            _print_json(doc)
+            return 0
+        print(f"keys directory {doc['keys_dir']}")
+        print(f"server public key: {doc['server'] or '(none yet: exch keys server --create)'}")
+        print(f"{len(doc['clients'])} registered client(s)")
+        for c in doc["clients"]:
+            print(f"  {c['client']:>10}  {c['public_key']}")
+        return 0
+    if args.action == "create":
+        out = args.out or f"client-{args.client}.key_secret"
+        doc = keytool.create(keys_dir, args.client, out)
+        text = (
+            f"client {args.client} registered (public key {doc['public_key']});\n"
+            f"its secret certificate is {out}: give it to the bot only"
+        )
+    elif args.action == "register":
+        doc = keytool.register(keys_dir, args.client, args.public_key)
+        text = f"client {args.client} registered with public key {args.public_key}"
+    elif args.action == "revoke":
+        doc = keytool.revoke(keys_dir, args.client)
+        text = f"client {args.client} revoked: the gateway refuses it within a second"
+    else:
+        doc = keytool.server(keys_dir, create_pair=args.create, rotate=args.rotate)
+        text = doc["server"]
+        if "retired" in doc:
+            text += (
+                f"\n(new pair; the old one is in {doc['retired']}: restart the gateway and "
+                "give every bot this public key)"
+            )
+    if args.json:
+        _print_json(doc)
+    else:
+        print(text)
+    return 0
+
+
+# ------------------------------------------------------------ orders and market data
+
+
+def _connect(args):
+    from tools import connect
+
+    config = _config(args)
+    return config, connect.identity(config, args.key, args.server_key)
+
+
+def _answer(args, reply, notices) -> int:
+    from gateway.protocol import Reject
+    from tools.trading import describe, to_doc
+
+    if args.json:
+        _print_json({"reply": to_doc(reply), "notices": [to_doc(n) for n in notices]})
+    else:
+        for msg in (reply, *notices):
+            print(describe(msg))
+    return 1 if isinstance(reply, Reject) else 0
+
+
+def cmd_order(args) -> int:
+    from tools import connect, trading
+
+    config, ident = _connect(args)
+    fields = {"tif": args.tif, "stp": args.stp, "post_only": args.post_only}
+    fields["type"] = args.type or ("limit" if args.price is not None else "market")
+    if args.coid:
+        fields["coid"] = args.coid
+    if args.ik:
+        fields["ik"] = args.ik
+    with connect.client(config, ident, args.endpoint) as c:
+        reply, notices = trading.place(
+            c, args.symbol, args.side, args.qty, args.price, args.wait, **fields
+        )
+    return _answer(args, reply, notices)
+
+
+def cmd_cancel(args) -> int:
+    from tools import connect, trading
+
+    if args.all == (args.oid is not None):
+        raise ToolError("give either an order id or --all")
+    if args.oid is not None and not args.symbol:
+        raise ToolError("a cancel needs the order's SYMBOL")
+    config, ident = _connect(args)
+    with connect.client(config, ident, args.endpoint) as c:
+        reply, notices = trading.cancel(c, args.symbol, args.oid, args.wait)
+    return _answer(args, reply, notices)
+
+
+def cmd_book(args) -> int:
+    from tools import connect, market
+    from tools.ladder import ladder_doc, render_ladder
+
+    config, ident = _connect(args)
+    if args.symbol not in config.routes():
+        raise ToolError(f"no instrument {args.symbol!r} in the config")
+
+    def show(seq, bids, asks):
+        if args.json:
+            _print_json(ladder_doc(args.symbol, seq, bids, asks))
+        else:
+            clear = market.CLEAR if args.watch and sys.stdout.isatty() else ""
+            print(clear + render_ladder(args.symbol, seq, bids, asks), flush=True)
+
+    with connect.client(config, ident, args.endpoint) as c:
+        if not args.watch:
+            book = market.snapshot(c, args.symbol, args.depth)
+            show(book.seq, book.bids, book.asks)
+            return 0
+        sub = connect.subscriber(config, ident, [args.symbol], c.book, args.depth, args.pub)
+        try:
+            market.watch_book(sub, args.symbol, show, args.seconds)
+        finally:
+            sub.close()
+    return 0
+
+
+def cmd_trades(args) -> int:
+    from tools import connect, market
+
+    config, ident = _connect(args)
+    if args.symbol not in config.routes():
+        raise ToolError(f"no instrument {args.symbol!r} in the config")
+
+    def show(msg):
+        for px, qty in msg.prints:
+            if args.json:
+                doc = {"sym": msg.sym, "seq": msg.seq, "side": msg.side, "px": px, "qty": qty}
+                _print_json(doc)
+            else:
+                print(f"seq {msg.seq:>10}  {msg.side:<4} {qty:>10} @ {px}", flush=True)
+
+    def no_book(sym, depth):
+        return None  # trades need no book: the subscriber's book stays unasked for
+
+    sub = connect.subscriber(config, ident, [args.symbol], no_book, 1, args.pub)
+    try:
+        market.follow_trades(sub, args.symbol, show, args.seconds, args.count)
+        if sub.gaps:
+            print(f"exch: {sub.gaps} market data message(s) were lost", file=sys.stderr)
+    finally:
+        sub.close()
+    return 0
 
 
 # ------------------------------------------------------------ journal
@@ -146,12 +333,124 @@ def _parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument(
+        "--key",
+        default=os.environ.get("EXCH_KEY"),
+        help="the client's secret certificate (default: $EXCH_KEY)",
+    )
+    conn.add_argument(
+        "--server-key",
+        help="the gateway's public key, or its server.key file (default: from the keys_dir)",
+    )
+    conn.add_argument("--endpoint", help="the gateway's ROUTER (default: the config's first)")
+    conn.add_argument("--pub", help="the gateway's PUB (default: the config's first)")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.5,
+        help="seconds to wait for fills and cancels after the answer (0.5)",
+    )
+
     ap = argparse.ArgumentParser(
         prog="exch",
         description="Operator and bot tools for the exchange daemon.",
         epilog="`exch COMMAND --help` tells more about each command.",
     )
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    keys = sub.add_parser(
+        "keys",
+        help="client and gateway CURVE keys",
+        description="Create, register, list and revoke client keys; show, create or "
+        "rotate the gateway's key pair. Works on the config's keys_dir.",
+    )
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    kdir = argparse.ArgumentParser(add_help=False)
+    kdir.add_argument("--keys-dir", help="default: the config's gateway.keys_dir")
+    k = ksub.add_parser("list", parents=[common, as_json, kdir], help="registered clients")
+    k = ksub.add_parser(
+        "create",
+        parents=[common, as_json, kdir],
+        help="a new key pair for a client: registered here, the secret written for the bot",
+    )
+    k.add_argument("client", type=_client_id, metavar="ID", help="client id, 1..2**32-1")
+    k.add_argument("--out", help="the secret certificate (default: ./client-ID.key_secret)")
+    k = ksub.add_parser(
+        "register",
+        parents=[common, as_json, kdir],
+        help="register a bot's own public key (the bot keeps its secret)",
+    )
+    k.add_argument("client", type=_client_id, metavar="ID")
+    k.add_argument("public_key", metavar="PUBLIC_KEY", help="40 Z85 characters")
+    k = ksub.add_parser("revoke", parents=[common, as_json, kdir], help="remove a client's key")
+    k.add_argument("client", type=_client_id, metavar="ID")
+    k = ksub.add_parser(
+        "server", parents=[common, as_json, kdir], help="the gateway's public key (for bots)"
+    )
+    how = k.add_mutually_exclusive_group()
+    how.add_argument("--create", action="store_true", help="make the pair if there is none")
+    how.add_argument(
+        "--rotate", action="store_true", help="a new pair; the old is kept in retired/"
+    )
+    keys.set_defaults(func=cmd_keys)
+
+    order = sub.add_parser(
+        "order",
+        parents=[common, as_json, conn, waiting],
+        help="submit one order",
+        description="Submit one order as the client of --key; exit 1 if it is rejected.",
+    )
+    order.add_argument("symbol", metavar="SYMBOL")
+    order.add_argument("side", choices=["buy", "sell"])
+    order.add_argument("qty", type=int, metavar="QTY")
+    order.add_argument("price", type=int, nargs="?", metavar="PRICE", help="none: a market order")
+    order.add_argument("--tif", choices=["gtc", "ioc", "fok"], default="gtc")
+    order.add_argument("--type", choices=["limit", "market"], help="default: by PRICE")
+    order.add_argument("--post-only", action="store_true")
+    order.add_argument(
+        "--stp",
+        choices=["none", "cancel_newest", "cancel_oldest", "cancel_both", "decrement"],
+        default="cancel_newest",
+        help="self-trade prevention (cancel_newest)",
+    )
+    order.add_argument("--coid", help="your own order id, echoed in the answers")
+    order.add_argument("--ik", type=int, help="idempotency key (default: a random one)")
+    order.set_defaults(func=cmd_order)
+    cancel = sub.add_parser(
+        "cancel",
+        parents=[common, as_json, conn, waiting],
+        help="cancel an order, or all of them",
+        description="Cancel one order, or with --all every order of the client "
+        "(on SYMBOL, or on every symbol).",
+    )
+    cancel.add_argument("symbol", nargs="?", metavar="SYMBOL")
+    cancel.add_argument("oid", type=int, nargs="?", metavar="OID")
+    cancel.add_argument("--all", action="store_true", help="a mass cancel")
+    cancel.set_defaults(func=cmd_cancel)
+    book = sub.add_parser(
+        "book",
+        parents=[common, as_json, conn],
+        help="the depth ladder of a symbol, live with --watch",
+    )
+    book.add_argument("symbol", metavar="SYMBOL")
+    book.add_argument("--depth", type=_positive, default=10, help="levels per side (10)")
+    book.add_argument("--watch", action="store_true", help="follow it (Ctrl-C stops)")
+    book.add_argument(
+        "--seconds", type=_seconds, default=0, help="with --watch: stop after this long"
+    )
+    book.set_defaults(func=cmd_book)
+    trades = sub.add_parser(
+        "trades",
+        parents=[common, as_json, conn],
+        help="follow a symbol's trade prints",
+        description="Print SYMBOL's trades as they happen (Ctrl-C stops).",
+    )
+    trades.add_argument("symbol", metavar="SYMBOL")
+    trades.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
+    trades.add_argument("--count", type=_positive, help="stop after this many prints")
+    trades.set_defaults(func=cmd_trades)
 
     journal = sub.add_parser("journal", help="read a shard's journal (verify, past books)")
     jsub = journal.add_subparsers(dest="what", required=True, metavar="ACTION")

@@ -185,7 +185,8 @@ def _idempotency(report: Verification, keyed: np.ndarray, journal: Journal, upto
     report.idem_entries = len(entries)
     keys = idempotency.entry_keys(keyed["client"], keyed["idem_key"]).view("S12")
     order = np.argsort(keys, kind="stable")  # equal pairs stay in seq order
-    repeat = np.r_[False, keys[order][1:] == keys[order][:-1]]
+    repeat = np.zeros(len(keys), bool)
+    repeat[1:] = keys[order][1:] == keys[order][:-1]
     for j in np.flatnonzero(repeat)[:MAX_LISTED].tolist():
         a, b = keyed[order[j - 1]], keyed[order[j]]
         add(

@@ -1,0 +1,189 @@
+"""``exch order/cancel/book/trades`` against the real daemon, and the journal tools on its
+live journals. One daemon for the module; each tool speaks as a client whose key
+``exch keys create`` made."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from daemon_harness import REPO, Daemon
+
+from tools import cli
+
+KEY_RELOAD_SECONDS = 1.5  # the gateway looks at the keys directory every second
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("daemon"))
+    try:
+        d.start()
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture(scope="module")
+def bots(daemon):
+    """Two clients: a maker and a taker, as secret certificate paths."""
+    paths = {}
+    for name, client in (("maker", 21), ("taker", 22)):
+        path = daemon.tmp / f"{name}.key_secret"
+        argv = ["keys", "create", str(client), "--out", str(path), "--config", str(daemon.path)]
+        assert cli.main(argv) == 0
+        paths[name] = str(path)
+    time.sleep(KEY_RELOAD_SECONDS)
+    return paths
+
+
+def run(daemon, capsys, key, *argv) -> tuple[int, dict]:
+    code = cli.main([*argv, "--config", str(daemon.path), "--key", key, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def spawn(daemon, key, *argv) -> subprocess.Popen:
+    """The tool as its own process (``python -m tools.cli``), printing JSON lines."""
+    argv = [sys.executable, "-m", "tools.cli", *argv, "--config", str(daemon.path), "--json"]
+    env = {**os.environ, "EXCH_KEY": key}
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen) -> str:
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_order_fill_cancel_and_book(daemon, bots, capsys):
+    maker, taker = bots["maker"], bots["taker"]
+    code, sell = run(daemon, capsys, maker, "order", "ACME", "sell", "10", "10100")
+    assert code == 0 and sell["reply"]["t"] == "A", sell
+    oid = sell["reply"]["oid"]
+
+    code, book = run(daemon, capsys, taker, "book", "ACME", "--depth", "3")
+    assert code == 0 and [10100, 10, 1] in book["asks"], book
+
+    code, buy = run(daemon, capsys, taker, "order", "ACME", "buy", "4", "10100", "--tif", "ioc")
+    assert code == 0 and buy["reply"]["t"] == "A"
+    fills = [n for n in buy["notices"] if n["t"] == "F"]
+    assert [(f["qty"], f["px"], f["liq"]) for f in fills] == [(4, 10100, "taker")]
+
+    code, cancel = run(daemon, capsys, maker, "cancel", "ACME", str(oid))
+    assert code == 0 and cancel["reply"]["t"] == "X" and cancel["reply"]["qty"] == 6
+    code, again = run(daemon, capsys, maker, "cancel", "ACME", str(oid))
+    assert code == 1 and again["reply"]["code"] == "not_found"
+
+    # refused by the gateway: exit 1, the reason names the field, the book is as it was
+    code, bad = run(daemon, capsys, maker, "order", "ACME", "sell", "10", "10100", "--post-only")
+    assert code == 0  # resting: the book is empty on the buy side
+    code, bad = run(daemon, capsys, maker, "order", "ACME", "buy", "5", "10101", "--post-only")
+    assert code == 1 and bad["reply"]["field"] == "$.px", bad
+    code, after = run(daemon, capsys, taker, "book", "ACME")
+    assert after["bids"] == [] and after["asks"] == [[10100, 10, 1]]
+    code, done = run(daemon, capsys, maker, "cancel", "ACME", "--all")
+    assert code == 0 and done["reply"]["n"] == 1
+
+    text = cli.main(["order", "ACME", "buy", "1", "9000", "--config", str(daemon.path)])
+    assert text == 2  # no key given: one clear line, nothing sent
+    assert "no client key" in capsys.readouterr().err
+
+
+class Lines:
+    """A process's stdout read line by line (JSON) in a thread, as it comes."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.docs = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.docs.append(json.loads(line))
+
+    def wait_for(self, found, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(found(d) for d in list(self.docs)):
+                return True
+            time.sleep(0.05)
+        return False
+
+
+@pytest.mark.timeout(180)
+def test_trades_and_a_watched_book_follow_the_market(daemon, bots, capsys):
+    maker, taker = bots["maker"], bots["taker"]
+    trades = spawn(daemon, taker, "trades", "ACME", "--count", "3", "--seconds", "60")
+    watch = spawn(daemon, taker, "book", "ACME", "--watch")
+    try:
+        ladders = Lines(watch)
+        # trade until the follower has seen three prints (it needs a moment to subscribe)
+        px = 10_200
+        deadline = time.monotonic() + 45
+        while trades.poll() is None and time.monotonic() < deadline:
+            run(daemon, capsys, maker, "order", "ACME", "sell", "2", str(px), "--wait", "0")
+            run(daemon, capsys, taker, "order", "ACME", "buy", "2", str(px), "--wait", "0")
+            px += 1
+            time.sleep(0.3)
+        prints = [json.loads(line) for line in stop(trades).splitlines()]
+        run(daemon, capsys, maker, "order", "ACME", "sell", "7", "12345", "--wait", "0")
+        assert ladders.wait_for(lambda d: [12345, 7, 1] in d["asks"])
+        watch.send_signal(signal.SIGINT)  # how a person stops it: Ctrl-C
+        assert watch.wait(timeout=30) == 130
+        ladders.thread.join(timeout=30)
+    finally:
+        for p in (trades, watch):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert trades.returncode == 0 and len(prints) >= 3
+    assert all(p["sym"] == "ACME" and p["side"] == "buy" and p["qty"] == 2 for p in prints)
+    seqs = [p["seq"] for p in prints]
+    assert seqs == sorted(seqs) and prints[-1]["px"] > prints[0]["px"]
+    seqs = [d["seq"] for d in ladders.docs]
+    assert len(seqs) >= 2 and seqs == sorted(seqs)
+    run(daemon, capsys, maker, "cancel", "--all")
+
+
+@pytest.mark.timeout(180)
+def test_journal_tools_on_the_live_daemon(daemon, bots, capsys):
+    maker, taker = bots["maker"], bots["taker"]
+    run(daemon, capsys, maker, "order", "ACME", "sell", "3", "10500")
+    run(daemon, capsys, maker, "order", "ACME", "buy", "3", "9500")
+    code, live = run(daemon, capsys, taker, "book", "ACME")
+    assert cli.main(["journal", "verify", "--config", str(daemon.path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and [s["shard"] for s in doc["shards"]] == ["s0", "s1"]
+    assert doc["shards"][0]["trades"] >= 1
+    argv = ["journal", "book", "ACME", "--config", str(daemon.path), "--json"]
+    assert cli.main(argv) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert (replayed["bids"][:10], replayed["asks"][:10]) == (live["bids"], live["asks"])
+    assert replayed["seq"] >= live["seq"]
+    run(daemon, capsys, maker, "cancel", "--all")
+
+
+@pytest.mark.timeout(180)
+def test_a_revoked_client_is_refused(daemon, bots, capsys):
+    path = daemon.tmp / "gone.key_secret"
+    cfg = ["--config", str(daemon.path)]
+    assert cli.main(["keys", "create", "23", "--out", str(path), *cfg]) == 0
+    capsys.readouterr()
+    time.sleep(KEY_RELOAD_SECONDS)
+    code, book = run(daemon, capsys, str(path), "book", "ACME")
+    assert code == 0
+    assert cli.main(["keys", "revoke", "23", *cfg]) == 0
+    capsys.readouterr()
+    time.sleep(KEY_RELOAD_SECONDS)
+    assert cli.main(["book", "ACME", "--key", str(path), *cfg]) == 2
+    assert "refused" in capsys.readouterr().err

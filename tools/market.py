@@ -1,0 +1,56 @@
+"""``exch book`` and ``exch trades``: market data for a person at a terminal (or a script).
+
+``book`` asks the gateway for a depth snapshot (a BookRequest); with ``watch``
+it follows the symbol's Depth messages on the PUB socket, re-asking for a
+snapshot after a gap (``gateway.subscriber``), and redraws on every change.
+``trades`` follows the symbol's Trades messages. Both run until ``seconds``
+have passed (0: until Ctrl-C) or, for trades, ``count`` prints were shown.
+"""
+
+import time
+from collections.abc import Callable
+
+from gateway.protocol import Book, Reject, Trades
+from gateway.subscriber import Subscriber
+from tools.errors import ToolError
+
+POLL_SECONDS = 0.25
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def snapshot(client, sym: str, depth: int) -> Book:
+    book = client.book(sym, depth)
+    if isinstance(book, Reject):
+        raise ToolError(f"{sym}: {book.code} {book.field}: {book.reason}")
+    return book
+
+
+def _until(seconds: float) -> Callable[[], bool]:
+    end = time.monotonic() + seconds if seconds > 0 else None
+    return lambda: end is not None and time.monotonic() >= end
+
+
+def watch_book(sub: Subscriber, sym: str, show: Callable[[int, list, list], None], seconds: float):
+    """``show(seq, bids, asks)`` for the first book and after every change."""
+    done = _until(seconds)
+    shown = None
+    while not done():
+        sub.poll(POLL_SECONDS)
+        book = sub.books.get(sym)
+        if book is not None and book != shown:
+            show(book.seq, book.bids, book.asks)
+            shown = book
+
+
+def follow_trades(
+    sub: Subscriber, sym: str, show: Callable[[Trades], None], seconds: float, count: int
+) -> int:
+    """``show(msg)`` for each Trades message; returns the number of prints shown."""
+    done = _until(seconds)
+    prints = 0
+    while not done() and not (count and prints >= count):
+        for msg in sub.poll(POLL_SECONDS):
+            if isinstance(msg, Trades) and msg.sym == sym:
+                show(msg)
+                prints += len(msg.prints)
+    return prints
