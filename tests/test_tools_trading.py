@@ -187,3 +187,23 @@ def test_a_revoked_client_is_refused(daemon, bots, capsys):
     time.sleep(KEY_RELOAD_SECONDS)
     assert cli.main(["book", "ACME", "--key", str(path), *cfg]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)
+def test_top_shows_every_process_and_ring(daemon, bots, capsys):
+    maker, taker = bots["maker"], bots["taker"]
+    run(daemon, capsys, maker, "order", "ACME", "sell", "1", "10900")
+    run(daemon, capsys, taker, "order", "ACME", "buy", "1", "10900")
+    assert cli.main(["top", "--once", "--json", "--config", str(daemon.path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["running"] and {c["name"] for c in doc["supervisor"]["children"]} == {
+        "s0",
+        "s1",
+        "gateway",
+    }
+    s0 = doc["processes"]["shard-s0"]
+    assert s0["alive"] and s0["commands"] >= 2 and s0["commit_us_p99"] >= s0["commit_us_p50"]
+    assert set(doc["rings"]) == {"s0-req", "s0-evt", "s1-req", "s1-evt"}
+    assert cli.main(["top", "--once", "--config", str(daemon.path)]) == 0
+    text = capsys.readouterr().out
+    assert "shard-s0" in text and "s1-evt" in text and "supervised: s0 (pid" in text

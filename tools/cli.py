@@ -5,6 +5,7 @@ exch order SYMBOL buy|sell QTY [PRICE]         one order from the shell (--key: 
 exch cancel SYMBOL OID | exch cancel [SYMBOL] --all
 exch book SYMBOL [--watch]                     the depth ladder, live with --watch
 exch trades SYMBOL                             follow the trade prints
+exch top [--once]                              every process: rates, rings, commit latency
 exch journal verify [--shard S [--path DIR]]   check a journal's invariants; exit 1 if broken
 exch journal book SYMBOL --at-seq N            a book as it was at seq N, rebuilt by replay
 
@@ -320,6 +321,17 @@ def cmd_journal_book(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------ top
+
+
+def cmd_top(args) -> int:
+    from tools import top
+
+    return top.run(
+        _config(args), sys.stdout, interval=args.interval, once=args.once, as_json=args.json
+    )
+
+
 # ------------------------------------------------------------ the parser
 
 
@@ -451,6 +463,17 @@ def _parser() -> argparse.ArgumentParser:
     trades.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
     trades.add_argument("--count", type=_positive, help="stop after this many prints")
     trades.set_defaults(func=cmd_trades)
+
+    top = sub.add_parser(
+        "top",
+        parents=[common, as_json],
+        help="a live view of every process (Ctrl-C stops)",
+        description="Orders/s, fills/s, ring depths, commit latency p50/p99, clients and "
+        "rejects of every process, from their shared-memory counters.",
+    )
+    top.add_argument("--once", action="store_true", help="one frame, then exit")
+    top.add_argument("--interval", type=_seconds, default=1.0, help="seconds between frames (1)")
+    top.set_defaults(func=cmd_top)
 
     journal = sub.add_parser("journal", help="read a shard's journal (verify, past books)")
     jsub = journal.add_subparsers(dest="what", required=True, metavar="ACTION")

@@ -1,0 +1,108 @@
+"""``exch top``: a live view of every process of the daemon, redrawn every interval.
+
+The figures are what ``exchanged status`` collects (``exchange.status.collect``):
+the supervisor's status file (when a supervisor runs; under systemd there is
+none), each process's counter block (two samples give the rates) and the ring
+headers. Reading them never disturbs the daemon.
+
+A column shows the first of its metrics that a process's block has, '-' when
+it has none: shards count ``commands`` and ``batches``, time their commits
+(``commit_us``) and report ``request_depth``; a gateway block, when the gateway
+keeps one, is read for ``orders``/``requests``, ``fills``/``trades``, a
+``clients`` gauge and ``rejects.<code>`` counters (``tools.top.REJECTS``).
+"""
+
+import json
+import time
+
+from exchange.config import Config
+from exchange.status import collect
+
+CLEAR = "\x1b[H\x1b[2J"
+REJECTS = "rejects."
+
+# (header, width, metrics: the first one a block has is shown; "a/b" shows two together)
+COLUMNS = (
+    ("orders/s", 9, ("commands_per_sec", "orders_per_sec", "requests_per_sec")),
+    ("fills/s", 8, ("fills_per_sec", "trades_per_sec")),
+    ("events/s", 9, ("events_per_sec",)),
+    ("batches/s", 9, ("batches_per_sec",)),
+    ("last seq", 10, ("last_seq",)),
+    ("req depth", 9, ("request_depth",)),
+    ("commit p50/p99 us", 17, ("commit_us_p50/commit_us_p99",)),
+    ("clients", 7, ("clients", "sessions")),
+)
+
+
+def _cell(block: dict, metrics: tuple[str, ...]) -> str:
+    for m in metrics:
+        if "/" in m:
+            a, b = m.split("/")
+            if a in block and b in block:
+                return f"{block[a]}/{block[b]}"
+        elif m in block:
+            return str(block[m])
+    return "-"
+
+
+def frame(doc: dict, now: float | None = None) -> str:
+    """One screen of the view, from a ``collect`` document."""
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    sup = doc["supervisor"]
+    if doc["running"]:
+        who = f"supervisor pid {sup['supervisor_pid']}"
+    else:
+        who = "no supervisor (systemd units, or stopped)"
+    lines = [f"exch top - namespace {doc['namespace']} - {who} - {clock}", ""]
+    header = f"{'process':<14} {'pid':>8} {'state':<5}" + "".join(
+        f" {h:>{w}}" for h, w, _ in COLUMNS
+    )
+    lines.append(header)
+    children = (sup or {}).get("children", [])
+    procs = doc["processes"]
+    for name in sorted(procs):
+        b = procs[name]
+        state = "up" if b["alive"] else "gone"
+        lines.append(
+            f"{name:<14} {b['pid']:>8} {state:<5}"
+            + "".join(f" {_cell(b, ms):>{w}}" for _, w, ms in COLUMNS)
+        )
+    if not procs:
+        lines.append("(no process has a counter block: is the daemon running?)")
+    if children:
+        lines += ["", "supervised: " + ", ".join(_child(c) for c in children)]
+    lines += ["", f"{'ring':<14} {'depth':>9} {'capacity':>9} {'published':>12}"]
+    for name, r in sorted(doc["rings"].items()):
+        lines.append(f"{name:<14} {r['depth']:>9} {r['capacity']:>9} {r['published']:>12}")
+    rejects = {
+        k[len(REJECTS) :]: v
+        for b in procs.values()
+        for k, v in b.items()
+        if k.startswith(REJECTS) and not k.endswith("_per_sec")
+    }
+    if rejects:
+        lines += ["", "rejects: " + ", ".join(f"{k} {v}" for k, v in sorted(rejects.items()))]
+    return "\n".join(lines)
+
+
+def _child(c: dict) -> str:
+    return f"{c['name']} (pid {c['pid'] or '-'}, up {c['up_seconds']}s, restarts {c['restarts']})"
+
+
+def run(config: Config, out, *, interval: float, once: bool, as_json: bool) -> int:
+    """Draw frames on ``out`` until Ctrl-C (or one, with ``once``)."""
+    live = not once and not as_json and out.isatty()
+    try:
+        while True:
+            t0 = time.monotonic()
+            doc = collect(config)  # takes two samples, SAMPLE_SECONDS apart, for the rates
+            if as_json:
+                out.write(json.dumps(doc) + "\n")
+            else:
+                out.write((CLEAR if live else "") + frame(doc) + "\n")
+            out.flush()
+            if once:
+                return 0
+            time.sleep(max(0.0, interval - (time.monotonic() - t0)))
+    except KeyboardInterrupt:
+        return 0
