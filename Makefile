@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) -m bench.book --json
 	$(PY) -m bench.ring --json
 	$(PY) -m bench.journal --json
+	$(PY) -m bench.shard --json
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
