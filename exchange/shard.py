@@ -175,7 +175,13 @@ def main(argv=None) -> int:
     ns = config.shm.namespace
 
     journal = Journal(f"{config.journal.dir}/{args.name}", durability=config.journal.durability)
-    engine = ShardEngine(index, books, journal, snapshot_every=config.snapshot.every_commands)
+    engine = ShardEngine(
+        index,
+        books,
+        journal,
+        snapshot_every=config.snapshot.every_commands,
+        snapshot_seconds=config.snapshot.every_seconds,
+    )
     try:
         rec = engine.recover()
     except RecoveryError as e:

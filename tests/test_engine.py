@@ -107,3 +107,13 @@ def test_recovery_from_snapshot_equals_full_replay(tmp_path):
         other = [BookConfig(min_price=1, max_price=2000, capacity=64)] * 2
         with pytest.raises(RecoveryError, match="instrument 0"):
             ShardEngine(0, other, j).recover()
+
+
+def test_a_snapshot_is_also_taken_after_snapshot_seconds(journal):
+    eng = ShardEngine(0, BOOKS, journal, snapshot_every=10**9, snapshot_seconds=0.0)
+    eng.apply(orders((0, SIDE_BUY, 100, 1, 1, 0, 1)))
+    assert journal.latest_snapshot()[0] == 1
+    eng = ShardEngine(0, BOOKS, journal, snapshot_every=10**9)  # no time trigger: none
+    eng.recover()
+    eng.apply(orders((0, SIDE_BUY, 100, 1, 1, 0, 2)))
+    assert journal.latest_snapshot()[0] == 1
