@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-long lint format bench clean
+.PHONY: run demo test test-long lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(VENV)/bin/exchanged run
+
+# a market maker and a noise taker trading through the real daemon (its own
+# namespace and ports, files under var/demo): watch the book move; Ctrl-C stops
+demo: $(STAMP)
+	$(VENV)/bin/exch demo
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" tests

@@ -6,6 +6,7 @@ exch cancel SYMBOL OID | exch cancel [SYMBOL] --all
 exch book SYMBOL [--watch]                     the depth ladder, live with --watch
 exch trades SYMBOL                             follow the trade prints
 exch top [--once]                              every process: rates, rings, commit latency
+exch demo [--seconds N]                        a maker and a taker bot trading through the daemon
 exch journal verify [--shard S [--path DIR]]   check a journal's invariants; exit 1 if broken
 exch journal book SYMBOL --at-seq N            a book as it was at seq N, rebuilt by replay
 
@@ -332,6 +333,36 @@ def cmd_top(args) -> int:
     )
 
 
+# ------------------------------------------------------------ demo
+
+
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from tools import demo
+
+    summary = demo.run(
+        folder=Path(args.dir),
+        config_path=args.config,
+        attach=args.attach,
+        symbol=args.symbol,
+        seconds=args.seconds,
+        as_json=args.json,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        moved = f", prices {summary['low']}..{summary['high']}" if summary["trades"] else ""
+        print(
+            f"demo over: {summary['trades']} trades (volume {summary['volume']}) in "
+            f"{summary['seconds']} s{moved}; exit codes {summary['exit_codes']}"
+        )
+    clean = all(code == 0 for code in summary["exit_codes"].values())
+    return 0 if clean and summary["trades"] else 1
+
+
 # ------------------------------------------------------------ the parser
 
 
@@ -474,6 +505,24 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="one frame, then exit")
     top.add_argument("--interval", type=_seconds, default=1.0, help="seconds between frames (1)")
     top.set_defaults(func=cmd_top)
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[as_json],
+        help="a market maker and a noise taker trading through the real daemon",
+        description="Start the daemon (unless --attach), a market-maker bot and a "
+        "noise-taker bot, and show the book moving; Ctrl-C stops everything.",
+    )
+    demo.add_argument(
+        "--config",
+        help="the daemon's config (default: the demo's own, beside `make run`: "
+        "namespace demo, ports 61311/61312, files under --dir)",
+    )
+    demo.add_argument("--dir", default="var/demo", help="the demo's files (var/demo)")
+    demo.add_argument("--attach", action="store_true", help="use the daemon running with --config")
+    demo.add_argument("--symbol", default="ACME", help="the instrument to trade (ACME)")
+    demo.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
+    demo.set_defaults(func=cmd_demo)
 
     journal = sub.add_parser("journal", help="read a shard's journal (verify, past books)")
     jsub = journal.add_subparsers(dest="what", required=True, metavar="ACTION")

@@ -314,7 +314,8 @@ def render(report: Verification) -> str:
     r = report
     head = f"{r.shard} ({r.path})"
     if r.ok:
-        lines = [f"{head}: OK, seqs 1..{r.last_seq} in {r.batches} batches ({r.seconds:.2f} s)"]
+        span = f"seqs 1..{r.last_seq} in {r.batches} batches" if r.last_seq else "empty"
+        lines = [f"{head}: OK, {span} ({r.seconds:.2f} s)"]
     else:
         total = sum(r.counts.values())
         per = ", ".join(f"{c} {r.counts[c]}" for c in CHECKS if c in r.counts)
