@@ -13,9 +13,10 @@ ring is committed with each batch, so requests that were journaled before a
 crash but not yet released are skipped; the events of the last journaled batch
 are published again (consumers drop what they have by its (seq, idx)).
 
-SIGTERM or SIGINT: the shard drains what is in the request ring, commits, and
-exits 0. A full journal disk stops intake: the shard logs why and exits 3,
-leaving the unjournaled requests in the ring.
+SIGTERM or SIGINT: the shard drains what is in the request ring, commits,
+publishes while someone reads the event ring, and exits 0. A full journal disk
+stops intake: the shard logs why and exits 3, leaving the unjournaled requests
+in the ring.
 """
 
 import argparse
@@ -58,7 +59,7 @@ def counters_name(shard: str) -> str:
 
 
 class Stopped(Exception):
-    """The stop flag came up while the loop was waiting to publish."""
+    """Stopping, with events to publish and no process reading the event ring."""
 
 
 class StopFlag:
@@ -108,7 +109,9 @@ class ShardLoop:
             if pos < len(records):
                 want = min(len(records) - pos, self.events.capacity)
                 self.events.wait_writable(want, timeout=WAIT_SECONDS)
-                if self.stop.raised:
+                # stopping: deliver while someone reads; with nobody to read, the
+                # events stay journaled and are published again at the next start
+                if self.stop.raised and not self.events.peer_alive():
                     raise Stopped
 
     def step(self) -> int:

@@ -1,5 +1,7 @@
 """The shard process with real rings and a real journal: durable, exactly once, recoverable."""
 
+import time
+
 import numpy as np
 import pytest
 from bookcheck import BookChecker
@@ -25,6 +27,7 @@ from exchange.records import (
     TIF_IOC,
     commands,
 )
+from shm.ring import inspect_ring
 
 
 @pytest.fixture
@@ -251,3 +254,19 @@ def test_crash_run_with_fsync_durability(rig):
 def test_many_kills_long_stream(rig):
     summary = _crash_run(rig, kills=30, per_round=3000, seed=99, snapshot_every=5000)
     assert summary["commands"] > 90_000
+
+
+@pytest.mark.timeout(120)
+def test_a_full_event_ring_makes_the_shard_wait_not_drop(rig):
+    r = rig(event_capacity=64)
+    flow = Flow(r, seed=3)
+    r.start()
+    r.wait_running()
+    cmds = flow.batch(400)
+    assert r.requests.write(cmds) == len(cmds)
+    time.sleep(1.0)  # nobody reads events: the shard must be stuck publishing
+    evt = inspect_ring(r.ns, "s0-evt")
+    assert evt.depth == evt.capacity  # full, and the shard is waiting on it
+    assert r.alive()
+    assert r.stop() == 0
+    verify(r, cmds)
