@@ -3,6 +3,7 @@
 exchanged run [--config FILE]                       supervisor + every process
 exchanged run --role shard --name s0 [--config F]   one shard (what systemd runs)
 exchanged run --role gateway [--config F]           the gateway (what systemd runs)
+exchanged run --role rings [--config F]             the rings' owner under systemd
 exchanged status [--config FILE] [--json]
 exchanged config show [--config FILE]
 """
@@ -37,6 +38,11 @@ def cmd_run(args) -> int:
 
         return server.main(["--config", args.config] if args.config else [])
     config = _load(args.config)
+    if args.role == "rings":
+        from exchange.supervisor import hold_rings
+
+        logs.set_role("rings")
+        return hold_rings(config)
     from exchange.supervisor import Supervisor
 
     logs.set_role("supervisor")
@@ -73,7 +79,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the daemon (or one of its processes)")
     run.add_argument("--config", help="TOML config (default: the embedded one)")
-    run.add_argument("--role", choices=["all", "shard", "gateway"], default="all")
+    run.add_argument("--role", choices=["all", "shard", "gateway", "rings"], default="all")
     run.add_argument("--name", help="the shard's name, with --role shard")
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="processes, sequences, rates, ring depths")

@@ -8,6 +8,10 @@ commands the systemd units run:
     python -m exchange.shard --name <shard> [--config F]
     python -m gateway.server [--config F]
 
+Under systemd there is no supervisor: ``hold_rings`` (``exchanged run --role
+rings``, the unit ordered before the shards and the gateway) makes the keys and
+the rings, owns the rings while it runs, and removes them when it stops last.
+
 A child that exits while the supervisor is running is restarted after a backoff
 that doubles from RESTART_MIN to RESTART_MAX seconds and resets once the child
 has stayed up for STABLE_SECONDS. SIGTERM or SIGINT: the gateway is stopped
@@ -19,6 +23,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +91,54 @@ def ensure_rings(config: Config) -> list[str]:
                 create_ring(ns, name, dtype, cap)
                 made.append(name)
     return made
+
+
+def release_rings(config: Config) -> dict[str, int]:
+    """Remove the namespace's segments, unless a ring still holds records: then every
+    segment is kept for the next start, and the rings that hold records are returned."""
+    ns = config.shm.namespace
+    pending = {name: inspect_ring(ns, name).depth for name in list_rings(ns)}
+    undelivered = {k: v for k, v in pending.items() if v}
+    if undelivered:
+        # never silently: these rings keep their records for the next start
+        logs.error("rings still hold records; keeping them", rings=undelivered)
+    else:
+        unlink_namespace(ns)
+    return undelivered
+
+
+def _sd_notify(state: str) -> None:
+    """Tell systemd (a Type=notify unit) how the service is; nothing outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(address)
+        s.sendall(state.encode())
+
+
+def hold_rings(config: Config) -> int:
+    """The rings' owner when systemd runs the processes: keys and rings made (or
+    adopted), READY=1 to systemd, then asleep until SIGTERM/SIGINT; then the rings
+    are released. Exit 0, 1 if rings were kept (they hold records), 2 if another
+    owner is alive."""
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # from now on a stop waits for sigwait
+    Path(config.journal.dir).mkdir(parents=True, exist_ok=True)
+    ensure_server_keys(config)
+    try:
+        made = ensure_rings(config)
+    except RuntimeError as e:
+        logs.error("cannot own the rings", error=str(e))
+        return 2
+    logs.info("holding the rings", namespace=config.shm.namespace, created=made)
+    _sd_notify("READY=1")
+    signum = signal.sigwait(stop)
+    _sd_notify("STOPPING=1")
+    logs.info("stopping", signal=signal.Signals(signum).name)
+    return 1 if release_rings(config) else 0
 
 
 def ensure_server_keys(config: Config) -> None:
@@ -211,16 +264,7 @@ class Supervisor:
                 if c.proc is not None:
                     c.proc.send_signal(signal.SIGTERM)
             codes += [self._wait_child(c) for c in group]
-        pending = {
-            name: inspect_ring(self.config.shm.namespace, name).depth
-            for name in list_rings(self.config.shm.namespace)
-        }
-        undelivered = {k: v for k, v in pending.items() if v}
-        if undelivered:
-            # never silently: these rings keep their records for the next start
-            logs.error("rings still hold records; keeping them", rings=undelivered)
-        else:
-            unlink_namespace(self.config.shm.namespace)
+        undelivered = release_rings(self.config)
         status_path(self.config).unlink(missing_ok=True)
         bad = [c for c in codes if c not in (None, 0)]
         return 1 if bad or undelivered else 0
