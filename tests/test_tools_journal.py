@@ -345,6 +345,9 @@ event_ring = 1024
     assert cli.main(argv) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "replay" in out
+    argv = ["journal", "backup", str(tmp_path / "bad"), "--shard", "s0", "--path", str(copy)]
+    assert cli.main([*argv, "--config", str(config)]) == 1  # copied as it is, and it fails
+    assert "FAIL" in capsys.readouterr().out
 
     seq = sorted(books)[5]
     argv = ["journal", "book", "BBB", "--at-seq", str(seq), "--config", str(config)]
@@ -358,6 +361,15 @@ event_ring = 1024
     assert f"BBB at seq {seq}" in out and str(asks[0][0]) in out
     assert cli.main(["journal", "book", "ZZZ", "--config", str(config)]) == 2
     assert "no instrument 'ZZZ'" in capsys.readouterr().err
+
+    backup = tmp_path / "backup-s0"
+    argv = ["journal", "backup", str(backup), "--shard", "s0", "--config", str(config)]
+    assert cli.main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["last_seq"] == max(books) and doc["verified"]["ok"]
+    assert doc["verified"]["hashes"] == verify(healthy).hashes
+    assert cli.main(argv) == 2  # never over an existing directory
+    assert "exists already" in capsys.readouterr().err
 
     assert cli.main(["journal", "verify", "--config", str(config), "--shard", "zz"]) == 2
     assert "no shard 'zz'" in capsys.readouterr().err

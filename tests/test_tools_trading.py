@@ -170,6 +170,12 @@ def test_journal_tools_on_the_live_daemon(daemon, bots, capsys):
     replayed = json.loads(capsys.readouterr().out)
     assert (replayed["bids"][:10], replayed["asks"][:10]) == (live["bids"], live["asks"])
     assert replayed["seq"] >= live["seq"]
+    # a backup while the shard runs: consistent, and it verifies
+    dest = daemon.tmp / "backup-s0"
+    argv = ["journal", "backup", str(dest), "--shard", "s0", "--config", str(daemon.path)]
+    assert cli.main([*argv, "--json"]) == 0
+    copied = json.loads(capsys.readouterr().out)
+    assert copied["verified"]["ok"] and copied["last_seq"] >= replayed["seq"]
     run(daemon, capsys, maker, "cancel", "--all")
 
 
