@@ -186,8 +186,12 @@ def raw(copy):
 
 
 def test_a_healthy_journal_passes_with_its_numbers(healthy):
-    report = verify(healthy)
+    seen = []
+    report = verify_journal(
+        str(healthy), BOOKS, symbols=SYMBOLS, progress=lambda s, t: seen.append((s, t))
+    )
     assert report.ok, report.problems
+    assert seen == sorted(seen) and seen[-1] == (report.last_seq, report.last_seq)
     with Journal(str(healthy), readonly=True) as j:
         stats = j.stats()
         trades = sum(int((ev["kind"] == EV_TRADE).sum()) for _, ev in j.iter_batches())

@@ -6,6 +6,7 @@ after it, each checked against its journaled events. Nothing is written.
 """
 
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from exchange.bookconfig import BookConfig
@@ -32,13 +33,16 @@ def book_at(
     seq: int | None = None,
     levels: int = 10,
     shard_index: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BookAt:
-    """The book of ``books[instrument]`` after ``seq`` (None: the last journaled seq)."""
+    """The book of ``books[instrument]`` after ``seq`` (None: the last journaled seq);
+    ``progress(seq, upto)`` is called before each batch is replayed."""
     t0 = time.perf_counter()
     with Journal(path, readonly=True) as journal:
         upto = journal.last_seq if seq is None else seq
         try:
-            view = JournalView(journal, upto)
+            on_batch = progress and (lambda cmds, events: progress(int(cmds["seq"][-1]), upto))
+            view = JournalView(journal, upto, on_batch)
         except ValueError as e:
             raise ToolError(str(e)) from None
         engine = ShardEngine(shard_index, books, view)

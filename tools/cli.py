@@ -249,12 +249,7 @@ def cmd_journal_verify(args) -> int:
         shard = config.shards[index]
         path = args.path or _journal_path(config, name)
         books = [config.instrument(sym).book for sym in shard.instruments]
-        progress = Progress(f"verifying {name}", 0)
-
-        def show(seq, last, progress=progress):
-            progress.total = last
-            progress.update(seq)
-
+        progress = Progress(f"verifying {name}")
         try:
             report = verify_journal(
                 path,
@@ -262,7 +257,7 @@ def cmd_journal_verify(args) -> int:
                 symbols=list(shard.instruments),
                 shard=name,
                 shard_index=index,
-                progress=show,
+                progress=progress.update,
             )
         except JournalError as e:
             raise ToolError(str(e)) from None
@@ -289,8 +284,7 @@ def cmd_journal_book(args) -> int:
     name, instrument = routes[args.symbol]
     index = _shard_of(config, name)
     books = [config.instrument(sym).book for sym in config.shards[index].instruments]
-    if args.levels < 1:
-        raise ToolError(f"--levels must be >= 1, got {args.levels}")
+    progress = Progress(f"replaying {name}")
     try:
         at = book_at(
             args.path or _journal_path(config, name),
@@ -299,12 +293,15 @@ def cmd_journal_book(args) -> int:
             args.at_seq,
             args.levels,
             index,
+            progress.update,
         )
     except JournalError as e:
         raise ToolError(str(e)) from None
     except RecoveryError as e:
         print(f"exch: the journal does not replay: {e}; run `exch journal verify`", file=sys.stderr)
         return 1
+    finally:
+        progress.close()
     if args.json:
         _print_json(
             {
@@ -568,7 +565,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     book.add_argument("symbol", metavar="SYMBOL")
     book.add_argument("--at-seq", type=int, metavar="N", help="default: the last journaled seq")
-    book.add_argument("--levels", type=int, default=10, help="price levels per side (10)")
+    book.add_argument("--levels", type=_positive, default=10, help="price levels per side (10)")
     book.add_argument("--path", help="the shard's journal directory (default: from the config)")
     book.set_defaults(func=cmd_journal_book)
     backup = jsub.add_parser(

@@ -7,7 +7,9 @@ EVERY_SECONDS = 0.2
 
 
 class Progress:
-    def __init__(self, label: str, total: int, stream=None):
+    """``update(done, total)`` as often as wanted; it redraws at most every EVERY_SECONDS."""
+
+    def __init__(self, label: str, total: int = 0, stream=None):
         self.label = label
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
@@ -15,7 +17,9 @@ class Progress:
         self.enabled = self.stream.isatty()
         self._shown = 0.0
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
         now = time.monotonic()
         if not self.enabled or now - self._shown < EVERY_SECONDS:
             return

@@ -1,0 +1,59 @@
+"""``exch``'s surface: every command has --help, every one that prints data has --json,
+and progress is drawn on a terminal only."""
+
+import io
+
+import pytest
+
+from tools import cli
+from tools.progress import Progress
+
+COMMANDS = [
+    ["keys", "list"],
+    ["keys", "create"],
+    ["keys", "register"],
+    ["keys", "revoke"],
+    ["keys", "server"],
+    ["order"],
+    ["cancel"],
+    ["book"],
+    ["trades"],
+    ["top"],
+    ["demo"],
+    ["journal", "verify"],
+    ["journal", "book"],
+    ["journal", "backup"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_and_json(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([*command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "--json" in text and "--config" in text
+
+
+def test_the_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    for name in {c[0] for c in COMMANDS}:
+        assert name in text
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_on_a_terminal_only():
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress("verifying s0", stream=stream)
+        p.update(250, 1000)
+        p.close()
+    assert "\rverifying s0: 250 / 1,000 (25%)" in tty.getvalue()
+    assert tty.getvalue().endswith("\r\x1b[K")  # the line is cleared for what follows
+    assert pipe.getvalue() == ""
