@@ -57,3 +57,17 @@ def test_progress_draws_on_a_terminal_only():
     assert "\rverifying s0: 250 / 1,000 (25%)" in tty.getvalue()
     assert tty.getvalue().endswith("\r\x1b[K")  # the line is cleared for what follows
     assert pipe.getvalue() == ""
+
+
+def test_no_gateway_is_one_clear_error(tmp_path, capsys):
+    keys = ["--keys-dir", str(tmp_path / "keys")]
+    assert cli.main(["keys", "server", "--create", *keys]) == 0
+    assert cli.main(["keys", "create", "5", "--out", str(tmp_path / "b.key"), *keys]) == 0
+    capsys.readouterr()
+    nobody = "ipc://" + str(tmp_path / "nobody")  # no gateway there
+    argv = ["--key", str(tmp_path / "b.key"), "--server-key", str(tmp_path / "keys/server.key")]
+    argv += ["--endpoint", nobody, "--timeout", "0.3"]
+    assert cli.main(["order", "ACME", "buy", "1", "10000", *argv]) == 2
+    assert f"no answer from the gateway at {nobody}" in capsys.readouterr().err
+    assert cli.main(["book", "ACME", *argv]) == 2
+    assert "is the daemon running?" in capsys.readouterr().err

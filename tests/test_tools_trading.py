@@ -213,3 +213,26 @@ def test_top_shows_every_process_and_ring(daemon, bots, capsys):
     assert cli.main(["top", "--once", "--config", str(daemon.path)]) == 0
     text = capsys.readouterr().out
     assert "shard-s0" in text and "s1-evt" in text and "supervised: s0 (pid" in text
+
+
+@pytest.mark.timeout(180)
+def test_an_unanswered_order_is_retried_safely_with_its_key(daemon, bots, capsys):
+    """The shard stalls (SIGSTOP): the tool gives up and names the idempotency key;
+    sent again with that key once the shard is back, the order exists exactly once."""
+    maker = bots["maker"]
+    shard = daemon.child_pid("s0")
+    cfg = ["--config", str(daemon.path), "--key", maker]
+    argv = ["order", "ACME", "sell", "2", "11111", *cfg]
+    os.kill(shard, signal.SIGSTOP)
+    try:
+        assert cli.main([*argv, "--timeout", "0.5"]) == 2
+    finally:
+        os.kill(shard, signal.SIGCONT)
+    err = capsys.readouterr().err
+    assert "the order may or may not be in" in err
+    ik = int(err.split("--ik ")[1].split()[0])
+    code, again = run(daemon, capsys, maker, *argv[:5], "--ik", str(ik))
+    assert code == 0 and again["reply"]["t"] == "A" and again["reply"]["dup"], again
+    code, book = run(daemon, capsys, maker, "book", "ACME")
+    assert [11111, 2, 1] in book["asks"]  # once, not twice
+    run(daemon, capsys, maker, "cancel", "--all")

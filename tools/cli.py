@@ -148,6 +148,7 @@ def _answer(args, reply, notices) -> int:
 
 
 def cmd_order(args) -> int:
+    from gateway.client import new_idempotency_key
     from tools import connect, trading
 
     config, ident = _connect(args)
@@ -155,12 +156,19 @@ def cmd_order(args) -> int:
     fields["type"] = args.type or ("limit" if args.price is not None else "market")
     if args.coid:
         fields["coid"] = args.coid
-    if args.ik:
-        fields["ik"] = args.ik
-    with connect.client(config, ident, args.endpoint) as c:
-        reply, notices = trading.place(
-            c, args.symbol, args.side, args.qty, args.price, args.wait, **fields
-        )
+    # chosen here, so that after a timeout the order can be retried without risk
+    fields["ik"] = args.ik or new_idempotency_key()
+    with connect.client(config, ident, args.endpoint, args.timeout) as c:
+        try:
+            reply, notices = trading.place(
+                c, args.symbol, args.side, args.qty, args.price, args.wait, **fields
+            )
+        except TimeoutError:
+            raise ToolError(
+                f"no answer from the gateway in {args.timeout} s (asked twice): the order may "
+                f"or may not be in; send it again with --ik {fields['ik']} and it is placed at "
+                "most once"
+            ) from None
     return _answer(args, reply, notices)
 
 
@@ -172,8 +180,13 @@ def cmd_cancel(args) -> int:
     if args.oid is not None and not args.symbol:
         raise ToolError("a cancel needs the order's SYMBOL")
     config, ident = _connect(args)
-    with connect.client(config, ident, args.endpoint) as c:
-        reply, notices = trading.cancel(c, args.symbol, args.oid, args.wait)
+    with connect.client(config, ident, args.endpoint, args.timeout) as c:
+        try:
+            reply, notices = trading.cancel(c, args.symbol, args.oid, args.wait)
+        except TimeoutError:
+            raise ToolError(
+                f"no answer from the gateway in {args.timeout} s (asked twice)"
+            ) from None
     return _answer(args, reply, notices)
 
 
@@ -192,12 +205,13 @@ def cmd_book(args) -> int:
             clear = market.CLEAR if args.watch and sys.stdout.isatty() else ""
             print(clear + render_ladder(args.symbol, seq, bids, asks), flush=True)
 
-    with connect.client(config, ident, args.endpoint) as c:
+    with connect.client(config, ident, args.endpoint, args.timeout) as c:
         if not args.watch:
             book = market.snapshot(c, args.symbol, args.depth)
             show(book.seq, book.bids, book.asks)
             return 0
-        sub = connect.subscriber(config, ident, [args.symbol], c.book, args.depth, args.pub)
+        ask = market.patient(c.book)
+        sub = connect.subscriber(config, ident, [args.symbol], ask, args.depth, args.pub)
         try:
             market.watch_book(sub, args.symbol, show, args.seconds)
         finally:
@@ -409,6 +423,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     conn.add_argument("--endpoint", help="the gateway's ROUTER (default: the config's first)")
     conn.add_argument("--pub", help="the gateway's PUB (default: the config's first)")
+    conn.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds to wait for an answer before asking again, once (10)",
+    )
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument(
         "--wait",

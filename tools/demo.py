@@ -39,6 +39,7 @@ from gateway.protocol import Trades
 from tools import connect, keytool
 from tools.errors import ToolError
 from tools.ladder import ladder_doc, render_ladder
+from tools.market import patient
 
 DEMO_CLIENTS = {"maker": 9001, "taker": 9002, "viewer": 9003}
 DEMO_PORTS = (61311, 61312)
@@ -218,7 +219,7 @@ def run(
             argv = [sys.executable, "-m", f"tools.{bot}", "--config", config_path]
             argv += ["--key", str(paths[bot]), "--symbol", symbol]
             procs.start(bot, argv, folder / f"{bot}.log")
-        sub = connect.subscriber(config, ident, [symbol], viewer.book, DEPTH)
+        sub = connect.subscriber(config, ident, [symbol], patient(viewer.book), DEPTH)
         tape = Tape()
         t0 = time.monotonic()
         live = out.isatty() and not as_json

@@ -19,10 +19,26 @@ CLEAR = "\x1b[H\x1b[2J"
 
 
 def snapshot(client, sym: str, depth: int) -> Book:
-    book = client.book(sym, depth)
+    try:
+        book = client.book(sym, depth)
+    except TimeoutError:
+        raise ToolError(f"no answer from the gateway in {client.timeout} s (asked twice)") from None
     if isinstance(book, Reject):
         raise ToolError(f"{sym}: {book.code} {book.field}: {book.reason}")
     return book
+
+
+def patient(book):
+    """``book(sym, depth)`` (e.g. ``Client.book``) as a subscriber's snapshot source: an
+    unanswered request gives None, so the book stays stale and is asked for again."""
+
+    def ask(sym: str, depth: int):
+        try:
+            return book(sym, depth)
+        except TimeoutError:
+            return None
+
+    return ask
 
 
 def _until(seconds: float) -> Callable[[], bool]:
