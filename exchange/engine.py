@@ -21,6 +21,7 @@ journal after it, and refuses to go on when the replay does not give the
 journaled events byte for byte.
 """
 
+import tempfile
 import time
 from typing import NamedTuple
 
@@ -32,10 +33,16 @@ from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.journal import Journal
 from exchange.records import (
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
     CMD_NEW,
+    CMD_REPLACE,
     EV_REJECTED,
     EVENT_DTYPE,
     REJ_BAD_COMMAND,
+    SIDE_BUY,
+    SIDE_SELL,
+    commands,
 )
 
 ORDER_ID_SHARD_SHIFT = 40  # 2**40 sequence numbers per shard before ids would collide
@@ -243,3 +250,29 @@ class ShardEngine:
 
     def state_hashes(self) -> list[str]:
         return [b.state_hash() for b in self.books]
+
+
+def warm_up() -> float:
+    """Compile (or load from Numba's cache) everything a batch goes through, on a
+    throwaway book and journal, so the first real order is not the one that pays
+    for it (a cold compile takes tens of seconds). Returns the seconds it took."""
+    t0 = time.perf_counter()
+    cfg = BookConfig(min_price=1, max_price=16, capacity=8)
+    cmds = commands(6)
+    cmds["kind"] = [CMD_NEW, CMD_NEW, CMD_REPLACE, CMD_NEW, CMD_CANCEL, CMD_MASS_CANCEL]
+    cmds["side"] = [SIDE_SELL, SIDE_BUY, 0, SIDE_SELL, 0, 0]
+    cmds["price"] = [8, 8, 9, 10, 0, 0]
+    cmds["qty"] = [2, 1, 3, 1, 0, 0]
+    cmds["order_id"] = [0, 0, 1, 0, 4, 0]
+    cmds["client"] = [1, 2, 1, 1, 1, 1]
+    cmds["idem_key"] = [7, 0, 0, 0, 0, 0]
+    with (
+        tempfile.TemporaryDirectory(prefix="exchange-warm-up-") as tmp,
+        Journal(f"{tmp}/journal", durability="os") as journal,
+    ):
+        engine = ShardEngine(0, [cfg], journal, snapshot_every=1)
+        engine.apply(cmds, positions={"warm-up": len(cmds)})
+        engine.apply(cmds[:1])  # an idempotent retry
+        ShardEngine(0, [cfg], journal).recover()
+        engine.books[0].depth(5)
+    return time.perf_counter() - t0

@@ -28,13 +28,14 @@ import psutil
 
 from exchange import logs
 from exchange.config import ConfigError, load_config
-from exchange.engine import RecoveryError, ShardEngine
+from exchange.engine import RecoveryError, ShardEngine, warm_up
 from exchange.journal import Journal, JournalFull
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from shm.consumer import Consumer
 from shm.counters import CounterBlock
 from shm.producer import Producer
 from shm.ring import inspect_ring
+from shm.warmup import warm_up as warm_up_rings
 
 MAX_BATCH = 4096  # commands per journal transaction at most
 WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag again
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
     books = [config.instrument(sym).book for sym in shard.instruments]
     ns = config.shm.namespace
 
+    logs.info("compiled", seconds=round(warm_up() + warm_up_rings(), 3))
     journal = Journal(f"{config.journal.dir}/{args.name}", durability=config.journal.durability)
     engine = ShardEngine(
         index,

@@ -1,0 +1,42 @@
+"""Compile (or load from Numba's cache) every ring operation before it is needed.
+
+A process that waits for its first record to compile the ring's Numba code pays
+seconds on a cold cache, holding the GIL meanwhile (its other threads, such as
+the gateway's ZAP handler, stall too). ``warm_up`` runs each operation once on a
+throwaway ring in a namespace of its own, then removes it.
+"""
+
+import os
+import time
+import uuid
+
+import numpy as np
+
+from shm.consumer import Consumer
+from shm.names import unlink_namespace
+from shm.producer import Producer
+from shm.ring import create_ring
+
+_DTYPE = np.dtype([("a", "<i8"), ("_pad", "u1", (56,))])
+
+
+def warm_up() -> float:
+    """Run every ring operation once; returns the seconds it took."""
+    t0 = time.perf_counter()
+    ns = f"warm{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        create_ring(ns, "w", _DTYPE, 4)
+        with Producer(ns, "w", _DTYPE) as p, Consumer(ns, "w", _DTYPE) as c:
+            p.write(np.zeros(2, _DTYPE))  # push
+            view = p.claim(1)  # write_span, publish
+            p.publish(len(view))
+            c.wait(timeout=1.0)  # spin
+            c.release(len(c.peek(1)))  # read_span, release
+            c.read(4)  # pull
+            p.wait_writable(1, timeout=1.0)
+            for end in (c, p):  # the sleeping handshake, without sleeping
+                end.prepare_sleep()
+                end.finish_sleep()
+    finally:
+        unlink_namespace(ns)
+    return time.perf_counter() - t0
