@@ -28,6 +28,7 @@ from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
 from gateway.zap import KeyTable, ZapHandler
 from shm.errors import ShmError
+from shm.warmup import warm_up as warm_up_rings
 
 DRAIN_SECONDS = 2.0
 ZAP_DOMAIN = b"exchange"
@@ -92,6 +93,9 @@ def main(argv=None) -> int:
     except (ConfigError, KeysError) as e:
         logs.error("cannot start", error=str(e))
         return 2
+    # before any socket: a cold Numba compile on the first request would hold the
+    # GIL for seconds and stall the ZAP thread's CURVE handshakes
+    logs.info("compiled", seconds=round(warm_up_rings(), 3))
     if config.gateway.cpus:
         psutil.Process().cpu_affinity(config.gateway.cpus)
     links = []
