@@ -64,7 +64,10 @@ class Daemon:
                 stderr=log,
                 start_new_session=True,
             )
+        # until every shard runs: on a cold Numba cache they compile for a while,
+        # and the gateway answers "unavailable" meanwhile
         self.wait_log('"msg": "serving"')
+        self.wait_log('"msg": "running"', count=len(self.config.shards), timeout=240)
 
     def log(self) -> str:
         return self.log_path.read_text()
