@@ -22,7 +22,7 @@ def config(tmp_path):
 @pytest.mark.timeout(240)
 def test_the_bots_trade_and_the_book_moves(config, tmp_path, capsys):
     argv = ["demo", "--config", str(config.path), "--dir", str(tmp_path / "demo"), "--json"]
-    assert cli.main([*argv, "--seconds", "10"]) == 0
+    assert cli.main([*argv, "--seconds", "6"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["exit_codes"] == {"taker": 0, "maker": 0, "daemon": 0}
     assert summary["trades"] > 0 and summary["volume"] >= summary["trades"]

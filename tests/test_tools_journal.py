@@ -27,6 +27,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_TRADE,
     EVENT_DTYPE,
+    EVF_DUPLICATE,
     SIDE_BUY,
     SIDE_SELL,
     STP_DECREMENT,
@@ -243,6 +244,23 @@ def test_a_missing_last_batch_fails(raw, copy):
         p.check == "sequence" and f"its batches end at {cmds['seq'][0] - 1}" in p.message
         for p in report.problems
     )
+
+
+def test_events_without_their_command_or_flagged_as_retries_fail(raw, copy):
+    batches = [b for b in raw.batches() if len(b[1]) > 2]
+    key, cmds, ev = batches[1]
+    silent = int(cmds["seq"][0])
+    raw.put("events", key, ev[ev["seq"] != silent].tobytes())  # its command's events lost
+    key, cmds, ev = batches[2]
+    ev["flags"][-1] |= EVF_DUPLICATE  # a re-send journaled as history
+    raw.put("events", key, ev.tobytes())
+    raw.close()
+    report = verify(copy)
+    events = {(p.seq, p.message) for p in report.problems if p.check == "events"}
+    assert (silent, "the command has no event (every command is answered)") in events
+    flagged = int(ev["seq"][-1])
+    assert (flagged, "a duplicate re-send (EVF_DUPLICATE) is journaled as history") in events
+    assert "replay" in checks(report)
 
 
 def test_two_orders_under_one_idempotency_key_fail(raw, copy):

@@ -38,8 +38,7 @@ from exchange import idempotency
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
-from exchange.records import EVF_DUPLICATE
-from tools import fillcheck
+from tools import batchcheck, fillcheck
 from tools.journalview import JournalView
 
 MAX_LISTED = 20
@@ -104,6 +103,7 @@ class _Pass:
         self.table = fillcheck.new_table()
         self.totals = np.zeros(fillcheck.S_SIZE, np.int64)
         self.found = np.zeros((MAX_LISTED, 3), np.int64)
+        self.framing = batchcheck.new_problems(MAX_LISTED)
         self.keyed = []
 
     def batch(self, cmds: np.ndarray, events: np.ndarray) -> None:
@@ -111,8 +111,7 @@ class _Pass:
         r.batches += 1
         r.commands += len(cmds)
         r.events += len(events)
-        self._sequence(cmds["seq"])
-        self._events(cmds, events)
+        self._framing(cmds, events)
         self._fills(events)
         idx = idempotency.keyed_news(cmds)
         keyed = np.zeros(len(idx), _KEYED_DTYPE)
@@ -123,47 +122,15 @@ class _Pass:
         if self.progress is not None:
             self.progress(int(cmds["seq"][-1]))
 
-    def _sequence(self, seq: np.ndarray) -> None:
-        add = self.report.add
-        first = int(seq[0])
-        if first < self.next_seq:
-            add("sequence", first, f"a batch starts at seq {first}, after seq {self.next_seq - 1}")
-        elif first > self.next_seq:
-            add("sequence", first, f"seqs {self.next_seq}..{first - 1} are missing (a lost batch?)")
-        for i in np.flatnonzero(np.diff(seq) != 1)[:MAX_LISTED].tolist():
-            a, b = int(seq[i]), int(seq[i + 1])
-            if b > a:
-                add("sequence", b, f"seqs {a + 1}..{b - 1} are missing inside a batch")
-            else:
-                add("sequence", b, f"seq {b} follows seq {a} inside a batch")
-        self.next_seq = max(self.next_seq, int(seq.max()) + 1)
-
-    def _events(self, cmds: np.ndarray, events: np.ndarray) -> None:
-        add = self.report.add
-        seq, es, idx = cmds["seq"], events["seq"], events["idx"]
-        for i in np.flatnonzero(cmds["instrument"] >= self.instruments)[:MAX_LISTED].tolist():
-            add(
-                "events",
-                seq[i],
-                f"the command is for instrument {cmds['instrument'][i]}; "
-                f"the shard has {self.instruments}",
-            )
-        at = np.searchsorted(seq, es)
-        mine = (at < len(seq)) & (seq[np.minimum(at, len(seq) - 1)] == es)
-        for i in np.flatnonzero(~mine)[:MAX_LISTED].tolist():
-            add("events", es[i], f"event {i} has seq {es[i]}, which no command of its batch has")
-        back = (es[1:] < es[:-1]) | ((es[1:] == es[:-1]) & (idx[1:] <= idx[:-1]))
-        for i in np.flatnonzero(back)[:MAX_LISTED].tolist():
-            add("events", es[i + 1], f"event ({es[i + 1]}, {idx[i + 1]}) after ({es[i]}, {idx[i]})")
-        counts = np.bincount(at[mine], minlength=len(seq))
-        for i in np.flatnonzero(counts == 0)[:MAX_LISTED].tolist():
-            add("events", seq[i], "the command has no event (every command is answered)")
-        if mine.all() and not back.any():
-            starts = np.repeat(np.cumsum(counts) - counts, counts)
-            for i in np.flatnonzero(idx != np.arange(len(es)) - starts)[:MAX_LISTED].tolist():
-                add("events", es[i], f"event idx {idx[i]} where {i - starts[i]} was due")
-        for i in np.flatnonzero(events["flags"] & EVF_DUPLICATE)[:MAX_LISTED].tolist():
-            add("events", es[i], "a duplicate re-send (EVF_DUPLICATE) is journaled as history")
+    def _framing(self, cmds: np.ndarray, events: np.ndarray) -> None:
+        found, self.next_seq = batchcheck.scan(
+            cmds, events, self.instruments, self.next_seq, self.framing
+        )
+        for code, seq, a, b in self.framing[: min(found, MAX_LISTED)].tolist():
+            check = "sequence" if code in batchcheck.SEQUENCE else "events"
+            self.report.add(check, seq, batchcheck.message(code, seq, a, b))
+        if found > MAX_LISTED:  # counted, not listed: the first of a batch say enough
+            self.report.counts["events"] = self.report.counts.get("events", 0) + found - MAX_LISTED
 
     def _fills(self, events: np.ndarray) -> None:
         t = self.totals
