@@ -21,13 +21,21 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import RecoveryError
 from exchange.journal import JournalError
+from gateway.client import new_idempotency_key
 from gateway.keys import KeysError, check_client_id
+from gateway.protocol import Reject
+from tools import connect, demo, keytool, market, top, trading
+from tools.backup import backup
+from tools.bookat import book_at
 from tools.errors import ToolError
+from tools.ladder import ladder_doc, render_ladder
 from tools.progress import Progress
+from tools.verify import render, verify_journal
 
 
 def _config(args) -> Config:
@@ -83,7 +91,6 @@ def _seconds(text: str) -> float:
 
 
 def cmd_keys(args) -> int:
-    from tools import keytool
 
     keys_dir = args.keys_dir or _config(args).gateway.keys_dir
     if args.action == "list":
@@ -129,27 +136,24 @@ def cmd_keys(args) -> int:
 
 
 def _connect(args):
-    from tools import connect
 
     config = _config(args)
     return config, connect.identity(config, args.key, args.server_key)
 
 
 def _answer(args, reply, notices) -> int:
-    from gateway.protocol import Reject
-    from tools.trading import describe, to_doc
 
     if args.json:
-        _print_json({"reply": to_doc(reply), "notices": [to_doc(n) for n in notices]})
+        _print_json(
+            {"reply": trading.to_doc(reply), "notices": [trading.to_doc(n) for n in notices]}
+        )
     else:
         for msg in (reply, *notices):
-            print(describe(msg))
+            print(trading.describe(msg))
     return 1 if isinstance(reply, Reject) else 0
 
 
 def cmd_order(args) -> int:
-    from gateway.client import new_idempotency_key
-    from tools import connect, trading
 
     config, ident = _connect(args)
     fields = {"tif": args.tif, "stp": args.stp, "post_only": args.post_only}
@@ -173,7 +177,6 @@ def cmd_order(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from tools import connect, trading
 
     if args.all == (args.oid is not None):
         raise ToolError("give either an order id or --all")
@@ -191,8 +194,6 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_book(args) -> int:
-    from tools import connect, market
-    from tools.ladder import ladder_doc, render_ladder
 
     config, ident = _connect(args)
     if args.symbol not in config.routes():
@@ -220,7 +221,6 @@ def cmd_book(args) -> int:
 
 
 def cmd_trades(args) -> int:
-    from tools import connect, market
 
     config, ident = _connect(args)
     if args.symbol not in config.routes():
@@ -251,7 +251,6 @@ def cmd_trades(args) -> int:
 
 
 def cmd_journal_verify(args) -> int:
-    from tools.verify import render, verify_journal
 
     config = _config(args)
     if args.path and not args.shard:
@@ -288,8 +287,6 @@ def cmd_journal_verify(args) -> int:
 
 
 def cmd_journal_book(args) -> int:
-    from tools.bookat import book_at
-    from tools.ladder import ladder_doc, render_ladder
 
     config = _config(args)
     routes = config.routes()
@@ -335,8 +332,6 @@ def cmd_journal_book(args) -> int:
 
 
 def cmd_journal_backup(args) -> int:
-    from tools.backup import backup
-    from tools.verify import render, verify_journal
 
     config = _config(args)
     index = _shard_of(config, args.shard)
@@ -361,7 +356,6 @@ def cmd_journal_backup(args) -> int:
 
 
 def cmd_top(args) -> int:
-    from tools import top
 
     return top.run(
         _config(args), sys.stdout, interval=args.interval, once=args.once, as_json=args.json
@@ -372,9 +366,6 @@ def cmd_top(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from pathlib import Path
-
-    from tools import demo
 
     summary = demo.run(
         folder=Path(args.dir),
@@ -444,13 +435,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    keys = sub.add_parser(
+    keys_cmd = sub.add_parser(
         "keys",
         help="client and gateway CURVE keys",
         description="Create, register, list and revoke client keys; show, create or "
         "rotate the gateway's key pair. Works on the config's keys_dir.",
     )
-    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ksub = keys_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
     kdir = argparse.ArgumentParser(add_help=False)
     kdir.add_argument("--keys-dir", help="default: the config's gateway.keys_dir")
     k = ksub.add_parser("list", parents=[common, as_json, kdir], help="registered clients")
@@ -478,117 +469,129 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument(
         "--rotate", action="store_true", help="a new pair; the old is kept in retired/"
     )
-    keys.set_defaults(func=cmd_keys)
+    keys_cmd.set_defaults(func=cmd_keys)
 
-    order = sub.add_parser(
+    order_cmd = sub.add_parser(
         "order",
         parents=[common, as_json, conn, waiting],
         help="submit one order",
         description="Submit one order as the client of --key; exit 1 if it is rejected.",
     )
-    order.add_argument("symbol", metavar="SYMBOL")
-    order.add_argument("side", choices=["buy", "sell"])
-    order.add_argument("qty", type=int, metavar="QTY")
-    order.add_argument("price", type=int, nargs="?", metavar="PRICE", help="none: a market order")
-    order.add_argument("--tif", choices=["gtc", "ioc", "fok"], default="gtc")
-    order.add_argument("--type", choices=["limit", "market"], help="default: by PRICE")
-    order.add_argument("--post-only", action="store_true")
-    order.add_argument(
+    order_cmd.add_argument("symbol", metavar="SYMBOL")
+    order_cmd.add_argument("side", choices=["buy", "sell"])
+    order_cmd.add_argument("qty", type=int, metavar="QTY")
+    order_cmd.add_argument(
+        "price", type=int, nargs="?", metavar="PRICE", help="none: a market order"
+    )
+    order_cmd.add_argument("--tif", choices=["gtc", "ioc", "fok"], default="gtc")
+    order_cmd.add_argument("--type", choices=["limit", "market"], help="default: by PRICE")
+    order_cmd.add_argument("--post-only", action="store_true")
+    order_cmd.add_argument(
         "--stp",
         choices=["none", "cancel_newest", "cancel_oldest", "cancel_both", "decrement"],
         default="cancel_newest",
         help="self-trade prevention (cancel_newest)",
     )
-    order.add_argument("--coid", help="your own order id, echoed in the answers")
-    order.add_argument("--ik", type=int, help="idempotency key (default: a random one)")
-    order.set_defaults(func=cmd_order)
-    cancel = sub.add_parser(
+    order_cmd.add_argument("--coid", help="your own order id, echoed in the answers")
+    order_cmd.add_argument("--ik", type=int, help="idempotency key (default: a random one)")
+    order_cmd.set_defaults(func=cmd_order)
+    cancel_cmd = sub.add_parser(
         "cancel",
         parents=[common, as_json, conn, waiting],
         help="cancel an order, or all of them",
         description="Cancel one order, or with --all every order of the client "
         "(on SYMBOL, or on every symbol).",
     )
-    cancel.add_argument("symbol", nargs="?", metavar="SYMBOL")
-    cancel.add_argument("oid", type=int, nargs="?", metavar="OID")
-    cancel.add_argument("--all", action="store_true", help="a mass cancel")
-    cancel.set_defaults(func=cmd_cancel)
-    book = sub.add_parser(
+    cancel_cmd.add_argument("symbol", nargs="?", metavar="SYMBOL")
+    cancel_cmd.add_argument("oid", type=int, nargs="?", metavar="OID")
+    cancel_cmd.add_argument("--all", action="store_true", help="a mass cancel")
+    cancel_cmd.set_defaults(func=cmd_cancel)
+    book_cmd = sub.add_parser(
         "book",
         parents=[common, as_json, conn],
         help="the depth ladder of a symbol, live with --watch",
     )
-    book.add_argument("symbol", metavar="SYMBOL")
-    book.add_argument("--depth", type=_positive, default=10, help="levels per side (10)")
-    book.add_argument("--watch", action="store_true", help="follow it (Ctrl-C stops)")
-    book.add_argument(
+    book_cmd.add_argument("symbol", metavar="SYMBOL")
+    book_cmd.add_argument("--depth", type=_positive, default=10, help="levels per side (10)")
+    book_cmd.add_argument("--watch", action="store_true", help="follow it (Ctrl-C stops)")
+    book_cmd.add_argument(
         "--seconds", type=_seconds, default=0, help="with --watch: stop after this long"
     )
-    book.set_defaults(func=cmd_book)
-    trades = sub.add_parser(
+    book_cmd.set_defaults(func=cmd_book)
+    trades_cmd = sub.add_parser(
         "trades",
         parents=[common, as_json, conn],
         help="follow a symbol's trade prints",
         description="Print SYMBOL's trades as they happen (Ctrl-C stops).",
     )
-    trades.add_argument("symbol", metavar="SYMBOL")
-    trades.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
-    trades.add_argument("--count", type=_positive, help="stop after this many prints")
-    trades.set_defaults(func=cmd_trades)
+    trades_cmd.add_argument("symbol", metavar="SYMBOL")
+    trades_cmd.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
+    trades_cmd.add_argument("--count", type=_positive, help="stop after this many prints")
+    trades_cmd.set_defaults(func=cmd_trades)
 
-    top = sub.add_parser(
+    top_cmd = sub.add_parser(
         "top",
         parents=[common, as_json],
         help="a live view of every process (Ctrl-C stops)",
         description="Orders/s, fills/s, ring depths, commit latency p50/p99, clients and "
         "rejects of every process, from their shared-memory counters.",
     )
-    top.add_argument("--once", action="store_true", help="one frame, then exit")
-    top.add_argument("--interval", type=_seconds, default=1.0, help="seconds between frames (1)")
-    top.set_defaults(func=cmd_top)
+    top_cmd.add_argument("--once", action="store_true", help="one frame, then exit")
+    top_cmd.add_argument(
+        "--interval", type=_seconds, default=1.0, help="seconds between frames (1)"
+    )
+    top_cmd.set_defaults(func=cmd_top)
 
-    demo = sub.add_parser(
+    demo_cmd = sub.add_parser(
         "demo",
         parents=[as_json],
         help="a market maker and a noise taker trading through the real daemon",
         description="Start the daemon (unless --attach), a market-maker bot and a "
         "noise-taker bot, and show the book moving; Ctrl-C stops everything.",
     )
-    demo.add_argument(
+    demo_cmd.add_argument(
         "--config",
         help="the daemon's config (default: the demo's own, beside `make run`: "
         "namespace demo, ports 61311/61312, files under --dir)",
     )
-    demo.add_argument("--dir", default="var/demo", help="the demo's files (var/demo)")
-    demo.add_argument("--attach", action="store_true", help="use the daemon running with --config")
-    demo.add_argument("--symbol", default="ACME", help="the instrument to trade (ACME)")
-    demo.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
-    demo.set_defaults(func=cmd_demo)
+    demo_cmd.add_argument("--dir", default="var/demo", help="the demo's files (var/demo)")
+    demo_cmd.add_argument(
+        "--attach", action="store_true", help="use the daemon running with --config"
+    )
+    demo_cmd.add_argument("--symbol", default="ACME", help="the instrument to trade (ACME)")
+    demo_cmd.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
+    demo_cmd.set_defaults(func=cmd_demo)
 
-    journal = sub.add_parser("journal", help="read a shard's journal (verify, past books)")
-    jsub = journal.add_subparsers(dest="what", required=True, metavar="ACTION")
-    verify = jsub.add_parser(
+    journal_cmd = sub.add_parser("journal", help="read a shard's journal (verify, past books)")
+    jsub = journal_cmd.add_subparsers(dest="what", required=True, metavar="ACTION")
+    verify_cmd = jsub.add_parser(
         "verify",
         parents=[common, as_json],
         help="check a journal's invariants and its replay; exit 1 on any violation",
         description="Check sequence, events, fills, idempotency, replay and snapshot of "
         "every shard's journal (or one). Safe while the daemon runs.",
     )
-    verify.add_argument("--shard", help="only this shard (default: every shard of the config)")
-    verify.add_argument("--path", help="the journal directory, e.g. a backup (needs --shard)")
-    verify.set_defaults(func=cmd_journal_verify)
-    book = jsub.add_parser(
+    verify_cmd.add_argument("--shard", help="only this shard (default: every shard of the config)")
+    verify_cmd.add_argument("--path", help="the journal directory, e.g. a backup (needs --shard)")
+    verify_cmd.set_defaults(func=cmd_journal_verify)
+    jbook_cmd = jsub.add_parser(
         "book",
         parents=[common, as_json],
         help="a book as it was at a seq, rebuilt by replay",
         description="Rebuild SYMBOL's book at seq N of its shard's journal by replay.",
     )
-    book.add_argument("symbol", metavar="SYMBOL")
-    book.add_argument("--at-seq", type=int, metavar="N", help="default: the last journaled seq")
-    book.add_argument("--levels", type=_positive, default=10, help="price levels per side (10)")
-    book.add_argument("--path", help="the shard's journal directory (default: from the config)")
-    book.set_defaults(func=cmd_journal_book)
-    backup = jsub.add_parser(
+    jbook_cmd.add_argument("symbol", metavar="SYMBOL")
+    jbook_cmd.add_argument(
+        "--at-seq", type=int, metavar="N", help="default: the last journaled seq"
+    )
+    jbook_cmd.add_argument(
+        "--levels", type=_positive, default=10, help="price levels per side (10)"
+    )
+    jbook_cmd.add_argument(
+        "--path", help="the shard's journal directory (default: from the config)"
+    )
+    jbook_cmd.set_defaults(func=cmd_journal_book)
+    backup_cmd = jsub.add_parser(
         "backup",
         parents=[common, as_json],
         help="a consistent copy of a shard's journal (safe while it runs), then verified",
@@ -596,10 +599,12 @@ def _parser() -> argparse.ArgumentParser:
         "transaction (whole batches only; the shard keeps running), then verify the copy. "
         "Exit 1 if the copy does not verify.",
     )
-    backup.add_argument("dest", metavar="DEST", help="a new directory for the copy")
-    backup.add_argument("--shard", required=True, help="the shard's name in the config")
-    backup.add_argument("--path", help="the shard's journal directory (default: from the config)")
-    backup.set_defaults(func=cmd_journal_backup)
+    backup_cmd.add_argument("dest", metavar="DEST", help="a new directory for the copy")
+    backup_cmd.add_argument("--shard", required=True, help="the shard's name in the config")
+    backup_cmd.add_argument(
+        "--path", help="the shard's journal directory (default: from the config)"
+    )
+    backup_cmd.set_defaults(func=cmd_journal_backup)
     return ap
 
 

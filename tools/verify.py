@@ -129,8 +129,9 @@ class _Pass:
         for code, seq, a, b in self.framing[: min(found, MAX_LISTED)].tolist():
             check = "sequence" if code in batchcheck.SEQUENCE else "events"
             self.report.add(check, seq, batchcheck.message(code, seq, a, b))
-        if found > MAX_LISTED:  # counted, not listed: the first of a batch say enough
-            self.report.counts["events"] = self.report.counts.get("events", 0) + found - MAX_LISTED
+        if found > MAX_LISTED:  # a batch this broken: the rest are counted, as events
+            counts = self.report.counts
+            counts["events"] = counts.get("events", 0) + found - MAX_LISTED
 
     def _fills(self, events: np.ndarray) -> None:
         t = self.totals
@@ -147,6 +148,7 @@ class _Pass:
 
 
 def _idempotency(report: Verification, keyed: np.ndarray, journal: Journal, upto: int) -> None:
+    """``keyed``: the journal's keyed NEW commands, in seq order, against its entries."""
     add = report.add
     entries = [e for e in journal.idem_entries() if e.seq <= upto]
     report.idem_entries = len(entries)
