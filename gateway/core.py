@@ -35,6 +35,7 @@ from exchange.records import (
     COMMAND_DTYPE,
     EV_ACCEPTED,
     EV_CANCELLED,
+    EV_DEPTH,
     EV_REJECTED,
     EV_TRADE,
     REJ_NOT_FOUND,
@@ -80,10 +81,32 @@ from gateway.sessions import Sessions
 from gateway.shardlink import ShardLink, unseen
 from gateway.zap import KeyTable
 
+NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's flag enums cost more than the send itself
+MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 REQUEST_BUDGET = 1024  # requests per turn at most, so events are drained in between
+# commands queued before they are written: a shard starts on them while the
+# gateway decodes the next requests (on 2 cores, a turn-sized gulp left it idle)
+FLUSH_AT = 256
 EVENT_BUDGET = 8192  # events per ring per turn at most
 TICK_SECONDS = 0.1  # shard liveness and cancel on disconnect are checked this often
 KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
+
+
+class Outbox:
+    """One shard's commands waiting for ``flush``, with what each needs afterwards:
+    its pending reply, and the idempotency key recorded for it (0: none) to forget
+    if it is not written."""
+
+    __slots__ = ("cmds", "req_ids", "pending", "keys")
+
+    def __init__(self):
+        self.cmds, self.req_ids, self.pending, self.keys = [], [], [], []
+
+    def add(self, cmd: tuple, req_id: int, p: Pending, key: int = 0) -> None:
+        self.cmds.append(cmd)
+        self.req_ids.append(req_id)
+        self.pending.append(p)
+        self.keys.append(key)
 
 
 class Gateway:
@@ -109,7 +132,8 @@ class Gateway:
         self.limiter = RateLimiter(config.rate.orders_per_second, config.rate.burst)
         self.ledger = Ledger()
         self.cod_after = config.session.cancel_on_disconnect_ms / 1000
-        self.outbox: dict[int, list] = {link.index: [] for link in links}
+        self.outbox = {link.index: Outbox() for link in links}
+        self.queued = 0  # commands in the outboxes
         self.live = {link.index: link.alive() for link in links}
         self.now = clock()
         self.stopping = False  # set by a signal: the loop returns after its turn
@@ -147,16 +171,26 @@ class Gateway:
         return done
 
     def take_requests(self, budget: int = REQUEST_BUDGET) -> int:
-        recv = self.router.recv_multipart
+        """Frame by frame (recv_multipart costs several times more per message)."""
+        recv = self.router.recv
         n = 0
         while n < budget:
             try:
-                frames = recv(zmq.NOBLOCK, copy=False)
+                conn = recv(NOBLOCK)
             except zmq.Again:
                 break
+            # the rest of a message is there once its first frame is
+            body = recv(NOBLOCK, copy=False)
+            extra = 0
+            more = body.more
+            while more:
+                more = recv(NOBLOCK, copy=False).more
+                extra += 1
             n += 1
-            self.on_frames(frames)
-        if n:
+            self.on_request(conn, body, extra)
+            if self.queued >= FLUSH_AT:
+                self.flush()
+        if self.queued:
             self.flush()
         return n
 
@@ -186,20 +220,12 @@ class Gateway:
 
     # ------------------------------------------------------------ requests
 
-    def on_frames(self, frames: list) -> None:
-        conn = frames[0].bytes
-        if len(frames) != 2:
-            self._reply(
-                conn,
-                Reject(
-                    cid=0,
-                    code=INVALID,
-                    field="$",
-                    reason=f"a request is exactly one frame, got {len(frames) - 1}",
-                ),
-            )
+    def on_request(self, conn: bytes, body: zmq.Frame, extra: int) -> None:
+        """A request from connection ``conn``: its frame, and how many more frames it had."""
+        if extra:
+            reason = f"a request is exactly one frame, got {extra + 1}"
+            self._reply(conn, Reject(cid=0, code=INVALID, field="$", reason=reason))
             return
-        body = frames[1]
         buf = body.bytes
         try:
             client = self.keys.client(body.get("User-Id").encode())
@@ -247,49 +273,47 @@ class Gateway:
             _, field, text = BOOK_REJECTS[REJ_NOT_FOUND]
             raise ProtocolError(NOT_FOUND, f"{REJECT_NAMES[REJ_NOT_FOUND]}: {text}", field)
 
-    def _queue(self, link: ShardLink, cmd: tuple, req_id: int, p: Pending, key: int = 0) -> None:
-        """For ``flush``; ``key``: an idempotency key noted for it, forgotten if it is not sent."""
-        self.outbox[link.index].append((cmd, req_id, p, key))
+    def _queue(self, link: ShardLink, cmd: tuple, req_id: int, p: Pending) -> None:
+        self.outbox[link.index].add(cmd, req_id, p)
+        self.queued += 1
 
-    def _queue_order(self, conn, client: int, order, cid: int, group=None, slot: int = 0):
-        link, inst, book = self._route(order.sym)
-        req_id = self.inflight.new_id()
+    def _queue_order(self, client: int, order, req_id: int, p: Pending) -> None:
+        sym, ik = order.sym, order.ik
+        link, inst, book = self._route(sym)
         cmd = new_order_command(order, book, client=client, instrument=inst, req_id=req_id)
-        key = 0
-        if order.ik:
-            used = self.ledger.owner(client, order.ik)
-            if used is not None and used != order.sym:
-                raise ProtocolError(
-                    CONFLICT,
-                    f"idempotency key {order.ik} was used for an order on {used}",
-                    "$.ik",
-                )
-            if self.ledger.note(client, order.ik, order.sym):
-                key = order.ik
-        p = Pending(conn, client, cid, CMD_NEW, order.sym, order.coid, group, slot)
-        self._queue(link, cmd, req_id, p, key)
+        used = self.ledger.use(client, ik, sym) if ik else sym
+        if used is not None and used != sym:
+            raise ProtocolError(
+                CONFLICT, f"idempotency key {ik} was used for an order on {used}", "$.ik"
+            )
+        self.outbox[link.index].add(cmd, req_id, p, ik if used is None else 0)
+        self.queued += 1
 
     def _new_order(self, conn, client: int, msg: NewOrder) -> None:
         self._take(client, 1)
-        self._queue_order(conn, client, msg, msg.cid)
+        p = Pending(conn, client, msg.cid, CMD_NEW, msg.sym, msg.coid)
+        self._queue_order(client, msg, self.inflight.reserve(), p)
 
     def _new_orders(self, conn, client: int, msg: NewOrders) -> None:
         """Each order on its own: the ones past the rate limit or refused get a Reject slot."""
-        group = BatchGroup(conn, client, msg.cid, len(msg.orders))
-        allowed = self._take(client, len(msg.orders))
-        for i, order in enumerate(msg.orders):
+        orders = msg.orders
+        allowed = self._take(client, len(orders))
+        base = self.inflight.reserve(len(orders))
+        group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
+        p = Pending(conn, client, msg.cid, CMD_NEW, "", "", group)
+        for i, order in enumerate(orders):
             try:
                 if i >= allowed:
                     raise ProtocolError(RATE_LIMITED, "over the rate limit: the rest of the batch")
-                self._queue_order(conn, client, order, msg.cid, group, i)
+                self._queue_order(client, order, base + i, p)
             except ProtocolError as e:
-                self._group_put(group, i, e.reject(msg.cid, order.coid))
+                self._group_put(group, base + i, e.reject(msg.cid, order.coid))
 
     def _cancel(self, conn, client: int, msg: Cancel) -> None:
         self._take(client, 1)
         link, inst, _ = self._route(msg.sym)
         self._check_oid(link, msg.oid)
-        req_id = self.inflight.new_id()
+        req_id = self.inflight.reserve()
         cmd = cancel_command(msg, client=client, instrument=inst, req_id=req_id)
         self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_CANCEL, msg.sym))
 
@@ -297,7 +321,7 @@ class Gateway:
         self._take(client, 1)
         link, inst, book = self._route(msg.sym)
         self._check_oid(link, msg.oid)
-        req_id = self.inflight.new_id()
+        req_id = self.inflight.reserve()
         cmd = replace_command(msg, book, client=client, instrument=inst, req_id=req_id)
         self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_REPLACE, msg.sym))
 
@@ -305,28 +329,29 @@ class Gateway:
         self._take(client, 1)
         if msg.sym is not None:
             link, inst, _ = self._route(msg.sym)
-            req_id = self.inflight.new_id()
+            req_id = self.inflight.reserve()
             cmd = mass_cancel_command(client=client, instrument=inst, req_id=req_id)
             self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_MASS_CANCEL, msg.sym))
             return
-        self._fan_out_mass_cancel(MassGroup(conn, client, msg.cid, None, len(self.routes)))
+        self._fan_out_mass_cancel(conn, client, msg.cid)
 
-    def _fan_out_mass_cancel(self, group: MassGroup) -> None:
-        for i, sym in enumerate(self.routes):
+    def _fan_out_mass_cancel(self, conn, client: int, cid: int) -> None:
+        group = MassGroup(conn, client, cid, None, len(self.routes))
+        p = Pending(conn, client, cid, CMD_MASS_CANCEL, "", "", group)
+        base = self.inflight.reserve(len(self.routes))
+        for req_id, sym in enumerate(self.routes, base):
             try:
                 link, inst, _ = self._route(sym)
             except ProtocolError as e:
-                self._group_put(group, i, e.reject(group.cid))
+                self._group_put(group, req_id, e.reject(cid))
                 continue
-            req_id = self.inflight.new_id()
-            cmd = mass_cancel_command(client=group.client, instrument=inst, req_id=req_id)
-            p = Pending(group.conn, group.client, group.cid, CMD_MASS_CANCEL, sym, "", group, i)
+            cmd = mass_cancel_command(client=client, instrument=inst, req_id=req_id)
             self._queue(link, cmd, req_id, p)
 
     def _cancel_all(self, client: int) -> None:
         """Cancel on disconnect: a MassCancel of every instrument that nobody waits for."""
         logs.info("cancel on disconnect", client=client)
-        self._fan_out_mass_cancel(MassGroup(None, client, 0, None, len(self.routes)))
+        self._fan_out_mass_cancel(None, client, 0)
 
     def _status(self, conn, client: int, msg: Status) -> None:
         self._take(client, 1)
@@ -348,56 +373,63 @@ class Gateway:
 
     def flush(self) -> None:
         """Write the queued commands, one batch per shard; answer ``busy`` for what did not fit."""
+        self.queued = 0
         for link in self.links:
-            queue = self.outbox[link.index]
-            if not queue:
+            out = self.outbox[link.index]
+            if not out.cmds:
                 continue
-            self.outbox[link.index] = []
-            cmds = np.array([q[0] for q in queue], COMMAND_DTYPE)
-            n = link.requests.write(cmds)
-            put = self.inflight.put
-            for _, req_id, p, _ in queue[:n]:
-                put(req_id, p)
-            for _, _, p, key in queue[n:]:
+            self.outbox[link.index] = Outbox()
+            n = link.requests.write(np.array(out.cmds, COMMAND_DTYPE))
+            self.inflight.put(out.req_ids[:n], out.pending[:n])
+            reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
+            for req_id, p, key in zip(out.req_ids[n:], out.pending[n:], out.keys[n:], strict=True):
                 if key:
                     self.ledger.forget(p.client, key)
-                reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
-                self._answer(p, Reject(cid=p.cid, code=BUSY, field="$", reason=reason, coid=p.coid))
+                coid = p.coid if p.group is None else p.group.coid(req_id)
+                busy = Reject(cid=p.cid, code=BUSY, field="$", reason=reason, coid=coid)
+                self._answer(p, req_id, busy)
 
     # ------------------------------------------------------------ events
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
         ev, link.last = unseen(ev, link.last)
-        rows = event_rows(ev)
         syms = link.syms
         inflight = self.inflight
-        for e in rows:
+        for e in event_rows(ev[ev["kind"] != EV_DEPTH]):  # DEPTH is public only
             sym = syms[e.instrument]
             p = inflight.get(e.req_id)
-            if p is not None and answers_request(e, p.kind):
-                inflight.pop(e.req_id)
-                [(_, msg)] = private_messages(e, sym, p.kind, p.cid, p.coid)
-                self._answer(p, msg)
-            elif e.kind == EV_TRADE or e.kind == EV_CANCELLED:
-                for client, msg in private_messages(e, sym, 0, 0):
-                    self._notify(client, msg)
-            if e.idem_key and e.seq and (e.kind == EV_ACCEPTED or e.kind == EV_REJECTED):
+            if p is not None:
+                if answers_request(e, p.kind):
+                    inflight.pop(e.req_id)
+                    if p.group is None:
+                        [(_, msg)] = private_messages(e, sym, p.kind, p.cid, p.coid)
+                        self._reply(p.conn, msg)
+                    else:
+                        coid = p.group.coid(e.req_id)
+                        [(_, msg)] = private_messages(e, sym, p.kind, p.cid, coid)
+                        self._group_put(p.group, e.req_id, msg)
+                    continue
+            elif e.idem_key and e.seq and (e.kind == EV_ACCEPTED or e.kind == EV_REJECTED):
                 # a key journaled by a request of a previous gateway
                 self.ledger.note(e.client, e.idem_key, sym)
-        send = self.pub.send_multipart
-        for msg in market_data(rows, link.mirrors):
-            send([msg.sym.encode(), encode(msg)], zmq.NOBLOCK)
+            if e.kind == EV_TRADE or e.kind == EV_CANCELLED:
+                for client, msg in private_messages(e, sym, 0, 0):
+                    self._notify(client, msg)
+        send = self.pub.send
+        for msg in market_data(ev, link.mirrors):
+            send(msg.sym.encode(), MORE)
+            send(encode(msg), NOBLOCK)
 
     # ------------------------------------------------------------ sending
 
-    def _answer(self, p: Pending, msg) -> None:
+    def _answer(self, p: Pending, req_id: int, msg) -> None:
         if p.group is None:
             self._reply(p.conn, msg)
         else:
-            self._group_put(p.group, p.slot, msg)
+            self._group_put(p.group, req_id, msg)
 
-    def _group_put(self, group, slot: int, msg) -> None:
-        reply = group.put(slot, msg)
+    def _group_put(self, group, req_id: int, msg) -> None:
+        reply = group.put(req_id, msg)
         if reply is None:
             return
         if group.conn is not None:
@@ -423,7 +455,8 @@ class Gateway:
     def _send(self, conn: bytes, payload: bytes) -> None:
         """Never blocks: a closed connection is forgotten, a full one loses the message."""
         try:
-            self.router.send_multipart([conn, payload], zmq.NOBLOCK)
+            self.router.send(conn, MORE)
+            self.router.send(payload, NOBLOCK)
         except zmq.Again:
             self.dropped += 1
         except zmq.ZMQError as e:

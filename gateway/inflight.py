@@ -7,11 +7,14 @@ which are routed by client id). When the counter runs out, a new incarnation
 is drawn.
 
 A request that becomes several commands (a NewOrders batch, a MassCancel of
-every instrument) has a group that collects each command's answer and makes
-the one reply.
+every instrument) reserves consecutive req_ids and has a group that collects
+each command's answer, in the slot ``req_id - base``, and makes the one reply.
+Its commands share one ``Pending``.
 """
 
 import random
+
+import msgspec
 
 from gateway.protocol import BatchAck, MassCancelled, Reject
 
@@ -19,17 +22,22 @@ from gateway.protocol import BatchAck, MassCancelled, Reject
 class BatchGroup:
     """The results of a NewOrders batch, one slot per order; complete when all are in."""
 
-    __slots__ = ("conn", "client", "cid", "results", "missing")
+    __slots__ = ("conn", "client", "cid", "base", "coids", "results", "missing")
 
-    def __init__(self, conn: bytes | None, client: int, cid: int, n: int):
+    def __init__(self, conn: bytes | None, client: int, cid: int, base: int, coids: list[str]):
         self.conn = conn
         self.client = client
         self.cid = cid
-        self.results = [None] * n
-        self.missing = n
+        self.base = base
+        self.coids = coids
+        self.results = [None] * len(coids)
+        self.missing = len(coids)
 
-    def put(self, slot: int, msg) -> BatchAck | None:
-        self.results[slot] = msg
+    def coid(self, req_id: int) -> str:
+        return self.coids[req_id - self.base]
+
+    def put(self, req_id: int, msg) -> BatchAck | None:
+        self.results[req_id - self.base] = msg
         self.missing -= 1
         return BatchAck(cid=self.cid, results=self.results) if self.missing == 0 else None
 
@@ -49,7 +57,10 @@ class MassGroup:
         self.refused = None
         self.missing = parts
 
-    def put(self, slot: int, msg) -> MassCancelled | Reject | None:
+    def coid(self, req_id: int) -> str:
+        return ""
+
+    def put(self, req_id: int, msg) -> MassCancelled | Reject | None:
         if isinstance(msg, MassCancelled):
             self.n += msg.n
         elif self.refused is None:
@@ -60,20 +71,19 @@ class MassGroup:
         return self.refused or MassCancelled(cid=self.cid, sym=self.sym, n=self.n)
 
 
-class Pending:
-    """One command in flight: who asked, and what its reply needs to say."""
+class Pending(msgspec.Struct, gc=False):
+    """A command in flight (or the commands of a group): who asked, what the reply says.
 
-    __slots__ = ("conn", "client", "cid", "kind", "sym", "coid", "group", "slot")
+    A Struct: made for every order, and the cheapest object Python makes.
+    """
 
-    def __init__(self, conn, client, cid, kind, sym, coid="", group=None, slot=0):
-        self.conn = conn
-        self.client = client
-        self.cid = cid
-        self.kind = kind
-        self.sym = sym
-        self.coid = coid
-        self.group = group
-        self.slot = slot
+    conn: bytes | None  # None: nobody waits (cancel on disconnect)
+    client: int
+    cid: int
+    kind: int  # CMD_*
+    sym: str
+    coid: str = ""
+    group: BatchGroup | MassGroup | None = None
 
 
 class Inflight:
@@ -84,15 +94,17 @@ class Inflight:
         self._counter = 0
         self._table: dict[int, Pending] = {}
 
-    def new_id(self) -> int:
-        self._counter += 1
-        if self._counter >> self.COUNTER_BITS:
+    def reserve(self, n: int = 1) -> int:
+        """The first of ``n`` consecutive new req_ids."""
+        if (self._counter + n) >> self.COUNTER_BITS:
             self.incarnation = random.getrandbits(32)
-            self._counter = 1
-        return self.incarnation << self.COUNTER_BITS | self._counter
+            self._counter = 0
+        first = self._counter + 1
+        self._counter += n
+        return self.incarnation << self.COUNTER_BITS | first
 
-    def put(self, req_id: int, pending: Pending) -> None:
-        self._table[req_id] = pending
+    def put(self, req_ids: list[int], pending: list[Pending]) -> None:
+        self._table.update(zip(req_ids, pending, strict=True))
 
     def get(self, req_id: int) -> Pending | None:
         return self._table.get(req_id)

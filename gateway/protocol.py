@@ -16,13 +16,12 @@ the gateway's copy of each book's price levels, and ``market_data``). The
 error-code table is ``ERROR_CODES``.
 """
 
-import bisect
-import itertools
 import re
 from collections import namedtuple
 from typing import Annotated, Literal
 
 import msgspec
+import numpy as np
 
 from exchange.bookconfig import BookConfig
 from exchange.orderstate import OrderState
@@ -479,12 +478,35 @@ def _check_order(order: Order, at: str, cid: int) -> None:
 # --- requests -> COMMAND records
 
 
-_COMMAND_NAMES = COMMAND_DTYPE.names  # a property that builds a new tuple on each access
+# the order of the tuples ``_command`` and ``new_order_command`` build
+assert COMMAND_DTYPE.names == (
+    *("seq", "order_id", "price", "qty", "req_id", "idem_key", "client", "instrument"),
+    *("kind", "side", "tif", "ord_type", "flags", "stp", "_pad"),
+)
 
 
-def _command(**fields) -> tuple:
-    """A COMMAND record as a tuple in COMMAND_DTYPE order (``arr[i] = t`` stores it)."""
-    return tuple([fields.get(name, 0) for name in _COMMAND_NAMES])  # _pad: 0
+def _command(
+    *,
+    order_id=0,
+    price=0,
+    qty=0,
+    req_id=0,
+    idem_key=0,
+    client=0,
+    instrument=0,
+    kind=0,
+    side=0,
+    tif=0,
+    ord_type=0,
+    flags=0,
+    stp=0,
+) -> tuple:
+    """A COMMAND record as a tuple in COMMAND_DTYPE order (``arr[i] = t`` stores it);
+    seq and _pad are 0."""
+    return (
+        *(0, order_id, price, qty, req_id, idem_key, client, instrument),
+        *(kind, side, tif, ord_type, flags, stp, 0),
+    )
 
 
 def _check_qty(qty: int, book: BookConfig) -> None:
@@ -529,22 +551,18 @@ def new_order_command(
     order) when the order is off the lot/tick grid, above max_qty or outside the
     band. The shard fills in seq and order_id.
     """
-    _check_qty(order.qty, book)
-    if order.px is not None:
-        _check_px(order.px, book)
-    return _command(
-        price=order.px or 0,
-        qty=order.qty,
-        req_id=req_id,
-        idem_key=order.ik,
-        client=client,
-        instrument=instrument,
-        kind=CMD_NEW,
-        side=SIDES[order.side],
-        tif=TIFS[order.tif],
-        ord_type=ORDER_TYPES[order.ord_type],
-        flags=FLAG_POST_ONLY if order.post_only else 0,
-        stp=STP_MODES[order.stp],
+    qty, px = order.qty, order.px
+    # the checks inline, their messages only on failure: this is the gateway's hot path
+    if qty > book.max_qty or qty % book.lot_size:
+        _check_qty(qty, book)
+    if px is None:
+        px = 0
+    elif not book.min_price <= px <= book.max_price or px % book.tick_size:
+        _check_px(px, book)
+    return (
+        *(0, 0, px, qty, req_id, order.ik, client, instrument, CMD_NEW, SIDES[order.side]),
+        *(TIFS[order.tif], ORDER_TYPES[order.ord_type], FLAG_POST_ONLY * order.post_only),
+        *(STP_MODES[order.stp], 0),
     )
 
 
@@ -709,27 +727,41 @@ def order_status(
 class BookMirror:
     """One instrument's price levels as the public feed shows them, kept from DEPTH events.
 
+    The levels are a ladder (numpy arrays indexed by tick inside the price
+    band), so that a drained batch of events updates it in a few array
+    operations whatever its size. Market data is made per drained batch:
+    one ``Trades`` per command that traded, then at most one ``Depth`` and one
+    ``TopOfBook`` for the batch (the state after it, carrying the seq of the
+    batch's last command on this instrument), and only when what they show
+    changed: a burst of orders is conflated into the state it leaves.
+
     Each feed (Trades, Depth, TopOfBook) is a chain: a message's ``prev`` is the
     ``seq`` of the previous message of the same feed and symbol, so a
     subscriber that sees ``prev`` differ from the last ``seq`` it got knows it
     missed one. ``prev`` 0 means "no previous message from this publisher".
     """
 
-    def __init__(self, sym: str, depth: int = DEFAULT_DEPTH):
+    def __init__(self, sym: str, book: BookConfig, depth: int = DEFAULT_DEPTH):
         self.sym = sym
         self.depth = depth
         self.seq = 0  # the last command of this instrument applied
-        self._levels = {SIDE_BUY: {}, SIDE_SELL: {}}  # price -> (qty, orders)
-        self._prices = {SIDE_BUY: [], SIDE_SELL: []}  # ascending
+        self._min_price = book.min_price
+        self._tick = book.tick_size
+        ticks = (book.max_price - book.min_price) // book.tick_size + 1
+        self._qty = np.zeros((2, ticks), np.int64)  # [side - 1, tick]: total open qty
+        self._orders = np.zeros((2, ticks), np.int64)
         self._prev = {Trades: 0, Depth: 0, TopOfBook: 0}
-        self._shown_depth = None
+        self._shown_depth = None  # (bids, asks) last published
         self._shown_top = None
 
     def levels(self, side: int, n: int) -> list[Level]:
         """The best ``n`` levels of a side, best first."""
-        prices = self._prices[side]
-        best = prices[: -n - 1 : -1] if side == SIDE_BUY else prices[:n]
-        return [(p, *self._levels[side][p]) for p in best]
+        row = side - 1
+        ticks = np.flatnonzero(self._qty[row])
+        ticks = ticks[: -n - 1 : -1] if side == SIDE_BUY else ticks[:n]
+        prices = (self._min_price + ticks * self._tick).tolist()
+        qty, orders = self._qty[row, ticks].tolist(), self._orders[row, ticks].tolist()
+        return list(zip(prices, qty, orders, strict=True))
 
     def book(self, cid: int, depth: int) -> Book:
         """The reply to a BookRequest: the top ``depth`` levels as of ``seq``."""
@@ -744,73 +776,114 @@ class BookMirror:
     def load(self, seq: int, bids: list[Level], asks: list[Level]) -> None:
         """Start from a book's levels as of ``seq`` (a gateway restarting from a journal)."""
         self.seq = seq
+        self._qty[:] = 0
+        self._orders[:] = 0
         for side, levels in ((SIDE_BUY, bids), (SIDE_SELL, asks)):
-            self._levels[side].clear()
-            self._prices[side].clear()
             for price, qty, orders in levels:
-                self._set_level(side, price, qty, orders)
+                tick = (price - self._min_price) // self._tick
+                self._qty[side - 1, tick] = qty
+                self._orders[side - 1, tick] = orders
 
-    def _set_level(self, side: int, price: int, qty: int, orders: int) -> None:
-        levels, prices = self._levels[side], self._prices[side]
-        if qty == 0:
-            if levels.pop(price, None) is not None:
-                del prices[bisect.bisect_left(prices, price)]
-            return
-        if price not in levels:
-            bisect.insort(prices, price)
-        levels[price] = (qty, orders)
+    def _may_show(self, side: np.ndarray, price: np.ndarray) -> bool:
+        """Whether a change at one of these levels can change the levels shown: it is at
+        or better than the worst level shown, or a side shows fewer than ``depth``."""
+        if self._shown_depth is None:
+            return True
+        for s, shown in zip((SIDE_BUY, SIDE_SELL), self._shown_depth, strict=True):
+            mine = price[side == s]
+            if not len(mine):
+                continue
+            if len(shown) < self.depth:
+                return True
+            worst = shown[-1][0]
+            if (mine >= worst).any() if s == SIDE_BUY else (mine <= worst).any():
+                return True
+        return False
 
-    def apply(self, events: list) -> list[MarketData]:
-        """The market data of one command's events (all of this instrument)."""
-        seq = events[0].seq
-        if seq <= self.seq:
-            return []  # a duplicate re-send or a conflict reject: not news
-        self.seq = seq
-        prints, aggressor, depth_changed = [], SIDE_BUY, False
-        for e in events:
-            if e.kind == EV_TRADE:
-                prints.append((e.price, e.qty))
-                aggressor = e.side
-            elif e.kind == EV_DEPTH:
-                self._set_level(e.side, e.price, e.qty, e.leaves)
-                depth_changed = True
+    def apply(self, events: np.ndarray) -> list[MarketData]:
+        """The market data of a drained batch: this instrument's TRADE and DEPTH events,
+        in (seq, idx) order."""
+        events = events[events["seq"] > self.seq]  # a restarted shard repeats its last batch
+        if not len(events):
+            return []
         out = []
-        if prints:
-            side = SIDE_NAMES[aggressor]
-            out.append(self._chain(Trades, side=side, prints=prints))
-        if depth_changed:
-            bids = self.levels(SIDE_BUY, self.depth)
-            asks = self.levels(SIDE_SELL, self.depth)
-            if (bids, asks) != self._shown_depth:
-                self._shown_depth = (bids, asks)
-                out.append(self._chain(Depth, bids=bids, asks=asks))
-            top = (*(bids[0][:2] if bids else (0, 0)), *(asks[0][:2] if asks else (0, 0)))
-            if top != self._shown_top:
-                self._shown_top = top
-                bid_px, bid_qty, ask_px, ask_qty = top
-                out.append(
-                    self._chain(
-                        TopOfBook, bid_px=bid_px, bid_qty=bid_qty, ask_px=ask_px, ask_qty=ask_qty
-                    )
+        trades = events[events["kind"] == EV_TRADE]
+        if len(trades):
+            out += self._trades(trades)
+        depth = events[events["kind"] == EV_DEPTH]
+        self.seq = int(events["seq"][-1])
+        if not len(depth):
+            return out
+        side, price = depth["side"], depth["price"]
+        shows = self._may_show(side, price)
+        rows, ticks = side.astype(np.intp) - 1, (price - self._min_price) // self._tick
+        # a level's last event holds its final totals (numpy does not promise which of
+        # repeated indices an assignment keeps)
+        flat = rows * self._qty.shape[1] + ticks
+        _, from_end = np.unique(flat[::-1], return_index=True)
+        last = len(flat) - 1 - from_end
+        self._qty[rows[last], ticks[last]] = depth["qty"][last]
+        self._orders[rows[last], ticks[last]] = depth["leaves"][last]
+        if not shows:
+            return out
+        bids = self.levels(SIDE_BUY, self.depth)
+        asks = self.levels(SIDE_SELL, self.depth)
+        if (bids, asks) != self._shown_depth:
+            self._shown_depth = (bids, asks)
+            out.append(self._chain(Depth, self.seq, bids=bids, asks=asks))
+        top = (*(bids[0][:2] if bids else (0, 0)), *(asks[0][:2] if asks else (0, 0)))
+        if top != self._shown_top:
+            self._shown_top = top
+            bid_px, bid_qty, ask_px, ask_qty = top
+            out.append(
+                self._chain(
+                    TopOfBook,
+                    self.seq,
+                    bid_px=bid_px,
+                    bid_qty=bid_qty,
+                    ask_px=ask_px,
+                    ask_qty=ask_qty,
                 )
+            )
         return out
 
-    def _chain(self, cls, **fields):
-        msg = cls(sym=self.sym, seq=self.seq, prev=self._prev[cls], **fields)
-        self._prev[cls] = self.seq
+    def _trades(self, trades: np.ndarray) -> list[Trades]:
+        """One Trades per command, with its prints in execution order."""
+        out = []
+        seqs = trades["seq"].tolist()
+        sides = trades["side"].tolist()
+        prints = list(zip(trades["price"].tolist(), trades["qty"].tolist(), strict=True))
+        start = 0
+        for end in range(1, len(seqs) + 1):
+            if end == len(seqs) or seqs[end] != seqs[start]:
+                side = SIDE_NAMES[sides[start]]
+                out.append(self._chain(Trades, seqs[start], side=side, prints=prints[start:end]))
+                start = end
+        return out
+
+    def _chain(self, cls, seq: int, **fields):
+        msg = cls(sym=self.sym, seq=seq, prev=self._prev[cls], **fields)
+        self._prev[cls] = seq
         return msg
 
 
-def market_data(rows: list[Event], mirrors: list[BookMirror]) -> list[MarketData]:
-    """The public messages of a batch of events (``event_rows``) from one shard, in order.
+def market_data(events: np.ndarray, mirrors: list[BookMirror]) -> list[MarketData]:
+    """The public messages of a drained batch of EVENT records from one shard.
 
-    ``mirrors[i]`` is the mirror of the shard's instrument index i. Duplicates
-    are private re-sends, never public. Publish each message with its ``sym``
-    as the topic frame.
+    ``mirrors[i]`` is the mirror of the shard's instrument index i. Only TRADE
+    and DEPTH events are public; duplicates are private re-sends, never
+    public. Publish each message with its ``sym`` as the topic frame.
     """
-    news = [e for e in rows if not e.flags & EVF_DUPLICATE]
+    kind = events["kind"]
+    public = events[
+        ((kind == EV_TRADE) | (kind == EV_DEPTH)) & (events["flags"] & EVF_DUPLICATE == 0)
+    ]
+    if not len(public):
+        return []
+    inst = public["instrument"]
+    if (inst == inst[0]).all():
+        return mirrors[int(inst[0])].apply(public)
     out = []
-    for _, group in itertools.groupby(news, key=lambda e: e.seq):
-        group = list(group)
-        out.extend(mirrors[group[0].instrument].apply(group))
+    for i in np.unique(inst).tolist():
+        out += mirrors[i].apply(public[inst == i])
     return out

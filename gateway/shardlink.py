@@ -72,7 +72,7 @@ class ShardLink:
         self.name = shard.name
         self.syms = list(shard.instruments)
         self.books = [config.instrument(s).book for s in self.syms]
-        self.mirrors = [BookMirror(s) for s in self.syms]
+        self.mirrors = [BookMirror(s, b) for s, b in zip(self.syms, self.books, strict=True)]
         self.journal_path = f"{config.journal.dir}/{shard.name}"
         self.journal: Journal | None = None
         self.last = (0, 0)  # (seq, idx) of the last journaled event taken, for ``unseen``

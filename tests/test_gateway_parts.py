@@ -162,41 +162,47 @@ def test_sessions_track_connections_and_report_silent_armed_clients():
     assert s.silent(now=9.0, after=1.0) == []
 
 
-def test_ledger_notes_a_key_once_and_forgets_on_request():
+def test_ledger_records_a_key_once_and_forgets_on_request():
     ledger = Ledger()
-    assert ledger.note(1, 5, "ACME") and not ledger.note(1, 5, "BOLT")
-    assert ledger.owner(1, 5) == "ACME" and ledger.owner(2, 5) is None
+    assert ledger.use(1, 5, "ACME") is None  # new: recorded
+    assert ledger.use(1, 5, "ACME") == "ACME" and ledger.use(1, 5, "BOLT") == "ACME"
+    assert ledger.use(2, 5, "BOLT") is None  # another client's keys are its own
+    ledger.note(1, 5, "BOLT")  # the first use stays
+    assert ledger.use(1, 5, "BOLT") == "ACME"
     ledger.forget(1, 5)
-    assert ledger.owner(1, 5) is None and len(ledger) == 0
+    assert ledger.use(1, 5, "BOLT") is None and len(ledger) == 2
 
 
 # --- reply groups and request ids
 
 
 def test_batch_group_replies_when_every_slot_is_in():
-    g = BatchGroup(b"c", 1, cid=9, n=2)
-    ack = Ack(cid=9, sym="A", oid=1, seq=1)
-    busy = Reject(cid=9, code="busy", field="$", reason="x")
-    assert g.put(1, busy) is None
-    assert g.put(0, ack).results == [ack, busy]
+    g = BatchGroup(b"c", 1, cid=9, base=100, coids=["a", "b"])
+    ack = Ack(cid=9, sym="A", oid=1, seq=1, coid="a")
+    busy = Reject(cid=9, code="busy", field="$", reason="x", coid="b")
+    assert g.coid(101) == "b"
+    assert g.put(101, busy) is None
+    assert g.put(100, ack).results == [ack, busy]
 
 
 def test_mass_group_sums_counts_and_reports_a_refused_part():
     g = MassGroup(b"c", 1, cid=3, sym=None, parts=2)
-    assert g.put(0, MassCancelled(cid=3, sym="A", n=2)) is None
-    assert g.put(1, MassCancelled(cid=3, sym="B", n=5)) == MassCancelled(cid=3, sym=None, n=7)
+    assert g.put(7, MassCancelled(cid=3, sym="A", n=2)) is None
+    assert g.put(8, MassCancelled(cid=3, sym="B", n=5)) == MassCancelled(cid=3, sym=None, n=7)
     g = MassGroup(b"c", 1, cid=3, sym=None, parts=2)
     busy = Reject(cid=3, code="busy", field="$", reason="x")
-    g.put(0, busy)
-    assert g.put(1, MassCancelled(cid=3, sym="B", n=5)) == busy
+    g.put(7, busy)
+    assert g.put(8, MassCancelled(cid=3, sym="B", n=5)) == busy
 
 
 def test_request_ids_carry_the_incarnation_and_roll_over_to_a_new_one():
     f = Inflight(incarnation=0xABCD)
-    assert f.new_id() == 0xABCD << 32 | 1
-    f._counter = (1 << 32) - 1
-    rid = f.new_id()
+    assert f.reserve() == 0xABCD << 32 | 1
+    assert f.reserve(3) == 0xABCD << 32 | 2 and f.reserve() == 0xABCD << 32 | 5
+    f._counter = (1 << 32) - 2
+    rid = f.reserve(3)  # would not fit: all three come from a new incarnation
     assert rid & 0xFFFFFFFF == 1 and f.incarnation == rid >> 32
+    assert f.reserve() == rid + 3
 
 
 # --- restart filter

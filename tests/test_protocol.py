@@ -468,7 +468,7 @@ class Shard:
     def __init__(self, book: BookConfig = BOOK, depth: int = p.DEFAULT_DEPTH):
         self.config = book
         self.book = ReferenceBook(book)
-        self.mirror = p.BookMirror("ACME", depth)
+        self.mirror = p.BookMirror("ACME", book, depth)
         self.seq = 100
         self.next_oid = 1
         self.requests = {}  # req_id -> (kind, cid, coid)
@@ -497,7 +497,7 @@ class Shard:
             self.next_oid += 1
         self.requests[req_id] = (int(cmds["kind"][0]), msg.cid, coid)
         events = self.book.process(cmds)
-        return self.private(events), p.market_data(p.event_rows(events), [self.mirror]), events
+        return self.private(events), p.market_data(events, [self.mirror]), events
 
     def private(self, events):
         out = []
@@ -669,7 +669,7 @@ def test_duplicate_resend_goes_to_the_retry_owner_only_and_is_not_public():
             ),
         ),
     ]
-    assert p.market_data(rows, [shard.mirror]) == []
+    assert p.market_data(resent, [shard.mirror]) == []
 
 
 def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
@@ -678,7 +678,8 @@ def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
     cmd[0] = p.new_order_command(
         limit(31, "buy", 5, 9_000, ik=5), BOOK, client=2, instrument=0, req_id=1
     )
-    [e] = p.event_rows(conflict_rejects(cmd))
+    conflict = conflict_rejects(cmd)
+    [e] = p.event_rows(conflict)
     [(client, reject)] = p.private_messages(e, "ACME", CMD_NEW, 31, "c")
     assert (client, reject.cid, reject.code, reject.field, reject.coid) == (
         2,
@@ -688,7 +689,7 @@ def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
         "c",
     )
     assert reject.reason.startswith("idempotency_conflict: ")
-    assert p.market_data([e], [shard.mirror]) == []
+    assert p.market_data(conflict, [shard.mirror]) == []
 
 
 def test_depth_messages_only_when_the_top_levels_change():
@@ -743,11 +744,12 @@ def check_random_stream(seed: int, n: int) -> None:
     kinds = dict(zip(stream["req_id"].tolist(), stream["kind"].tolist(), strict=True))
     book = ReferenceBook(config)
     depth = int(rng.integers(1, 6))
-    mirror = p.BookMirror("X", depth)
+    mirror = p.BookMirror("X", config, depth)
     prev = {}
     shown_depth, shown_top = ([], []), (0, 0, 0, 0)
     for batch in random_batches(rng, n, max_batch=50):
-        rows = p.event_rows(book.process(stream[batch]))
+        events = book.process(stream[batch])
+        rows = p.event_rows(events)
         private = [m for e in rows for m in p.private_messages(e, "X", kinds[e.req_id], e.req_id)]
         replies = Counter(m.cid for _, m in private if getattr(m, "cid", 0))
         for req_id in stream["req_id"][batch].tolist():
@@ -759,7 +761,7 @@ def check_random_stream(seed: int, n: int) -> None:
         taker = [(f.seq, f.idx, f.qty) for f in fills if f.liq == "taker"]
         assert taker == [(f.seq, f.idx, f.qty) for f in fills if f.liq == "maker"]
         assert len(taker) == sum(e.kind == EV_TRADE for e in rows)
-        for msg in p.market_data(rows, [mirror]):
+        for msg in p.market_data(events, [mirror]):
             assert msg.prev == prev.get(type(msg), 0) < msg.seq
             prev[type(msg)] = msg.seq
             if isinstance(msg, p.Depth):
