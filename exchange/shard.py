@@ -30,7 +30,7 @@ from exchange import logs
 from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
 from exchange.journal import Journal, JournalFull
-from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
+from exchange.records import COMMAND_DTYPE, EV_TRADE, EVENT_DTYPE
 from shm.consumer import Consumer
 from shm.counters import CounterBlock
 from shm.producer import Producer
@@ -42,7 +42,7 @@ WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag agai
 EXIT_JOURNAL_FULL = 3
 EXIT_RECOVERY = 4
 
-COUNTERS = ("commands", "events", "replies", "batches")
+COUNTERS = ("commands", "events", "trades", "replies", "batches")
 GAUGES = ("last_seq", "request_depth")
 HISTOGRAMS = ("commit_us", "batch_size")
 
@@ -129,6 +129,7 @@ class ShardLoop:
             c = self.counters
             c.add("commands", applied.commands)
             c.add("events", len(applied.events))
+            c.add("trades", int(np.count_nonzero(applied.events["kind"] == EV_TRADE)))
             c.add("replies", len(applied.replies))
             c.add("batches")
             c.set("last_seq", self.engine.last_seq)
