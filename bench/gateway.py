@@ -7,15 +7,22 @@ keys, frames encoded up front) drives, for ``--seconds`` each:
   the client and ZeroMQ allow on this machine (``echo_orders_per_sec``);
 - the gateway process in front of real shard processes on real rings, with
   single-order frames (``NewOrder``): the shard journal with durability
-  ``os`` (``orders_per_sec``) and ``fsync``; the gateway's asyncio loop as
-  well as its default poll loop;
-- the same with ``NewOrders`` frames of ``--batch`` orders.
+  ``os`` (``orders_per_sec``) and ``fsync``; the gateway's default asyncio
+  loop, and its poll loop beside it (``poll_``);
+- the same with ``NewOrders`` frames of ``--batch`` orders (``batch_``).
+
+Each phase starts its exchanges (side by side when two loops are compared)
+and measures in rounds that cycle through the echo and each exchange, so a
+change in the machine's load hits all of them alike; the figures are medians
+over the rounds, and each ``*ratio`` is the median of the rounds' ratios to
+the echo of the same round.
 
 Every order is a resting limit order on one of shard s0's two instruments
 (bids below, asks above a fixed mid: nothing trades), with its own
 idempotency key, as a bot would send them; each reply is checked to be an
-Ack (BatchAck of Acks), and each echo to be the frame sent. ``ratio`` is
-``orders_per_sec / echo_orders_per_sec``.
+Ack (BatchAck of Acks), and each echo to be the frame sent. The books are
+made big enough to hold every order of a run, and snapshots are left out of
+the measurement (a snapshot of such books is a separate cost, bench.shard's).
 
     python -m bench.gateway [--json] [--seconds S] [--window W] [--batch B]
 """
@@ -292,10 +299,10 @@ def serve_echo(endpoint: str, keys_dir: str) -> None:
 
 # measured together: (result key prefix, journal durability, gateway loop, batch frames?)
 PHASES = (
-    (("", "os", "poll", False), ("asyncio_", "os", "asyncio", False)),
-    (("fsync_", "fsync", "poll", False),),
-    (("batch_", "os", "poll", True),),
-    (("fsync_batch_", "fsync", "poll", True),),
+    (("", "os", "asyncio", False), ("poll_", "os", "poll", False)),
+    (("fsync_", "fsync", "asyncio", False),),
+    (("batch_", "os", "asyncio", True), ("poll_batch_", "os", "poll", True)),
+    (("fsync_batch_", "fsync", "asyncio", True),),
 )
 
 

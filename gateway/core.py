@@ -102,7 +102,7 @@ class Outbox:
     def __init__(self):
         self.cmds, self.req_ids, self.pending, self.keys = [], [], [], []
 
-    def add(self, cmd: tuple, req_id: int, p: Pending, key: int = 0) -> None:
+    def add(self, cmd: bytes, req_id: int, p: Pending, key: int = 0) -> None:
         self.cmds.append(cmd)
         self.req_ids.append(req_id)
         self.pending.append(p)
@@ -273,7 +273,7 @@ class Gateway:
             _, field, text = BOOK_REJECTS[REJ_NOT_FOUND]
             raise ProtocolError(NOT_FOUND, f"{REJECT_NAMES[REJ_NOT_FOUND]}: {text}", field)
 
-    def _queue(self, link: ShardLink, cmd: tuple, req_id: int, p: Pending) -> None:
+    def _queue(self, link: ShardLink, cmd: bytes, req_id: int, p: Pending) -> None:
         self.outbox[link.index].add(cmd, req_id, p)
         self.queued += 1
 
@@ -379,7 +379,7 @@ class Gateway:
             if not out.cmds:
                 continue
             self.outbox[link.index] = Outbox()
-            n = link.requests.write(np.array(out.cmds, COMMAND_DTYPE))
+            n = link.requests.write(np.frombuffer(b"".join(out.cmds), COMMAND_DTYPE))
             self.inflight.put(out.req_ids[:n], out.pending[:n])
             reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
             for req_id, p, key in zip(out.req_ids[n:], out.pending[n:], out.keys[n:], strict=True):

@@ -17,6 +17,7 @@ error-code table is ``ERROR_CODES``.
 """
 
 import re
+import struct
 from collections import namedtuple
 from typing import Annotated, Literal
 
@@ -478,10 +479,16 @@ def _check_order(order: Order, at: str, cid: int) -> None:
 # --- requests -> COMMAND records
 
 
-# the order of the tuples ``_command`` and ``new_order_command`` build
+# COMMAND_DTYPE, field by field: packing a record is several times cheaper than
+# numpy's conversion of a tuple, and the gateway makes one per order
+_RECORD = struct.Struct("<qqqqQQIHBBBBBB4x")
 assert COMMAND_DTYPE.names == (
     *("seq", "order_id", "price", "qty", "req_id", "idem_key", "client", "instrument"),
     *("kind", "side", "tif", "ord_type", "flags", "stp", "_pad"),
+)
+assert _RECORD.size == COMMAND_DTYPE.itemsize
+assert np.frombuffer(_RECORD.pack(*range(1, 15)), COMMAND_DTYPE)[0].tolist()[:14] == tuple(
+    range(1, 15)
 )
 
 
@@ -500,12 +507,23 @@ def _command(
     ord_type=0,
     flags=0,
     stp=0,
-) -> tuple:
-    """A COMMAND record as a tuple in COMMAND_DTYPE order (``arr[i] = t`` stores it);
-    seq and _pad are 0."""
-    return (
-        *(0, order_id, price, qty, req_id, idem_key, client, instrument),
-        *(kind, side, tif, ord_type, flags, stp, 0),
+) -> bytes:
+    """A COMMAND record's 64 bytes (``np.frombuffer(b, COMMAND_DTYPE)`` reads it); seq 0."""
+    return _RECORD.pack(
+        0,
+        order_id,
+        price,
+        qty,
+        req_id,
+        idem_key,
+        client,
+        instrument,
+        kind,
+        side,
+        tif,
+        ord_type,
+        flags,
+        stp,
     )
 
 
@@ -544,7 +562,7 @@ def _check_px(px: int, book: BookConfig) -> None:
 
 def new_order_command(
     order: Order, book: BookConfig, *, client: int, instrument: int, req_id: int
-) -> tuple:
+) -> bytes:
     """The NEW command for a decoded order, after the instrument's grid checks.
 
     Raises ProtocolError(invalid) naming ``$.qty`` or ``$.px`` (relative to the
@@ -559,16 +577,16 @@ def new_order_command(
         px = 0
     elif not book.min_price <= px <= book.max_price or px % book.tick_size:
         _check_px(px, book)
-    return (
+    return _RECORD.pack(
         *(0, 0, px, qty, req_id, order.ik, client, instrument, CMD_NEW, SIDES[order.side]),
         *(TIFS[order.tif], ORDER_TYPES[order.ord_type], FLAG_POST_ONLY * order.post_only),
-        *(STP_MODES[order.stp], 0),
+        STP_MODES[order.stp],
     )
 
 
 def replace_command(
     msg: Replace, book: BookConfig, *, client: int, instrument: int, req_id: int
-) -> tuple:
+) -> bytes:
     """The REPLACE command (qty is the new total, as the book expects), grid-checked."""
     _check_qty(msg.qty, book)
     _check_px(msg.px, book)
@@ -583,13 +601,13 @@ def replace_command(
     )
 
 
-def cancel_command(msg: Cancel, *, client: int, instrument: int, req_id: int) -> tuple:
+def cancel_command(msg: Cancel, *, client: int, instrument: int, req_id: int) -> bytes:
     return _command(
         order_id=msg.oid, req_id=req_id, client=client, instrument=instrument, kind=CMD_CANCEL
     )
 
 
-def mass_cancel_command(*, client: int, instrument: int, req_id: int) -> tuple:
+def mass_cancel_command(*, client: int, instrument: int, req_id: int) -> bytes:
     """One instrument's MASS_CANCEL; a MassCancel without sym needs one per instrument."""
     return _command(req_id=req_id, client=client, instrument=instrument, kind=CMD_MASS_CANCEL)
 

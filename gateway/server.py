@@ -1,6 +1,6 @@
 """The gateway process.
 
-    python -m gateway.server [--config FILE] [--loop poll|asyncio]
+    python -m gateway.server [--config FILE] [--loop asyncio|poll]
 
 Attaches to every shard's rings (the supervisor created them), reads the
 shards' journals (books for the market-data mirrors, idempotency keys), binds
@@ -83,7 +83,7 @@ def drain(gw: Gateway, seconds: float) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run the gateway process.")
     ap.add_argument("--config", help="TOML config file (default: the embedded one)")
-    ap.add_argument("--loop", choices=sorted(LOOPS), default="poll", help="I/O loop")
+    ap.add_argument("--loop", choices=sorted(LOOPS), default="asyncio", help="I/O loop")
     args = ap.parse_args(argv)
     logs.set_role("gateway")
     try:

@@ -66,7 +66,7 @@ class GatewayRig:
         heartbeat_ms: int = 1_000,
         cancel_on_disconnect_ms: int = 5_000,
         durability: str = "os",
-        loop: str = "poll",
+        loop: str = "asyncio",
     ):
         self.tmp = tmp
         self.loop = loop

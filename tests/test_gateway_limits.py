@@ -2,7 +2,8 @@
 disconnect, a shard that is down or restarts, a gateway that restarts.
 
 The exchange here has a small rate limit (burst 50, 20 orders/s) and short sessions
-(heartbeat 100 ms, cancel on disconnect after 400 ms); each test uses its own clients.
+(heartbeat 100 ms, cancel on disconnect after 400 ms), and its gateway runs the
+poll loop (the other modules run the default, asyncio); each test uses its own clients.
 """
 
 import time
@@ -24,6 +25,7 @@ def rig(tmp_path_factory):
         burst=50,
         heartbeat_ms=100,
         cancel_on_disconnect_ms=400,
+        loop="poll",
     )
     try:
         r.start()

@@ -21,6 +21,7 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    COMMAND_DTYPE,
     EV_DEPTH,
     EV_MASS_CANCELLED,
     EV_TRADE,
@@ -365,10 +366,8 @@ def test_doc_request_table_has_every_request_tag():
 BOOK = BookConfig(min_price=5_000, max_price=20_000, tick_size=10, lot_size=5, max_qty=1_000)
 
 
-def store(t: tuple) -> np.void:
-    cmds = commands(1)
-    cmds[0] = t
-    return cmds[0]
+def store(record: bytes) -> np.void:
+    return np.frombuffer(record, COMMAND_DTYPE)[0]
 
 
 def test_new_order_command_fills_every_field():
@@ -489,7 +488,7 @@ class Shard:
             t = p.mass_cancel_command(client=client, instrument=0, req_id=req_id)
             coid = ""
         cmds = commands(1)
-        cmds[0] = t
+        cmds[0] = store(t)
         self.seq += 7  # the shard's other instruments take the numbers in between
         cmds["seq"] = self.seq
         if cmds["kind"][0] == CMD_NEW:
@@ -675,8 +674,10 @@ def test_duplicate_resend_goes_to_the_retry_owner_only_and_is_not_public():
 def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
     shard = Shard()
     cmd = commands(1)
-    cmd[0] = p.new_order_command(
-        limit(31, "buy", 5, 9_000, ik=5), BOOK, client=2, instrument=0, req_id=1
+    cmd[0] = store(
+        p.new_order_command(
+            limit(31, "buy", 5, 9_000, ik=5), BOOK, client=2, instrument=0, req_id=1
+        )
     )
     conflict = conflict_rejects(cmd)
     [e] = p.event_rows(conflict)
