@@ -788,3 +788,47 @@ def test_random_streams_convert_consistently(seed):
 @pytest.mark.parametrize("seed", range(100, 140))
 def test_random_streams_convert_consistently_long(seed):
     check_random_stream(seed, 20_000)
+
+
+def test_a_drained_batch_publishes_its_trades_then_the_state_it_leaves():
+    """Market data is made per drained batch: each command's Trades, then one Depth and
+    one TopOfBook carrying the seq of the batch's last command."""
+    book = ReferenceBook(BOOK)
+    mirror = p.BookMirror("ACME", BOOK, depth=2)
+    cmds = commands(4)
+    for i, (client, msg) in enumerate(
+        [
+            (1, limit(1, "sell", 10, 10_010)),
+            (1, limit(2, "sell", 10, 10_020)),
+            (2, limit(3, "buy", 5, 10_010)),
+            (2, limit(4, "buy", 10, 10_020)),
+        ]
+    ):
+        cmds[i] = store(p.new_order_command(msg, BOOK, client=client, instrument=0, req_id=i + 1))
+    cmds["seq"] = [10, 11, 12, 13]
+    cmds["order_id"] = [1, 2, 3, 4]
+    out = p.market_data(book.process(cmds), [mirror])
+    assert out == [
+        p.Trades(sym="ACME", seq=12, prev=0, side="buy", prints=[(10_010, 5)]),
+        p.Trades(sym="ACME", seq=13, prev=12, side="buy", prints=[(10_010, 5), (10_020, 5)]),
+        p.Depth(sym="ACME", seq=13, prev=0, bids=[], asks=[(10_020, 5, 1)]),
+        p.TopOfBook(sym="ACME", seq=13, prev=0, bid_px=0, bid_qty=0, ask_px=10_020, ask_qty=5),
+    ]
+    assert p.market_data(book.process(cmds[:0]), [mirror]) == []
+
+
+def test_a_mirror_loaded_from_a_book_serves_it_and_ignores_what_it_has_seen():
+    book = ReferenceBook(BOOK)
+    cmds = commands(3)
+    for i, msg in enumerate(
+        [limit(1, "buy", 5, 9_990), limit(2, "buy", 10, 9_990), limit(3, "sell", 5, 10_100)]
+    ):
+        cmds[i] = store(p.new_order_command(msg, BOOK, client=1, instrument=0, req_id=i + 1))
+    cmds["seq"] = cmds["order_id"] = [1, 2, 3]
+    events = book.process(cmds)
+    mirror = p.BookMirror("ACME", BOOK)
+    mirror.load(3, *book.depth(1_000))
+    assert mirror.book(cid=4, depth=5) == p.Book(
+        cid=4, sym="ACME", seq=3, bids=[(9_990, 15, 2)], asks=[(10_100, 5, 1)]
+    )
+    assert p.market_data(events, [mirror]) == []  # a restarted shard's repeated tail
