@@ -1,0 +1,257 @@
+"""A chaos bot: trades at a steady rate through the real daemon and writes down what it saw.
+
+    python tests/chaos/chaos_bot.py --endpoint E --keys-dir D --secret F --client N
+        --seconds S --rate R --seed X --out records.json
+
+Each request is a GTC or IOC limit order near an instrument's reference price
+(so orders of different bots trade) with its own idempotency key, or a cancel
+of one of its live orders. Requests go out at ``--rate`` a second whatever the
+answers do. A request left unanswered for ``RETRY_SECONDS`` is sent again, the
+same frame under the same cid and key; when the connection has been silent
+that long too, on a new connection first. A ``busy``, ``unavailable`` or
+``rate_limited`` answer is retried the same way after ``BACKOFF_SECONDS``.
+After ``--seconds`` (or SIGTERM) it sends nothing new and keeps retrying until every
+request is answered or ``--settle`` seconds have passed, then writes its
+records (``records`` below) as JSON and exits 0.
+
+Times are ``time.monotonic()``: one clock for every process on the host, so the
+orchestrator can compare them with the instants of its kills.
+"""
+
+import argparse
+import json
+import random
+import signal
+import time
+from dataclasses import dataclass
+
+import msgspec
+import zmq
+
+from gateway.client import AuthError, Client
+from gateway.keys import load_secret_certificate, server_public_key
+from gateway.protocol import (
+    BUSY,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    Ack,
+    Cancel,
+    Cancelled,
+    Fill,
+    NewOrder,
+    Reject,
+    encode,
+)
+
+# symbol -> (reference price, tick, lot) of the default config's instruments
+SYMBOLS = {
+    "ACME": (10_000, 1, 1),
+    "BOLT": (2_500, 5, 10),
+    "BTC-USD": (6_000_000, 100, 1),
+    "ETH-USD": (300_000, 10, 1),
+}
+SPREAD_TICKS = 3  # prices within this many ticks of the reference: orders cross often
+MAX_LOTS = 5
+IOC_SHARE = 0.1
+CANCEL_SHARE = 0.15
+RETRY_SECONDS = 1.5
+BACKOFF_SECONDS = 0.2
+CONNECT_SECONDS = 1.0
+MAX_PENDING = 1000  # beyond this the bot skips sends (counted) instead of piling up
+RETRYABLE = (BUSY, UNAVAILABLE, RATE_LIMITED)
+
+
+@dataclass
+class Pending:
+    msg: msgspec.Struct
+    frame: bytes
+    due: float  # when to send (again)
+    first_sent: float = 0.0
+    sends: int = 0
+
+
+class Bot:
+    def __init__(self, client: Client, client_id: int, rate: float, rng: random.Random):
+        self.client = client
+        self.client_id = client_id
+        self.rate = rate
+        self.rng = rng
+        self.pending: dict[int, Pending] = {}
+        self.live: dict[int, str] = {}  # oid -> symbol of orders that may rest
+        self.next_cid = 1
+        self.connections = 0
+        self.last_heard = time.monotonic()
+        self.records = {
+            "client": client_id,
+            "orders": {},  # str(ik) -> [sym, side, px, qty, tif]
+            "acks": [],  # [cid, ik, sym, oid, seq, dup, t]
+            "rejects": [],  # [cid, kind, code, field, reason, t]
+            "cancelled": [],  # replies to Cancel: [cid, sym, oid, t]
+            "fills": [],  # [sym, seq, idx, oid, side, px, qty, leaves, dup]
+            "sent": 0,  # requests made (not counting retries)
+            "retries": 0,  # frames sent again
+            "retryable": 0,  # busy / unavailable / rate_limited answers (each retried)
+            "reconnects": 0,  # connections after the first
+            "skipped": 0,  # sends skipped because MAX_PENDING were unanswered
+            "unanswered": [],  # cids still unanswered at the end
+        }
+
+    # ------------------------------------------------------------ requests
+
+    def make_request(self, now: float) -> None:
+        cid = self.next_cid
+        self.next_cid += 1
+        rng = self.rng
+        if self.live and rng.random() < CANCEL_SHARE:
+            oid = rng.choice(list(self.live))
+            msg = Cancel(cid=cid, sym=self.live.pop(oid), oid=oid)
+        else:
+            sym = rng.choice(list(SYMBOLS))
+            ref, tick, lot = SYMBOLS[sym]
+            side = rng.choice(("buy", "sell"))
+            px = ref + tick * rng.randint(-SPREAD_TICKS, SPREAD_TICKS)
+            qty = lot * rng.randint(1, MAX_LOTS)
+            tif = "ioc" if rng.random() < IOC_SHARE else "gtc"
+            ik = rng.getrandbits(63) | 1
+            msg = NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, tif=tif, ik=ik)
+            self.records["orders"][str(ik)] = [sym, side, px, qty, tif]
+        self.pending[cid] = Pending(msg, encode(msg), due=now)
+        self.records["sent"] += 1
+
+    def send_due(self, now: float) -> None:
+        socket = self.client.socket
+        for p in self.pending.values():
+            if p.due > now:
+                continue
+            try:
+                socket.send(p.frame, zmq.NOBLOCK)
+            except zmq.Again:  # the connection's queue is full: next pass
+                continue
+            if p.sends:
+                self.records["retries"] += 1
+            else:
+                p.first_sent = now
+            p.sends += 1
+            p.due = now + RETRY_SECONDS
+
+    # ------------------------------------------------------------ replies
+
+    def on_message(self, msg, now: float) -> None:
+        self.last_heard = now
+        r = self.records
+        if isinstance(msg, Fill):
+            r["fills"].append(
+                [msg.sym, msg.seq, msg.idx, msg.oid, msg.side, msg.px, msg.qty, msg.leaves, msg.dup]
+            )
+            if msg.leaves == 0:
+                self.live.pop(msg.oid, None)
+            return
+        cid = getattr(msg, "cid", 0)
+        p = self.pending.get(cid) if cid else None
+        if isinstance(msg, Ack):
+            ik = p.msg.ik if p is not None else self._ik_of(cid)
+            r["acks"].append([cid, ik, msg.sym, msg.oid, msg.seq, msg.dup, now])
+            if p is not None:
+                del self.pending[cid]
+                if p.msg.tif == "gtc":
+                    self.live[msg.oid] = msg.sym
+        elif isinstance(msg, Reject):
+            if p is None:
+                return  # a late answer to a request answered already
+            if msg.code in RETRYABLE:
+                r["retryable"] += 1
+                p.due = now + BACKOFF_SECONDS
+                return
+            kind = "cancel" if isinstance(p.msg, Cancel) else "new"
+            r["rejects"].append([cid, kind, msg.code, msg.field, msg.reason, now])
+            del self.pending[cid]
+        elif isinstance(msg, Cancelled):
+            self.live.pop(msg.oid, None)
+            if p is not None:
+                r["cancelled"].append([cid, msg.sym, msg.oid, now])
+                del self.pending[cid]
+
+    def _ik_of(self, cid: int) -> int:
+        """The key of a request answered already (an answer to one of its retries)."""
+        for ack in reversed(self.records["acks"]):
+            if ack[0] == cid:
+                return ack[1]
+        return 0
+
+    # ------------------------------------------------------------ the loop
+
+    def ensure_connected(self) -> bool:
+        if self.client.socket is not None:
+            return True
+        try:
+            self.client.connect(CONNECT_SECONDS)
+        except (TimeoutError, AuthError):  # the gateway is down or restarting
+            return False
+        self.connections += 1
+        self.records["reconnects"] = self.connections - 1
+        self.last_heard = time.monotonic()
+        for p in self.pending.values():  # whatever the old connection carried is lost
+            p.due = min(p.due, self.last_heard)
+        return True
+
+    def maybe_reconnect(self, now: float) -> None:
+        """A retry is due and the connection has said nothing for as long: a new one."""
+        if now - self.last_heard < RETRY_SECONDS:
+            return
+        if any(p.sends and p.due <= now for p in self.pending.values()):
+            self.client.close()
+
+    def run(self, seconds: float, settle: float) -> None:
+        start = time.monotonic()
+        end = [start + seconds if seconds else float("inf")]
+        signal.signal(signal.SIGTERM, lambda *_: end.__setitem__(0, time.monotonic()))
+        next_at = start
+        while True:
+            now = time.monotonic()
+            trading = now < end[0]
+            if (not trading and not self.pending) or now > end[0] + settle:
+                break
+            self.maybe_reconnect(now)
+            if not self.ensure_connected():
+                continue
+            while trading and next_at <= now:
+                if len(self.pending) < MAX_PENDING:
+                    self.make_request(now)
+                else:
+                    self.records["skipped"] += 1
+                next_at += 1 / self.rate
+            self.send_due(now)
+            dues = [p.due for p in self.pending.values()]
+            wait = min([next_at, *dues] if trading else dues or [now]) - now
+            msg = self.client.recv(max(0.0, min(wait, 0.1)))
+            while msg is not None:
+                self.on_message(msg, time.monotonic())
+                msg = self.client.recv(0)
+        self.records["unanswered"] = sorted(self.pending)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--keys-dir", required=True, help="holds the gateway's public key")
+    ap.add_argument("--secret", required=True, help="the bot's secret certificate")
+    ap.add_argument("--client", type=int, required=True, help="the bot's client id")
+    ap.add_argument("--seconds", type=float, default=0, help="how long to trade (0: to SIGTERM)")
+    ap.add_argument("--rate", type=float, default=40.0, help="requests per second")
+    ap.add_argument("--settle", type=float, default=60.0, help="how long to chase answers")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", required=True, help="where the records go (JSON)")
+    args = ap.parse_args()
+    public, secret = load_secret_certificate(args.secret)
+    client = Client(args.endpoint, server_public_key(args.keys_dir), public, secret)
+    bot = Bot(client, args.client, args.rate, random.Random(args.seed))
+    try:
+        bot.run(args.seconds, args.settle)
+    finally:
+        client.close()
+    with open(args.out, "w") as f:
+        json.dump(bot.records, f)
+
+
+if __name__ == "__main__":
+    main()

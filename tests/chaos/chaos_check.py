@@ -1,0 +1,233 @@
+"""What a chaos run must leave true, checked from the bots' own records and the journals.
+
+``check(config, records, kills)`` reads every shard's journal (the daemon
+stopped) and returns a ``Report`` whose ``violations`` list each broken promise:
+
+acked        every order a bot saw acknowledged is in its shard's journal: the
+             order, owned by that bot, on that instrument, and the idempotency
+             entry of (bot, key) naming that order id and seq
+one order    every acknowledgement under one (bot, key) names the same order;
+per key      no (client, key) has an entry in two shards
+journal      ``tools.verify`` finds nothing wrong in any shard's journal (seqs,
+             events, no fill beyond an order's quantity, idempotency, replay
+             byte for byte, snapshot + replay = full replay)
+state hash   the state hashes the live shard recorded in its latest snapshot
+             equal a fresh replay of the journal up to that seq
+positions    every trade moves its quantity from a seller to a buyer (the maker's
+             order is on the other side), so positions sum to zero per instrument
+fills        every fill a bot was told of is a journaled trade of its order,
+             at that price and quantity
+answers      every request was answered in the end; no order was refused except
+             by a retryable code (which the bot retried)
+kept trading every bot had orders acknowledged after the last kill, and when the
+             gateway was killed every bot had to reconnect and did
+"""
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from exchange.engine import ShardEngine
+from exchange.journal import Journal
+from exchange.records import EV_ACCEPTED, EV_TRADE, SIDE_BUY, SIDE_SELL
+from tools.journalview import JournalView
+from tools.verify import render, verify_journal
+
+MAX_LISTED = 20  # violations listed per check; all are counted
+
+
+@dataclass
+class Report:
+    kills: int = 0
+    gateway_kills: int = 0
+    shard_kills: int = 0
+    requests: int = 0
+    orders: int = 0
+    acks: int = 0
+    dup_acks: int = 0
+    retries: int = 0
+    retryable: int = 0
+    reconnects: int = 0
+    fills_seen: int = 0
+    journaled_commands: int = 0
+    trades: int = 0
+    violations: list[str] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, check: str, message: str) -> None:
+        if self.counts[check] < MAX_LISTED:
+            self.violations.append(f"{check}: {message}")
+        self.counts[check] += 1
+
+    def summary(self) -> str:
+        return (
+            f"chaos: {self.kills} kills ({self.shard_kills} shard, {self.gateway_kills} gateway), "
+            f"{self.requests} requests, {self.orders} orders, {self.acks} acks "
+            f"({self.dup_acks} duplicate), {self.retries} retries ({self.retryable} answered busy "
+            f"or unavailable), {self.reconnects} reconnects, "
+            f"{self.fills_seen} fills seen, {self.trades} trades and "
+            f"{self.journaled_commands} commands journaled, "
+            f"violations = {sum(self.counts.values())}"
+        )
+
+
+def check(config, records: list[dict], kills: list[tuple[float, str]]) -> Report:
+    """``records``: each bot's JSON records; ``kills``: (monotonic instant, process name)."""
+    report = Report(kills=len(kills))
+    report.gateway_kills = sum(1 for _, name in kills if name == "gateway")
+    report.shard_kills = report.kills - report.gateway_kills
+    routes = config.routes()
+    books = {s.name: [config.instrument(sym).book for sym in s.instruments] for s in config.shards}
+    # LMDB opens an environment once per process: the verification first, on its own
+    for i, shard in enumerate(config.shards):
+        path = str(Path(config.journal.dir) / shard.name)
+        v = verify_journal(
+            path,
+            books[shard.name],
+            symbols=list(shard.instruments),
+            shard=shard.name,
+            shard_index=i,
+        )
+        report.journaled_commands += v.commands
+        if not v.ok:
+            report.add("journal", render(v))
+    journals = {
+        s.name: Journal(str(Path(config.journal.dir) / s.name), readonly=True)
+        for s in config.shards
+    }
+    try:
+        trades = {}
+        for i, shard in enumerate(config.shards):
+            _state_hash(report, journals[shard.name], shard.name, i, books[shard.name])
+            trades[shard.name] = _trades(report, journals[shard.name], shard)
+        _cross_shard_keys(report, journals)
+        for r in records:
+            _bot(report, r, routes, journals, trades, kills)
+    finally:
+        for j in journals.values():
+            j.close()
+    return report
+
+
+# ------------------------------------------------------------ the journals
+
+
+def _state_hash(report: Report, journal: Journal, name: str, index: int, books) -> None:
+    snap = journal.latest_snapshot()
+    if snap is None:
+        report.add("state hash", f"shard {name} wrote no snapshot to compare with")
+        return
+    seq, blob = snap
+    recorded = msgspec.msgpack.decode(blob)["hashes"]
+    engine = ShardEngine(index, books, JournalView(journal, seq))
+    engine.recover(use_snapshot=False)
+    if engine.state_hashes() != recorded:
+        report.add(
+            "state hash",
+            f"shard {name} at seq {seq}: the live shard recorded {recorded}, a fresh replay "
+            f"gives {engine.state_hashes()}",
+        )
+
+
+def _trades(report: Report, journal: Journal, shard) -> dict:
+    """(seq, idx) -> (instrument, taker oid, maker oid, px, qty) of every journaled trade;
+    checks that each moves its quantity from a seller to a buyer."""
+    side_of = {}
+    out = {}
+    position = defaultdict(lambda: defaultdict(int))  # instrument -> client -> net qty
+    for _, events in journal.iter_batches():
+        acc = events[events["kind"] == EV_ACCEPTED]
+        side_of.update(zip(acc["order_id"].tolist(), acc["side"].tolist(), strict=True))
+        for e in events[events["kind"] == EV_TRADE].tolist():
+            seq, _, taker, maker, px, qty = e[:6]
+            client, other_client, idx, inst, _, side = e[9:15]
+            maker_side = side_of.get(maker)
+            if {side, maker_side} != {SIDE_BUY, SIDE_SELL}:
+                report.add(
+                    "positions",
+                    f"{shard.name} trade ({seq}, {idx}): taker {taker} side {side}, "
+                    f"maker {maker} side {maker_side}",
+                )
+                continue
+            sign = 1 if side == SIDE_BUY else -1
+            position[inst][client] += sign * qty
+            position[inst][other_client] -= sign * qty
+            out[(seq, idx)] = (inst, taker, maker, px, qty)
+    report.trades += len(out)
+    for inst, clients in position.items():
+        if sum(clients.values()):
+            report.add(
+                "positions",
+                f"{shard.instruments[inst]}: positions {dict(clients)} sum to "
+                f"{sum(clients.values())}",
+            )
+    return out
+
+
+def _cross_shard_keys(report: Report, journals: dict) -> None:
+    seen = {}
+    for name, j in journals.items():
+        for e in j.idem_entries():
+            pair = (e.client, e.idem_key)
+            if pair in seen:
+                report.add(
+                    "one order per key",
+                    f"(client {e.client}, key {e.idem_key}) has orders in {seen[pair]} and {name}",
+                )
+            seen[pair] = name
+
+
+# ------------------------------------------------------------ one bot's records
+
+
+def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, kills) -> None:
+    client = r["client"]
+    report.requests += r["sent"]
+    report.orders += len(r["orders"])
+    report.retries += r["retries"]
+    report.retryable += r["retryable"]
+    report.reconnects += r["reconnects"]
+    report.acks += len(r["acks"])
+    report.dup_acks += sum(1 for a in r["acks"] if a[5])
+    report.fills_seen += len(r["fills"])
+    oids = defaultdict(set)
+    for _, ik, sym, oid, seq, _, _ in r["acks"]:
+        oids[ik].add(oid)
+        shard, inst = routes[sym]
+        j = journals[shard]
+        order = j.order(oid)
+        if order is None or (order.client, order.instrument) != (client, inst):
+            report.add("acked", f"client {client}: acked order {oid} ({sym}) journaled as {order}")
+            continue
+        entry = j.idem_lookup(client, ik)
+        if entry is None or (entry.order_id, entry.seq) != (oid, seq):
+            report.add(
+                "acked",
+                f"client {client}: key {ik} acked as order {oid} at seq {seq}, "
+                f"journaled as {entry}",
+            )
+    for ik, found in oids.items():
+        if len(found) > 1:
+            report.add("one order per key", f"client {client}: key {ik} acked as {sorted(found)}")
+    for sym, seq, idx, oid, side, px, qty, _, _ in r["fills"]:
+        shard, inst = routes[sym]
+        t = trades[shard].get((seq, idx))
+        if t is None or t[0] != inst or oid not in t[1:3] or t[3:] != (px, qty):
+            report.add(
+                "fills", f"client {client}: fill {side} {qty}@{px} of {oid} at ({seq}, {idx}): {t}"
+            )
+    for cid, kind, code, fld, reason, _ in r["rejects"]:
+        if kind == "new":
+            report.add("answers", f"client {client}: order cid {cid} refused {code} {fld} {reason}")
+    if r["unanswered"]:
+        report.add("answers", f"client {client}: {len(r['unanswered'])} requests never answered")
+    if kills:
+        last_kill = max(t for t, _ in kills)
+        if not any(not a[5] and a[6] > last_kill for a in r["acks"]):
+            report.add(
+                "kept trading", f"client {client}: no order acknowledged after the last kill"
+            )
+        if report.gateway_kills and not r["reconnects"]:
+            report.add("kept trading", f"client {client}: never reconnected")

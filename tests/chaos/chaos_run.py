@@ -1,0 +1,167 @@
+"""One chaos run: the real daemon, bots trading through it, SIGKILLs, then the checks.
+
+``run_chaos(tmp, kills=K, ...)``: ``exchanged run`` on a tmp config (snapshots
+every second, so recoveries start from snapshots and each shard leaves a
+recent one to check), ``bots`` bot processes (``chaos_bot.py``) trading at
+``rate`` requests a second each; then K times: SIGKILL a random process among
+the shards and the gateway, at a random instant up to ``gap`` seconds after
+the previous victim was started again, and wait until the supervisor has
+started it again. Kills can land while a process is still starting or
+recovering. The first kills go to each shard and the gateway once, in random
+order. After the last kill, once every process is up, the bots trade for
+``after`` more seconds, are told to stop (SIGTERM), chase their last answers
+and write their records; the daemon is stopped and ``chaos_check.check`` reads
+the journals. Returns the report and, per kill whose victim's successor got that far, the
+seconds until it said it was ready (the supervisor's backoff included).
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+from chaos_check import Report, check
+from daemon_harness import REPO, Daemon
+
+from exchange.config import dump_config
+from gateway.keys import create_client
+
+BOT = Path(__file__).resolve().parent / "chaos_bot.py"
+READY = {"gateway": "serving"}  # the log message of a process ready to work; shards: "running"
+SNAPSHOT_EVERY_COMMANDS = 2_000
+FIRST_CLIENT = 11
+
+
+def _configure(daemon: Daemon, durability: str) -> None:
+    r = msgspec.structs.replace
+    cfg = daemon.config
+    daemon.config = r(
+        cfg,
+        journal=r(cfg.journal, durability=durability),
+        snapshot=r(cfg.snapshot, every_commands=SNAPSHOT_EVERY_COMMANDS, every_seconds=1),
+    )
+    daemon.path.write_text(dump_config(daemon.config))
+
+
+def _pids(daemon: Daemon) -> dict[str, int | None]:
+    return {c["name"]: c["pid"] for c in daemon.status()["children"]}
+
+
+def _ready(daemon: Daemon) -> dict[int, float]:
+    """pid -> when (log time) it said it was ready to work."""
+    out = {}
+    for line in daemon.log().splitlines():
+        if line.startswith("{"):
+            doc = json.loads(line)
+            if doc["msg"] == READY.get(doc["role"], "running"):
+                out[doc["pid"]] = doc["ts"]
+    return out
+
+
+def _wait(what: str, ready, daemon: Daemon, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if daemon.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: {daemon.log()[-3000:]}")
+        time.sleep(0.05)
+
+
+def _respawned(daemon: Daemon, name: str, old: int) -> bool:
+    pid = _pids(daemon)[name]
+    return pid is not None and pid != old
+
+
+def _all_ready(daemon: Daemon) -> bool:
+    pids = _pids(daemon)
+    return None not in pids.values() and set(pids.values()) <= _ready(daemon).keys()
+
+
+def _start_bots(daemon: Daemon, tmp: Path, n: int, rate: float, rng) -> list:
+    keys = daemon.config.gateway.keys_dir
+    bots = []
+    for k in range(n):
+        client = FIRST_CLIENT + k
+        secret = tmp / f"bot{client}.key_secret"
+        create_client(keys, client, secret)
+        out = tmp / f"bot{client}.json"
+        argv = [
+            sys.executable,
+            str(BOT),
+            "--endpoint",
+            daemon.router,
+            "--keys-dir",
+            keys,
+            "--secret",
+            str(secret),
+            "--client",
+            str(client),
+            "--rate",
+            str(rate),
+            "--seed",
+            str(rng.getrandbits(32)),
+            "--out",
+            str(out),
+        ]
+        with open(tmp / f"bot{client}.log", "w") as log:
+            bots.append((subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log), out))
+    return bots
+
+
+def run_chaos(
+    tmp: Path,
+    *,
+    kills: int,
+    bots: int = 3,
+    rate: float = 40.0,
+    gap: float = 2.0,
+    after: float = 2.0,
+    durability: str = "os",
+    seed: int | None = None,
+) -> tuple[Report, list[float]]:
+    seed = random.randrange(1 << 32) if seed is None else seed
+    print(f"chaos seed {seed}")
+    rng = random.Random(seed)
+    daemon = Daemon(tmp)
+    _configure(daemon, durability)
+    procs = []
+    killed = []  # (monotonic instant, wall-clock instant, name, the pid started again)
+    try:
+        daemon.start()
+        # the gateway reloads the keys directory every second: bots are admitted after it
+        procs = _start_bots(daemon, tmp, bots, rate, rng)
+        time.sleep(1.5)
+        names = [s.name for s in daemon.config.shards] + ["gateway"]
+        first = rng.sample(names, len(names))
+        for k in range(kills):
+            time.sleep(rng.uniform(0, gap))
+            pids = _pids(daemon)
+            up = [n for n in names if pids[n] is not None]
+            name = first[k] if k < len(first) and first[k] in up else rng.choice(up)
+            old = pids[name]
+            instant, wall = time.monotonic(), time.time()
+            os.kill(old, signal.SIGKILL)
+            _wait(f"{name} restarted", lambda n=name, p=old: _respawned(daemon, n, p), daemon, 90)
+            killed.append((instant, wall, name, _pids(daemon)[name]))
+        _wait("every process ready", lambda: _all_ready(daemon), daemon, 120)
+        time.sleep(after)
+        for proc, _ in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in procs:
+            assert proc.wait(120) == 0, f"a bot failed: see {tmp}/bot*.log"
+        ready = _ready(daemon)
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+        daemon.close()
+    records = [json.loads(out.read_text()) for _, out in procs]
+    report = check(daemon.config, records, [(t, name) for t, _, name, _ in killed])
+    # a successor killed before it was ready has no figure
+    return report, [ready[pid] - wall for _, wall, _, pid in killed if pid in ready]

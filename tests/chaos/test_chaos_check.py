@@ -1,0 +1,142 @@
+"""The chaos checks catch what they are for: real journals (written by ShardEngine) and
+bot records, clean and then broken one promise at a time."""
+
+import copy
+
+import msgspec
+import pytest
+from chaos_check import check
+
+from exchange.config import DEFAULT_TOML, parse_config
+from exchange.engine import ShardEngine
+from exchange.journal import Journal
+from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, commands
+
+MAKER, TAKER = 11, 12
+
+
+@pytest.fixture
+def config(tmp_path):
+    cfg = parse_config(DEFAULT_TOML)
+    r = msgspec.structs.replace
+    return r(cfg, journal=r(cfg.journal, dir=str(tmp_path / "journal"), durability="os"))
+
+
+def _news(*specs) -> "commands":
+    """specs: (instrument, client, side, price, qty, idem key)"""
+    cmds = commands(len(specs))
+    for c, (inst, client, side, px, qty, ik) in zip(cmds, specs, strict=True):
+        c["kind"], c["instrument"], c["client"] = CMD_NEW, inst, client
+        c["side"], c["price"], c["qty"], c["idem_key"] = side, px, qty, ik
+    return cmds
+
+
+def _record(client: int) -> dict:
+    return {
+        "client": client,
+        "orders": {},
+        "acks": [],
+        "rejects": [],
+        "cancelled": [],
+        "fills": [],
+        "sent": 0,
+        "retries": 0,
+        "retryable": 0,
+        "reconnects": 1,
+        "skipped": 0,
+        "unanswered": [],
+    }
+
+
+@pytest.fixture
+def traded(config):
+    """s0: the maker sells 5 ACME at 10,000, the taker buys 3 of them; s1: one resting order.
+    Returns the two bots' records as they would have written them (ack instant 10.0)."""
+    records = {MAKER: _record(MAKER), TAKER: _record(TAKER)}
+    streams = {
+        "s0": [
+            _news((0, MAKER, SIDE_SELL, 10_000, 5, 101)),
+            _news((0, TAKER, SIDE_BUY, 10_000, 3, 201)),
+        ],
+        "s1": [_news((0, MAKER, SIDE_BUY, 6_000_000, 1, 102))],
+    }
+    for index, shard in enumerate(config.shards):
+        books = [config.instrument(s).book for s in shard.instruments]
+        with Journal(f"{config.journal.dir}/{shard.name}", durability="os") as j:
+            engine = ShardEngine(index, books, j, snapshot_every=1)
+            for cmds in streams[shard.name]:
+                ev = engine.apply(cmds).events
+                for e in ev[ev["kind"] == 1]:  # ACCEPTED
+                    sym = shard.instruments[e["instrument"]]
+                    ack = [1, int(e["idem_key"]), sym, int(e["order_id"]), int(e["seq"]), False]
+                    records[int(e["client"])]["acks"].append(ack + [10.0])
+                for e in ev[ev["kind"] == 3]:  # TRADE: each side's fill
+                    sym = shard.instruments[e["instrument"]]
+                    seq, idx, px, qty = int(e["seq"]), int(e["idx"]), int(e["price"]), int(e["qty"])
+                    records[int(e["client"])]["fills"].append(
+                        [sym, seq, idx, int(e["order_id"]), "buy", px, qty, 0, False]
+                    )
+                    records[int(e["other_client"])]["fills"].append(
+                        [sym, seq, idx, int(e["other_id"]), "sell", px, qty, 2, False]
+                    )
+    return list(records.values())
+
+
+KILLS = [(5.0, "s0"), (6.0, "gateway")]
+
+
+def test_a_clean_run_has_no_violation(config, traded):
+    report = check(config, traded, KILLS)
+    assert report.violations == []
+    assert (report.acks, report.trades, report.fills_seen, report.kills) == (3, 1, 2, 2)
+
+
+def _broken(records, change):
+    out = copy.deepcopy(records)
+    change(out[0])
+    return out
+
+
+@pytest.mark.parametrize(
+    "broken, change",
+    [
+        # an ack of an order that is not journaled; of one on another instrument
+        ({"acked"}, lambda r: r["acks"].append([9, 555, "ACME", 77, 9, False, 10.0])),
+        ({"acked"}, lambda r: r["acks"].append([9, 101, "BOLT", r["acks"][0][3], 1, False, 10.0])),
+        # the maker's key acked again, as the taker's order
+        (
+            {"acked", "one order per key"},
+            lambda r: r["acks"].append([*r["acks"][0][:3], 2, 2, True, 10.0]),
+        ),
+        # a fill at a (seq, idx) with no trade; a trade's fill with another quantity
+        ({"fills"}, lambda r: r["fills"].append(["ACME", 2, 0, 1, "sell", 10_000, 4, 1, False])),
+        ({"fills"}, lambda r: r["fills"][0].__setitem__(6, 2)),
+        ({"answers"}, lambda r: r["unanswered"].append(3)),
+        ({"answers"}, lambda r: r["rejects"].append([4, "new", "conflict", "$.ik", "x", 9.0])),
+        ({"kept trading"}, lambda r: [a.__setitem__(6, 1.0) for a in r["acks"]]),
+        ({"kept trading"}, lambda r: r.__setitem__("reconnects", 0)),
+    ],
+)
+def test_each_broken_promise_is_a_violation(config, traded, broken, change):
+    report = check(config, _broken(traded, change), KILLS)
+    assert set(report.counts) == broken, report.violations
+
+
+def test_a_key_with_orders_in_two_shards_is_a_violation(config, traded):
+    shard = config.shards[1]
+    with Journal(f"{config.journal.dir}/{shard.name}", durability="os") as j:
+        engine = ShardEngine(1, [config.instrument(s).book for s in shard.instruments], j)
+        engine.recover()
+        engine.apply(_news((0, MAKER, SIDE_SELL, 6_000_100, 1, 101)))  # s0 has key 101
+    report = check(config, traded, KILLS)
+    assert set(report.counts) == {"one order per key"}, report.violations
+
+
+def test_a_snapshot_that_is_not_the_replayed_state_is_a_violation(config, traded):
+    with Journal(f"{config.journal.dir}/s1", durability="os") as j:
+        blob = msgspec.msgpack.decode(j.latest_snapshot()[1])
+        blob["hashes"] = ["0" * 32 for _ in blob["hashes"]]
+        j.write_snapshot(j.last_seq, msgspec.msgpack.encode(blob))
+    report = check(config, traded, KILLS)
+    # exch journal verify sees it too: a snapshot that does not restore as recorded
+    assert set(report.counts) == {"journal", "state hash"}, report.violations
