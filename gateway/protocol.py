@@ -293,6 +293,7 @@ class Cancelled(_Out, tag="X", kw_only=True):
     seq: int
     qty: int
     reason: str
+    leaves: int = 0  # > 0: an STP decrement shrank the order, which stays in the book
     dup: bool = False
 
 
@@ -690,6 +691,7 @@ def private_messages(
             seq=e.seq,
             qty=e.qty,
             reason=CANCEL_NAMES[e.code],
+            leaves=e.leaves,
             dup=dup,
         )
         return [(e.client, msg)]
