@@ -8,11 +8,11 @@ doorbell is readable, or the next housekeeping tick is due. They differ only
 in who blocks: ``zmq_poll`` or uvloop's epoll (with the ZeroMQ sockets' edge-
 triggered file descriptors re-armed by reading their EVENTS before sleeping).
 
-``bench.gateway`` measures both, side by side; asyncio on uvloop is the
-default because it was the faster (about 10% more orders/s with single-order
-and with batch frames; figures in docs/ARCHITECTURE.md): waking from uvloop's
-epoll costs less than a ``zmq.Poller`` call, and a pipelined gateway wakes
-often.
+``bench.gateway`` measures both, side by side in interleaved rounds. They
+came out equal within the noise of a shared 2-core machine, with single-order
+and with batch frames (figures in docs/ARCHITECTURE.md): the work between two
+waits dominates, not the wait. asyncio on uvloop is the default, as the
+design asks where it fits.
 """
 
 import asyncio
