@@ -1,5 +1,6 @@
 """The gateway under limits and failures, with real processes: rate limits, cancel on
-disconnect, a shard that is down or restarts, a gateway that restarts.
+disconnect, a shard that is down or restarts, a gateway that restarts (its books, its
+keys, and the gap its subscribers see).
 
 The exchange here has a small rate limit (burst 50, 20 orders/s) and short sessions
 (heartbeat 100 ms, cancel on disconnect after 400 ms), and its gateway runs the
@@ -114,3 +115,25 @@ def test_gateway_restart_keeps_books_and_idempotency_keys(rig):
     retry = c.new_order("ACME", "sell", 7, px=19_000, ik=31337)
     assert retry.dup and (retry.oid, retry.seq) == (first.oid, first.seq)
     assert c.mass_cancel().n == 1
+
+
+def test_a_subscriber_sees_the_gap_a_gateway_restart_makes_and_refreshes(rig):
+    trader = [rig.client(7)]
+    sub = rig.subscriber(7, ["BOLT"], lambda sym, depth: trader[0].book(sym, depth))
+    sub.poll(0.3)  # the first snapshot; the subscription takes effect
+    assert trader[0].new_order("BOLT", "sell", 10, px=4_000).seq > 0
+    wait_until(lambda: sub.poll(0.05) is not None and sub.books["BOLT"].asks, what="the ask")
+    trader[0].close()
+    assert rig.stop("gateway") == 0
+    rig.start_gateway()
+    trader[0] = rig.client(7)
+    # the new gateway's feeds start over (prev 0): the next message breaks the chain
+    px = 4_005
+    while not sub.gaps:
+        trader[0].new_order("BOLT", "sell", 10, px=px)
+        px += 5
+        sub.poll(0.1)
+    sub.poll(0.3)
+    book = trader[0].book("BOLT")
+    assert sub.refreshes >= 2 and sub.books["BOLT"] == (book.seq, book.bids, book.asks)
+    assert trader[0].mass_cancel().n >= 2
