@@ -45,6 +45,7 @@ def exchange(tmp_path_factory):
     try:
         rig.start()
         yield rig
+        assert rig.stop("gateway") == 0  # SIGTERM: a clean exit
     finally:
         rig.close()
 
