@@ -6,6 +6,7 @@ leftovers.
 """
 
 import asyncio
+import threading
 import time
 
 import msgspec
@@ -312,3 +313,17 @@ def test_a_full_request_ring_is_answered_busy_and_nothing_is_lost(rig):
     acks = wait_notices(c, n - 100, Ack)
     assert {a.cid for a in acks} | {r.cid for r in busy} == set(range(1, n + 1))
     assert rig.last_seqs()["s1"] - before == n - 100  # the refused ones never reached it
+
+
+def test_a_client_retry_after_a_timeout_reconnects_and_places_the_order_once(rig):
+    c = rig.client(4, timeout=0.4, retries=6)
+    rig.pause("s0")  # the first attempt times out: no reply while the shard is stopped
+    timer = threading.Timer(1.0, rig.resume, ["s0"])
+    timer.start()
+    try:
+        ack = c.new_order("ACME", "sell", 3, px=17_770)
+    finally:
+        timer.join()
+    assert isinstance(ack, Ack) and ack.dup and c.reconnects >= 1
+    book = c.book("ACME", depth=100)
+    assert (17_770, 3, 1) in book.asks  # one order, not one per attempt
