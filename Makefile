@@ -42,3 +42,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
+
+.PHONY: chaos soak bench-e2e
+
+# 24 SIGKILLs of shards and the gateway under steady trading (fsync journals), then
+# every acknowledged order, fill, key and state hash checked; prints the summary
+chaos: $(STAMP)
+	$(PY) -m pytest -m slow -s tests/chaos

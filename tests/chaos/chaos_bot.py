@@ -9,7 +9,8 @@ of one of its live orders. Requests go out at ``--rate`` a second whatever the
 answers do. A request left unanswered for ``RETRY_SECONDS`` is sent again, the
 same frame under the same cid and key; when the connection has been silent
 that long too, on a new connection first. A ``busy``, ``unavailable`` or
-``rate_limited`` answer is retried the same way after ``BACKOFF_SECONDS``.
+``rate_limited`` answer is retried the same way after a back-off that doubles
+from ``BACKOFF_SECONDS`` to ``MAX_BACKOFF_SECONDS``.
 After ``--seconds`` (or SIGTERM) it sends nothing new and keeps retrying until every
 request is answered or ``--settle`` seconds have passed, then writes its
 records (``records`` below) as JSON and exits 0.
@@ -55,7 +56,8 @@ MAX_LOTS = 5
 IOC_SHARE = 0.1
 CANCEL_SHARE = 0.15
 RETRY_SECONDS = 1.5
-BACKOFF_SECONDS = 0.2
+BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 2.0
 CONNECT_SECONDS = 1.0
 MAX_PENDING = 1000  # beyond this the bot skips sends (counted) instead of piling up
 RETRYABLE = (BUSY, UNAVAILABLE, RATE_LIMITED)
@@ -68,6 +70,7 @@ class Pending:
     due: float  # when to send (again)
     first_sent: float = 0.0
     sends: int = 0
+    backoff: float = BACKOFF_SECONDS
 
 
 class Bot:
@@ -160,7 +163,8 @@ class Bot:
                 return  # a late answer to a request answered already
             if msg.code in RETRYABLE:
                 r["retryable"] += 1
-                p.due = now + BACKOFF_SECONDS
+                p.due = now + p.backoff
+                p.backoff = min(2 * p.backoff, MAX_BACKOFF_SECONDS)
                 return
             kind = "cancel" if isinstance(p.msg, Cancel) else "new"
             r["rejects"].append([cid, kind, msg.code, msg.field, msg.reason, now])
