@@ -10,12 +10,12 @@ output is one JSON line (``--json``) or a short table.
 """
 
 import argparse
-import json
 import sys
 import time
 
 import numpy as np
 
+from bench.report import emit
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.records import (
@@ -184,11 +184,7 @@ def main(argv=None) -> int:
         "events_agree": True,
         "state_hash": check["state_hash"],
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>22}: {v}")
+    emit(result, args.json)
     return 0
 
 

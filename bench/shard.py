@@ -12,7 +12,6 @@ batch through the kernel with every event compared, timed per million commands.
 """
 
 import argparse
-import json
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import msgspec
 import numpy as np
 
 from bench.book import CONFIG, workload
+from bench.report import emit
 from exchange.config import DEFAULT_TOML, Instrument, Shard, dump_config, parse_config
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
@@ -156,11 +156,7 @@ def main(argv=None) -> int:
             proc.wait()
         unlink_namespace(ns)
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>30}: {v}")
+    emit(result, args.json)
     return 0
 
 

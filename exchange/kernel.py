@@ -402,6 +402,14 @@ def _cancel_event(st, ev, n, c, o, qty, reason, leaves=0):
     )
 
 
+@tiny
+def _aggressor_cancelled(st, ev, n, c, order_id, price, qty, leaves, client, side, reason):
+    """CANCELLED of the order a command is working (not resting: no slot to read)."""
+    return _emit(
+        st, ev, n, c, EV_CANCELLED, order_id, 0, price, qty, leaves, 0, client, 0, side, reason
+    )
+
+
 @hot
 def _emit_depth(st, ev, n, c):
     levels = st.meta[M_LEVELS]
@@ -504,22 +512,8 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                         _touch(st, li)
                     leaves -= d
                     tqty -= d
-                    n = _emit(
-                        st,
-                        ev,
-                        n,
-                        c,
-                        EV_CANCELLED,
-                        order_id,
-                        0,
-                        limit,
-                        d,
-                        leaves,
-                        0,
-                        client,
-                        0,
-                        side,
-                        CXL_STP,
+                    n = _aggressor_cancelled(
+                        st, ev, n, c, order_id, limit, d, leaves, client, side, CXL_STP
                     )
                     if leaves == 0:
                         return n, tqty, 0, True
@@ -528,22 +522,8 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                         n = _cancel_event(st, ev, n, c, o, mleaves, CXL_STP)
                         _unlink(st, o)
                         _release(st, o)
-                    n = _emit(
-                        st,
-                        ev,
-                        n,
-                        c,
-                        EV_CANCELLED,
-                        order_id,
-                        0,
-                        limit,
-                        leaves,
-                        0,
-                        0,
-                        client,
-                        0,
-                        side,
-                        CXL_STP,
+                    n = _aggressor_cancelled(
+                        st, ev, n, c, order_id, limit, leaves, 0, client, side, CXL_STP
                     )
                     return n, tqty, 0, True
             else:
@@ -645,22 +625,8 @@ def _new(st, ev, n, c):
         st, ev, n, c, EV_ACCEPTED, c.order_id, 0, c.price, c.qty, c.qty, 0, c.client, 0, c.side, 0
     )
     if c.tif == TIF_FOK and not _fillable(st, s, c.price, market, c.client, c.stp, c.qty):
-        return _emit(
-            st,
-            ev,
-            n,
-            c,
-            EV_CANCELLED,
-            c.order_id,
-            0,
-            c.price,
-            c.qty,
-            0,
-            0,
-            c.client,
-            0,
-            c.side,
-            CXL_FOK,
+        return _aggressor_cancelled(
+            st, ev, n, c, c.order_id, c.price, c.qty, 0, c.client, c.side, CXL_FOK
         )
     n, tqty, leaves, killed = _match(
         st, ev, n, c, c.order_id, c.client, c.side, c.price, market, c.stp, c.qty, c.qty
@@ -671,22 +637,8 @@ def _new(st, ev, n, c):
         o = _alloc(st, c.order_id, c.client, c.side, c.price, tqty, leaves, c.stp, c.flags)
         _link_tail(st, o, s, _level_of(st, c.price))
         return n
-    return _emit(
-        st,
-        ev,
-        n,
-        c,
-        EV_CANCELLED,
-        c.order_id,
-        0,
-        c.price,
-        leaves,
-        0,
-        0,
-        c.client,
-        0,
-        c.side,
-        CXL_IOC,
+    return _aggressor_cancelled(
+        st, ev, n, c, c.order_id, c.price, leaves, 0, c.client, c.side, CXL_IOC
     )
 
 
