@@ -63,6 +63,7 @@ from gateway.protocol import (
     Reject,
     Replace,
     Status,
+    accepted_ack,
     answers_request,
     cancel_command,
     decode_request,
@@ -134,6 +135,7 @@ class Gateway:
         self.cod_after = config.session.cancel_on_disconnect_ms / 1000
         self.outbox = {link.index: Outbox() for link in links}
         self.queued = 0  # commands in the outboxes
+        self.open_batches = 0  # NewOrders not answered yet
         self.live = {link.index: link.alive() for link in links}
         self.now = clock()
         self.stopping = False  # set by a signal: the loop returns after its turn
@@ -301,6 +303,7 @@ class Gateway:
         base = self.inflight.reserve(len(orders))
         group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
         p = Pending(conn, client, msg.cid, CMD_NEW, "", "", group)
+        self.open_batches += 1
         for i, order in enumerate(orders):
             try:
                 if i >= allowed:
@@ -395,7 +398,8 @@ class Gateway:
         ev, link.last = unseen(ev, link.last)
         syms = link.syms
         inflight = self.inflight
-        for e in event_rows(ev[ev["kind"] != EV_DEPTH]):  # DEPTH is public only
+        private = self._batch_acks(ev[ev["kind"] != EV_DEPTH], syms)  # DEPTH is public only
+        for e in event_rows(private):
             sym = syms[e.instrument]
             p = inflight.get(e.req_id)
             if p is not None:
@@ -420,6 +424,37 @@ class Gateway:
             send(msg.sym.encode(), MORE)
             send(encode(msg), NOBLOCK)
 
+    def _batch_acks(self, private: np.ndarray, syms: list[str]) -> np.ndarray:
+        """Put the ACCEPTED events that answer orders of NewOrders batches into their
+        BatchAcks, reading columns instead of making an Event per order (most of a
+        batch's private events are these); returns the events left to take one by one.
+
+        A batch's reply goes out when its last order is answered, so where its Acks
+        fall among the other events does not change what a client receives.
+        """
+        if not self.open_batches:
+            return private
+        rows = np.flatnonzero(private["kind"] == EV_ACCEPTED)
+        if not len(rows):
+            return private
+        accepted = private[rows]
+        req_ids = accepted["req_id"].tolist()
+        get = self.inflight.get
+        pending = [get(r) for r in req_ids]
+        columns = (accepted[f].tolist() for f in ("order_id", "seq", "flags", "instrument"))
+        done = np.zeros(len(private), bool)
+        for row, req_id, p, oid, seq, flags, inst in zip(
+            rows.tolist(), req_ids, pending, *columns, strict=True
+        ):
+            if p is None or not isinstance(p.group, BatchGroup):
+                continue
+            self.inflight.pop(req_id)
+            group = p.group
+            ack = accepted_ack(p.cid, syms[inst], oid, seq, group.coid(req_id), flags)
+            self._group_put(group, req_id, ack)
+            done[row] = True
+        return private[~done] if done.any() else private
+
     # ------------------------------------------------------------ sending
 
     def _answer(self, p: Pending, req_id: int, msg) -> None:
@@ -432,6 +467,8 @@ class Gateway:
         reply = group.put(req_id, msg)
         if reply is None:
             return
+        if isinstance(group, BatchGroup):
+            self.open_batches -= 1
         if group.conn is not None:
             self._reply(group.conn, reply)
         elif isinstance(reply, Reject):

@@ -652,7 +652,7 @@ def private_messages(
     """
     dup = bool(e.flags & EVF_DUPLICATE)
     if e.kind == EV_ACCEPTED:
-        return [(e.client, Ack(cid=cid, sym=sym, oid=e.order_id, seq=e.seq, coid=coid, dup=dup))]
+        return [(e.client, accepted_ack(cid, sym, e.order_id, e.seq, coid, e.flags))]
     if e.kind == EV_REJECTED:
         return [(e.client, book_reject(e.code, cid, coid, dup))]
     if e.kind == EV_TRADE:
@@ -703,6 +703,11 @@ def private_messages(
     if e.kind == EV_MASS_CANCELLED:
         return [(e.client, MassCancelled(cid=cid, sym=sym, n=e.qty))]
     return []
+
+
+def accepted_ack(cid: int, sym: str, order_id: int, seq: int, coid: str, flags: int) -> Ack:
+    """The Ack an ACCEPTED event makes (its order id, seq and flags)."""
+    return Ack(cid=cid, sym=sym, oid=order_id, seq=seq, coid=coid, dup=bool(flags & EVF_DUPLICATE))
 
 
 def answers_request(e: Event, kind: int) -> bool:
