@@ -5,9 +5,12 @@ raises one ``ConfigError`` that names the key and the problem. ``dump_config``
 writes the effective config back as TOML that loads to the same ``Config``
 (what ``python -m exchange.config [PATH]`` prints).
 
-Every key is required except ``cpus`` (CPU pinning, none when absent) and the
-keys of an instrument's ``book`` table, whose defaults are ``BookConfig``'s:
-the embedded default is the one place where default values are written down.
+Every key is required except ``cpus`` (CPU pinning, none when absent), the
+keys of an instrument's ``book`` table, whose defaults are ``BookConfig``'s,
+and the optional risk settings whose absence means "none": ``price_collar_ticks``
+(no collar in ticks), ``starting_cash`` (0), ``[risk.positions]`` (no per-symbol
+limit) and ``[[clients]]`` (no per-client overrides). Otherwise the embedded
+default is the one place where default values are written down.
 Relative paths are relative to the working directory of the process.
 
 An instrument's index inside its shard (``instrument`` in COMMAND and EVENT
@@ -123,16 +126,33 @@ cancel_on_disconnect_ms = 5_000
 orders_per_second = 1_000
 burst = 200
 
-# Per client, unless the client's own limits say otherwise. max_notional is
-# price units x quantity units; price_collar_bps bounds a limit price to
-# ref_price +- this many basis points (1000 = 10%); max_position is the net
-# position per instrument, in quantity units.
+# The gateway's pre-trade checks, per client, unless the client's own [[clients]]
+# table says otherwise. max_notional is qty x px (a market order counts at its
+# instrument's max_price). A limit px must be within price_collar_bps basis points
+# (1000 = 10%) of the reference price (the last trade, before any: ref_price)
+# and, when price_collar_ticks is given, within that many ticks of it too.
+# max_open_orders counts the client's orders resting or in flight, over every
+# instrument. max_position bounds each instrument's net position both ways,
+# counting the worst case of open orders: position + open buys <= the limit,
+# position - open sells >= -the limit; [risk.positions] sets it per symbol.
+# starting_cash is each client's cash before its first fill (0 when absent).
 [risk]
 max_order_qty = 100_000
 max_notional = 10_000_000_000
 price_collar_bps = 1_000
 max_open_orders = 1_000
 max_position = 1_000_000
+
+# Per-client overrides (optional, any number): `client` is the client id; any
+# key of [risk] or [rate] may follow, and a `positions` table (symbol -> limit).
+# A symbol's position limit is the client's positions entry, else [risk.positions],
+# else the client's max_position, else [risk] max_position. For example:
+#
+# [[clients]]
+# client = 7
+# max_open_orders = 50
+# orders_per_second = 100
+# positions = { "BTC-USD" = 20 }
 
 # Shared memory: segment names start with namespace; ring capacities are in
 # records and powers of two.
@@ -209,12 +229,36 @@ class Rate(_Section, kw_only=True):
     burst: Positive
 
 
-class Risk(_Section, kw_only=True):
+Bps = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+ClientId = Annotated[int, msgspec.Meta(ge=1, le=(1 << 32) - 1)]
+Cash = Annotated[int, msgspec.Meta(ge=-(1 << 62), le=1 << 62)]
+
+
+class Risk(_Section, kw_only=True, omit_defaults=True):
     max_order_qty: Positive
     max_notional: Positive
-    price_collar_bps: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    price_collar_bps: Bps
+    price_collar_ticks: NonNegative = 0  # 0: no collar in ticks
     max_open_orders: Positive
     max_position: Positive
+    positions: dict[Symbol, Positive] = {}
+    starting_cash: Cash = 0
+
+
+class ClientLimits(_Section, kw_only=True, omit_defaults=True):
+    """One client's overrides of [risk] and [rate]; None: the default applies."""
+
+    client: ClientId
+    max_order_qty: Positive | None = None
+    max_notional: Positive | None = None
+    price_collar_bps: Bps | None = None
+    price_collar_ticks: NonNegative | None = None
+    max_open_orders: Positive | None = None
+    max_position: Positive | None = None
+    positions: dict[Symbol, Positive] = {}
+    starting_cash: Cash | None = None
+    orders_per_second: Positive | None = None
+    burst: Positive | None = None
 
 
 class Shm(_Section, kw_only=True):
@@ -223,7 +267,7 @@ class Shm(_Section, kw_only=True):
     event_ring: RingCapacity
 
 
-class Config(_Section, kw_only=True):
+class Config(_Section, kw_only=True, omit_defaults=True):
     instruments: Annotated[list[Instrument], msgspec.Meta(min_length=1)]
     shards: Annotated[list[Shard], msgspec.Meta(min_length=1)]
     gateway: Gateway
@@ -232,6 +276,7 @@ class Config(_Section, kw_only=True):
     session: Session
     rate: Rate
     risk: Risk
+    clients: list[ClientLimits] = []
     shm: Shm
 
     def instrument(self, symbol: str) -> Instrument:
@@ -363,6 +408,20 @@ def _check(config: Config, source: str) -> None:
             "must be 0 (off) or longer than session.heartbeat_ms, or every session would be "
             "cancelled between two heartbeats",
         )
+    tables = [("risk", config.risk.positions)]
+    tables += [(f"clients[{k}]", c.positions) for k, c in enumerate(config.clients)]
+    for key, positions in tables:
+        for sym in positions:
+            if sym not in first_at:
+                fail(f"{key}.positions.{sym}", f"{sym!r} is not one of the instruments")
+    client_at = {}
+    for k, c in enumerate(config.clients):
+        if c.client in client_at:
+            fail(
+                f"clients[{k}].client",
+                f"client {c.client} has a table already (clients[{client_at[c.client]}])",
+            )
+        client_at[c.client] = k
     pinned = [(f"shards[{k}].cpus", s.cpus) for k, s in enumerate(config.shards)]
     for key, cpus in [*pinned, ("gateway.cpus", config.gateway.cpus)]:
         if len(set(cpus)) != len(cpus):
