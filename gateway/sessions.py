@@ -41,9 +41,6 @@ class Sessions:
         else:
             self._armed.discard(client)
 
-    def armed(self, client: int) -> bool:
-        return client in self._armed
-
     def silent(self, now: float, after: float) -> list[int]:
         """Armed clients that said nothing for ``after`` seconds; they are disarmed."""
         out = [c for c in self._armed if now - self._last.get(c, now) >= after]
