@@ -7,12 +7,18 @@ The exchange here has a small rate limit (burst 50, 20 orders/s) and short sessi
 poll loop (the other modules run the default, asyncio); each test uses its own clients.
 """
 
+import subprocess
+import sys
 import time
+import uuid
 
+import msgspec
 import pytest
-from gateway_harness import GatewayRig, wait_notices
+from gateway_harness import REPO, GatewayRig, wait_notices
 
+from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from gateway.client import order
+from gateway.keys import create_server_keys
 from gateway.protocol import Ack, BatchAck, Book, Cancelled, Fill, Heartbeat, Reject
 
 pytestmark = pytest.mark.timeout(120)
@@ -137,3 +143,34 @@ def test_a_subscriber_sees_the_gap_a_gateway_restart_makes_and_refreshes(rig):
     book = trader[0].book("BOLT")
     assert sub.refreshes >= 2 and sub.books["BOLT"] == (book.seq, book.bids, book.asks)
     assert trader[0].mass_cancel().n >= 2
+
+
+def _start_alone(tmp_path, cfg) -> subprocess.CompletedProcess:
+    path = tmp_path / "exchange.toml"
+    path.write_text(dump_config(cfg))
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.server", "--config", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_gateway_refuses_to_start_without_keys_or_rings(tmp_path):
+    base = parse_config(DEFAULT_TOML)
+    replace = msgspec.structs.replace
+    ns = "gwbad" + uuid.uuid4().hex[:8]
+    cfg = replace(
+        base,
+        gateway=replace(base.gateway, keys_dir=str(tmp_path / "nokeys")),
+        shm=replace(base.shm, namespace=ns),
+    )
+    no_keys = _start_alone(tmp_path, cfg)
+    assert no_keys.returncode == 2 and "server.key_secret" in no_keys.stderr
+    create_server_keys(tmp_path / "keys")
+    cfg = replace(cfg, gateway=replace(cfg.gateway, keys_dir=str(tmp_path / "keys")))
+    no_rings = _start_alone(tmp_path, cfg)
+    assert no_rings.returncode == 2 and "cannot start" in no_rings.stderr
+    assert "s0-" in no_rings.stderr  # the ring it could not attach to
