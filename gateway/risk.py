@@ -1,0 +1,426 @@
+"""Pre-trade risk: each client's exposure, and the checks an order must pass before it
+is routed to a shard.
+
+The state is the gateway's alone (it owns the client's session; no locks):
+
+- every live order of every client, from the shards' events: an order table
+  (``gateway.ordertable``) with its client row, instrument, side, total qty
+  and open qty, and per (client row, instrument, side) the open quantity;
+- what was sent and not answered yet: ``reserve`` counts a NEW (or the qty a
+  REPLACE adds) the moment it is queued for a shard, ``release`` forgets it
+  when its answer comes (or it was never written); so many orders in flight
+  at once are all counted, whichever connection of the client sent them;
+- the clients blocked by the kill switch.
+
+``apply`` folds a batch of EVENT records into the order table in one Numba
+call: ACCEPTED adds an order, TRADE and CANCELLED take their qty off (an order
+at 0 leaves), a partial CANCELLED (an STP decrement) also shrinks its total,
+REPLACED sets its new total and open qty. Duplicate re-sends change nothing.
+
+``check`` answers None or a ``Refusal``, first found, in this order:
+kill switch, max order qty, max notional (qty x px; a market order at its
+instrument's max_price), price collar (the distance of a limit px from the
+reference price: the last trade, before any the configured ref_price), max
+open orders (live + in flight, over every instrument), position limit
+counting the worst case of open orders: position + open buys + in-flight buys
++ qty <= limit for a buy, position - open sells - in-flight sells - qty >=
+-limit for a sell. ``check_replace`` applies the same rules to a Replace
+(the position check only when it adds quantity). Rate limits are checked
+before, by ``gateway.ratelimit``.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from exchange.config import Config
+from exchange.records import (
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_REPLACED,
+    EV_TRADE,
+    EVF_DUPLICATE,
+    SIDE_BUY,
+    SIDE_SELL,
+)
+from gateway import ordertable
+from gateway.limits import LimitTable, offsets, symbols
+from gateway.positions import Positions
+from gateway.slots import Slots, grown
+
+# the stable error codes of the refusals (``gateway.protocol.ERROR_CODES`` lists them)
+KILL_SWITCH = "kill_switch"
+MAX_ORDER_QTY = "max_order_qty"
+MAX_NOTIONAL = "max_notional"
+PRICE_COLLAR = "price_collar"
+MAX_OPEN_ORDERS = "max_open_orders"
+MAX_POSITION = "max_position"
+RISK_CODES = {
+    KILL_SWITCH: "the client is blocked by the kill switch until an operator lifts it",
+    MAX_ORDER_QTY: "qty is above the client's max order quantity",
+    MAX_NOTIONAL: "qty x px is above the client's max notional",
+    PRICE_COLLAR: "px is too far from the reference price (the last trade)",
+    MAX_OPEN_ORDERS: "the client has its max number of orders open or in flight",
+    MAX_POSITION: "filling this and every open order could breach a position limit",
+}
+
+# order table columns (0 is the order id)
+T_ROW = 1
+T_INST = 2
+T_SIDE = 3  # 0 buy, 1 sell
+T_QTY = 4  # total: filled + open (an STP decrement shrinks it)
+T_LEAVES = 5
+T_COLUMNS = 6
+
+
+class Refusal(NamedTuple):
+    code: str  # one of RISK_CODES
+    field: str
+    reason: str  # names the limit and the numbers
+
+
+class Exposure(NamedTuple):
+    """What a client has open in one instrument (live + in flight)."""
+
+    buy: int
+    sell: int
+    orders: int  # live only
+
+
+@njit(cache=True)
+def _take_off(table, open_qty, live, live_at, oid, leaves, qty, shrink):
+    i = ordertable.find(table, oid)
+    if i < 0:
+        return
+    r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
+    open_qty[r, inst, s] -= table[i, T_LEAVES] - leaves
+    if leaves <= 0:
+        ordertable.remove(table, i)
+        live[r] -= 1
+        live_at[r, inst] -= 1
+        return
+    table[i, T_LEAVES] = leaves
+    if shrink:
+        table[i, T_QTY] -= qty
+
+
+@njit(cache=True)
+def fold(table, open_qty, live, live_at, events, rows, offset):
+    """One shard's events, in order; ``rows[k]``: the client row of ACCEPTED event k."""
+    for k in range(events.shape[0]):
+        e = events[k]
+        if e.flags & EVF_DUPLICATE:
+            continue
+        kind = e.kind
+        if kind == EV_ACCEPTED:
+            if e.leaves <= 0 or ordertable.find(table, e.order_id) >= 0:
+                continue
+            i = ordertable.insert(table, e.order_id)
+            r, inst, s = rows[k], offset + e.instrument, e.side - 1
+            table[i, T_ROW] = r
+            table[i, T_INST] = inst
+            table[i, T_SIDE] = s
+            table[i, T_QTY] = e.qty
+            table[i, T_LEAVES] = e.leaves
+            open_qty[r, inst, s] += e.leaves
+            live[r] += 1
+            live_at[r, inst] += 1
+        elif kind == EV_TRADE:
+            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, False)
+            _take_off(table, open_qty, live, live_at, e.other_id, e.other_leaves, e.qty, False)
+        elif kind == EV_CANCELLED:
+            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, True)
+        elif kind == EV_REPLACED:
+            i = ordertable.find(table, e.order_id)
+            if i >= 0:
+                r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
+                open_qty[r, inst, s] += e.leaves - table[i, T_LEAVES]
+                table[i, T_QTY] = e.qty
+                table[i, T_LEAVES] = e.leaves
+
+
+@njit(cache=True)
+def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves):
+    """Resting orders of one instrument (a book recovered from a journal)."""
+    for k in range(ids.shape[0]):
+        if ordertable.find(table, ids[k]) >= 0:
+            continue
+        i = ordertable.insert(table, ids[k])
+        r, s = rows[k], sides[k] - 1
+        table[i, T_ROW] = r
+        table[i, T_INST] = inst
+        table[i, T_SIDE] = s
+        table[i, T_QTY] = qty[k]
+        table[i, T_LEAVES] = leaves[k]
+        open_qty[r, inst, s] += leaves[k]
+        live[r] += 1
+        live_at[r, inst] += 1
+
+
+class Risk:
+    def __init__(self, config: Config, positions: Positions):
+        self.symbols = symbols(config)
+        if positions.symbols != self.symbols:
+            raise ValueError("the positions must number the instruments as the risk state does")
+        self.index = {sym: i for i, sym in enumerate(self.symbols)}
+        self.offsets = offsets(config)
+        books = [config.instrument(sym).book for sym in self.symbols]
+        self.max_price = [b.max_price for b in books]
+        self.tick = [b.tick_size for b in books]
+        self.positions = positions
+        self.slots: Slots = positions.slots
+        self.limits = LimitTable(config)
+        n = len(self.symbols)
+        self.table = ordertable.new_table(T_COLUMNS)
+        self.open_qty = np.zeros((0, n, 2), np.int64)  # live orders' open qty
+        self.live = np.zeros(0, np.int64)  # live orders per client row
+        self.live_at = np.zeros((0, n), np.int64)
+        self.flight_qty = np.zeros((0, n, 2), np.int64)  # reserved by orders in flight
+        self.flight_orders = np.zeros(0, np.int64)
+        self._reserved: dict[int, tuple[int, int, int, int, int]] = {}
+        self.killed: set[int] = set()
+
+    def _fit(self) -> None:
+        rows = len(self.slots)
+        if rows > len(self.live):
+            self.open_qty = grown(self.open_qty, rows)
+            self.live = grown(self.live, rows)
+            self.live_at = grown(self.live_at, rows)
+            self.flight_qty = grown(self.flight_qty, rows)
+            self.flight_orders = grown(self.flight_orders, rows)
+
+    def _row(self, client: int) -> int:
+        row = self.slots.row(client)
+        self._fit()
+        return row
+
+    def _inst(self, sym: str) -> int:
+        inst = self.index.get(sym)
+        if inst is None:
+            raise ValueError(f"no instrument {sym!r} in the config")
+        return inst
+
+    # ------------------------------------------------------------ checks
+
+    def check(self, client: int, sym: str, side: int, qty: int, px: int | None) -> Refusal | None:
+        """Whether a NEW order (``px`` None: a market order) may go to its shard."""
+        if side not in (SIDE_BUY, SIDE_SELL):
+            raise ValueError(f"side must be SIDE_BUY or SIDE_SELL, got {side!r}")
+        inst = self._inst(sym)
+        refusal = self._order_rules(client, inst, qty, px)
+        if refusal is not None:
+            return refusal
+        lim = self.limits(client)
+        row = self._row(client)
+        orders = int(self.live[row] + self.flight_orders[row])
+        if orders >= lim.max_open_orders:
+            return Refusal(
+                MAX_OPEN_ORDERS,
+                "$",
+                f"max_open_orders: {orders} orders are open or in flight, the limit is "
+                f"{lim.max_open_orders}; cancel some first",
+            )
+        return self._position_rule(client, row, inst, side - 1, qty)
+
+    def check_replace(self, client: int, sym: str, oid: int, px: int, qty: int) -> Refusal | None:
+        """Whether a Replace of order ``oid`` to (px, total qty) may go to its shard. An
+        order that is not this client's live order on ``sym`` passes: the shard answers
+        not_found."""
+        inst = self._inst(sym)
+        row = self.slots.find(client)
+        i = ordertable.find(self.table, oid)
+        if row is None or i < 0 or self.table[i, T_ROW] != row or self.table[i, T_INST] != inst:
+            return None
+        refusal = self._order_rules(client, inst, qty, px)
+        if refusal is not None:
+            return refusal
+        added = qty - int(self.table[i, T_QTY])
+        if added <= 0:
+            return None  # no more exposure than now, even over a limit lowered since
+        return self._position_rule(client, row, inst, int(self.table[i, T_SIDE]), added)
+
+    def _order_rules(self, client: int, inst: int, qty: int, px: int | None) -> Refusal | None:
+        if client in self.killed:
+            return Refusal(
+                KILL_SWITCH,
+                "$",
+                f"kill_switch: client {client} is blocked by the kill switch; its orders "
+                f"were cancelled and new ones are refused until an operator lifts it "
+                f"(exch unkill {client})",
+            )
+        lim = self.limits(client)
+        if qty > lim.max_order_qty:
+            return Refusal(
+                MAX_ORDER_QTY,
+                "$.qty",
+                f"max_order_qty: qty {qty} is above the limit of {lim.max_order_qty}",
+            )
+        at = self.max_price[inst] if px is None else px
+        if qty * at > lim.max_notional:
+            priced = (
+                f"px {px}" if px is not None else f"{at} (the max_price: a market order's worst)"
+            )
+            return Refusal(
+                MAX_NOTIONAL,
+                "$.qty",
+                f"max_notional: qty {qty} x {priced} = {qty * at} is above the limit of "
+                f"{lim.max_notional}",
+            )
+        if px is None:
+            return None
+        ref = self.positions.mark(inst)
+        source = "the last trade" if self.positions.last_px[inst] else "the reference price"
+        away = abs(px - ref)
+        wide = ref * lim.collar_bps // 10_000
+        if away > wide:
+            return Refusal(
+                PRICE_COLLAR,
+                "$.px",
+                f"price_collar: px {px} is {away} away from {ref} ({source}); the collar is "
+                f"{lim.collar_bps} bps = {wide}",
+            )
+        ticks = lim.collar_ticks * self.tick[inst]
+        if lim.collar_ticks and away > ticks:
+            return Refusal(
+                PRICE_COLLAR,
+                "$.px",
+                f"price_collar: px {px} is {away} away from {ref} ({source}); the collar is "
+                f"{lim.collar_ticks} ticks = {ticks}",
+            )
+        return None
+
+    def _position_rule(self, client: int, row: int, inst: int, s: int, qty: int) -> Refusal | None:
+        limit = self.limits(client).max_position[inst]
+        pos = self.positions.position(client, inst)
+        live = int(self.open_qty[row, inst, s])
+        flight = int(self.flight_qty[row, inst, s])
+        sym = self.symbols[inst]
+        if s == 0:
+            worst = pos + live + flight + qty
+            if worst > limit:
+                return Refusal(
+                    MAX_POSITION,
+                    "$.qty",
+                    f"max_position: buying {qty} could take the {sym} position to {worst} "
+                    f"(position {pos} + open buys {live} + in flight {flight} + {qty}), "
+                    f"above the long limit of {limit}",
+                )
+        else:
+            worst = pos - live - flight - qty
+            if worst < -limit:
+                return Refusal(
+                    MAX_POSITION,
+                    "$.qty",
+                    f"max_position: selling {qty} could take the {sym} position to {worst} "
+                    f"(position {pos} - open sells {live} - in flight {flight} - {qty}), "
+                    f"below the short limit of -{limit}",
+                )
+        return None
+
+    # ------------------------------------------------------------ in flight
+
+    def reserve(self, req_id: int, client: int, sym: str, side: int, qty: int) -> None:
+        """Count a NEW that is queued for its shard until ``release(req_id)``."""
+        row, inst = self._row(client), self._inst(sym)
+        self._hold(req_id, row, inst, side - 1, qty, 1)
+
+    def reserve_replace(self, req_id: int, client: int, sym: str, oid: int, qty: int) -> None:
+        """Count what a queued Replace adds to its order (nothing if it is not the client's
+        live order on ``sym``, or adds no quantity) until ``release(req_id)``."""
+        row, inst = self.slots.find(client), self._inst(sym)
+        i = ordertable.find(self.table, oid)
+        if row is None or i < 0 or self.table[i, T_ROW] != row or self.table[i, T_INST] != inst:
+            return
+        added = qty - int(self.table[i, T_QTY])
+        if added > 0:
+            self._hold(req_id, row, inst, int(self.table[i, T_SIDE]), added, 0)
+
+    def _hold(self, req_id: int, row: int, inst: int, s: int, qty: int, orders: int) -> None:
+        if req_id in self._reserved:
+            raise ValueError(f"req_id {req_id} is reserved already")
+        self._reserved[req_id] = (row, inst, s, qty, orders)
+        self.flight_qty[row, inst, s] += qty
+        self.flight_orders[row] += orders
+
+    def release(self, req_id: int) -> None:
+        """The request was answered (or never written): stop counting it. Harmless for a
+        req_id that reserved nothing."""
+        held = self._reserved.pop(req_id, None)
+        if held is not None:
+            row, inst, s, qty, orders = held
+            self.flight_qty[row, inst, s] -= qty
+            self.flight_orders[row] -= orders
+
+    def in_flight(self) -> int:
+        return len(self._reserved)
+
+    # ------------------------------------------------------------ events
+
+    def apply(self, events: np.ndarray, shard: int) -> None:
+        """Fold a batch of EVENT records of shard number ``shard`` in (before releasing the
+        requests they answer, so that nothing is ever counted as neither)."""
+        accepted = events["kind"] == EV_ACCEPTED
+        rows = np.full(len(events), -1, np.int64)
+        if accepted.any():
+            rows[accepted] = self.slots.rows(events["client"][accepted])
+            self._fit()
+            self.table = ordertable.fit(self.table, int(self.live.sum() + accepted.sum()))
+        fold(
+            self.table,
+            self.open_qty,
+            self.live,
+            self.live_at,
+            events,
+            rows,
+            self.offsets[shard],
+        )
+
+    def load(self, sym: str, resting: np.ndarray) -> None:
+        """A recovered book's resting orders, as ``Book.canonical_rows()`` gives them
+        (side, price, order id, client, qty, leaves, ...)."""
+        inst = self._inst(sym)
+        rows = self.slots.rows(resting[:, 3])
+        self._fit()
+        self.table = ordertable.fit(self.table, int(self.live.sum()) + len(resting))
+        load(
+            self.table,
+            self.open_qty,
+            self.live,
+            self.live_at,
+            inst,
+            rows,
+            resting[:, 0],
+            resting[:, 2],
+            resting[:, 4],
+            resting[:, 5],
+        )
+
+    # ------------------------------------------------------------ queries and the kill switch
+
+    def exposure(self, client: int, sym: str) -> Exposure:
+        row, inst = self.slots.find(client), self._inst(sym)
+        if row is None or row >= len(self.live):
+            return Exposure(0, 0, 0)
+        buy, sell = (self.open_qty[row, inst] + self.flight_qty[row, inst]).tolist()
+        return Exposure(buy, sell, int(self.live_at[row, inst]))
+
+    def open_orders(self, client: int) -> int:
+        """Live orders, and NEW orders in flight."""
+        row = self.slots.find(client)
+        if row is None or row >= len(self.live):
+            return 0
+        return int(self.live[row] + self.flight_orders[row])
+
+    def resting_on(self, client: int) -> list[str]:
+        """The symbols where the client has live orders."""
+        row = self.slots.find(client)
+        if row is None or row >= len(self.live):
+            return []
+        return [self.symbols[i] for i in np.flatnonzero(self.live_at[row]).tolist()]
+
+    def kill(self, client: int) -> None:
+        self.killed.add(client)
+
+    def unkill(self, client: int) -> None:
+        self.killed.discard(client)
