@@ -129,19 +129,21 @@ burst = 200
 # The gateway's pre-trade checks, per client, unless the client's own [[clients]]
 # table says otherwise. max_notional is qty x px (a market order counts at its
 # instrument's max_price). A limit px must be within price_collar_bps basis points
-# (1000 = 10%) of the reference price (the last trade, before any: ref_price)
-# and, when price_collar_ticks is given, within that many ticks of it too.
-# max_open_orders counts the client's orders resting or in flight, over every
+# (1000 = 10%, at most 10_000) of the reference price (the last trade, before any:
+# ref_price) and, when price_collar_ticks is given, within that many ticks of it
+# too. max_open_orders counts the client's orders resting or in flight, over every
 # instrument. max_position bounds each instrument's net position both ways,
 # counting the worst case of open orders: position + open buys <= the limit,
 # position - open sells >= -the limit; [risk.positions] sets it per symbol.
 # starting_cash is each client's cash before its first fill (0 when absent).
+# These defaults are a development exchange's, wide enough for any test bot:
+# a venue sets its own (a 10% collar, a few thousand open orders...).
 [risk]
 max_order_qty = 100_000
 max_notional = 10_000_000_000
-price_collar_bps = 1_000
-max_open_orders = 1_000
-max_position = 1_000_000
+price_collar_bps = 10_000
+max_open_orders = 1_000_000
+max_position = 1_000_000_000
 
 # Per-client overrides (optional, any number): `client` is the client id; any
 # key of [risk] or [rate] may follow, and a `positions` table (symbol -> limit).

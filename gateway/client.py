@@ -44,10 +44,12 @@ from gateway.protocol import (
     BookRequest,
     Cancel,
     Heartbeat,
+    Kill,
     MassCancel,
     NewOrder,
     NewOrders,
     Order,
+    PositionsRequest,
     Reject,
     Replace,
     Status,
@@ -285,6 +287,15 @@ class Client:
     def book(self, sym: str, depth: int = 5):
         return self.request(BookRequest(cid=self.next_cid(), sym=sym, depth=depth))
 
+    def positions(self, sym: str | None = None):
+        """PositionReport (or Reject): cash, and per instrument position, P&L, open orders."""
+        return self.request(PositionsRequest(cid=self.next_cid(), sym=sym))
+
+    def kill(self):
+        """The panic button: cancel every order and block this client until an operator
+        lifts it. MassCancelled (or Reject: blocked all the same)."""
+        return self.request(Kill(cid=self.next_cid()))
+
 
 class AsyncClient:
     """``Client``'s asyncio twin: the same methods as coroutines, many requests at once.
@@ -431,3 +442,9 @@ class AsyncClient:
 
     async def book(self, sym: str, depth: int = 5):
         return await self.request(BookRequest(cid=self.next_cid(), sym=sym, depth=depth))
+
+    async def positions(self, sym: str | None = None):
+        return await self.request(PositionsRequest(cid=self.next_cid(), sym=sym))
+
+    async def kill(self):
+        return await self.request(Kill(cid=self.next_cid()))

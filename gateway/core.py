@@ -5,16 +5,27 @@ A request frame goes through, in order: one frame? -> the client id of its
 connection (the ZAP User-Id, never the body) -> ``decode_request`` (types,
 ranges, the rules between fields) -> the client's rate limit -> a known
 instrument on a live shard -> the instrument's grid (lot, tick, band, max qty)
--> the idempotency ledger -> queued for its shard's ring. Any refusal is one
-``Reject`` to the connection, and nothing reaches a shard. The queued commands
+-> the idempotency ledger -> the pre-trade risk checks (``gateway.risk``; not
+for a retry under a used key, which the shard answers from its journal) ->
+queued for its shard's ring, its exposure counted as in flight until its
+answer comes. Any refusal is one ``Reject`` to the connection, and nothing
+reaches a shard. The queued commands
 are written to the rings once per turn (``flush``), a batch per shard; what
 does not fit is answered ``busy``: never dropped, never waited for.
 
-Events come back through the shards' event rings. The event that answers a
+Events come back through the shards' event rings. Each drained batch is first
+folded into the positions (fills) and the risk state (live orders), and the
+requests it answers stop counting as in flight. The event that answers a
 command (``answers_request``) goes to the connection that sent the request, or
 into its group (a NewOrders batch, a MassCancel fanned out to every
 instrument); fills and unrequested cancels go to every connection of the
 owning client; each drained batch's market data goes to the PUB socket.
+
+The kill switch: an operator's ``exch kill`` writes a file the gateway looks
+for every second (``gateway.killswitch``), a client's ``Kill`` has the gateway
+write it; either way the client's orders are cancelled on every instrument and
+its new orders refused. Every second, the orders a blocked client still has
+(sent before the block, or on a shard that was down) are cancelled again.
 
 ``loops`` drives ``step``/``tick`` and sleeps when there is nothing to do.
 """
@@ -42,7 +53,10 @@ from exchange.records import (
     REJECT_NAMES,
 )
 from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
+from gateway.killswitch import KillError, KillList
 from gateway.ledger import Ledger
+from gateway.limits import limits_for, symbols
+from gateway.positions import Positions
 from gateway.protocol import (
     BOOK_REJECTS,
     BUSY,
@@ -51,14 +65,17 @@ from gateway.protocol import (
     NOT_FOUND,
     PROTOCOL_VERSION,
     RATE_LIMITED,
+    SIDES,
     UNAUTHENTICATED,
     UNAVAILABLE,
     BookRequest,
     Cancel,
     Heartbeat,
+    Kill,
     MassCancel,
     NewOrder,
     NewOrders,
+    PositionsRequest,
     ProtocolError,
     Reject,
     Replace,
@@ -78,6 +95,8 @@ from gateway.protocol import (
     salvage_cid,
 )
 from gateway.ratelimit import RateLimiter
+from gateway.report import position_report
+from gateway.risk import Risk
 from gateway.sessions import Sessions
 from gateway.shardlink import ShardLink, unseen
 from gateway.zap import KeyTable
@@ -118,6 +137,7 @@ class Gateway:
         pub: zmq.Socket,
         keys: KeyTable,
         links: list[ShardLink],
+        kills: KillList,
         clock=time.monotonic,
     ):
         self.router = router
@@ -130,7 +150,17 @@ class Gateway:
         }
         self.inflight = Inflight()
         self.sessions = Sessions()
-        self.limiter = RateLimiter(config.rate.orders_per_second, config.rate.burst)
+        own_rates = {}
+        for c in config.clients:
+            lim = limits_for(config, c.client)
+            own_rates[c.client] = (lim.orders_per_second, lim.burst)
+        self.limiter = RateLimiter(config.rate.orders_per_second, config.rate.burst, own_rates)
+        syms = symbols(config)
+        self.positions = Positions(syms, [config.instrument(s).ref_price for s in syms])
+        self.risk = Risk(config, self.positions)
+        self.kills = kills
+        for client in kills.clients:
+            self.risk.kill(client)
         self.ledger = Ledger()
         self.cod_after = config.session.cancel_on_disconnect_ms / 1000
         self.outbox = {link.index: Outbox() for link in links}
@@ -152,14 +182,32 @@ class Gateway:
             Status: self._status,
             BookRequest: self._book,
             Heartbeat: self._heartbeat,
+            PositionsRequest: self._positions,
+            Kill: self._kill,
         }
 
     def load(self) -> None:
-        """Start-up: the books and the idempotency keys of every shard's journal."""
+        """Start-up: from every shard's journal, the books, the idempotency keys, the
+        live orders and every fill since the first (the positions)."""
+        fills = 0
         for link in self.links:
-            for entry in link.load():
+            loaded = link.load()
+            if loaded is None:
+                continue
+            for entry in loaded.idem:
                 self.ledger.note(entry.client, entry.idem_key, link.syms[entry.instrument])
-        logs.info("journals read", idempotency_keys=len(self.ledger))
+            for sym, resting in zip(link.syms, loaded.resting, strict=True):
+                self.risk.load(sym, resting)
+            fills += self.positions.replay(
+                loaded.journal.iter_batches(), self.risk.offsets[link.index]
+            )
+        logs.info(
+            "journals read",
+            idempotency_keys=len(self.ledger),
+            live_orders=int(self.risk.live.sum()),
+            fills=fills,
+            blocked=sorted(self.kills.clients),
+        )
 
     # ------------------------------------------------------------ the loop's entry points
 
@@ -210,6 +258,7 @@ class Gateway:
         self.ticks += 1
         if self.ticks % KEYS_EVERY_TICKS == 0:
             self.keys.refresh()
+            self._kill_switch()
         for link in self.links:
             live = link.alive()
             if live != self.live[link.index]:
@@ -251,10 +300,9 @@ class Gateway:
     def _take(self, client: int, n: int) -> int:
         got = self.limiter.take(client, n, self.now)
         if got == 0:
+            rate, burst = self.limiter.limits(client)
             raise ProtocolError(
-                RATE_LIMITED,
-                f"over the limit of {self.limiter.rate:g} requests/s (burst "
-                f"{self.limiter.burst}); slow down",
+                RATE_LIMITED, f"over the limit of {rate:g} requests/s (burst {burst}); slow down"
             )
         return got
 
@@ -283,11 +331,19 @@ class Gateway:
         sym, ik = order.sym, order.ik
         link, inst, book = self._route(sym)
         cmd = new_order_command(order, book, client=client, instrument=inst, req_id=req_id)
-        used = self.ledger.use(client, ik, sym) if ik else sym
+        used = self.ledger.use(client, ik, sym) if ik else None
         if used is not None and used != sym:
             raise ProtocolError(
                 CONFLICT, f"idempotency key {ik} was used for an order on {used}", "$.ik"
             )
+        if used is None:  # a new order (a retry is answered from the shard's journal)
+            side = SIDES[order.side]
+            refusal = self.risk.check(client, sym, side, order.qty, order.px)
+            if refusal is not None:
+                if ik:
+                    self.ledger.forget(client, ik)
+                raise ProtocolError(refusal.code, refusal.reason, refusal.field)
+            self.risk.reserve(req_id, client, sym, side, order.qty)
         self.outbox[link.index].add(cmd, req_id, p, ik if used is None else 0)
         self.queued += 1
 
@@ -326,6 +382,10 @@ class Gateway:
         self._check_oid(link, msg.oid)
         req_id = self.inflight.reserve()
         cmd = replace_command(msg, book, client=client, instrument=inst, req_id=req_id)
+        refusal = self.risk.check_replace(client, msg.sym, msg.oid, msg.px, msg.qty)
+        if refusal is not None:
+            raise ProtocolError(refusal.code, refusal.reason, refusal.field)
+        self.risk.reserve_replace(req_id, client, msg.sym, msg.oid, msg.qty)
         self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_REPLACE, msg.sym))
 
     def _mass_cancel(self, conn, client: int, msg: MassCancel) -> None:
@@ -374,6 +434,54 @@ class Gateway:
         self.sessions.arm(client, msg.cod)
         self._reply(conn, Heartbeat(cid=msg.cid, v=PROTOCOL_VERSION, cod=msg.cod))
 
+    def _positions(self, conn, client: int, msg: PositionsRequest) -> None:
+        self._take(client, 1)
+        if msg.sym is not None and msg.sym not in self.routes:
+            raise ProtocolError(NOT_FOUND, f"no instrument {msg.sym!r}", "$.sym")
+        self._reply(conn, position_report(msg.cid, client, self.positions, self.risk, msg.sym))
+
+    def _kill(self, conn, client: int, msg: Kill) -> None:
+        """The panic button: no rate limit, it must always work."""
+        if client not in self.risk.killed:
+            try:
+                self.kills.block(client, "the client itself (Kill)")
+            except OSError as e:
+                logs.error("kill file not written: the block lasts until a restart", error=str(e))
+            self.risk.kill(client)
+            logs.warning("kill switch on", client=client, by="the client")
+        self._fan_out_mass_cancel(conn, client, msg.cid)
+
+    # ------------------------------------------------------------ kill switch
+
+    def _kill_switch(self) -> None:
+        """Blocks and lifts from the kill files; the orders of blocked clients cancelled."""
+        try:
+            added, lifted = self.kills.refresh()
+        except KillError as e:
+            logs.error("kill files not reloaded; the previous ones stay", error=str(e))
+            added, lifted = set(), set()
+        for client in lifted:
+            self.risk.unkill(client)
+            logs.warning("kill switch lifted", client=client)
+        for client in added:
+            self.risk.kill(client)
+            logs.warning("kill switch on", client=client, by="the operator")
+            self._cancel_on(client, list(self.routes))
+        for client in self.risk.killed - added:
+            self._cancel_on(client, self.risk.exposed_on(client))
+        self.flush()
+
+    def _cancel_on(self, client: int, syms: list[str]) -> None:
+        """MASS_CANCELs of a blocked client's orders that nobody waits for; a shard that is
+        down is skipped (the next sweep finds the orders still there)."""
+        for sym in syms:
+            if not self.live[self.routes[sym][0].index]:
+                continue
+            link, inst, _ = self.routes[sym]
+            req_id = self.inflight.reserve()
+            cmd = mass_cancel_command(client=client, instrument=inst, req_id=req_id)
+            self._queue(link, cmd, req_id, Pending(None, client, 0, CMD_MASS_CANCEL, sym))
+
     def flush(self) -> None:
         """Write the queued commands, one batch per shard; answer ``busy`` for what did not fit."""
         self.queued = 0
@@ -386,6 +494,7 @@ class Gateway:
             self.inflight.put(out.req_ids[:n], out.pending[:n])
             reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
             for req_id, p, key in zip(out.req_ids[n:], out.pending[n:], out.keys[n:], strict=True):
+                self.risk.release(req_id)
                 if key:
                     self.ledger.forget(p.client, key)
                 coid = p.coid if p.group is None else p.group.coid(req_id)
@@ -396,6 +505,9 @@ class Gateway:
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
         ev, link.last = unseen(ev, link.last)
+        self.positions.apply(ev, self.risk.offsets[link.index])
+        self.risk.apply(ev, link.index)
+        self.risk.settle(ev)
         syms = link.syms
         inflight = self.inflight
         private = self._batch_acks(ev[ev["kind"] != EV_DEPTH], syms)  # DEPTH is public only

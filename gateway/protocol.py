@@ -89,16 +89,29 @@ CONFLICT = "conflict"
 RATE_LIMITED = "rate_limited"
 BUSY = "busy"
 UNAVAILABLE = "unavailable"
+# the gateway's pre-trade risk refusals, one code per limit (gateway/risk.py)
+KILL_SWITCH = "kill_switch"
+MAX_ORDER_QTY = "max_order_qty"
+MAX_NOTIONAL = "max_notional"
+PRICE_COLLAR = "price_collar"
+MAX_OPEN_ORDERS = "max_open_orders"
+MAX_POSITION = "max_position"
 
 ERROR_CODES = {
     INVALID: "a field is missing, malformed, out of range or not allowed here; `field` names it",
     UNAUTHENTICATED: "the connection has no client id (its CURVE key is not registered)",
-    FORBIDDEN: "the client may not do this (instrument or action not permitted, risk limit)",
+    FORBIDDEN: "the client may not do this (instrument or action not permitted)",
     NOT_FOUND: "no such instrument, or no live order with this oid that is yours",
     CONFLICT: "the idempotency key was used before for a different request",
     RATE_LIMITED: "too many requests: the client's rate limit is exhausted; slow down",
     BUSY: "the exchange cannot take it now (queue or book full); retry later, unchanged",
     UNAVAILABLE: "the shard holding the instrument is down; retry after it is back",
+    KILL_SWITCH: "the client is blocked by the kill switch until an operator lifts it",
+    MAX_ORDER_QTY: "qty is above the client's max order quantity",
+    MAX_NOTIONAL: "qty x px is above the client's max notional",
+    PRICE_COLLAR: "px is too far from the reference price (the last trade)",
+    MAX_OPEN_ORDERS: "the client has its max number of orders open or in flight",
+    MAX_POSITION: "filling this and every open order could breach a position limit",
 }
 
 # book-level reject (EV_REJECTED.code) -> (error code, field, explanation); the
@@ -245,7 +258,31 @@ class Heartbeat(_Request, tag="H", kw_only=True):
     cod: bool = False
 
 
-Request = NewOrder | NewOrders | Cancel | Replace | MassCancel | Status | BookRequest | Heartbeat
+class PositionsRequest(_Request, tag="PQ", kw_only=True):
+    """Where the client stands: cash, and per instrument position, P&L and open orders."""
+
+    cid: Cid
+    sym: Symbol | None = None
+
+
+class Kill(_Request, tag="KL", kw_only=True):
+    """The panic button: cancel all of the client's orders and block it (kill switch)."""
+
+    cid: Cid
+
+
+Request = (
+    NewOrder
+    | NewOrders
+    | Cancel
+    | Replace
+    | MassCancel
+    | Status
+    | BookRequest
+    | Heartbeat
+    | PositionsRequest
+    | Kill
+)
 
 
 # --- replies and market data: every field always present; unknown fields ignored
@@ -338,6 +375,29 @@ class MassCancelled(_Out, tag="MC", kw_only=True):
     n: int
 
 
+class Position(msgspec.Struct, frozen=True, kw_only=True):
+    """One instrument's line of a PositionReport (not a message of its own)."""
+
+    sym: str
+    pos: int
+    cost: int
+    realised: int
+    unrealised: int
+    mark: int
+    volume: int
+    open_buy: int
+    open_sell: int
+    orders: int
+
+
+class PositionReport(_Out, tag="PR", kw_only=True):
+    cid: int
+    cash: int
+    killed: bool
+    orders: int
+    positions: list[Position]
+
+
 Reply = (
     Ack
     | Reject
@@ -349,6 +409,7 @@ Reply = (
     | BatchAck
     | MassCancelled
     | Heartbeat
+    | PositionReport
 )
 
 

@@ -47,23 +47,15 @@ from exchange.records import (
 from gateway import ordertable
 from gateway.limits import LimitTable, offsets, symbols
 from gateway.positions import Positions
+from gateway.protocol import (
+    KILL_SWITCH,
+    MAX_NOTIONAL,
+    MAX_OPEN_ORDERS,
+    MAX_ORDER_QTY,
+    MAX_POSITION,
+    PRICE_COLLAR,
+)
 from gateway.slots import Slots, grown
-
-# the stable error codes of the refusals (``gateway.protocol.ERROR_CODES`` lists them)
-KILL_SWITCH = "kill_switch"
-MAX_ORDER_QTY = "max_order_qty"
-MAX_NOTIONAL = "max_notional"
-PRICE_COLLAR = "price_collar"
-MAX_OPEN_ORDERS = "max_open_orders"
-MAX_POSITION = "max_position"
-RISK_CODES = {
-    KILL_SWITCH: "the client is blocked by the kill switch until an operator lifts it",
-    MAX_ORDER_QTY: "qty is above the client's max order quantity",
-    MAX_NOTIONAL: "qty x px is above the client's max notional",
-    PRICE_COLLAR: "px is too far from the reference price (the last trade)",
-    MAX_OPEN_ORDERS: "the client has its max number of orders open or in flight",
-    MAX_POSITION: "filling this and every open order could breach a position limit",
-}
 
 # order table columns (0 is the order id)
 T_ROW = 1
@@ -75,7 +67,7 @@ T_COLUMNS = 6
 
 
 class Refusal(NamedTuple):
-    code: str  # one of RISK_CODES
+    code: str  # a stable error code of gateway.protocol.ERROR_CODES
     field: str
     reason: str  # names the limit and the numbers
 
@@ -352,14 +344,21 @@ class Risk:
             self.flight_qty[row, inst, s] -= qty
             self.flight_orders[row] -= orders
 
+    def settle(self, events: np.ndarray) -> None:
+        """Release the requests a batch of EVENT records answers: a command's first event
+        (idx 0) answers it, whatever its kind."""
+        if self._reserved:
+            for req_id in events["req_id"][events["idx"] == 0].tolist():
+                self.release(req_id)
+
     def in_flight(self) -> int:
         return len(self._reserved)
 
     # ------------------------------------------------------------ events
 
     def apply(self, events: np.ndarray, shard: int) -> None:
-        """Fold a batch of EVENT records of shard number ``shard`` in (before releasing the
-        requests they answer, so that nothing is ever counted as neither)."""
+        """Fold a batch of EVENT records of shard number ``shard`` in (then ``settle`` it:
+        in this order, no order is ever counted neither live nor in flight)."""
         accepted = events["kind"] == EV_ACCEPTED
         rows = np.full(len(events), -1, np.int64)
         if accepted.any():
@@ -412,12 +411,13 @@ class Risk:
             return 0
         return int(self.live[row] + self.flight_orders[row])
 
-    def resting_on(self, client: int) -> list[str]:
-        """The symbols where the client has live orders."""
+    def exposed_on(self, client: int) -> list[str]:
+        """The symbols where the client has live orders or orders in flight."""
         row = self.slots.find(client)
         if row is None or row >= len(self.live):
             return []
-        return [self.symbols[i] for i in np.flatnonzero(self.live_at[row]).tolist()]
+        held = (self.live_at[row] > 0) | self.flight_qty[row].any(axis=1)
+        return [self.symbols[i] for i in np.flatnonzero(held).tolist()]
 
     def kill(self, client: int) -> None:
         self.killed.add(client)

@@ -3,12 +3,13 @@
     python -m gateway.server [--config FILE] [--loop asyncio|poll]
 
 Attaches to every shard's rings (the supervisor created them), reads the
-shards' journals (books for the market-data mirrors, idempotency keys), binds
+shards' journals (books for the market-data mirrors, idempotency keys, live
+orders and fills for the risk checks and positions), binds
 the ROUTER and PUB endpoints of the config as CURVE servers behind the ZAP
 handler, and serves. SIGTERM or SIGINT: stop reading requests, keep draining
 the event rings for up to ``DRAIN_SECONDS`` so requests in flight get their
-replies, exit 0. Exit 2: a bad config, keys directory or ring, or an endpoint
-that cannot be bound.
+replies, exit 0. Exit 2: a bad config, keys directory (client keys, kill
+files) or ring, or an endpoint that cannot be bound.
 """
 
 import argparse
@@ -23,6 +24,7 @@ from exchange import logs
 from exchange.config import ConfigError, load_config
 from gateway.core import Gateway
 from gateway.keys import KeysError, load_server_keys
+from gateway.killswitch import KillError, KillList
 from gateway.loops import LOOPS
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
@@ -90,7 +92,8 @@ def main(argv=None) -> int:
         config = load_config(args.config)
         keys = KeyTable(config.gateway.keys_dir)
         load_server_keys(config.gateway.keys_dir)
-    except (ConfigError, KeysError) as e:
+        kills = KillList(config.gateway.keys_dir)
+    except (ConfigError, KeysError, KillError) as e:
         logs.error("cannot start", error=str(e))
         return 2
     # before any socket: a cold Numba compile on the first request would hold the
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
             zap.close()
         ctx.term()
         return 2
-    gw = Gateway(config, router, pub, keys, links)
+    gw = Gateway(config, router, pub, keys, links, kills)
     try:
         gw.load()
 

@@ -4,8 +4,12 @@ The gateway produces COMMAND records into ``<shard>-req`` and consumes EVENT
 records from ``<shard>-evt``; the rings exist already (the supervisor, or a
 test, made them). At start-up the link attaches to the event ring *before*
 reading the journal, so whatever the shard commits after the read is still
-waiting in the ring: nothing falls between the two.
+waiting in the ring: nothing falls between the two. What the ring still holds
+from before the read is skipped (``unseen``): the journal had it, and the
+positions rebuilt from the journal must not count a fill twice.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +25,8 @@ from shm.atomics import load_word
 from shm.consumer import Consumer
 from shm.proc import token_alive
 from shm.producer import Producer
+
+AFTER_ALL_IDX = 1 << 32  # above any event idx (uint32): "every event of that seq"
 
 
 def unseen(ev: np.ndarray, last: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
@@ -64,6 +70,12 @@ class FrozenJournal:
             yield cmds, events
 
 
+class Loaded(NamedTuple):
+    idem: list[IdemEntry]  # the journal's idempotency entries
+    resting: list[np.ndarray]  # per instrument: ``Book.canonical_rows()`` of its book
+    journal: FrozenJournal  # its batches, up to the moment of the load
+
+
 class ShardLink:
     def __init__(self, config, index: int):
         shard = config.shards[index]
@@ -92,18 +104,22 @@ class ShardLink:
                 return None
         return self.journal
 
-    def load(self) -> list[IdemEntry]:
-        """Seed the mirrors with the journaled books; return the journal's idempotency entries."""
+    def load(self) -> Loaded | None:
+        """Seed the mirrors with the journaled books; return what else the gateway takes
+        from the journal (None: the shard has no journal yet). From now on the events
+        taken from the ring are only those after it: the journal has the others."""
         journal = self._open_journal()
         if journal is None:
-            return []
+            return None
         frozen = FrozenJournal(journal)
         engine = ShardEngine(self.index, self.books, frozen)
         engine.recover()
         for mirror, book, cfg in zip(self.mirrors, engine.books, self.books, strict=True):
             levels = (cfg.max_price - cfg.min_price) // cfg.tick_size + 1
             mirror.load(frozen.last_seq, *book.depth(levels))
-        return list(journal.idem_entries())
+        self.last = (frozen.last_seq, AFTER_ALL_IDX)
+        resting = [book.canonical_rows() for book in engine.books]
+        return Loaded(list(journal.idem_entries()), resting, frozen)
 
     def order(self, order_id: int) -> OrderState | None:
         journal = self._open_journal()

@@ -230,7 +230,7 @@ BAD = {
         "not a power of two",
     ),
     "collar out of range": (
-        _bad("price_collar_bps = 1_000", "price_collar_bps = 0"),
+        _bad("price_collar_bps = 10_000", "price_collar_bps = 0"),
         "risk.price_collar_bps",
         ">= 1",
     ),

@@ -59,6 +59,8 @@ SAMPLES = {
     p.Status: p.Status(cid=5, sym="ETH-USD", oid=77),
     p.BookRequest: p.BookRequest(cid=6, sym="ACME", depth=100),
     p.Heartbeat: p.Heartbeat(cid=7, v=p.PROTOCOL_VERSION),
+    p.PositionsRequest: p.PositionsRequest(cid=9, sym="ACME"),
+    p.Kill: p.Kill(cid=10),
     p.Ack: p.Ack(cid=1, sym="ACME", oid=42, seq=1234, coid="x-1", dup=True),
     p.Reject: p.Reject(cid=0, code="invalid", field="$.qty", reason="no", coid="c"),
     p.Fill: p.Fill(
@@ -78,6 +80,26 @@ SAMPLES = {
         ],
     ),
     p.MassCancelled: p.MassCancelled(cid=4, sym=None, n=3),
+    p.PositionReport: p.PositionReport(
+        cid=9,
+        cash=-2_000,
+        killed=False,
+        orders=1,
+        positions=[
+            p.Position(
+                sym="ACME",
+                pos=-3,
+                cost=-30_000,
+                realised=5,
+                unrealised=-30,
+                mark=10_010,
+                volume=7,
+                open_buy=0,
+                open_sell=2,
+                orders=1,
+            )
+        ],
+    ),
     p.Trades: p.Trades(sym="ACME", seq=14, prev=9, side="buy", prints=[(10_000, 3), (10_010, 1)]),
     p.Depth: p.Depth(sym="ACME", seq=14, prev=0, bids=LEVELS, asks=LEVELS),
     p.TopOfBook: p.TopOfBook(

@@ -15,7 +15,6 @@ from exchange.records import (
     CMD_NEW,
     EV_ACCEPTED,
     EV_CANCELLED,
-    EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
     SIDE_BUY,
@@ -29,17 +28,15 @@ from exchange.records import (
 from gateway import ordertable
 from gateway.limits import limits_for, offsets, symbols
 from gateway.positions import Positions
-from gateway.risk import (
+from gateway.protocol import (
     KILL_SWITCH,
     MAX_NOTIONAL,
     MAX_OPEN_ORDERS,
     MAX_ORDER_QTY,
     MAX_POSITION,
     PRICE_COLLAR,
-    T_LEAVES,
-    T_QTY,
-    Risk,
 )
+from gateway.risk import T_LEAVES, T_QTY, Risk
 
 # generous limits, but for the one a test is about
 LIMITS = dict(
@@ -50,7 +47,7 @@ LIMITS = dict(
     max_position=150,
 )
 DEFAULT_RISK = DEFAULT_TOML[DEFAULT_TOML.index("\n[risk]\n") + 1 :]
-DEFAULT_RISK = DEFAULT_RISK[: DEFAULT_RISK.index("max_position = 1_000_000\n") + 25]
+DEFAULT_RISK = DEFAULT_RISK[: DEFAULT_RISK.index("\n\n") + 1]  # the table, to its blank line
 
 
 def make_config(extra: str = "", **limits):
@@ -334,8 +331,7 @@ def test_a_burst_in_flight_from_one_client_never_breaches_its_position_limit(see
             ev = book.process(cmds)
             r.positions.apply(ev)
             r.apply(ev, shard=0)
-            for e in ev[(ev["kind"] == EV_ACCEPTED) | (ev["kind"] == EV_REJECTED)]:
-                r.release(int(e["req_id"]))
+            r.settle(ev)
             pos = r.positions.position(1, 0)
             peak = max(peak, abs(pos))
             e = r.exposure(1, "ACME")

@@ -1,0 +1,229 @@
+"""Pre-trade risk, positions and the kill switch through the real gateway and shards.
+
+One exchange (two shard processes, the gateway process) with tight limits for
+the module: 1000 per order, 50 open orders, a position limit of 100 per
+instrument, a 10% collar; client 2 is a market maker with wide limits of its
+own. Each test uses its own clients.
+"""
+
+import time
+
+import msgspec
+import pytest
+from gateway_harness import GatewayRig, wait_notices
+
+from exchange.config import ClientLimits, dump_config
+from exchange.journal import Journal
+from exchange.records import EV_TRADE, SIDE_BUY
+from gateway import killswitch
+from gateway.client import order
+from gateway.protocol import (
+    Ack,
+    BatchAck,
+    Cancelled,
+    Fill,
+    MassCancelled,
+    NewOrder,
+    PositionReport,
+    Reject,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+MAKER = 2
+LIMIT = 100
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    r = GatewayRig(tmp_path_factory.mktemp("risk"))
+    try:
+        replace = msgspec.structs.replace
+        risk = replace(
+            r.config.risk,
+            max_order_qty=1_000,
+            max_open_orders=50,
+            max_position=LIMIT,
+            price_collar_bps=1_000,
+            starting_cash=1_000_000,
+        )
+        maker = ClientLimits(client=MAKER, max_open_orders=10_000, max_position=1_000_000)
+        r.config = replace(r.config, risk=risk, clients=[maker])
+        r.config_path.write_text(dump_config(r.config))
+        r.start()
+        yield r
+    finally:
+        r.close()
+
+
+def wait_until(pred, timeout=10.0, what="a condition"):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def journal_fills(rig, client: int) -> int:
+    """Net quantity ``client`` bought, from every shard's journal (the source of truth)."""
+    net = 0
+    for name in rig.shards:
+        with Journal(str(rig.tmp / "journal" / name), readonly=True) as j:
+            for _, ev in j.iter_batches():
+                for e in ev[ev["kind"] == EV_TRADE].tolist():
+                    taker, maker, side, qty = e[9], e[10], e[14], e[5]
+                    buys = 1 if side == SIDE_BUY else -1
+                    net += buys * qty * ((taker == client) - (maker == client))
+    return net
+
+
+def test_each_limit_is_a_reject_with_its_code_and_nothing_reaches_a_shard(rig):
+    c = rig.client(1)
+    before = rig.last_seqs()
+    cases = [
+        (dict(qty=1_001, px=10_000), "max_order_qty", "$.qty", "limit of 1000"),
+        (dict(qty=1, px=11_001), "price_collar", "$.px", "1001 away from 10000"),
+        (dict(qty=101, px=10_000), "max_position", "$.qty", "long limit of 100"),
+    ]
+    for fields, code, field, words in cases:
+        reply = c.new_order("ACME", "buy", **fields, coid="x")
+        assert isinstance(reply, Reject), reply
+        assert (reply.code, reply.field, reply.coid) == (code, field, "x")
+        assert reply.reason.startswith(code) and words in reply.reason
+    # at the limits, just inside
+    assert isinstance(c.new_order("ACME", "buy", LIMIT, px=9_000), Ack)
+    assert isinstance(c.new_order("ACME", "sell", LIMIT, px=11_000), Ack)
+    refused = c.new_order("ACME", "sell", 1, px=11_000)
+    assert refused.code == "max_position" and "short limit of -100" in refused.reason
+    # a batch: each order on its own
+    batch = c.new_orders(
+        [order("BTC-USD", "buy", 60, px=6_000_000), order("BTC-USD", "buy", 41, px=6_000_000)]
+    )
+    assert isinstance(batch, BatchAck)
+    ok, over = batch.results
+    assert isinstance(ok, Ack) and (over.code, over.field) == ("max_position", "$.qty")
+    seqs = rig.last_seqs()
+    assert seqs["s0"] == before["s0"] + 2 and seqs["s1"] == before["s1"] + 1
+    assert c.mass_cancel().n == 3
+
+
+def replies_to(client, cids: set[int], timeout: float = 20.0) -> list:
+    """The replies to ``cids`` (notices, cid 0, are skipped)."""
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < len(cids):
+        msg = client.recv(max(0.0, deadline - time.monotonic()))
+        assert msg is not None, f"{len(got)} of {len(cids)} replies"
+        if getattr(msg, "cid", 0) in cids:
+            got.append(msg)
+    return got
+
+
+def test_a_burst_from_several_connections_cannot_breach_the_position_limit(rig):
+    maker = rig.client(MAKER)
+    for _ in range(6):  # 600 to sell, far more than the limit lets anyone buy
+        assert isinstance(maker.new_order("ETH-USD", "sell", 100, px=300_000), Ack)
+    conns = [rig.client(3) for _ in range(4)]
+    cids = [set() for _ in conns]
+    for k in range(25):  # every connection fires all of its orders before reading any answer
+        for i, c in enumerate(conns):
+            tif = "ioc" if (k + i) % 3 else "gtc"
+            msg = NewOrder(cid=c.next_cid(), sym="ETH-USD", side="buy", qty=7, px=300_000, tif=tif)
+            cids[i].add(c.send(msg))
+    replies = [r for c, mine in zip(conns, cids, strict=True) for r in replies_to(c, mine)]
+    acks = [r for r in replies if isinstance(r, Ack)]
+    refused = [r for r in replies if isinstance(r, Reject)]
+    assert len(acks) + len(refused) == 100
+    assert {r.code for r in refused} == {"max_position"}
+    assert len(acks) == LIMIT // 7  # each ack is a buy of 7 that fills: 14 fit under 100
+    report = conns[0].positions("ETH-USD")
+    assert isinstance(report, PositionReport)
+    [line] = report.positions
+    assert (line.pos, line.open_buy, line.volume) == (98, 0, 98)
+    assert report.cash == 1_000_000 - 98 * 300_000
+    assert journal_fills(rig, 3) == 98
+    maker.mass_cancel()
+
+
+def test_kill_switch_cancels_everything_and_blocks_until_lifted(rig):
+    c = rig.client(4)
+    oids = {
+        c.new_order("ACME", "buy", 5, px=9_500).oid,
+        c.new_order("BOLT", "sell", 10, px=2_600).oid,
+        c.new_order("BTC-USD", "buy", 1, px=5_900_000).oid,
+    }
+    killswitch.kill(rig.keys_dir, 4, "the test, as an operator")
+    cancelled = wait_notices(c, 3, Cancelled)  # within the gateway's second
+    assert {m.oid for m in cancelled} == oids and {m.reason for m in cancelled} == {"user"}
+    refused = c.new_order("ACME", "buy", 1, px=9_500)
+    assert refused.code == "kill_switch" and "exch unkill 4" in refused.reason
+    assert c.replace("ACME", min(oids), px=9_500, qty=1).code == "not_found"  # gone
+    report = c.positions()
+    assert report.killed and report.orders == 0
+    assert isinstance(c.mass_cancel(), MassCancelled)  # what reduces risk still works
+    killswitch.unkill(rig.keys_dir, 4)
+    wait_until(
+        lambda: isinstance(c.new_order("ACME", "buy", 1, px=9_500), Ack), what="the block lifted"
+    )
+    assert not c.positions().killed
+    c.mass_cancel()
+
+
+def test_a_client_kills_itself_and_only_an_operator_lifts_it(rig):
+    c, other = rig.client(5), rig.client(5)
+    for px in (9_600, 9_700):
+        assert isinstance(c.new_order("ACME", "buy", 1, px=px), Ack)
+    assert isinstance(other.new_order("ETH-USD", "sell", 1, px=310_000), Ack)
+    reply = c.kill()
+    assert isinstance(reply, MassCancelled) and (reply.n, reply.sym) == (3, None)
+    assert killswitch.killed(rig.keys_dir).keys() >= {5}
+    refused = other.new_order("ACME", "buy", 1, px=9_600)  # every connection of the client
+    assert refused.code == "kill_switch"
+    assert c.kill().n == 0  # pressing it again is harmless
+    killswitch.unkill(rig.keys_dir, 5)
+    wait_until(
+        lambda: isinstance(c.new_order("ACME", "buy", 1, px=9_500), Ack), what="the block lifted"
+    )
+    c.mass_cancel()
+
+
+def reports(rig, clients) -> dict:
+    out = {}
+    for client in clients:
+        c = rig.client(client)
+        out[client] = c.positions()
+        c.close()
+    return out
+
+
+def test_positions_after_a_gateway_restart_equal_positions_before(rig):
+    a, b = rig.client(6), rig.client(7)
+    trades = [("ACME", 10_000, 8), ("ACME", 10_050, 5), ("BTC-USD", 6_000_000, 3)]
+    for sym, px, qty in trades:
+        assert isinstance(a.new_order(sym, "sell", qty, px=px), Ack)
+        assert isinstance(b.new_order(sym, "buy", qty + 2, px=px, tif="ioc"), Ack)
+    assert isinstance(b.new_order("ACME", "sell", 4, px=10_100), Ack)
+    assert isinstance(a.new_order("ACME", "buy", 3, px=10_100), Ack)  # b sells 3 back
+    assert isinstance(a.new_order("ETH-USD", "buy", 2, px=290_000), Ack)  # rests
+    wait_notices(b, 4, Fill)
+    before = reports(rig, (6, 7))
+    acme = next(p for p in before[7].positions if p.sym == "ACME")
+    assert (acme.pos, acme.cost, acme.volume, acme.open_sell, acme.orders) == (
+        10,
+        8 * 10_000 + 5 * 10_050 - 3 * (8 * 10_000 + 5 * 10_050) // 13,
+        16,
+        1,
+        1,
+    )
+    assert acme.realised == 3 * 10_100 - 3 * (8 * 10_000 + 5 * 10_050) // 13
+    eth = next(p for p in before[6].positions if p.sym == "ETH-USD")
+    assert (eth.pos, eth.open_buy, eth.orders) == (0, 2, 1)
+    a.close()
+    b.close()
+    killswitch.kill(rig.keys_dir, 8, "the test")
+    assert rig.stop("gateway") == 0
+    rig.start_gateway()
+    after = reports(rig, (6, 7))
+    assert after == before
+    assert rig.client(8).positions().killed  # a block outlives the restart
+    killswitch.unkill(rig.keys_dir, 8)
+    for client in (6, 7):
+        rig.client(client).mass_cancel()
