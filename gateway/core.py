@@ -68,6 +68,7 @@ from gateway.protocol import (
     SIDES,
     UNAUTHENTICATED,
     UNAVAILABLE,
+    BatchAck,
     BookRequest,
     Cancel,
     Heartbeat,
@@ -127,6 +128,18 @@ class Outbox:
         self.req_ids.append(req_id)
         self.pending.append(p)
         self.keys.append(key)
+
+
+def _log_reject(conn: bytes | None, r: Reject, **extra) -> None:
+    logs.info(
+        "rejected",
+        conn=conn.hex() if conn else None,
+        cid=r.cid,
+        code=r.code,
+        field=r.field,
+        reason=r.reason,
+        **extra,
+    )
 
 
 class Gateway:
@@ -593,6 +606,13 @@ class Gateway:
     def _reply(self, conn: bytes | None, msg: msgspec.Struct) -> None:
         if conn is not None:
             self._send(conn, encode(msg))
+        # every refusal is findable in the logs by the connection and the bot's cid
+        if isinstance(msg, Reject):
+            _log_reject(conn, msg)
+        elif isinstance(msg, BatchAck):
+            for r in msg.results:
+                if isinstance(r, Reject):
+                    _log_reject(conn, r, batch_cid=msg.cid)
 
     def _notify(self, client: int, msg: msgspec.Struct) -> None:
         conns = self.sessions.connections(client)

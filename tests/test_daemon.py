@@ -1,5 +1,6 @@
 """The whole daemon as `exchanged run`: supervisor, shards, gateway, a real client over CURVE."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from daemon_harness import REPO, Daemon
 
 from exchange.config import DEFAULT_TOML
 from exchange.journal import Journal
-from gateway.protocol import Ack, Fill
+from gateway.protocol import Ack, Fill, Reject
 
 
 @pytest.fixture
@@ -85,3 +86,18 @@ def test_bad_config_is_one_clear_error_before_anything_starts(tmp_path):
     assert out.returncode == 2
     assert "journal.durability" in out.stderr
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.timeout(240)
+def test_a_reject_is_findable_in_the_logs_by_its_cid(daemon):
+    daemon.start()
+    bot = daemon.client(3)
+    try:
+        reply = bot.new_order("BOLT", "buy", 10, px=2_502)  # BOLT's tick is 5
+    finally:
+        bot.close()
+    assert isinstance(reply, Reject) and reply.field == "$.px", reply
+    lines = [json.loads(x) for x in daemon.log().splitlines() if x.startswith("{")]
+    found = [x for x in lines if x["msg"] == "rejected" and x["cid"] == reply.cid]
+    assert found and found[0]["code"] == reply.code and found[0]["role"] == "gateway"
+    assert daemon.stop() == 0
