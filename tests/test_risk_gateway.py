@@ -6,6 +6,7 @@ instrument, a 10% collar; client 2 is a market maker with wide limits of its
 own. Each test uses its own clients.
 """
 
+import json
 import time
 
 import msgspec
@@ -27,6 +28,7 @@ from gateway.protocol import (
     PositionReport,
     Reject,
 )
+from tools import cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,6 +56,10 @@ def rig(tmp_path_factory):
         yield r
     finally:
         r.close()
+
+
+def exch(rig, *argv) -> int:
+    return cli.main([*argv, "--config", str(rig.config_path)])
 
 
 def wait_until(pred, timeout=10.0, what="a condition"):
@@ -150,7 +156,7 @@ def test_kill_switch_cancels_everything_and_blocks_until_lifted(rig):
         c.new_order("BOLT", "sell", 10, px=2_600).oid,
         c.new_order("BTC-USD", "buy", 1, px=5_900_000).oid,
     }
-    killswitch.kill(rig.keys_dir, 4, "the test, as an operator")
+    assert exch(rig, "kill", "4", "--reason", "the test") == 0
     cancelled = wait_notices(c, 3, Cancelled)  # within the gateway's second
     assert {m.oid for m in cancelled} == oids and {m.reason for m in cancelled} == {"user"}
     refused = c.new_order("ACME", "buy", 1, px=9_500)
@@ -159,7 +165,7 @@ def test_kill_switch_cancels_everything_and_blocks_until_lifted(rig):
     report = c.positions()
     assert report.killed and report.orders == 0
     assert isinstance(c.mass_cancel(), MassCancelled)  # what reduces risk still works
-    killswitch.unkill(rig.keys_dir, 4)
+    assert exch(rig, "unkill", "4") == 0
     wait_until(
         lambda: isinstance(c.new_order("ACME", "buy", 1, px=9_500), Ack), what="the block lifted"
     )
@@ -194,7 +200,7 @@ def reports(rig, clients) -> dict:
     return out
 
 
-def test_positions_after_a_gateway_restart_equal_positions_before(rig):
+def test_positions_after_a_gateway_restart_equal_positions_before(rig, capsys):
     a, b = rig.client(6), rig.client(7)
     trades = [("ACME", 10_000, 8), ("ACME", 10_050, 5), ("BTC-USD", 6_000_000, 3)]
     for sym, px, qty in trades:
@@ -223,7 +229,27 @@ def test_positions_after_a_gateway_restart_equal_positions_before(rig):
     rig.start_gateway()
     after = reports(rig, (6, 7))
     assert after == before
+    # and `exch positions`, from the journals, says the same
+    for client in (6, 7):
+        code = cli.main(["positions", str(client), "--config", str(rig.config_path), "--json"])
+        assert code == 0
+        [doc] = json.loads(capsys.readouterr().out)["clients"]
+        report = msgspec.to_builtins(before[client])
+        del report["t"], report["cid"]
+        assert doc == {"client": client, **report}
     assert rig.client(8).positions().killed  # a block outlives the restart
     killswitch.unkill(rig.keys_dir, 8)
     for client in (6, 7):
         rig.client(client).mass_cancel()
+
+
+def test_journal_verify_finds_the_invariants_held(rig, capsys):
+    """After everything above: positions sum to zero, cash moves too, no client's position
+    ever went past its limit (the burst included)."""
+    maker, taker = rig.client(MAKER), rig.client(1)
+    assert isinstance(maker.new_order("BOLT", "sell", 20, px=2_500), Ack)
+    assert isinstance(taker.new_order("BOLT", "buy", 20, px=2_500), Ack)
+    code = cli.main(["journal", "verify", "--config", str(rig.config_path), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["ok"], doc
+    assert doc["accounts"]["ok"] and doc["accounts"]["trades"] >= 1

@@ -7,6 +7,8 @@ exch book SYMBOL [--watch]                     the depth ladder, live with --wat
 exch trades SYMBOL                             follow the trade prints
 exch top [--once]                              every process: rates, rings, commit latency
 exch demo [--seconds N]                        a maker and a taker bot trading through the daemon
+exch kill [CLIENT] | exch unkill CLIENT        block a client (its orders cancelled), lift it
+exch positions [CLIENT]                        positions, P&L, cash, open orders (from the journals)
 exch journal verify [--shard S [--path DIR]]   check a journal's invariants; exit 1 if broken
 exch journal book SYMBOL --at-seq N            a book as it was at seq N, rebuilt by replay
 exch journal backup --shard S DEST             a consistent copy (while it runs), verified
@@ -29,7 +31,9 @@ from exchange.journal import JournalError
 from gateway.client import new_idempotency_key
 from gateway.keys import KeysError, check_client_id
 from gateway.protocol import Reject
-from tools import connect, demo, keytool, market, top, trading
+from tools import connect, demo, keytool, killtool, market, positionview, top, trading
+from tools.accounts import check_accounts
+from tools.accounts import render as render_accounts
 from tools.backup import backup
 from tools.bookat import book_at
 from tools.errors import ToolError
@@ -129,6 +133,65 @@ def cmd_keys(args) -> int:
         _print_json(doc)
     else:
         print(text)
+    return 0
+
+
+# ------------------------------------------------------------ kill switch and positions
+
+
+def cmd_kill(args) -> int:
+
+    keys_dir = args.keys_dir or _config(args).gateway.keys_dir
+    if args.client is None:
+        doc = killtool.listing(keys_dir)
+        if args.json:
+            _print_json(doc)
+            return 0
+        print(f"{len(doc['killed'])} client(s) blocked by the kill switch ({doc['dir']})")
+        for k in doc["killed"]:
+            print(f"  {k['client']:>10}  {k['note']}")
+        return 0
+    doc = killtool.kill(keys_dir, args.client, args.reason)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(
+            f"client {args.client} blocked: within a second the gateway cancels its orders on "
+            f"every shard and refuses new ones, until `exch unkill {args.client}`"
+        )
+    return 0
+
+
+def cmd_unkill(args) -> int:
+
+    keys_dir = args.keys_dir or _config(args).gateway.keys_dir
+    doc = killtool.unkill(keys_dir, args.client)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"client {args.client} may trade again (the gateway sees it within a second)")
+    return 0
+
+
+def cmd_positions(args) -> int:
+
+    config = _config(args)
+    try:
+        accounts = positionview.from_journals(config)
+    except (JournalError, RecoveryError) as e:
+        raise ToolError(f"cannot rebuild the positions from the journals: {e}") from None
+    killed = {k["client"] for k in killtool.listing(config.gateway.keys_dir)["killed"]}
+    who = [args.client] if args.client is not None else positionview.clients(accounts)
+    docs = [positionview.report_doc(accounts, c, killed) for c in who]
+    if args.json:
+        _print_json({"journals": accounts.last_seqs, "clients": docs})
+        return 0
+    seqs = ", ".join(f"{name} seq {seq}" for name, seq in accounts.last_seqs.items())
+    print(f"from the journals ({seqs})")
+    if not docs:
+        print("no client has traded or has orders")
+    for doc in docs:
+        print(positionview.render(doc))
     return 0
 
 
@@ -279,10 +342,18 @@ def cmd_journal_verify(args) -> int:
         reports.append(report)
         if not args.json:
             print(render(report))
-    ok = all(r.ok for r in reports)
+    paths = {name: args.path or _journal_path(config, name) for name in names}
+    try:
+        accounts = check_accounts(config, paths)
+    except (JournalError, RecoveryError) as e:
+        raise ToolError(f"cannot read the journals for the accounts check: {e}") from None
+    if not args.json:
+        print(render_accounts(accounts))
+    ok = all(r.ok for r in reports) and accounts.ok
     if args.json:
         shards = [{**dataclasses.asdict(r), "ok": r.ok} for r in reports]
-        _print_json({"ok": ok, "shards": shards})
+        doc = {**dataclasses.asdict(accounts), "ok": accounts.ok}
+        _print_json({"ok": ok, "shards": shards, "accounts": doc})
     return 0 if ok else 1
 
 
@@ -562,6 +633,38 @@ def _parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
     demo_cmd.set_defaults(func=cmd_demo)
 
+    kill_cmd = sub.add_parser(
+        "kill",
+        parents=[common, as_json],
+        help="block a client: its orders cancelled on every shard, new ones refused",
+        description="Block CLIENT with the kill switch: within a second the gateway cancels "
+        "all of its orders on every shard and refuses its new orders and replaces until "
+        "`exch unkill CLIENT`. Without CLIENT: list the blocked clients.",
+    )
+    kill_cmd.add_argument("client", type=_client_id, nargs="?", metavar="CLIENT")
+    kill_cmd.add_argument("--reason", help="a note kept with the block, for the next operator")
+    kill_cmd.add_argument("--keys-dir", help="default: the config's gateway.keys_dir")
+    kill_cmd.set_defaults(func=cmd_kill)
+    unkill_cmd = sub.add_parser(
+        "unkill",
+        parents=[common, as_json],
+        help="lift a client's kill switch",
+        description="Let CLIENT trade again (the gateway sees it within a second).",
+    )
+    unkill_cmd.add_argument("client", type=_client_id, metavar="CLIENT")
+    unkill_cmd.add_argument("--keys-dir", help="default: the config's gateway.keys_dir")
+    unkill_cmd.set_defaults(func=cmd_unkill)
+    positions_cmd = sub.add_parser(
+        "positions",
+        parents=[common, as_json],
+        help="a client's positions, P&L, cash and open orders, from the journals",
+        description="Rebuild positions, average cost, realised and unrealised P&L, cash and "
+        "open orders from every shard's journal (the source of truth; safe while the "
+        "daemon runs): CLIENT's, or every client's that traded or has orders.",
+    )
+    positions_cmd.add_argument("client", type=_client_id, nargs="?", metavar="CLIENT")
+    positions_cmd.set_defaults(func=cmd_positions)
+
     journal_cmd = sub.add_parser("journal", help="read a shard's journal (verify, past books)")
     jsub = journal_cmd.add_subparsers(dest="what", required=True, metavar="ACTION")
     verify_cmd = jsub.add_parser(
@@ -569,7 +672,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, as_json],
         help="check a journal's invariants and its replay; exit 1 on any violation",
         description="Check sequence, events, fills, idempotency, replay and snapshot of "
-        "every shard's journal (or one). Safe while the daemon runs.",
+        "every shard's journal (or one), then the clients' accounts across them: makers on "
+        "the other side, positions and cash summing to zero, no position past its limit. "
+        "Safe while the daemon runs.",
     )
     verify_cmd.add_argument("--shard", help="only this shard (default: every shard of the config)")
     verify_cmd.add_argument("--path", help="the journal directory, e.g. a backup (needs --shard)")
