@@ -260,8 +260,10 @@ class Gateway:
     def drain_events(self, budget: int = EVENT_BUDGET) -> int:
         n = 0
         for link in self.links:
-            ev = link.events.read(budget)
-            if len(ev):
+            # read() allocates room for what it is asked for: ask for what is there
+            ready = link.events.readable()
+            if ready:
+                ev = link.events.read(min(ready, budget))
                 n += len(ev)
                 self.on_events(link, ev)
         return n

@@ -1,7 +1,8 @@
 """The gateway's I/O loop, two ways: a plain ``zmq.Poller`` loop and asyncio on uvloop.
 
 Both do the same: turns of ``Gateway.step`` while there is work (the ZAP
-socket is looked at between turns, so new clients get in under load too);
+socket is looked at after each housekeeping tick, so new clients get in under
+load too, within a tick);
 when a turn finds nothing, announce a sleep on the event rings' doorbells
 (so the shards ring them) and block until the ROUTER, the ZAP socket or a
 doorbell is readable, or the next housekeeping tick is due. They differ only
@@ -49,9 +50,12 @@ def run_poll(gw: Gateway, zap: ZapHandler) -> None:
     poller.register(zap.socket, zmq.POLLIN)
     for link in gw.links:
         poller.register(link.events.fileno(), zmq.POLLIN)
+    ticks = gw.ticks
     while not gw.stopping:
         if gw.step():
-            zap.handle()
+            if gw.ticks != ticks:  # under load, handshakes wait for the next tick
+                ticks = gw.ticks
+                zap.handle()
             continue
         if _sleep_rings(gw):
             ready = dict(poller.poll(_timeout(gw) * 1000))
@@ -68,7 +72,7 @@ async def _serve(gw: Gateway, zap: ZapHandler) -> None:
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
     sockets = (gw.router, zap.socket)
-    state = {"sleeping": False, "timer": None}
+    state = {"sleeping": False, "timer": None, "ticks": gw.ticks}
 
     def work() -> None:
         if state["sleeping"]:
@@ -76,10 +80,12 @@ async def _serve(gw: Gateway, zap: ZapHandler) -> None:
             state["timer"].cancel()
             _wake_rings(gw)
         while not gw.stopping:
-            busy = gw.step()
-            zap.handle()
-            if busy:
+            if gw.step():
+                if gw.ticks != state["ticks"]:  # under load, handshakes wait for the next tick
+                    state["ticks"] = gw.ticks
+                    zap.handle()
                 continue
+            zap.handle()
             # reading EVENTS re-arms the edge-triggered fd; a message that came in
             # since the turn would otherwise never wake us
             if any(s.getsockopt(zmq.EVENTS) & zmq.POLLIN for s in sockets):
