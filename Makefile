@@ -49,3 +49,12 @@ clean:
 # every acknowledged order, fill, key and state hash checked; prints the summary
 chaos: $(STAMP)
 	$(PY) -m pytest -m slow -s tests/chaos
+
+# the end-to-end benchmark: bots over CURVE against the daemon and a bare echo;
+# writes the latency-vs-load chart and the table of bench/RESULTS.md's e2e block
+bench-e2e: $(STAMP)
+	$(PY) -m bench.e2e --json --plot bench/e2e.svg --results bench/RESULTS.md
+
+# 10 minutes at half the measured capacity: RSS, descriptors, shared memory, latency
+soak: $(STAMP)
+	$(PY) -m bench.soak

@@ -36,6 +36,7 @@ with ``--json``; ``--plot`` writes the latency-vs-load chart (SVG),
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -134,15 +135,15 @@ def run_step(
     procs, outs = [], []
     try:
         for i, secret in enumerate(target.secrets):
-            out = work / f"{target.name}-{batch}-{rate}-{i}.npz"
+            out = work / f"{target.name}-{batch}-{rate}-{i}{'-hb' if heartbeats else ''}.npz"
             argv = [sys.executable, "-m", "bench.bots", "--endpoint", target.endpoint]
             argv += ["--server-key", target.server_key.decode(), "--secret", str(secret)]
             argv += ["--rate", str(rate / n), "--seconds", str(args.seconds)]
             argv += ["--warmup", str(args.warmup), "--batch", str(batch), "--ioc", str(args.ioc)]
             argv += ["--max-inflight", str(args.max_inflight), "--out", str(out)]
-            argv += ["--seed", str(rate * 1000 + batch * 10 + i)] + (
-                ["--echo"] if target.echo else []
-            )
+            # a seed of its own: the bot's idempotency keys must never repeat an earlier step's
+            argv += ["--seed", str(random.randrange(1 << 62))]
+            argv += (["--echo"] if target.echo else []) + (["--heartbeats"] if heartbeats else [])
             procs.append(
                 subprocess.Popen(
                     argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True

@@ -10,10 +10,12 @@ answers do. A request left unanswered for ``RETRY_SECONDS`` is sent again, the
 same frame under the same cid and key; when the connection has been silent
 that long too, on a new connection first. A ``busy``, ``unavailable`` or
 ``rate_limited`` answer is retried the same way after a back-off that doubles
-from ``BACKOFF_SECONDS`` to ``MAX_BACKOFF_SECONDS``.
-After ``--seconds`` (or SIGTERM) it sends nothing new and keeps retrying until every
-request is answered or ``--settle`` seconds have passed, then writes its
-records (``records`` below) as JSON and exits 0.
+from ``BACKOFF_SECONDS`` to ``MAX_BACKOFF_SECONDS``. A socket monitor counts
+the CURVE handshakes, so a reconnection is seen whether the bot made a new
+socket or ZeroMQ reconnected the old one by itself. After ``--seconds`` (or
+SIGTERM) it sends nothing new and keeps retrying until every request is
+answered or ``--settle`` seconds have passed, then writes its records
+(``records`` below) as JSON and exits 0.
 
 Times are ``time.monotonic()``: one clock for every process on the host, so the
 orchestrator can compare them with the instants of its kills.
@@ -82,7 +84,8 @@ class Bot:
         self.pending: dict[int, Pending] = {}
         self.live: dict[int, str] = {}  # oid -> symbol of orders that may rest
         self.next_cid = 1
-        self.connections = 0
+        self.monitor: zmq.Socket | None = None  # the connection's CURVE handshakes
+        self.monitors = 0
         self.last_heard = time.monotonic()
         self.records = {
             "client": client_id,
@@ -94,7 +97,7 @@ class Bot:
             "sent": 0,  # requests made (not counting retries)
             "retries": 0,  # frames sent again
             "retryable": 0,  # busy / unavailable / rate_limited answers (each retried)
-            "reconnects": 0,  # connections after the first
+            "reconnects": 0,  # handshakes after the first (new sockets and ZeroMQ's own)
             "skipped": 0,  # sends skipped because MAX_PENDING were unanswered
             "unanswered": [],  # cids still unanswered at the end
         }
@@ -191,8 +194,15 @@ class Bot:
             self.client.connect(CONNECT_SECONDS)
         except (TimeoutError, AuthError):  # the gateway is down or restarting
             return False
-        self.connections += 1
-        self.records["reconnects"] = self.connections - 1
+        if self.monitor is not None:  # not the first connection
+            self.records["reconnects"] += 1
+        # ZeroMQ also reconnects the same socket by itself when the gateway comes back.
+        # An address of its own: connect's monitor may still hold the default one.
+        self.monitors += 1
+        address = f"inproc://chaos-bot-handshakes-{self.monitors}"
+        self.client.socket.monitor(address, zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.monitor = self.client.ctx.socket(zmq.PAIR)
+        self.monitor.connect(address)
         self.last_heard = time.monotonic()
         for p in self.pending.values():  # whatever the old connection carried is lost
             p.due = min(p.due, self.last_heard)
@@ -200,10 +210,18 @@ class Bot:
 
     def maybe_reconnect(self, now: float) -> None:
         """A retry is due and the connection has said nothing for as long: a new one."""
-        if now - self.last_heard < RETRY_SECONDS:
+        if self.client.socket is None or now - self.last_heard < RETRY_SECONDS:
             return
         if any(p.sends and p.due <= now for p in self.pending.values()):
+            self.count_handshakes()
+            self.client.socket.disable_monitor()
+            self.monitor.close()
             self.client.close()
+
+    def count_handshakes(self) -> None:
+        while self.monitor.poll(0):
+            self.monitor.recv_multipart()
+            self.records["reconnects"] += 1
 
     def run(self, seconds: float, settle: float) -> None:
         start = time.monotonic()
@@ -231,6 +249,7 @@ class Bot:
             while msg is not None:
                 self.on_message(msg, time.monotonic())
                 msg = self.client.recv(0)
+            self.count_handshakes()
         self.records["unanswered"] = sorted(self.pending)
 
 

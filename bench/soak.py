@@ -1,0 +1,209 @@
+"""Soak: the real daemon under steady load for a long time; does anything grow?
+
+    python -m bench.soak [--json] [--minutes 10] [--rate R] [--bots N] [--window S]
+
+Starts the daemon (``bench.daemon``, fsync journals), measures its capacity
+with a quick sweep (``bench.e2e.sweep``: single-order frames, doubling rates
+until it saturates) unless ``--rate`` is given, then offers half of it for
+``--minutes``, in consecutive windows of ``--window`` seconds (fresh bot
+processes and connections each window, as ``bench.e2e`` steps). After each
+window it samples every daemon process (supervisor, gateway, shards): RSS
+(with its anonymous and file-backed parts, from /proc), open file descriptors,
+and the namespace's shared-memory segments.
+
+The first ``--warmup-windows`` windows warm up; the figures after them are
+the baseline, and the run passes when, at the end:
+
+- every process's RSS is less than ``RSS_GROWTH`` (5 %) above its baseline;
+- every process has the descriptors it had at the baseline, and the namespace
+  the same segments; after the daemon stops, none of its segments is left;
+- latency is stable: the median over the last quarter of the windows of the
+  per-window p50 (p99) is at most ``DRIFT`` times that of the first quarter
+  after the warm-up.
+
+Prints a line per window and the figures; exits 1 if a criterion failed.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import e2e
+from bench.daemon import REPO, BenchDaemon
+from shm.names import PREFIX, shm_dir
+
+RSS_GROWTH = 0.05
+DRIFT = 1.5
+PROBE_SECONDS = 2.0
+
+
+def sample(pid: int) -> dict:
+    """RSS (kB, total and parts) and open descriptors of a process, from /proc."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(value.split()[0])
+    out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    return out
+
+
+def namespace_segments(namespace: str) -> list[str]:
+    """Every file of the namespace in the shared-memory directory (segments, doorbells)."""
+    head = f"{PREFIX}.{namespace}."
+    return sorted(e for e in os.listdir(shm_dir()) if e.startswith(head))
+
+
+def _quarter_median(windows: list[e2e.Step], attr: str, last: bool) -> float:
+    q = max(1, len(windows) // 4)
+    part = windows[-q:] if last else windows[:q]
+    return statistics.median(getattr(s, attr) for s in part)
+
+
+def judge(samples: list[dict], windows: list[e2e.Step], shm: list, left: list) -> dict:
+    """The figures and verdicts from the samples and windows after the warm-up."""
+    base, end = samples[0], samples[-1]
+    growth = {
+        name: round(100 * (end[name]["VmRSS"] / s["VmRSS"] - 1), 2) for name, s in base.items()
+    }
+    anon = {
+        name: round(100 * (end[name]["RssAnon"] / s["RssAnon"] - 1), 2) for name, s in base.items()
+    }
+    fds = {name: end[name]["fds"] - s["fds"] for name, s in base.items()}
+    drift = {
+        q: round(_quarter_median(windows, q, True) / _quarter_median(windows, q, False), 2)
+        for q in ("p50_us", "p99_us")
+    }
+    out = {
+        "rss_kb_baseline": {n: s["VmRSS"] for n, s in base.items()},
+        "rss_growth_pct": growth,
+        "rss_anon_growth_pct": anon,
+        "rss_file_kb_growth": {n: end[n]["RssFile"] - s["RssFile"] for n, s in base.items()},
+        "fd_growth": fds,
+        "shm_segments": len(shm[-1]),
+        "shm_leaked_while_running": sorted(set(shm[-1]) - set(shm[0])),
+        "shm_left_after_stop": left,
+        "p50_drift": drift["p50_us"],
+        "p99_drift": drift["p99_us"],
+    }
+    out["rss_ok"] = all(g < 100 * RSS_GROWTH for g in growth.values())
+    out["fds_ok"] = not any(fds.values())
+    out["shm_ok"] = not out["shm_leaked_while_running"] and not left
+    out["latency_ok"] = max(drift.values()) <= DRIFT
+    out["ok"] = out["rss_ok"] and out["fds_ok"] and out["shm_ok"] and out["latency_ok"]
+    return out
+
+
+def soak(args, root: Path) -> dict:
+    d = BenchDaemon(root, durability="fsync", clients=list(range(1, args.bots + 1)))
+    try:
+        d.start()
+        pids = {k: v for k, v in d.pids().items() if v is not None}
+        shards = tuple(s.name for s in d.config.shards)
+        secrets = [d.secrets[c] for c in range(1, args.bots + 1)]
+        target = e2e.Target("fsync", d.endpoint, d.server_key, secrets, False, pids, d.ns, shards)
+        capacity = args.rate * 2 if args.rate else probe(target, args, root)
+        rate = int(capacity / 2)
+        log(args, f"capacity {capacity:,.0f} orders/s: soaking at {rate:,} for {args.minutes} min")
+        n = max(4 * args.warmup_windows, round(60 * args.minutes / args.window))
+        step_args = argparse.Namespace(
+            seconds=args.window, warmup=0.5, ioc=args.ioc, max_inflight=2_000
+        )
+        windows, samples, shm = [], [], []
+        t0 = time.monotonic()
+        for k in range(n):
+            step = e2e.run_step(target, rate, 1, step_args, root)
+            if {k: v for k, v in d.pids().items() if k in pids} != pids:
+                raise RuntimeError(f"a daemon process was restarted:\n{d.log()[-3000:]}")
+            now = {name: sample(pid) for name, pid in pids.items()}
+            warm = k >= args.warmup_windows
+            if warm:
+                windows.append(step)
+                samples.append(now)
+                shm.append(namespace_segments(d.ns))
+            rss = ", ".join(f"{name} {s['VmRSS'] / 1024:.1f}" for name, s in now.items())
+            fds = ", ".join(f"{name} {s['fds']}" for name, s in now.items())
+            log(
+                args,
+                f"{time.monotonic() - t0:6.0f} s {'' if warm else '(warm-up) '}"
+                f"achieved {step.achieved:,.0f}/s p50 {step.p50_us:,.0f} p99 {step.p99_us:,.0f} "
+                f"p99.9 {step.p999_us:,.0f} max {step.max_us:,.0f} us lost {step.lost}; "
+                f"RSS MiB {rss}; fds {fds}",
+            )
+        if d.stop() != 0:
+            raise RuntimeError(f"the daemon did not stop cleanly:\n{d.log()[-3000:]}")
+        left = namespace_segments(d.ns)
+    finally:
+        d.close()
+    out = {
+        "bench": "soak",
+        "minutes": args.minutes,
+        "capacity_orders_per_sec": round(capacity),
+        "rate": rate,
+        "windows": len(windows),
+        "orders": round(sum(s.achieved for s in windows) * args.window),
+        "lost": sum(s.lost for s in windows),
+        "p50_us_first_last": [round(windows[0].p50_us), round(windows[-1].p50_us)],
+        "p99_us_first_last": [round(windows[0].p99_us), round(windows[-1].p99_us)],
+        **judge(samples, windows, shm, left),
+    }
+    out["ok"] = out["ok"] and not out["lost"]
+    return out
+
+
+def probe(target: e2e.Target, args, root: Path) -> float:
+    probe_args = argparse.Namespace(
+        seconds=PROBE_SECONDS,
+        warmup=0.5,
+        ioc=args.ioc,
+        max_inflight=2_000,
+        max_rate=e2e.RATES[-1],
+        json=args.json,
+    )
+    return max(s.achieved for s in e2e.sweep(target, 1, probe_args, root))
+
+
+def log(args, text: str) -> None:
+    if not args.json:
+        print(text, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON line")
+    ap.add_argument("--minutes", type=float, default=10.0, help="how long to soak")
+    ap.add_argument("--rate", type=int, help="orders/s to offer (default: half the capacity)")
+    ap.add_argument("--bots", type=int, default=4, help="bot processes (one client each)")
+    ap.add_argument("--window", type=float, default=30.0, help="seconds per window")
+    ap.add_argument("--warmup-windows", type=int, default=2, help="windows before the baseline")
+    ap.add_argument("--ioc", type=float, default=0.5, help="share of IOC orders that trade")
+    ap.add_argument("--dir", default=str(REPO / "var"), help="where the journals are made")
+    args = ap.parse_args()
+    if args.minutes <= 0 or args.window <= 0 or args.bots < 1 or args.warmup_windows < 0:
+        ap.error("need --minutes > 0, --window > 0, --bots >= 1, --warmup-windows >= 0")
+    if args.rate is not None and args.rate <= 0:
+        ap.error("--rate must be > 0")
+    os.makedirs(args.dir, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="bench-soak-", dir=args.dir))
+    try:
+        out = soak(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    out["loadavg_1m"] = round(os.getloadavg()[0], 2)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>26}: {v}")
+    sys.exit(0 if out["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
