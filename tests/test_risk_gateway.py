@@ -10,6 +10,7 @@ import json
 import time
 
 import msgspec
+import numpy as np
 import pytest
 from gateway_harness import GatewayRig, wait_notices
 
@@ -253,3 +254,101 @@ def test_journal_verify_finds_the_invariants_held(rig, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["ok"], doc
     assert doc["accounts"]["ok"] and doc["accounts"]["trades"] >= 1
+
+
+# symbol -> (a price near where it trades here, tick, lot)
+GRID = {
+    "ACME": (10_000, 1, 1),
+    "BOLT": (2_500, 5, 10),
+    "BTC-USD": (6_000_000, 100, 1),
+    "ETH-USD": (300_000, 10, 1),
+}
+
+
+def random_requests(rig, rng, clients, count: int) -> dict:
+    """``count`` random orders, cancels, replaces and mass cancels from ``clients``
+    (each on its own connection); returns the reject codes seen, counted."""
+    conns = {c: rig.client(c) for c in clients}
+    live = {c: [] for c in clients}  # (sym, oid)
+    codes = {}
+    for _ in range(count):
+        client = int(rng.choice(clients))
+        c = conns[client]
+        roll = rng.random()
+        if roll < 0.7 or not live[client]:
+            sym = str(rng.choice(list(GRID)))
+            mid, tick, lot = GRID[sym]
+            side = str(rng.choice(["buy", "sell"]))
+            qty = lot * int(rng.integers(1, 30))
+            px = mid + tick * int(rng.integers(-8, 9))
+            tif = "ioc" if rng.random() < 0.3 else "gtc"
+            reply = c.new_order(sym, side, qty, px=px, tif=tif)
+            if isinstance(reply, Ack) and tif == "gtc":
+                live[client].append((sym, reply.oid))
+        elif roll < 0.85:
+            sym, oid = live[client].pop(int(rng.integers(len(live[client]))))
+            reply = c.cancel(sym, oid)
+        elif roll < 0.97:
+            sym, oid = live[client][int(rng.integers(len(live[client])))]
+            mid, tick, lot = GRID[sym]
+            px = mid + tick * int(rng.integers(-8, 9))
+            reply = c.replace(sym, oid, px=px, qty=lot * int(rng.integers(1, 40)))
+        else:
+            reply = c.mass_cancel()
+            live[client].clear()
+        if isinstance(reply, Reject):
+            codes[reply.code] = codes.get(reply.code, 0) + 1
+    for c in conns.values():
+        c.close()
+    return codes
+
+
+def check_books_balanced(rig, capsys, clients) -> int:
+    """Every client's PositionReport is what the journals say, within its limits, and
+    ``exch journal verify`` finds the accounts sound; returns the trades journaled."""
+    got = reports(rig, clients)
+    code = cli.main(["positions", "--config", str(rig.config_path), "--json"])
+    assert code == 0
+    docs = {d["client"]: d for d in json.loads(capsys.readouterr().out)["clients"]}
+    for client, report in got.items():
+        doc = msgspec.to_builtins(report)
+        del doc["t"], doc["cid"]
+        # a client that never traded and has no orders is not listed
+        assert docs.get(client, {"client": client, **doc}) == {"client": client, **doc}
+        assert client in docs or not (report.positions or report.orders)
+        if client != MAKER:
+            for p in report.positions:
+                assert p.pos - p.open_sell >= -LIMIT and p.pos + p.open_buy <= LIMIT
+    code = cli.main(["journal", "verify", "--config", str(rig.config_path), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["accounts"]["ok"], doc["accounts"]
+    return doc["accounts"]["trades"]
+
+
+@pytest.mark.parametrize(
+    "count, restarts",
+    [
+        (600, 0),
+        pytest.param(6_000, 3, marks=[pytest.mark.slow, pytest.mark.timeout(900)]),
+    ],
+)
+def test_a_random_run_keeps_positions_conserved_and_within_limits(rig, capsys, count, restarts):
+    """Random orders, cancels and replaces of several clients with the gateway restarted
+    in between: the positions the gateway reports are the journals', sum to zero with
+    the cash, and no position ever went past its limit."""
+    rng = np.random.default_rng(count)
+    clients = [1, MAKER, 3, 5, 6, 7]
+    codes = {}
+    trades = check_books_balanced(rig, capsys, clients)
+    for part in range(restarts + 1):
+        for code, n in random_requests(rig, rng, clients, count // (restarts + 1)).items():
+            codes[code] = codes.get(code, 0) + n
+        now = check_books_balanced(rig, capsys, clients)
+        assert now > trades + count // (restarts + 1) // 10  # the run does trade
+        trades = now
+        if part < restarts:
+            assert rig.stop("gateway") == 0
+            rig.start_gateway()
+    assert set(codes) <= {"max_position", "not_found"} and codes.get("max_position")
+    for client in clients:
+        rig.client(client).mass_cancel()
