@@ -217,7 +217,7 @@ class Gateway:
         logs.info(
             "journals read",
             idempotency_keys=len(self.ledger),
-            live_orders=int(self.risk.live.sum()),
+            live_orders=self.risk.live_orders(),
             fills=fills,
             blocked=sorted(self.kills.clients),
         )

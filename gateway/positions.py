@@ -121,7 +121,8 @@ class Positions:
         self.cash = np.zeros(0, np.int64)
         self.last_px = np.zeros(n, np.int64)
 
-    def _fit(self) -> None:
+    def fit(self) -> None:
+        """Room for every row of the slots (the risk checks read positions by row)."""
         rows = len(self.slots)
         self.acct = grown(self.acct, rows)
         self.cash = grown(self.cash, rows)
@@ -144,7 +145,7 @@ class Positions:
         buys = trades["side"] == SIDE_BUY
         taker = self.slots.rows(trades["client"])
         maker = self.slots.rows(trades["other_client"])
-        self._fit()
+        self.fit()
         apply_trades(
             self.acct,
             self.cash,

@@ -45,8 +45,8 @@ from exchange.records import (
     SIDE_SELL,
 )
 from gateway import ordertable
-from gateway.limits import LimitTable, offsets, symbols
-from gateway.positions import Positions
+from gateway.limits import Limits, LimitTable, offsets, symbols
+from gateway.positions import F_POS, Positions
 from gateway.protocol import (
     KILL_SWITCH,
     MAX_NOTIONAL,
@@ -81,15 +81,15 @@ class Exposure(NamedTuple):
 
 
 @njit(cache=True)
-def _take_off(table, open_qty, live, live_at, oid, leaves, qty, shrink):
+def _take_off(table, held, orders, live_at, oid, leaves, qty, shrink):
     i = ordertable.find(table, oid)
     if i < 0:
         return
     r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
-    open_qty[r, inst, s] -= table[i, T_LEAVES] - leaves
+    held[r, inst, s] -= table[i, T_LEAVES] - leaves
     if leaves <= 0:
         ordertable.remove(table, i)
-        live[r] -= 1
+        orders[r] -= 1
         live_at[r, inst] -= 1
         return
     table[i, T_LEAVES] = leaves
@@ -98,7 +98,7 @@ def _take_off(table, open_qty, live, live_at, oid, leaves, qty, shrink):
 
 
 @njit(cache=True)
-def fold(table, open_qty, live, live_at, events, rows, offset):
+def fold(table, held, orders, live_at, events, rows, offset):
     """One shard's events, in order; ``rows[k]``: the client row of ACCEPTED event k."""
     for k in range(events.shape[0]):
         e = events[k]
@@ -115,25 +115,25 @@ def fold(table, open_qty, live, live_at, events, rows, offset):
             table[i, T_SIDE] = s
             table[i, T_QTY] = e.qty
             table[i, T_LEAVES] = e.leaves
-            open_qty[r, inst, s] += e.leaves
-            live[r] += 1
+            held[r, inst, s] += e.leaves
+            orders[r] += 1
             live_at[r, inst] += 1
         elif kind == EV_TRADE:
-            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, False)
-            _take_off(table, open_qty, live, live_at, e.other_id, e.other_leaves, e.qty, False)
+            _take_off(table, held, orders, live_at, e.order_id, e.leaves, e.qty, False)
+            _take_off(table, held, orders, live_at, e.other_id, e.other_leaves, e.qty, False)
         elif kind == EV_CANCELLED:
-            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, True)
+            _take_off(table, held, orders, live_at, e.order_id, e.leaves, e.qty, True)
         elif kind == EV_REPLACED:
             i = ordertable.find(table, e.order_id)
             if i >= 0:
                 r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
-                open_qty[r, inst, s] += e.leaves - table[i, T_LEAVES]
+                held[r, inst, s] += e.leaves - table[i, T_LEAVES]
                 table[i, T_QTY] = e.qty
                 table[i, T_LEAVES] = e.leaves
 
 
 @njit(cache=True)
-def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves):
+def load(table, held, orders, live_at, inst, rows, sides, ids, qty, leaves):
     """Resting orders of one instrument (a book recovered from a journal)."""
     for k in range(ids.shape[0]):
         if ordertable.find(table, ids[k]) >= 0:
@@ -145,8 +145,8 @@ def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves):
         table[i, T_SIDE] = s
         table[i, T_QTY] = qty[k]
         table[i, T_LEAVES] = leaves[k]
-        open_qty[r, inst, s] += leaves[k]
-        live[r] += 1
+        held[r, inst, s] += leaves[k]
+        orders[r] += 1
         live_at[r, inst] += 1
 
 
@@ -165,27 +165,31 @@ class Risk:
         self.limits = LimitTable(config)
         n = len(self.symbols)
         self.table = ordertable.new_table(T_COLUMNS)
-        self.open_qty = np.zeros((0, n, 2), np.int64)  # live orders' open qty
-        self.live = np.zeros(0, np.int64)  # live orders per client row
-        self.live_at = np.zeros((0, n), np.int64)
-        self.flight_qty = np.zeros((0, n, 2), np.int64)  # reserved by orders in flight
-        self.flight_orders = np.zeros(0, np.int64)
+        # per client row, what the checks read: one array element each
+        self.held = np.zeros((0, n, 2), np.int64)  # open qty: live orders' + in flight
+        self.orders = np.zeros(0, np.int64)  # live orders + NEW orders in flight
+        self.live_at = np.zeros((0, n), np.int64)  # live orders per instrument
+        self.flight_qty = np.zeros((0, n, 2), np.int64)  # the part of ``held`` in flight
+        self._accounts: dict[int, tuple[int, Limits]] = {}  # client -> (row, limits)
+        # in flight: req_id -> (row, instrument, side index, qty, 1 for a NEW / 0)
         self._reserved: dict[int, tuple[int, int, int, int, int]] = {}
         self.killed: set[int] = set()
 
+    def _account(self, client: int) -> tuple[int, Limits]:
+        account = self._accounts.get(client)
+        if account is None:
+            account = self._accounts[client] = (self.slots.row(client), self.limits(client))
+            self._fit()
+        return account
+
     def _fit(self) -> None:
         rows = len(self.slots)
-        if rows > len(self.live):
-            self.open_qty = grown(self.open_qty, rows)
-            self.live = grown(self.live, rows)
+        if rows > len(self.orders):
+            self.held = grown(self.held, rows)
+            self.orders = grown(self.orders, rows)
             self.live_at = grown(self.live_at, rows)
             self.flight_qty = grown(self.flight_qty, rows)
-            self.flight_orders = grown(self.flight_orders, rows)
-
-    def _row(self, client: int) -> int:
-        row = self.slots.row(client)
-        self._fit()
-        return row
+        self.positions.fit()
 
     def _inst(self, sym: str) -> int:
         inst = self.index.get(sym)
@@ -193,46 +197,53 @@ class Risk:
             raise ValueError(f"no instrument {sym!r} in the config")
         return inst
 
+    def _live_row(self, client: int, sym: str, oid: int) -> int:
+        """The order table's entry of ``oid`` if it is ``client``'s live order on ``sym``,
+        else -1."""
+        row, inst = self._account(client)[0], self._inst(sym)
+        i = ordertable.find(self.table, oid)
+        if i < 0 or self.table[i, T_ROW] != row or self.table[i, T_INST] != inst:
+            return -1
+        return i
+
     # ------------------------------------------------------------ checks
 
     def check(self, client: int, sym: str, side: int, qty: int, px: int | None) -> Refusal | None:
         """Whether a NEW order (``px`` None: a market order) may go to its shard."""
-        if side not in (SIDE_BUY, SIDE_SELL):
+        if side != SIDE_BUY and side != SIDE_SELL:
             raise ValueError(f"side must be SIDE_BUY or SIDE_SELL, got {side!r}")
         inst = self._inst(sym)
-        refusal = self._order_rules(client, inst, qty, px)
+        row, lim = self._account(client)
+        refusal = self._order_rules(client, lim, inst, qty, px)
         if refusal is not None:
             return refusal
-        lim = self.limits(client)
-        row = self._row(client)
-        orders = int(self.live[row] + self.flight_orders[row])
-        if orders >= lim.max_open_orders:
+        if self.orders[row] >= lim.max_open_orders:
             return Refusal(
                 MAX_OPEN_ORDERS,
                 "$",
-                f"max_open_orders: {orders} orders are open or in flight, the limit is "
-                f"{lim.max_open_orders}; cancel some first",
+                f"max_open_orders: {self.orders[row]} orders are open or in flight, the limit "
+                f"is {lim.max_open_orders}; cancel some first",
             )
-        return self._position_rule(client, row, inst, side - 1, qty)
+        return self._position_rule(row, lim, inst, side - 1, qty)
 
     def check_replace(self, client: int, sym: str, oid: int, px: int, qty: int) -> Refusal | None:
         """Whether a Replace of order ``oid`` to (px, total qty) may go to its shard. An
         order that is not this client's live order on ``sym`` passes: the shard answers
         not_found."""
-        inst = self._inst(sym)
-        row = self.slots.find(client)
-        i = ordertable.find(self.table, oid)
-        if row is None or i < 0 or self.table[i, T_ROW] != row or self.table[i, T_INST] != inst:
+        i = self._live_row(client, sym, oid)
+        if i < 0:
             return None
-        refusal = self._order_rules(client, inst, qty, px)
+        row, lim = self._account(client)
+        inst = self.index[sym]
+        refusal = self._order_rules(client, lim, inst, qty, px)
         if refusal is not None:
             return refusal
         added = qty - int(self.table[i, T_QTY])
         if added <= 0:
             return None  # no more exposure than now, even over a limit lowered since
-        return self._position_rule(client, row, inst, int(self.table[i, T_SIDE]), added)
+        return self._position_rule(row, lim, inst, int(self.table[i, T_SIDE]), added)
 
-    def _order_rules(self, client: int, inst: int, qty: int, px: int | None) -> Refusal | None:
+    def _order_rules(self, client: int, lim: Limits, inst: int, qty: int, px) -> Refusal | None:
         if client in self.killed:
             return Refusal(
                 KILL_SWITCH,
@@ -241,7 +252,6 @@ class Risk:
                 f"were cancelled and new ones are refused until an operator lifts it "
                 f"(exch unkill {client})",
             )
-        lim = self.limits(client)
         if qty > lim.max_order_qty:
             return Refusal(
                 MAX_ORDER_QTY,
@@ -261,79 +271,80 @@ class Risk:
             )
         if px is None:
             return None
-        ref = self.positions.mark(inst)
-        source = "the last trade" if self.positions.last_px[inst] else "the reference price"
-        away = abs(px - ref)
+        last = int(self.positions.last_px[inst])
+        ref = last or int(self.positions.ref_prices[inst])
+        away = px - ref if px > ref else ref - px
         wide = ref * lim.collar_bps // 10_000
-        if away > wide:
-            return Refusal(
-                PRICE_COLLAR,
-                "$.px",
-                f"price_collar: px {px} is {away} away from {ref} ({source}); the collar is "
-                f"{lim.collar_bps} bps = {wide}",
-            )
         ticks = lim.collar_ticks * self.tick[inst]
-        if lim.collar_ticks and away > ticks:
-            return Refusal(
-                PRICE_COLLAR,
-                "$.px",
-                f"price_collar: px {px} is {away} away from {ref} ({source}); the collar is "
-                f"{lim.collar_ticks} ticks = {ticks}",
-            )
-        return None
+        if away <= wide and (not ticks or away <= ticks):
+            return None
+        source = "the last trade" if last else "the reference price"
+        width = f"{lim.collar_bps} bps = {wide}" if away > wide else f"{lim.collar_ticks} ticks"
+        if away <= wide:
+            width += f" = {ticks}"
+        return Refusal(
+            PRICE_COLLAR,
+            "$.px",
+            f"price_collar: px {px} is {away} away from {ref} ({source}); the collar is {width}",
+        )
 
-    def _position_rule(self, client: int, row: int, inst: int, s: int, qty: int) -> Refusal | None:
-        limit = self.limits(client).max_position[inst]
-        pos = self.positions.position(client, inst)
-        live = int(self.open_qty[row, inst, s])
+    def _position_rule(self, row: int, lim: Limits, inst: int, s: int, qty: int) -> Refusal | None:
+        limit = lim.max_position[inst]
+        pos = self.positions.acct[row, inst, F_POS]
+        held = self.held[row, inst, s]
+        if s == 0:
+            if pos + held + qty <= limit:
+                return None
+        elif pos - held - qty >= -limit:
+            return None
+        return self._position_refusal(row, inst, s, qty, limit)
+
+    def _position_refusal(self, row: int, inst: int, s: int, qty: int, limit: int) -> Refusal:
+        pos = int(self.positions.acct[row, inst, F_POS])
         flight = int(self.flight_qty[row, inst, s])
+        live = int(self.held[row, inst, s]) - flight
         sym = self.symbols[inst]
         if s == 0:
             worst = pos + live + flight + qty
-            if worst > limit:
-                return Refusal(
-                    MAX_POSITION,
-                    "$.qty",
-                    f"max_position: buying {qty} could take the {sym} position to {worst} "
-                    f"(position {pos} + open buys {live} + in flight {flight} + {qty}), "
-                    f"above the long limit of {limit}",
-                )
+            what = (
+                f"buying {qty} could take the {sym} position to {worst} (position {pos} + "
+                f"open buys {live} + in flight {flight} + {qty}), above the long limit of {limit}"
+            )
         else:
             worst = pos - live - flight - qty
-            if worst < -limit:
-                return Refusal(
-                    MAX_POSITION,
-                    "$.qty",
-                    f"max_position: selling {qty} could take the {sym} position to {worst} "
-                    f"(position {pos} - open sells {live} - in flight {flight} - {qty}), "
-                    f"below the short limit of -{limit}",
-                )
-        return None
+            what = (
+                f"selling {qty} could take the {sym} position to {worst} (position {pos} - "
+                f"open sells {live} - in flight {flight} - {qty}), below the short limit of "
+                f"-{limit}"
+            )
+        return Refusal(MAX_POSITION, "$.qty", f"max_position: {what}")
 
     # ------------------------------------------------------------ in flight
 
     def reserve(self, req_id: int, client: int, sym: str, side: int, qty: int) -> None:
         """Count a NEW that is queued for its shard until ``release(req_id)``."""
-        row, inst = self._row(client), self._inst(sym)
+        row, inst = self._account(client)[0], self._inst(sym)
         self._hold(req_id, row, inst, side - 1, qty, 1)
 
     def reserve_replace(self, req_id: int, client: int, sym: str, oid: int, qty: int) -> None:
         """Count what a queued Replace adds to its order (nothing if it is not the client's
         live order on ``sym``, or adds no quantity) until ``release(req_id)``."""
-        row, inst = self.slots.find(client), self._inst(sym)
-        i = ordertable.find(self.table, oid)
-        if row is None or i < 0 or self.table[i, T_ROW] != row or self.table[i, T_INST] != inst:
+        i = self._live_row(client, sym, oid)
+        if i < 0:
             return
         added = qty - int(self.table[i, T_QTY])
         if added > 0:
-            self._hold(req_id, row, inst, int(self.table[i, T_SIDE]), added, 0)
+            row, inst, s = self.table[i, T_ROW : T_SIDE + 1].tolist()
+            self._hold(req_id, row, inst, s, added, 0)
 
     def _hold(self, req_id: int, row: int, inst: int, s: int, qty: int, orders: int) -> None:
         if req_id in self._reserved:
             raise ValueError(f"req_id {req_id} is reserved already")
         self._reserved[req_id] = (row, inst, s, qty, orders)
+        self.held[row, inst, s] += qty
         self.flight_qty[row, inst, s] += qty
-        self.flight_orders[row] += orders
+        if orders:
+            self.orders[row] += 1
 
     def release(self, req_id: int) -> None:
         """The request was answered (or never written): stop counting it. Harmless for a
@@ -341,8 +352,10 @@ class Risk:
         held = self._reserved.pop(req_id, None)
         if held is not None:
             row, inst, s, qty, orders = held
+            self.held[row, inst, s] -= qty
             self.flight_qty[row, inst, s] -= qty
-            self.flight_orders[row] -= orders
+            if orders:
+                self.orders[row] -= 1
 
     def settle(self, events: np.ndarray) -> None:
         """Release the requests a batch of EVENT records answers: a command's first event
@@ -364,16 +377,8 @@ class Risk:
         if accepted.any():
             rows[accepted] = self.slots.rows(events["client"][accepted])
             self._fit()
-            self.table = ordertable.fit(self.table, int(self.live.sum() + accepted.sum()))
-        fold(
-            self.table,
-            self.open_qty,
-            self.live,
-            self.live_at,
-            events,
-            rows,
-            self.offsets[shard],
-        )
+            self.table = ordertable.fit(self.table, self.live_orders() + int(accepted.sum()))
+        fold(self.table, self.held, self.orders, self.live_at, events, rows, self.offsets[shard])
 
     def load(self, sym: str, resting: np.ndarray) -> None:
         """A recovered book's resting orders, as ``Book.canonical_rows()`` gives them
@@ -381,11 +386,11 @@ class Risk:
         inst = self._inst(sym)
         rows = self.slots.rows(resting[:, 3])
         self._fit()
-        self.table = ordertable.fit(self.table, int(self.live.sum()) + len(resting))
+        self.table = ordertable.fit(self.table, self.live_orders() + len(resting))
         load(
             self.table,
-            self.open_qty,
-            self.live,
+            self.held,
+            self.orders,
             self.live_at,
             inst,
             rows,
@@ -397,24 +402,26 @@ class Risk:
 
     # ------------------------------------------------------------ queries and the kill switch
 
+    def live_orders(self) -> int:
+        """Live orders of every client."""
+        return int(self.live_at.sum())
+
     def exposure(self, client: int, sym: str) -> Exposure:
         row, inst = self.slots.find(client), self._inst(sym)
-        if row is None or row >= len(self.live):
+        if row is None or row >= len(self.orders):
             return Exposure(0, 0, 0)
-        buy, sell = (self.open_qty[row, inst] + self.flight_qty[row, inst]).tolist()
+        buy, sell = self.held[row, inst].tolist()
         return Exposure(buy, sell, int(self.live_at[row, inst]))
 
     def open_orders(self, client: int) -> int:
         """Live orders, and NEW orders in flight."""
         row = self.slots.find(client)
-        if row is None or row >= len(self.live):
-            return 0
-        return int(self.live[row] + self.flight_orders[row])
+        return 0 if row is None or row >= len(self.orders) else int(self.orders[row])
 
     def exposed_on(self, client: int) -> list[str]:
         """The symbols where the client has live orders or orders in flight."""
         row = self.slots.find(client)
-        if row is None or row >= len(self.live):
+        if row is None or row >= len(self.orders):
             return []
         held = (self.live_at[row] > 0) | self.flight_qty[row].any(axis=1)
         return [self.symbols[i] for i in np.flatnonzero(held).tolist()]
