@@ -81,15 +81,15 @@ class Exposure(NamedTuple):
 
 
 @njit(cache=True)
-def _take_off(table, held, orders, live_at, oid, leaves, qty, shrink):
+def _take_off(table, open_qty, live, live_at, oid, leaves, qty, shrink):
     i = ordertable.find(table, oid)
     if i < 0:
         return
     r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
-    held[r, inst, s] -= table[i, T_LEAVES] - leaves
+    open_qty[r, inst, s] -= table[i, T_LEAVES] - leaves
     if leaves <= 0:
         ordertable.remove(table, i)
-        orders[r] -= 1
+        live[r] -= 1
         live_at[r, inst] -= 1
         return
     table[i, T_LEAVES] = leaves
@@ -98,7 +98,7 @@ def _take_off(table, held, orders, live_at, oid, leaves, qty, shrink):
 
 
 @njit(cache=True)
-def fold(table, held, orders, live_at, events, rows, offset):
+def fold(table, open_qty, live, live_at, events, rows, offset):
     """One shard's events, in order; ``rows[k]``: the client row of ACCEPTED event k."""
     for k in range(events.shape[0]):
         e = events[k]
@@ -115,25 +115,25 @@ def fold(table, held, orders, live_at, events, rows, offset):
             table[i, T_SIDE] = s
             table[i, T_QTY] = e.qty
             table[i, T_LEAVES] = e.leaves
-            held[r, inst, s] += e.leaves
-            orders[r] += 1
+            open_qty[r, inst, s] += e.leaves
+            live[r] += 1
             live_at[r, inst] += 1
         elif kind == EV_TRADE:
-            _take_off(table, held, orders, live_at, e.order_id, e.leaves, e.qty, False)
-            _take_off(table, held, orders, live_at, e.other_id, e.other_leaves, e.qty, False)
+            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, False)
+            _take_off(table, open_qty, live, live_at, e.other_id, e.other_leaves, e.qty, False)
         elif kind == EV_CANCELLED:
-            _take_off(table, held, orders, live_at, e.order_id, e.leaves, e.qty, True)
+            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, True)
         elif kind == EV_REPLACED:
             i = ordertable.find(table, e.order_id)
             if i >= 0:
                 r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
-                held[r, inst, s] += e.leaves - table[i, T_LEAVES]
+                open_qty[r, inst, s] += e.leaves - table[i, T_LEAVES]
                 table[i, T_QTY] = e.qty
                 table[i, T_LEAVES] = e.leaves
 
 
 @njit(cache=True)
-def load(table, held, orders, live_at, inst, rows, sides, ids, qty, leaves):
+def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves):
     """Resting orders of one instrument (a book recovered from a journal)."""
     for k in range(ids.shape[0]):
         if ordertable.find(table, ids[k]) >= 0:
@@ -145,8 +145,8 @@ def load(table, held, orders, live_at, inst, rows, sides, ids, qty, leaves):
         table[i, T_SIDE] = s
         table[i, T_QTY] = qty[k]
         table[i, T_LEAVES] = leaves[k]
-        held[r, inst, s] += leaves[k]
-        orders[r] += 1
+        open_qty[r, inst, s] += leaves[k]
+        live[r] += 1
         live_at[r, inst] += 1
 
 
@@ -165,14 +165,16 @@ class Risk:
         self.limits = LimitTable(config)
         n = len(self.symbols)
         self.table = ordertable.new_table(T_COLUMNS)
-        # per client row, what the checks read: one array element each
-        self.held = np.zeros((0, n, 2), np.int64)  # open qty: live orders' + in flight
-        self.orders = np.zeros(0, np.int64)  # live orders + NEW orders in flight
+        # per client row, from the events (the Numba fold)
+        self.open_qty = np.zeros((0, n, 2), np.int64)  # live orders' open qty
+        self.live = np.zeros(0, np.int64)  # live orders
         self.live_at = np.zeros((0, n), np.int64)  # live orders per instrument
-        self.flight_qty = np.zeros((0, n, 2), np.int64)  # the part of ``held`` in flight
+        # per client row, in flight: [qty of instrument i side s at 2i + s..., NEW orders];
+        # plain lists, since a reserve and a release touch them once per order each
+        self._flight: list[list[int]] = []
         self._accounts: dict[int, tuple[int, Limits]] = {}  # client -> (row, limits)
-        # in flight: req_id -> (row, instrument, side index, qty, 1 for a NEW / 0)
-        self._reserved: dict[int, tuple[int, int, int, int, int]] = {}
+        # req_id -> (row, 2 x instrument + side index, qty, 1 for a NEW / 0)
+        self._reserved: dict[int, tuple[int, int, int, int]] = {}
         self.killed: set[int] = set()
 
     def _account(self, client: int) -> tuple[int, Limits]:
@@ -184,11 +186,12 @@ class Risk:
 
     def _fit(self) -> None:
         rows = len(self.slots)
-        if rows > len(self.orders):
-            self.held = grown(self.held, rows)
-            self.orders = grown(self.orders, rows)
+        if rows > len(self.live):
+            self.open_qty = grown(self.open_qty, rows)
+            self.live = grown(self.live, rows)
             self.live_at = grown(self.live_at, rows)
-            self.flight_qty = grown(self.flight_qty, rows)
+        while len(self._flight) < rows:
+            self._flight.append([0] * (2 * len(self.symbols) + 1))
         self.positions.fit()
 
     def _inst(self, sym: str) -> int:
@@ -217,12 +220,13 @@ class Risk:
         refusal = self._order_rules(client, lim, inst, qty, px)
         if refusal is not None:
             return refusal
-        if self.orders[row] >= lim.max_open_orders:
+        orders = self.live[row] + self._flight[row][-1]
+        if orders >= lim.max_open_orders:
             return Refusal(
                 MAX_OPEN_ORDERS,
                 "$",
-                f"max_open_orders: {self.orders[row]} orders are open or in flight, the limit "
-                f"is {lim.max_open_orders}; cancel some first",
+                f"max_open_orders: {orders} orders are open or in flight, the limit is "
+                f"{lim.max_open_orders}; cancel some first",
             )
         return self._position_rule(row, lim, inst, side - 1, qty)
 
@@ -291,7 +295,7 @@ class Risk:
     def _position_rule(self, row: int, lim: Limits, inst: int, s: int, qty: int) -> Refusal | None:
         limit = lim.max_position[inst]
         pos = self.positions.acct[row, inst, F_POS]
-        held = self.held[row, inst, s]
+        held = self.open_qty[row, inst, s] + self._flight[row][2 * inst + s]
         if s == 0:
             if pos + held + qty <= limit:
                 return None
@@ -301,8 +305,8 @@ class Risk:
 
     def _position_refusal(self, row: int, inst: int, s: int, qty: int, limit: int) -> Refusal:
         pos = int(self.positions.acct[row, inst, F_POS])
-        flight = int(self.flight_qty[row, inst, s])
-        live = int(self.held[row, inst, s]) - flight
+        flight = self._flight[row][2 * inst + s]
+        live = int(self.open_qty[row, inst, s])
         sym = self.symbols[inst]
         if s == 0:
             worst = pos + live + flight + qty
@@ -340,22 +344,21 @@ class Risk:
     def _hold(self, req_id: int, row: int, inst: int, s: int, qty: int, orders: int) -> None:
         if req_id in self._reserved:
             raise ValueError(f"req_id {req_id} is reserved already")
-        self._reserved[req_id] = (row, inst, s, qty, orders)
-        self.held[row, inst, s] += qty
-        self.flight_qty[row, inst, s] += qty
-        if orders:
-            self.orders[row] += 1
+        k = 2 * inst + s
+        self._reserved[req_id] = (row, k, qty, orders)
+        flight = self._flight[row]
+        flight[k] += qty
+        flight[-1] += orders
 
     def release(self, req_id: int) -> None:
         """The request was answered (or never written): stop counting it. Harmless for a
         req_id that reserved nothing."""
         held = self._reserved.pop(req_id, None)
         if held is not None:
-            row, inst, s, qty, orders = held
-            self.held[row, inst, s] -= qty
-            self.flight_qty[row, inst, s] -= qty
-            if orders:
-                self.orders[row] -= 1
+            row, k, qty, orders = held
+            flight = self._flight[row]
+            flight[k] -= qty
+            flight[-1] -= orders
 
     def settle(self, events: np.ndarray) -> None:
         """Release the requests a batch of EVENT records answers: a command's first event
@@ -378,7 +381,7 @@ class Risk:
             rows[accepted] = self.slots.rows(events["client"][accepted])
             self._fit()
             self.table = ordertable.fit(self.table, self.live_orders() + int(accepted.sum()))
-        fold(self.table, self.held, self.orders, self.live_at, events, rows, self.offsets[shard])
+        fold(self.table, self.open_qty, self.live, self.live_at, events, rows, self.offsets[shard])
 
     def load(self, sym: str, resting: np.ndarray) -> None:
         """A recovered book's resting orders, as ``Book.canonical_rows()`` gives them
@@ -389,8 +392,8 @@ class Risk:
         self.table = ordertable.fit(self.table, self.live_orders() + len(resting))
         load(
             self.table,
-            self.held,
-            self.orders,
+            self.open_qty,
+            self.live,
             self.live_at,
             inst,
             rows,
@@ -408,23 +411,33 @@ class Risk:
 
     def exposure(self, client: int, sym: str) -> Exposure:
         row, inst = self.slots.find(client), self._inst(sym)
-        if row is None or row >= len(self.orders):
+        if row is None or row >= len(self._flight):
             return Exposure(0, 0, 0)
-        buy, sell = self.held[row, inst].tolist()
-        return Exposure(buy, sell, int(self.live_at[row, inst]))
+        buy, sell = self.open_qty[row, inst].tolist()
+        flight = self._flight[row]
+        return Exposure(
+            buy + flight[2 * inst], sell + flight[2 * inst + 1], int(self.live_at[row, inst])
+        )
 
     def open_orders(self, client: int) -> int:
         """Live orders, and NEW orders in flight."""
         row = self.slots.find(client)
-        return 0 if row is None or row >= len(self.orders) else int(self.orders[row])
+        if row is None or row >= len(self._flight):
+            return 0
+        return int(self.live[row]) + self._flight[row][-1]
 
     def exposed_on(self, client: int) -> list[str]:
         """The symbols where the client has live orders or orders in flight."""
         row = self.slots.find(client)
-        if row is None or row >= len(self.orders):
+        if row is None or row >= len(self._flight):
             return []
-        held = (self.live_at[row] > 0) | self.flight_qty[row].any(axis=1)
-        return [self.symbols[i] for i in np.flatnonzero(held).tolist()]
+        flight = self._flight[row]
+        live = self.live_at[row].tolist()
+        return [
+            sym
+            for i, sym in enumerate(self.symbols)
+            if live[i] or flight[2 * i] or flight[2 * i + 1]
+        ]
 
     def kill(self, client: int) -> None:
         self.killed.add(client)
