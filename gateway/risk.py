@@ -363,9 +363,16 @@ class Risk:
     def settle(self, events: np.ndarray) -> None:
         """Release the requests a batch of EVENT records answers: a command's first event
         (idx 0) answers it, whatever its kind."""
-        if self._reserved:
-            for req_id in events["req_id"][events["idx"] == 0].tolist():
-                self.release(req_id)
+        if not self._reserved:
+            return
+        pop, flights = self._reserved.pop, self._flight
+        for req_id in events["req_id"][events["idx"] == 0].tolist():
+            held = pop(req_id, None)  # ``release``, inline: once per order
+            if held is not None:
+                row, k, qty, orders = held
+                flight = flights[row]
+                flight[k] -= qty
+                flight[-1] -= orders
 
     def in_flight(self) -> int:
         return len(self._reserved)

@@ -15,6 +15,9 @@ class Slots:
     def __init__(self):
         self._row: dict[int, int] = {}
         self.ids: list[int] = []  # row -> client id
+        # the same, sorted by id, for ``rows``: one searchsorted per array of ids
+        self._sorted_ids = np.zeros(0, np.uint32)
+        self._sorted_rows = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -35,11 +38,18 @@ class Slots:
 
     def rows(self, clients: np.ndarray) -> np.ndarray:
         """The rows (int64) of an array of client ids, giving rows to new ones."""
-        if not len(clients):
-            return np.zeros(0, np.int64)
-        ids, at = np.unique(clients, return_inverse=True)
-        rows = np.array([self.row(c) for c in ids.tolist()], np.int64)
-        return rows[at]
+        known = self._sorted_ids
+        at = np.searchsorted(known, clients)
+        hit = at < len(known)
+        hit[hit] = known[at[hit]] == clients[hit]
+        if not hit.all():
+            for c in np.unique(clients[~hit]).tolist():
+                self.row(c)
+            order = np.argsort(self.ids)
+            self._sorted_ids = np.array(self.ids, np.uint32)[order]
+            self._sorted_rows = order.astype(np.int64)
+            return self.rows(clients)
+        return self._sorted_rows[at]
 
 
 def grown(arr: np.ndarray, rows: int) -> np.ndarray:
