@@ -16,7 +16,8 @@ F_PEAK_LONG  the largest position ever held, and F_PEAK_SHORT the largest short
 
 ``cash[row]`` is the cash the fills moved: a sale brings px x qty, a purchase
 costs it; a client's cash is its starting cash plus that. ``last_px[inst]`` is
-the last trade price (0: none yet).
+the last trade price (0: none yet), and ``marks`` the same with the configured
+reference price before the first trade (the price collar's reference).
 
 Average cost is cost / position. A fill that reduces a position realises what
 the closed units fetched minus their share of the cost basis, ``basis x closed
@@ -120,6 +121,7 @@ class Positions:
         self.acct = np.zeros((0, n, F_COUNT), np.int64)
         self.cash = np.zeros(0, np.int64)
         self.last_px = np.zeros(n, np.int64)
+        self.marks = list(ref_prices)  # ``mark`` of each instrument, for the price collar
 
     def fit(self) -> None:
         """Room for every row of the slots (the risk checks read positions by row)."""
@@ -156,6 +158,7 @@ class Positions:
             trades["price"].astype(np.int64),
             trades["qty"].astype(np.int64),
         )
+        self.marks = np.where(self.last_px, self.last_px, self.ref_prices).tolist()
 
     def replay(self, batches: Iterable[tuple[np.ndarray, np.ndarray]], offset: int = 0) -> int:
         """Fold in every trade of one shard's journal batches ((commands, events) pairs,
@@ -180,8 +183,7 @@ class Positions:
 
     def mark(self, inst: int) -> int:
         """The last trade price, or the reference price before the first trade."""
-        px = int(self.last_px[inst])
-        return px if px else int(self.ref_prices[inst])
+        return self.marks[inst]
 
     def position(self, client: int, inst: int) -> int:
         row = self.slots.find(client)

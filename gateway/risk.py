@@ -275,17 +275,17 @@ class Risk:
             )
         if px is None:
             return None
-        last = int(self.positions.last_px[inst])
-        ref = last or int(self.positions.ref_prices[inst])
+        ref = self.positions.marks[inst]
         away = px - ref if px > ref else ref - px
         wide = ref * lim.collar_bps // 10_000
         ticks = lim.collar_ticks * self.tick[inst]
-        if away <= wide and (not ticks or away <= ticks):
+        if away > wide:
+            width = f"{lim.collar_bps} bps = {wide}"
+        elif ticks and away > ticks:
+            width = f"{lim.collar_ticks} ticks = {ticks}"
+        else:
             return None
-        source = "the last trade" if last else "the reference price"
-        width = f"{lim.collar_bps} bps = {wide}" if away > wide else f"{lim.collar_ticks} ticks"
-        if away <= wide:
-            width += f" = {ticks}"
+        source = "the last trade" if self.positions.last_px[inst] else "the reference price"
         return Refusal(
             PRICE_COLLAR,
             "$.px",

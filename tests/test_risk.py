@@ -36,6 +36,7 @@ from gateway.protocol import (
     MAX_POSITION,
     PRICE_COLLAR,
 )
+from gateway.ratelimit import RateLimiter
 from gateway.risk import T_LEAVES, T_QTY, Risk
 
 # generous limits, but for the one a test is about
@@ -368,3 +369,17 @@ def test_bad_input_is_refused_and_changes_nothing():
         r.reserve(6, 0, "ACME", SIDE_BUY, 1)
     assert r.in_flight() == 0
     assert offsets(make_config()) == [0, 2]
+
+
+def test_a_client_of_its_own_rate_limit_gets_its_own_bucket():
+    config = make_config("[[clients]]\nclient = 4\norders_per_second = 5\nburst = 2\n")
+    mine = limits_for(config, 4)
+    own = {4: (mine.orders_per_second, mine.burst)}
+    limiter = RateLimiter(config.rate.orders_per_second, config.rate.burst, own)
+    assert limiter.limits(4) == (5, 2) and limiter.limits(3) == (1_000, 200)
+    assert limiter.take(4, 3, now=0.0) == 2  # its burst, then nothing
+    assert limiter.take(4, 1, now=0.1) == 0
+    assert limiter.take(4, 1, now=0.2) == 1  # 5/s: one token in 0.2 s
+    assert limiter.take(3, 300, now=0.0) == 200  # the default's burst
+    with pytest.raises(ValueError, match="rate must be > 0"):
+        RateLimiter(10, 5, {4: (0, 1)})
