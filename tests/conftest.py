@@ -36,3 +36,16 @@ def book_classes():
     """All implementations present, the reference first (the one the others must match)."""
     cls = kernel_book_class()
     return [ReferenceBook] if cls is None else [ReferenceBook, cls]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_once():
+    """Compile every Numba path once, in this process, before any test starts a shard
+    or a gateway: on a cold cache (a fresh clone, CI) the processes then load the
+    compiled code instead of each spending tens of seconds compiling it while a test's
+    clock runs."""
+    from exchange.engine import warm_up
+    from shm.warmup import warm_up as warm_up_rings
+
+    warm_up()
+    warm_up_rings()
