@@ -97,7 +97,14 @@ def test_a_reject_is_findable_in_the_logs_by_its_cid(daemon):
     finally:
         bot.close()
     assert isinstance(reply, Reject) and reply.field == "$.px", reply
-    lines = [json.loads(x) for x in daemon.log().splitlines() if x.startswith("{")]
-    found = [x for x in lines if x["msg"] == "rejected" and x["cid"] == reply.cid]
+
+    def logged():
+        lines = [json.loads(x) for x in daemon.log().splitlines() if x.startswith("{")]
+        return [x for x in lines if x["msg"] == "rejected" and x["cid"] == reply.cid]
+
+    deadline = time.monotonic() + 10  # the gateway logs right after it replies
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    found = logged()
     assert found and found[0]["code"] == reply.code and found[0]["role"] == "gateway"
     assert daemon.stop() == 0
