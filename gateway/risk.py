@@ -82,24 +82,27 @@ class Exposure(NamedTuple):
 
 @njit(cache=True)
 def _take_off(table, open_qty, live, live_at, oid, leaves, qty, shrink):
+    """An order's open qty down to ``leaves``; 1 if that took it off the table."""
     i = ordertable.find(table, oid)
     if i < 0:
-        return
+        return 0
     r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
     open_qty[r, inst, s] -= table[i, T_LEAVES] - leaves
     if leaves <= 0:
         ordertable.remove(table, i)
         live[r] -= 1
         live_at[r, inst] -= 1
-        return
+        return 1
     table[i, T_LEAVES] = leaves
     if shrink:
         table[i, T_QTY] -= qty
+    return 0
 
 
 @njit(cache=True)
-def fold(table, open_qty, live, live_at, events, rows, offset):
-    """One shard's events, in order; ``rows[k]``: the client row of ACCEPTED event k."""
+def fold(table, open_qty, live, live_at, events, rows, offset, entries):
+    """One shard's events, in order; ``rows[k]``: the client row of ACCEPTED event k.
+    Returns the table's ``entries`` after them."""
     for k in range(events.shape[0]):
         e = events[k]
         if e.flags & EVF_DUPLICATE:
@@ -118,11 +121,14 @@ def fold(table, open_qty, live, live_at, events, rows, offset):
             open_qty[r, inst, s] += e.leaves
             live[r] += 1
             live_at[r, inst] += 1
+            entries += 1
         elif kind == EV_TRADE:
-            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, False)
-            _take_off(table, open_qty, live, live_at, e.other_id, e.other_leaves, e.qty, False)
+            entries -= _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, 0)
+            entries -= _take_off(
+                table, open_qty, live, live_at, e.other_id, e.other_leaves, e.qty, 0
+            )
         elif kind == EV_CANCELLED:
-            _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, True)
+            entries -= _take_off(table, open_qty, live, live_at, e.order_id, e.leaves, e.qty, 1)
         elif kind == EV_REPLACED:
             i = ordertable.find(table, e.order_id)
             if i >= 0:
@@ -130,11 +136,13 @@ def fold(table, open_qty, live, live_at, events, rows, offset):
                 open_qty[r, inst, s] += e.leaves - table[i, T_LEAVES]
                 table[i, T_QTY] = e.qty
                 table[i, T_LEAVES] = e.leaves
+    return entries
 
 
 @njit(cache=True)
-def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves):
-    """Resting orders of one instrument (a book recovered from a journal)."""
+def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves, entries):
+    """Resting orders of one instrument (a book recovered from a journal); returns the
+    table's ``entries`` after them."""
     for k in range(ids.shape[0]):
         if ordertable.find(table, ids[k]) >= 0:
             continue
@@ -148,6 +156,8 @@ def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves):
         open_qty[r, inst, s] += leaves[k]
         live[r] += 1
         live_at[r, inst] += 1
+        entries += 1
+    return entries
 
 
 class Risk:
@@ -172,6 +182,7 @@ class Risk:
         # per client row, in flight: [qty of instrument i side s at 2i + s..., NEW orders];
         # plain lists, since a reserve and a release touch them once per order each
         self._flight: list[list[int]] = []
+        self._entries = 0  # live orders in the table (how full it is)
         self._accounts: dict[int, tuple[int, Limits]] = {}  # client -> (row, limits)
         # req_id -> (row, 2 x instrument + side index, qty, 1 for a NEW / 0)
         self._reserved: dict[int, tuple[int, int, int, int]] = {}
@@ -382,13 +393,27 @@ class Risk:
     def apply(self, events: np.ndarray, shard: int) -> None:
         """Fold a batch of EVENT records of shard number ``shard`` in (then ``settle`` it:
         in this order, no order is ever counted neither live nor in flight)."""
-        accepted = events["kind"] == EV_ACCEPTED
+        accepted = np.flatnonzero(events["kind"] == EV_ACCEPTED)
         rows = np.full(len(events), -1, np.int64)
-        if accepted.any():
+        if len(accepted):
             rows[accepted] = self.slots.rows(events["client"][accepted])
             self._fit()
-            self.table = ordertable.fit(self.table, self.live_orders() + int(accepted.sum()))
-        fold(self.table, self.open_qty, self.live, self.live_at, events, rows, self.offsets[shard])
+            self._room(len(accepted))
+        self._entries = fold(
+            self.table,
+            self.open_qty,
+            self.live,
+            self.live_at,
+            events,
+            rows,
+            self.offsets[shard],
+            self._entries,
+        )
+
+    def _room(self, more: int) -> None:
+        """A table that stays at most half full with ``more`` orders in it."""
+        if 2 * (self._entries + more) > len(self.table):
+            self.table = ordertable.fit(self.table, self._entries + more)
 
     def load(self, sym: str, resting: np.ndarray) -> None:
         """A recovered book's resting orders, as ``Book.canonical_rows()`` gives them
@@ -396,8 +421,8 @@ class Risk:
         inst = self._inst(sym)
         rows = self.slots.rows(resting[:, 3])
         self._fit()
-        self.table = ordertable.fit(self.table, self.live_orders() + len(resting))
-        load(
+        self._room(len(resting))
+        self._entries = load(
             self.table,
             self.open_qty,
             self.live,
@@ -408,13 +433,14 @@ class Risk:
             resting[:, 2],
             resting[:, 4],
             resting[:, 5],
+            self._entries,
         )
 
     # ------------------------------------------------------------ queries and the kill switch
 
     def live_orders(self) -> int:
         """Live orders of every client."""
-        return int(self.live_at.sum())
+        return self._entries
 
     def exposure(self, client: int, sym: str) -> Exposure:
         row, inst = self.slots.find(client), self._inst(sym)

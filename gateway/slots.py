@@ -9,6 +9,7 @@ the same row in each. ``grown`` gives an owner its array with room for every row
 import numpy as np
 
 MIN_ROWS = 16
+SMALL = 32  # up to this many ids, dict lookups beat numpy's per-call cost
 
 
 class Slots:
@@ -38,6 +39,8 @@ class Slots:
 
     def rows(self, clients: np.ndarray) -> np.ndarray:
         """The rows (int64) of an array of client ids, giving rows to new ones."""
+        if len(clients) <= SMALL:
+            return np.array([self.row(c) for c in clients.tolist()], np.int64)
         known = self._sorted_ids
         at = np.searchsorted(known, clients)
         hit = at < len(known)
