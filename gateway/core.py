@@ -352,13 +352,11 @@ class Gateway:
                 CONFLICT, f"idempotency key {ik} was used for an order on {used}", "$.ik"
             )
         if used is None:  # a new order (a retry is answered from the shard's journal)
-            side = SIDES[order.side]
-            refusal = self.risk.check(client, sym, side, order.qty, order.px)
+            refusal = self.risk.admit(req_id, client, sym, SIDES[order.side], order.qty, order.px)
             if refusal is not None:
                 if ik:
                     self.ledger.forget(client, ik)
                 raise ProtocolError(refusal.code, refusal.reason, refusal.field)
-            self.risk.reserve(req_id, client, sym, side, order.qty)
         self.outbox[link.index].add(cmd, req_id, p, ik if used is None else 0)
         self.queued += 1
 

@@ -205,6 +205,12 @@ class Risk:
             self._flight.append([0] * (2 * len(self.symbols) + 1))
         self.positions.fit()
 
+    def _side(self, side: int) -> int:
+        """The side's index (0 buy, 1 sell)."""
+        if side != SIDE_BUY and side != SIDE_SELL:
+            raise ValueError(f"side must be SIDE_BUY or SIDE_SELL, got {side!r}")
+        return side - 1
+
     def _inst(self, sym: str) -> int:
         inst = self.index.get(sym)
         if inst is None:
@@ -224,49 +230,41 @@ class Risk:
 
     def check(self, client: int, sym: str, side: int, qty: int, px: int | None) -> Refusal | None:
         """Whether a NEW order (``px`` None: a market order) may go to its shard."""
-        if side != SIDE_BUY and side != SIDE_SELL:
-            raise ValueError(f"side must be SIDE_BUY or SIDE_SELL, got {side!r}")
-        inst = self._inst(sym)
+        inst, s = self._inst(sym), self._side(side)
         row, lim = self._account(client)
-        refusal = self._order_rules(client, lim, inst, qty, px)
-        if refusal is not None:
-            return refusal
-        orders = self.live[row] + self._flight[row][-1]
-        if orders >= lim.max_open_orders:
-            return Refusal(
-                MAX_OPEN_ORDERS,
-                "$",
-                f"max_open_orders: {orders} orders are open or in flight, the limit is "
-                f"{lim.max_open_orders}; cancel some first",
-            )
-        return self._position_rule(row, lim, inst, side - 1, qty)
+        return self._rules(client, row, lim, inst, s, qty, px, qty, True)
+
+    def admit(
+        self, req_id: int, client: int, sym: str, side: int, qty: int, px: int | None
+    ) -> Refusal | None:
+        """``check``, and ``reserve`` when it passes: the gateway's one call per NEW."""
+        inst, s = self._inst(sym), self._side(side)
+        row, lim = self._account(client)
+        refusal = self._rules(client, row, lim, inst, s, qty, px, qty, True)
+        if refusal is None:
+            self._hold(req_id, row, inst, s, qty, 1)
+        return refusal
 
     def check_replace(self, client: int, sym: str, oid: int, px: int, qty: int) -> Refusal | None:
         """Whether a Replace of order ``oid`` to (px, total qty) may go to its shard. An
         order that is not this client's live order on ``sym`` passes: the shard answers
-        not_found."""
+        not_found. The position rule counts only what it adds (none: the replace passes
+        it even over a limit lowered since)."""
         i = self._live_row(client, sym, oid)
         if i < 0:
             return None
         row, lim = self._account(client)
-        inst = self.index[sym]
-        refusal = self._order_rules(client, lim, inst, qty, px)
-        if refusal is not None:
-            return refusal
         added = qty - int(self.table[i, T_QTY])
-        if added <= 0:
-            return None  # no more exposure than now, even over a limit lowered since
-        return self._position_rule(row, lim, inst, int(self.table[i, T_SIDE]), added)
+        s = int(self.table[i, T_SIDE])
+        return self._rules(client, row, lim, self.index[sym], s, qty, px, added, False)
 
-    def _order_rules(self, client: int, lim: Limits, inst: int, qty: int, px) -> Refusal | None:
+    def _rules(
+        self, client: int, row: int, lim: Limits, inst: int, s: int, qty: int, px, adds, new
+    ) -> Refusal | None:
+        """The checks in order, each a comparison or two (the refusals are made apart):
+        ``adds`` is the qty the position rule counts, ``new`` a NEW (one more order)."""
         if client in self.killed:
-            return Refusal(
-                KILL_SWITCH,
-                "$",
-                f"kill_switch: client {client} is blocked by the kill switch; its orders "
-                f"were cancelled and new ones are refused until an operator lifts it "
-                f"(exch unkill {client})",
-            )
+            return self._killed(client)
         if qty > lim.max_order_qty:
             return Refusal(
                 MAX_ORDER_QTY,
@@ -275,44 +273,64 @@ class Risk:
             )
         at = self.max_price[inst] if px is None else px
         if qty * at > lim.max_notional:
-            priced = (
-                f"px {px}" if px is not None else f"{at} (the max_price: a market order's worst)"
-            )
-            return Refusal(
-                MAX_NOTIONAL,
-                "$.qty",
-                f"max_notional: qty {qty} x {priced} = {qty * at} is above the limit of "
-                f"{lim.max_notional}",
-            )
-        if px is None:
-            return None
-        ref = self.positions.marks[inst]
-        away = px - ref if px > ref else ref - px
+            return self._too_much(qty, px, at, lim)
+        if px is not None:
+            ref = self.positions.marks[inst]
+            away = px - ref if px > ref else ref - px
+            ticks = lim.collar_ticks * self.tick[inst]
+            if away > ref * lim.collar_bps // 10_000 or (ticks and away > ticks):
+                return self._off_collar(inst, px, ref, away, lim)
+        if new:
+            orders = self.live[row] + self._flight[row][-1]
+            if orders >= lim.max_open_orders:
+                return Refusal(
+                    MAX_OPEN_ORDERS,
+                    "$",
+                    f"max_open_orders: {orders} orders are open or in flight, the limit is "
+                    f"{lim.max_open_orders}; cancel some first",
+                )
+        if adds > 0:
+            limit = lim.max_position[inst]
+            pos = self.positions.acct[row, inst, F_POS]
+            held = self.open_qty[row, inst, s] + self._flight[row][2 * inst + s]
+            if s == 0:
+                over = pos + held + adds > limit
+            else:
+                over = pos - held - adds < -limit
+            if over:
+                return self._position_refusal(row, inst, s, adds, limit)
+        return None
+
+    def _killed(self, client: int) -> Refusal:
+        return Refusal(
+            KILL_SWITCH,
+            "$",
+            f"kill_switch: client {client} is blocked by the kill switch; its orders were "
+            f"cancelled and new ones are refused until an operator lifts it "
+            f"(exch unkill {client})",
+        )
+
+    def _too_much(self, qty: int, px, at: int, lim: Limits) -> Refusal:
+        priced = f"px {px}" if px is not None else f"{at} (the max_price: a market order's worst)"
+        return Refusal(
+            MAX_NOTIONAL,
+            "$.qty",
+            f"max_notional: qty {qty} x {priced} = {qty * at} is above the limit of "
+            f"{lim.max_notional}",
+        )
+
+    def _off_collar(self, inst: int, px: int, ref: int, away: int, lim: Limits) -> Refusal:
         wide = ref * lim.collar_bps // 10_000
-        ticks = lim.collar_ticks * self.tick[inst]
         if away > wide:
             width = f"{lim.collar_bps} bps = {wide}"
-        elif ticks and away > ticks:
-            width = f"{lim.collar_ticks} ticks = {ticks}"
         else:
-            return None
+            width = f"{lim.collar_ticks} ticks = {lim.collar_ticks * self.tick[inst]}"
         source = "the last trade" if self.positions.last_px[inst] else "the reference price"
         return Refusal(
             PRICE_COLLAR,
             "$.px",
             f"price_collar: px {px} is {away} away from {ref} ({source}); the collar is {width}",
         )
-
-    def _position_rule(self, row: int, lim: Limits, inst: int, s: int, qty: int) -> Refusal | None:
-        limit = lim.max_position[inst]
-        pos = self.positions.acct[row, inst, F_POS]
-        held = self.open_qty[row, inst, s] + self._flight[row][2 * inst + s]
-        if s == 0:
-            if pos + held + qty <= limit:
-                return None
-        elif pos - held - qty >= -limit:
-            return None
-        return self._position_refusal(row, inst, s, qty, limit)
 
     def _position_refusal(self, row: int, inst: int, s: int, qty: int, limit: int) -> Refusal:
         pos = int(self.positions.acct[row, inst, F_POS])

@@ -313,11 +313,10 @@ def test_a_burst_in_flight_from_one_client_never_breaches_its_position_limit(see
             qty = int(rng.integers(1, 60))
             px = int(10_000 + rng.integers(-20, 21))
             tif = TIF_IOC if client == 1 and rng.random() < 0.3 else TIF_GTC
-            if r.check(client, "ACME", side, qty, px) is not None:
+            req += 1
+            if r.admit(req, client, "ACME", side, qty, px) is not None:  # check + reserve
                 refused += 1
                 continue
-            req += 1
-            r.reserve(req, client, "ACME", side, qty)
             sent.append((req, client, side, qty, px, tif))
         for cut in random_batches(rng, len(sent), 8):
             start, stop = cut.start, cut.stop
