@@ -237,12 +237,24 @@ class Risk:
     def admit(
         self, req_id: int, client: int, sym: str, side: int, qty: int, px: int | None
     ) -> Refusal | None:
-        """``check``, and ``reserve`` when it passes: the gateway's one call per NEW."""
-        inst, s = self._inst(sym), self._side(side)
-        row, lim = self._account(client)
+        """``check``, and ``reserve`` when it passes: the gateway's one call per NEW (its
+        lookups and the reservation inline: this runs once per order)."""
+        inst = self.index.get(sym)
+        account = self._accounts.get(client)
+        if inst is None or account is None or (side != SIDE_BUY and side != SIDE_SELL):
+            inst, account = self._inst(sym), self._account(client)  # raise, or a new client
+            self._side(side)
+        row, lim = account
+        s = side - 1
         refusal = self._rules(client, row, lim, inst, s, qty, px, qty, True)
         if refusal is None:
-            self._hold(req_id, row, inst, s, qty, 1)
+            if req_id in self._reserved:
+                raise ValueError(f"req_id {req_id} is reserved already")
+            k = 2 * inst + s
+            self._reserved[req_id] = (row, k, qty, 1)
+            flight = self._flight[row]
+            flight[k] += qty
+            flight[-1] += 1
         return refusal
 
     def check_replace(self, client: int, sym: str, oid: int, px: int, qty: int) -> Refusal | None:
@@ -281,7 +293,8 @@ class Risk:
             if away > ref * lim.collar_bps // 10_000 or (ticks and away > ticks):
                 return self._off_collar(inst, px, ref, away, lim)
         if new:
-            orders = self.live[row] + self._flight[row][-1]
+            # .item(): a Python int, cheaper to add and compare than a numpy scalar
+            orders = self.live.item(row) + self._flight[row][-1]
             if orders >= lim.max_open_orders:
                 return Refusal(
                     MAX_OPEN_ORDERS,
@@ -291,8 +304,8 @@ class Risk:
                 )
         if adds > 0:
             limit = lim.max_position[inst]
-            pos = self.positions.acct[row, inst, F_POS]
-            held = self.open_qty[row, inst, s] + self._flight[row][2 * inst + s]
+            pos = self.positions.acct.item(row, inst, F_POS)
+            held = self.open_qty.item(row, inst, s) + self._flight[row][2 * inst + s]
             if s == 0:
                 over = pos + held + adds > limit
             else:
