@@ -27,6 +27,10 @@ write it; either way the client's orders are cancelled on every instrument and
 its new orders refused. Every second, the orders a blocked client still has
 (sent before the block, or on a shard that was down) are cancelled again.
 
+What a turn counts (requests, orders, fills, rejects by code) is kept in plain
+ints and flushed to the counter block once at the end of the turn
+(``gateway.counters``); the ``clients`` gauge is set every tick.
+
 ``loops`` drives ``step``/``tick`` and sleeps when there is nothing to do.
 """
 
@@ -52,6 +56,7 @@ from exchange.records import (
     REJ_NOT_FOUND,
     REJECT_NAMES,
 )
+from gateway.counters import GatewayCounters
 from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
 from gateway.killswitch import KillError, KillList
 from gateway.ledger import Ledger
@@ -71,6 +76,7 @@ from gateway.protocol import (
     BatchAck,
     BookRequest,
     Cancel,
+    Fill,
     Heartbeat,
     Kill,
     MassCancel,
@@ -151,6 +157,7 @@ class Gateway:
         keys: KeyTable,
         links: list[ShardLink],
         kills: KillList,
+        counters: GatewayCounters,
         clock=time.monotonic,
     ):
         self.router = router
@@ -172,6 +179,7 @@ class Gateway:
         self.positions = Positions(syms, [config.instrument(s).ref_price for s in syms])
         self.risk = Risk(config, self.positions)
         self.kills = kills
+        self.count = counters
         for client in kills.clients:
             self.risk.kill(client)
         self.ledger = Ledger()
@@ -231,6 +239,7 @@ class Gateway:
         done += self.drain_events()
         if self.now >= self.next_tick:
             self.tick()
+        self.count.flush()
         return done
 
     def take_requests(self, budget: int = REQUEST_BUDGET) -> int:
@@ -255,6 +264,7 @@ class Gateway:
                 self.flush()
         if self.queued:
             self.flush()
+        self.count.requests += n
         return n
 
     def drain_events(self, budget: int = EVENT_BUDGET) -> int:
@@ -279,6 +289,7 @@ class Gateway:
             if live != self.live[link.index]:
                 logs.warning("shard up" if live else "shard down", shard=link.name)
             self.live[link.index] = live
+        self.count.set_clients(self.sessions)
         if self.cod_after:
             for client in self.sessions.silent(self.now, self.cod_after):
                 self._cancel_all(client)
@@ -307,6 +318,7 @@ class Gateway:
             self._reply(conn, e.reject())
             return
         self.sessions.seen(client, conn, self.now)
+        self.count.seen.add(client)
         try:
             self._handlers[type(msg)](conn, client, msg)
         except ProtocolError as e:
@@ -361,6 +373,7 @@ class Gateway:
         self.queued += 1
 
     def _new_order(self, conn, client: int, msg: NewOrder) -> None:
+        self.count.orders += 1
         self._take(client, 1)
         p = Pending(conn, client, msg.cid, CMD_NEW, msg.sym, msg.coid)
         self._queue_order(client, msg, self.inflight.reserve(), p)
@@ -368,6 +381,7 @@ class Gateway:
     def _new_orders(self, conn, client: int, msg: NewOrders) -> None:
         """Each order on its own: the ones past the rate limit or refused get a Reject slot."""
         orders = msg.orders
+        self.count.orders += len(orders)
         allowed = self._take(client, len(orders))
         base = self.inflight.reserve(len(orders))
         group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
@@ -608,15 +622,19 @@ class Gateway:
             self._send(conn, encode(msg))
         # every refusal is findable in the logs by the connection and the bot's cid
         if isinstance(msg, Reject):
+            self.count.reject(msg.code)
             _log_reject(conn, msg)
         elif isinstance(msg, BatchAck):
             for r in msg.results:
                 if isinstance(r, Reject):
+                    self.count.reject(r.code)
                     _log_reject(conn, r, batch_cid=msg.cid)
 
     def _notify(self, client: int, msg: msgspec.Struct) -> None:
         conns = self.sessions.connections(client)
         if conns:
+            if type(msg) is Fill:
+                self.count.fills += 1
             payload = encode(msg)
             for conn in conns:
                 self._send(conn, payload)

@@ -2,14 +2,16 @@
 
     python -m gateway.server [--config FILE] [--loop asyncio|poll]
 
-Attaches to every shard's rings (the supervisor created them), reads the
+Attaches to every shard's rings (the supervisor created them), binds the
+ROUTER and PUB endpoints of the config as CURVE servers behind the ZAP handler
+(its counter block, ``gateway.counters``, made first, says it is up), reads the
 shards' journals (books for the market-data mirrors, idempotency keys, live
-orders and fills for the risk checks and positions), binds
-the ROUTER and PUB endpoints of the config as CURVE servers behind the ZAP
-handler, and serves. SIGTERM or SIGINT: stop reading requests, keep draining
-the event rings for up to ``DRAIN_SECONDS`` so requests in flight get their
-replies, exit 0. Exit 2: a bad config, keys directory (client keys, kill
-files) or ring, or an endpoint that cannot be bound.
+orders and fills for the risk checks and positions) and serves. SIGTERM or
+SIGINT: stop reading requests, keep draining the event rings for up to
+``DRAIN_SECONDS`` so requests in flight get their replies, remove the counter
+block, exit 0. Exit 2: a bad config, keys directory (client keys, kill files)
+or ring, an endpoint that cannot be bound, or a live gateway's counter block in
+the namespace.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import zmq
 from exchange import logs
 from exchange.config import ConfigError, load_config
 from gateway.core import Gateway
+from gateway.counters import GatewayCounters
 from gateway.keys import KeysError, load_server_keys
 from gateway.killswitch import KillError, KillList
 from gateway.loops import LOOPS
@@ -103,8 +106,10 @@ def main(argv=None) -> int:
         psutil.Process().cpu_affinity(config.gateway.cpus)
     links = []
     ctx = zmq.Context()
-    zap = router = pub = None
+    counters = zap = router = pub = None
     try:
+        # before any socket, as the warm-up: its writes compile on a cold cache
+        counters = GatewayCounters(config.shm.namespace)
         for i in range(len(config.shards)):
             links.append(ShardLink(config, i))
         zap = ZapHandler(ctx, keys)  # bound before any CURVE socket, so none is unguarded
@@ -115,9 +120,11 @@ def main(argv=None) -> int:
             link.close()
         if zap is not None:
             zap.close()
+        if counters is not None:
+            counters.unlink()  # a gateway that cannot serve leaves no block saying it is up
         ctx.term()
         return 2
-    gw = Gateway(config, router, pub, keys, links, kills)
+    gw = Gateway(config, router, pub, keys, links, kills, counters)
     try:
         gw.load()
 
@@ -142,6 +149,7 @@ def main(argv=None) -> int:
             dropped=gw.dropped,
         )
     finally:
+        counters.unlink()
         router.close()
         pub.close()
         zap.close()
