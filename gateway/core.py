@@ -61,6 +61,7 @@ from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
 from gateway.killswitch import KillError, KillList
 from gateway.ledger import Ledger
 from gateway.limits import limits_for, symbols
+from gateway.mirror import market_data
 from gateway.positions import Positions
 from gateway.protocol import (
     BOOK_REJECTS,
@@ -93,7 +94,6 @@ from gateway.protocol import (
     decode_request,
     encode,
     event_rows,
-    market_data,
     mass_cancel_command,
     new_order_command,
     order_status,

@@ -19,7 +19,7 @@ from exchange.journal import Journal, JournalError
 from exchange.orderstate import OrderState
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
 from exchange.shard import event_ring, request_ring
-from gateway.protocol import BookMirror
+from gateway.mirror import BookMirror
 from shm import ring_ops as ops
 from shm.atomics import load_word
 from shm.consumer import Consumer

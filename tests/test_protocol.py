@@ -36,6 +36,7 @@ from exchange.records import (
     commands,
 )
 from exchange.reference import ReferenceBook
+from gateway import mirror as gm
 from gateway import protocol as p
 from tests.streams import random_batches, random_config, random_stream
 
@@ -489,7 +490,7 @@ class Shard:
     def __init__(self, book: BookConfig = BOOK, depth: int = p.DEFAULT_DEPTH):
         self.config = book
         self.book = ReferenceBook(book)
-        self.mirror = p.BookMirror("ACME", book, depth)
+        self.mirror = gm.BookMirror("ACME", book, depth)
         self.seq = 100
         self.next_oid = 1
         self.requests = {}  # req_id -> (kind, cid, coid)
@@ -518,7 +519,7 @@ class Shard:
             self.next_oid += 1
         self.requests[req_id] = (int(cmds["kind"][0]), msg.cid, coid)
         events = self.book.process(cmds)
-        return self.private(events), p.market_data(events, [self.mirror]), events
+        return self.private(events), gm.market_data(events, [self.mirror]), events
 
     def private(self, events):
         out = []
@@ -690,7 +691,7 @@ def test_duplicate_resend_goes_to_the_retry_owner_only_and_is_not_public():
             ),
         ),
     ]
-    assert p.market_data(resent, [shard.mirror]) == []
+    assert gm.market_data(resent, [shard.mirror]) == []
 
 
 def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
@@ -712,7 +713,7 @@ def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
         "c",
     )
     assert reject.reason.startswith("idempotency_conflict: ")
-    assert p.market_data(conflict, [shard.mirror]) == []
+    assert gm.market_data(conflict, [shard.mirror]) == []
 
 
 def test_depth_messages_only_when_the_top_levels_change():
@@ -767,7 +768,7 @@ def check_random_stream(seed: int, n: int) -> None:
     kinds = dict(zip(stream["req_id"].tolist(), stream["kind"].tolist(), strict=True))
     book = ReferenceBook(config)
     depth = int(rng.integers(1, 6))
-    mirror = p.BookMirror("X", config, depth)
+    mirror = gm.BookMirror("X", config, depth)
     prev = {}
     shown_depth, shown_top = ([], []), (0, 0, 0, 0)
     for batch in random_batches(rng, n, max_batch=50):
@@ -784,7 +785,7 @@ def check_random_stream(seed: int, n: int) -> None:
         taker = [(f.seq, f.idx, f.qty) for f in fills if f.liq == "taker"]
         assert taker == [(f.seq, f.idx, f.qty) for f in fills if f.liq == "maker"]
         assert len(taker) == sum(e.kind == EV_TRADE for e in rows)
-        for msg in p.market_data(events, [mirror]):
+        for msg in gm.market_data(events, [mirror]):
             assert msg.prev == prev.get(type(msg), 0) < msg.seq
             prev[type(msg)] = msg.seq
             if isinstance(msg, p.Depth):
@@ -816,7 +817,7 @@ def test_a_drained_batch_publishes_its_trades_then_the_state_it_leaves():
     """Market data is made per drained batch: each command's Trades, then one Depth and
     one TopOfBook carrying the seq of the batch's last command."""
     book = ReferenceBook(BOOK)
-    mirror = p.BookMirror("ACME", BOOK, depth=2)
+    mirror = gm.BookMirror("ACME", BOOK, depth=2)
     cmds = commands(4)
     for i, (client, msg) in enumerate(
         [
@@ -829,14 +830,14 @@ def test_a_drained_batch_publishes_its_trades_then_the_state_it_leaves():
         cmds[i] = store(p.new_order_command(msg, BOOK, client=client, instrument=0, req_id=i + 1))
     cmds["seq"] = [10, 11, 12, 13]
     cmds["order_id"] = [1, 2, 3, 4]
-    out = p.market_data(book.process(cmds), [mirror])
+    out = gm.market_data(book.process(cmds), [mirror])
     assert out == [
         p.Trades(sym="ACME", seq=12, prev=0, side="buy", prints=[(10_010, 5)]),
         p.Trades(sym="ACME", seq=13, prev=12, side="buy", prints=[(10_010, 5), (10_020, 5)]),
         p.Depth(sym="ACME", seq=13, prev=0, bids=[], asks=[(10_020, 5, 1)]),
         p.TopOfBook(sym="ACME", seq=13, prev=0, bid_px=0, bid_qty=0, ask_px=10_020, ask_qty=5),
     ]
-    assert p.market_data(book.process(cmds[:0]), [mirror]) == []
+    assert gm.market_data(book.process(cmds[:0]), [mirror]) == []
 
 
 def test_a_mirror_loaded_from_a_book_serves_it_and_ignores_what_it_has_seen():
@@ -848,9 +849,9 @@ def test_a_mirror_loaded_from_a_book_serves_it_and_ignores_what_it_has_seen():
         cmds[i] = store(p.new_order_command(msg, BOOK, client=1, instrument=0, req_id=i + 1))
     cmds["seq"] = cmds["order_id"] = [1, 2, 3]
     events = book.process(cmds)
-    mirror = p.BookMirror("ACME", BOOK)
+    mirror = gm.BookMirror("ACME", BOOK)
     mirror.load(3, *book.depth(1_000))
     assert mirror.book(cid=4, depth=5) == p.Book(
         cid=4, sym="ACME", seq=3, bids=[(9_990, 15, 2)], asks=[(10_100, 5, 1)]
     )
-    assert p.market_data(events, [mirror]) == []  # a restarted shard's repeated tail
+    assert gm.market_data(events, [mirror]) == []  # a restarted shard's repeated tail

@@ -1,0 +1,216 @@
+"""The gateway's copy of each book's price levels, and the market data of a drained batch.
+
+A ``BookMirror`` keeps one instrument's levels as the public feed shows them,
+from the shard's DEPTH events: a ladder (total open quantity and order count
+per tick inside the price band, one row per side) plus the best tick of each
+side. The ladders of the default instruments span up to 60,001 ticks, so the
+best levels are found by walking out from the best tick (a few steps on a live
+book) instead of scanning the ladder: the kernels below do that, and applying
+a batch's DEPTH events is one kernel call whatever the batch's size (a drained
+batch at light load holds one command; its market data must not cost more
+than the order's own work).
+
+Market data is made per drained batch: one ``Trades`` per command that traded,
+then at most one ``Depth`` and one ``TopOfBook`` for the batch (the state
+after it, carrying the seq of the batch's last command on this instrument),
+and only when what they show changed: a burst of orders is conflated into the
+state it leaves.
+
+Each feed (Trades, Depth, TopOfBook) is a chain: a message's ``prev`` is the
+``seq`` of the previous message of the same feed and symbol, so a subscriber
+that sees ``prev`` differ from the last ``seq`` it got knows it missed one.
+``prev`` 0 means "no previous message from this publisher".
+"""
+
+import numpy as np
+from numba import njit
+
+from exchange.bookconfig import BookConfig
+from exchange.records import EV_DEPTH, EV_TRADE, EVF_DUPLICATE, SIDE_BUY, SIDE_SELL
+from gateway.protocol import (
+    DEFAULT_DEPTH,
+    SIDE_NAMES,
+    Book,
+    Depth,
+    Level,
+    MarketData,
+    TopOfBook,
+    Trades,
+)
+
+BID, ASK = 0, 1  # ladder rows: SIDE_BUY - 1, SIDE_SELL - 1
+NONE = -1  # the best tick of an empty side
+
+
+@njit(cache=True)
+def _next_level(qty, row, tick):
+    """The first tick from ``tick`` on (down for bids, up for asks) with open quantity."""
+    step = -1 if row == BID else 1
+    end = qty.shape[1]
+    while 0 <= tick < end:
+        if qty[row, tick] > 0:
+            return tick
+        tick += step
+    return NONE
+
+
+@njit(cache=True)
+def apply_depth(qty, orders, best, rows, ticks, totals, counts):
+    """Set each event's level (in order: a level's last event holds its final totals)
+    and keep ``best`` (the best tick per row) true."""
+    for k in range(len(rows)):
+        row, tick = rows[k], ticks[k]
+        qty[row, tick] = totals[k]
+        orders[row, tick] = counts[k]
+        b = best[row]
+        if totals[k] > 0:
+            if b == NONE or (tick > b if row == BID else tick < b):
+                best[row] = tick
+        elif tick == b:
+            best[row] = _next_level(qty, row, tick)
+
+
+@njit(cache=True)
+def best_levels(qty, orders, best, row, out):
+    """The best ``len(out)`` levels of a row as (tick, qty, orders), best first; their count."""
+    n = 0
+    tick = best[row]
+    while n < out.shape[0] and tick != NONE:
+        out[n, 0] = tick
+        out[n, 1] = qty[row, tick]
+        out[n, 2] = orders[row, tick]
+        n += 1
+        tick = _next_level(qty, row, tick + (-1 if row == BID else 1))
+    return n
+
+
+@njit(cache=True)
+def find_best(qty, best):
+    """``best`` recomputed from the whole ladder (after a load)."""
+    best[BID] = _next_level(qty, BID, qty.shape[1] - 1)
+    best[ASK] = _next_level(qty, ASK, 0)
+
+
+class BookMirror:
+    """One instrument's price levels as the public feed shows them, kept from DEPTH events."""
+
+    def __init__(self, sym: str, book: BookConfig, depth: int = DEFAULT_DEPTH):
+        self.sym = sym
+        self.depth = depth
+        self.seq = 0  # the last command of this instrument applied
+        self._min_price = book.min_price
+        self._tick = book.tick_size
+        ticks = (book.max_price - book.min_price) // book.tick_size + 1
+        self._qty = np.zeros((2, ticks), np.int64)  # [side - 1, tick]: total open qty
+        self._orders = np.zeros((2, ticks), np.int64)
+        self._best = np.full(2, NONE, np.int64)
+        self._prev = {Trades: 0, Depth: 0, TopOfBook: 0}
+        self._shown_depth = None  # (bids, asks) last published
+        self._shown_top = None
+
+    def levels(self, side: int, n: int) -> list[Level]:
+        """The best ``n`` levels of a side, best first."""
+        out = np.empty((n, 3), np.int64)
+        k = best_levels(self._qty, self._orders, self._best, side - 1, out)
+        return [(self._min_price + t * self._tick, q, o) for t, q, o in out[:k].tolist()]
+
+    def book(self, cid: int, depth: int) -> Book:
+        """The reply to a BookRequest: the top ``depth`` levels as of ``seq``."""
+        return Book(
+            cid=cid,
+            sym=self.sym,
+            seq=self.seq,
+            bids=self.levels(SIDE_BUY, depth),
+            asks=self.levels(SIDE_SELL, depth),
+        )
+
+    def load(self, seq: int, bids: list[Level], asks: list[Level]) -> None:
+        """Start from a book's levels as of ``seq`` (a gateway restarting from a journal)."""
+        self.seq = seq
+        self._qty[:] = 0
+        self._orders[:] = 0
+        for side, levels in ((SIDE_BUY, bids), (SIDE_SELL, asks)):
+            for price, qty, orders in levels:
+                tick = (price - self._min_price) // self._tick
+                self._qty[side - 1, tick] = qty
+                self._orders[side - 1, tick] = orders
+        find_best(self._qty, self._best)
+
+    def apply(self, events: np.ndarray) -> list[MarketData]:
+        """The market data of a drained batch: this instrument's TRADE and DEPTH events,
+        in (seq, idx) order."""
+        events = events[events["seq"] > self.seq]  # a restarted shard repeats its last batch
+        if not len(events):
+            return []
+        out = []
+        trades = events[events["kind"] == EV_TRADE]
+        if len(trades):
+            out += self._trades(trades)
+        depth = events[events["kind"] == EV_DEPTH]
+        self.seq = int(events["seq"][-1])
+        if not len(depth):
+            return out
+        rows = depth["side"].astype(np.int64) - 1
+        ticks = (depth["price"] - self._min_price) // self._tick
+        apply_depth(self._qty, self._orders, self._best, rows, ticks, depth["qty"], depth["leaves"])
+        bids = self.levels(SIDE_BUY, self.depth)
+        asks = self.levels(SIDE_SELL, self.depth)
+        if (bids, asks) != self._shown_depth:
+            self._shown_depth = (bids, asks)
+            out.append(self._chain(Depth, self.seq, bids=bids, asks=asks))
+        top = (*(bids[0][:2] if bids else (0, 0)), *(asks[0][:2] if asks else (0, 0)))
+        if top != self._shown_top:
+            self._shown_top = top
+            bid_px, bid_qty, ask_px, ask_qty = top
+            out.append(
+                self._chain(
+                    TopOfBook,
+                    self.seq,
+                    bid_px=bid_px,
+                    bid_qty=bid_qty,
+                    ask_px=ask_px,
+                    ask_qty=ask_qty,
+                )
+            )
+        return out
+
+    def _trades(self, trades: np.ndarray) -> list[Trades]:
+        """One Trades per command, with its prints in execution order."""
+        out = []
+        seqs = trades["seq"].tolist()
+        sides = trades["side"].tolist()
+        prints = list(zip(trades["price"].tolist(), trades["qty"].tolist(), strict=True))
+        start = 0
+        for end in range(1, len(seqs) + 1):
+            if end == len(seqs) or seqs[end] != seqs[start]:
+                side = SIDE_NAMES[sides[start]]
+                out.append(self._chain(Trades, seqs[start], side=side, prints=prints[start:end]))
+                start = end
+        return out
+
+    def _chain(self, cls, seq: int, **fields):
+        msg = cls(sym=self.sym, seq=seq, prev=self._prev[cls], **fields)
+        self._prev[cls] = seq
+        return msg
+
+
+def market_data(events: np.ndarray, mirrors: list[BookMirror]) -> list[MarketData]:
+    """The public messages of a drained batch of EVENT records from one shard.
+
+    ``mirrors[i]`` is the mirror of the shard's instrument index i. Only TRADE
+    and DEPTH events are public; duplicates are private re-sends, never
+    public. Publish each message with its ``sym`` as the topic frame.
+    """
+    kind = events["kind"]
+    public = events[
+        ((kind == EV_TRADE) | (kind == EV_DEPTH)) & (events["flags"] & EVF_DUPLICATE == 0)
+    ]
+    if not len(public):
+        return []
+    inst = public["instrument"]
+    if (inst == inst[0]).all():
+        return mirrors[int(inst[0])].apply(public)
+    out = []
+    for i in np.unique(inst).tolist():
+        out += mirrors[i].apply(public[inst == i])
+    return out
