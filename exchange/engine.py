@@ -27,9 +27,10 @@ from typing import NamedTuple
 
 import msgspec
 import numpy as np
+from numba import njit
 
-from exchange import idempotency
-from exchange.book import Book
+from exchange import idempotency, kernel
+from exchange.book import EVENTS_PER_COMMAND, Book
 from exchange.bookconfig import BookConfig
 from exchange.journal import Journal
 from exchange.records import (
@@ -37,12 +38,15 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    COMMAND_DTYPE,
     EV_REJECTED,
     EVENT_DTYPE,
     REJ_BAD_COMMAND,
     SIDE_BUY,
     SIDE_SELL,
+    check_commands,
     commands,
+    join_records,
 )
 
 ORDER_ID_SHARD_SHIFT = 40  # 2**40 sequence numbers per shard before ids would collide
@@ -90,6 +94,38 @@ def _rejects(cmds: np.ndarray, code: int) -> np.ndarray:
     return ev
 
 
+@njit(cache=True)
+def _unknown(cmds, books):
+    """How many commands are for an instrument index the shard does not have."""
+    n = 0
+    for i in range(cmds.shape[0]):
+        if cmds[i].instrument >= books:
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _sequence(cmds, first_seq, id_base):
+    """Seqs first_seq, first_seq + 1, ...; a NEW's order id is id_base | its seq."""
+    for i in range(cmds.shape[0]):
+        c = cmds[i]
+        c.seq = first_seq + i
+        if c.kind == CMD_NEW:
+            c.order_id = id_base | c.seq
+
+
+def _copy(records: np.ndarray) -> np.ndarray:
+    """A writable copy of contiguous records (numpy's own copy and views of a
+    structured dtype go field by field: many times slower on a few records)."""
+    return np.frombuffer(bytearray(records.tobytes()), records.dtype)
+
+
+def _take(records: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``records[idx]`` as whole records (fancy indexing goes field by field: slow)."""
+    rows = records.view(np.uint8).reshape(len(records), records.dtype.itemsize)
+    return np.take(rows, idx, axis=0).view(records.dtype).reshape(-1)
+
+
 class ShardEngine:
     def __init__(
         self,
@@ -113,6 +149,7 @@ class ShardEngine:
         self.last_seq = 0
         self._since_snapshot = 0
         self._snapshot_at = time.monotonic()
+        self._events = np.zeros(1024, EVENT_DTYPE)  # the books' output, reused
 
     # ------------------------------------------------------------ the batch
 
@@ -122,46 +159,81 @@ class ShardEngine:
         ``positions`` (input ring name -> read position after this batch) are
         committed with it, so a restarted shard knows which requests it has.
         """
+        if not isinstance(drained, np.ndarray) or drained.dtype != COMMAND_DTYPE:
+            got = drained.dtype if isinstance(drained, np.ndarray) else type(drained).__name__
+            raise TypeError(f"a drained batch must be a numpy array of COMMAND_DTYPE, got {got}")
+        if drained.ndim != 1:
+            raise ValueError(f"a drained batch must be a 1-d array, got shape {drained.shape}")
+        drained = np.ascontiguousarray(drained)
+        replies = []
         # commands for an instrument this shard does not hold are answered first,
         # so the idempotency plan only ever sees commands that will be sequenced
-        unknown = drained["instrument"] >= len(self.books)
-        replies = [_rejects(drained[unknown], REJ_BAD_COMMAND)]
-        if unknown.any():
-            drained = drained[~unknown]
+        if _unknown(drained, len(self.books)):
+            unknown = drained["instrument"] >= len(self.books)
+            replies.append(_rejects(drained[unknown], REJ_BAD_COMMAND))
+            drained = _take(drained, np.flatnonzero(~unknown))
         plan = idempotency.plan_batch(self.journal, drained)
-        replies.append(plan.conflicts)
-        batch = drained[plan.keep]  # a copy: the ring's slots are left as they were
+        if len(plan.conflicts):
+            replies.append(plan.conflicts)
+        # a copy: the ring's slots are left as they were
+        if plan.keep is None:
+            batch = _copy(drained)
+        else:
+            batch = _take(drained, np.flatnonzero(plan.keep))
         n = len(batch)
         if n:
-            batch["seq"] = np.arange(self.last_seq + 1, self.last_seq + 1 + n)
-            news = batch["kind"] == CMD_NEW
-            batch["order_id"][news] = (self.shard_index << ORDER_ID_SHARD_SHIFT) | batch["seq"][
-                news
-            ]
+            _sequence(batch, self.last_seq + 1, self.shard_index << ORDER_ID_SHARD_SHIFT)
             events = self._run(batch)
             self._since_snapshot += n
-            snapshot = self._snapshot(int(batch["seq"][-1])) if self._snapshot_due() else None
+            snapshot = self._snapshot(self.last_seq + n) if self._snapshot_due() else None
             dt = self.journal.write_batch(batch, events, snapshot=snapshot, positions=positions)
             if snapshot is not None:
                 self._since_snapshot = 0
                 self._snapshot_at = time.monotonic()
-            self.last_seq = int(batch["seq"][-1])
+            self.last_seq += n
         else:
-            events = np.zeros(0, EVENT_DTYPE)
+            events = idempotency.KEEP_ALL.conflicts
             dt = self.journal.write_positions(positions) if positions else 0.0
-        if plan.retries.size:
+        if len(plan.retries):
             replies.append(idempotency.resend(self.journal, drained, plan, batch))
-        return Applied(events, np.concatenate(replies), dt, n)
+        if not replies:
+            return Applied(events, idempotency.KEEP_ALL.conflicts, dt, n)
+        return Applied(events, join_records(replies, EVENT_DTYPE), dt, n)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Each instrument's commands through its book; events back in seq order."""
+        if len(self.books) == 1:
+            return self._process(self.books[0], batch)
         inst = batch["instrument"]
-        if len(self.books) == 1 or (inst == inst[0]).all():
-            return self.books[int(inst[0])].process(batch)
-        parts = [self.books[i].process(batch[inst == i]) for i in np.unique(inst).tolist()]
-        events = np.concatenate(parts)
+        if (inst == inst[0]).all():
+            return self._process(self.books[int(inst[0])], batch)
+        parts = [
+            self._process(self.books[i], _take(batch, np.flatnonzero(inst == i)))
+            for i in np.unique(inst).tolist()
+        ]
+        events = join_records(parts, EVENT_DTYPE)
         # each part is in (seq, idx) order already; a stable sort on seq keeps idx order
-        return events[np.argsort(events["seq"], kind="stable")]
+        return _take(events, np.argsort(events["seq"], kind="stable"))
+
+    def _process(self, book: Book, cmds: np.ndarray) -> np.ndarray:
+        """All of ``cmds`` through ``book``: a copy of their events.
+
+        ``Book.process`` without its checks of the seqs: the engine made them
+        (``recover`` checks the journal's), and on a batch of one command the
+        checks cost more than the kernel."""
+        want = EVENTS_PER_COMMAND * len(cmds) + 1024
+        if len(self._events) < want:
+            self._events = np.zeros(want, EVENT_DTYPE)
+        chunks = []
+        pos = 0
+        while pos < len(cmds):
+            done, n, need = kernel.process(book.state, cmds, pos, self._events)
+            if need:
+                self._events = np.zeros(max(need, 2 * len(self._events)), EVENT_DTYPE)
+                continue
+            chunks.append(_copy(self._events[:n]))
+            pos += done
+        return chunks[0] if len(chunks) == 1 else join_records(chunks, EVENT_DTYPE)
 
     # ------------------------------------------------------------ snapshots
 
@@ -229,8 +301,10 @@ class ShardEngine:
         replayed = 0
         tail = np.zeros(0, EVENT_DTYPE)
         for cmds, journaled in self.journal.iter_batches(after_seq=snap_seq):
-            if cmds["seq"][0] <= self.last_seq:
-                raise RecoveryError(f"journal batch at seq {cmds['seq'][0]} goes back in sequence")
+            try:
+                check_commands(cmds, self.last_seq)
+            except ValueError as e:
+                raise RecoveryError(f"journal batch at seq {cmds['seq'][0]}: {e}") from e
             events = self._run(cmds)
             if events.tobytes() != journaled.tobytes():
                 raise RecoveryError(

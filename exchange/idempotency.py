@@ -5,6 +5,9 @@ client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and order id that the
 pair created and the request's *fingerprint*, the fields that define a new order
 (instrument, side, price, qty, tif, ord_type, flags, stp) packed as 24 bytes.
 The fingerprint is the fields themselves, not a hash: equality is exact.
+``entries`` makes the keys and values of a batch's keyed NEWs (one Numba pass);
+the journal finds a batch's entries in its commands until it folds them into
+its table.
 
 The shard calls two helpers around each batch (they only read the journal):
 
@@ -16,6 +19,10 @@ key is one of
   dropped; it will get the original's events again;
 - a conflict (same pair, different fingerprint): dropped, answered now by a
   REJECTED(REJ_CONFLICT) event.
+
+A batch with no keyed NEW costs one pass over its commands; one whose pairs
+are all new, a journal lookup more. Only a batch with a used or repeated pair
+is sorted out command by command.
 
 ``resend(journal, drained, plan, batch_cmds)`` after the batch is committed:
 the original events of every retry (DEPTH left out, it is public data),
@@ -35,6 +42,7 @@ gateway to catch (``Journal.idem_entries`` lists every pair of a shard).
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from exchange.records import (
     CMD_NEW,
@@ -87,10 +95,25 @@ class IdemEntry(NamedTuple):
     fingerprint: bytes
 
 
+KEY_BYTES = np.dtype(f"V{IDEM_KEY_DTYPE.itemsize}")
+VALUE_BYTES = np.dtype(f"V{IDEM_DTYPE.itemsize}")
+
+
 class IdemPlan(NamedTuple):
-    keep: np.ndarray  # bool per drained command: sequence and run it
+    keep: np.ndarray | None  # bool per drained command: sequence and run it (None: all)
     conflicts: np.ndarray  # EVENT_DTYPE replies, ready to publish
     retries: np.ndarray  # RETRY_DTYPE, in drained order
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+# the plan of a batch with nothing to sort out, shared: its arrays are read-only
+KEEP_ALL = IdemPlan(
+    None, _read_only(np.zeros(0, EVENT_DTYPE)), _read_only(np.zeros(0, RETRY_DTYPE))
+)
 
 
 def fingerprints(cmds: np.ndarray) -> np.ndarray:
@@ -114,19 +137,48 @@ def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> np.ndarray:
     return k
 
 
-def entries(cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Journal keys and values of the idempotency entries of a sequenced batch, in key order.
+@njit(cache=True)
+def _pack_entries(cmds, index, keys, values):
+    """Index, journal key (big-endian bytes) and value of each keyed NEW; returns how many."""
+    m = 0
+    for i in range(cmds.shape[0]):
+        c = cmds[i]
+        if c.kind != CMD_NEW or c.idem_key == 0:
+            continue
+        index[m] = i
+        for b in range(8):
+            keys[m, b] = (c.idem_key >> np.uint64(56 - 8 * b)) & np.uint64(0xFF)
+        for b in range(4):
+            keys[m, 8 + b] = (c.client >> np.uint32(24 - 8 * b)) & np.uint32(0xFF)
+        v = values[m]
+        v.seq = c.seq
+        v.order_id = c.order_id
+        v.price = c.price
+        v.qty = c.qty
+        v.instrument = c.instrument
+        v.side = c.side
+        v.tif = c.tif
+        v.ord_type = c.ord_type
+        v.flags = c.flags
+        v.stp = c.stp
+        m += 1
+    return m
 
-    One per NEW command with an idem key. Gathered field by field: fancy
-    indexing whole records of these dtypes is many times slower.
-    """
-    idx = keyed_news(cmds)
-    idx = idx[np.lexsort((cmds["client"][idx], cmds["idem_key"][idx]))]
-    keys = entry_keys(cmds["client"][idx], cmds["idem_key"][idx])
-    values = np.zeros(len(idx), IDEM_DTYPE)
-    for f in ("seq", "order_id", *FINGERPRINT_FIELDS):
-        values[f] = cmds[f][idx]
-    return keys, values
+
+def entries(cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, journal keys, journal values) of the batch's NEW commands with an idem
+    key, in batch order: keys as KEY_BYTES (``tolist()`` gives bytes), values as IDEM_DTYPE."""
+    n = len(cmds)
+    index = np.empty(n, np.int64)
+    keys = np.empty((n, IDEM_KEY_DTYPE.itemsize), np.uint8)
+    values = np.zeros(n, IDEM_DTYPE)
+    m = _pack_entries(cmds, index, keys, values)
+    return index[:m], keys[:m].view(KEY_BYTES).reshape(m), values[:m]
+
+
+def items(keys: np.ndarray, values: np.ndarray) -> tuple[list[bytes], list[bytes]]:
+    """Entries as bytes (what LMDB and dicts take), without a Python loop."""
+    return keys.tolist(), values.view(VALUE_BYTES).tolist()
 
 
 def decode_entry(key: bytes, value: bytes) -> IdemEntry:
@@ -148,37 +200,37 @@ def keyed_news(cmds: np.ndarray) -> np.ndarray:
 
 
 def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
-    """Classify a drained batch (before seq assignment); see the module docstring.
-
-    Vectorized for the usual batch (no key seen before, none twice); only the
-    commands whose pair is journaled or repeated are compared one by one.
-    """
+    """Classify a drained batch (before seq assignment); see the module docstring."""
+    index, key_arr, value_arr = entries(drained)
+    if not len(index):
+        return KEEP_ALL
+    keys, values = items(key_arr, value_arr)
+    found = journal.idem_values(keys)
+    if not any(found) and len(set(keys)) == len(keys):
+        return KEEP_ALL
     keep = np.ones(len(drained), bool)
-    idx = keyed_news(drained)
-    clients, keys = drained["client"][idx], drained["idem_key"][idx]
-    found = journal.idem_lookup_many(clients, keys)
-    journaled = np.array([e is not None for e in found], bool)
-    # first[j]: the position (in idx) of the first command with the same pair
-    order = np.lexsort((clients, keys))
-    same = (keys[order][1:] == keys[order][:-1]) & (clients[order][1:] == clients[order][:-1])
-    starts = np.flatnonzero(np.r_[True, ~same])
-    first = np.empty(len(idx), np.int64)
-    first[order] = order[np.repeat(starts, np.diff(np.r_[starts, len(idx)]))]
+    first = {}  # key -> position in ``keys`` of the batch's first command under it
     conflicts = []
     retries = []
-    for j in np.flatnonzero(journaled | (first != np.arange(len(idx)))).tolist():
-        fp = request_fingerprint(drained[idx[j]])
+    for j, key in enumerate(keys):
+        i = int(index[j])
+        request = values[j][_FINGERPRINT_AT:]
         if found[j] is not None:
-            same_body, original = found[j].fingerprint == fp, (found[j].seq, -1)
+            seq = int.from_bytes(found[j][:8], "little", signed=True)
+            same_body, original = found[j][_FINGERPRINT_AT:] == request, (seq, -1)
+        elif key in first:
+            earlier = first[key]
+            same_body = values[earlier][_FINGERPRINT_AT:] == request
+            original = (0, int(index[earlier]))
         else:
-            earlier = idx[first[j]]
-            same_body, original = request_fingerprint(drained[earlier]) == fp, (0, earlier)
-        keep[idx[j]] = False
+            first[key] = j
+            continue
+        keep[i] = False
         if same_body:
-            retries.append((idx[j], *original))
+            retries.append((i, *original))
         else:
-            conflicts.append(idx[j])
-    retry_arr = np.array(retries, RETRY_DTYPE) if retries else np.zeros(0, RETRY_DTYPE)
+            conflicts.append(i)
+    retry_arr = np.array(retries, RETRY_DTYPE) if retries else KEEP_ALL.retries
     return IdemPlan(keep, conflict_rejects(drained[conflicts]), retry_arr)
 
 

@@ -3,24 +3,39 @@
 Layout (named sub-databases; integer keys big-endian so LMDB's byte order is
 numeric order):
 
-commands   batch's first seq (8 B) -> the batch's COMMAND_DTYPE records, one blob
-events     batch's first seq (8 B) -> every event the books produced for them, one blob
-order_log  batch's first seq (8 B) -> ORDER_DTYPE rows (by order id) of the orders it changed
-orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last merge
-idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint)
+batches    batch's last seq (8 B)  -> the batch record (below): everything the batch adds
+orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last fold
+idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint),
+                                      up to the last fold
+positions  name (UTF-8)            -> int64: where the shard's readers of its input stand,
+                                      as of ``positions_at``
 snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
-positions  name (UTF-8)            -> int64: where the shard's readers of its input stand
-meta       b"layout" -> LAYOUT, b"last_seq" -> int64
+meta       b"layout" -> LAYOUT, b"folded" -> int64 seq, b"positions_at" -> int64 seq
 
-``write_batch`` puts all of a batch in ONE write transaction: either all of it is
-there after a crash or none of it. Blobs per batch, not a put per record, is what
-makes it fast: a commit writes every B-tree page it changed, and order updates
-scattered over the live orders would cost a page each. So the changed order rows
-go to ``order_log`` as one blob per batch, and every ``merge_rows`` rows (or
-``MERGE_BATCHES`` batches) the batch's transaction also merges the log into
-``orders`` (latest row per order) and empties it; ``order()`` looks in the log,
-newest first, then in the table. Idempotency entries are rows, keyed so that a
-batch's new ones land on few pages (see ``exchange.idempotency``).
+A batch record is one blob: a 24-byte header (five little-endian uint32: the
+numbers of commands, events, order rows and idempotency entries, and the
+bytes of the positions; 4 zero bytes), then the COMMAND_DTYPE commands, the
+EVENT_DTYPE events, the ORDER_DTYPE rows (by order id) of the orders the batch
+changed, the IDEM_DTYPE values and then the 12-byte keys of the idempotency
+entries of its keyed NEW commands, and the input positions committed with it
+(a msgpack map).
+
+``write_batch`` makes ONE put per batch, in ONE write transaction: either all
+of it is there after a crash or none of it. One put is what makes a commit
+short: a synced commit writes every B-tree page the transaction changed, and
+each named database a batch touches is at least two more pages (its leaf and
+the main database's record of it). The last seq is the last key of
+``batches``: nothing else to put.
+
+The records after ``folded`` are the log. The tables (``orders``, ``idem``,
+``positions``) are brought up to date from it every ``merge_rows`` order rows
+or ``MERGE_BATCHES`` batches, by that batch's own transaction (the fold), and
+the log then starts anew. Readers combine both: ``order()`` looks in the log's
+rows, newest first, then in the table; an idempotency pair is in the log's
+keyed NEW commands or in the table; the positions are the table's, updated by
+the records after ``positions_at``. The writer keeps the log's rows and
+idempotency entries in memory (``PendingRows``, a dict), so its own lookups
+never read the log.
 
 The events passed in are exactly what the books produced for the batch's
 commands; the shard's own replies (REJ_CONFLICT rejects, EVF_DUPLICATE
@@ -62,41 +77,36 @@ at a time: the writer holds an exclusive lock on ``writer.lock``.
 import errno
 import fcntl
 import os
+import struct
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import lmdb
+import msgspec
 import numpy as np
 from numba import njit
 
 from exchange import idempotency, orderstate
 from exchange.idempotency import IdemEntry
 from exchange.orderstate import ORDER_DTYPE, OrderState
-from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
+from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
 
-LAYOUT = b"exchange.journal/1"
+LAYOUT = b"exchange.journal/2"
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30
 KEEP_SNAPSHOTS = 2
 MERGE_ROWS = 1 << 16
-MERGE_BATCHES = 256  # bounds the blobs a reader's order() may search
+MERGE_BATCHES = 256  # bounds the log records a reader may search
 # iter_batches reads in short txns (so the writer can reuse pages) of bounded size
 _READ_CHUNK_BATCHES = 64
 _READ_CHUNK_BYTES = 16 << 20
 _IDEM_CHUNK = 1 << 16  # idem_entries: entries per read txn
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-_DBS = (
-    b"meta",
-    b"commands",
-    b"events",
-    b"order_log",
-    b"orders",
-    b"idem",
-    b"snapshots",
-    b"positions",
-)
+_DBS = (b"meta", b"batches", b"orders", b"idem", b"snapshots", b"positions")
+_HEAD = struct.Struct("<5I4x")
+_SECTIONS = (COMMAND_DTYPE, EVENT_DTYPE, ORDER_DTYPE, idempotency.IDEM_DTYPE, idempotency.KEY_BYTES)
 
 
 class JournalError(Exception):
@@ -113,7 +123,7 @@ class Stats(NamedTuple):
     last_seq: int
     batches: int
     orders_merged: int  # rows in the orders table
-    order_log_rows: int  # rows logged since the last merge (an order may have several)
+    order_log_rows: int  # rows in the log since the last fold (an order may have several)
     idem_entries: int
     snapshots: int
     map_size: int
@@ -124,25 +134,72 @@ class Stats(NamedTuple):
     map_grows: int  # by this process
 
 
+class BatchRecord(NamedTuple):
+    commands: np.ndarray  # COMMAND_DTYPE
+    events: np.ndarray  # EVENT_DTYPE
+    rows: np.ndarray  # ORDER_DTYPE, by order id
+    idem_values: np.ndarray  # IDEM_DTYPE, one per keyed NEW command, in batch order
+    idem_keys: np.ndarray  # their journal keys (idempotency.KEY_BYTES)
+    positions: dict[str, int]
+
+
 def _key(n: int) -> bytes:
     # what astype(">i8") makes of an id array, so keys written in bulk match
     return int(n).to_bytes(8, "big", signed=True)
 
 
-def _int(b: bytes) -> int:
+def _int(b) -> int:
     return int.from_bytes(b, "big", signed=True)
-
-
-def _seek_batch(cur, seq: int) -> bool:
-    """Put ``cur`` on the batch holding ``seq`` (the last key <= seq), else the first batch."""
-    if cur.set_range(_key(seq + 1)):
-        return cur.prev() or cur.first()
-    return cur.last()
 
 
 def _items(arr: np.ndarray) -> list[bytes]:
     """One bytes object per record (the form LMDB puts take), without a Python loop."""
     return np.ascontiguousarray(arr).view(f"V{arr.dtype.itemsize}").tolist()
+
+
+def record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_positions: int) -> int:
+    c, e, r, v, k = (d.itemsize for d in _SECTIONS)
+    return _HEAD.size + c * n_cmds + e * n_events + r * n_rows + (v + k) * n_idem + n_positions
+
+
+def fill_record(buf: memoryview, cmds, events, rows, idem_values, idem_keys, positions) -> int:
+    """Write a batch record into ``buf`` (a writable byte memoryview); returns its size."""
+    _HEAD.pack_into(buf, 0, len(cmds), len(events), len(rows), len(idem_keys), len(positions))
+    at = _HEAD.size
+    for part in (cmds, events, rows, idem_values, idem_keys):
+        # frombuffer, not .view(): numpy checks a structured view field by field
+        size = part.nbytes
+        buf[at : at + size] = np.frombuffer(part, np.uint8)
+        at += size
+    buf[at : at + len(positions)] = positions
+    return at + len(positions)
+
+
+def encode_batch(record: BatchRecord) -> bytes:
+    """The bytes of a batch record (how tools and tests write one by hand)."""
+    r = record
+    blob = msgspec.msgpack.encode(r.positions) if r.positions else b""
+    counts = (len(r.commands), len(r.events), len(r.rows), len(r.idem_keys), len(blob))
+    buf = bytearray(record_size(*counts))
+    fill_record(memoryview(buf), *r[:5], blob)
+    return bytes(buf)
+
+
+def decode_batch(value) -> BatchRecord:
+    """The sections of a batch record, as read-only views of ``value``; ValueError if it
+    is not one."""
+    if len(value) < _HEAD.size:
+        raise ValueError(f"a batch record of {len(value)} bytes is shorter than its header")
+    counts = _HEAD.unpack_from(value)
+    if record_size(*counts) != len(value):
+        raise ValueError(f"a batch record of {len(value)} bytes does not hold what its header says")
+    at = _HEAD.size
+    parts = []
+    for dtype, n in zip(_SECTIONS, (*counts[:4], counts[3]), strict=True):
+        parts.append(np.frombuffer(value, dtype, n, at))
+        at += n * dtype.itemsize
+    positions = msgspec.msgpack.decode(value[at:]) if counts[4] else {}
+    return BatchRecord(*parts, positions)
 
 
 def _snapshot_bytes(blob) -> bytes:
@@ -151,18 +208,18 @@ def _snapshot_bytes(blob) -> bytes:
     return bytes(blob)
 
 
-def _position_items(positions) -> list[tuple[bytes, bytes]]:
-    """LMDB items of {name: position}; a bad name or position is a ValueError."""
+def _checked_positions(positions) -> dict[str, int]:
+    """{name: position} as plain ints; a bad name or position is a ValueError."""
     if not isinstance(positions, dict):
         raise ValueError(f"positions must be a dict of name -> int, got {type(positions).__name__}")
-    items = []
+    out = {}
     for name, pos in positions.items():
         if not isinstance(name, str) or not name or len(name.encode()) > 400:
             raise ValueError(f"a position name must be a non-empty str of <= 400 bytes: {name!r}")
         if not isinstance(pos, int | np.integer) or not 0 <= pos < 2**63:
             raise ValueError(f"position {name!r} must be an int in [0, 2**63), got {pos!r}")
-        items.append((name.encode(), _key(pos)))
-    return items
+        out[name] = int(pos)
+    return out
 
 
 def _records(arr, dtype, what: str) -> np.ndarray:
@@ -262,7 +319,12 @@ class Journal:
         self.max_map_size = max_map_size
         self.keep_snapshots = keep_snapshots
         self.merge_rows = merge_rows
+        # the writer's view of the log: its order rows, idempotency entries (key ->
+        # value) and the positions committed in it since ``positions_at``
         self._pending = orderstate.PendingRows()
+        self._idem: dict[bytes, bytes] = {}
+        self._log_positions: dict[str, int] = {}
+        self._buf = memoryview(bytearray(1 << 12))  # the record being put, reused
         self._commits = 0
         self._commit_seconds = 0.0
         self._grows = 0
@@ -279,9 +341,7 @@ class Journal:
         self._db = {name.decode(): self._env.open_db(name, create=False) for name in _DBS}
         self._last_seq = self._read_last_seq()
         if not readonly:
-            with self._read() as txn:
-                for _, blob in txn.cursor(db=self._db["order_log"]):
-                    self._pending.add(np.frombuffer(blob, ORDER_DTYPE))
+            self._load_log()
 
     # ------------------------------------------------------------ opening
 
@@ -315,7 +375,8 @@ class Journal:
                 layout = txn.get(b"layout", db=meta)
                 if layout is None:
                     txn.put(b"layout", LAYOUT, db=meta)
-                    txn.put(b"last_seq", _key(0), db=meta)
+                    txn.put(b"folded", _key(0), db=meta)
+                    txn.put(b"positions_at", _key(0), db=meta)
                 elif layout != LAYOUT:
                     raise JournalError(self._layout_message(layout))
                 for name in _DBS[1:]:
@@ -357,6 +418,19 @@ class Journal:
             f"journal {self.path} has layout {layout!r}, this code reads {LAYOUT!r}; "
             "use the matching version of the exchange to read or migrate it"
         )
+
+    def _load_log(self) -> None:
+        """The writer's in-memory view of the log (see the module docstring)."""
+        with self._read() as txn:
+            positions_at = self._meta(txn, b"positions_at")
+            for key, value in self._log(txn, self._meta(txn, b"folded")):
+                rec = decode_batch(value)
+                self._pending.add(rec.rows)
+                self._idem.update(
+                    zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True)
+                )
+                if _int(key) > positions_at:
+                    self._log_positions.update(rec.positions)
 
     def close(self) -> None:
         if self._env is None:
@@ -427,6 +501,17 @@ class Journal:
         self._env.set_mapsize(min(2 * size, self.max_map_size))
         self._grows += 1
 
+    def _meta(self, txn, name: bytes) -> int:
+        return _int(txn.get(name, db=self._db["meta"]))
+
+    def _log(self, txn, after: int) -> Iterator[tuple[bytes, bytes]]:
+        """(key, record) of the batches after seq ``after``, oldest first."""
+        cur = txn.cursor(db=self._db["batches"])
+        found = cur.set_range(_key(after + 1))
+        while found:
+            yield cur.item()
+            found = cur.next()
+
     # ------------------------------------------------------------ writing
 
     def write_batch(
@@ -451,85 +536,111 @@ class Journal:
         _check_batch(cmds, events, self.last_seq)
         if snapshot is not None:
             snapshot = _snapshot_bytes(snapshot)
-        position_items = _position_items(positions) if positions is not None else []
-        rows, need = orderstate.derive(cmds, events)
-        idem_keys, idem_values = idempotency.entries(cmds)
-        idem_items = list(zip(_items(idem_keys), _items(idem_values), strict=True))
-        first, last = int(cmds["seq"][0]), int(cmds["seq"][-1])
-        # buffers, not bytes: a copy of a large blob costs page faults
-        cmd_blob, ev_blob = cmds.view(np.uint8), events.view(np.uint8)
-        db = self._db
-
+        positions = _checked_positions(positions) if positions is not None else {}
+        blob = msgspec.msgpack.encode(positions) if positions else b""
+        rows, need, needs_prior = orderstate.derive(cmds, events)
+        _, idem_keys, idem_values = idempotency.entries(cmds)
+        keys, values = idempotency.items(idem_keys, idem_values)
+        if keys:
+            self._refuse_used_pairs(None, keys)
+        last = int(cmds["seq"][-1])
         pending = self._pending
-        merge = pending.rows + len(rows) >= self.merge_rows or pending.batches + 1 >= MERGE_BATCHES
+        fold = pending.rows + len(rows) >= self.merge_rows or pending.batches + 1 >= MERGE_BATCHES
+        size = record_size(len(cmds), len(events), len(rows), len(keys), len(blob))
+        if len(self._buf) < size:
+            self._buf = memoryview(bytearray(max(size, 2 * len(self._buf))))
+        buf = self._buf
         logged = []
 
         def fill(txn):
-            order_rows = rows.copy()
-            self._merge_prior(txn, order_rows, need)
-            txn.put(_key(first), cmd_blob, db=db["commands"], append=True)
-            txn.put(_key(first), ev_blob, db=db["events"], append=True)
-            if merge:
-                table = pending.latest(order_rows)
-                items = zip(_items(table["order_id"].astype(">i8")), _items(table), strict=True)
-                txn.cursor(db=db["orders"]).putmulti(items)
-                txn.drop(db["order_log"], delete=False)
-            else:
-                txn.put(_key(first), order_rows.view(np.uint8), db=db["order_log"], append=True)
-            if idem_items:
-                _, added = txn.cursor(db=db["idem"]).putmulti(idem_items, overwrite=False)
-                if added != len(idem_items):
-                    raise ValueError(self._reused_key_message(txn, idem_items))
+            order_rows = rows
+            if needs_prior:
+                # merge_prior adds to the rows: a fill that is redone starts over
+                order_rows = np.frombuffer(bytearray(rows.tobytes()), ORDER_DTYPE)
+                self._merge_prior(txn, order_rows, need)
+            if keys:
+                self._refuse_used_pairs(txn, keys)
+            n = fill_record(buf, cmds, events, order_rows, idem_values, idem_keys, blob)
+            txn.put(_key(last), buf[:n], db=self._db["batches"], append=True)
+            if fold:
+                self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), positions)
             if snapshot is not None:
                 self._put_snapshot(txn, last, snapshot)
-            if position_items:
-                txn.cursor(db=db["positions"]).putmulti(position_items)
-            txn.put(b"last_seq", _key(last), db=db["meta"])
             logged[:] = [order_rows]
 
         dt = self._write(fill)
         # only a committed transaction moves the in-memory state
-        if merge:
+        if fold:
             pending.clear()
+            self._idem.clear()
+            self._log_positions.clear()
         else:
             pending.add(logged[0])
+            if keys:
+                self._idem.update(zip(keys, values, strict=True))
+            self._log_positions.update(positions)
         self._last_seq = last
         return dt
 
+    def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, positions: dict) -> None:
+        """Bring the tables up to date with the log and this batch; the log starts anew."""
+        table = self._pending.latest(rows)
+        items = zip(_items(table["order_id"].astype(">i8")), _items(table), strict=True)
+        txn.cursor(db=self._db["orders"]).putmulti(items)
+        idem = {**self._idem, **idem}
+        if idem:
+            txn.cursor(db=self._db["idem"]).putmulti(sorted(idem.items()))
+        self._put_positions(txn, {**self._log_positions, **positions})
+        txn.put(b"folded", _key(last), db=self._db["meta"])
+
+    def _put_positions(self, txn, positions: dict[str, int]) -> None:
+        items = [(name.encode(), _key(pos)) for name, pos in positions.items()]
+        txn.cursor(db=self._db["positions"]).putmulti(items)
+        txn.put(b"positions_at", _key(self._last_seq_in(txn)), db=self._db["meta"])
+
+    def _last_seq_in(self, txn) -> int:
+        cur = txn.cursor(db=self._db["batches"])
+        return _int(cur.key()) if cur.last() else 0
+
     def _merge_prior(self, txn, rows: np.ndarray, need: np.ndarray) -> None:
-        ids = rows["order_id"][need != orderstate.HAS_ALL]
-        if not len(ids):
+        """What the batch's rows keep from their previous rows: the log's, else the table's."""
+        idx = self._pending.merge_into(rows, need)
+        if not len(idx):
             return
-        prior = np.zeros(len(ids), ORDER_DTYPE)
-        logged, prior_logged = self._pending.find(ids)
-        prior[logged] = prior_logged
-        table_ids = ids[~logged]
-        blobs = [txn.get(k, db=self._db["orders"]) for k in _items(table_ids.astype(">i8"))]
-        missing = [int(i) for i, b in zip(table_ids, blobs, strict=True) if b is None]
+        ids = rows["order_id"][idx]
+        blobs = [txn.get(k, db=self._db["orders"]) for k in _items(ids.astype(">i8"))]
+        missing = [int(i) for i, b in zip(ids, blobs, strict=True) if b is None]
         if missing:
             raise ValueError(
                 f"events touch orders {missing[:5]} that the journal never saw created"
             )
-        prior[~logged] = np.frombuffer(b"".join(blobs), ORDER_DTYPE)
-        orderstate.merge_prior(rows, need, prior)
+        orderstate.merge_prior(rows, need, idx, np.frombuffer(b"".join(blobs), ORDER_DTYPE))
 
-    def _reused_key_message(self, txn, items) -> str:
-        seen = set()
-        for k, _ in items:
-            if k in seen or txn.get(k, db=self._db["idem"]) is not None:
-                e = np.frombuffer(k, idempotency.IDEM_KEY_DTYPE)[0]
-                pair = (int(e["client"]), int(e["idem_key"]))
-                return (
-                    f"(client, idem key) {pair} is already used: filter retries with "
-                    "idempotency.plan_batch before sequencing"
-                )
-            seen.add(k)
-        return "an idempotency key of the batch is already used"
+    def _refuse_used_pairs(self, txn, keys: list[bytes]) -> None:
+        """ValueError naming the first (client, idem key) pair of ``keys`` used already:
+        twice in ``keys``, in the log (``txn`` None) or in the table (``txn``)."""
+        if txn is None:
+            used = [k for k in keys if k in self._idem]
+            if not used and len(set(keys)) < len(keys):
+                seen = set()
+                used = [k for k in keys if k in seen or seen.add(k)]
+        else:
+            used = [k for k, _ in txn.cursor(db=self._db["idem"]).getmulti(keys)]
+        if used:
+            e = np.frombuffer(used[0], idempotency.IDEM_KEY_DTYPE)[0]
+            pair = (int(e["client"]), int(e["idem_key"]))
+            raise ValueError(
+                f"(client, idem key) {pair} is already used: filter retries with "
+                "idempotency.plan_batch before sequencing"
+            )
 
     def write_positions(self, positions: dict[str, int]) -> float:
         """Commit reader positions alone (a batch whose every command was a retry)."""
-        items = _position_items(positions)
-        return self._write(lambda txn: txn.cursor(db=self._db["positions"]).putmulti(items))
+        positions = _checked_positions(positions)
+        merged = {**self._log_positions, **positions}
+        dt = self._write(lambda txn: self._put_positions(txn, merged))
+        self._log_positions.clear()
+        return dt
 
     def write_snapshot(self, seq: int, blob: bytes) -> float:
         """Store a snapshot of the state after ``seq`` (which must be journaled already)."""
@@ -557,23 +668,52 @@ class Journal:
 
     def _read_last_seq(self) -> int:
         with self._read() as txn:
-            return _int(txn.get(b"last_seq", db=self._db["meta"]))
+            return self._last_seq_in(txn)
+
+    def idem_values(self, keys: list[bytes]) -> list[bytes | None]:
+        """The IDEM_DTYPE value of each journal key (IDEM_KEY_DTYPE bytes), None if unused."""
+        if self.readonly:
+            with self._read() as txn:
+                found = self._log_idem(txn)
+                found.update(txn.cursor(db=self._db["idem"]).getmulti(keys))
+            return [found.get(k) for k in keys]
+        got = [self._idem.get(k) for k in keys]
+        misses = [k for k, v in zip(keys, got, strict=True) if v is None]
+        if not misses:
+            return got
+        with self._read() as txn:
+            found = dict(txn.cursor(db=self._db["idem"]).getmulti(misses))
+        if not found:
+            return got
+        return [found.get(k) if v is None else v for k, v in zip(keys, got, strict=True)]
+
+    def _log_idem(self, txn) -> dict[bytes, bytes]:
+        """The idempotency entries of the log (key -> value)."""
+        out = {}
+        for _, value in self._log(txn, self._meta(txn, b"folded")):
+            rec = decode_batch(value)
+            out.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
+        return out
 
     def idem_lookup(self, client: int, idem_key: int) -> IdemEntry | None:
         return self.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
 
     def idem_lookup_many(self, clients, idem_keys) -> list[IdemEntry | None]:
         keys = _items(idempotency.entry_keys(np.asarray(clients), np.asarray(idem_keys)))
-        with self._read() as txn:
-            found = dict(txn.cursor(db=self._db["idem"]).getmulti(keys))
-        if not found:
-            return [None] * len(keys)
+        values = self.idem_values(keys)
         return [
-            None if (v := found.get(k)) is None else idempotency.decode_entry(k, v) for k in keys
+            None if v is None else idempotency.decode_entry(k, v)
+            for k, v in zip(keys, values, strict=True)
         ]
 
     def idem_entries(self) -> Iterator[IdemEntry]:
         """Every idempotency entry, by key then client (read in chunks of short txns)."""
+        # the log first: a fold meanwhile moves its entries into the table, where
+        # they are found again (and skipped), never lost between two reads
+        with self._read() as txn:
+            log = sorted(self._log_idem(txn).items())
+        logged = {k for k, _ in log}
+        at = 0
         after = None
         while True:
             with self._read() as txn:
@@ -586,18 +726,26 @@ class Journal:
                     chunk.append(cur.item())
                     found = cur.next()
             if not chunk:
-                return
+                break
             for k, v in chunk:
+                if k in logged:
+                    continue
+                while at < len(log) and log[at][0] < k:
+                    yield idempotency.decode_entry(*log[at])
+                    at += 1
                 yield idempotency.decode_entry(k, v)
             after = chunk[-1][0]
+        for k, v in log[at:]:
+            yield idempotency.decode_entry(k, v)
 
     def order(self, order_id: int) -> OrderState | None:
         """The order's state after the last batch that touched it, or None if never seen."""
         with self._read(buffers=True) as txn:
-            cur = txn.cursor(db=self._db["order_log"])
+            folded = self._meta(txn, b"folded")
+            cur = txn.cursor(db=self._db["batches"])
             found = cur.last()
-            while found:
-                rows = np.frombuffer(cur.value(), ORDER_DTYPE)
+            while found and _int(cur.key()) > folded:
+                rows = decode_batch(cur.value()).rows
                 i = np.searchsorted(rows["order_id"], order_id)
                 if i < len(rows) and rows["order_id"][i] == order_id:
                     return OrderState.from_row(rows[i])
@@ -608,10 +756,12 @@ class Journal:
     def events_for(self, seq: int) -> np.ndarray:
         """The events command ``seq`` produced (empty if it is not journaled)."""
         with self._read(buffers=True) as txn:
-            cur = txn.cursor(db=self._db["events"])
-            ev = np.frombuffer(cur.value() if _seek_batch(cur, seq) else b"", EVENT_DTYPE)
+            cur = txn.cursor(db=self._db["batches"])
+            if not cur.set_range(_key(max(seq, 0))):
+                return np.zeros(0, EVENT_DTYPE)
+            ev = decode_batch(cur.value()).events
             lo, hi = np.searchsorted(ev["seq"], [seq, seq + 1])
-            return ev[lo:hi].copy()
+            return copy_records(ev[lo:hi])
 
     def iter_batches(self, after_seq: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(commands, events) of each journaled batch after ``after_seq``, in order.
@@ -627,25 +777,23 @@ class Journal:
                 if cmds["seq"][0] < start:
                     cmds = cmds[cmds["seq"] >= start]
                     events = events[events["seq"] >= start]
-                if len(cmds):
-                    yield cmds, events
+                yield cmds, events
             if not chunk:
                 return
             start = int(chunk[-1][0]["seq"][-1]) + 1
 
     def _read_batches(self, start: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Whole records, the first holding ``start`` or after it; values copied out of
+        the map (bytes), so the arrays outlive the txn."""
         out = []
         size = 0
         with self._read() as txn:
-            cur = txn.cursor(db=self._db["commands"])
-            found = _seek_batch(cur, start)
-            ev_db = self._db["events"]
+            cur = txn.cursor(db=self._db["batches"])
+            found = cur.set_range(_key(start))
             while found and len(out) < _READ_CHUNK_BATCHES and size < _READ_CHUNK_BYTES:
-                cmds = np.frombuffer(cur.value(), COMMAND_DTYPE)
-                if cmds["seq"][-1] >= start:
-                    events = np.frombuffer(txn.get(cur.key(), db=ev_db), EVENT_DTYPE)
-                    out.append((cmds, events))
-                    size += cmds.nbytes + events.nbytes
+                value = cur.value()
+                out.append(decode_batch(value)[:2])
+                size += len(value)
                 found = cur.next()
         return out
 
@@ -656,7 +804,11 @@ class Journal:
         crash they say exactly which inputs the journal holds.
         """
         with self._read() as txn:
-            return {k.decode(): _int(v) for k, v in txn.cursor(db=self._db["positions"])}
+            out = {k.decode(): _int(v) for k, v in txn.cursor(db=self._db["positions"])}
+            for _, value in self._log(txn, self._meta(txn, b"positions_at")):
+                if _HEAD.unpack_from(value)[4]:
+                    out.update(decode_batch(value).positions)
+        return out
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         with self._read() as txn:
@@ -668,19 +820,21 @@ class Journal:
     def stats(self) -> Stats:
         with self._read(buffers=True) as txn:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
-            last = _int(txn.get(b"last_seq", db=self._db["meta"]))
-            log_bytes = sum(
-                len(v) for v in txn.cursor(db=self._db["order_log"]).iternext(keys=False)
-            )
+            last = self._last_seq_in(txn)
+            log_rows = log_keyed = 0
+            for _, value in self._log(txn, self._meta(txn, b"folded")):
+                rec = decode_batch(value)
+                log_rows += len(rec.rows)
+                log_keyed += len(rec.idem_keys)
         info, st = self._env.info(), self._env.stat()
         return Stats(
             path=self.path,
             durability=self.durability,
             last_seq=last,
-            batches=counts["commands"],
+            batches=counts["batches"],
             orders_merged=counts["orders"],
-            order_log_rows=log_bytes // ORDER_DTYPE.itemsize,
-            idem_entries=counts["idem"],
+            order_log_rows=log_rows,
+            idem_entries=counts["idem"] + log_keyed,
             snapshots=counts["snapshots"],
             map_size=info["map_size"],
             max_map_size=self.max_map_size,

@@ -49,6 +49,8 @@ class MiniShard:
     def step(self, drained, drop=()):
         """One batch; the shard also drops the commands at ``drop`` (say, unknown instruments)."""
         plan = plan_batch(self.journal, drained)
+        if plan.keep is None:  # nothing to sort out: every command is kept
+            plan = plan._replace(keep=np.ones(len(drained), bool))
         keep = plan.keep.copy()
         keep[list(drop)] = False
         cmds = drained[keep]

@@ -13,8 +13,8 @@ from streams import random_batches, random_stream
 
 from exchange.config import DEFAULT_TOML, ClientLimits, dump_config, load_config, parse_config
 from exchange.engine import ShardEngine
-from exchange.journal import Journal
-from exchange.records import EV_TRADE, EVENT_DTYPE, SIDE_BUY, SIDE_SELL
+from exchange.journal import Journal, decode_batch, encode_batch
+from exchange.records import EV_TRADE, SIDE_BUY, SIDE_SELL
 from gateway import killswitch
 from tools import cli
 
@@ -166,17 +166,18 @@ def test_verify_finds_a_position_past_its_limit(journals, capsys):
 
 def flip_taker_side(path) -> int:
     """Turn the first trade of a journal copy around (buy <-> sell); returns its seq."""
-    env = lmdb.open(str(path), max_dbs=16)
+    env = lmdb.open(str(path), max_dbs=16, map_size=1 << 30)
     try:
-        db = env.open_db(b"events")
+        db = env.open_db(b"batches")
         with env.begin(write=True, db=db) as txn:
-            for key, blob in txn.cursor():
-                ev = np.frombuffer(blob, EVENT_DTYPE).copy()
+            for key, value in txn.cursor():
+                rec = decode_batch(value)
+                ev = rec.events.copy()
                 trades = np.flatnonzero(ev["kind"] == EV_TRADE)
                 if len(trades):
                     k = trades[0]
                     ev["side"][k] = SIDE_SELL if ev["side"][k] == SIDE_BUY else SIDE_BUY
-                    txn.put(key, ev.tobytes())
+                    txn.put(key, encode_batch(rec._replace(events=ev)))
                     return int(ev["seq"][k])
     finally:
         env.close()
