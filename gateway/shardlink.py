@@ -12,6 +12,7 @@ positions rebuilt from the journal must not count a fill twice.
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from exchange.engine import ShardEngine
 from exchange.idempotency import IdemEntry
@@ -29,21 +30,32 @@ from shm.producer import Producer
 AFTER_ALL_IDX = 1 << 32  # above any event idx (uint32): "every event of that seq"
 
 
+@njit(cache=True)
+def _unseen(ev, last_seq, last_idx, keep):
+    kept = 0
+    newest_seq, newest_idx = last_seq, last_idx
+    for i in range(len(ev)):
+        e = ev[i]
+        journaled = e.seq > 0 and (e.flags & EVF_DUPLICATE) == 0
+        new = e.seq > last_seq or (e.seq == last_seq and e.idx > last_idx)
+        keep[i] = new or not journaled
+        kept += keep[i]
+        if journaled and (e.seq > newest_seq or (e.seq == newest_seq and e.idx > newest_idx)):
+            newest_seq, newest_idx = e.seq, e.idx
+    return kept, newest_seq, newest_idx
+
+
 def unseen(ev: np.ndarray, last: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
     """``ev`` without the journaled events at or before ``last`` = (seq, idx), and the new last.
 
     A restarted shard publishes its last batch again; journaled events are in
     strictly increasing (seq, idx) order otherwise. Shard replies that are not
-    history (seq 0, duplicates) always pass.
+    history (seq 0, duplicates) always pass. One kernel pass: this runs on
+    every drained batch, a single order's few events at light load.
     """
-    seq, idx = ev["seq"], ev["idx"]
-    journaled = (seq > 0) & (ev["flags"] & EVF_DUPLICATE == 0)
-    if not journaled.any():
-        return ev, last
-    keep = ~journaled | (seq > last[0]) | ((seq == last[0]) & (idx > last[1]))
-    j = np.flatnonzero(journaled)[-1]
-    newest = (int(seq[j]), int(idx[j]))
-    return (ev if keep.all() else ev[keep]), max(last, newest)
+    keep = np.empty(len(ev), np.bool_)
+    kept, seq, idx = _unseen(ev, last[0], last[1], keep)
+    return (ev if kept == len(ev) else ev[keep]), (seq, idx)
 
 
 class FrozenJournal:
