@@ -4,7 +4,7 @@ exchanged run [--config FILE]                       supervisor + every process
 exchanged run --role shard --name s0 [--config F]   one shard (what systemd runs)
 exchanged run --role gateway [--config F]           the gateway (what systemd runs)
 exchanged run --role rings [--config F]             the rings' owner under systemd
-exchanged status [--config FILE] [--json]
+exchanged status [--config FILE] [--json]           exit 0 iff every expected process is up
 exchanged config show [--config FILE]
 """
 
@@ -66,7 +66,7 @@ def cmd_status(args) -> int:
     config = _load(args.config)
     doc = collect(config)
     print(json.dumps(doc) if args.json else render(doc))
-    return 0 if doc["running"] else 1
+    return 0 if doc["all_up"] else 1
 
 
 def cmd_config(args) -> int:
@@ -82,7 +82,10 @@ def main(argv=None) -> int:
     run.add_argument("--role", choices=["all", "shard", "gateway", "rings"], default="all")
     run.add_argument("--name", help="the shard's name, with --role shard")
     run.set_defaults(func=cmd_run)
-    st = sub.add_parser("status", help="processes, sequences, rates, ring depths")
+    st = sub.add_parser(
+        "status",
+        help="processes, sequences, rates, ring depths; exit 0 iff every expected process is up",
+    )
     st.add_argument("--config")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)

@@ -1,8 +1,24 @@
-"""What ``exchanged status`` reports: processes, sequences, rates, ring depths.
+"""What ``exchanged status`` reports: which processes run, with their pids and
+uptimes; sequences, rates, ring depths.
 
-Everything is read from outside, without disturbing the daemon: the
-supervisor's status file, the processes' counter blocks (two samples
-``SAMPLE_SECONDS`` apart give the rates) and the ring headers.
+Everything is read from outside, without disturbing the daemon. It runs one of
+two ways, told apart here:
+
+- under the supervisor (``exchanged run``), whose status file names it and its
+  children: the daemon runs while the supervisor does;
+- standalone, as the systemd units start it (``--role rings|shard|gateway``),
+  with no status file: the processes are found by what they keep in shared
+  memory. Each shard and the gateway writes a counter block that records its
+  pid (a shard makes it once recovered, the gateway before it binds its
+  sockets), and every ring's header records its owner. The daemon runs while
+  every expected process is up.
+
+The config says which processes are expected: every shard and the gateway,
+and standalone the rings' owner too (under the supervisor, it is the owner).
+Each is ``up`` (its block's writer, or the rings' owner, is alive), ``starting``
+(the supervisor started it and it has no block yet: compiling, recovering) or
+``down``. ``all_up`` is what ``exchanged status`` exits 0 on. The rates come
+from two samples of the blocks ``SAMPLE_SECONDS`` apart.
 """
 
 import json
@@ -11,31 +27,121 @@ import time
 import psutil
 
 from exchange.config import Config
+from exchange.shard import counters_name, event_ring, request_ring
 from exchange.supervisor import status_path
-from shm.counters_reader import list_blocks, read_block
-from shm.ring import inspect_ring, list_rings
+from gateway.counters import BLOCK as GATEWAY_BLOCK
+from shm.counters_reader import BlockSnapshot, list_blocks, read_block
+from shm.errors import ShmError
+from shm.ring import RingStatus, inspect_ring, list_rings
 
 SAMPLE_SECONDS = 0.5
+SUPERVISOR = "supervisor"
+STANDALONE = "standalone (systemd)"
+UP, STARTING, DOWN = "up", "starting", "down"
 
 
-def _blocks(ns: str) -> dict:
+def _blocks(ns: str) -> dict[str, BlockSnapshot]:
     out = {}
     for name in list_blocks(ns):
         try:
             out[name] = read_block(ns, name)
-        except (OSError, ValueError):
+        except (OSError, ShmError):
             continue  # a block being created or removed right now
+    return out
+
+
+def _rings(ns: str) -> dict[str, RingStatus]:
+    out = {}
+    for name in list_rings(ns):
+        try:
+            out[name] = inspect_ring(ns, name)
+        except (OSError, ShmError):
+            continue  # a ring being created or removed right now
+    return out
+
+
+def _supervisor(config: Config) -> dict | None:
+    """The supervisor's status document, if the supervisor it names is alive."""
+    try:
+        sup = json.loads(status_path(config).read_text())
+    except FileNotFoundError:
+        return None
+    return sup if psutil.pid_exists(sup["supervisor_pid"]) else None
+
+
+def _up_seconds(pid: int) -> float | None:
+    try:
+        return round(time.time() - psutil.Process(pid).create_time(), 1)
+    except psutil.Error:
+        return None
+
+
+def _entry(name: str, role: str, block: str | None, state: str, pid: int | None) -> dict:
+    return {
+        "name": name,
+        "role": role,
+        "block": block,
+        "pid": pid,
+        "state": state,
+        "up_seconds": _up_seconds(pid) if pid and state != DOWN else None,
+    }
+
+
+def _from_block(name: str, role: str, block: str, blocks: dict, child: dict | None) -> dict:
+    """A shard or the gateway: up if its block's writer lives; a block left by a
+    killed process gives the pid it had."""
+    b = blocks.get(block)
+    if b is not None and b.alive:
+        entry = _entry(name, role, block, UP, b.pid)
+    elif child is not None and child["pid"] and psutil.pid_exists(child["pid"]):
+        entry = _entry(name, role, block, STARTING, child["pid"])
+    else:
+        entry = _entry(name, role, block, DOWN, b.pid if b is not None else None)
+    if child is not None:
+        entry["restarts"] = child["restarts"]
+    return entry
+
+
+def _rings_owner(config: Config, rings: dict[str, RingStatus]) -> dict:
+    """The rings' owner (``--role rings``): up if every ring of the config is there
+    and one live process owns them all."""
+    mine = [rings.get(r(s.name)) for s in config.shards for r in (request_ring, event_ring)]
+    owners = {st.owner_pid for st in mine if st is not None}
+    pid = min(owners) if owners else None
+    up = None not in mine and len(owners) == 1 and all(st.owner_alive for st in mine)
+    return _entry("rings", "rings", None, UP if up else DOWN, pid)
+
+
+def expected_processes(
+    config: Config, sup: dict | None, blocks: dict[str, BlockSnapshot], rings: dict
+) -> list[dict]:
+    """Each process the config expects, from the supervisor's status document (None:
+    standalone), the counter blocks and the rings' headers; see the module's doc."""
+    children = {c["name"]: c for c in sup["children"]} if sup else {}
+    out = [] if sup else [_rings_owner(config, rings)]
+    for s in config.shards:
+        out.append(
+            _from_block(s.name, "shard", counters_name(s.name), blocks, children.get(s.name))
+        )
+    out.append(_from_block("gateway", "gateway", GATEWAY_BLOCK, blocks, children.get("gateway")))
     return out
 
 
 def collect(config: Config) -> dict:
     ns = config.shm.namespace
-    path = status_path(config)
-    sup = json.loads(path.read_text()) if path.exists() else None
-    running = bool(sup) and psutil.pid_exists(sup["supervisor_pid"])
+    sup = _supervisor(config)
     first = _blocks(ns)
     time.sleep(SAMPLE_SECONDS)
     second = _blocks(ns)
+    rings = _rings(ns)
+    expected = expected_processes(config, sup, second, rings)
+    all_up = all(p["state"] == UP for p in expected)
+    if sup is not None:
+        mode = SUPERVISOR
+    elif any(p["state"] == UP for p in expected):
+        mode = STANDALONE
+    else:
+        mode = None
     blocks = {}
     for name, b in second.items():
         rates = {}
@@ -51,31 +157,48 @@ def collect(config: Config) -> dict:
             **{f"{h}_p50": s.p50 for h, s in b.histograms.items()},
             **{f"{h}_p99": s.p99 for h, s in b.histograms.items()},
         }
-    rings = {}
-    for name in list_rings(ns):
-        st = inspect_ring(ns, name)
-        rings[name] = {"depth": st.depth, "capacity": st.capacity, "published": st.published}
     return {
-        "running": running,
+        "running": sup is not None or all_up,
+        "all_up": all_up,
+        "mode": mode,
         "namespace": ns,
         "supervisor": sup,
+        "expected": expected,
         "processes": blocks,
-        "rings": rings,
+        "rings": {
+            name: {"depth": st.depth, "capacity": st.capacity, "published": st.published}
+            for name, st in rings.items()
+        },
     }
 
 
-def render(doc: dict) -> str:
-    lines = []
-    sup = doc["supervisor"]
-    if not doc["running"]:
-        lines.append(f"exchanged is not running (namespace {doc['namespace']})")
+def _headline(doc: dict) -> str:
+    ns = doc["namespace"]
+    if doc["mode"] is None:
+        return f"exchanged is not running (namespace {ns})"
+    if doc["mode"] == SUPERVISOR:
+        how = f"under the supervisor (pid {doc['supervisor']['supervisor_pid']})"
     else:
-        lines.append(f"supervisor pid {sup['supervisor_pid']}, namespace {doc['namespace']}")
-        for c in sup["children"]:
-            lines.append(
-                f"  {c['name']:<10} pid {c['pid'] or '-':>8}  up {c['up_seconds']:>8}s  "
-                f"restarts {c['restarts']}"
-            )
+        how = STANDALONE
+    not_up = [p["name"] for p in doc["expected"] if p["state"] != UP]
+    health = (
+        "every expected process is up"
+        if not not_up
+        else f"{len(not_up)} of {len(doc['expected'])} expected processes not up: "
+        + ", ".join(not_up)
+    )
+    return f"exchanged runs {how}, namespace {ns}: {health}"
+
+
+def render(doc: dict) -> str:
+    lines = [_headline(doc)]
+    for p in doc["expected"]:
+        up = f"{p['up_seconds']}s" if p["up_seconds"] is not None else "-"
+        restarts = f"  restarts {p['restarts']}" if "restarts" in p else ""
+        lines.append(
+            f"  {p['name']:<10} {p['role']:<8} pid {p['pid'] or '-':>8}  {p['state']:<8} "
+            f"up {up:>9}{restarts}"
+        )
     for name, b in sorted(doc["processes"].items()):
         fields = ", ".join(f"{k}={v}" for k, v in b.items() if k not in ("pid", "alive"))
         lines.append(f"  [{name}] pid {b['pid']} {'up' if b['alive'] else 'gone'}: {fields}")

@@ -5,21 +5,23 @@ the supervisor's status file (when a supervisor runs; under systemd there is
 none), each process's counter block (two samples give the rates) and the ring
 headers. Reading them never disturbs the daemon.
 
-A column shows the first of its metrics that a process's block has, '-' when
-it has none: shards count ``commands`` and ``batches``, time their commits
-(``commit_us``) and report ``request_depth``; a gateway block, when the gateway
-keeps one, is read for ``orders``/``requests``, ``fills``/``trades``, a
-``clients`` gauge and ``rejects.<code>`` counters (``tools.top.REJECTS``).
+A row per expected process (named by its counter block; an expected process
+that is down has a row too, with no figures), then one per other block. A
+column shows the first of its metrics that a process's block has, '-' when it
+has none: shards count ``commands`` and ``batches``, time their commits
+(``commit_us``) and report ``request_depth``; the gateway counts ``orders``,
+``fills`` and ``rejects.<code>`` (the codes above zero make the rejects line)
+and keeps a ``clients`` gauge (``gateway.counters``).
 """
 
 import json
 import time
 
 from exchange.config import Config
-from exchange.status import collect
+from exchange.status import STANDALONE, SUPERVISOR, collect
+from gateway.counters import REJECTS
 
 CLEAR = "\x1b[H\x1b[2J"
-REJECTS = "rejects."
 
 # (header, width, metrics: the first one a block has is shown; "a/b" shows two together)
 COLUMNS = (
@@ -30,7 +32,7 @@ COLUMNS = (
     ("last seq", 10, ("last_seq",)),
     ("req depth", 9, ("request_depth",)),
     ("commit p50/p99 us", 17, ("commit_us_p50/commit_us_p99",)),
-    ("clients", 7, ("clients", "sessions")),
+    ("clients", 7, ("clients",)),
 )
 
 
@@ -49,22 +51,33 @@ def frame(doc: dict, now: float | None = None) -> str:
     """One screen of the view, from a ``collect`` document."""
     clock = time.strftime("%H:%M:%S", time.localtime(now))
     sup = doc["supervisor"]
-    if doc["running"]:
+    mode = doc.get("mode")
+    if mode == SUPERVISOR:
         who = f"supervisor pid {sup['supervisor_pid']}"
+    elif mode == STANDALONE:
+        who = f"{STANDALONE}, no supervisor"
     else:
-        who = "no supervisor (systemd units, or stopped)"
+        who = "no supervisor, nothing up: not running"
     lines = [f"exch top - namespace {doc['namespace']} - {who} - {clock}", ""]
-    header = f"{'process':<14} {'pid':>8} {'state':<5}" + "".join(
+    header = f"{'process':<14} {'pid':>8} {'state':<8}" + "".join(
         f" {h:>{w}}" for h, w, _ in COLUMNS
     )
     lines.append(header)
     children = (sup or {}).get("children", [])
     procs = doc["processes"]
-    for name in sorted(procs):
-        b = procs[name]
-        state = "up" if b["alive"] else "gone"
+    rows = [
+        (p["block"] or p["name"], p["pid"] or "-", p["state"], procs.get(p["block"], {}))
+        for p in doc.get("expected", ())
+    ]
+    shown = {p["block"] for p in doc.get("expected", ())}
+    rows += [
+        (name, b["pid"], "up" if b["alive"] else "gone", b)
+        for name, b in sorted(procs.items())
+        if name not in shown
+    ]
+    for name, pid, state, b in rows:
         lines.append(
-            f"{name:<14} {b['pid']:>8} {state:<5}"
+            f"{name:<14} {pid:>8} {state:<8}"
             + "".join(f" {_cell(b, ms):>{w}}" for _, w, ms in COLUMNS)
         )
     if not procs:
@@ -78,7 +91,7 @@ def frame(doc: dict, now: float | None = None) -> str:
         k[len(REJECTS) :]: v
         for b in procs.values()
         for k, v in b.items()
-        if k.startswith(REJECTS) and not k.endswith("_per_sec")
+        if k.startswith(REJECTS) and not k.endswith("_per_sec") and v
     }
     if rejects:
         lines += ["", "rejects: " + ", ".join(f"{k} {v}" for k, v in sorted(rejects.items()))]
