@@ -31,6 +31,7 @@ from gateway.killswitch import KillError, KillList
 from gateway.loops import LOOPS
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
+from gateway.warmup import warm_up as warm_up_gateway
 from gateway.zap import KeyTable, ZapHandler
 from shm.errors import ShmError
 from shm.warmup import warm_up as warm_up_rings
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         return 2
     # before any socket: a cold Numba compile on the first request would hold the
     # GIL for seconds and stall the ZAP thread's CURVE handshakes
-    logs.info("compiled", seconds=round(warm_up_rings(), 3))
+    logs.info("compiled", seconds=round(warm_up_rings() + warm_up_gateway(config), 3))
     if config.gateway.cpus:
         psutil.Process().cpu_affinity(config.gateway.cpus)
     links = []

@@ -1,0 +1,64 @@
+"""Compile (or load from Numba's cache) the gateway's kernels before it serves.
+
+The event path (``unseen``, the positions, the risk tables, the book mirrors)
+and the live-order table's growth are Numba code that would otherwise compile
+at the first drained batch, or at the first growth of the table, while a
+client waits: seconds on a cold cache, holding the GIL (the ZAP thread's CURVE
+handshakes stall too). ``warm_up`` runs each once on throwaway copies made
+from the same config, with events a real book produced.
+"""
+
+import time
+
+import numpy as np
+
+from exchange.book import Book
+from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, TIF_IOC, commands
+from gateway import ordertable
+from gateway.limits import symbols
+from gateway.mirror import BookMirror, market_data
+from gateway.positions import Positions
+from gateway.risk import Risk
+from gateway.shardlink import unseen
+
+
+def _book(inst) -> tuple[Book, np.ndarray]:
+    """A book where a resting buy met a sell: its ACCEPTED, TRADE and DEPTH events."""
+    b = inst.book
+    cmds = commands(2)
+    cmds["seq"] = [1, 2]
+    cmds["kind"] = CMD_NEW
+    cmds["order_id"] = [1, 2]
+    cmds["req_id"] = [1, 2]
+    cmds["side"] = [SIDE_BUY, SIDE_SELL]
+    cmds["tif"] = [0, TIF_IOC]
+    cmds["price"] = inst.ref_price
+    cmds["qty"] = b.lot_size
+    cmds["client"] = [1, 2]
+    cmds["qty"][0] *= 2  # half of the buy rests
+    book = Book(b)
+    return book, book.process(cmds)
+
+
+def warm_up(config) -> float:
+    """Run every compiled path of the gateway once; returns the seconds it took."""
+    t0 = time.perf_counter()
+    syms = symbols(config)
+    positions = Positions(syms, [config.instrument(s).ref_price for s in syms])
+    risk = Risk(config, positions)
+    inst = config.instrument(config.shards[0].instruments[0])
+    book, events = _book(inst)
+    risk.load(inst.symbol, book.canonical_rows())
+    events, _ = unseen(events, (0, 0))
+    positions.apply(events, risk.offsets[0])
+    risk.apply(events, 0)
+    risk.settle(events)
+    mirror = BookMirror(inst.symbol, inst.book)
+    market_data(events, [mirror])
+    mirror.load(0, mirror.levels(SIDE_BUY, 5), mirror.levels(SIDE_SELL, 5))
+    table = ordertable.new_table(2)
+    for oid in range(1, len(table) // 2 + 1):
+        ordertable.insert(table, oid)
+    table = ordertable.fit(table, len(table))  # grows: rehashes
+    ordertable.remove(table, ordertable.find(table, 1))
+    return time.perf_counter() - t0
