@@ -51,6 +51,9 @@ from exchange.records import (
 
 ORDER_ID_SHARD_SHIFT = 40  # 2**40 sequence numbers per shard before ids would collide
 SNAPSHOT_FORMAT = 1
+# what a batch with no events or no replies returns, shared: read-only
+_NO_EVENTS = np.zeros(0, EVENT_DTYPE)
+_NO_EVENTS.flags.writeable = False
 
 
 class RecoveryError(Exception):
@@ -192,12 +195,12 @@ class ShardEngine:
                 self._snapshot_at = time.monotonic()
             self.last_seq += n
         else:
-            events = idempotency.KEEP_ALL.conflicts
+            events = _NO_EVENTS
             dt = self.journal.write_positions(positions) if positions else 0.0
         if len(plan.retries):
             replies.append(idempotency.resend(self.journal, drained, plan, batch))
         if not replies:
-            return Applied(events, idempotency.KEEP_ALL.conflicts, dt, n)
+            return Applied(events, _NO_EVENTS, dt, n)
         return Applied(events, join_records(replies, EVENT_DTYPE), dt, n)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -139,17 +139,19 @@ def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def _pack_entries(cmds, index, keys, values):
-    """Index, journal key (big-endian bytes) and value of each keyed NEW; returns how many."""
+    """Index, journal key (12 big-endian bytes each, in ``keys``) and value of each keyed
+    NEW; returns how many."""
     m = 0
     for i in range(cmds.shape[0]):
         c = cmds[i]
         if c.kind != CMD_NEW or c.idem_key == 0:
             continue
         index[m] = i
+        at = m * 12
         for b in range(8):
-            keys[m, b] = (c.idem_key >> np.uint64(56 - 8 * b)) & np.uint64(0xFF)
+            keys[at + b] = (c.idem_key >> np.uint64(56 - 8 * b)) & np.uint64(0xFF)
         for b in range(4):
-            keys[m, 8 + b] = (c.client >> np.uint32(24 - 8 * b)) & np.uint32(0xFF)
+            keys[at + 8 + b] = (c.client >> np.uint32(24 - 8 * b)) & np.uint32(0xFF)
         v = values[m]
         v.seq = c.seq
         v.order_id = c.order_id
@@ -170,10 +172,11 @@ def entries(cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     key, in batch order: keys as KEY_BYTES (``tolist()`` gives bytes), values as IDEM_DTYPE."""
     n = len(cmds)
     index = np.empty(n, np.int64)
-    keys = np.empty((n, IDEM_KEY_DTYPE.itemsize), np.uint8)
-    values = np.zeros(n, IDEM_DTYPE)
-    m = _pack_entries(cmds, index, keys, values)
-    return index[:m], keys[:m].view(KEY_BYTES).reshape(m), values[:m]
+    keys = bytearray(n * KEY_BYTES.itemsize)
+    # bytearrays: zeroed buffers without numpy's per-field work on structured dtypes
+    values = np.frombuffer(bytearray(n * IDEM_DTYPE.itemsize), IDEM_DTYPE)
+    m = _pack_entries(cmds, index, np.frombuffer(keys, np.uint8), values)
+    return index[:m], np.frombuffer(keys, KEY_BYTES, m), values[:m]
 
 
 def items(keys: np.ndarray, values: np.ndarray) -> tuple[list[bytes], list[bytes]]:

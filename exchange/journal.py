@@ -107,6 +107,7 @@ _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 _DBS = (b"meta", b"batches", b"orders", b"idem", b"snapshots", b"positions")
 _HEAD = struct.Struct("<5I4x")
 _SECTIONS = (COMMAND_DTYPE, EVENT_DTYPE, ORDER_DTYPE, idempotency.IDEM_DTYPE, idempotency.KEY_BYTES)
+_C, _E, _R, _V, _K = (d.itemsize for d in _SECTIONS)
 
 
 class JournalError(Exception):
@@ -158,8 +159,7 @@ def _items(arr: np.ndarray) -> list[bytes]:
 
 
 def record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_positions: int) -> int:
-    c, e, r, v, k = (d.itemsize for d in _SECTIONS)
-    return _HEAD.size + c * n_cmds + e * n_events + r * n_rows + (v + k) * n_idem + n_positions
+    return _HEAD.size + _C * n_cmds + _E * n_events + _R * n_rows + (_V + _K) * n_idem + n_positions
 
 
 def fill_record(buf: memoryview, cmds, events, rows, idem_values, idem_keys, positions) -> int:
@@ -214,7 +214,8 @@ def _checked_positions(positions) -> dict[str, int]:
         raise ValueError(f"positions must be a dict of name -> int, got {type(positions).__name__}")
     out = {}
     for name, pos in positions.items():
-        if not isinstance(name, str) or not name or len(name.encode()) > 400:
+        # a UTF-8 character is 4 bytes at most: only a long name needs encoding to tell
+        if not isinstance(name, str) or not name or (len(name) > 100 and len(name.encode()) > 400):
             raise ValueError(f"a position name must be a non-empty str of <= 400 bytes: {name!r}")
         if not isinstance(pos, int | np.integer) or not 0 <= pos < 2**63:
             raise ValueError(f"position {name!r} must be an int in [0, 2**63), got {pos!r}")
@@ -677,15 +678,10 @@ class Journal:
                 found = self._log_idem(txn)
                 found.update(txn.cursor(db=self._db["idem"]).getmulti(keys))
             return [found.get(k) for k in keys]
-        got = [self._idem.get(k) for k in keys]
-        misses = [k for k, v in zip(keys, got, strict=True) if v is None]
-        if not misses:
-            return got
+        logged = self._idem
         with self._read() as txn:
-            found = dict(txn.cursor(db=self._db["idem"]).getmulti(misses))
-        if not found:
-            return got
-        return [found.get(k) if v is None else v for k, v in zip(keys, got, strict=True)]
+            get, db = txn.get, self._db["idem"]
+            return [logged.get(k) or get(k, db=db) for k in keys]
 
     def _log_idem(self, txn) -> dict[bytes, bytes]:
         """The idempotency entries of the log (key -> value)."""
