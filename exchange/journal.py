@@ -324,6 +324,9 @@ class Journal:
         # value) and the positions committed in it since ``positions_at``
         self._pending = orderstate.PendingRows()
         self._idem: dict[bytes, bytes] = {}
+        # keys the last ``idem_values`` found in neither: the table changes only at a
+        # fold, so until then write_batch need not look them up again
+        self._unused: set[bytes] = set()
         self._log_positions: dict[str, int] = {}
         self._buf = memoryview(bytearray(1 << 12))  # the record being put, reused
         self._commits = 0
@@ -574,6 +577,7 @@ class Journal:
         if fold:
             pending.clear()
             self._idem.clear()
+            self._unused.clear()
             self._log_positions.clear()
         else:
             pending.add(logged[0])
@@ -626,7 +630,9 @@ class Journal:
                 seen = set()
                 used = [k for k in keys if k in seen or seen.add(k)]
         else:
-            used = [k for k, _ in txn.cursor(db=self._db["idem"]).getmulti(keys)]
+            unknown = [k for k in keys if k not in self._unused]
+            cur = txn.cursor(db=self._db["idem"])
+            used = [k for k, _ in cur.getmulti(unknown)] if unknown else []
         if used:
             e = np.frombuffer(used[0], idempotency.IDEM_KEY_DTYPE)[0]
             pair = (int(e["client"]), int(e["idem_key"]))
@@ -681,7 +687,9 @@ class Journal:
         logged = self._idem
         with self._read() as txn:
             get, db = txn.get, self._db["idem"]
-            return [logged.get(k) or get(k, db=db) for k in keys]
+            values = [logged.get(k) or get(k, db=db) for k in keys]
+        self._unused = {k for k, v in zip(keys, values, strict=True) if v is None}
+        return values
 
     def _log_idem(self, txn) -> dict[bytes, bytes]:
         """The idempotency entries of the log (key -> value)."""

@@ -8,7 +8,14 @@ import pytest
 from journal_stream import assert_prefix, cut, shard_stream
 
 from exchange import journal as journal_module
-from exchange.journal import LAYOUT, Journal, JournalError, JournalFull
+from exchange.journal import (
+    LAYOUT,
+    Journal,
+    JournalError,
+    JournalFull,
+    decode_batch,
+    encode_batch,
+)
 from exchange.records import CMD_NEW, EV_ACCEPTED, EV_TRADE, EVF_DUPLICATE, commands, events
 
 
@@ -283,3 +290,87 @@ def test_idem_entries_come_whole_and_in_key_order_across_read_chunks(jdir, monke
         got = [(e.idem_key, e.client, e.seq) for e in j.idem_entries()]
     pairs = zip(cmds["idem_key"].tolist(), cmds["client"].tolist(), range(1, 51), strict=True)
     assert got == sorted(pairs)
+
+
+def test_reads_agree_whatever_the_folds_and_across_a_reopen(tmp_path, stream):
+    """Reads combine the log (the records since the last fold) with the tables: a
+    journal that folds every few batches and one that never does answer alike."""
+    cmds, _, batches = stream
+    paths = {merge_rows: tmp_path / f"merge-{merge_rows}" for merge_rows in (40, 10**9)}
+    expected = {}
+    try:
+        for merge_rows, path in paths.items():
+            half = len(batches) // 2
+            for part in (batches[:half], batches[half:]):  # a reopen reloads the log
+                with Journal(path, merge_rows=merge_rows) as j:
+                    for c, e in part:
+                        k = int(c["seq"][-1])
+                        positions = {"in@1": k, f"side@{k % 3}": k}
+                        j.write_batch(c, e, positions=positions)
+                        expected.update(positions)
+                    j.write_positions({"in@1": 10**6})
+                    expected["in@1"] = 10**6
+        keyed = (cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)
+        ik, cl = cmds["idem_key"][keyed].tolist(), cmds["client"][keyed].tolist()
+        pairs = sorted(zip(ik, cl, strict=True))
+        oids = np.unique(cmds["order_id"][cmds["kind"] == CMD_NEW])[::7].tolist()
+        answers = []
+        for path in paths.values():
+            for readonly in (False, True):
+                with Journal(path, readonly=readonly) as j:
+                    entries = list(j.idem_entries())
+                    assert [(e.idem_key, e.client) for e in entries] == pairs
+                    assert j.positions() == expected
+                    assert j.stats().idem_entries == len(pairs)
+                    one = entries[len(entries) // 2]
+                    assert j.idem_lookup(one.client, one.idem_key) == one
+                    answers.append((entries, [j.order(o) for o in oids]))
+        assert all(a == answers[0] for a in answers[1:])
+        with Journal(paths[40]) as j:
+            assert j.stats().orders_merged > 0
+    finally:
+        for path in paths.values():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_pair_in_the_log_or_in_the_table_is_refused(jdir):
+    cmds = commands(3)
+    cmds["seq"] = cmds["order_id"] = [1, 2, 3]
+    cmds["kind"] = CMD_NEW
+    cmds["client"] = 5
+    cmds["idem_key"] = [77, 78, 77]
+    with Journal(jdir, merge_rows=1) as j:
+        j.write_batch(cmds[:1], events(0))  # folded at once: (5, 77) is in the table
+        j.idem_values([b"not a key used"])  # a lookup does not vouch for other keys
+        with pytest.raises(ValueError, match=r"\(5, 77\) is already used"):
+            j.write_batch(cmds[2:], events(0))
+    with Journal(jdir) as j:
+        j.write_batch(cmds[1:2], events(0))  # (5, 78) stays in the log
+        again = cmds[2:].copy()
+        again["idem_key"] = 78
+        with pytest.raises(ValueError, match=r"\(5, 78\) is already used"):
+            j.write_batch(again, events(0))
+        assert j.last_seq == 2
+
+
+def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
+    _, _, batches = stream
+    c, e = batches[0]
+    with Journal(jdir) as j:
+        j.write_batch(c, e, positions={"in@1": 3})
+    env = lmdb.open(str(jdir), max_dbs=8)
+    try:
+        with env.begin(db=env.open_db(b"batches", create=False)) as txn:
+            [(key, value)] = list(txn.cursor())
+    finally:
+        env.close()
+    assert key == int(c["seq"][-1]).to_bytes(8, "big")  # keyed by its last seq
+    rec = decode_batch(value)
+    assert rec.commands.tobytes() == c.tobytes() and rec.events.tobytes() == e.tobytes()
+    assert rec.positions == {"in@1": 3}
+    assert len(rec.idem_keys) == len(rec.idem_values) > 0
+    assert encode_batch(rec) == value
+    with pytest.raises(ValueError, match="does not hold what its header says"):
+        decode_batch(value[:-1])
+    with pytest.raises(ValueError, match="shorter than its header"):
+        decode_batch(value[:10])
