@@ -39,6 +39,7 @@ restarts. A client reusing a key on instruments of different shards is for the
 gateway to catch (``Journal.idem_entries`` lists every pair of a shard).
 """
 
+import struct
 from typing import NamedTuple
 
 import numpy as np
@@ -46,6 +47,7 @@ from numba import njit
 
 from exchange.records import (
     CMD_NEW,
+    COMMAND_DTYPE,
     EV_DEPTH,
     EV_REJECTED,
     EVENT_DTYPE,
@@ -97,6 +99,29 @@ class IdemEntry(NamedTuple):
 
 KEY_BYTES = np.dtype(f"V{IDEM_KEY_DTYPE.itemsize}")
 VALUE_BYTES = np.dtype(f"V{IDEM_DTYPE.itemsize}")
+# the same layouts as structs, for batches of up to SMALL_BATCH commands
+_KEY = struct.Struct(">QI")
+_VALUE = struct.Struct("<qqqqHBBBBBx")
+assert (_KEY.size, _VALUE.size) == (IDEM_KEY_DTYPE.itemsize, IDEM_DTYPE.itemsize)
+SMALL_BATCH = 16
+# _entries_small unpacks commands by position
+assert COMMAND_DTYPE.names == (
+    "seq",
+    "order_id",
+    "price",
+    "qty",
+    "req_id",
+    "idem_key",
+    "client",
+    "instrument",
+    "kind",
+    "side",
+    "tif",
+    "ord_type",
+    "flags",
+    "stp",
+    "_pad",
+)
 
 
 class IdemPlan(NamedTuple):
@@ -167,20 +192,34 @@ def _pack_entries(cmds, index, keys, values):
     return m
 
 
-def entries(cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def entries(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes]]:
     """(indices, journal keys, journal values) of the batch's NEW commands with an idem
-    key, in batch order: keys as KEY_BYTES (``tolist()`` gives bytes), values as IDEM_DTYPE."""
+    key, in batch order; keys and values as bytes (what LMDB and dicts take)."""
     n = len(cmds)
+    if n <= SMALL_BATCH:
+        return _entries_small(cmds)
     index = np.empty(n, np.int64)
     keys = bytearray(n * KEY_BYTES.itemsize)
     # bytearrays: zeroed buffers without numpy's per-field work on structured dtypes
     values = np.frombuffer(bytearray(n * IDEM_DTYPE.itemsize), IDEM_DTYPE)
     m = _pack_entries(cmds, index, np.frombuffer(keys, np.uint8), values)
-    return index[:m], np.frombuffer(keys, KEY_BYTES, m), values[:m]
+    return index[:m].tolist(), *items(np.frombuffer(keys, KEY_BYTES, m), values[:m])
+
+
+def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes]]:
+    """``entries`` in plain Python: on a few commands, numpy's fixed costs are most of it."""
+    index, keys, values = [], [], []
+    for i, c in enumerate(cmds.tolist()):
+        seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, _ = c
+        if kind == CMD_NEW and key:
+            index.append(i)
+            keys.append(_KEY.pack(key, client))
+            values.append(_VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp))
+    return index, keys, values
 
 
 def items(keys: np.ndarray, values: np.ndarray) -> tuple[list[bytes], list[bytes]]:
-    """Entries as bytes (what LMDB and dicts take), without a Python loop."""
+    """Entries (KEY_BYTES, IDEM_DTYPE arrays) as bytes, without a Python loop."""
     return keys.tolist(), values.view(VALUE_BYTES).tolist()
 
 
@@ -204,10 +243,9 @@ def keyed_news(cmds: np.ndarray) -> np.ndarray:
 
 def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
     """Classify a drained batch (before seq assignment); see the module docstring."""
-    index, key_arr, value_arr = entries(drained)
-    if not len(index):
+    index, keys, values = entries(drained)
+    if not index:
         return KEEP_ALL
-    keys, values = items(key_arr, value_arr)
     found = journal.idem_values(keys)
     if not any(found) and len(set(keys)) == len(keys):
         return KEEP_ALL
@@ -216,7 +254,7 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
     conflicts = []
     retries = []
     for j, key in enumerate(keys):
-        i = int(index[j])
+        i = index[j]
         request = values[j][_FINGERPRINT_AT:]
         if found[j] is not None:
             seq = int.from_bytes(found[j][:8], "little", signed=True)
@@ -224,7 +262,7 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
         elif key in first:
             earlier = first[key]
             same_body = values[earlier][_FINGERPRINT_AT:] == request
-            original = (0, int(index[earlier]))
+            original = (0, index[earlier])
         else:
             first[key] = j
             continue

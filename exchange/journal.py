@@ -158,31 +158,24 @@ def _items(arr: np.ndarray) -> list[bytes]:
     return np.ascontiguousarray(arr).view(f"V{arr.dtype.itemsize}").tolist()
 
 
-def record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_positions: int) -> int:
+def _record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_positions: int) -> int:
     return _HEAD.size + _C * n_cmds + _E * n_events + _R * n_rows + (_V + _K) * n_idem + n_positions
 
 
-def fill_record(buf: memoryview, cmds, events, rows, idem_values, idem_keys, positions) -> int:
-    """Write a batch record into ``buf`` (a writable byte memoryview); returns its size."""
-    _HEAD.pack_into(buf, 0, len(cmds), len(events), len(rows), len(idem_keys), len(positions))
-    at = _HEAD.size
-    for part in (cmds, events, rows, idem_values, idem_keys):
-        # frombuffer, not .view(): numpy checks a structured view field by field
-        size = part.nbytes
-        buf[at : at + size] = np.frombuffer(part, np.uint8)
-        at += size
-    buf[at : at + len(positions)] = positions
-    return at + len(positions)
+def batch_record(cmds, events, rows, idem_values: bytes, idem_keys: bytes, positions: bytes):
+    """The bytes of a batch record: the arrays' and the packed sections' bytes, joined."""
+    n_idem = len(idem_keys) // _K
+    head = _HEAD.pack(len(cmds), len(events), len(rows), n_idem, len(positions))
+    parts = (head, cmds.tobytes(), events.tobytes(), rows.tobytes(), idem_values, idem_keys)
+    return b"".join((*parts, positions))
 
 
 def encode_batch(record: BatchRecord) -> bytes:
-    """The bytes of a batch record (how tools and tests write one by hand)."""
+    """The bytes of a decoded batch record (how tools and tests write one by hand)."""
     r = record
     blob = msgspec.msgpack.encode(r.positions) if r.positions else b""
-    counts = (len(r.commands), len(r.events), len(r.rows), len(r.idem_keys), len(blob))
-    buf = bytearray(record_size(*counts))
-    fill_record(memoryview(buf), *r[:5], blob)
-    return bytes(buf)
+    keys, values = r.idem_keys.tobytes(), r.idem_values.tobytes()
+    return batch_record(r.commands, r.events, r.rows, values, keys, blob)
 
 
 def decode_batch(value) -> BatchRecord:
@@ -191,7 +184,7 @@ def decode_batch(value) -> BatchRecord:
     if len(value) < _HEAD.size:
         raise ValueError(f"a batch record of {len(value)} bytes is shorter than its header")
     counts = _HEAD.unpack_from(value)
-    if record_size(*counts) != len(value):
+    if _record_size(*counts) != len(value):
         raise ValueError(f"a batch record of {len(value)} bytes does not hold what its header says")
     at = _HEAD.size
     parts = []
@@ -328,7 +321,6 @@ class Journal:
         # fold, so until then write_batch need not look them up again
         self._unused: set[bytes] = set()
         self._log_positions: dict[str, int] = {}
-        self._buf = memoryview(bytearray(1 << 12))  # the record being put, reused
         self._commits = 0
         self._commit_seconds = 0.0
         self._grows = 0
@@ -543,17 +535,12 @@ class Journal:
         positions = _checked_positions(positions) if positions is not None else {}
         blob = msgspec.msgpack.encode(positions) if positions else b""
         rows, need, needs_prior = orderstate.derive(cmds, events)
-        _, idem_keys, idem_values = idempotency.entries(cmds)
-        keys, values = idempotency.items(idem_keys, idem_values)
+        _, keys, values = idempotency.entries(cmds)
         if keys:
             self._refuse_used_pairs(None, keys)
         last = int(cmds["seq"][-1])
         pending = self._pending
         fold = pending.rows + len(rows) >= self.merge_rows or pending.batches + 1 >= MERGE_BATCHES
-        size = record_size(len(cmds), len(events), len(rows), len(keys), len(blob))
-        if len(self._buf) < size:
-            self._buf = memoryview(bytearray(max(size, 2 * len(self._buf))))
-        buf = self._buf
         logged = []
 
         def fill(txn):
@@ -564,8 +551,8 @@ class Journal:
                 self._merge_prior(txn, order_rows, need)
             if keys:
                 self._refuse_used_pairs(txn, keys)
-            n = fill_record(buf, cmds, events, order_rows, idem_values, idem_keys, blob)
-            txn.put(_key(last), buf[:n], db=self._db["batches"], append=True)
+            record = batch_record(cmds, events, order_rows, b"".join(values), b"".join(keys), blob)
+            txn.put(_key(last), record, db=self._db["batches"], append=True)
             if fold:
                 self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), positions)
             if snapshot is not None:
@@ -631,7 +618,7 @@ class Journal:
                 used = [k for k in keys if k in seen or seen.add(k)]
         else:
             unknown = [k for k in keys if k not in self._unused]
-            cur = txn.cursor(db=self._db["idem"])
+            cur = txn.cursor(db=self._db["idem"]) if unknown else None
             used = [k for k, _ in cur.getmulti(unknown)] if unknown else []
         if used:
             e = np.frombuffer(used[0], idempotency.IDEM_KEY_DTYPE)[0]
@@ -685,10 +672,15 @@ class Journal:
                 found.update(txn.cursor(db=self._db["idem"]).getmulti(keys))
             return [found.get(k) for k in keys]
         logged = self._idem
+        values = []
+        self._unused = unused = set()
         with self._read() as txn:
             get, db = txn.get, self._db["idem"]
-            values = [logged.get(k) or get(k, db=db) for k in keys]
-        self._unused = {k for k, v in zip(keys, values, strict=True) if v is None}
+            for k in keys:
+                v = logged.get(k) or get(k, db=db)
+                if v is None:
+                    unused.add(k)
+                values.append(v)
         return values
 
     def _log_idem(self, txn) -> dict[bytes, bytes]:

@@ -8,6 +8,9 @@ from journal_stream import CONFIG
 
 from exchange.idempotency import (
     FINGERPRINT_FIELDS,
+    SMALL_BATCH,
+    decode_entry,
+    entries,
     plan_batch,
     request_fingerprint,
     resend,
@@ -206,3 +209,34 @@ def test_a_retry_finds_its_in_batch_original_whatever_else_the_shard_drops(jdir)
         assert dups["req_id"].tolist() == [3]
         with pytest.raises(ValueError, match="was not journaled: answer the retry"):
             shard.step(np.concatenate([request(4, key=5), request(5, key=5)]), drop=[0])
+
+
+def test_entries_of_a_small_batch_are_those_of_the_numba_pass():
+    """Batches of up to SMALL_BATCH commands are packed in plain Python: the same bytes."""
+    rng = np.random.default_rng(3)
+    cmds = commands(200)
+    for f in ("seq", "order_id", "price", "qty", "req_id"):
+        cmds[f] = rng.integers(-(1 << 62), 1 << 62, len(cmds))
+    cmds["idem_key"] = rng.integers(0, 1 << 64, len(cmds), dtype=np.uint64)
+    cmds["idem_key"][::5] = 0
+    cmds["client"] = rng.integers(0, 1 << 32, len(cmds), dtype=np.uint32)
+    cmds["instrument"] = rng.integers(0, 1 << 16, len(cmds))
+    for f in ("kind", "side", "tif", "ord_type", "flags", "stp"):
+        cmds[f] = rng.integers(0, 256, len(cmds))
+    cmds["kind"][::2] = CMD_NEW
+    index, keys, values = entries(cmds)  # the numba pass
+    assert len(cmds) > SMALL_BATCH and 0 < len(index) < len(cmds)
+    at = 0
+    for lo in range(0, len(cmds), SMALL_BATCH):
+        small = entries(cmds[lo : lo + SMALL_BATCH])
+        n = len(small[0])
+        assert [lo + i for i in small[0]] == index[at : at + n]
+        assert small[1:] == (keys[at : at + n], values[at : at + n])
+        at += n
+    assert at == len(index)
+    for i, key, value in zip(index, keys, values, strict=True):
+        entry = decode_entry(key, value)
+        c = cmds[i]
+        assert (entry.client, entry.idem_key) == (c["client"], c["idem_key"])
+        assert (entry.seq, entry.order_id) == (c["seq"], c["order_id"])
+        assert entry.fingerprint == request_fingerprint(c)
