@@ -76,9 +76,9 @@ assert FINGERPRINT_DTYPE.names[:-1] == FINGERPRINT_FIELDS
 # fingerprint's fields inline (flat, so that numpy copies it as plain memory)
 IDEM_DTYPE = np.dtype([("seq", "<i8"), ("order_id", "<i8"), *FINGERPRINT_DTYPE.descr])
 _FINGERPRINT_AT = 16
-# Key first: clients' keys tend to grow together (counters, clocks), so a
-# batch's new entries land on a few B-tree pages; client first would touch a
-# page per client in every batch, which is what the commit has to write.
+# Key first: clients' keys tend to grow together (counters, clocks), so the
+# entries a fold puts land on few B-tree pages; client first would touch a
+# page per client in every fold, which is what the commit has to write.
 IDEM_KEY_DTYPE = np.dtype([("idem_key", ">u8"), ("client", ">u4")])
 assert IDEM_DTYPE.itemsize == 40
 assert IDEM_KEY_DTYPE.itemsize == 12

@@ -191,7 +191,10 @@ def decode_batch(value) -> BatchRecord:
     for dtype, n in zip(_SECTIONS, (*counts[:4], counts[3]), strict=True):
         parts.append(np.frombuffer(value, dtype, n, at))
         at += n * dtype.itemsize
-    positions = msgspec.msgpack.decode(value[at:]) if counts[4] else {}
+    try:
+        positions = msgspec.msgpack.decode(value[at:], type=dict[str, int]) if counts[4] else {}
+    except msgspec.DecodeError as e:
+        raise ValueError(f"a batch record's positions are unreadable: {e}") from None
     return BatchRecord(*parts, positions)
 
 

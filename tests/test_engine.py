@@ -81,6 +81,34 @@ def test_retry_duplicates_and_conflicts_within_and_across_batches(journal):
     assert (conflict["kind"][0], conflict["code"][0]) == (EV_REJECTED, REJ_CONFLICT)
 
 
+def test_a_batch_of_retries_and_unknowns_commits_its_position_alone(journal):
+    eng = ShardEngine(0, BOOKS, journal)
+    eng.apply(orders((0, SIDE_BUY, 100, 1, 1, 5, 1)), positions={"req@1": 1})
+    out = eng.apply(
+        np.concatenate(
+            [orders((0, SIDE_BUY, 100, 1, 1, 5, 2)), orders((7, SIDE_BUY, 1, 1, 1, 0, 3))]
+        ),
+        positions={"req@1": 3},
+    )
+    assert out.commands == 0 and len(out.events) == 0 and eng.last_seq == journal.last_seq == 1
+    assert sorted(out.replies["req_id"].tolist()) == [2, 3]
+    assert journal.positions() == {"req@1": 3}
+
+
+def test_a_batch_that_is_not_commands_is_refused_and_changes_nothing(journal):
+    eng = ShardEngine(0, BOOKS, journal)
+    good = orders((0, SIDE_BUY, 100, 1, 1, 5, 1))
+    for bad, error, message in [
+        (good.view(np.uint8), TypeError, "COMMAND_DTYPE, got uint8"),
+        ([1, 2], TypeError, "got list"),
+        (good.reshape(1, 1), ValueError, "1-d array"),
+    ]:
+        with pytest.raises(error, match=message):
+            eng.apply(bad)
+    assert eng.last_seq == journal.last_seq == 0
+    assert eng.apply(good).commands == 1
+
+
 def test_recovery_from_snapshot_equals_full_replay(tmp_path):
     rng = np.random.default_rng(3)
     with Journal(str(tmp_path / "j"), durability="os") as j:

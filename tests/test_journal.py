@@ -374,3 +374,5 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
         decode_batch(value[:-1])
     with pytest.raises(ValueError, match="shorter than its header"):
         decode_batch(value[:10])
+    with pytest.raises(ValueError, match="positions are unreadable"):
+        decode_batch(value[:-1] + b"\xc1")  # a byte msgpack never uses
