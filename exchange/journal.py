@@ -675,16 +675,13 @@ class Journal:
                 found.update(txn.cursor(db=self._db["idem"]).getmulti(keys))
             return [found.get(k) for k in keys]
         logged = self._idem
-        values = []
-        self._unused = unused = set()
-        with self._read() as txn:
-            get, db = txn.get, self._db["idem"]
-            for k in keys:
-                v = logged.get(k) or get(k, db=db)
-                if v is None:
-                    unused.add(k)
-                values.append(v)
-        return values
+        misses = [k for k in keys if k not in logged]
+        found = {}
+        if misses:
+            with self._read() as txn:
+                found = dict(txn.cursor(db=self._db["idem"]).getmulti(misses))
+        self._unused = set(misses).difference(found)
+        return [logged.get(k) or found.get(k) for k in keys]
 
     def _log_idem(self, txn) -> dict[bytes, bytes]:
         """The idempotency entries of the log (key -> value)."""
