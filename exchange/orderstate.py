@@ -394,7 +394,9 @@ class PendingRows:
         rows = take_rows(rows, np.argsort(rows["order_id"], kind="stable"))
         ids = rows["order_id"]
         # of an id there twice, the second is from ``newer``
-        return take_rows(rows, np.flatnonzero(np.r_[ids[1:] != ids[:-1], True]))
+        last = np.ones(len(ids), bool)
+        last[:-1] = ids[1:] != ids[:-1]
+        return take_rows(rows, np.flatnonzero(last))
 
     def clear(self) -> None:
         self._n = 0

@@ -220,3 +220,4 @@ def test_pending_rows_find_the_latest_row_of_each_order():
     pending.clear()
     assert pending.rows == pending.batches == 0
     assert not pending.find(probe)[0].any()
+    assert len(pending.latest(newer[:0])) == 0  # a fold with no rows at all
