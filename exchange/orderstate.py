@@ -304,12 +304,6 @@ def _index_at(keys, vals, k):
 
 
 @njit(cache=True)
-def _index_get(keys, vals, ids, out):
-    for i in range(ids.shape[0]):
-        out[i] = _index_at(keys, vals, ids[i])
-
-
-@njit(cache=True)
 def _merge_logged(rows, need, log, keys, vals, missing):
     """Merge the rows that need a previous row with the log's; returns how many are
     not in the log (their indices in ``missing``)."""
@@ -372,13 +366,6 @@ class PendingRows:
         self._ids += _append(self._rows, self._n, self._keys, self._vals, rows)
         self._n = end
         self.batches += 1
-
-    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask over ``ids``, the latest rows of the found ones in ``ids`` order)."""
-        at = np.empty(len(ids), np.int64)
-        _index_get(self._keys, self._vals, np.ascontiguousarray(ids), at)
-        found = at >= 0
-        return found, take_rows(self._rows, at[found])
 
     def merge_into(self, rows: np.ndarray, need: np.ndarray) -> np.ndarray:
         """``merge_prior`` of ``rows`` with the latest logged rows; returns the indices

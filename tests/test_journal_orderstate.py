@@ -7,7 +7,7 @@ import pytest
 from journal_stream import CONFIG, cut, shard_stream
 
 from exchange.journal import Journal
-from exchange.orderstate import ORDER_DTYPE, PendingRows
+from exchange.orderstate import NEEDS_KEY, ORDER_DTYPE, PendingRows
 from exchange.records import (
     CMD_CANCEL,
     CMD_NEW,
@@ -203,13 +203,25 @@ def test_pending_rows_find_the_latest_row_of_each_order():
         rows["order_id"] = rng.integers(-50, 6000, len(rows))
         rows["last_seq"] = step
         rows["leaves"] = np.arange(len(rows))
+        rows["idem_key"] = rng.integers(1, 1 << 40, len(rows))
         pending.add(rows)
         for r in rows:
             model[int(r["order_id"])] = r.copy()
+
+    def merged(probe):
+        """(found mask, the idem keys merge_into gave the rows of ``probe``)."""
+        rows = np.zeros(len(probe), ORDER_DTYPE)
+        rows["order_id"] = probe
+        missing = pending.merge_into(rows, np.full(len(probe), NEEDS_KEY, np.uint8))
+        found = np.ones(len(probe), bool)
+        found[missing] = False
+        return found, rows["idem_key"]
+
     probe = np.arange(-60, 6100)
-    found, got = pending.find(probe)
+    found, keys = merged(probe)
     assert found.tolist() == [int(i) in model for i in probe]
-    assert got.tobytes() == b"".join(model[int(i)].tobytes() for i in probe[found])
+    assert keys[found].tolist() == [int(model[int(i)]["idem_key"]) for i in probe[found]]
+    assert not keys[~found].any()
     newer = np.zeros(3, ORDER_DTYPE)
     newer["order_id"] = [7000, 5, -50]
     newer["last_seq"] = 99
@@ -219,5 +231,5 @@ def test_pending_rows_find_the_latest_row_of_each_order():
     assert latest.tobytes() == b"".join(model[i].tobytes() for i in sorted(model))
     pending.clear()
     assert pending.rows == pending.batches == 0
-    assert not pending.find(probe)[0].any()
+    assert not merged(probe)[0].any()
     assert len(pending.latest(newer[:0])) == 0  # a fold with no rows at all
