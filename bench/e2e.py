@@ -222,7 +222,7 @@ def commit_p50_us(root: Path) -> float:
     path = tempfile.mkdtemp(prefix="e2e-commit-", dir=root)
     raw = RawLog(path)
     try:
-        return 1e6 * statistics.median(raw.commit() for _ in range(COMMITS))
+        return round(1e6 * statistics.median(raw.commit() for _ in range(COMMITS)), 1)
     finally:
         raw.close()
         shutil.rmtree(path)
