@@ -1,20 +1,29 @@
 """Soak: the real daemon under steady load for a long time; does anything grow?
 
     python -m bench.soak [--json] [--minutes 10] [--rate R] [--bots N] [--window S]
+        [--keep-resting]
 
 Starts the daemon (``bench.daemon``, fsync journals), measures its capacity
 with a quick sweep (``bench.e2e.sweep``: single-order frames, doubling rates
 until it saturates) unless ``--rate`` is given, then offers half of it for
 ``--minutes``, in consecutive windows of ``--window`` seconds (fresh bot
 processes and connections each window, as ``bench.e2e`` steps). After each
-window it samples every daemon process (supervisor, gateway, shards): RSS
-(with its anonymous and file-backed parts, from /proc), open file descriptors,
-and the namespace's shared-memory segments.
+window every bot client cancels what it has resting (one MassCancel each),
+so that each window starts from empty books: the bots' GTC orders rest
+faster than their IOC orders take them, and without the cancels the books
+(and every process's state of live orders) grow all run long, which is load,
+not a leak (``--keep-resting`` leaves them, to see it). Then it samples
+every daemon process (supervisor, gateway, shards): RSS (with its anonymous
+and file-backed parts, from /proc), open file descriptors, and the
+namespace's shared-memory segments.
 
 The first ``--warmup-windows`` windows warm up; the figures after them are
 the baseline, and the run passes when, at the end:
 
-- every process's RSS is less than ``RSS_GROWTH`` (5 %) above its baseline;
+- every process's RSS is less than ``RSS_GROWTH`` (5 %) above its baseline
+  (the verdict is on the whole RSS; its anonymous part, the heap, is stated
+  beside it, in % and in bytes per order: file-backed pages are mostly the
+  journal's map, page cache the kernel takes back);
 - every process has the descriptors it had at the baseline, and the namespace
   the same segments; after the daemon stops, none of its segments is left;
 - latency is stable: the median over the last quarter of the windows of the
@@ -36,11 +45,15 @@ from pathlib import Path
 
 from bench import e2e
 from bench.daemon import REPO, BenchDaemon
+from gateway.client import Client
+from gateway.keys import load_secret_certificate
+from gateway.protocol import MassCancelled
 from shm.names import PREFIX, shm_dir
 
 RSS_GROWTH = 0.05
 DRIFT = 1.5
 PROBE_SECONDS = 2.0
+SETTLE_SECONDS = 1.0  # for the connections the bots and the cancels just closed to go
 
 
 def sample(pid: int) -> dict:
@@ -67,8 +80,24 @@ def _quarter_median(windows: list[e2e.Step], attr: str, last: bool) -> float:
     return statistics.median(getattr(s, attr) for s in part)
 
 
-def judge(samples: list[dict], windows: list[e2e.Step], shm: list, left: list) -> dict:
-    """The figures and verdicts from the samples and windows after the warm-up."""
+def cancel_resting(target: e2e.Target) -> int:
+    """Every bot client's resting orders cancelled (a MassCancel each); how many there were."""
+    n = 0
+    for secret in target.secrets:
+        public, private = load_secret_certificate(secret)
+        with Client(target.endpoint, target.server_key, public, private, timeout=30) as c:
+            reply = c.mass_cancel()
+        if not isinstance(reply, MassCancelled):
+            raise RuntimeError(f"a mass cancel was answered {reply}")
+        n += reply.n
+    return n
+
+
+def judge(
+    samples: list[dict], windows: list[e2e.Step], shm: list, left: list, seconds: float
+) -> dict:
+    """The figures and verdicts from the samples and windows after the warm-up (the
+    baseline is the sample after the first of them: the growth is the others')."""
     base, end = samples[0], samples[-1]
     growth = {
         name: round(100 * (end[name]["VmRSS"] / s["VmRSS"] - 1), 2) for name, s in base.items()
@@ -76,6 +105,8 @@ def judge(samples: list[dict], windows: list[e2e.Step], shm: list, left: list) -
     anon = {
         name: round(100 * (end[name]["RssAnon"] / s["RssAnon"] - 1), 2) for name, s in base.items()
     }
+    anon_kb = {name: end[name]["RssAnon"] - s["RssAnon"] for name, s in base.items()}
+    orders = sum(s.achieved for s in windows[1:]) * seconds
     fds = {name: end[name]["fds"] - s["fds"] for name, s in base.items()}
     drift = {
         q: round(_quarter_median(windows, q, True) / _quarter_median(windows, q, False), 2)
@@ -85,6 +116,10 @@ def judge(samples: list[dict], windows: list[e2e.Step], shm: list, left: list) -
         "rss_kb_baseline": {n: s["VmRSS"] for n, s in base.items()},
         "rss_growth_pct": growth,
         "rss_anon_growth_pct": anon,
+        "rss_anon_kb_growth": anon_kb,
+        "rss_anon_bytes_per_order": {
+            n: round(1024 * kb / orders, 1) if orders else None for n, kb in anon_kb.items()
+        },
         "rss_file_kb_growth": {n: end[n]["RssFile"] - s["RssFile"] for n, s in base.items()},
         "fd_growth": fds,
         "shm_segments": len(shm[-1]),
@@ -94,6 +129,7 @@ def judge(samples: list[dict], windows: list[e2e.Step], shm: list, left: list) -
         "p99_drift": drift["p99_us"],
     }
     out["rss_ok"] = all(g < 100 * RSS_GROWTH for g in growth.values())
+    out["rss_anon_under_5pct"] = all(g < 100 * RSS_GROWTH for g in anon.values())  # stated only
     out["fds_ok"] = not any(fds.values())
     out["shm_ok"] = not out["shm_leaked_while_running"] and not left
     out["latency_ok"] = max(drift.values()) <= DRIFT
@@ -116,10 +152,12 @@ def soak(args, root: Path) -> dict:
         step_args = argparse.Namespace(
             seconds=args.window, warmup=0.5, ioc=args.ioc, max_inflight=2_000
         )
-        windows, samples, shm = [], [], []
+        windows, samples, shm, resting = [], [], [], []
         t0 = time.monotonic()
         for k in range(n):
             step = e2e.run_step(target, rate, 1, step_args, root)
+            left_resting = 0 if args.keep_resting else cancel_resting(target)
+            time.sleep(SETTLE_SECONDS)
             if {k: v for k, v in d.pids().items() if k in pids} != pids:
                 raise RuntimeError(f"a daemon process was restarted:\n{d.log()[-3000:]}")
             now = {name: sample(pid) for name, pid in pids.items()}
@@ -128,14 +166,17 @@ def soak(args, root: Path) -> dict:
                 windows.append(step)
                 samples.append(now)
                 shm.append(namespace_segments(d.ns))
+                resting.append(left_resting)
             rss = ", ".join(f"{name} {s['VmRSS'] / 1024:.1f}" for name, s in now.items())
+            anon = ", ".join(f"{name} {s['RssAnon'] / 1024:.1f}" for name, s in now.items())
             fds = ", ".join(f"{name} {s['fds']}" for name, s in now.items())
             log(
                 args,
                 f"{time.monotonic() - t0:6.0f} s {'' if warm else '(warm-up) '}"
                 f"achieved {step.achieved:,.0f}/s p50 {step.p50_us:,.0f} p99 {step.p99_us:,.0f} "
                 f"p99.9 {step.p999_us:,.0f} max {step.max_us:,.0f} us lost {step.lost}; "
-                f"RSS MiB {rss}; fds {fds}",
+                f"resting {'kept' if args.keep_resting else left_resting}; "
+                f"RSS MiB {rss}; anon MiB {anon}; fds {fds}",
             )
         if d.stop() != 0:
             raise RuntimeError(f"the daemon did not stop cleanly:\n{d.log()[-3000:]}")
@@ -150,9 +191,10 @@ def soak(args, root: Path) -> dict:
         "windows": len(windows),
         "orders": round(sum(s.achieved for s in windows) * args.window),
         "lost": sum(s.lost for s in windows),
+        "resting_cancelled_per_window": None if args.keep_resting else resting,
         "p50_us_first_last": [round(windows[0].p50_us), round(windows[-1].p50_us)],
         "p99_us_first_last": [round(windows[0].p99_us), round(windows[-1].p99_us)],
-        **judge(samples, windows, shm, left),
+        **judge(samples, windows, shm, left, args.window),
     }
     out["ok"] = out["ok"] and not out["lost"]
     return out
@@ -184,6 +226,11 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=30.0, help="seconds per window")
     ap.add_argument("--warmup-windows", type=int, default=2, help="windows before the baseline")
     ap.add_argument("--ioc", type=float, default=0.5, help="share of IOC orders that trade")
+    ap.add_argument(
+        "--keep-resting",
+        action="store_true",
+        help="leave the bots' resting orders between windows (the books grow all run)",
+    )
     ap.add_argument("--dir", default=str(REPO / "var"), help="where the journals are made")
     args = ap.parse_args()
     if args.minutes <= 0 or args.window <= 0 or args.bots < 1 or args.warmup_windows < 0:

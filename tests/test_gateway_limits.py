@@ -116,11 +116,24 @@ def test_gateway_restart_keeps_books_and_idempotency_keys(rig):
     c = rig.client(6)
     book = c.book("ACME", depth=100)
     assert isinstance(book, Book) and (19_000, 7, 1) in book.asks
+    seqs = rig.last_seqs()
+    # the new gateway holds no key in memory: s0's journal says where 31337 was used
     conflict = c.new_order("BTC-USD", "sell", 7, px=8_000_000, ik=31337)
-    assert (conflict.code, conflict.field) == ("conflict", "$.ik")
+    assert (conflict.code, conflict.field) == ("conflict", "$.ik") and "ACME" in conflict.reason
+    same_shard = c.new_order("BOLT", "sell", 10, px=4_000, ik=31337)  # s0 refuses it itself
+    assert (same_shard.code, same_shard.field) == ("conflict", "$.ik")
+    batch = c.new_orders(
+        [
+            order("ETH-USD", "sell", 1, px=440_000, ik=31337),
+            order("ETH-USD", "sell", 1, px=440_000, ik=31338),
+        ]
+    )
+    used, new = batch.results
+    assert used.code == "conflict" and isinstance(new, Ack)
+    assert rig.last_seqs() == {**seqs, "s1": seqs["s1"] + 1}  # none of the conflicts ran
     retry = c.new_order("ACME", "sell", 7, px=19_000, ik=31337)
     assert retry.dup and (retry.oid, retry.seq) == (first.oid, first.seq)
-    assert c.mass_cancel().n == 1
+    assert c.mass_cancel().n == 2
 
 
 def test_a_subscriber_sees_the_gap_a_gateway_restart_makes_and_refreshes(rig):
