@@ -124,32 +124,27 @@ KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
 
 
 class Outbox:
-    """One shard's commands waiting for ``flush``, with what each needs afterwards: its
-    pending reply; for a NEW with an idempotency key, (its row, the key)."""
+    """One shard's commands waiting for ``flush``, with what each needs afterwards:
+    its pending reply, and its idempotency key (0: none, or not a NEW)."""
 
-    __slots__ = ("cmds", "req_ids", "pending", "keyed")
+    __slots__ = ("cmds", "req_ids", "pending", "keys")
 
     def __init__(self):
-        self.cmds, self.req_ids, self.pending, self.keyed = [], [], [], []
+        self.cmds, self.req_ids, self.pending, self.keys = [], [], [], []
 
-    def add(self, cmd: bytes, req_id: int, p: Pending) -> None:
+    def add(self, cmd: bytes, req_id: int, p: Pending, key: int = 0) -> None:
         self.cmds.append(cmd)
         self.req_ids.append(req_id)
         self.pending.append(p)
-
-    def add_keyed(self, cmd: bytes, req_id: int, p: Pending, key: int) -> None:
-        self.keyed.append((len(self.cmds), key))
-        self.add(cmd, req_id, p)
+        self.keys.append(key)
 
     def without(self, rows: set[int]) -> "Outbox":
         """The same, less the commands at ``rows``."""
         out = Outbox()
-        keyed = dict(self.keyed)
-        for row, entry in enumerate(zip(self.cmds, self.req_ids, self.pending, strict=True)):
-            if row in keyed:
-                if row not in rows:
-                    out.add_keyed(*entry, keyed[row])
-            elif row not in rows:
+        for row, entry in enumerate(
+            zip(self.cmds, self.req_ids, self.pending, self.keys, strict=True)
+        ):
+            if row not in rows:
                 out.add(*entry)
         return out
 
@@ -391,11 +386,7 @@ class Gateway:
                     raise ProtocolError(refusal.code, refusal.reason, refusal.field)
                 if used != sym:
                     raise _conflict(ik, used)
-        out = self.outbox[link.index]
-        if ik:
-            out.add_keyed(cmd, req_id, p, ik)
-        else:
-            out.add(cmd, req_id, p)
+        self.outbox[link.index].add(cmd, req_id, p, ik)
         self.queued += 1
 
     def _new_order(self, conn, client: int, msg: NewOrder) -> None:
@@ -546,12 +537,11 @@ class Gateway:
             self.outbox[link.index] = Outbox()
             n = link.requests.write(np.frombuffer(b"".join(out.cmds), COMMAND_DTYPE))
             self.inflight.put(out.req_ids[:n], out.pending[:n])
-            for row, key in out.keyed:
-                if row >= n:
-                    self.ledger.release(out.pending[row].client, key, out.req_ids[row])
             reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
-            for req_id, p in zip(out.req_ids[n:], out.pending[n:], strict=True):
+            for req_id, p, key in zip(out.req_ids[n:], out.pending[n:], out.keys[n:], strict=True):
                 self.risk.release(req_id)
+                if key:
+                    self.ledger.release(p.client, key, req_id)
                 coid = p.coid if p.group is None else p.group.coid(req_id)
                 busy = Reject(cid=p.cid, code=BUSY, field="$", reason=reason, coid=coid)
                 self._answer(p, req_id, busy)
@@ -559,7 +549,12 @@ class Gateway:
     def _check_journals(self) -> None:
         """The queued NEWs' keys, looked up in the other shards' journals at once: one used
         there is a conflict, and its NEW is not written."""
-        queued = [(i, *k) for i, out in self.outbox.items() for k in out.keyed]
+        queued = [
+            (i, row, key)
+            for i, out in self.outbox.items()
+            for row, key in enumerate(out.keys)
+            if key
+        ]
         if not queued:
             return
         clients = [self.outbox[i].pending[row].client for i, row, _ in queued]
