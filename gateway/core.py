@@ -5,13 +5,18 @@ A request frame goes through, in order: one frame? -> the client id of its
 connection (the ZAP User-Id, never the body) -> ``decode_request`` (types,
 ranges, the rules between fields) -> the client's rate limit -> a known
 instrument on a live shard -> the instrument's grid (lot, tick, band, max qty)
--> the idempotency ledger -> the pre-trade risk checks (``gateway.risk``; not
-for a retry under a used key, which the shard answers from its journal) ->
-queued for its shard's ring, its exposure counted as in flight until its
-answer comes. Any refusal is one ``Reject`` to the connection, and nothing
-reaches a shard. The queued commands
-are written to the rings once per turn (``flush``), a batch per shard; what
-does not fit is answered ``busy``: never dropped, never waited for.
+-> the idempotency ledger's pairs in flight -> the pre-trade risk checks
+(``gateway.risk``; not for a retry of a request in flight, which the shard
+answers from its journal) -> queued for its shard's ring, its exposure counted
+as in flight until its answer comes. Any refusal is one ``Reject`` to the
+connection, and nothing reaches a shard. The queued commands are written to
+the rings once per turn (``flush``), a batch per shard; what does not fit is
+answered ``busy``: never dropped, never waited for. Before they are written,
+the keys of the queued NEWs are looked up at once in the journals of the
+other shards (``gateway.ledger``; a shard refuses a key used on another of
+its instruments itself): one found there is a ``conflict``. A keyed NEW that
+the risk checks refuse is looked up in every journal first, so a retry gets
+its original answer whatever the limits say now.
 
 Events come back through the shards' event rings. Each drained batch is first
 folded into the positions (fills) and the risk state (live orders), and the
@@ -51,7 +56,6 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
-    EV_REJECTED,
     EV_TRADE,
     REJ_NOT_FOUND,
     REJECT_NAMES,
@@ -121,8 +125,7 @@ KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
 
 class Outbox:
     """One shard's commands waiting for ``flush``, with what each needs afterwards:
-    its pending reply, and the idempotency key recorded for it (0: none) to forget
-    if it is not written."""
+    its pending reply, and its idempotency key (0: none, or not a NEW)."""
 
     __slots__ = ("cmds", "req_ids", "pending", "keys")
 
@@ -134,6 +137,20 @@ class Outbox:
         self.req_ids.append(req_id)
         self.pending.append(p)
         self.keys.append(key)
+
+    def without(self, rows: set[int]) -> "Outbox":
+        """The same, less the commands at ``rows``."""
+        out = Outbox()
+        for row, entry in enumerate(
+            zip(self.cmds, self.req_ids, self.pending, self.keys, strict=True)
+        ):
+            if row not in rows:
+                out.add(*entry)
+        return out
+
+
+def _conflict(ik: int, used: str) -> ProtocolError:
+    return ProtocolError(CONFLICT, f"idempotency key {ik} was used for an order on {used}", "$.ik")
 
 
 def _log_reject(conn: bytes | None, r: Reject, **extra) -> None:
@@ -182,7 +199,7 @@ class Gateway:
         self.count = counters
         for client in kills.clients:
             self.risk.kill(client)
-        self.ledger = Ledger()
+        self.ledger = Ledger(links)
         self.cod_after = config.session.cancel_on_disconnect_ms / 1000
         self.outbox = {link.index: Outbox() for link in links}
         self.queued = 0  # commands in the outboxes
@@ -208,15 +225,13 @@ class Gateway:
         }
 
     def load(self) -> None:
-        """Start-up: from every shard's journal, the books, the idempotency keys, the
-        live orders and every fill since the first (the positions)."""
+        """Start-up: from every shard's journal, the books, the live orders and every fill
+        since the first (the positions). Idempotency keys stay in the journals."""
         fills = 0
         for link in self.links:
             loaded = link.load()
             if loaded is None:
                 continue
-            for entry in loaded.idem:
-                self.ledger.note(entry.client, entry.idem_key, link.syms[entry.instrument])
             for sym, resting in zip(link.syms, loaded.resting, strict=True):
                 self.risk.load(sym, resting)
             fills += self.positions.replay(
@@ -224,7 +239,6 @@ class Gateway:
             )
         logs.info(
             "journals read",
-            idempotency_keys=len(self.ledger),
             live_orders=self.risk.live_orders(),
             fills=fills,
             blocked=sorted(self.kills.clients),
@@ -358,18 +372,21 @@ class Gateway:
         sym, ik = order.sym, order.ik
         link, inst, book = self._route(sym)
         cmd = new_order_command(order, book, client=client, instrument=inst, req_id=req_id)
-        used = self.ledger.use(client, ik, sym) if ik else None
+        used = self.ledger.use(client, ik, sym, req_id) if ik else None
         if used is not None and used != sym:
-            raise ProtocolError(
-                CONFLICT, f"idempotency key {ik} was used for an order on {used}", "$.ik"
-            )
-        if used is None:  # a new order (a retry is answered from the shard's journal)
+            raise _conflict(ik, used)
+        if used is None:  # not in flight: new, unless a journal has it (``flush`` looks)
             refusal = self.risk.admit(req_id, client, sym, SIDES[order.side], order.qty, order.px)
             if refusal is not None:
-                if ik:
-                    self.ledger.forget(client, ik)
-                raise ProtocolError(refusal.code, refusal.reason, refusal.field)
-        self.outbox[link.index].add(cmd, req_id, p, ik if used is None else 0)
+                if not ik:
+                    raise ProtocolError(refusal.code, refusal.reason, refusal.field)
+                self.ledger.release(client, ik, req_id)
+                [used] = self.ledger.journaled([client], [ik])
+                if used is None:
+                    raise ProtocolError(refusal.code, refusal.reason, refusal.field)
+                if used != sym:
+                    raise _conflict(ik, used)
+        self.outbox[link.index].add(cmd, req_id, p, ik)
         self.queued += 1
 
     def _new_order(self, conn, client: int, msg: NewOrder) -> None:
@@ -512,6 +529,7 @@ class Gateway:
     def flush(self) -> None:
         """Write the queued commands, one batch per shard; answer ``busy`` for what did not fit."""
         self.queued = 0
+        self._check_journals()
         for link in self.links:
             out = self.outbox[link.index]
             if not out.cmds:
@@ -523,10 +541,38 @@ class Gateway:
             for req_id, p, key in zip(out.req_ids[n:], out.pending[n:], out.keys[n:], strict=True):
                 self.risk.release(req_id)
                 if key:
-                    self.ledger.forget(p.client, key)
+                    self.ledger.release(p.client, key, req_id)
                 coid = p.coid if p.group is None else p.group.coid(req_id)
                 busy = Reject(cid=p.cid, code=BUSY, field="$", reason=reason, coid=coid)
                 self._answer(p, req_id, busy)
+
+    def _check_journals(self) -> None:
+        """The queued NEWs' keys, looked up in the other shards' journals at once: one used
+        there is a conflict, and its NEW is not written."""
+        queued = [
+            (i, row, key)
+            for i, out in self.outbox.items()
+            for row, key in enumerate(out.keys)
+            if key
+        ]
+        if not queued:
+            return
+        clients = [self.outbox[i].pending[row].client for i, row, _ in queued]
+        keys = [key for _, _, key in queued]
+        used = self.ledger.journaled(clients, keys, [i for i, _, _ in queued])
+        refused: dict[int, set[int]] = {}
+        for (i, row, key), there in zip(queued, used, strict=True):
+            if there is None:
+                continue
+            out = self.outbox[i]
+            req_id, p = out.req_ids[row], out.pending[row]
+            self.risk.release(req_id)
+            self.ledger.release(p.client, key, req_id)
+            refused.setdefault(i, set()).add(row)
+            coid = p.coid if p.group is None else p.group.coid(req_id)
+            self._answer(p, req_id, _conflict(key, there).reject(p.cid, coid))
+        for i, rows in refused.items():
+            self.outbox[i] = self.outbox[i].without(rows)
 
     # ------------------------------------------------------------ events
 
@@ -535,26 +581,23 @@ class Gateway:
         self.positions.apply(ev, self.risk.offsets[link.index])
         self.risk.apply(ev, link.index)
         self.risk.settle(ev)
+        self.ledger.settle(ev)
         syms = link.syms
         inflight = self.inflight
         private = self._batch_acks(ev[ev["kind"] != EV_DEPTH], syms)  # DEPTH is public only
         for e in event_rows(private):
             sym = syms[e.instrument]
             p = inflight.get(e.req_id)
-            if p is not None:
-                if answers_request(e, p.kind):
-                    inflight.pop(e.req_id)
-                    if p.group is None:
-                        [(_, msg)] = private_messages(e, sym, p.kind, p.cid, p.coid)
-                        self._reply(p.conn, msg)
-                    else:
-                        coid = p.group.coid(e.req_id)
-                        [(_, msg)] = private_messages(e, sym, p.kind, p.cid, coid)
-                        self._group_put(p.group, e.req_id, msg)
-                    continue
-            elif e.idem_key and e.seq and (e.kind == EV_ACCEPTED or e.kind == EV_REJECTED):
-                # a key journaled by a request of a previous gateway
-                self.ledger.note(e.client, e.idem_key, sym)
+            if p is not None and answers_request(e, p.kind):
+                inflight.pop(e.req_id)
+                if p.group is None:
+                    [(_, msg)] = private_messages(e, sym, p.kind, p.cid, p.coid)
+                    self._reply(p.conn, msg)
+                else:
+                    coid = p.group.coid(e.req_id)
+                    [(_, msg)] = private_messages(e, sym, p.kind, p.cid, coid)
+                    self._group_put(p.group, e.req_id, msg)
+                continue
             if e.kind == EV_TRADE or e.kind == EV_CANCELLED:
                 for client, msg in private_messages(e, sym, 0, 0):
                     self._notify(client, msg)

@@ -83,7 +83,6 @@ class FrozenJournal:
 
 
 class Loaded(NamedTuple):
-    idem: list[IdemEntry]  # the journal's idempotency entries
     resting: list[np.ndarray]  # per instrument: ``Book.canonical_rows()`` of its book
     journal: FrozenJournal  # its batches, up to the moment of the load
 
@@ -131,11 +130,18 @@ class ShardLink:
             mirror.load(frozen.last_seq, *book.depth(levels))
         self.last = (frozen.last_seq, AFTER_ALL_IDX)
         resting = [book.canonical_rows() for book in engine.books]
-        return Loaded(list(journal.idem_entries()), resting, frozen)
+        return Loaded(resting, frozen)
 
     def order(self, order_id: int) -> OrderState | None:
         journal = self._open_journal()
         return None if journal is None else journal.order(order_id)
+
+    def idem_lookup_many(self, clients: np.ndarray, keys: np.ndarray) -> list[IdemEntry | None]:
+        """The journal's entry of each (client, idempotency key) pair, as of now."""
+        journal = self._open_journal()
+        if journal is None:
+            return [None] * len(keys)
+        return journal.idem_lookup_many(clients, keys)
 
     def alive(self) -> bool:
         """Whether a live shard process is attached to the request ring."""

@@ -221,6 +221,37 @@ def test_a_used_key_for_another_request_is_a_conflict(rig):
     assert isinstance(rig.client(4).new_order("BTC-USD", "buy", 1, px=6_000_000, ik=99), Ack)
 
 
+def test_a_key_in_flight_on_one_shard_is_a_conflict_on_another(rig):
+    c = rig.client(5)
+    s1 = rig.last_seqs()["s1"]
+    rig.pause("s0")  # the ACME orders stay in flight: no journal has their key yet
+    try:
+        first = c.send(NewOrder(cid=c.next_cid(), sym="ACME", side="buy", qty=1, px=8_100, ik=555))
+        retry = c.send(NewOrder(cid=c.next_cid(), sym="ACME", side="buy", qty=1, px=8_100, ik=555))
+        other = c.new_order("BTC-USD", "buy", 1, px=6_000_000, ik=555)
+        assert (other.code, other.field) == ("conflict", "$.ik") and "ACME" in other.reason
+        batch = c.new_orders(
+            [
+                order("ETH-USD", "buy", 1, px=290_000, ik=555, coid="a"),
+                order("ETH-USD", "buy", 1, px=290_000, ik=556, coid="b"),
+                order("BTC-USD", "buy", 1, px=5_900_000, ik=556, coid="c"),  # in the batch
+            ]
+        )
+        used, ok, again = batch.results
+        assert (used.code, used.coid) == ("conflict", "a") and "ACME" in used.reason
+        assert isinstance(ok, Ack) and (again.code, again.coid) == ("conflict", "c")
+        assert "ETH-USD" in again.reason
+    finally:
+        rig.resume("s0")
+    ack, dup = c.wait_reply(first, 10), c.wait_reply(retry, 10)
+    assert isinstance(ack, Ack) and not ack.dup
+    assert dup.dup and (dup.oid, dup.seq) == (ack.oid, ack.seq)
+    # answered: out of the gateway's memory, in s0's journal
+    later = c.new_order("BTC-USD", "buy", 1, px=6_000_000, ik=555)
+    assert later.code == "conflict" and "ACME" in later.reason
+    assert rig.last_seqs()["s1"] == s1 + 1  # only the ETH-USD order reached s1
+
+
 def test_mass_cancel_without_symbol_reaches_every_instrument(rig):
     c = rig.client(7)
     oids = {
@@ -304,7 +335,8 @@ def test_a_full_request_ring_is_answered_busy_and_nothing_is_lost(rig):
     rig.pause("s1")  # the ring (1024 slots) fills up and stays full
     try:
         for i in range(n):
-            c.send(NewOrder(cid=i + 1, sym="BTC-USD", side="sell", qty=1, px=7_000_000 + 100 * i))
+            px = 7_000_000 + 100 * i
+            c.send(NewOrder(cid=i + 1, sym="BTC-USD", side="sell", qty=1, px=px, ik=70_000 + i))
         busy = wait_notices(c, 100, Reject)  # answered at once, while the shard is stopped
         assert {(r.code, r.field) for r in busy} == {("busy", "$")}
         assert "full" in busy[0].reason
@@ -313,6 +345,10 @@ def test_a_full_request_ring_is_answered_busy_and_nothing_is_lost(rig):
     acks = wait_notices(c, n - 100, Ack)
     assert {a.cid for a in acks} | {r.cid for r in busy} == set(range(1, n + 1))
     assert rig.last_seqs()["s1"] - before == n - 100  # the refused ones never reached it
+    # a busy order's key was never used; an accepted one's was
+    free, used = 70_000 + busy[0].cid - 1, 70_000 + acks[0].cid - 1
+    assert isinstance(c.new_order("ACME", "sell", 1, px=19_000, ik=free), Ack)
+    assert c.new_order("ACME", "sell", 1, px=19_000, ik=used).code == "conflict"
 
 
 def test_a_client_retry_after_a_timeout_reconnects_and_places_the_order_once(rig):

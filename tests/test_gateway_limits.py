@@ -17,9 +17,11 @@ import pytest
 from gateway_harness import REPO, GatewayRig, wait_notices
 
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
+from exchange.shard import request_ring
 from gateway.client import order
 from gateway.keys import create_server_keys
-from gateway.protocol import Ack, BatchAck, Book, Cancelled, Fill, Heartbeat, Reject
+from gateway.protocol import Ack, BatchAck, Book, Cancelled, Fill, Heartbeat, NewOrder, Reject
+from shm.ring import inspect_ring
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -116,10 +118,44 @@ def test_gateway_restart_keeps_books_and_idempotency_keys(rig):
     c = rig.client(6)
     book = c.book("ACME", depth=100)
     assert isinstance(book, Book) and (19_000, 7, 1) in book.asks
+    seqs = rig.last_seqs()
+    # the new gateway holds no key in memory: s0's journal says where 31337 was used
     conflict = c.new_order("BTC-USD", "sell", 7, px=8_000_000, ik=31337)
-    assert (conflict.code, conflict.field) == ("conflict", "$.ik")
+    assert (conflict.code, conflict.field) == ("conflict", "$.ik") and "ACME" in conflict.reason
+    same_shard = c.new_order("BOLT", "sell", 10, px=4_000, ik=31337)  # s0 refuses it itself
+    assert (same_shard.code, same_shard.field) == ("conflict", "$.ik")
+    batch = c.new_orders(
+        [
+            order("ETH-USD", "sell", 1, px=440_000, ik=31337),
+            order("ETH-USD", "sell", 1, px=440_000, ik=31338),
+        ]
+    )
+    used, new = batch.results
+    assert used.code == "conflict" and isinstance(new, Ack)
+    assert rig.last_seqs() == {**seqs, "s1": seqs["s1"] + 1}  # none of the conflicts ran
     retry = c.new_order("ACME", "sell", 7, px=19_000, ik=31337)
     assert retry.dup and (retry.oid, retry.seq) == (first.oid, first.seq)
+    assert c.mass_cancel().n == 2
+
+
+def test_a_key_a_killed_gateway_left_in_a_ring_is_a_conflict_for_the_next(rig):
+    c = rig.client(7)
+    s0 = rig.last_seqs()["s0"]
+    rig.pause("s0")  # the order waits in s0's request ring
+    try:
+        c.send(NewOrder(cid=c.next_cid(), sym="ACME", side="buy", qty=2, px=7_000, ik=4242))
+        ring = request_ring("s0")
+        wait_until(lambda: inspect_ring(rig.ns, ring).depth == 1, what="the order in the ring")
+        rig.kill("gateway")  # with the order in flight, and its key in its memory only
+        rig.start_gateway()  # reads s0's journal, which has no 4242 yet
+    finally:
+        rig.resume("s0")  # s0 journals the old gateway's order and publishes its events
+    wait_until(lambda: rig.last_seqs()["s0"] == s0 + 1, what="s0 to journal the order")
+    c = rig.client(7)
+    conflict = c.new_order("BTC-USD", "buy", 2, px=6_000_000, ik=4242)
+    assert (conflict.code, conflict.field) == ("conflict", "$.ik") and "ACME" in conflict.reason
+    retry = c.new_order("ACME", "buy", 2, px=7_000, ik=4242)
+    assert isinstance(retry, Ack) and retry.dup and retry.seq == s0 + 1
     assert c.mass_cancel().n == 1
 
 

@@ -1,5 +1,6 @@
 """The gateway's parts on their own: key files, the ZAP answers, rate limits, sessions,
-the idempotency ledger, reply groups, the restart filter and the subscriber's gap logic."""
+reply groups, the restart filter and the subscriber's gap logic (the idempotency ledger:
+test_ledger.py)."""
 
 import os
 
@@ -11,7 +12,6 @@ from zmq.utils import z85
 from exchange.records import EVF_DUPLICATE, events
 from gateway import keys as k
 from gateway.inflight import BatchGroup, Inflight, MassGroup
-from gateway.ledger import Ledger
 from gateway.protocol import (
     Ack,
     Book,
@@ -128,7 +128,7 @@ def test_zap_accepts_registered_curve_keys_only(tmp_path):
         ctx.term()
 
 
-# --- rate limits, sessions, ledger
+# --- rate limits, sessions
 
 
 def test_token_bucket_grants_the_burst_then_the_rate():
@@ -161,17 +161,6 @@ def test_sessions_track_connections_and_report_silent_armed_clients():
     s.arm(2, True)
     s.arm(2, False)
     assert s.silent(now=9.0, after=1.0) == []
-
-
-def test_ledger_records_a_key_once_and_forgets_on_request():
-    ledger = Ledger()
-    assert ledger.use(1, 5, "ACME") is None  # new: recorded
-    assert ledger.use(1, 5, "ACME") == "ACME" and ledger.use(1, 5, "BOLT") == "ACME"
-    assert ledger.use(2, 5, "BOLT") is None  # another client's keys are its own
-    ledger.note(1, 5, "BOLT")  # the first use stays
-    assert ledger.use(1, 5, "BOLT") == "ACME"
-    ledger.forget(1, 5)
-    assert ledger.use(1, 5, "BOLT") is None and len(ledger) == 2
 
 
 # --- reply groups and request ids

@@ -178,12 +178,17 @@ def test_a_client_kills_itself_and_only_an_operator_lifts_it(rig):
     c, other = rig.client(5), rig.client(5)
     for px in (9_600, 9_700):
         assert isinstance(c.new_order("ACME", "buy", 1, px=px), Ack)
-    assert isinstance(other.new_order("ETH-USD", "sell", 1, px=310_000), Ack)
+    first = other.new_order("ETH-USD", "sell", 1, px=310_000, ik=5_001)
+    assert isinstance(first, Ack)
     reply = c.kill()
     assert isinstance(reply, MassCancelled) and (reply.n, reply.sym) == (3, None)
     assert killswitch.killed(rig.keys_dir).keys() >= {5}
     refused = other.new_order("ACME", "buy", 1, px=9_600)  # every connection of the client
     assert refused.code == "kill_switch"
+    # a retry is answered as the original was, whatever the limits say now
+    retry = c.new_order("ETH-USD", "sell", 1, px=310_000, ik=5_001)
+    assert retry.dup and (retry.oid, retry.seq) == (first.oid, first.seq)
+    assert c.new_order("BTC-USD", "sell", 1, px=6_000_000, ik=5_001).code == "conflict"
     assert c.kill().n == 0  # pressing it again is harmless
     killswitch.unkill(rig.keys_dir, 5)
     wait_until(
