@@ -327,6 +327,10 @@ class Journal:
         # fold, so until then write_batch need not look them up again
         self._unused: set[bytes] = set()
         self._log_positions: dict[str, int] = {}
+        # a reader's view of the log's idempotency entries, kept between lookups: as
+        # of the fold at ``_view_at[0]``, read up to the batch ending at ``_view_at[1]``
+        self._view: dict[bytes, bytes] = {}
+        self._view_at = (-1, -1)
         self._commits = 0
         self._commit_seconds = 0.0
         self._grows = 0
@@ -676,9 +680,10 @@ class Journal:
         """The IDEM_DTYPE value of each journal key (IDEM_KEY_DTYPE bytes), None if unused."""
         if self.readonly:
             with self._read() as txn:
-                found = self._log_idem(txn)
-                found.update(txn.cursor(db=self._db["idem"]).getmulti(keys))
-            return [found.get(k) for k in keys]
+                logged = self._log_idem(txn)
+                misses = [k for k in keys if k not in logged]
+                found = dict(txn.cursor(db=self._db["idem"]).getmulti(misses)) if misses else {}
+            return [logged.get(k) or found.get(k) for k in keys]
         logged = self._idem
         misses = [k for k in keys if k not in logged]
         found = {}
@@ -689,12 +694,19 @@ class Journal:
         return [logged.get(k) or found.get(k) for k in keys]
 
     def _log_idem(self, txn) -> dict[bytes, bytes]:
-        """The idempotency entries of the log (key -> value)."""
-        out = {}
-        for _, value in self._log(txn, self._meta(txn, b"folded")):
+        """The idempotency entries of the log (key -> value). A reader keeps them from one
+        call to the next and decodes only the records added since (a fold starts anew),
+        so a lookup costs the keys asked, not the log's length."""
+        folded = self._meta(txn, b"folded")
+        if not self.readonly or folded != self._view_at[0]:
+            self._view, self._view_at = {}, (folded, folded)
+        last = self._view_at[1]
+        for key, value in self._log(txn, last):
             rec = decode_batch(value)
-            out.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
-        return out
+            self._view.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
+            last = _int(key)
+        self._view_at = (folded, last)
+        return self._view
 
     def idem_lookup(self, client: int, idem_key: int) -> IdemEntry | None:
         return self.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
@@ -712,7 +724,7 @@ class Journal:
         # the log first: a fold meanwhile moves its entries into the table, where
         # they are found again (and skipped), never lost between two reads
         with self._read() as txn:
-            log = sorted(self._log_idem(txn).items())
+            log = sorted(self._log_idem(txn).items())  # a copy: a reader's view moves on
         logged = {k for k, _ in log}
         at = 0
         after = None
