@@ -1,7 +1,7 @@
 """A journal writer or reader in its own process, for the cross-process journal tests.
 
     journal_worker.py write PATH STREAM.npz [--durability M] [--map-size B]
-                      [--max-map-size B] [--step] [--fsize-limit B]
+                      [--max-map-size B] [--step] [--fsize-limit B] [--merge-rows N]
     journal_worker.py read PATH STREAM.npz
 
 ``write`` journals the saved batches in order, each with the position
@@ -44,6 +44,7 @@ def write(args, batches) -> int:
         durability=args.durability,
         map_size=args.map_size,
         max_map_size=args.max_map_size,
+        **({"merge_rows": args.merge_rows} if args.merge_rows else {}),
     ) as j:
         todo = enumerate(batches)
         try:
@@ -92,6 +93,7 @@ def main() -> int:
     ap.add_argument("--max-map-size", type=int, default=1 << 30)
     ap.add_argument("--step", action="store_true")
     ap.add_argument("--fsize-limit", type=int, default=0)
+    ap.add_argument("--merge-rows", type=int, help="fold the log this often (rows + entries)")
     args = ap.parse_args()
     batches = load(args.stream)
     return write(args, batches) if args.role == "write" else read(args, batches)

@@ -13,6 +13,7 @@ import pytest
 from journal_stream import assert_prefix, cut, save, shard_stream
 
 from exchange.journal import Journal
+from exchange.records import CMD_NEW
 
 WORKER = Path(__file__).with_name("journal_worker.py")
 
@@ -103,6 +104,33 @@ def test_a_reader_process_reads_while_a_writer_process_writes(jdir, stream_file,
     assert writer.wait(timeout=30) == 0
     reader.stdin.close()
     assert reader.wait(timeout=30) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_reader_kept_open_finds_every_key_across_folds(jdir, stream_file, spawn):
+    """A reader keeps the log's idempotency entries between lookups (the gateway asks
+    at every flush): after each step of a writer that folds every few batches, one
+    reader left open finds exactly the pairs written so far, with their seqs."""
+    path, batches = stream_file
+    writer = spawn("write", jdir, path, "--step", "--merge-rows", 300)
+    ask(writer, "1")
+    keyed = [
+        (int(c["client"]), int(c["idem_key"]), int(c["seq"]))
+        for cmds, _ in batches
+        for c in cmds
+        if c["kind"] == CMD_NEW and c["idem_key"]
+    ]
+    clients, keys = [c for c, _, _ in keyed], [k for _, k, _ in keyed]
+    written = 1
+    with Journal(jdir, readonly=True) as r:
+        while written < len(batches):
+            acked = int(ask(writer, "2")[1])
+            written += 2
+            found = [None if e is None else e.seq for e in r.idem_lookup_many(clients, keys)]
+            assert found == [s if s <= acked else None for _, _, s in keyed]
+        assert r.stats().orders_merged > 0  # it did fold meanwhile
+    writer.stdin.close()
+    assert ask(writer)[0] == "done"
 
 
 def kill_mid_stream(jdir, stream_file, spawn, acks_before_kill: int, durability: str):
