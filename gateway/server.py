@@ -5,8 +5,9 @@
 Attaches to every shard's rings (the supervisor created them), binds the
 ROUTER and PUB endpoints of the config as CURVE servers behind the ZAP handler
 (its counter block, ``gateway.counters``, made first, says it is up), reads the
-shards' journals (books for the market-data mirrors, idempotency keys, live
-orders and fills for the risk checks and positions) and serves. SIGTERM or
+shards' journals (books for the market-data mirrors, live orders and fills for
+the risk checks and positions; idempotency keys are looked up in them as requests
+come, never loaded) and serves. SIGTERM or
 SIGINT: stop reading requests, keep draining the event rings for up to
 ``DRAIN_SECONDS`` so requests in flight get their replies, remove the counter
 block, exit 0. Exit 2: a bad config, keys directory (client keys, kill files)
