@@ -29,8 +29,8 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from exchange import idempotency, kernel
-from exchange.book import EVENTS_PER_COMMAND, Book
+from exchange import idempotency
+from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.journal import Journal
 from exchange.records import (
@@ -46,6 +46,7 @@ from exchange.records import (
     SIDE_SELL,
     check_commands,
     commands,
+    copy_records,
     join_records,
 )
 
@@ -117,12 +118,6 @@ def _sequence(cmds, first_seq, id_base):
             c.order_id = id_base | c.seq
 
 
-def _copy(records: np.ndarray) -> np.ndarray:
-    """A writable copy of contiguous records (numpy's own copy and views of a
-    structured dtype go field by field: many times slower on a few records)."""
-    return np.frombuffer(bytearray(records.tobytes()), records.dtype)
-
-
 def _take(records: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``records[idx]`` as whole records (fancy indexing goes field by field: slow)."""
     rows = records.view(np.uint8).reshape(len(records), records.dtype.itemsize)
@@ -152,7 +147,6 @@ class ShardEngine:
         self.last_seq = 0
         self._since_snapshot = 0
         self._snapshot_at = time.monotonic()
-        self._events = np.zeros(1024, EVENT_DTYPE)  # the books' output, reused
 
     # ------------------------------------------------------------ the batch
 
@@ -180,7 +174,7 @@ class ShardEngine:
             replies.append(plan.conflicts)
         # a copy: the ring's slots are left as they were
         if plan.keep is None:
-            batch = _copy(drained)
+            batch = copy_records(drained)
         else:
             batch = _take(drained, np.flatnonzero(plan.keep))
         n = len(batch)
@@ -206,37 +200,17 @@ class ShardEngine:
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Each instrument's commands through its book; events back in seq order."""
         if len(self.books) == 1:
-            return self._process(self.books[0], batch)
+            return self.books[0].process_sequenced(batch)
         inst = batch["instrument"]
         if (inst == inst[0]).all():
-            return self._process(self.books[int(inst[0])], batch)
+            return self.books[int(inst[0])].process_sequenced(batch)
         parts = [
-            self._process(self.books[i], _take(batch, np.flatnonzero(inst == i)))
+            self.books[i].process_sequenced(_take(batch, np.flatnonzero(inst == i)))
             for i in np.unique(inst).tolist()
         ]
         events = join_records(parts, EVENT_DTYPE)
         # each part is in (seq, idx) order already; a stable sort on seq keeps idx order
         return _take(events, np.argsort(events["seq"], kind="stable"))
-
-    def _process(self, book: Book, cmds: np.ndarray) -> np.ndarray:
-        """All of ``cmds`` through ``book``: a copy of their events.
-
-        ``Book.process`` without its checks of the seqs: the engine made them
-        (``recover`` checks the journal's), and on a batch of one command the
-        checks cost more than the kernel."""
-        want = EVENTS_PER_COMMAND * len(cmds) + 1024
-        if len(self._events) < want:
-            self._events = np.zeros(want, EVENT_DTYPE)
-        chunks = []
-        pos = 0
-        while pos < len(cmds):
-            done, n, need = kernel.process(book.state, cmds, pos, self._events)
-            if need:
-                self._events = np.zeros(max(need, 2 * len(self._events)), EVENT_DTYPE)
-                continue
-            chunks.append(_copy(self._events[:n]))
-            pos += done
-        return chunks[0] if len(chunks) == 1 else join_records(chunks, EVENT_DTYPE)
 
     # ------------------------------------------------------------ snapshots
 
