@@ -40,24 +40,24 @@ STANDALONE = "standalone (systemd)"
 UP, STARTING, DOWN = "up", "starting", "down"
 
 
-def _blocks(ns: str) -> dict[str, BlockSnapshot]:
+def _read_all(ns: str, names, read) -> dict:
+    """name -> ``read(ns, name)`` for each name, without the ones being created or
+    removed right now."""
     out = {}
-    for name in list_blocks(ns):
+    for name in names:
         try:
-            out[name] = read_block(ns, name)
+            out[name] = read(ns, name)
         except (OSError, ShmError):
-            continue  # a block being created or removed right now
+            continue
     return out
+
+
+def _blocks(ns: str) -> dict[str, BlockSnapshot]:
+    return _read_all(ns, list_blocks(ns), read_block)
 
 
 def _rings(ns: str) -> dict[str, RingStatus]:
-    out = {}
-    for name in list_rings(ns):
-        try:
-            out[name] = inspect_ring(ns, name)
-        except (OSError, ShmError):
-            continue  # a ring being created or removed right now
-    return out
+    return _read_all(ns, list_rings(ns), inspect_ring)
 
 
 def _supervisor(config: Config) -> dict | None:
