@@ -4,7 +4,7 @@ is routed to a shard.
 The state is the gateway's alone (it owns the client's session; no locks):
 
 - every live order of every client, from the shards' events: an order table
-  (``gateway.ordertable``) with its client row, instrument, side, total qty
+  (``exchange.ordertable``) with its client row, instrument, side, total qty
   and open qty, and per (client row, instrument, side) the open quantity;
 - what was sent and not answered yet: ``reserve`` counts a NEW (or the qty a
   REPLACE adds) the moment it is queued for a shard, ``release`` forgets it
@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from exchange import ordertable
 from exchange.config import Config
 from exchange.records import (
     EV_ACCEPTED,
@@ -44,7 +45,6 @@ from exchange.records import (
     SIDE_BUY,
     SIDE_SELL,
 )
-from gateway import ordertable
 from gateway.limits import Limits, LimitTable, offsets, symbols
 from gateway.positions import F_POS, Positions
 from gateway.protocol import (

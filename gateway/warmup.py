@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
+from exchange import ordertable
 from exchange.book import Book
 from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, TIF_IOC, commands
-from gateway import ordertable
 from gateway.limits import symbols
 from gateway.mirror import BookMirror, market_data
 from gateway.positions import Positions

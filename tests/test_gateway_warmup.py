@@ -8,7 +8,7 @@ from tests.gateway_harness import REPO
 # the kernels called from Python (the others are only called from these)
 CALLED = {
     "gateway.mirror": ("apply_depth", "best_levels", "find_best"),
-    "gateway.ordertable": ("find", "insert", "remove", "_rehash"),
+    "exchange.ordertable": ("find", "insert", "remove", "_rehash"),
     "gateway.positions": ("apply_trades",),
     "gateway.risk": ("fold", "load"),
     "gateway.shardlink": ("_unseen",),

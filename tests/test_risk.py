@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from streams import random_batches, random_config, random_stream
 
+from exchange import ordertable
 from exchange.book import Book
 from exchange.config import DEFAULT_TOML, Instrument, parse_config
 from exchange.records import (
@@ -25,7 +26,6 @@ from exchange.records import (
     commands,
     events,
 )
-from gateway import ordertable
 from gateway.limits import limits_for, offsets, symbols
 from gateway.positions import Positions
 from gateway.protocol import (

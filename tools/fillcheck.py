@@ -15,9 +15,9 @@ is checked against it:
 So an order is never filled beyond its quantity, never filled once it is gone,
 and what every event says is left agrees with the fills before it.
 
-The table is open addressing with linear probing and backward-shift deletion
-(the kernel's scheme): ``new_table`` sizes it, ``fit`` grows it before a batch
-so it never runs past half full. Problems are written to a ``(n, 3)`` array of
+The table is ``exchange.ordertable``'s (open addressing, linear probing,
+backward-shift deletion) with columns id, qty, filled; ``fit`` grows it before
+a batch so it never runs past half full. Problems are written to a ``(n, 3)`` array of
 (P_* code, event index in the batch, order id); ``scan`` counts them all and
 stores as many as fit.
 """
@@ -25,14 +25,14 @@ stores as many as fit.
 import numpy as np
 from numba import njit
 
+from exchange import ordertable
+from exchange.ordertable import find, insert, remove
 from exchange.records import EV_ACCEPTED, EV_CANCELLED, EV_REPLACED, EV_TRADE
 
-EMPTY = np.iinfo(np.int64).min  # the id of a free entry
-T_ID = 0
+T_ID = 0  # ordertable's id column
 T_QTY = 1  # total quantity (filled + open), as the last ACCEPTED/REPLACED/decrement set it
 T_FILLED = 2
 T_COLS = 3
-MIN_TABLE = 1 << 10
 
 P_LIVE_ALREADY = 1  # ACCEPTED for an order id that is live
 P_NOT_LIVE = 2  # a TRADE, CANCELLED or REPLACED names an order that is not live
@@ -58,75 +58,13 @@ S_PROBLEMS = 4
 S_SIZE = 5
 
 
-def new_table(capacity: int = MIN_TABLE) -> np.ndarray:
-    size = 1 << max(capacity - 1, MIN_TABLE - 1).bit_length()
-    table = np.zeros((size, T_COLS), np.int64)
-    table[:, T_ID] = EMPTY
-    return table
+def new_table() -> np.ndarray:
+    return ordertable.new_table(T_COLS)
 
 
 def fit(table: np.ndarray, live: int, events: np.ndarray) -> np.ndarray:
-    """``table``, or a larger copy, with room for the orders ``events`` can add."""
-    need = 2 * (live + int((events["kind"] == EV_ACCEPTED).sum()))
-    if need <= len(table):
-        return table
-    bigger = new_table(need)
-    _rehash(table, bigger)
-    return bigger
-
-
-@njit(cache=True)
-def _home(oid, mask):
-    # ids count up per shard (the shard's index in the high bits): keep the low bits
-    return (oid ^ (oid >> 32)) & mask
-
-
-@njit(cache=True)
-def _find(table, oid):
-    mask = table.shape[0] - 1
-    i = _home(oid, mask)
-    while True:
-        k = table[i, T_ID]
-        if k == oid:
-            return i
-        if k == EMPTY:
-            return -1
-        i = (i + 1) & mask
-
-
-@njit(cache=True)
-def _insert(table, oid, qty):
-    mask = table.shape[0] - 1
-    i = _home(oid, mask)
-    while table[i, T_ID] != EMPTY:
-        i = (i + 1) & mask
-    table[i, T_ID] = oid
-    table[i, T_QTY] = qty
-    table[i, T_FILLED] = 0
-
-
-@njit(cache=True)
-def _remove(table, i):
-    mask = table.shape[0] - 1
-    j = i
-    while True:
-        j = (j + 1) & mask
-        k = table[j, T_ID]
-        if k == EMPTY:
-            break
-        # an entry may move into the hole only if the hole is on its probe path
-        if ((j - _home(k, mask)) & mask) >= ((j - i) & mask):
-            table[i] = table[j]
-            i = j
-    table[i, T_ID] = EMPTY
-
-
-@njit(cache=True)
-def _rehash(old, new):
-    for i in range(old.shape[0]):
-        if old[i, T_ID] != EMPTY:
-            _insert(new, old[i, T_ID], old[i, T_QTY])
-            new[_find(new, old[i, T_ID]), T_FILLED] = old[i, T_FILLED]
+    """``table``, or a larger copy, with room for every order a batch could add."""
+    return ordertable.fit(table, live + int((events["kind"] == EV_ACCEPTED).sum()))
 
 
 @njit(cache=True)
@@ -141,7 +79,7 @@ def _problem(problems, totals, code, at, oid):
 
 @njit(cache=True)
 def _fill(table, problems, totals, at, oid, qty, leaves):
-    i = _find(table, oid)
+    i = find(table, oid)
     if i < 0:
         _problem(problems, totals, P_NOT_LIVE, at, oid)
         return
@@ -152,7 +90,7 @@ def _fill(table, problems, totals, at, oid, qty, leaves):
     if leaves != table[i, T_QTY] - filled:
         _problem(problems, totals, P_LEAVES, at, oid)
     if leaves <= 0:
-        _remove(table, i)
+        remove(table, i)
         totals[S_LIVE] -= 1
 
 
@@ -168,12 +106,14 @@ def scan(table, events, problems, totals):
         k = e.kind
         if k == EV_ACCEPTED:
             totals[S_ACCEPTED] += 1
-            if _find(table, e.order_id) >= 0:
+            if find(table, e.order_id) >= 0:
                 _problem(problems, totals, P_LIVE_ALREADY, at, e.order_id)
                 continue
             if e.leaves != e.qty:
                 _problem(problems, totals, P_LEAVES, at, e.order_id)
-            _insert(table, e.order_id, e.qty)
+            i = insert(table, e.order_id)
+            table[i, T_QTY] = e.qty
+            table[i, T_FILLED] = 0
             totals[S_LIVE] += 1
         elif k == EV_TRADE:
             totals[S_TRADES] += 1
@@ -183,7 +123,7 @@ def scan(table, events, problems, totals):
             _fill(table, problems, totals, at, e.order_id, e.qty, e.leaves)
             _fill(table, problems, totals, at, e.other_id, e.qty, e.other_leaves)
         elif k == EV_REPLACED:
-            i = _find(table, e.order_id)
+            i = find(table, e.order_id)
             if i < 0:
                 _problem(problems, totals, P_NOT_LIVE, at, e.order_id)
                 continue
@@ -192,7 +132,7 @@ def scan(table, events, problems, totals):
             if left <= 0 or e.leaves != left:
                 _problem(problems, totals, P_LEAVES, at, e.order_id)
         elif k == EV_CANCELLED:
-            i = _find(table, e.order_id)
+            i = find(table, e.order_id)
             if i < 0:
                 _problem(problems, totals, P_NOT_LIVE, at, e.order_id)
                 continue
@@ -206,5 +146,5 @@ def scan(table, events, problems, totals):
                 _problem(problems, totals, P_LEAVES, at, e.order_id)
             elif e.qty != table[i, T_QTY] - table[i, T_FILLED]:
                 _problem(problems, totals, P_CANCEL_QTY, at, e.order_id)
-            _remove(table, i)
+            remove(table, i)
             totals[S_LIVE] -= 1
