@@ -35,7 +35,6 @@ with ``--json``; ``--plot`` writes the latency-vs-load chart (SVG),
 """
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -52,6 +51,7 @@ import psutil
 
 from bench.apply import RawLog
 from bench.daemon import REPO, BenchDaemon, free_port
+from bench.report import emit
 from bench.svgplot import Series, line_chart
 from exchange.shard import counters_name
 from gateway.keys import create_client, create_server_keys
@@ -427,11 +427,7 @@ def main() -> None:
         Path(args.plot).write_text(plot(results, args.batch))
     if args.results:
         write_results(Path(args.results), table(results, out))
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>26}: {v}")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

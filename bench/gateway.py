@@ -28,7 +28,6 @@ the measurement (a snapshot of such books is a separate cost, bench.shard's).
 """
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -44,6 +43,7 @@ from pathlib import Path
 import msgspec
 import zmq
 
+from bench.report import emit
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.shard import event_ring, request_ring
@@ -345,11 +345,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root)
     result["echo_orders_per_sec"] = round(statistics.median(echo.rates))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>26}: {v}")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

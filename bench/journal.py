@@ -10,7 +10,6 @@ directory on the repository's disk (not /dev/shm), so fsync is real.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import emit
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.idempotency import plan_batch
@@ -190,11 +190,7 @@ def main() -> None:
                 result[f"{mode}_batch_{size}"] = run_mode(root, mode, size, stream, args.seconds)
     finally:
         shutil.rmtree(root)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>18}: {v}")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ of ``--repeat`` runs.
 """
 
 import argparse
-import json
 import multiprocessing as mp
 import statistics
 import sys
@@ -27,6 +26,7 @@ import numpy as np
 import psutil
 from numba import njit
 
+from bench.report import emit
 from exchange.records import COMMAND_DTYPE
 from shm import ring_ops as ops
 from shm.atomics import cpu_relax, load_acquire
@@ -298,11 +298,7 @@ def main(argv=None) -> None:
     result |= {"batch": BATCH, "python_batch": PYTHON_BATCH, "repeat": args.repeat}
     for key in runs[0]:
         result[key] = round(statistics.median(run[key] for run in runs), 3)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}  {value}")
+    emit(result, args.json)
     sys.stdout.flush()
 
 

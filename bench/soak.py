@@ -34,7 +34,6 @@ Prints a line per window and the figures; exits 1 if a criterion failed.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -45,6 +44,7 @@ from pathlib import Path
 
 from bench import e2e
 from bench.daemon import REPO, BenchDaemon
+from bench.report import emit
 from gateway.client import Client
 from gateway.keys import load_secret_certificate
 from gateway.protocol import MassCancelled
@@ -244,11 +244,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>26}: {v}")
+    emit(out, args.json)
     sys.exit(0 if out["ok"] else 1)
 
 
