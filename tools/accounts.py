@@ -20,7 +20,7 @@ and what is wrong; the first ``MAX_LISTED`` per check are kept, all are counted.
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,29 +32,17 @@ from gateway.positions import F_PEAK_LONG, F_PEAK_SHORT, F_POS, trades_of
 from gateway.slots import Slots
 from tools.journalview import JournalView
 from tools.positionview import from_journals
-from tools.verify import MAX_LISTED, Problem
+from tools.verify import MAX_LISTED, Findings
 
 ACCOUNT_CHECKS = ("makers", "positions", "cash", "limits")
 _ORDER = np.dtype([("order_id", "<i8"), ("client", "<u4"), ("side", "u1")])
 
 
 @dataclass
-class AccountsCheck:
+class AccountsCheck(Findings):
     shards: list[str]
     clients: int = 0
     trades: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.counts
-
-    def add(self, check: str, seq: int, message: str) -> None:
-        n = self.counts.get(check, 0)
-        if n < MAX_LISTED:
-            self.problems.append(Problem(check, int(seq), message))
-        self.counts[check] = n + 1
 
 
 def _read(path: str, upto: int) -> tuple[np.ndarray, np.ndarray]:

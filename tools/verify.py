@@ -62,8 +62,26 @@ class Problem(NamedTuple):
     message: str
 
 
+@dataclass(kw_only=True)
+class Findings:
+    """Problems by check: every one counted, the first ``MAX_LISTED`` of each kept."""
+
+    problems: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.counts
+
+    def add(self, check: str, seq: int, message: str) -> None:
+        n = self.counts.get(check, 0)
+        if n < MAX_LISTED:
+            self.problems.append(Problem(check, int(seq), message))
+        self.counts[check] = n + 1
+
+
 @dataclass
-class Verification:
+class Verification(Findings):
     shard: str
     path: str
     last_seq: int = 0
@@ -77,19 +95,7 @@ class Verification:
     idem_entries: int = 0
     snapshot_seq: int = 0  # 0: no snapshot
     hashes: dict[str, str] = field(default_factory=dict)  # symbol -> state hash at last_seq
-    problems: list[Problem] = field(default_factory=list)  # the first MAX_LISTED per check
-    counts: dict[str, int] = field(default_factory=dict)  # every problem, per check
     seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.counts
-
-    def add(self, check: str, seq: int, message: str) -> None:
-        n = self.counts.get(check, 0)
-        if n < MAX_LISTED:
-            self.problems.append(Problem(check, int(seq), message))
-        self.counts[check] = n + 1
 
 
 class _Pass:
