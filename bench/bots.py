@@ -3,8 +3,11 @@
     python -m bench.bots --endpoint E --server-key F --secret F --rate R --seconds S
         [--warmup W] [--batch B] [--echo] [--seed N] --out FILE.npz
 
-Open loop: frame k is due at t0 + k / frames_per_second whatever the answers do,
-and its round trip is measured from that due instant to its answer. A stall of
+Open loop: frame k is due at t0 + (k + phase) / frames_per_second whatever the
+answers do, and its round trip is measured from that due instant to its answer.
+``--phase`` (a fraction of one frame interval) spreads several bots' frames
+evenly instead of all of them sending at the same instants: N bots in step are
+bursts of N frames, a different load than the rate they add up to. A stall of
 the server, or of the bot, shows as latency instead of quietly lowering the
 offered load (no coordinated omission); how late the bot itself sent is
 recorded too (``lag``). At most ``--max-inflight`` frames wait for an answer:
@@ -149,7 +152,7 @@ def answer_cid(raw: bytes, echo: bool, sent: list[bytes], counts: Counts) -> int
 def run(sock: zmq.Socket, sent: list[bytes], fps: float, args) -> tuple:
     """Send ``sent`` open loop at ``fps`` frames a second; (rtt, lag, counts)."""
     n = len(sent)
-    due = np.arange(n) / fps
+    due = (np.arange(n) + args.phase) / fps
     answered_at = np.full(n, np.nan)
     lag = np.full(n, np.nan)  # NaN: not sent (skipped)
     counts = Counts()
@@ -208,11 +211,12 @@ def main() -> None:
     ap.add_argument("--max-inflight", type=int, default=20_000, help="frames unanswered")
     ap.add_argument("--heartbeats", action="store_true", help="Heartbeats instead of orders")
     ap.add_argument("--echo", action="store_true", help="the server echoes each frame")
+    ap.add_argument("--phase", type=float, default=0.0, help="offset, in frame intervals")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", required=True, help="results (.npz)")
     args = ap.parse_args()
-    if args.rate <= 0 or args.seconds <= 0 or args.batch < 1:
-        ap.error("--rate and --seconds must be > 0 and --batch >= 1")
+    if args.rate <= 0 or args.seconds <= 0 or args.batch < 1 or not 0 <= args.phase < 1:
+        ap.error("--rate and --seconds must be > 0, --batch >= 1 and 0 <= --phase < 1")
     fps = args.rate / args.batch
     n = max(1, int(fps * (args.warmup + args.seconds)))
     if args.heartbeats:

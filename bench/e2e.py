@@ -6,7 +6,8 @@ same bots against a bare echo server as the machine's floor.
 
 Targets, each swept over offered rates (orders/s: ``RATES``, doubling from
 1,000) until it saturates (it answers less than ``SATURATED`` of the offered
-rate, or the bots had to skip sends):
+rate, or the bots had to skip sends) and offering more no longer raises what
+it answers (by ``PLATEAU``):
 
 - ``echo``: a bare pyzmq ROUTER that sends every frame back (``bench.gateway
   --serve-echo``, CURVE, its own process);
@@ -16,7 +17,8 @@ rate, or the bots had to skip sends):
 with single-order frames, then with ``--batch``-order NewOrders frames. A
 fresh daemon first gets one step that is not measured (warm caches). Each
 step runs ``--bots`` bot processes (``bench.bots``: one client each, open
-loop, round trips timed from each frame's due instant) for ``--seconds``
+loop, round trips timed from each frame's due instant; their frames spread
+evenly over the interval, not sent in step) for ``--seconds``
 after a warm-up. Per step: achieved rate (answers in the measured window),
 round trip p50/p99/p99.9/max, the bots' send lag, and where the time goes:
 the CPU each process used, the shards' commit latency and batch size (their
@@ -61,6 +63,7 @@ from shm.histogram import percentile
 RATES = tuple(1_000 * 2**k for k in range(12))  # 1k .. 2M orders/s
 LIGHT_RATE = 1_000
 SATURATED = 0.9
+PLATEAU = 1.05
 THROUGHPUT_SHARE = 0.5
 LATENCY_SLACK_US = 100
 COMMITS = 300
@@ -141,6 +144,8 @@ def run_step(
             argv += ["--rate", str(rate / n), "--seconds", str(args.seconds)]
             argv += ["--warmup", str(args.warmup), "--batch", str(batch), "--ioc", str(args.ioc)]
             argv += ["--max-inflight", str(args.max_inflight), "--out", str(out)]
+            # bot i sends i/n of a frame interval after bot 0: n bots make one even stream
+            argv += ["--phase", str(i / n)]
             # a seed of its own: the bot's idempotency keys must never repeat an earlier step's
             argv += ["--seed", str(random.randrange(1 << 62))]
             argv += (["--echo"] if target.echo else []) + (["--heartbeats"] if heartbeats else [])
@@ -193,7 +198,11 @@ def run_step(
 
 
 def sweep(target: Target, batch: int, args, work: Path) -> list[Step]:
+    """Doubling rates until a saturated step answers no more than ``PLATEAU`` times the
+    best rate before it: a server answers more under overload than at the first rate
+    it cannot keep up with (its batches grow), and its capacity is that plateau."""
     steps = []
+    best = 0.0
     for rate in RATES:
         if rate > args.max_rate:
             break
@@ -201,7 +210,9 @@ def sweep(target: Target, batch: int, args, work: Path) -> list[Step]:
         steps.append(step)
         if not args.json:
             print(f"  {target.name:<6} batch {batch:<3} {_row(step)}", flush=True)
-        if step.saturated:
+        grew = step.achieved > PLATEAU * best
+        best = max(best, step.achieved)
+        if step.saturated and not grew:
             break
     return steps
 
