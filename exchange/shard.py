@@ -20,8 +20,10 @@ in the ring.
 """
 
 import argparse
+import ctypes
 import signal
 import sys
+import time
 
 import numpy as np
 import psutil
@@ -29,7 +31,7 @@ import psutil
 from exchange import logs
 from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
-from exchange.journal import Journal, JournalFull
+from exchange.journal import RELEASE_SECONDS, Journal, JournalFull
 from exchange.records import COMMAND_DTYPE, EV_TRADE, EVENT_DTYPE
 from shm.consumer import Consumer
 from shm.counters import CounterBlock
@@ -41,6 +43,8 @@ MAX_BATCH = 4096  # commands per journal transaction at most
 WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag again
 EXIT_JOURNAL_FULL = 3
 EXIT_RECOVERY = 4
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 1 << 20
 
 COUNTERS = ("commands", "events", "trades", "replies", "batches")
 GAUGES = ("last_seq", "request_depth")
@@ -140,14 +144,29 @@ class ShardLoop:
 
     def run(self) -> None:
         """Until stopped; then drain what is left in the request ring."""
+        release_at = time.monotonic() + RELEASE_SECONDS
         try:
             while not self.stop.raised:
                 if not self.step():
                     self.requests.wait(timeout=WAIT_SECONDS)
+                if time.monotonic() >= release_at:  # housekeeping only: no clock in the data
+                    self.engine.journal.release_pages()
+                    release_at = time.monotonic() + RELEASE_SECONDS
             while self.step():
                 pass
         except Stopped:
             logs.warning("stopped while the event ring was full; the last batch is republished")
+
+
+def _return_large_blocks() -> None:
+    """Have glibc hand blocks of ``MMAP_THRESHOLD`` bytes or more back to the system when
+    they are freed. A snapshot copies the books (tens of MB) and frees the copies; by
+    default glibc raises its mmap threshold past the first such block it frees and
+    keeps every later one in the heap, which then never shrinks (measured in
+    ``bench.soak``: +6 % of a shard's anonymous memory after the first snapshot)."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc's; others differ
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def _pin(cpus: list[int]) -> None:
@@ -176,6 +195,7 @@ def main(argv=None) -> int:
     index = names.index(args.name)
     shard = config.shards[index]
     _pin(shard.cpus)
+    _return_large_blocks()
     books = [config.instrument(sym).book for sym in shard.instruments]
     ns = config.shm.namespace
 

@@ -47,6 +47,7 @@ import zmq
 
 from exchange import logs
 from exchange.engine import order_id_shard
+from exchange.journal import RELEASE_SECONDS
 from exchange.records import (
     CMD_CANCEL,
     CMD_MASS_CANCEL,
@@ -121,6 +122,7 @@ FLUSH_AT = 256
 EVENT_BUDGET = 8192  # events per ring per turn at most
 TICK_SECONDS = 0.1  # shard liveness and cancel on disconnect are checked this often
 KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
+RELEASE_EVERY_TICKS = round(RELEASE_SECONDS / TICK_SECONDS)  # the journals' mapped pages
 
 
 class Outbox:
@@ -298,6 +300,9 @@ class Gateway:
         if self.ticks % KEYS_EVERY_TICKS == 0:
             self.keys.refresh()
             self._kill_switch()
+        if self.ticks % RELEASE_EVERY_TICKS == 0:
+            for link in self.links:
+                link.release_pages()
         for link in self.links:
             live = link.alive()
             if live != self.live[link.index]:

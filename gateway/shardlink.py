@@ -143,6 +143,11 @@ class ShardLink:
             return [None] * len(keys)
         return journal.idem_lookup_many(clients, keys)
 
+    def release_pages(self) -> None:
+        """Give back the journal pages read so far (``Journal.release_pages``)."""
+        if self.journal is not None:
+            self.journal.release_pages()
+
     def alive(self) -> bool:
         """Whether a live shard process is attached to the request ring."""
         return token_alive(int(load_word(self.requests.header, ops.H_CONSUMER)))

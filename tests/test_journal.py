@@ -1,5 +1,6 @@
 """Journal: round trips, sequence checks, bad input, layout, durability modes, map growth, full."""
 
+import os
 import shutil
 
 import lmdb
@@ -376,3 +377,33 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
         decode_batch(value[:10])
     with pytest.raises(ValueError, match="positions are unreadable"):
         decode_batch(value[:-1] + b"\xc1")  # a byte msgpack never uses
+
+
+def _mapped_kb(path) -> int:
+    """The RSS (kB) of this process's mappings of ``path``, from /proc/self/smaps."""
+    data = os.path.realpath(path)
+    kb, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(maxsplit=5)
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                inside = len(head) == 6 and head[5].strip() == data
+            elif inside and head[0] == "Rss:":
+                kb += int(head[1])
+    return kb
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_release_pages_gives_back_the_map_and_reads_still_agree(jdir, stream, readonly):
+    cmds, _, batches = stream
+    with Journal(jdir) as j:
+        write_all(j, batches)
+    data = jdir / "data.mdb"
+    with Journal(jdir, readonly=readonly) as j:
+        assert assert_prefix(j, batches) == cmds["seq"][-1]
+        read = _mapped_kb(data)
+        assert read > 64  # every batch was read through the map
+        assert j.release_pages() > 0
+        assert _mapped_kb(data) < read / 4
+        assert assert_prefix(j, batches) == cmds["seq"][-1]  # the same, mapped again
+        assert _mapped_kb(data) > 64
