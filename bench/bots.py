@@ -186,7 +186,11 @@ def run(sock: zmq.Socket, sent: list[bytes], fps: float, args) -> tuple:
         now = clock()
         if k == n and (counts.answered + counts.skipped == n or now > give_up):
             break
-        wake = t0 + due[k] if k < n else give_up
+        # with --max-inflight frames unanswered, the frames due meanwhile are skipped
+        # anyway: wait for an answer instead of waking for each of them (an overloaded
+        # server would otherwise lose CPU to its own load generator)
+        full = k - counts.answered - counts.skipped >= args.max_inflight
+        wake = t0 + due[k] if k < n and not full else give_up
         if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             # the socket's fd only signals that its state changed: check EVENTS first
             select.select([fd], [], [], max(0.0, wake - now))
