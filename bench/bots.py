@@ -25,7 +25,9 @@ The frames are encoded before the start.
 
 It connects (CURVE), prints ``ready``, waits for a line on stdin, then sends
 for ``--warmup`` + ``--seconds`` and waits up to ``--drain`` seconds for the
-last answers. Answers are decoded as a bot would (``decode_reply``); with
+last answers. Against the daemon it first sends a Heartbeat asking for bundles
+(several messages a frame), as ``gateway.client`` does. Answers are decoded as
+a bot would (``decode_replies``); with
 ``--echo`` the server is an echo and each answer must be the frame sent
 (decoded with ``decode_request``: the same work). Results in ``--out``:
 ``rtt`` (seconds, per frame due after the warm-up and sent: NaN if never
@@ -56,7 +58,7 @@ from gateway.protocol import (
     NewOrders,
     Order,
     Reject,
-    decode_reply,
+    decode_replies,
     decode_request,
     encode,
 )
@@ -64,6 +66,7 @@ from gateway.protocol import (
 PASSIVE_TICKS = 20  # GTC orders rest 1..this many ticks from the reference price
 MAX_LOTS = 10
 NOBLOCK = int(zmq.NOBLOCK)
+HANDSHAKE_CID = 1 << 62  # above every frame's cid (frame k has cid k + 1)
 
 
 def orders(n: int, ioc_share: float, seed: int) -> list[Order]:
@@ -96,7 +99,7 @@ def orders(n: int, ioc_share: float, seed: int) -> list[Order]:
 
 
 def heartbeats(n: int) -> list[bytes]:
-    return [encode(Heartbeat(cid=k + 1, v=PROTOCOL_VERSION)) for k in range(n)]
+    return [encode(Heartbeat(cid=k + 1, v=PROTOCOL_VERSION, bundle=True)) for k in range(n)]
 
 
 def frames(orders: list[Order], batch: int) -> list[bytes]:
@@ -127,26 +130,28 @@ def _reject(counts: Counts, code: str) -> None:
     counts.codes[code] = counts.codes.get(code, 0) + 1
 
 
-def answer_cid(raw: bytes, echo: bool, sent: list[bytes], counts: Counts) -> int:
-    """The cid a message answers (0: a notice, or not an answer), counting refusals."""
+def answer_cids(raw: bytes, echo: bool, sent: list[bytes], counts: Counts) -> list[int]:
+    """The cids a frame answers (notices answer none), counting refusals."""
     if echo:
         cid = decode_request(raw).cid
         if not 0 < cid <= len(sent) or raw != sent[cid - 1]:
             counts.bad += 1
-            return 0
-        return cid
-    msg = decode_reply(raw)
-    if isinstance(msg, (Ack, Heartbeat)):
-        return msg.cid
-    if isinstance(msg, BatchAck):
-        for r in msg.results:
-            if not isinstance(r, Ack):
-                _reject(counts, r.code)
-        return msg.cid
-    if isinstance(msg, Reject):
-        _reject(counts, msg.code)
-        return msg.cid
-    return 0  # fills and cancels of the IOC remainders: notices
+            return []
+        return [cid]
+    cids = []
+    for msg in decode_replies(raw):
+        if isinstance(msg, (Ack, Heartbeat)):
+            cids.append(msg.cid)
+        elif isinstance(msg, BatchAck):
+            for r in msg.results:
+                if not isinstance(r, Ack):
+                    _reject(counts, r.code)
+            cids.append(msg.cid)
+        elif isinstance(msg, Reject):
+            _reject(counts, msg.code)
+            cids.append(msg.cid)
+        # else fills and cancels of the IOC remainders: notices
+    return cids
 
 
 def run(sock: zmq.Socket, sent: list[bytes], fps: float, args) -> tuple:
@@ -178,11 +183,11 @@ def run(sock: zmq.Socket, sent: list[bytes], fps: float, args) -> tuple:
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             raw = recv(NOBLOCK)
             at = clock()
-            cid = answer_cid(raw, args.echo, sent, counts)
-            if cid and np.isnan(answered_at[cid - 1]):
-                answered_at[cid - 1] = at
-                counts.answered += 1
-                counts.answered_in_window += window[0] <= at < window[1]
+            for cid in answer_cids(raw, args.echo, sent, counts):
+                if 0 < cid <= n and np.isnan(answered_at[cid - 1]):
+                    answered_at[cid - 1] = at
+                    counts.answered += 1
+                    counts.answered_in_window += window[0] <= at < window[1]
         now = clock()
         if k == n and (counts.answered + counts.skipped == n or now > give_up):
             break
@@ -234,6 +239,12 @@ def main() -> None:
         s.sndhwm = s.rcvhwm = 0
 
     sock = connect_curve(zmq.Context.instance(), zmq.DEALER, args.endpoint, keys, 30, unbounded)
+    if not args.echo:  # as a bot using gateway.client does: several messages a frame
+        sock.send(encode(Heartbeat(cid=HANDSHAKE_CID, v=PROTOCOL_VERSION, bundle=True)))
+        if not sock.poll(30_000) or decode_replies(sock.recv()) != [
+            Heartbeat(cid=HANDSHAKE_CID, v=PROTOCOL_VERSION, bundle=True)
+        ]:
+            sys.exit("the gateway did not answer the handshake")
     print("ready", flush=True)
     sys.stdin.readline()
     cpu = time.process_time()

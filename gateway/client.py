@@ -21,6 +21,8 @@ and return the protocol's typed messages (``Ack``, ``Reject``, ``Fill``...).
 - Messages that are not the awaited reply (fills, unrequested cancels, and
   replies to requests sent with ``send``) are kept, in order, for ``notices``
   and ``recv``.
+- ``heartbeat`` asks for bundles (several messages in one frame) unless told
+  not to; frames are read message by message whichever the gateway sends.
 
 ``send``/``recv`` are the pipelined low-level pair: many requests in flight,
 replies read as they come (what a fast bot or a benchmark does).
@@ -53,7 +55,7 @@ from gateway.protocol import (
     Reject,
     Replace,
     Status,
-    decode_reply,
+    decode_replies,
     encode,
 )
 
@@ -164,6 +166,7 @@ class Client:
         self.reconnects = 0
         self._cid = 0
         self._kept: collections.deque = collections.deque()
+        self._unread: collections.deque = collections.deque()  # the rest of a bundle
 
     # ------------------------------------------------------------ connection
 
@@ -214,10 +217,14 @@ class Client:
         return self._read(timeout)
 
     def _read(self, timeout: float | None):
+        if self._unread:
+            return self._unread.popleft()
         ms = None if timeout is None else max(0, int(timeout * 1000))
         if not self.socket.poll(ms):
             return None
-        return decode_reply(self.socket.recv())
+        first, *rest = decode_replies(self.socket.recv())
+        self._unread.extend(rest)
+        return first
 
     def notices(self, timeout: float = 0.0) -> list:
         """Every message received so far and within ``timeout`` that nobody waited for."""
@@ -260,9 +267,12 @@ class Client:
                 return msg
             self._kept.append(msg)
 
-    def heartbeat(self, cod: bool = False) -> Heartbeat | Reject:
-        """Keep the session alive; ``cod`` arms cancel on disconnect."""
-        return self.request(Heartbeat(cid=self.next_cid(), v=PROTOCOL_VERSION, cod=cod))
+    def heartbeat(self, cod: bool = False, bundle: bool = True) -> Heartbeat | Reject:
+        """Keep the session alive; ``cod`` arms cancel on disconnect; ``bundle`` lets the
+        gateway send several messages a frame (this library reads them one by one)."""
+        return self.request(
+            Heartbeat(cid=self.next_cid(), v=PROTOCOL_VERSION, cod=cod, bundle=bundle)
+        )
 
     def new_order(self, sym: str, side: str, qty: int, px: int | None = None, **fields):
         """Ack or Reject. Fields as in NewOrder (tif, type, post_only, stp, coid, ik)."""
@@ -350,12 +360,12 @@ class AsyncClient:
 
     async def _read(self, socket) -> None:
         while True:
-            msg = decode_reply(await socket.recv())
-            waiter = self._waiting.pop(getattr(msg, "cid", 0), None)
-            if waiter is None or waiter.done():
-                self._notices.put_nowait(msg)
-            else:
-                waiter.set_result(msg)
+            for msg in decode_replies(await socket.recv()):
+                waiter = self._waiting.pop(getattr(msg, "cid", 0), None)
+                if waiter is None or waiter.done():
+                    self._notices.put_nowait(msg)
+                else:
+                    waiter.set_result(msg)
 
     async def reconnect(self) -> None:
         await self._stop()
@@ -419,8 +429,10 @@ class AsyncClient:
             await asyncio.sleep(backoff)
             backoff *= 2
 
-    async def heartbeat(self, cod: bool = False):
-        return await self.request(Heartbeat(cid=self.next_cid(), v=PROTOCOL_VERSION, cod=cod))
+    async def heartbeat(self, cod: bool = False, bundle: bool = True):
+        return await self.request(
+            Heartbeat(cid=self.next_cid(), v=PROTOCOL_VERSION, cod=cod, bundle=bundle)
+        )
 
     async def new_order(self, sym: str, side: str, qty: int, px: int | None = None, **fields):
         return await self.request(_new_order(self.next_cid(), sym, side, qty, px, fields))

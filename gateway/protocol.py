@@ -248,12 +248,15 @@ class Heartbeat(_Request, tag="H", kw_only=True):
     """A request, and its own reply (the gateway answers with its version).
 
     ``cod`` arms cancel on disconnect for the sending client until a Heartbeat
-    without it; the reply echoes it.
+    without it; the reply echoes it. ``bundle``: this connection takes several
+    messages in one frame (a msgpack array of them, ``decode_replies``) until a
+    Heartbeat without it; the reply echoes it.
     """
 
     cid: Cid
     v: int
     cod: bool = False
+    bundle: bool = False
 
 
 class PositionsRequest(_Request, tag="PQ", kw_only=True):
@@ -442,6 +445,9 @@ MarketData = Trades | Depth | TopOfBook
 _encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(Request)
 _reply_decoder = msgspec.msgpack.Decoder(Reply)
+_replies_decoder = msgspec.msgpack.Decoder(Reply | list[Reply])
+# a bundle frame is at most this big (unless one message alone is bigger)
+MAX_BUNDLE_BYTES = 1 << 16
 _market_decoder = msgspec.msgpack.Decoder(MarketData)
 
 
@@ -458,6 +464,40 @@ def encode(msg: msgspec.Struct) -> bytes:
 
 def decode_reply(buf: bytes) -> Reply:
     return _reply_decoder.decode(buf)
+
+
+def decode_replies(buf: bytes) -> list[Reply]:
+    """The messages of a reply frame: one (a map), or a bundle (an array of them)."""
+    out = _replies_decoder.decode(buf)
+    return out if type(out) is list else [out]
+
+
+def _array_head(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def bundle_frames(payloads: list[bytes], limit: int = MAX_BUNDLE_BYTES) -> list[tuple[bytes, int]]:
+    """Encoded messages, in order, as (frame, messages in it): each frame a msgpack
+    array of consecutive ones up to ``limit`` bytes; a lone message is its own frame."""
+    out = []
+    start, size = 0, 0
+    for i, p in enumerate(payloads):
+        if i > start and size + len(p) > limit:
+            out.append(_bundle(payloads[start:i]))
+            start, size = i, 0
+        size += len(p)
+    out.append(_bundle(payloads[start:]))
+    return out
+
+
+def _bundle(payloads: list[bytes]) -> tuple[bytes, int]:
+    if len(payloads) == 1:
+        return payloads[0], 1
+    return _array_head(len(payloads)) + b"".join(payloads), len(payloads)
 
 
 def decode_market_data(buf: bytes) -> MarketData:

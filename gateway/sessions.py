@@ -4,7 +4,8 @@ A client is its CURVE key; it may hold several connections (ROUTER routing
 ids), which all receive its notices. A connection is forgotten when a send to
 it finds it gone. A client that armed cancel on disconnect (``Heartbeat.cod``)
 and then says nothing for the configured time is reported once by ``silent``
-and disarmed; its next Heartbeat with ``cod`` arms it again.
+and disarmed; its next Heartbeat with ``cod`` arms it again. A connection whose
+last Heartbeat had ``bundle`` takes several messages in one frame.
 """
 
 
@@ -14,6 +15,7 @@ class Sessions:
         self._owner: dict[bytes, int] = {}
         self._last: dict[int, float] = {}
         self._armed: set[int] = set()
+        self._bundled: set[bytes] = set()  # connections
 
     def seen(self, client: int, conn: bytes, now: float) -> None:
         self._last[client] = now
@@ -31,9 +33,19 @@ class Sessions:
         self._drop(conn)
 
     def _drop(self, conn: bytes) -> None:
+        self._bundled.discard(conn)
         client = self._owner.pop(conn, None)
         if client is not None:
             del self._conns[client][conn]
+
+    def bundle(self, conn: bytes, on: bool) -> None:
+        if on:
+            self._bundled.add(conn)
+        else:
+            self._bundled.discard(conn)
+
+    def bundled(self, conn: bytes) -> bool:
+        return conn in self._bundled
 
     def arm(self, client: int, on: bool) -> None:
         if on:

@@ -295,7 +295,7 @@ def test_market_data_chains_by_seq_and_matches_the_book(rig):
 
 def test_heartbeat_speaks_version_1_only(rig):
     c = rig.client(1)
-    assert c.heartbeat() == Heartbeat(cid=1, v=1)
+    assert c.heartbeat() == Heartbeat(cid=1, v=1, bundle=True)
     c.send_raw(msgspec.msgpack.encode({"t": "H", "cid": 9, "v": 2}))
     reply = c.wait_reply(9, 5.0)
     assert (reply.code, reply.field) == ("invalid", "$.v")
@@ -326,6 +326,27 @@ def test_replies_decode_with_plain_msgpack(rig):
     raw = msgspec.msgpack.decode(c.socket.recv())
     assert raw["t"] == "K" and raw["cid"] == 31 and set(raw) >= {"sym", "seq", "bids", "asks"}
     assert isinstance(decode_reply(msgspec.msgpack.encode(raw)), Book)
+
+
+def test_a_connection_that_asks_for_bundles_gets_an_order_and_its_fill_in_one_frame(rig):
+    maker, bundled, single = rig.client(1), rig.client(2), rig.client(3, "ipc")
+    assert bundled.heartbeat(bundle=True).bundle
+    assert not single.heartbeat(bundle=False).bundle
+    frames = {}
+    for name, c in (("bundled", bundled), ("single", single)):
+        assert isinstance(maker.new_order("ACME", "sell", 4, px=10_000), Ack)
+        c.send(NewOrder(cid=c.next_cid(), sym="ACME", side="buy", qty=4, px=10_000, tif="ioc"))
+        frames[name] = []
+        while c.socket.poll(1000):
+            frames[name].append(msgspec.msgpack.decode(c.socket.recv()))
+    # a bundle is an array of the messages, in order; without bundles, a frame each
+    [bundle] = frames["bundled"]
+    assert [m["t"] for m in bundle] == ["A", "F"] and bundle[1]["oid"] == bundle[0]["oid"]
+    assert [m["t"] for m in frames["single"]] == ["A", "F"]
+    # the client library reads either, a message at a time
+    bundled.send(NewOrder(cid=bundled.next_cid(), sym="ACME", side="buy", qty=1, px=10_000))
+    assert isinstance(maker.new_order("ACME", "sell", 1, px=10_000), Ack)
+    assert isinstance(bundled.recv(5.0), Ack) and isinstance(bundled.recv(5.0), Fill)
 
 
 def test_a_full_request_ring_is_answered_busy_and_nothing_is_lost(rig):

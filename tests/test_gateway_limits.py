@@ -65,7 +65,7 @@ def test_rate_limit_refuses_what_is_over_the_bucket(rig):
 
 def test_silent_client_with_cancel_on_disconnect_loses_its_orders(rig):
     armed, plain = rig.client(2), rig.client(3)
-    assert armed.heartbeat(cod=True) == Heartbeat(cid=1, v=1, cod=True)
+    assert armed.heartbeat(cod=True) == Heartbeat(cid=1, v=1, cod=True, bundle=True)
     mine = {
         armed.new_order("BOLT", "buy", 10, px=1_500).oid,
         armed.new_order("ETH-USD", "sell", 1, px=400_000).oid,

@@ -128,6 +128,24 @@ def test_every_reply_round_trips(cls):
     assert p.decode_reply(p.encode(msg)) == msg
 
 
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 70_000])
+def test_bundles_keep_every_message_in_order_within_the_size_limit(n):
+    msgs = [
+        p.Fill(sym="ACME", oid=i, seq=i, idx=0, side="buy", px=1, qty=1, leaves=0, liq="taker")
+        for i in range(n)
+    ]
+    payloads = [p.encode(m) for m in msgs]
+    limit = 4096
+    frames = p.bundle_frames(payloads, limit)
+    got = [m for frame, _ in frames for m in p.decode_replies(frame)]
+    assert got == msgs and sum(k for _, k in frames) == n
+    assert all(len(f) <= limit + 5 or k == 1 for f, k in frames)
+    if n == 1:
+        assert frames == [(payloads[0], 1)]  # a lone message is a plain map
+    huge = p.bundle_frames(payloads, limit=10**9)
+    assert len(huge) == 1 and p.decode_replies(huge[0][0]) == msgs
+
+
 @pytest.mark.parametrize("cls", members(p.MarketData), ids=lambda c: c.__name__)
 def test_every_market_data_message_round_trips(cls):
     msg = SAMPLES[cls]
