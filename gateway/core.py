@@ -236,9 +236,17 @@ class Gateway:
 
     def load(self) -> None:
         """Start-up: from every shard's journal, the books, the live orders and every fill
-        since the first (the positions). Idempotency keys stay in the journals."""
-        fills = 0
+        since the first (the positions). Idempotency keys stay in the journals; the keyed
+        NEWs still in the request rings are held in the ledger (see ``gateway.ledger``)."""
+        fills = held = 0
         for link in self.links:
+            news = link.queued_news()
+            for client, key, inst, req_id in zip(
+                *(news[f].tolist() for f in ("client", "idem_key", "instrument", "req_id")),
+                strict=True,
+            ):
+                self.ledger.hold(client, key, link.syms[inst], req_id)
+            held += len(news)
             loaded = link.load()
             if loaded is None:
                 continue
@@ -251,6 +259,7 @@ class Gateway:
             "journals read",
             live_orders=self.risk.live_orders(),
             fills=fills,
+            keys_in_rings=held,
             blocked=sorted(self.kills.clients),
         )
 

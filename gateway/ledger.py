@@ -10,7 +10,11 @@ the pair was used:
   req_id of the request that holds it. ``use`` takes a pair nobody holds;
   the request's answer (its first event, idx 0: ``settle``) lets go of it, and
   so does a request that is not written after all (``release``: refused,
-  busy). Memory is bounded by the requests in flight, not by history.
+  busy). Memory is bounded by the requests in flight, not by history. At
+  start, the keyed NEWs an earlier gateway wrote that are still in the request
+  rings are held too (``hold``): no journal has them yet. One whose answer the
+  earlier gateway took stays held; it is journaled where it is held, so the
+  answers are the same.
 - journaled: every other pair ever used is in a shard's journal.
   ``journaled`` asks the shards' journals (a read transaction each, begun at
   the call: after every event drained so far, so a pair whose answer let go
@@ -44,6 +48,11 @@ class Ledger:
             self._held[pair] = (sym, req_id)
             return None
         return held[0]
+
+    def hold(self, client: int, key: int, sym: str, req_id: int) -> None:
+        """Hold the pair for a request written before this process started (found in a
+        request ring at start: not journaled yet, and in no ledger but this one)."""
+        self._held[(client, key)] = (sym, req_id)
 
     def release(self, client: int, key: int, req_id: int) -> None:
         """Request ``req_id`` lets go of the pair, if it holds it."""

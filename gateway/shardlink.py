@@ -18,7 +18,7 @@ from exchange.engine import ShardEngine
 from exchange.idempotency import IdemEntry
 from exchange.journal import Journal, JournalError
 from exchange.orderstate import OrderState
-from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
+from exchange.records import CMD_NEW, COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
 from exchange.shard import event_ring, request_ring
 from gateway.mirror import BookMirror
 from shm import ring_ops as ops
@@ -142,6 +142,13 @@ class ShardLink:
         if journal is None:
             return [None] * len(keys)
         return journal.idem_lookup_many(clients, keys)
+
+    def queued_news(self) -> np.ndarray:
+        """The keyed NEW commands still in the request ring (an earlier gateway's)."""
+        cmds = self.requests.unconsumed()
+        keyed = (cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)
+        # one for an instrument this config no longer has is its shard's to refuse
+        return cmds[keyed & (cmds["instrument"] < len(self.syms))]
 
     def release_pages(self) -> None:
         """Give back the journal pages read so far (``Journal.release_pages``)."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from shm import backoff
 from shm import ring_ops as ops
+from shm.atomics import load_word
 from shm.ring import RingEnd, check_count
 
 
@@ -41,6 +42,14 @@ class Producer(RingEnd):
             return 0
         rows = np.ascontiguousarray(batch).view(np.int64).reshape(batch.shape[0], -1)
         return int(ops.push(self.header, self.words, rows, self.wake_fd))
+
+    def unconsumed(self) -> np.ndarray:
+        """A copy of the records published and not yet released, oldest first: what an
+        earlier producer left for the consumer. Their slots are not the producer's to
+        reuse until released, so they cannot change under the copy."""
+        released = int(load_word(self.header, ops.H_RELEASED))
+        published = int(load_word(self.header, ops.H_PUBLISHED))
+        return self.records[np.arange(released, published) & (self.capacity - 1)]
 
     def claim(self, max_n: int) -> np.ndarray:
         """A view of up to ``max_n`` free slots to fill in place, then ``publish``."""

@@ -78,6 +78,22 @@ def test_peek_is_an_in_place_view_that_stops_at_the_wrap(ns):
         assert c.readable() == 4
 
 
+def test_a_new_producer_sees_what_an_earlier_one_left_unconsumed(ns):
+    create_ring(ns, "r", COMMAND_DTYPE, 8)
+    with Consumer(ns, "r", COMMAND_DTYPE) as c:
+        with Producer(ns, "r", COMMAND_DTYPE) as p:
+            p.write(commands(0, 6))
+            c.release(5)
+            p.write(commands(6, 6))  # slots 6, 7, then 0..3: across the wrap
+            c.peek(2)  # looked at, not released: still unconsumed
+        with Producer(ns, "r", COMMAND_DTYPE) as again:
+            left = again.unconsumed()
+            assert left["seq"].tolist() == [5, 6, 7, 8, 9, 10, 11]
+            assert not np.shares_memory(left, again.records)  # a copy
+            c.release(7)
+            assert again.unconsumed().shape == (0,)
+
+
 def test_claim_fills_slots_in_place_and_publish_exposes_them(ns):
     create_ring(ns, "r", COMMAND_DTYPE, 8)
     with Producer(ns, "r", COMMAND_DTYPE) as p, Consumer(ns, "r", COMMAND_DTYPE) as c:
