@@ -140,7 +140,8 @@ def run_step(
         for i, secret in enumerate(target.secrets):
             out = work / f"{target.name}-{batch}-{rate}-{i}{'-hb' if heartbeats else ''}.npz"
             argv = [sys.executable, "-m", "bench.bots", "--endpoint", target.endpoint]
-            argv += ["--server-key", target.server_key.decode(), "--secret", str(secret)]
+            # "=": a Z85 key may start with "-", which argparse would take for an option
+            argv += [f"--server-key={target.server_key.decode()}", "--secret", str(secret)]
             argv += ["--rate", str(rate / n), "--seconds", str(args.seconds)]
             argv += ["--warmup", str(args.warmup), "--batch", str(batch), "--ioc", str(args.ioc)]
             argv += ["--max-inflight", str(args.max_inflight), "--out", str(out)]
