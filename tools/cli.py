@@ -481,7 +481,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     conn.add_argument(
         "--server-key",
-        help="the gateway's public key, or its server.key file (default: from the keys_dir)",
+        help="the gateway's public key, or its server.key file (default: from the keys_dir); "
+        "write --server-key=KEY for a key that starts with '-'",
     )
     conn.add_argument("--endpoint", help="the gateway's ROUTER (default: the config's first)")
     conn.add_argument("--pub", help="the gateway's PUB (default: the config's first)")
