@@ -167,6 +167,7 @@ def _log_reject(conn: bytes | None, r: Reject, **extra) -> None:
         "rejected",
         conn=conn.hex() if conn else None,
         cid=r.cid,
+        coid=r.coid,
         code=r.code,
         field=r.field,
         reason=r.reason,
@@ -694,10 +695,19 @@ class Gateway:
             self.count.reject(msg.code)
             _log_reject(conn, msg)
         elif isinstance(msg, BatchAck):
+            # one line per code and batch, with the first refusal: a batch of 256 refused
+            # busy under overload was 256 lines, and the logging slowed the gateway more
+            first: dict[str, list] = {}
             for r in msg.results:
                 if isinstance(r, Reject):
                     self.count.reject(r.code)
-                    _log_reject(conn, r, batch_cid=msg.cid)
+                    seen = first.get(r.code)
+                    if seen is None:
+                        first[r.code] = [r, 1]
+                    else:
+                        seen[1] += 1
+            for r, n in first.values():
+                _log_reject(conn, r, batch_cid=msg.cid, orders=n)
 
     def _notify(self, client: int, msg: msgspec.Struct) -> None:
         conns = self.sessions.connections(client)

@@ -13,7 +13,8 @@ from daemon_harness import REPO, Daemon
 
 from exchange.config import DEFAULT_TOML
 from exchange.journal import Journal
-from gateway.protocol import Ack, Fill, Reject
+from gateway.client import order
+from gateway.protocol import Ack, BatchAck, Fill, Reject
 
 
 @pytest.fixture
@@ -94,17 +95,26 @@ def test_a_reject_is_findable_in_the_logs_by_its_cid(daemon):
     bot = daemon.client(3)
     try:
         reply = bot.new_order("BOLT", "buy", 10, px=2_502)  # BOLT's tick is 5
+        off_tick = [order("BOLT", "buy", 10, px=2_501 + i, coid=f"o{i}") for i in range(3)]
+        batch = bot.new_orders([*off_tick, order("NOPE", "buy", 1, px=1)])
     finally:
         bot.close()
     assert isinstance(reply, Reject) and reply.field == "$.px", reply
+    assert isinstance(batch, BatchAck), batch
 
-    def logged():
+    def logged(cid):
         lines = [json.loads(x) for x in daemon.log().splitlines() if x.startswith("{")]
-        return [x for x in lines if x["msg"] == "rejected" and x["cid"] == reply.cid]
+        return [x for x in lines if x["msg"] == "rejected" and x["cid"] == cid]
 
     deadline = time.monotonic() + 10  # the gateway logs right after it replies
-    while not logged() and time.monotonic() < deadline:
+    while not logged(batch.cid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    found = logged()
+    found = logged(reply.cid)
     assert found and found[0]["code"] == reply.code and found[0]["role"] == "gateway"
+    # a batch's refusals: a line per code, with how many orders and the first of them
+    lines = sorted(logged(batch.cid), key=lambda x: x["code"])
+    assert [(x["code"], x["orders"], x["coid"]) for x in lines] == [
+        ("invalid", 3, "o0"),
+        ("not_found", 1, ""),
+    ]
     assert daemon.stop() == 0
