@@ -15,7 +15,8 @@ the CURVE handshakes, so a reconnection is seen whether the bot made a new
 socket or ZeroMQ reconnected the old one by itself. After ``--seconds`` (or
 SIGTERM) it sends nothing new and keeps retrying until every request is
 answered or ``--settle`` seconds have passed, then writes its records
-(``records`` below) as JSON and exits 0.
+(``records`` below) as JSON and exits 0. ``<out>.ready`` is made when its first
+connection is up.
 
 Times are ``time.monotonic()``: one clock for every process on the host, so the
 orchestrator can compare them with the instants of its kills.
@@ -76,8 +77,11 @@ class Pending:
 
 
 class Bot:
-    def __init__(self, client: Client, client_id: int, rate: float, rng: random.Random):
+    def __init__(
+        self, client: Client, client_id: int, rate: float, rng: random.Random, ready_path=""
+    ):
         self.client = client
+        self.ready_path = ready_path  # made at the first connection
         self.client_id = client_id
         self.rate = rate
         self.rng = rng
@@ -196,6 +200,8 @@ class Bot:
             return False
         if self.monitor is not None:  # not the first connection
             self.records["reconnects"] += 1
+        elif self.ready_path:  # the orchestrator kills nothing before every bot is in
+            open(self.ready_path, "w").close()
         # ZeroMQ also reconnects the same socket by itself when the gateway comes back.
         # An address of its own: connect's monitor may still hold the default one.
         self.monitors += 1
@@ -267,7 +273,7 @@ def main() -> None:
     args = ap.parse_args()
     public, secret = load_secret_certificate(args.secret)
     client = Client(args.endpoint, server_public_key(args.keys_dir), public, secret)
-    bot = Bot(client, args.client, args.rate, random.Random(args.seed))
+    bot = Bot(client, args.client, args.rate, random.Random(args.seed), args.out + ".ready")
     try:
         bot.run(args.seconds, args.settle)
     finally:

@@ -134,6 +134,9 @@ def run_chaos(
         daemon.start()
         # the gateway reloads the keys directory every second: bots are admitted after it
         procs = _start_bots(daemon, tmp, bots, rate, rng)
+        # a gateway killed before a bot's first connection is no reconnection for it
+        connected = [Path(f"{out}.ready") for _, out in procs]
+        _wait("every bot connected", lambda: all(c.exists() for c in connected), daemon, 120)
         time.sleep(1.5)
         names = [s.name for s in daemon.config.shards] + ["gateway"]
         first = rng.sample(names, len(names))
