@@ -18,15 +18,16 @@ its instruments itself): one found there is a ``conflict``. A keyed NEW that
 the risk checks refuse is looked up in every journal first, so a retry gets
 its original answer whatever the limits say now.
 
-Events come back through the shards' event rings. Each drained batch is first
-folded into the positions (fills) and the risk state (live orders), and the
-requests it answers stop counting as in flight. The event that answers a
-command (``answers_request``) goes to the connection that sent the request, or
-into its group (a NewOrders batch, a MassCancel fanned out to every
-instrument); fills and unrequested cancels go to every connection of the
-owning client; each drained batch's market data goes to the PUB socket.
-Messages to a connection wait in its outbox until the end of the turn, then go
-out in order: as one frame each, or, for a connection that asked for bundles
+Events come back through the shards' event rings. In each drained batch, the
+event that answers a command (``answers_request``) goes to the connection that
+sent the request, or into its group (a NewOrders batch, a MassCancel fanned out
+to every instrument); fills and unrequested cancels go to every connection of
+the owning client; these are sent at once. Then the batch is folded into the
+positions (fills), the risk state (live orders, the requests it answers no
+longer in flight) and the ledger, and its market data goes to the PUB socket.
+Messages to a connection wait in its outbox until they are sent (after a
+drained batch's replies, and at the end of the turn), then go out in order: as
+one frame each, or, for a connection that asked for bundles
 (``Heartbeat.bundle``), as few frames as ``bundle_frames`` makes of them (an
 order that trades is answered with an Ack and Fills; under load a connection
 gets hundreds of messages a turn, and each frame costs a send, a CURVE box and
@@ -566,12 +567,16 @@ class Gateway:
             self.inflight.put(out.req_ids[:n], out.pending[:n])
             reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
             for req_id, p, key in zip(out.req_ids[n:], out.pending[n:], out.keys[n:], strict=True):
-                self.risk.release(req_id)
-                if key:
-                    self.ledger.release(p.client, key, req_id)
-                coid = p.coid if p.group is None else p.group.coid(req_id)
-                busy = Reject(cid=p.cid, code=BUSY, field="$", reason=reason, coid=coid)
-                self._answer(p, req_id, busy)
+                self._unqueue(p, req_id, key, ProtocolError(BUSY, reason))
+
+    def _unqueue(self, p: Pending, req_id: int, key: int, why: ProtocolError) -> None:
+        """A queued command that is not written after all: what it held is let go of, and
+        its request is answered ``why``."""
+        self.risk.release(req_id)
+        if key:
+            self.ledger.release(p.client, key, req_id)
+        coid = p.coid if p.group is None else p.group.coid(req_id)
+        self._answer(p, req_id, why.reject(p.cid, coid))
 
     def _check_journals(self) -> None:
         """The queued NEWs' keys, looked up in the other shards' journals at once: one used
@@ -592,12 +597,8 @@ class Gateway:
             if there is None:
                 continue
             out = self.outbox[i]
-            req_id, p = out.req_ids[row], out.pending[row]
-            self.risk.release(req_id)
-            self.ledger.release(p.client, key, req_id)
+            self._unqueue(out.pending[row], out.req_ids[row], key, _conflict(key, there))
             refused.setdefault(i, set()).add(row)
-            coid = p.coid if p.group is None else p.group.coid(req_id)
-            self._answer(p, req_id, _conflict(key, there).reject(p.cid, coid))
         for i, rows in refused.items():
             self.outbox[i] = self.outbox[i].without(rows)
 
