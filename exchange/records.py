@@ -117,6 +117,26 @@ MASS_CANCEL: every live order of the client in this book, from the best bid
     answers; then DEPTH. Never rejected.
 
 All arithmetic is in int64; there are no floats and no clocks in a book.
+
+Control commands are answered by the shard, never by a book: after the batch
+they arrive in is committed and its events published, from the state that
+batch left (L: the shard's last seq then). Their answers carry the command's
+req_id and are never journaled.
+
+CMD_SYNC (order_id = after_seq; price = upto_seq, 0: to the end): history
+    served by its owner. First every journaled event with after_seq < seq <=
+    min(L, upto_seq), in (seq, idx) order, exactly as journaled but flagged
+    EVF_REPLAY; then one EV_RESTING per resting order of every book at L
+    (seq = L, req_id = the command's, order_id, client, side, price, qty =
+    total, leaves, instrument, flags EVF_REPLAY), bids best first then asks,
+    each level in queue order; then one EV_SYNCED (seq = L, req_id, order_id =
+    after_seq, qty = events replayed, leaves = EV_RESTING records, other_id =
+    the lowest seq the shard can still replay after, flags EVF_REPLAY).
+CMD_STATUS (order_id, client, instrument): one EV_STATUS (seq 0, req_id,
+    order_id, instrument) carrying the journal's state of the order: client,
+    side, price, qty, leaves, code = ST_* of exchange.orderstate, other_id =
+    the seq of the last event that changed it, idem_key; code 0 (and nothing
+    else) when the shard never saw the order.
 """
 
 import numpy as np
@@ -126,6 +146,11 @@ CMD_NEW = 1
 CMD_CANCEL = 2
 CMD_REPLACE = 3
 CMD_MASS_CANCEL = 4
+# Control commands: questions to the shard about its own state, answered from
+# what it holds (its books, its journal) on its event ring. Never sequenced,
+# never journaled, never seen by a book. See "Control commands" below.
+CMD_SYNC = 5
+CMD_STATUS = 6
 
 # --- sides (index 0 = bids, 1 = asks in the kernel's arrays is SIDE - 1)
 SIDE_BUY = 1
@@ -158,9 +183,17 @@ EV_CANCELLED = 4
 EV_REPLACED = 5
 EV_DEPTH = 6
 EV_MASS_CANCELLED = 7
+# Answers to control commands (not history: never journaled)
+EV_RESTING = 8
+EV_SYNCED = 9
+EV_STATUS = 10
 
 # --- event flags
 EVF_DUPLICATE = 1
+# A journaled event published again to answer a CMD_SYNC, or a record of the
+# sync's answer (EV_RESTING, EV_SYNCED): history being served, not happening.
+# A consumer never answers a request or sends a notice for it.
+EVF_REPLAY = 2
 
 # --- reject codes (EV_REJECTED.code)
 REJ_BAD_COMMAND = 1
@@ -212,6 +245,9 @@ EVENT_NAMES = {
     EV_REPLACED: "replaced",
     EV_DEPTH: "depth",
     EV_MASS_CANCELLED: "mass_cancelled",
+    EV_RESTING: "resting",
+    EV_SYNCED: "synced",
+    EV_STATUS: "status",
 }
 
 
