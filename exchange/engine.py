@@ -16,6 +16,12 @@ its request ring, calls ``apply`` and publishes what comes back. ``apply``:
 5. only then returns the events to publish, and the private replies (conflict
    rejects, duplicate re-sends, unknown-instrument rejects) that are not history.
 
+Control commands (CMD_SYNC, CMD_STATUS: questions about the shard's own state)
+are split off before step 1 and go through none of the steps: they are answered
+from the state the batch left, after its commit. A STATUS is answered among the
+replies; the SYNCs are handed back as commands, and ``sync_answer`` yields the
+answer to each in chunks (a whole history does not fit in memory at once).
+
 ``recover`` rebuilds the books from the latest snapshot and a replay of the
 journal after it, and refuses to go on when the replay does not give the
 journaled events byte for byte.
@@ -23,6 +29,7 @@ journaled events byte for byte.
 
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import msgspec
@@ -33,14 +40,21 @@ from exchange import idempotency
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.journal import Journal
+from exchange.orderstate import STATUS_NAMES
 from exchange.records import (
     CMD_CANCEL,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_STATUS,
+    CMD_SYNC,
     COMMAND_DTYPE,
     EV_REJECTED,
+    EV_RESTING,
+    EV_STATUS,
+    EV_SYNCED,
     EVENT_DTYPE,
+    EVF_REPLAY,
     REJ_BAD_COMMAND,
     SIDE_BUY,
     SIDE_SELL,
@@ -52,9 +66,17 @@ from exchange.records import (
 
 ORDER_ID_SHARD_SHIFT = 40  # 2**40 sequence numbers per shard before ids would collide
 SNAPSHOT_FORMAT = 1
-# what a batch with no events or no replies returns, shared: read-only
+# records per chunk of a SYNC's answer (2 MiB), so that answering a long history
+# never holds more than a chunk and a batch of it in memory
+SYNC_CHUNK = 1 << 14
+# what a batch with no events, no replies or no SYNCs returns, shared: read-only
 _NO_EVENTS = np.zeros(0, EVENT_DTYPE)
 _NO_EVENTS.flags.writeable = False
+_NO_SYNCS = np.zeros(0, COMMAND_DTYPE)
+_NO_SYNCS.flags.writeable = False
+_STATUS_CODES = {name: code for code, name in STATUS_NAMES.items()}
+# EV_RESTING fields, in the order of the first columns of Book.canonical_rows
+_RESTING_COLUMNS = ("side", "price", "order_id", "client", "qty", "leaves")
 
 
 class RecoveryError(Exception):
@@ -66,6 +88,7 @@ class Applied(NamedTuple):
     replies: np.ndarray  # private answers that are not history (never journaled)
     commit_seconds: float
     commands: int  # commands sequenced in this batch
+    syncs: np.ndarray  # the batch's CMD_SYNCs: publish ``sync_answer`` of each, after the rest
 
 
 class Recovery(NamedTuple):
@@ -98,14 +121,36 @@ def _rejects(cmds: np.ndarray, code: int) -> np.ndarray:
     return ev
 
 
+def _answers(n: int, kind: int, seq: int, req_id, flags: int) -> np.ndarray:
+    """``n`` answers to control commands, all else zero (``req_id``: one or one each)."""
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["kind"] = kind
+    ev["seq"] = seq
+    ev["req_id"] = req_id
+    ev["flags"] = flags
+    return ev
+
+
+def _flagged_replay(parts: list[np.ndarray]) -> np.ndarray:
+    """Journaled events joined into one new array (the journal's are read-only), flagged
+    as served again."""
+    chunk = join_records(parts, EVENT_DTYPE)
+    chunk["flags"] |= EVF_REPLAY
+    return chunk
+
+
 @njit(cache=True)
-def _unknown(cmds, books):
-    """How many commands are for an instrument index the shard does not have."""
-    n = 0
+def _unusual(cmds, books):
+    """How many commands are control commands, and how many of the others are for
+    an instrument index the shard does not have."""
+    controls = unknown = 0
     for i in range(cmds.shape[0]):
-        if cmds[i].instrument >= books:
-            n += 1
-    return n
+        c = cmds[i]
+        if c.kind == CMD_SYNC or c.kind == CMD_STATUS:
+            controls += 1
+        elif c.instrument >= books:
+            unknown += 1
+    return controls, unknown
 
 
 @njit(cache=True)
@@ -163,9 +208,17 @@ class ShardEngine:
             raise ValueError(f"a drained batch must be a 1-d array, got shape {drained.shape}")
         drained = np.ascontiguousarray(drained)
         replies = []
+        asked = None
+        controls, unknowns = _unusual(drained, len(self.books))
+        # questions about the state are not requests to change it: no plan, seq,
+        # book or journal sees them (a SYNC has no instrument to check)
+        if controls:
+            control = np.isin(drained["kind"], (CMD_SYNC, CMD_STATUS))
+            asked = _take(drained, np.flatnonzero(control))
+            drained = _take(drained, np.flatnonzero(~control))
         # commands for an instrument this shard does not hold are answered first,
         # so the idempotency plan only ever sees commands that will be sequenced
-        if _unknown(drained, len(self.books)):
+        if unknowns:
             unknown = drained["instrument"] >= len(self.books)
             replies.append(_rejects(drained[unknown], REJ_BAD_COMMAND))
             drained = _take(drained, np.flatnonzero(~unknown))
@@ -193,9 +246,15 @@ class ShardEngine:
             dt = self.journal.write_positions(positions) if positions else 0.0
         if len(plan.retries):
             replies.append(idempotency.resend(self.journal, drained, plan, batch))
+        syncs = _NO_SYNCS
+        if asked is not None:
+            status = asked["kind"] == CMD_STATUS
+            if status.any():
+                replies.append(self._statuses(_take(asked, np.flatnonzero(status))))
+            syncs = _take(asked, np.flatnonzero(~status))
         if not replies:
-            return Applied(events, _NO_EVENTS, dt, n)
-        return Applied(events, join_records(replies, EVENT_DTYPE), dt, n)
+            return Applied(events, _NO_EVENTS, dt, n, syncs)
+        return Applied(events, join_records(replies, EVENT_DTYPE), dt, n, syncs)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Each instrument's commands through its book; events back in seq order."""
@@ -211,6 +270,79 @@ class ShardEngine:
         events = join_records(parts, EVENT_DTYPE)
         # each part is in (seq, idx) order already; a stable sort on seq keeps idx order
         return _take(events, np.argsort(events["seq"], kind="stable"))
+
+    # ------------------------------------------------------------ control commands
+
+    def _statuses(self, asked: np.ndarray) -> np.ndarray:
+        """EV_STATUS answers to CMD_STATUS commands, from the journal's order rows."""
+        ev = _answers(len(asked), EV_STATUS, 0, asked["req_id"], 0)
+        ev["order_id"] = asked["order_id"]
+        ev["instrument"] = asked["instrument"]
+        for i, (oid, inst) in enumerate(
+            zip(asked["order_id"].tolist(), asked["instrument"].tolist(), strict=True)
+        ):
+            o = self.journal.order(oid)
+            # an order of another instrument is one this book never saw
+            if o is None or o.instrument != inst:
+                continue
+            e = ev[i]  # a structured scalar is a view: this writes into ev
+            e["client"], e["side"], e["price"] = o.client, o.side, o.price
+            e["qty"], e["leaves"], e["code"] = o.qty, o.leaves, _STATUS_CODES[o.status]
+            e["other_id"], e["idem_key"] = o.last_seq, o.idem_key
+        return ev
+
+    def sync_answer(self, cmd) -> Iterator[np.ndarray]:
+        """The answer to a CMD_SYNC (exchange.records): EVENT_DTYPE chunks of the
+        journaled events after its after_seq up to min(L, upto_seq), flagged
+        EVF_REPLAY, then the EV_RESTING records of every book, then one EV_SYNCED.
+
+        L is the last seq when the answer starts; the books are read as they are
+        then, so consume it all before the next ``apply``. A chunk holds at most
+        ``SYNC_CHUNK`` records plus one journaled batch's events.
+        """
+        last = self.last_seq
+        after, upto, req_id = int(cmd["order_id"]), int(cmd["price"]), int(cmd["req_id"])
+        replayed = resting = 0
+        for chunk in self._replay(after, min(last, upto) if upto > 0 else last):
+            replayed += len(chunk)
+            yield chunk
+        for chunk in self._resting(last, req_id):
+            resting += len(chunk)
+            yield chunk
+        synced = _answers(1, EV_SYNCED, last, req_id, EVF_REPLAY)
+        synced["order_id"] = after
+        synced["qty"] = replayed
+        synced["leaves"] = resting
+        # other_id: the lowest seq the shard can replay after; the journal keeps it all
+        yield synced
+
+    def _replay(self, after: int, end: int) -> Iterator[np.ndarray]:
+        """Journaled events with after < seq <= end, copied and flagged EVF_REPLAY."""
+        parts, held = [], 0
+        for _, ev in self.journal.iter_batches(after):
+            if ev["seq"][0] > end:
+                break
+            if ev["seq"][-1] > end:
+                ev = ev[: np.searchsorted(ev["seq"], end, side="right")]
+            parts.append(ev)
+            held += len(ev)
+            if held >= SYNC_CHUNK:
+                yield _flagged_replay(parts)
+                parts, held = [], 0
+        if parts:
+            yield _flagged_replay(parts)
+
+    def _resting(self, seq: int, req_id: int) -> Iterator[np.ndarray]:
+        """EV_RESTING per resting order of each book, in its canonical order."""
+        for inst, book in enumerate(self.books):
+            rows = book.canonical_rows()
+            for at in range(0, len(rows), SYNC_CHUNK):
+                part = rows[at : at + SYNC_CHUNK]
+                ev = _answers(len(part), EV_RESTING, seq, req_id, EVF_REPLAY)
+                ev["instrument"] = inst
+                for col, field in enumerate(_RESTING_COLUMNS):
+                    ev[field] = part[:, col]
+                yield ev
 
     # ------------------------------------------------------------ snapshots
 
@@ -323,6 +455,14 @@ def warm_up() -> float:
     ):
         engine = ShardEngine(0, [cfg], journal, snapshot_every=1)
         engine.apply(cmds, positions={"warm-up": len(cmds)})
+        asked = commands(3)
+        asked["kind"] = [CMD_NEW, CMD_STATUS, CMD_SYNC]
+        asked["side"], asked["price"], asked["qty"], asked["client"] = SIDE_BUY, 1, 1, 1
+        asked["order_id"] = [0, 1, 0]
+        applied = engine.apply(asked)
+        for sync in applied.syncs:
+            for _ in engine.sync_answer(sync):
+                pass
         engine.apply(cmds[:1])  # an idempotent retry
         ShardEngine(0, [cfg], journal).recover()
         engine.books[0].depth(5)

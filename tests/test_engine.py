@@ -1,22 +1,36 @@
-"""ShardEngine in-process: sequencing, order ids, idempotency, snapshots and recovery."""
+"""ShardEngine in-process: sequencing, order ids, idempotency, snapshots, recovery and
+the control commands (SYNC, STATUS) it answers from its own state."""
 
 import numpy as np
 import pytest
 
+from exchange import engine as engine_module
 from exchange.bookconfig import BookConfig
 from exchange.engine import ORDER_ID_SHARD_SHIFT, RecoveryError, ShardEngine, order_id_shard
 from exchange.journal import Journal
+from exchange.orderstate import ST_CANCELLED, ST_FILLED, ST_LIVE
 from exchange.records import (
+    CMD_CANCEL,
     CMD_NEW,
+    CMD_STATUS,
+    CMD_SYNC,
+    COMMAND_DTYPE,
     EV_ACCEPTED,
     EV_REJECTED,
+    EV_RESTING,
+    EV_STATUS,
+    EV_SYNCED,
     EV_TRADE,
+    EVENT_DTYPE,
     EVF_DUPLICATE,
+    EVF_REPLAY,
     REJ_BAD_COMMAND,
     REJ_CONFLICT,
     SIDE_BUY,
     SIDE_SELL,
     commands,
+    copy_records,
+    join_records,
 )
 
 BOOKS = [BookConfig(min_price=1, max_price=1000, capacity=64)] * 2
@@ -145,3 +159,231 @@ def test_a_snapshot_is_also_taken_after_snapshot_seconds(journal):
     eng.recover()
     eng.apply(orders((0, SIDE_BUY, 100, 1, 1, 0, 2)))
     assert journal.latest_snapshot()[0] == 1
+
+
+# ---------------------------------------------------------------- control commands
+
+
+def one(dtype, **fields):
+    """One record, the named fields set and all else zero."""
+    r = np.zeros(1, dtype)
+    for name, value in fields.items():
+        r[name] = value
+    return r
+
+
+def sync(req_id, after=0, upto=0):
+    return one(COMMAND_DTYPE, kind=CMD_SYNC, req_id=req_id, order_id=after, price=upto)
+
+
+def status(req_id, order_id, instrument):
+    return one(
+        COMMAND_DTYPE, kind=CMD_STATUS, req_id=req_id, order_id=order_id, instrument=instrument
+    )
+
+
+def trade_for_a_while(eng, seed, batches=12):
+    """Random NEWs and CANCELs on both instruments, in batches of various sizes."""
+    rng = np.random.default_rng(seed)
+    req = 1000
+    for _ in range(batches):
+        specs = []
+        for _ in range(int(rng.integers(1, 40))):
+            req += 1
+            side = SIDE_BUY if rng.random() < 0.5 else SIDE_SELL
+            px = int(rng.integers(95, 106))
+            specs.append((int(rng.integers(2)), side, px, int(rng.integers(1, 6)), req % 5, 0, req))
+        cmds = orders(*specs)
+        cancel = rng.random(len(cmds)) < 0.2
+        cmds["kind"][cancel] = CMD_CANCEL
+        cmds["order_id"][cancel] = rng.integers(1, eng.last_seq + 2, int(cancel.sum()))
+        eng.apply(cmds)
+
+
+def journaled_events(journal):
+    return join_records([e for _, e in journal.iter_batches()], EVENT_DTYPE)
+
+
+def answer_of(eng, applied):
+    """The whole answer to the one SYNC of a batch."""
+    assert len(applied.syncs) == 1
+    return join_records(list(eng.sync_answer(applied.syncs[0])), EVENT_DTYPE)
+
+
+# the first six columns of Book.canonical_rows (then stp and flags, which an EV_RESTING has not)
+RESTING_COLUMNS = ("side", "price", "order_id", "client", "qty", "leaves")
+
+
+def expected_resting(eng, req_id):
+    answer = [
+        one(
+            EVENT_DTYPE,
+            seq=eng.last_seq,
+            req_id=req_id,
+            kind=EV_RESTING,
+            flags=EVF_REPLAY,
+            instrument=inst,
+            **dict(zip(RESTING_COLUMNS, row, strict=True)),
+        )
+        for inst, book in enumerate(eng.books)
+        for row in book.canonical_rows()[:, :6].tolist()
+    ]
+    return join_records(answer, EVENT_DTYPE)
+
+
+def check_answer(eng, answer, req_id, after, history, end):
+    """The replay of history's events after ``after`` up to ``end``, the resting orders, the
+    count: byte for byte."""
+    replay = history[(history["seq"] > after) & (history["seq"] <= end)]
+    resting = expected_resting(eng, req_id)
+    assert len(answer) == len(replay) + len(resting) + 1
+    got = copy_records(answer[: len(replay)])
+    assert (got["flags"] == EVF_REPLAY).all()
+    got["flags"] = 0
+    assert got.tobytes() == replay.tobytes()
+    assert answer[len(replay) : -1].tobytes() == resting.tobytes()
+    synced = one(
+        EVENT_DTYPE,
+        seq=eng.last_seq,
+        req_id=req_id,
+        kind=EV_SYNCED,
+        flags=EVF_REPLAY,
+        order_id=after,
+        qty=len(replay),
+        leaves=len(resting),
+    )
+    assert answer[-1:].tobytes() == synced.tobytes()
+
+
+def test_sync_replays_the_journal_after_a_seq_then_the_books_then_a_count(journal):
+    eng = ShardEngine(0, BOOKS, journal, snapshot_every=50)
+    trade_for_a_while(eng, seed=1)
+    history = journaled_events(journal)
+    last = eng.last_seq
+    assert (history["kind"] == EV_TRADE).any() and len(expected_resting(eng, 0)) > 10
+    cases = [(0, 0), (17, 0), (17, 60), (0, last + 5), (last, 0), (last + 5, 0), (40, 30)]
+    for req_id, (after, upto) in enumerate(cases, 1):
+        out = eng.apply(sync(req_id, after, upto))
+        assert (out.commands, len(out.events), len(out.replies)) == (0, 0, 0)
+        end = min(last, upto) if upto else last
+        check_answer(eng, answer_of(eng, out), req_id, after, history, end)
+    assert eng.last_seq == journal.last_seq == last
+
+
+def test_a_sync_answer_comes_in_chunks_of_the_same_bytes(journal, monkeypatch):
+    eng = ShardEngine(0, BOOKS, journal)
+    trade_for_a_while(eng, seed=2)
+    whole = answer_of(eng, eng.apply(sync(1)))
+    monkeypatch.setattr(engine_module, "SYNC_CHUNK", 7)
+    chunks = list(eng.sync_answer(sync(1)[0]))
+    biggest_batch = max(len(e) for _, e in journal.iter_batches())
+    assert len(chunks) > 10 and max(map(len, chunks)) < 7 + biggest_batch
+    assert join_records(chunks, EVENT_DTYPE).tobytes() == whole.tobytes()
+
+
+def test_a_sync_answers_from_the_state_its_batch_left(journal):
+    eng = ShardEngine(0, BOOKS, journal)
+    trade_for_a_while(eng, seed=3, batches=3)
+    before = eng.last_seq
+    news = orders((0, SIDE_SELL, 100, 5, 1, 0, 1), (1, SIDE_BUY, 100, 2, 2, 0, 3))
+    out = eng.apply(np.concatenate([news[:1], sync(2, after=before), news[1:]]))
+    assert out.commands == 2 and eng.last_seq == before + 2 and len(out.replies) == 0
+    assert not np.isin(out.events["req_id"], [2]).any()
+    answer = answer_of(eng, out)
+    # its replay is exactly this batch's events, its resting orders the books after it
+    check_answer(eng, answer, 2, before, journaled_events(journal), eng.last_seq)
+    assert answer["qty"][-1] == len(out.events)
+
+
+def test_control_commands_are_never_journaled_sequenced_or_seen_by_a_book(journal):
+    eng = ShardEngine(0, BOOKS, journal)
+    trade_for_a_while(eng, seed=4, batches=4)
+    last, hashes, batches = eng.last_seq, eng.state_hashes(), journal.stats().batches
+    asked = np.concatenate([sync(1), status(2, 1, 0), sync(3, after=5), status(4, 2, 9)])
+    out = eng.apply(asked, positions={"req@1": 4})
+    assert (out.commands, len(out.events)) == (0, 0)
+    assert out.syncs.tobytes() == asked[[0, 2]].tobytes()
+    assert out.replies["kind"].tolist() == [EV_STATUS] * 2
+    for s in out.syncs:
+        list(eng.sync_answer(s))
+    # only the request ring's position was written
+    assert (eng.last_seq, journal.last_seq, journal.stats().batches) == (last, last, batches)
+    assert eng.state_hashes() == hashes and journal.positions() == {"req@1": 4}
+    # mixed with orders: only the orders are sequenced and journaled
+    news = orders((0, SIDE_BUY, 99, 1, 1, 0, 5), (1, SIDE_SELL, 101, 1, 2, 0, 6))
+    out = eng.apply(np.concatenate([asked[:2], news[:1], asked[2:], news[1:]]))
+    assert out.commands == 2 and eng.last_seq == journal.last_seq == last + 2
+    cmds = np.concatenate([c for c, _ in journal.iter_batches(last)])
+    assert cmds["req_id"].tolist() == [5, 6]
+    assert set(out.events["req_id"].tolist()) == {5, 6}
+    # and the journal still replays to the same books
+    again = ShardEngine(0, BOOKS, journal)
+    again.recover(use_snapshot=False)
+    assert again.state_hashes() == eng.state_hashes()
+
+
+def expected_status(req_id, order_id, instrument, **state):
+    return one(
+        EVENT_DTYPE,
+        kind=EV_STATUS,
+        req_id=req_id,
+        order_id=order_id,
+        instrument=instrument,
+        **state,
+    )
+
+
+def test_status_tells_the_journaled_state_of_an_order_of_the_instrument_asked(journal):
+    eng = ShardEngine(0, BOOKS, journal)
+    # seqs (= order ids on shard 0): 1 A sells 5 at 100, 2 B buys 3 at 90, 3 C sells 2 at 200
+    eng.apply(
+        orders(
+            (0, SIDE_SELL, 100, 5, 1, 42, 1),
+            (0, SIDE_BUY, 90, 3, 2, 0, 2),
+            (1, SIDE_SELL, 200, 2, 3, 0, 3),
+        )
+    )
+    # 4 D buys 6 at 100 and fills A (D rests with 1), 5 B is cancelled
+    cancel = commands(1)
+    cancel["kind"], cancel["order_id"], cancel["client"], cancel["req_id"] = CMD_CANCEL, 2, 2, 5
+    eng.apply(np.concatenate([orders((0, SIDE_BUY, 100, 6, 4, 0, 4)), cancel]))
+    # 6 E, asked about in its own batch: answered after it is committed
+    unknown = orders((9, SIDE_BUY, 1, 1, 1, 0, 10))
+    asked = np.concatenate(
+        [
+            orders((0, SIDE_SELL, 150, 1, 5, 0, 6)),
+            status(11, 1, 0),
+            status(12, 2, 0),
+            unknown,
+            status(13, 3, 1),
+            status(14, 4, 0),
+            status(15, 6, 0),
+            status(16, 3, 0),  # C is on instrument 1
+            status(17, 12345, 0),
+            status(18, 1, 9),  # no such instrument here
+        ]
+    )
+    out = eng.apply(asked)
+    assert out.commands == 1 and len(out.syncs) == 0 and eng.last_seq == 6
+    sell, buy = {"side": SIDE_SELL}, {"side": SIDE_BUY}
+    want = [
+        expected_status(
+            11, 1, 0, client=1, **sell, price=100, qty=5, code=ST_FILLED, other_id=4, idem_key=42
+        ),
+        expected_status(12, 2, 0, client=2, **buy, price=90, qty=3, code=ST_CANCELLED, other_id=5),
+        expected_status(
+            13, 3, 1, client=3, **sell, price=200, qty=2, leaves=2, code=ST_LIVE, other_id=3
+        ),
+        expected_status(
+            14, 4, 0, client=4, **buy, price=100, qty=6, leaves=1, code=ST_LIVE, other_id=4
+        ),
+        expected_status(
+            15, 6, 0, client=5, **sell, price=150, qty=1, leaves=1, code=ST_LIVE, other_id=6
+        ),
+        expected_status(16, 3, 0),
+        expected_status(17, 12345, 0),
+        expected_status(18, 1, 9),
+    ]
+    # after the replies there were before control commands (here a reject)
+    assert out.replies["req_id"].tolist() == [10, *range(11, 19)]
+    assert out.replies[1:].tobytes() == join_records(want, EVENT_DTYPE).tobytes()
