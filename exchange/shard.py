@@ -6,7 +6,10 @@ The rings (``<shard>-req`` from the gateway, ``<shard>-evt`` to it) are created
 by the supervisor; the shard attaches to them. Each turn of the loop peeks a
 batch of requests in place, has the engine sequence, match, journal and commit
 it, publishes the events (waiting while the event ring is full: never
-dropping), and only then releases the requests.
+dropping), then the private replies, then the answer to each control command
+CMD_SYNC of the batch (a replay of the journal and the books' resting orders,
+read by the shard itself: nobody else opens its journal), and only then
+releases the requests.
 
 Restarts lose nothing and repeat nothing: the read position in the request
 ring is committed with each batch, so requests that were journaled before a
@@ -46,7 +49,7 @@ EXIT_RECOVERY = 4
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 
-COUNTERS = ("commands", "events", "trades", "replies", "batches")
+COUNTERS = ("commands", "events", "trades", "replies", "replayed", "batches")
 GAUGES = ("last_seq", "request_depth")
 HISTOGRAMS = ("commit_us", "batch_size")
 
@@ -128,6 +131,11 @@ class ShardLoop:
         applied = self.engine.apply(batch, positions={self.position_key: end})
         self.publish(applied.events)
         self.publish(applied.replies)
+        replayed = 0
+        for sync in applied.syncs:
+            for chunk in self.engine.sync_answer(sync):
+                self.publish(chunk)
+                replayed += len(chunk)
         self.requests.release(len(batch))
         if self.counters is not None:
             c = self.counters
@@ -135,6 +143,7 @@ class ShardLoop:
             c.add("events", len(applied.events))
             c.add("trades", int(np.count_nonzero(applied.events["kind"] == EV_TRADE)))
             c.add("replies", len(applied.replies))
+            c.add("replayed", replayed)
             c.add("batches")
             c.set("last_seq", self.engine.last_seq)
             c.set("request_depth", self.requests.readable())

@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
-from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
+from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, EVF_REPLAY
 from exchange.shard import event_ring, request_ring
 from shm.consumer import Consumer
 from shm.names import unlink_namespace
@@ -150,9 +150,10 @@ class ShardRig:
         return np.concatenate(self.received) if self.received else np.zeros(0, EVENT_DTYPE)
 
     def history(self) -> np.ndarray:
-        """Received journaled events, each (seq, idx) once (restarts republish a tail)."""
+        """Received journaled events, each (seq, idx) once (restarts republish a tail),
+        without the history served again to answer a SYNC."""
         ev = self.all_received()
-        ev = ev[(ev["seq"] > 0) & (ev["flags"] & EVF_DUPLICATE == 0)]
+        ev = ev[(ev["seq"] > 0) & (ev["flags"] & (EVF_DUPLICATE | EVF_REPLAY) == 0)]
         key = ev["seq"].astype(np.int64) * (1 << 32) + ev["idx"]
         _, first = np.unique(key, return_index=True)
         return ev[np.sort(first)]

@@ -15,10 +15,14 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_SYNC,
     EV_ACCEPTED,
     EV_REJECTED,
+    EV_RESTING,
+    EV_SYNCED,
     EV_TRADE,
     EVF_DUPLICATE,
+    EVF_REPLAY,
     REJ_BAD_COMMAND,
     REJ_CONFLICT,
     SIDE_BUY,
@@ -26,7 +30,10 @@ from exchange.records import (
     TIF_GTC,
     TIF_IOC,
     commands,
+    copy_records,
 )
+from exchange.shard import counters_name
+from shm.counters_reader import read_block
 from shm.ring import inspect_ring
 
 
@@ -175,6 +182,57 @@ def test_orders_match_through_the_rings_and_are_journaled(rig):
     assert (trade["client"].tolist(), trade["other_client"].tolist()) == ([2], [1])
     assert r.stop() == 0
     verify(r, cmds[:2])
+
+
+@pytest.mark.timeout(120)
+def test_a_sync_is_answered_on_the_event_ring_while_the_shard_goes_on(rig):
+    r = rig()
+    flow = Flow(r, seed=8)
+    r.start()
+    first = flow.batch(300)
+    r.send(first)
+    r.wait_for(lambda: set(first["req_id"].tolist()) <= set(r.history()["req_id"].tolist()))
+    # in the same ring write as more orders: it may share their batch, or not
+    sync = commands(1)
+    sync["kind"], sync["req_id"] = CMD_SYNC, 10**9
+    r.send(np.concatenate([flow.batch(100), sync, flow.batch(100)]))
+
+    def answer():
+        got = r.all_received()
+        return got[got["flags"] & EVF_REPLAY != 0]
+
+    r.wait_for(lambda: (answer()["kind"] == EV_SYNCED).any(), what="the SYNC's answer")
+    last = flow.batch(200)
+    r.send(last)
+    r.wait_for(lambda: set(last["req_id"].tolist()) <= set(r.history()["req_id"].tolist()))
+    replayed_counter = read_block(r.ns, counters_name("s0")).counters["replayed"]
+    assert r.stop() == 0
+    verify(r, np.concatenate(flow.sent))
+
+    got = answer()
+    synced = got[-1]
+    at = int(synced["seq"])
+    assert synced["kind"] == EV_SYNCED and synced["req_id"] == 10**9
+    assert len(got) == synced["qty"] + synced["leaves"] + 1 == replayed_counter
+    batches = [(c, e) for c, e in _journal_batches(r.journal_dir) if c["seq"][-1] <= at]
+    replay = copy_records(got[: synced["qty"]])
+    assert (replay["flags"] == EVF_REPLAY).all()
+    replay["flags"] = 0
+    assert replay.tobytes() == np.concatenate([e for _, e in batches]).tobytes()
+    # the resting orders: the books replayed up to the seq it answered at
+    resting = got[synced["qty"] : -1]
+    assert (resting["kind"] == EV_RESTING).all() and (resting["seq"] == at).all()
+    configs = [r.config.instrument(s).book for s in r.config.shards[0].instruments]
+    for inst, cfg in enumerate(configs):
+        book = Book(cfg)
+        for c, _ in batches:
+            if (c["instrument"] == inst).any():
+                book.process(c[c["instrument"] == inst])
+        mine = resting[resting["instrument"] == inst]
+        cols = ["side", "price", "order_id", "client", "qty", "leaves"]
+        assert np.array_equal(np.stack([mine[f] for f in cols], 1), book.canonical_rows()[:, :6])
+    # and the shard went on sequencing past it
+    assert at < r.history()["seq"].max()
 
 
 @pytest.mark.timeout(120)
