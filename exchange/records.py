@@ -120,18 +120,23 @@ All arithmetic is in int64; there are no floats and no clocks in a book.
 
 Control commands are answered by the shard, never by a book: after the batch
 they arrive in is committed and its events published, from the state that
-batch left (L: the shard's last seq then). Their answers carry the command's
-req_id and are never journaled.
+batch left (L: the shard's last seq then). Their answers are never journaled
+and carry the command's req_id, except the replayed events of a SYNC (they
+are the journaled events, req_id and all). Answers are not history: a consumer
+tells them by kind and flags, not by (seq, idx), which they repeat.
 
-CMD_SYNC (order_id = after_seq; price = upto_seq, 0: to the end): history
-    served by its owner. First every journaled event with after_seq < seq <=
-    min(L, upto_seq), in (seq, idx) order, exactly as journaled but flagged
-    EVF_REPLAY; then one EV_RESTING per resting order of every book at L
-    (seq = L, req_id = the command's, order_id, client, side, price, qty =
-    total, leaves, instrument, flags EVF_REPLAY), bids best first then asks,
-    each level in queue order; then one EV_SYNCED (seq = L, req_id, order_id =
-    after_seq, qty = events replayed, leaves = EV_RESTING records, other_id =
-    the lowest seq the shard can still replay after, flags EVF_REPLAY).
+CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
+    history served by its owner. First every journaled event with after_seq <
+    seq <= min(L, upto_seq), in (seq, idx) order, exactly as journaled but
+    flagged EVF_REPLAY; then one EV_RESTING per resting order of every book at
+    L, book by book in instrument order (seq = L, req_id = the command's,
+    order_id, client, side, price, qty = total, leaves, instrument, flags
+    EVF_REPLAY), bids best first then asks, each level in queue order; then one
+    EV_SYNCED (seq = L, req_id, order_id = after_seq, qty = events replayed,
+    leaves = EV_RESTING records, other_id = the lowest seq the shard can still
+    replay after, flags EVF_REPLAY). One SYNC's answer is published in one
+    piece, nothing else between its records, so the EV_SYNCED that ends it
+    names the request the replayed events before it answer.
 CMD_STATUS (order_id, client, instrument): one EV_STATUS (seq 0, req_id,
     order_id, instrument) carrying the journal's state of the order: client,
     side, price, qty, leaves, code = ST_* of exchange.orderstate, other_id =

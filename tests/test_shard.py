@@ -209,6 +209,9 @@ def test_a_sync_is_answered_on_the_event_ring_while_the_shard_goes_on(rig):
     assert r.stop() == 0
     verify(r, np.concatenate(flow.sent))
 
+    # in one piece: nothing published between the records of one answer
+    at_ring = np.flatnonzero(r.all_received()["flags"] & EVF_REPLAY)
+    assert (np.diff(at_ring) == 1).all()
     got = answer()
     synced = got[-1]
     at = int(synced["seq"])
