@@ -18,6 +18,7 @@ records) is its position in that shard's ``instruments`` list.
 """
 
 import json
+import os
 import re
 import sys
 import tomllib
@@ -97,10 +98,15 @@ cpus = []
 # (tcp://host:port or ipc://path, one or more each). The ports are above Linux's
 # ephemeral range (32768-60999), so no outgoing connection can be holding them.
 # keys_dir holds the gateway's CURVE key pair and the registered client keys.
+# state_dir holds the gateway's own state (idempotency keys, positions, how far
+# it has read each shard); "" puts it beside the journals, in <journal dir>/../gateway.
+# key_window: the last this many keyed orders are remembered across instruments.
 [gateway]
 router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
 keys_dir = "./var/keys"
+state_dir = ""
+key_window = 10_000_000
 cpus = []
 
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
@@ -208,6 +214,8 @@ class Gateway(_Section, kw_only=True):
     router: Endpoints
     pub: Endpoints
     keys_dir: str
+    state_dir: str = ""
+    key_window: Positive = 10_000_000
     cpus: Cpus = []
 
 
@@ -290,6 +298,13 @@ class Config(_Section, kw_only=True, omit_defaults=True):
     def routes(self) -> dict[str, tuple[str, int]]:
         """symbol -> (shard name, instrument index inside that shard)."""
         return {sym: (s.name, i) for s in self.shards for i, sym in enumerate(s.instruments)}
+
+    def gateway_state_dir(self) -> str:
+        """Where the gateway keeps its own state: ``[gateway] state_dir``, or beside the
+        journals (so a test's or a demo's journal directory brings its own)."""
+        if self.gateway.state_dir:
+            return self.gateway.state_dir
+        return os.path.join(os.path.dirname(os.path.normpath(self.journal.dir)), "gateway")
 
 
 _BOOK_KEYS = frozenset(BookConfig.__struct_fields__)

@@ -54,24 +54,28 @@ import zmq
 
 from exchange import logs
 from exchange.engine import order_id_shard
-from exchange.journal import RELEASE_SECONDS
 from exchange.records import (
     CMD_CANCEL,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_STATUS,
     COMMAND_DTYPE,
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_RESTING,
+    EV_STATUS,
+    EV_SYNCED,
     EV_TRADE,
+    EVF_REPLAY,
     REJ_NOT_FOUND,
     REJECT_NAMES,
 )
 from gateway.counters import GatewayCounters
 from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
 from gateway.killswitch import KillError, KillList
-from gateway.ledger import Ledger
+from gateway.ledger import UNKNOWN, Ledger
 from gateway.limits import limits_for, symbols
 from gateway.mirror import market_data
 from gateway.positions import Positions
@@ -113,13 +117,16 @@ from gateway.protocol import (
     private_messages,
     replace_command,
     salvage_cid,
+    status_command,
 )
 from gateway.ratelimit import RateLimiter
 from gateway.report import position_report
 from gateway.risk import Risk
 from gateway.sessions import Sessions
-from gateway.shardlink import ShardLink, unseen
+from gateway.shardlink import ShardLink, resting_rows, unseen
+from gateway.store import FORMAT, Checkpoint, GatewayStore, ShardMark, StoreError
 from gateway.zap import KeyTable
+from shm.proc import token_alive
 
 NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's flag enums cost more than the send itself
 MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -130,7 +137,7 @@ FLUSH_AT = 256
 EVENT_BUDGET = 8192  # events per ring per turn at most
 TICK_SECONDS = 0.1  # shard liveness and cancel on disconnect are checked this often
 KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
-RELEASE_EVERY_TICKS = round(RELEASE_SECONDS / TICK_SECONDS)  # the journals' mapped pages
+CHECKPOINT_EVERY_TICKS = 10  # the gateway's own state is written every second it changed
 
 
 class Outbox:
@@ -148,19 +155,18 @@ class Outbox:
         self.pending.append(p)
         self.keys.append(key)
 
-    def without(self, rows: set[int]) -> "Outbox":
-        """The same, less the commands at ``rows``."""
-        out = Outbox()
-        for row, entry in enumerate(
-            zip(self.cmds, self.req_ids, self.pending, self.keys, strict=True)
-        ):
-            if row not in rows:
-                out.add(*entry)
-        return out
-
 
 def _conflict(ik: int, used: str) -> ProtocolError:
     return ProtocolError(CONFLICT, f"idempotency key {ik} was used for an order on {used}", "$.ik")
+
+
+def _uncertain(ik: int, shards: set[str]) -> ProtocolError:
+    return ProtocolError(
+        UNAVAILABLE,
+        f"idempotency key {ik} cannot be checked until shard(s) {', '.join(sorted(shards))} "
+        "serve their latest orders to the gateway; retry later, unchanged",
+        "$.ik",
+    )
 
 
 def _log_reject(conn: bytes | None, r: Reject, **extra) -> None:
@@ -186,6 +192,7 @@ class Gateway:
         links: list[ShardLink],
         kills: KillList,
         counters: GatewayCounters,
+        store: GatewayStore,
         clock=time.monotonic,
     ):
         self.router = router
@@ -210,12 +217,16 @@ class Gateway:
         self.count = counters
         for client in kills.clients:
             self.risk.kill(client)
-        self.ledger = Ledger(links)
+        self.store = store
+        self.ledger = Ledger(syms, store)
+        self._age = 0  # ``Checkpoint.next_age`` of the last checkpoint written
+        self._marks: dict[str, ShardMark] = {}  # per shard not caught up: its loaded mark
+        self._changed = False  # events folded since the last checkpoint
         self.cod_after = config.session.cancel_on_disconnect_ms / 1000
         self.outbox = {link.index: Outbox() for link in links}
         self.queued = 0  # commands in the outboxes
         self.open_batches = 0  # NewOrders not answered yet
-        self.live = {link.index: link.alive() for link in links}
+        self.live = {link.index: False for link in links}  # ``ShardLink.ready``, per tick
         self.now = clock()
         self.stopping = False  # set by a signal: the loop returns after its turn
         self.ticks = 0
@@ -236,11 +247,26 @@ class Gateway:
             Kill: self._kill,
         }
 
-    def load(self) -> None:
-        """Start-up: from every shard's journal, the books, the live orders and every fill
-        since the first (the positions). Idempotency keys stay in the journals; the keyed
-        NEWs still in the request rings are held in the ledger (see ``gateway.ledger``)."""
-        fills = held = 0
+    def load(self, cp: Checkpoint | None) -> None:
+        """Start-up, from the gateway's own state: the checkpoint's positions and
+        watermarks (None: no checkpoint, every shard is read from seq 0), the keyed NEWs
+        still in the request rings held in the ledger (see ``gateway.ledger``), a
+        checkpoint saying this gateway runs, then a sync asked of every shard.
+
+        A shard's journal may hold keyed NEWs after the checkpoint's watermark, and
+        until the shard serves them their pairs are unknown (``Ledger.uncertain``).
+        They are known to be none when the checkpoint found the shard quiet
+        (everything written to it answered and read) and nothing was written to it
+        since: either every record written since is still in its request ring (none
+        of them journaled), or the checkpoint was a clean stop's (the gateway writes
+        to no ring after it; the next gateway's first act is to say it runs, synced
+        to disk, before it writes to any ring).
+        """
+        if cp is not None:
+            self.positions.restore(cp.clients, cp.acct, cp.cash, cp.last_px)
+            self._age = cp.next_age
+            self._marks = {m.name: m for m in cp.shards}
+        held = 0
         for link in self.links:
             news = link.queued_news()
             for client, key, inst, req_id in zip(
@@ -249,21 +275,76 @@ class Gateway:
             ):
                 self.ledger.hold(client, key, link.syms[inst], req_id)
             held += len(news)
-            loaded = link.load()
-            if loaded is None:
-                continue
-            for sym, resting in zip(link.syms, loaded.resting, strict=True):
-                self.risk.load(sym, resting)
-            fills += self.positions.replay(
-                loaded.journal.iter_batches(), self.risk.offsets[link.index]
-            )
+            mark = self._marks.get(link.name)
+            if mark is None:
+                self._marks[link.name] = ShardMark(link.name, 0, 0, False, 0, 0)
+            else:
+                link.last = (mark.seq, mark.idx)
+            if not self._tail_known(link, mark, cp is not None and cp.clean):
+                self.ledger.uncertain.add(link.name)
+        self.checkpoint(clean=False, durable=True)
+        for link in self.links:
+            self._sync(link)
         logs.info(
-            "journals read",
-            live_orders=self.risk.live_orders(),
-            fills=fills,
+            "state loaded",
+            checkpoint=cp is not None,
+            watermarks={link.name: link.last[0] for link in self.links},
             keys_in_rings=held,
+            uncertain=sorted(self.ledger.uncertain),
             blocked=sorted(self.kills.clients),
         )
+
+    def _tail_known(self, link: ShardLink, mark: ShardMark | None, clean: bool) -> bool:
+        """Whether the shard can have journaled nothing after the mark (``load``)."""
+        if mark is None or not mark.quiet:
+            return False
+        if clean:
+            return True
+        stamp, published, _ = link.witness()
+        written = published - mark.published
+        return stamp == mark.ring and 0 <= written <= len(link.requests.unconsumed())
+
+    # ------------------------------------------------------------ the gateway's own state
+
+    def checkpoint(self, clean: bool, durable: bool = False) -> float:
+        """Write the gateway's state (``gateway.store``): the pairs taken since the last
+        checkpoint, the positions, and per shard the watermark and whether everything
+        written to it was answered. ``clean``: the gateway writes to no ring after it.
+        Returns the seconds it took."""
+        marks = []
+        for link in self.links:
+            if link.caught_up:
+                stamp, published, idle = link.witness()
+                quiet = idle and not self.outbox[link.index].cmds
+                marks.append(ShardMark(link.name, *link.last, quiet, stamp, published))
+            else:  # nothing read from it yet: what the loaded checkpoint said still holds
+                marks.append(self._marks[link.name])
+        clients, acct, cash, last_px = self.positions.export()
+        cp = Checkpoint(
+            FORMAT, self.positions.symbols, marks, clean, self._age, clients, acct, cash, last_px
+        )
+        seconds, cp = self.store.write(cp, self.ledger.recent, durable=durable)
+        self.ledger.recent = {}
+        self._age = cp.next_age
+        self._changed = False
+        return seconds
+
+    def _checkpoint_now(self) -> None:
+        """A periodic checkpoint; one that cannot be written is logged and tried again at
+        the next (the shards' journals are the truth: only the restart's tail grows)."""
+        try:
+            seconds = self.checkpoint(clean=False)
+        except StoreError as e:
+            logs.error("checkpoint not written", error=str(e))
+            return
+        if seconds > 0.05:
+            logs.info("checkpoint", seconds=round(seconds, 3), keys=self.store.keys())
+
+    def _sync(self, link: ShardLink) -> None:
+        """Ask the shard to serve its history after the watermark and its resting orders
+        (``ShardLink.sync``); a full ring is asked again at the next tick."""
+        if not link.sync(self.inflight.reserve()):
+            logs.warning("sync not sent: the request ring is full", shard=link.name)
 
     # ------------------------------------------------------------ the loop's entry points
 
@@ -320,14 +401,16 @@ class Gateway:
         if self.ticks % KEYS_EVERY_TICKS == 0:
             self.keys.refresh()
             self._kill_switch()
-        if self.ticks % RELEASE_EVERY_TICKS == 0:
-            for link in self.links:
-                link.release_pages()
         for link in self.links:
-            live = link.alive()
+            token = link.token()
+            if token != link.synced_to and token_alive(token):
+                self._sync(link)  # a shard process it has not synced with: (re)started
+            live = link.ready()
             if live != self.live[link.index]:
                 logs.warning("shard up" if live else "shard down", shard=link.name)
             self.live[link.index] = live
+        if self._changed and self.ticks % CHECKPOINT_EVERY_TICKS == 0:
+            self._checkpoint_now()
         self.count.set_clients(self.sessions)
         if self.cod_after:
             for client in self.sessions.silent(self.now, self.cod_after):
@@ -379,7 +462,9 @@ class Gateway:
         link = route[0]
         if not self.live[link.index]:
             raise ProtocolError(
-                UNAVAILABLE, f"shard {link.name} holding {sym} is down; retry later, unchanged"
+                UNAVAILABLE,
+                f"shard {link.name} holding {sym} is down or not synced yet; retry later, "
+                "unchanged",
             )
         return route
 
@@ -397,20 +482,24 @@ class Gateway:
         sym, ik = order.sym, order.ik
         link, inst, book = self._route(sym)
         cmd = new_order_command(order, book, client=client, instrument=inst, req_id=req_id)
-        used = self.ledger.use(client, ik, sym, req_id) if ik else None
-        if used is not None and used != sym:
-            raise _conflict(ik, used)
-        if used is None:  # not in flight: new, unless a journal has it (``flush`` looks)
+        retry = False  # of a request under the same key on this instrument: its shard
+        if ik:  # answers it from its journal, whatever the limits say now
+            used = self.ledger.use(client, ik, sym, req_id)  # in flight?
+            if used is None:
+                used = self.ledger.used_on(client, ik)  # answered before?
+                if used is not None and used != sym:
+                    self.ledger.release(client, ik, req_id)
+                    if used == UNKNOWN:
+                        raise _uncertain(ik, self.ledger.uncertain)
+            if used is not None and used != sym:
+                raise _conflict(ik, used)
+            retry = used is not None
+        if not retry:
             refusal = self.risk.admit(req_id, client, sym, SIDES[order.side], order.qty, order.px)
             if refusal is not None:
-                if not ik:
-                    raise ProtocolError(refusal.code, refusal.reason, refusal.field)
-                self.ledger.release(client, ik, req_id)
-                [used] = self.ledger.journaled([client], [ik])
-                if used is None:
-                    raise ProtocolError(refusal.code, refusal.reason, refusal.field)
-                if used != sym:
-                    raise _conflict(ik, used)
+                if ik:
+                    self.ledger.release(client, ik, req_id)
+                raise ProtocolError(refusal.code, refusal.reason, refusal.field)
         self.outbox[link.index].add(cmd, req_id, p, ik)
         self.queued += 1
 
@@ -489,10 +578,9 @@ class Gateway:
         self._take(client, 1)
         link, inst, _ = self._route(msg.sym)
         self._check_oid(link, msg.oid)
-        state = link.order(msg.oid)
-        if state is not None and state.instrument != inst:
-            state = None
-        self._reply(conn, order_status(state, msg.sym, msg, client))
+        req_id = self.inflight.reserve()
+        cmd = status_command(msg, client=client, instrument=inst, req_id=req_id)
+        self._queue(link, cmd, req_id, Pending(conn, client, msg.cid, CMD_STATUS, msg.sym))
 
     def _book(self, conn, client: int, msg: BookRequest) -> None:
         self._take(client, 1)
@@ -557,7 +645,6 @@ class Gateway:
     def flush(self) -> None:
         """Write the queued commands, one batch per shard; answer ``busy`` for what did not fit."""
         self.queued = 0
-        self._check_journals()
         for link in self.links:
             out = self.outbox[link.index]
             if not out.cmds:
@@ -578,30 +665,6 @@ class Gateway:
         coid = p.coid if p.group is None else p.group.coid(req_id)
         self._answer(p, req_id, why.reject(p.cid, coid))
 
-    def _check_journals(self) -> None:
-        """The queued NEWs' keys, looked up in the other shards' journals at once: one used
-        there is a conflict, and its NEW is not written."""
-        queued = [
-            (i, row, key)
-            for i, out in self.outbox.items()
-            for row, key in enumerate(out.keys)
-            if key
-        ]
-        if not queued:
-            return
-        clients = [self.outbox[i].pending[row].client for i, row, _ in queued]
-        keys = [key for _, _, key in queued]
-        used = self.ledger.journaled(clients, keys, [i for i, _, _ in queued])
-        refused: dict[int, set[int]] = {}
-        for (i, row, key), there in zip(queued, used, strict=True):
-            if there is None:
-                continue
-            out = self.outbox[i]
-            self._unqueue(out.pending[row], out.req_ids[row], key, _conflict(key, there))
-            refused.setdefault(i, set()).add(row)
-        for i, rows in refused.items():
-            self.outbox[i] = self.outbox[i].without(rows)
-
     # ------------------------------------------------------------ events
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
@@ -609,17 +672,59 @@ class Gateway:
         ledger and the market data (at light load those took ~180 µs a batch, and a reply
         waited for them). Nothing the replies need comes from them, and the next
         request is read after all of it."""
-        ev, link.last = unseen(ev, link.last)
+        before = link.last
+        ev, link.last, served = unseen(ev, link.last, link.caught_up)
+        self._changed |= link.last != before
+        if served:
+            replay = (ev["flags"] & EVF_REPLAY) != 0
+            self._served(link, ev[replay])
+            ev = ev[~replay]
+            if not len(ev):
+                return
         self._private(link, ev)
         self.send_out()
-        self.positions.apply(ev, self.risk.offsets[link.index])
+        offset = self.risk.offsets[link.index]
+        self.positions.apply(ev, offset)
         self.risk.apply(ev, link.index)
         self.risk.settle(ev)
         self.ledger.settle(ev)
+        self.ledger.fold(ev, offset)
         send = self.pub.send
         for msg in market_data(ev, link.mirrors):
             send(msg.sym.encode(), MORE)
             send(encode(msg), NOBLOCK)
+
+    def _served(self, link: ShardLink, served: np.ndarray) -> None:
+        """What a shard served to a sync: its history after the watermark (folded into the
+        positions and the ledger; never answered, never notified: it happened before),
+        then its resting orders and the end, which seed the risk state and the mirrors."""
+        kind = served["kind"]
+        history = served[(kind != EV_RESTING) & (kind != EV_SYNCED)]
+        offset = self.risk.offsets[link.index]
+        if len(history):
+            self.positions.apply(history, offset)
+            self.ledger.settle(history)  # the pairs an earlier gateway's requests held
+            self.ledger.fold(history, offset)
+        done = link.answered(served)
+        if done is None:
+            return
+        seq, resting = done
+        if seq < link.last[0]:
+            logs.error(
+                "shard went back in history: its journal ends before what the gateway read",
+                shard=link.name,
+                shard_seq=seq,
+                gateway_seq=link.last[0],
+            )
+        per_inst = [
+            resting_rows(resting[resting["instrument"] == i]) for i in range(len(link.syms))
+        ]
+        self.risk.reset(link.index, per_inst)
+        link.seed_mirrors(seq, resting)
+        self.ledger.uncertain.discard(link.name)
+        self.live[link.index] = link.ready()
+        self._changed = True
+        logs.info("synced", shard=link.name, seq=seq, resting=len(resting))
 
     def _private(self, link: ShardLink, ev: np.ndarray) -> None:
         """The answers to requests, to their connections or groups; fills and unrequested
@@ -632,7 +737,9 @@ class Gateway:
             p = inflight.get(e.req_id)
             if p is not None and answers_request(e, p.kind):
                 inflight.pop(e.req_id)
-                if p.group is None:
+                if e.kind == EV_STATUS:
+                    self._reply(p.conn, order_status(e, sym, p.cid, p.client))
+                elif p.group is None:
                     [(_, msg)] = private_messages(e, sym, p.kind, p.cid, p.coid)
                     self._reply(p.conn, msg)
                 else:

@@ -1,39 +1,63 @@
 """The gateway's idempotency ledger: where a (client, idempotency key) pair was used.
 
 A pair creates at most one order across instruments, but a shard knows the
-pairs of its own instruments only (it refuses a reuse among them itself). So
-before a NEW with a key is written to its shard's ring, the gateway asks where
-the pair was used:
+pairs of its own instruments only (it refuses a reuse among them itself, and
+answers an identical retry with the original's events). So before a keyed NEW
+is queued for its shard, the gateway asks the ledger where the pair was used,
+from state the gateway owns (never a shard's journal):
 
-- in flight: queued or written for a shard and not answered yet. These are
-  the only pairs the ledger keeps in memory, each with the instrument and the
-  req_id of the request that holds it. ``use`` takes a pair nobody holds;
-  the request's answer (its first event, idx 0: ``settle``) lets go of it, and
-  so does a request that is not written after all (``release``: refused,
-  busy). Memory is bounded by the requests in flight, not by history. At
-  start, the keyed NEWs an earlier gateway wrote that are still in the request
-  rings are held too (``hold``): no journal has them yet. One whose answer the
-  earlier gateway took stays held; it is journaled where it is held, so the
-  answers are the same.
-- journaled: every other pair ever used is in a shard's journal.
-  ``journaled`` asks the shards' journals (a read transaction each, begun at
-  the call: after every event drained so far, so a pair whose answer let go
-  of it in memory is there), all of them or all but the pair's own shard's:
-  that shard answers a reuse among its instruments itself.
+- in flight: queued or written for a shard and not answered yet, each with the
+  instrument and the req_id of the request that holds it. ``use`` takes a pair
+  nobody holds; the request's answer (its first event, idx 0: ``settle``) lets
+  go of it, and so does a request that is not written after all (``release``:
+  refused, busy). At start, the keyed NEWs an earlier gateway wrote that are
+  still in the request rings are held too (``hold``): no event has told of them.
+- answered: ``fold`` takes every journaled keyed NEW's first event the gateway
+  folds in (live or replayed by a shard, each once: ``gateway.shardlink``)
+  into ``recent``; a checkpoint writes ``recent`` to the store
+  (``gateway.store``), which keeps the last ``key_window`` of them on disk,
+  and empties it.
+  Memory holds the pairs in flight and those taken since the last checkpoint.
+- unknown: a shard that was not synced since the gateway started may have
+  journaled keyed NEWs after the checkpoint's watermark that no event has told
+  of yet (``uncertain``). A pair found nowhere while such a shard exists could
+  be one of them, so ``used_on`` answers ``UNKNOWN`` and the gateway refuses
+  the order ``unavailable`` (retry later, unchanged) rather than risk a second
+  order under the pair.
 
-A pair held in flight or journaled on another instrument is a conflict; on
-the same instrument the request is a retry, which its shard answers from its
+A pair held in flight or answered on another instrument is a conflict; on the
+same instrument the request is a retry, which its shard answers from its
 journal with the original's events.
 """
 
 import numpy as np
 
+from exchange.records import EVF_DUPLICATE
+from gateway.store import GatewayStore, KeyUse, pair_key
+
+UNKNOWN = "?"  # ``used_on``: the pair may have been used on a shard not synced yet
+
+
+def keyed_firsts(events: np.ndarray) -> np.ndarray:
+    """The journaled first events of keyed commands (a keyed NEW's answer: ACCEPTED, or
+    a book's REJECTED), live or replayed; not the shard's own replies (seq 0,
+    duplicates)."""
+    ev = events
+    return ev[
+        (ev["idx"] == 0)
+        & (ev["idem_key"] != 0)
+        & (ev["seq"] > 0)
+        & (ev["flags"] & EVF_DUPLICATE == 0)
+    ]
+
 
 class Ledger:
-    def __init__(self, links):
-        """``links``: one per shard, with its ``syms`` and ``idem_lookup_many`` (``ShardLink``)."""
-        self._links = links
+    def __init__(self, symbols: list[str], store: GatewayStore):
+        self.symbols = symbols
+        self.store = store
         self._held: dict[tuple[int, int], tuple[str, int]] = {}  # pair -> (sym, req_id)
+        self.recent: dict[bytes, KeyUse] = {}  # pairs folded since the last checkpoint
+        self.uncertain: set[str] = set()  # shards whose tail after the checkpoint is unknown
 
     def __len__(self) -> int:
         """Pairs in flight."""
@@ -51,7 +75,7 @@ class Ledger:
 
     def hold(self, client: int, key: int, sym: str, req_id: int) -> None:
         """Hold the pair for a request written before this process started (found in a
-        request ring at start: not journaled yet, and in no ledger but this one)."""
+        request ring at start: no event has told of it yet)."""
         self._held[(client, key)] = (sym, req_id)
 
     def release(self, client: int, key: int, req_id: int) -> None:
@@ -78,24 +102,28 @@ class Ledger:
             if h is not None and h[1] == req_id:
                 del held[(client, key)]
 
-    def journaled(
-        self, clients: list[int], keys: list[int], homes: list[int] | None = None
-    ) -> list[str | None]:
-        """The instrument each pair was journaled on, None for a pair no journal asked has.
-        Every shard's journal is asked, but not that of shard ``homes[i]`` for pair i."""
-        out: list[str | None] = [None] * len(keys)
-        for link in self._links:
-            if homes is None:
-                ask = list(range(len(keys)))
-            else:
-                ask = [i for i, home in enumerate(homes) if home != link.index]
-            if not ask:
-                continue
-            found = link.idem_lookup_many(
-                np.array([clients[i] for i in ask], np.uint32),
-                np.array([keys[i] for i in ask], np.uint64),
-            )
-            for i, entry in zip(ask, found, strict=True):
-                if entry is not None:
-                    out[i] = link.syms[entry.instrument]
-        return out
+    def fold(self, events: np.ndarray, offset: int) -> None:
+        """Remember the pairs the journaled keyed NEWs among one shard's new events used
+        (``offset``: the number of the shard's first instrument)."""
+        firsts = keyed_firsts(events)
+        if not len(firsts):
+            return
+        recent = self.recent
+        for client, key, inst, order_id, seq in zip(
+            *(firsts[f].tolist() for f in ("client", "idem_key", "instrument", "order_id", "seq")),
+            strict=True,
+        ):
+            pair = pair_key(client, key)
+            recent.pop(pair, None)  # re-inserted: the dict's order is the order taken
+            recent[pair] = KeyUse(offset + inst, order_id, seq)
+
+    def used_on(self, client: int, key: int) -> str | None:
+        """The instrument the pair was used on (not counting requests in flight), None if
+        never, ``UNKNOWN`` if it may have been used on a shard not synced yet."""
+        pair = pair_key(client, key)
+        use = self.recent.get(pair)
+        if use is None:
+            use = self.store.lookup(pair)
+        if use is not None:
+            return self.symbols[use.instrument]
+        return UNKNOWN if self.uncertain else None

@@ -124,16 +124,18 @@ class BookMirror:
             asks=self.levels(SIDE_SELL, depth),
         )
 
-    def load(self, seq: int, bids: list[Level], asks: list[Level]) -> None:
-        """Start from a book's levels as of ``seq`` (a gateway restarting from a journal)."""
+    def load_resting(
+        self, seq: int, sides: np.ndarray, prices: np.ndarray, leaves: np.ndarray
+    ) -> None:
+        """Start from a book's resting orders (side, price, open qty each) as of ``seq``:
+        what its shard serves a gateway that syncs with it."""
         self.seq = seq
         self._qty[:] = 0
         self._orders[:] = 0
-        for side, levels in ((SIDE_BUY, bids), (SIDE_SELL, asks)):
-            for price, qty, orders in levels:
-                tick = (price - self._min_price) // self._tick
-                self._qty[side - 1, tick] = qty
-                self._orders[side - 1, tick] = orders
+        rows = sides.astype(np.int64) - 1
+        ticks = (prices.astype(np.int64) - self._min_price) // self._tick
+        np.add.at(self._qty, (rows, ticks), leaves.astype(np.int64))
+        np.add.at(self._orders, (rows, ticks), 1)
         find_best(self._qty, self._best)
 
     def apply(self, events: np.ndarray) -> list[MarketData]:

@@ -28,7 +28,9 @@ realised P&L is the cash it made. Unrealised P&L at a mark price m is
 ``position x m - cost``.
 
 ``replay`` rebuilds the state from journal batches (the journals are the source
-of truth: a restarted gateway and ``exch positions`` both start there).
+of truth: ``exch positions`` starts there). The gateway never reads a journal: it
+keeps the state in its checkpoint (``export``/``restore``, ``gateway.store``) and
+folds in the trades its shards serve it after that.
 """
 
 from collections.abc import Iterable
@@ -180,6 +182,31 @@ class Positions:
             self._apply_trades(np.concatenate(pending), offset)
             total += held
         return total
+
+    def export(self) -> tuple[list[int], bytes, bytes, bytes]:
+        """The state as (client ids in row order, acct, cash, last_px bytes), for the
+        gateway's checkpoint (``gateway.store``)."""
+        rows = len(self.slots)
+        self.fit()
+        return (
+            list(self.slots.ids),
+            self.acct[:rows].tobytes(),
+            self.cash[:rows].tobytes(),
+            self.last_px.tobytes(),
+        )
+
+    def restore(self, clients: list[int], acct: bytes, cash: bytes, last_px: bytes) -> None:
+        """Start from an ``export`` (before any client has a row)."""
+        if len(self.slots):
+            raise ValueError("restore needs positions with no client rows yet")
+        for client in clients:
+            self.slots.row(client)
+        self.fit()
+        n = len(clients)
+        self.acct[:n] = np.frombuffer(acct, np.int64).reshape(n, len(self.symbols), F_COUNT)
+        self.cash[:n] = np.frombuffer(cash, np.int64)
+        self.last_px[:] = np.frombuffer(last_px, np.int64)
+        self.marks = np.where(self.last_px, self.last_px, self.ref_prices).tolist()
 
     # ------------------------------------------------------------ queries
 

@@ -24,13 +24,14 @@ import msgspec
 import numpy as np
 
 from exchange.bookconfig import BookConfig
-from exchange.orderstate import OrderState
+from exchange.orderstate import STATUS_NAMES
 from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_STATUS,
     COMMAND_DTYPE,
     CXL_REPLACE,
     CXL_USER,
@@ -707,6 +708,13 @@ def cancel_command(msg: Cancel, *, client: int, instrument: int, req_id: int) ->
     )
 
 
+def status_command(msg: Status, *, client: int, instrument: int, req_id: int) -> bytes:
+    """A STATUS control command: the shard answers it from its journal (EV_STATUS)."""
+    return _command(
+        order_id=msg.oid, req_id=req_id, client=client, instrument=instrument, kind=CMD_STATUS
+    )
+
+
 def mass_cancel_command(*, client: int, instrument: int, req_id: int) -> bytes:
     """One instrument's MASS_CANCEL; a MassCancel without sym needs one per instrument."""
     return _command(req_id=req_id, client=client, instrument=instrument, kind=CMD_MASS_CANCEL)
@@ -825,24 +833,23 @@ def answers_request(e: Event, kind: int) -> bool:
     return e.idx == 0
 
 
-def order_status(
-    state: OrderState | None, sym: str, msg: Status, client: int
-) -> OrderStatus | Reject:
-    """The reply to a Status request, from the journal's row of the order (None: unknown).
+def order_status(e: Event, sym: str, cid: int, client: int) -> OrderStatus | Reject:
+    """The reply to a Status request from its shard's answer (EV_STATUS: the journal's
+    state of the order; code 0 when the shard never saw it).
 
     Someone else's order is "not found", exactly like a missing one, so that a
     client cannot probe other clients' order ids.
     """
-    if state is None or state.client != client:
-        return book_reject(REJ_NOT_FOUND, msg.cid)
+    if e.code == 0 or e.client != client:
+        return book_reject(REJ_NOT_FOUND, cid)
     return OrderStatus(
-        cid=msg.cid,
+        cid=cid,
         sym=sym,
-        oid=state.order_id,
-        side=SIDE_NAMES[state.side],
-        px=state.price,
-        qty=state.qty,
-        leaves=state.leaves,
-        state=state.status,
-        seq=state.last_seq,
+        oid=e.order_id,
+        side=SIDE_NAMES[e.side],
+        px=e.price,
+        qty=e.qty,
+        leaves=e.leaves,
+        state=STATUS_NAMES[e.code],
+        seq=e.other_id,
     )

@@ -160,6 +160,22 @@ def load(table, open_qty, live, live_at, inst, rows, sides, ids, qty, leaves, en
     return entries
 
 
+@njit(cache=True)
+def drop(table, open_qty, live, live_at, ids, entries):
+    """Take orders ``ids`` off the table (those it has); returns its ``entries`` after."""
+    for k in range(ids.shape[0]):
+        i = ordertable.find(table, ids[k])
+        if i < 0:
+            continue
+        r, inst, s = table[i, T_ROW], table[i, T_INST], table[i, T_SIDE]
+        open_qty[r, inst, s] -= table[i, T_LEAVES]
+        live[r] -= 1
+        live_at[r, inst] -= 1
+        ordertable.remove(table, i)
+        entries -= 1
+    return entries
+
+
 class Risk:
     def __init__(self, config: Config, positions: Positions):
         self.symbols = symbols(config)
@@ -446,9 +462,23 @@ class Risk:
         if 2 * (self._entries + more) > len(self.table):
             self.table = ordertable.fit(self.table, self._entries + more)
 
+    def reset(self, shard: int, resting: list[np.ndarray]) -> None:
+        """The live orders of shard number ``shard``'s instruments replaced by its books'
+        resting orders (one ``load`` array per instrument): what the shard served when
+        the gateway synced with it. In-flight requests are counted apart, unchanged."""
+        first = self.offsets[shard]
+        rows = ordertable.live(self.table)
+        inst = rows[:, T_INST]
+        gone = rows[(inst >= first) & (inst < first + len(resting)), 0]
+        self._entries = drop(
+            self.table, self.open_qty, self.live, self.live_at, gone, self._entries
+        )
+        for i, orders in enumerate(resting):
+            self.load(self.symbols[first + i], orders)
+
     def load(self, sym: str, resting: np.ndarray) -> None:
-        """A recovered book's resting orders, as ``Book.canonical_rows()`` gives them
-        (side, price, order id, client, qty, leaves, ...)."""
+        """A book's resting orders, as ``Book.canonical_rows()`` gives them (side, price,
+        order id, client, qty, leaves, ...)."""
         inst = self._inst(sym)
         rows = self.slots.rows(resting[:, 3])
         self._fit()

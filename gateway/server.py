@@ -4,15 +4,15 @@
 
 Attaches to every shard's rings (the supervisor created them), binds the
 ROUTER and PUB endpoints of the config as CURVE servers behind the ZAP handler
-(its counter block, ``gateway.counters``, made first, says it is up), reads the
-shards' journals (books for the market-data mirrors, live orders and fills for
-the risk checks and positions; idempotency keys are looked up in them as requests
-come, never loaded) and serves. SIGTERM or
-SIGINT: stop reading requests, keep draining the event rings for up to
-``DRAIN_SECONDS`` so requests in flight get their replies, remove the counter
-block, exit 0. Exit 2: a bad config, keys directory (client keys, kill files)
-or ring, an endpoint that cannot be bound, or a live gateway's counter block in
-the namespace.
+(its counter block, ``gateway.counters``, made first, says it is up), loads its
+own state (``gateway.store``: a checkpoint of keys, positions and how far it read
+each shard), asks every shard to serve what it has not read (``CMD_SYNC``) and
+serves. It opens no shard's journal. SIGTERM or SIGINT: stop reading requests,
+keep draining the event rings for up to ``DRAIN_SECONDS`` so requests in flight
+get their replies, write a last checkpoint, remove the counter block, exit 0.
+Exit 2: a bad config, keys directory (client keys, kill files) or ring, a state
+directory that cannot be made, an endpoint that cannot be bound, or a live
+gateway's counter block in the namespace.
 """
 
 import argparse
@@ -29,9 +29,11 @@ from gateway.core import Gateway
 from gateway.counters import GatewayCounters
 from gateway.keys import KeysError, load_server_keys
 from gateway.killswitch import KillError, KillList
+from gateway.limits import symbols
 from gateway.loops import LOOPS
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
+from gateway.store import StoreError, open_store
 from gateway.warmup import warm_up as warm_up_gateway
 from gateway.zap import KeyTable, ZapHandler
 from shm.errors import ShmError
@@ -108,27 +110,33 @@ def main(argv=None) -> int:
         psutil.Process().cpu_affinity(config.gateway.cpus)
     links = []
     ctx = zmq.Context()
-    counters = zap = router = pub = None
+    counters = zap = router = pub = store = None
     try:
         # before any socket, as the warm-up: its writes compile on a cold cache
         counters = GatewayCounters(config.shm.namespace)
         for i in range(len(config.shards)):
             links.append(ShardLink(config, i))
+        state_dir = config.gateway_state_dir()
+        store, cp, problem = open_store(state_dir, config.gateway.key_window, symbols(config))
+        if problem is not None:
+            logs.error("gateway state refused; rebuilding it from the shards", error=problem)
         zap = ZapHandler(ctx, keys)  # bound before any CURVE socket, so none is unguarded
         router, pub = open_sockets(ctx, config, config.gateway.keys_dir)
-    except (ShmError, zmq.ZMQError) as e:
+    except (ShmError, StoreError, zmq.ZMQError) as e:
         logs.error("cannot start", error=str(e))
         for link in links:
             link.close()
+        if store is not None:
+            store.close()
         if zap is not None:
             zap.close()
         if counters is not None:
             counters.unlink()  # a gateway that cannot serve leaves no block saying it is up
         ctx.term()
         return 2
-    gw = Gateway(config, router, pub, keys, links, kills, counters)
+    gw = Gateway(config, router, pub, keys, links, kills, counters, store)
     try:
-        gw.load()
+        gw.load(cp)
 
         def stop(signum, frame):
             gw.stopping = True
@@ -144,6 +152,10 @@ def main(argv=None) -> int:
         )
         LOOPS[args.loop](gw, zap)
         drain(gw, DRAIN_SECONDS)
+        try:
+            gw.checkpoint(clean=True, durable=True)
+        except StoreError as e:
+            logs.error("last checkpoint not written; the next start reads more", error=str(e))
         logs.info(
             "stopped",
             unanswered=len(gw.inflight),
@@ -157,6 +169,7 @@ def main(argv=None) -> int:
         zap.close()
         for link in links:
             link.close()
+        store.close()
         ctx.term()
     return 0
 

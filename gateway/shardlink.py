@@ -1,24 +1,41 @@
-"""The gateway's end of one shard: its two rings, its journal (read-only), its books' mirrors.
+"""The gateway's end of one shard: its two rings, its books' mirrors, and how far the
+gateway has read it.
 
 The gateway produces COMMAND records into ``<shard>-req`` and consumes EVENT
 records from ``<shard>-evt``; the rings exist already (the supervisor, or a
-test, made them). At start-up the link attaches to the event ring *before*
-reading the journal, so whatever the shard commits after the read is still
-waiting in the ring: nothing falls between the two. What the ring still holds
-from before the read is skipped (``unseen``): the journal had it, and the
-positions rebuilt from the journal must not count a fill twice.
-"""
+test, made them). The gateway never opens a shard's journal: what it needs of
+a shard's past, the shard serves (``CMD_SYNC``, see ``exchange.records``).
 
-from typing import NamedTuple
+``last`` is the watermark: the (seq, idx) of the last journaled event folded
+into the gateway's derived state (positions, idempotency keys). ``unseen``
+lets through each journaled event once, in order, whether it arrives live or
+replayed by a SYNC. A sync is sent when the link starts and whenever the
+shard process changes; its answer replays the journal after the watermark,
+then gives the books' resting orders (the risk state and the mirrors are
+seeded from them) and ends with EV_SYNCED.
+
+Until its first sync is answered (``caught_up``), a link takes journaled events
+from its shard only from the replay: the event ring may hold events after a
+gap (an earlier gateway read and folded some that this one's checkpoint does
+not have), and folding them before the replay fills the gap would fold out of
+order. After it, the live stream has no gaps: a shard publishes every batch it
+journals, and a restarted one publishes its last batch again.
+"""
 
 import numpy as np
 from numba import njit
 
-from exchange.engine import ShardEngine
-from exchange.idempotency import IdemEntry
-from exchange.journal import Journal, JournalError
-from exchange.orderstate import OrderState
-from exchange.records import CMD_NEW, COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE
+from exchange.records import (
+    CMD_NEW,
+    CMD_SYNC,
+    COMMAND_DTYPE,
+    EV_RESTING,
+    EV_SYNCED,
+    EVENT_DTYPE,
+    EVF_DUPLICATE,
+    EVF_REPLAY,
+    commands,
+)
 from exchange.shard import event_ring, request_ring
 from gateway.mirror import BookMirror
 from shm import ring_ops as ops
@@ -27,64 +44,52 @@ from shm.consumer import Consumer
 from shm.proc import token_alive
 from shm.producer import Producer
 
-AFTER_ALL_IDX = 1 << 32  # above any event idx (uint32): "every event of that seq"
-
 
 @njit(cache=True)
-def _unseen(ev, last_seq, last_idx, keep):
-    kept = 0
+def _unseen(ev, last_seq, last_idx, live_ok, keep):
+    kept = served = 0
     newest_seq, newest_idx = last_seq, last_idx
     for i in range(len(ev)):
         e = ev[i]
-        journaled = e.seq > 0 and (e.flags & EVF_DUPLICATE) == 0
-        new = e.seq > last_seq or (e.seq == last_seq and e.idx > last_idx)
-        keep[i] = new or not journaled
+        answer = e.kind == EV_RESTING or e.kind == EV_SYNCED
+        replay = (e.flags & EVF_REPLAY) != 0
+        journaled = e.seq > 0 and (e.flags & EVF_DUPLICATE) == 0 and not answer
+        if not journaled:
+            keep[i] = True
+        elif not replay and not live_ok:
+            keep[i] = False
+        else:
+            keep[i] = e.seq > newest_seq or (e.seq == newest_seq and e.idx > newest_idx)
+            if keep[i]:
+                newest_seq, newest_idx = e.seq, e.idx
         kept += keep[i]
-        if journaled and (e.seq > newest_seq or (e.seq == newest_seq and e.idx > newest_idx)):
-            newest_seq, newest_idx = e.seq, e.idx
-    return kept, newest_seq, newest_idx
+        served += keep[i] and replay
+    return kept, served, newest_seq, newest_idx
 
 
-def unseen(ev: np.ndarray, last: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """``ev`` without the journaled events at or before ``last`` = (seq, idx), and the new last.
+def unseen(
+    ev: np.ndarray, last: tuple[int, int], live_ok: bool = True
+) -> tuple[np.ndarray, tuple[int, int], int]:
+    """``ev`` without the journaled events at or before ``last`` = (seq, idx), the new last,
+    and how many of the kept records a sync served (EVF_REPLAY).
 
-    A restarted shard publishes its last batch again; journaled events are in
-    strictly increasing (seq, idx) order otherwise. Shard replies that are not
-    history (seq 0, duplicates) always pass. One kernel pass: this runs on
-    every drained batch, a single order's few events at light load.
+    Journaled events come in strictly increasing (seq, idx) order, live or
+    replayed, except what a restarted shard publishes again and what a replay
+    repeats. Records that are not history (seq 0 replies, duplicates, a sync's
+    resting orders and end) always pass. ``live_ok`` False (a link catching
+    up) drops live journaled events: the replay brings them, in order. One
+    kernel pass: this runs on every drained batch.
     """
     keep = np.empty(len(ev), np.bool_)
-    kept, seq, idx = _unseen(ev, last[0], last[1], keep)
-    return (ev if kept == len(ev) else ev[keep]), (seq, idx)
+    kept, served, seq, idx = _unseen(ev, last[0], last[1], live_ok, keep)
+    return (ev if kept == len(ev) else ev[keep]), (seq, idx), served
 
 
-class FrozenJournal:
-    """A read-only journal as of one moment, for ``ShardEngine.recover``.
-
-    The shard keeps committing while the gateway replays; recovering "up to the
-    last seq read at the start" gives a consistent book, where following the
-    live journal to its end would race the writer.
-    """
-
-    def __init__(self, journal: Journal):
-        self._journal = journal
-        self._snapshot = journal.latest_snapshot()
-        # read after the snapshot: a snapshot is committed with its batch
-        self.last_seq = journal.last_seq
-
-    def latest_snapshot(self):
-        return self._snapshot
-
-    def iter_batches(self, after_seq: int = 0):
-        for cmds, events in self._journal.iter_batches(after_seq):
-            if cmds["seq"][0] > self.last_seq:
-                return
-            yield cmds, events
-
-
-class Loaded(NamedTuple):
-    resting: list[np.ndarray]  # per instrument: ``Book.canonical_rows()`` of its book
-    journal: FrozenJournal  # its batches, up to the moment of the load
+def resting_rows(resting: np.ndarray) -> np.ndarray:
+    """EV_RESTING records as ``Book.canonical_rows()`` columns (side, price, order id,
+    client, qty, leaves), int64."""
+    cols = ("side", "price", "order_id", "client", "qty", "leaves")
+    return np.column_stack([resting[c].astype(np.int64) for c in cols]).reshape(-1, len(cols))
 
 
 class ShardLink:
@@ -96,9 +101,11 @@ class ShardLink:
         self.syms = list(shard.instruments)
         self.books = [config.instrument(s).book for s in self.syms]
         self.mirrors = [BookMirror(s, b) for s, b in zip(self.syms, self.books, strict=True)]
-        self.journal_path = f"{config.journal.dir}/{shard.name}"
-        self.journal: Journal | None = None
-        self.last = (0, 0)  # (seq, idx) of the last journaled event taken, for ``unseen``
+        self.last = (0, 0)  # watermark: (seq, idx) of the last journaled event folded in
+        self.caught_up = False  # a sync answered since this process started
+        self.sync_req = 0  # req_id of the sync in flight (0: none)
+        self.synced_to = None  # the shard process (its ring token) the last sync went to
+        self._resting: list[np.ndarray] = []  # the sync's EV_RESTING records so far
         self.events = Consumer(ns, event_ring(shard.name), EVENT_DTYPE)
         try:
             self.requests = Producer(ns, request_ring(shard.name), COMMAND_DTYPE)
@@ -106,42 +113,63 @@ class ShardLink:
             self.events.close()
             raise
 
-    def _open_journal(self) -> Journal | None:
-        """The journal, once the shard has made one (a fresh shard may not have yet)."""
-        if self.journal is None:
-            try:
-                self.journal = Journal(self.journal_path, readonly=True)
-            except JournalError:
-                return None
-        return self.journal
+    # ------------------------------------------------------------ the shard process
 
-    def load(self) -> Loaded | None:
-        """Seed the mirrors with the journaled books; return what else the gateway takes
-        from the journal (None: the shard has no journal yet). From now on the events
-        taken from the ring are only those after it: the journal has the others."""
-        journal = self._open_journal()
-        if journal is None:
+    def token(self) -> int:
+        """The shard process attached to the request ring (0: none)."""
+        return int(load_word(self.requests.header, ops.H_CONSUMER))
+
+    def alive(self) -> bool:
+        """Whether a live shard process is attached to the request ring."""
+        return token_alive(self.token())
+
+    def ready(self) -> bool:
+        """Whether orders for its instruments can be taken: the shard is up and the
+        gateway has caught up with it."""
+        return self.caught_up and self.alive()
+
+    # ------------------------------------------------------------ syncs
+
+    def sync(self, req_id: int) -> bool:
+        """Ask the shard for its history after the watermark and its resting orders;
+        False if the request ring is full (ask again later)."""
+        cmd = commands(1)
+        cmd["kind"] = CMD_SYNC
+        cmd["req_id"] = req_id
+        # from the watermark's seq on: events of it not folded yet come again
+        cmd["order_id"] = max(self.last[0] - 1, 0)
+        if self.requests.write(cmd) != 1:
+            return False
+        self.sync_req = req_id
+        self.synced_to = self.token()
+        self._resting = []
+        return True
+
+    def answered(self, served: np.ndarray) -> tuple[int, np.ndarray] | None:
+        """Take a sync's answer records (EV_RESTING, EV_SYNCED) of ``served``; when the
+        current sync's EV_SYNCED is among them, return the shard's seq then and its
+        resting orders (``resting_rows``), else None. Answers to an earlier sync
+        (the shard restarted meanwhile) are passed over."""
+        mine = served[served["req_id"] == self.sync_req] if self.sync_req else served[:0]
+        if not len(mine):
             return None
-        frozen = FrozenJournal(journal)
-        engine = ShardEngine(self.index, self.books, frozen)
-        engine.recover()
-        for mirror, book, cfg in zip(self.mirrors, engine.books, self.books, strict=True):
-            levels = (cfg.max_price - cfg.min_price) // cfg.tick_size + 1
-            mirror.load(frozen.last_seq, *book.depth(levels))
-        self.last = (frozen.last_seq, AFTER_ALL_IDX)
-        resting = [book.canonical_rows() for book in engine.books]
-        return Loaded(resting, frozen)
+        self._resting.append(mine[mine["kind"] == EV_RESTING])
+        end = mine[mine["kind"] == EV_SYNCED]
+        if not len(end):
+            return None
+        resting = np.concatenate(self._resting) if self._resting else mine[:0]
+        self._resting = []
+        self.sync_req = 0
+        self.caught_up = True
+        return int(end["seq"][0]), resting
 
-    def order(self, order_id: int) -> OrderState | None:
-        journal = self._open_journal()
-        return None if journal is None else journal.order(order_id)
+    def seed_mirrors(self, seq: int, resting: np.ndarray) -> None:
+        """The mirrors as the shard's books were at ``seq``, from their resting orders."""
+        for inst, mirror in enumerate(self.mirrors):
+            mine = resting[resting["instrument"] == inst]
+            mirror.load_resting(seq, mine["side"], mine["price"], mine["leaves"])
 
-    def idem_lookup_many(self, clients: np.ndarray, keys: np.ndarray) -> list[IdemEntry | None]:
-        """The journal's entry of each (client, idempotency key) pair, as of now."""
-        journal = self._open_journal()
-        if journal is None:
-            return [None] * len(keys)
-        return journal.idem_lookup_many(clients, keys)
+    # ------------------------------------------------------------ the rings
 
     def queued_news(self) -> np.ndarray:
         """The keyed NEW commands still in the request ring (an earlier gateway's)."""
@@ -150,17 +178,16 @@ class ShardLink:
         # one for an instrument this config no longer has is its shard's to refuse
         return cmds[keyed & (cmds["instrument"] < len(self.syms))]
 
-    def release_pages(self) -> None:
-        """Give back the journal pages read so far (``Journal.release_pages``)."""
-        if self.journal is not None:
-            self.journal.release_pages()
-
-    def alive(self) -> bool:
-        """Whether a live shard process is attached to the request ring."""
-        return token_alive(int(load_word(self.requests.header, ops.H_CONSUMER)))
+    def witness(self) -> tuple[int, int, bool]:
+        """The request ring's creation stamp, the records written to it so far, and
+        whether everything written was answered and read: the ring consumed and the
+        event ring empty."""
+        hdr = self.requests.header
+        published = int(load_word(hdr, ops.H_PUBLISHED))
+        consumed = int(load_word(hdr, ops.H_RELEASED)) == published
+        stamp = int(load_word(hdr, ops.H_CREATED_NS))
+        return stamp, published, consumed and self.events.readable() == 0
 
     def close(self) -> None:
         self.requests.close()
         self.events.close()
-        if self.journal is not None:
-            self.journal.close()

@@ -9,7 +9,14 @@ import pytest
 import zmq
 from zmq.utils import z85
 
-from exchange.records import EVF_DUPLICATE, events
+from exchange.records import (
+    EV_ACCEPTED,
+    EV_RESTING,
+    EV_SYNCED,
+    EVF_DUPLICATE,
+    EVF_REPLAY,
+    events,
+)
 from gateway import keys as k
 from gateway.inflight import BatchGroup, Inflight, MassGroup
 from gateway.protocol import (
@@ -203,12 +210,31 @@ def test_unseen_drops_republished_history_but_never_replies():
     ev["seq"] = [5, 5, 6, 0, 7, 4]
     ev["idx"] = [0, 1, 0, 0, 0, 0]
     ev["flags"][5] = EVF_DUPLICATE  # a re-send of seq 4 to a retry
-    kept, last = unseen(ev, (5, 0))
-    assert kept["seq"].tolist() == [5, 6, 0, 7, 4] and last == (7, 0)
-    again, last = unseen(ev[:3], last)  # a restarted shard publishes its tail again
+    kept, last, served = unseen(ev, (5, 0))
+    assert kept["seq"].tolist() == [5, 6, 0, 7, 4] and last == (7, 0) and served == 0
+    again, last, _ = unseen(ev[:3], last)  # a restarted shard publishes its tail again
     assert len(again) == 0 and last == (7, 0)
     only_replies = ev[3:4]
-    assert unseen(only_replies, last) == (only_replies, last)
+    assert unseen(only_replies, last) == (only_replies, last, 0)
+
+
+def test_unseen_takes_each_journaled_event_once_live_or_served_and_every_sync_answer():
+    ev = events(7)
+    ev["seq"] = [3, 4, 5, 5, 6, 6, 6]
+    ev["idx"] = [0, 0, 0, 1, 0, 0, 0]
+    ev["kind"] = [EV_ACCEPTED] * 4 + [EV_ACCEPTED, EV_RESTING, EV_SYNCED]
+    ev["flags"] = EVF_REPLAY
+    kept, last, served = unseen(ev, (4, 0))  # history after the watermark, then the answer
+    assert kept["seq"].tolist() == [5, 5, 6, 6, 6] and served == 5 and last == (6, 0)
+    # the same history live (a shard that published it before the sync): not again
+    live = ev[:5].copy()
+    live["flags"] = 0
+    assert len(unseen(live, last)[0]) == 0
+    # a link catching up takes history only from a sync: the ring may hold it after a gap
+    later = live.copy()
+    later["seq"] += 10
+    kept, still, served = unseen(later, last, live_ok=False)
+    assert len(kept) == 0 and still == last and served == 0
 
 
 # --- the subscriber's chain logic, message by message

@@ -1,7 +1,5 @@
-"""The idempotency ledger on its own, over real shard links: pairs in flight in memory,
-every other pair looked up in the shards' real journals (written by a real engine)."""
-
-import uuid
+"""The idempotency ledger on its own: pairs in flight in memory, answered pairs from the
+events it folds (a real engine's), kept in the gateway's own store; never a journal."""
 
 import msgspec
 import numpy as np
@@ -12,57 +10,45 @@ from exchange.engine import ShardEngine
 from exchange.journal import Journal
 from exchange.records import (
     CMD_NEW,
-    COMMAND_DTYPE,
     EV_ACCEPTED,
     EV_DEPTH,
     EV_REJECTED,
-    EVENT_DTYPE,
     EVF_DUPLICATE,
+    EVF_REPLAY,
     SIDE_BUY,
     TIF_GTC,
     commands,
     events,
 )
-from exchange.shard import event_ring, request_ring
-from gateway.ledger import Ledger
-from gateway.shardlink import ShardLink
-from shm.names import unlink_namespace
-from shm.ring import create_ring
+from gateway.ledger import UNKNOWN, Ledger
+from gateway.limits import offsets, symbols
+from gateway.store import FORMAT, Checkpoint, GatewayStore
 
 
 @pytest.fixture
 def config(tmp_path):
     cfg = parse_config(DEFAULT_TOML)
     r = msgspec.structs.replace
-    cfg = r(
-        cfg,
-        journal=r(cfg.journal, dir=str(tmp_path / "journal"), durability="os"),
-        shm=r(cfg.shm, namespace="l" + uuid.uuid4().hex[:12], request_ring=64, event_ring=64),
-    )
-    try:
-        for s in cfg.shards:
-            create_ring(cfg.shm.namespace, request_ring(s.name), COMMAND_DTYPE, 64)
-            create_ring(cfg.shm.namespace, event_ring(s.name), EVENT_DTYPE, 64)
-        yield cfg
-    finally:
-        unlink_namespace(cfg.shm.namespace)
+    return r(cfg, journal=r(cfg.journal, dir=str(tmp_path / "journal"), durability="os"))
 
 
 @pytest.fixture
-def links(config):
-    made = []
+def store(tmp_path):
+    s = GatewayStore(str(tmp_path / "gateway"), key_window=1000)
     try:
-        for i in range(len(config.shards)):
-            made.append(ShardLink(config, i))
-        yield made
+        yield s
     finally:
-        for link in made:
-            link.close()
+        s.close()
 
 
-def journal_orders(config, shard: int, orders: list[tuple[int, int, str]]) -> None:
-    """Resting buys (client, idempotency key, symbol) through a real engine into the
-    shard's journal, which is closed again (a process opens one environment per path)."""
+@pytest.fixture
+def ledger(config, store):
+    return Ledger(symbols(config), store)
+
+
+def journaled(config, shard: int, orders: list[tuple[int, int, str]]) -> np.ndarray:
+    """Resting buys (client, idempotency key, symbol) through a real engine and journal;
+    the events it publishes."""
     spec = config.shards[shard]
     cmds = commands(len(orders))
     for k, (client, key, sym) in enumerate(orders):
@@ -77,6 +63,14 @@ def journal_orders(config, shard: int, orders: list[tuple[int, int, str]]) -> No
         engine.recover()
         applied = engine.apply(cmds)
     assert (applied.events["kind"] == EV_ACCEPTED).sum() == len(orders)
+    return applied.events
+
+
+def checkpoint(config, ledger: Ledger, store: GatewayStore, age: int = 0) -> int:
+    cp = Checkpoint(FORMAT, symbols(config), [], False, age, [], b"", b"", b"")
+    _, written = store.write(cp, ledger.recent)
+    ledger.recent = {}
+    return written.next_age
 
 
 def answer(client: int, key: int, req_id: int, kind: int = EV_ACCEPTED, idx: int = 0, flags=0):
@@ -86,8 +80,7 @@ def answer(client: int, key: int, req_id: int, kind: int = EV_ACCEPTED, idx: int
     return ev
 
 
-def test_a_pair_is_held_by_its_request_until_that_request_is_answered(links):
-    ledger = Ledger(links)
+def test_a_pair_is_held_by_its_request_until_that_request_is_answered(ledger):
     assert ledger.use(1, 5, "ACME", req_id=100) is None  # nobody holds it: now 100 does
     assert ledger.use(1, 5, "ACME", req_id=101) == "ACME"  # a retry in flight
     assert ledger.use(1, 5, "BTC-USD", req_id=102) == "ACME"  # a conflict
@@ -106,8 +99,7 @@ def test_a_pair_is_held_by_its_request_until_that_request_is_answered(links):
     assert len(ledger) == 0
 
 
-def test_memory_holds_only_what_is_in_flight(links):
-    ledger = Ledger(links)
+def test_memory_holds_only_what_is_in_flight(ledger):
     rng = np.random.default_rng(3)
     flight = []
     for req_id in range(1, 20_001):
@@ -120,16 +112,59 @@ def test_memory_holds_only_what_is_in_flight(links):
         assert len(ledger) == len(flight)
 
 
-def test_journaled_pairs_are_found_in_every_shards_journal(config, links):
-    journal_orders(config, 0, [(1, 7, "BOLT"), (1, 8, "ACME"), (2, 9, "ACME")])
-    ledger = Ledger(links)
-    # s1 has no journal yet: nothing was used there
-    got = ledger.journaled([1, 1, 2, 1, 2, 3], [7, 8, 9, 9, 7, 1 << 63])
-    assert got == ["BOLT", "ACME", "ACME", None, None, None]
-    journal_orders(config, 1, [(1, 1 << 63, "ETH-USD"), (2, 7, "BTC-USD")])
-    # a journal that appears later is read, and each call reads what is committed by then
-    got = ledger.journaled([1, 1, 2, 1, 2, 3], [7, 8, 9, 1 << 63, 7, 1 << 63])
-    assert got == ["BOLT", "ACME", "ACME", "ETH-USD", "BTC-USD", None]
-    # a pair's own shard need not be asked: it refuses a reuse among its instruments itself
-    assert ledger.journaled([1, 1, 2], [7, 7, 7], homes=[0, 1, 0]) == [None, "BOLT", "BTC-USD"]
+def test_answered_pairs_are_remembered_from_the_events_and_kept_by_the_store(config, ledger, store):
+    off = offsets(config)
+    ledger.fold(journaled(config, 0, [(1, 7, "BOLT"), (1, 8, "ACME"), (2, 9, "ACME")]), off[0])
+    assert [ledger.used_on(c, k) for c, k in [(1, 7), (1, 8), (2, 9), (1, 9), (3, 7)]] == [
+        "BOLT",
+        "ACME",
+        "ACME",
+        None,
+        None,
+    ]
+    assert len(ledger.recent) == 3 and store.keys() == 0
+    checkpoint(config, ledger, store)
+    # the store has them now, and memory does not
+    assert not ledger.recent and store.keys() == 3
+    assert ledger.used_on(1, 7) == "BOLT" and ledger.used_on(2, 9) == "ACME"
+    # a shard's replayed history counts like its live events; its own replies do not
+    served = journaled(config, 1, [(1, 1 << 63, "ETH-USD"), (2, 7, "BTC-USD")])
+    served["flags"] |= EVF_REPLAY
+    dup = answer(3, 5, 1, flags=EVF_DUPLICATE)
+    dup["seq"] = 9
+    refused = answer(3, 6, 2, kind=EV_REJECTED)  # seq 0: a conflict the shard refused
+    ledger.fold(np.concatenate([served, dup, refused]), off[1])
+    assert ledger.used_on(1, 1 << 63) == "ETH-USD" and ledger.used_on(2, 7) == "BTC-USD"
+    assert ledger.used_on(3, 5) is None and ledger.used_on(3, 6) is None
     assert len(ledger) == 0  # looking up holds nothing
+
+
+def test_a_pair_found_nowhere_is_unknown_while_a_shard_is_not_synced(config, ledger, store):
+    ledger.fold(journaled(config, 0, [(1, 7, "BOLT")]), 0)
+    ledger.uncertain.add("s1")
+    assert ledger.used_on(1, 7) == "BOLT"  # known wherever else it might be: answered
+    assert ledger.used_on(1, 8) == UNKNOWN
+    ledger.uncertain.discard("s1")
+    assert ledger.used_on(1, 8) is None
+
+
+def test_the_store_keeps_the_last_key_window_pairs(config, tmp_path):
+    store = GatewayStore(str(tmp_path / "small"), key_window=3)
+    try:
+        ledger = Ledger(symbols(config), store)
+        ev = journaled(config, 0, [(1, k, "ACME") for k in range(1, 6)])
+        age = 0
+        for k in range(5):  # a checkpoint after each order
+            ledger.fold(ev[ev["seq"] == k + 1], 0)
+            age = checkpoint(config, ledger, store, age)
+        assert store.keys() == 3
+        assert [ledger.used_on(1, k) for k in range(1, 6)] == [None, None, "ACME", "ACME", "ACME"]
+        # a key older than the window is new again; used again, it is remembered anew
+        again = journaled(config, 1, [(1, 3, "BTC-USD"), (1, 1, "BTC-USD")])
+        ledger.fold(again, offsets(config)[1])
+        age = checkpoint(config, ledger, store, age)
+        assert store.keys() == 3
+        got = [ledger.used_on(1, k) for k in range(1, 6)]
+        assert got == ["BTC-USD", None, "BTC-USD", None, "ACME"]
+    finally:
+        store.close()

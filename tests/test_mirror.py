@@ -54,9 +54,16 @@ def test_levels_equal_a_full_scan(batches, depth):
         for side in (SIDE_BUY, SIDE_SELL):
             assert mirror.levels(side, depth) == scanned(ladder, side, depth)
             assert mirror.levels(side, TICKS) == scanned(ladder, side, TICKS)
-    # a mirror loaded from those levels walks the same way
+    # a mirror loaded from resting orders making those levels walks the same way
     loaded = BookMirror("X", BOOK, depth)
-    loaded.load(len(batches), scanned(ladder, SIDE_BUY, TICKS), scanned(ladder, SIDE_SELL, TICKS))
+    orders = [
+        (side, px, part)
+        for side in (SIDE_BUY, SIDE_SELL)
+        for px, qty, n in scanned(ladder, side, TICKS)
+        for part in [qty // n + (k < qty % n) for k in range(n)]
+    ]
+    rows = np.array(orders, np.int64).reshape(-1, 3)
+    loaded.load_resting(len(batches), rows[:, 0], rows[:, 1], rows[:, 2])
     for side in (SIDE_BUY, SIDE_SELL):
         assert loaded.levels(side, TICKS) == scanned(ladder, side, TICKS)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from exchange.bookconfig import BookConfig
 from exchange.idempotency import conflict_rejects
-from exchange.orderstate import STATUS_NAMES, OrderState
+from exchange.orderstate import ST_LIVE, STATUS_NAMES
 from exchange.records import (
     CMD_CANCEL,
     CMD_MASS_CANCEL,
@@ -24,6 +24,7 @@ from exchange.records import (
     COMMAND_DTYPE,
     EV_DEPTH,
     EV_MASS_CANCELLED,
+    EV_STATUS,
     EV_TRADE,
     EVF_DUPLICATE,
     FLAG_POST_ONLY,
@@ -34,6 +35,7 @@ from exchange.records import (
     TIF_IOC,
     TYPE_MARKET,
     commands,
+    events,
 )
 from exchange.reference import ReferenceBook
 from gateway import mirror as gm
@@ -750,25 +752,19 @@ def test_depth_messages_only_when_the_top_levels_change():
 
 
 def test_order_status_answers_the_owner_only():
-    state = OrderState(
-        order_id=4,
-        instrument=0,
-        client=7,
-        side=SIDE_BUY,
-        price=9_000,
-        qty=10,
-        leaves=6,
-        status="live",
-        idem_key=0,
-        last_seq=33,
-    )
-    msg = p.Status(cid=3, sym="ACME", oid=4)
-    assert p.order_status(state, "ACME", msg, client=7) == p.OrderStatus(
+    ev = events(1)
+    ev["kind"], ev["req_id"], ev["order_id"], ev["client"] = EV_STATUS, 9, 4, 7
+    ev["side"], ev["price"], ev["qty"], ev["leaves"] = SIDE_BUY, 9_000, 10, 6
+    ev["code"], ev["other_id"] = ST_LIVE, 33
+    [e] = p.event_rows(ev)
+    assert p.order_status(e, "ACME", cid=3, client=7) == p.OrderStatus(
         cid=3, sym="ACME", oid=4, side="buy", px=9_000, qty=10, leaves=6, state="live", seq=33
     )
+    ev["code"] = 0  # the shard never saw it
+    [unknown] = p.event_rows(ev)
     for other in (
-        p.order_status(state, "ACME", msg, client=8),
-        p.order_status(None, "ACME", msg, 7),
+        p.order_status(e, "ACME", cid=3, client=8),
+        p.order_status(unknown, "ACME", cid=3, client=7),
     ):
         assert (other.cid, other.code, other.field) == (3, "not_found", "$.oid")
     assert set(typing.get_args(p.StateName)) == set(STATUS_NAMES.values())
@@ -858,7 +854,7 @@ def test_a_drained_batch_publishes_its_trades_then_the_state_it_leaves():
     assert gm.market_data(book.process(cmds[:0]), [mirror]) == []
 
 
-def test_a_mirror_loaded_from_a_book_serves_it_and_ignores_what_it_has_seen():
+def test_a_mirror_loaded_from_resting_orders_serves_them_and_ignores_what_it_has_seen():
     book = ReferenceBook(BOOK)
     cmds = commands(3)
     for i, msg in enumerate(
@@ -868,7 +864,8 @@ def test_a_mirror_loaded_from_a_book_serves_it_and_ignores_what_it_has_seen():
     cmds["seq"] = cmds["order_id"] = [1, 2, 3]
     events = book.process(cmds)
     mirror = gm.BookMirror("ACME", BOOK)
-    mirror.load(3, *book.depth(1_000))
+    rows = book.canonical_rows()
+    mirror.load_resting(3, rows[:, 0], rows[:, 1], rows[:, 5])
     assert mirror.book(cid=4, depth=5) == p.Book(
         cid=4, sym="ACME", seq=3, bids=[(9_990, 15, 2)], asks=[(10_100, 5, 1)]
     )

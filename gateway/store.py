@@ -1,0 +1,205 @@
+"""The gateway's own state store: a checkpoint of what it derives from the shards' events.
+
+The shards' journals are the truth and only their shards open them. This store is
+the gateway's memory of having read their events: a restarted gateway loads its
+checkpoint and asks each shard for the events after its watermark (``CMD_SYNC``),
+so start-up reads a checkpoint plus a tail, never the whole history. One LMDB
+environment in ``Config.gateway_state_dir()``, one writer: the gateway.
+
+db ``keys``   pair (idem key, client: 12 bytes big-endian, the key first so that a
+              client's growing keys share pages) -> ``KeyUse`` (instrument number
+              in ``gateway.limits.symbols`` order, order id, seq, age)
+db ``ages``   age (8 bytes big-endian) -> pair: the order the pairs were taken in,
+              so that those older than the window (``[gateway] key_window``
+              keyed orders) are let go of, oldest first
+db ``meta``   ``checkpoint`` -> a blake2b digest, then the msgpack ``Checkpoint``
+
+A checkpoint (new keys, their ages, the pruning and the meta record) is one
+write transaction, made off the acknowledgement path. LMDB's meta sync is off:
+a crash of the machine may undo the last checkpoint but never tears one, and
+an older checkpoint only means a longer tail to ask the shards for. A store
+that cannot be opened, or whose checkpoint fails its digest, is moved aside
+(``<dir>.old-N``) and the state is rebuilt from the shards from seq 0: refused
+loudly, never served. So is one made for another numbering of the instruments.
+"""
+
+import hashlib
+import os
+import struct
+import time
+from typing import NamedTuple
+
+import lmdb
+import msgspec
+
+FORMAT = 1
+MAP_SIZE = 1 << 36  # address space only: the file grows with what is written
+DIGEST_BYTES = 32
+_PAIR = struct.Struct(">QI")  # idem key, client
+_USE = struct.Struct("<HqqQ")  # instrument, order id, seq, age
+_AGE = struct.Struct(">Q")
+
+
+class StoreError(Exception):
+    """The store cannot be used as it is (names the directory and why)."""
+
+
+class KeyUse(NamedTuple):
+    instrument: int  # number in ``gateway.limits.symbols`` order
+    order_id: int
+    seq: int
+
+
+class ShardMark(msgspec.Struct, frozen=True):
+    """How far the gateway has read one shard, and whether that is all there is."""
+
+    name: str
+    seq: int  # the last journaled event folded in: (seq, idx)
+    idx: int
+    # nothing the gateway wrote to the shard was left unanswered: its request ring
+    # was consumed and its event ring drained when the checkpoint was taken
+    quiet: bool
+    ring: int  # the request ring's creation stamp then ...
+    published: int  # ... and the records written to it so far
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    format: int
+    symbols: list[str]  # the instrument numbering the state uses
+    shards: list[ShardMark]
+    clean: bool  # written by a clean stop (see ``gateway.core.Gateway.load``)
+    next_age: int
+    clients: list[int]  # the positions' client rows, in order
+    acct: bytes  # ``Positions.acct`` rows, int64
+    cash: bytes
+    last_px: bytes
+
+
+def pair_key(client: int, key: int) -> bytes:
+    return _PAIR.pack(key, client)
+
+
+def _sealed(cp: Checkpoint) -> bytes:
+    body = msgspec.msgpack.encode(cp)
+    return hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() + body
+
+
+def _unsealed(value: bytes) -> Checkpoint:
+    digest, body = value[:DIGEST_BYTES], value[DIGEST_BYTES:]
+    if hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() != digest:
+        raise StoreError("the checkpoint does not match its digest")
+    try:
+        return msgspec.msgpack.decode(body, type=Checkpoint)
+    except msgspec.DecodeError as e:
+        raise StoreError(f"the checkpoint is unreadable: {e}") from e
+
+
+class GatewayStore:
+    def __init__(self, path: str, key_window: int):
+        self.path = path
+        self.key_window = key_window
+        try:
+            os.makedirs(path, exist_ok=True)
+            self._env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=3, metasync=False)
+            self._db = {n: self._env.open_db(n.encode()) for n in ("keys", "ages", "meta")}
+        except (OSError, lmdb.Error) as e:
+            raise StoreError(f"{path}: {e}") from e
+        self._reader = self._env.begin()
+
+    def close(self) -> None:
+        self._reader.abort()
+        self._env.close()
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The last checkpoint written (None: none yet). ``StoreError`` if it is damaged."""
+        try:
+            value = self._reader.get(b"checkpoint", db=self._db["meta"])
+        except lmdb.Error as e:
+            raise StoreError(f"{self.path}: {e}") from e
+        return None if value is None else _unsealed(bytes(value))
+
+    def lookup(self, pair: bytes) -> KeyUse | None:
+        """Where the pair was used, as of the last checkpoint (``pair_key``)."""
+        value = self._reader.get(pair, db=self._db["keys"])
+        if value is None:
+            return None
+        inst, order_id, seq, _ = _USE.unpack(value)
+        return KeyUse(inst, order_id, seq)
+
+    def write(
+        self, cp: Checkpoint, uses: dict[bytes, KeyUse], durable: bool = False
+    ) -> tuple[float, Checkpoint]:
+        """One transaction: the pairs taken since the last checkpoint (in the order taken),
+        the oldest let go of past the window, then ``cp`` (its ``next_age`` set); with
+        ``durable``, on disk before it returns. Returns the seconds it took and the
+        checkpoint as written."""
+        t0 = time.perf_counter()
+        keys, ages, meta = self._db["keys"], self._db["ages"], self._db["meta"]
+        age = cp.next_age
+        try:
+            with self._env.begin(write=True) as txn:
+                for pair, use in uses.items():
+                    txn.put(pair, _USE.pack(use.instrument, use.order_id, use.seq, age), db=keys)
+                    txn.put(_AGE.pack(age), pair, db=ages)
+                    age += 1
+                self._let_go(txn, age - self.key_window)
+                cp = msgspec.structs.replace(cp, next_age=age)
+                txn.put(b"checkpoint", _sealed(cp), db=meta)
+            if durable:
+                self._env.sync(True)
+        except lmdb.Error as e:
+            raise StoreError(f"{self.path}: {e}") from e
+        # a reader sees the store as of its start: renew it, so lookups see what was written
+        self._reader.abort()
+        self._reader = self._env.begin()
+        return time.perf_counter() - t0, cp
+
+    def _let_go(self, txn, below: int) -> None:
+        """Forget the pairs taken before age ``below`` (a pair used again since keeps its
+        newer entry)."""
+        if below <= 0:
+            return
+        keys, ages = self._db["keys"], self._db["ages"]
+        cur = txn.cursor(db=ages)
+        while cur.first():
+            (age,) = _AGE.unpack(cur.key())
+            if age >= below:
+                break
+            pair = cur.value()
+            value = txn.get(pair, db=keys)
+            if value is not None and _USE.unpack(value)[3] == age:
+                txn.delete(pair, db=keys)
+            cur.delete()
+
+    def keys(self) -> int:
+        """How many pairs the store holds."""
+        return self._reader.stat(self._db["keys"])["entries"]
+
+
+def open_store(
+    path: str, key_window: int, symbols: list[str]
+) -> tuple[GatewayStore, Checkpoint | None, str | None]:
+    """The store and its checkpoint. One that is damaged, or numbers the instruments
+    otherwise than ``symbols`` (the config changed them), is moved aside and a new one
+    made; the third value then says why (None: nothing was wrong)."""
+    try:
+        store = GatewayStore(path, key_window)
+    except StoreError as e:
+        if not os.path.isdir(path):
+            raise  # nothing there to move aside: it cannot be made at all
+        problem = str(e)
+    else:
+        try:
+            cp = store.checkpoint()
+        except StoreError as e:
+            problem = str(e)
+        else:
+            if cp is None or cp.symbols == symbols:
+                return store, cp, None
+            problem = f"it numbers the instruments {cp.symbols}; the config has {symbols}"
+        store.close()
+    n = 1
+    while os.path.exists(f"{path}.old-{n}"):
+        n += 1
+    os.rename(path, f"{path}.old-{n}")
+    return GatewayStore(path, key_window), None, f"{problem}; moved to {path}.old-{n}"

@@ -1,0 +1,82 @@
+"""The gateway's own state store: checkpoints written and read back, refused when
+damaged or made for other instruments (moved aside, never served)."""
+
+import os
+
+import lmdb
+import pytest
+
+from gateway.positions import Positions
+from gateway.store import FORMAT, Checkpoint, KeyUse, ShardMark, StoreError, open_store, pair_key
+
+SYMS = ["ACME", "BOLT"]
+
+
+def a_checkpoint(clean=False) -> Checkpoint:
+    pos = Positions(SYMS, [100, 200])
+    pos.slots.row(7)
+    pos.slots.row(9)
+    pos.fit()
+    pos.acct[0, 1, 0] = 5
+    pos.cash[1] = -500
+    pos.last_px[1] = 210
+    clients, acct, cash, last_px = pos.export()
+    marks = [ShardMark("s0", 12, 3, True, 111, 40), ShardMark("s1", 0, 0, False, 0, 0)]
+    return Checkpoint(FORMAT, SYMS, marks, clean, 0, clients, acct, cash, last_px)
+
+
+def test_a_checkpoint_and_its_keys_read_back(tmp_path):
+    path = str(tmp_path / "gw")
+    store, cp, problem = open_store(path, 100, SYMS)
+    assert cp is None and problem is None
+    uses = {pair_key(7, 5): KeyUse(1, 77, 12), pair_key(9, 5): KeyUse(0, 78, 13)}
+    _, written = store.write(a_checkpoint(clean=True), uses, durable=True)
+    assert written.next_age == 2
+    store.close()
+    store, cp, problem = open_store(path, 100, SYMS)
+    try:
+        assert problem is None and cp == written
+        assert store.lookup(pair_key(7, 5)) == KeyUse(1, 77, 12)
+        assert store.lookup(pair_key(5, 7)) is None
+        pos = Positions(SYMS, [100, 200])
+        pos.restore(cp.clients, cp.acct, cp.cash, cp.last_px)
+        assert pos.position(7, 1) == 5 and pos.cash_moved(9) == -500 and pos.mark(1) == 210
+    finally:
+        store.close()
+
+
+def test_a_damaged_checkpoint_is_moved_aside_and_never_served(tmp_path):
+    path = str(tmp_path / "gw")
+    store, _, _ = open_store(path, 100, SYMS)
+    store.write(a_checkpoint(), {pair_key(7, 5): KeyUse(1, 77, 12)})
+    store.close()
+    env = lmdb.open(path, max_dbs=3)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        value = bytearray(txn.get(b"checkpoint", db=meta))
+        value[-5] ^= 0xFF
+        txn.put(b"checkpoint", bytes(value), db=meta)
+    env.close()
+    store, cp, problem = open_store(path, 100, SYMS)
+    try:
+        assert cp is None and "digest" in problem and "old-1" in problem
+        assert store.lookup(pair_key(7, 5)) is None  # a new, empty store: rebuilt from 0
+        assert os.path.isdir(path + ".old-1")
+    finally:
+        store.close()
+
+
+def test_a_store_made_for_other_instruments_is_moved_aside(tmp_path):
+    path = str(tmp_path / "gw")
+    store, _, _ = open_store(path, 100, SYMS)
+    store.write(a_checkpoint(), {})
+    store.close()
+    store, cp, problem = open_store(path, 100, ["BOLT", "ACME"])
+    store.close()
+    assert cp is None and "numbers the instruments" in problem
+
+
+def test_a_store_that_cannot_be_made_is_an_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError):
+        open_store(str(tmp_path / "file" / "gw"), 100, SYMS)
