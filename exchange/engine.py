@@ -243,7 +243,9 @@ class ShardEngine:
             self.last_seq += n
         else:
             events = _NO_EVENTS
-            dt = self.journal.write_positions(positions) if positions else 0.0
+            # control commands alone need no commit: answering one again after a
+            # restart is harmless, and a STATUS poll must not cost an fsync
+            dt = self.journal.write_positions(positions) if positions and len(drained) else 0.0
         if len(plan.retries):
             replies.append(idempotency.resend(self.journal, drained, plan, batch))
         syncs = _NO_SYNCS

@@ -36,8 +36,8 @@ the retry's owner only.
 
 A pair is unique within one shard's journal, across its instruments and
 restarts. A client reusing a key on instruments of different shards is for the
-gateway to catch (it looks the keys of the NEWs it queues up in the other shards'
-journals with ``Journal.idem_lookup_many``).
+gateway to catch, from its own view of the keys the shards' events told it of
+(``gateway.ledger``).
 """
 
 import struct
