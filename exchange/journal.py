@@ -341,10 +341,6 @@ class Journal:
         # fold, so until then write_batch need not look them up again
         self._unused: set[bytes] = set()
         self._log_positions: dict[str, int] = {}
-        # a reader's view of the log's idempotency entries, kept between lookups: as
-        # of the fold at ``_view_at[0]``, read up to the batch ending at ``_view_at[1]``
-        self._view: dict[bytes, bytes] = {}
-        self._view_at = (-1, -1)
         self._commits = 0
         self._commit_seconds = 0.0
         self._grows = 0
@@ -724,19 +720,13 @@ class Journal:
         return [logged.get(k) or found.get(k) for k in keys]
 
     def _log_idem(self, txn) -> dict[bytes, bytes]:
-        """The idempotency entries of the log (key -> value). A reader keeps them from one
-        call to the next and decodes only the records added since (a fold starts anew),
-        so a lookup costs the keys asked, not the log's length."""
-        folded = self._meta(txn, b"folded")
-        if not self.readonly or folded != self._view_at[0]:
-            self._view, self._view_at = {}, (folded, folded)
-        last = self._view_at[1]
-        for key, value in self._log(txn, last):
+        """The idempotency entries of the log (key -> value), as of ``txn``: what a reader
+        has instead of the writer's ``_idem``."""
+        out: dict[bytes, bytes] = {}
+        for _, value in self._log(txn, self._meta(txn, b"folded")):
             rec = decode_batch(value)
-            self._view.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
-            last = _int(key)
-        self._view_at = (folded, last)
-        return self._view
+            out.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
+        return out
 
     def idem_lookup(self, client: int, idem_key: int) -> IdemEntry | None:
         return self.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
@@ -754,7 +744,7 @@ class Journal:
         # the log first: a fold meanwhile moves its entries into the table, where
         # they are found again (and skipped), never lost between two reads
         with self._read() as txn:
-            log = sorted(self._log_idem(txn).items())  # a copy: a reader's view moves on
+            log = sorted(self._log_idem(txn).items())
         logged = {k for k, _ in log}
         at = 0
         after = None

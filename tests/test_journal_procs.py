@@ -108,9 +108,9 @@ def test_a_reader_process_reads_while_a_writer_process_writes(jdir, stream_file,
 
 @pytest.mark.timeout(120)
 def test_a_reader_kept_open_finds_every_key_across_folds(jdir, stream_file, spawn):
-    """A reader keeps the log's idempotency entries between lookups (the gateway asks
-    at every flush): after each step of a writer that folds every few batches, one
-    reader left open finds exactly the pairs written so far, with their seqs."""
+    """After each step of a writer that folds every few batches (moving the log's
+    idempotency entries into the table), one reader left open finds exactly the pairs
+    written so far, with their seqs (the offline tools read live journals)."""
     path, batches = stream_file
     writer = spawn("write", jdir, path, "--step", "--merge-rows", 300)
     ask(writer, "1")
