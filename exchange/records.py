@@ -20,7 +20,8 @@ COMMAND_DTYPE (64 bytes)
                         ignores it, the journal indexes it
     client      uint32  the owner: the authenticated client id (never from a body)
     instrument  uint16  the instrument index inside the shard
-    kind        uint8   CMD_NEW / CMD_CANCEL / CMD_REPLACE / CMD_MASS_CANCEL
+    kind        uint8   CMD_NEW / CMD_CANCEL / CMD_REPLACE / CMD_MASS_CANCEL; control
+                        commands CMD_SYNC / CMD_STATUS (see the end of this text)
     side        uint8   SIDE_BUY / SIDE_SELL (NEW only)
     tif         uint8   TIF_GTC / TIF_IOC / TIF_FOK (NEW only)
     ord_type    uint8   TYPE_LIMIT / TYPE_MARKET (NEW only)
@@ -53,7 +54,8 @@ EVENT_DTYPE (128 bytes)
     code         uint8  REJECTED: REJ_*; CANCELLED: CXL_*; otherwise 0
     flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
                         identical retry under the same idempotency key (the seq
-                        is the original one; nothing changed in the book)
+                        is the original one; nothing changed in the book);
+                        EVF_REPLAY: history served to a CMD_SYNC, or its answer
     _pad         uint8[38] zero
 
 Semantics of one command (the reference book and the kernel must both do

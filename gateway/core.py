@@ -710,8 +710,11 @@ class Gateway:
             return
         seq, resting = done
         if seq < link.last[0]:
+            link.diverged = True
             logs.error(
-                "shard went back in history: its journal ends before what the gateway read",
+                "shard went back in history: its journal ends before what the gateway read; "
+                "its instruments stay unavailable until the gateway's state is rebuilt "
+                "(stop, move the gateway state directory aside, start)",
                 shard=link.name,
                 shard_seq=seq,
                 gateway_seq=link.last[0],

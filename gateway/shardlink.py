@@ -103,6 +103,9 @@ class ShardLink:
         self.mirrors = [BookMirror(s, b) for s, b in zip(self.syms, self.books, strict=True)]
         self.last = (0, 0)  # watermark: (seq, idx) of the last journaled event folded in
         self.caught_up = False  # a sync answered since this process started
+        # the shard's history ends before the watermark: its journal was replaced by an
+        # older one, and what the gateway derived from the lost part cannot be trusted
+        self.diverged = False
         self.sync_req = 0  # req_id of the sync in flight (0: none)
         self.synced_to = None  # the shard process (its ring token) the last sync went to
         self._resting: list[np.ndarray] = []  # the sync's EV_RESTING records so far
@@ -126,7 +129,7 @@ class ShardLink:
     def ready(self) -> bool:
         """Whether orders for its instruments can be taken: the shard is up and the
         gateway has caught up with it."""
-        return self.caught_up and self.alive()
+        return self.caught_up and not self.diverged and self.alive()
 
     # ------------------------------------------------------------ syncs
 
