@@ -4,19 +4,18 @@ rings; event batches in -> replies, notices and market data out.
 A request frame goes through, in order: one frame? -> the client id of its
 connection (the ZAP User-Id, never the body) -> ``decode_request`` (types,
 ranges, the rules between fields) -> the client's rate limit -> a known
-instrument on a live shard -> the instrument's grid (lot, tick, band, max qty)
--> the idempotency ledger's pairs in flight -> the pre-trade risk checks
-(``gateway.risk``; not for a retry of a request in flight, which the shard
-answers from its journal) -> queued for its shard's ring, its exposure counted
-as in flight until its answer comes. Any refusal is one ``Reject`` to the
-connection, and nothing reaches a shard. The queued commands are written to
-the rings once per turn (``flush``), a batch per shard; what does not fit is
-answered ``busy``: never dropped, never waited for. Before they are written,
-the keys of the queued NEWs are looked up at once in the journals of the
-other shards (``gateway.ledger``; a shard refuses a key used on another of
-its instruments itself): one found there is a ``conflict``. A keyed NEW that
-the risk checks refuse is looked up in every journal first, so a retry gets
-its original answer whatever the limits say now.
+instrument on a shard the gateway is synced with -> the instrument's grid
+(lot, tick, band, max qty) -> the idempotency ledger (pairs in flight, then the
+gateway's own view of the pairs used: ``gateway.ledger``; one used on another
+instrument is a ``conflict``, on the same instrument a retry, which skips the
+risk checks: its shard answers it from its journal, whatever the limits say
+now) -> the pre-trade risk checks (``gateway.risk``) -> queued for its shard's
+ring, its exposure counted as in flight until its answer comes. Any refusal is
+one ``Reject`` to the connection, and nothing reaches a shard. The queued
+commands are written to the rings once per turn (``flush``), a batch per
+shard; what does not fit is answered ``busy``: never dropped, never waited
+for. A Status is a question for the order's shard (CMD_STATUS): the gateway
+opens no journal.
 
 Events come back through the shards' event rings. In each drained batch, the
 event that answers a command (``answers_request``) goes to the connection that
@@ -25,6 +24,8 @@ to every instrument); fills and unrequested cancels go to every connection of
 the owning client; these are sent at once. Then the batch is folded into the
 positions (fills), the risk state (live orders, the requests it answers no
 longer in flight) and the ledger, and its market data goes to the PUB socket.
+What a shard serves to a sync (``load``, ``_served``) is history: folded into
+the positions and the ledger, never answered or notified.
 Messages to a connection wait in its outbox until they are sent (after a
 drained batch's replies, and at the end of the turn), then go out in order: as
 one frame each, or, for a connection that asked for bundles
