@@ -3,6 +3,9 @@ journal and keys directories, a log file; registered clients on demand.
 
 Used by the whole-daemon tests and the tools' tests. ``close()`` kills whatever
 is left of the process group and removes the namespace's shared memory.
+Runs that kill the supervisor itself (the chaos suite) ``launch()`` a new one on
+the same config, and end with ``close_all()``: the children of every supervisor
+they saw are killed too (each runs in its own session, outside the group).
 """
 
 import json
@@ -54,6 +57,7 @@ class Daemon:
         self.path.write_text(dump_config(cfg))
         self.log_path = tmp / "daemon.log"
         self.proc = None
+        self._seen: set[int] = set()  # children seen by ``children``, for ``close_all``
 
     def start(self) -> None:
         with open(self.log_path, "a") as log:
@@ -106,3 +110,88 @@ class Daemon:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
         unlink_namespace(self.ns)
+
+    # ------------------------------------------------------------ the supervisor's death
+    # For runs that kill the supervisor itself and start another on the same config.
+
+    def launch(self) -> None:
+        """Start ``exchanged run`` again on this config, without waiting for anything (after
+        the last supervisor died: the new one adopts the rings it left)."""
+        assert self.proc is None or self.proc.poll() is not None, "a supervisor still runs"
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "exchange.cli", "run", "--config", str(self.path)],
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def children(self) -> list[int]:
+        """The running supervisor's children, from /proc (a child it just started counts
+        before the status file names it); each is remembered for ``close_all``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        found = [pid for pid in _pids() if _parent(pid) == self.proc.pid and self.ours(pid)]
+        self._seen.update(found)
+        return found
+
+    def ours(self, pid: int) -> bool:
+        """``pid`` runs (not a zombie) and its command line names this daemon's config: a
+        pid reused by some other process since is not ours."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return str(self.path).encode() in argv
+
+    def kill_supervisor(self) -> list[int]:
+        """SIGKILL the supervisor alone; returns its children, which the parent-death
+        signal (SIGTERM) now stops."""
+        kids = self.children()
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        return kids
+
+    def kill_everything(self) -> list[int]:
+        """SIGKILL the supervisor and every child at once (the supervisor stopped first, so
+        that it neither restarts a child nor outlives one); returns the children."""
+        self.proc.send_signal(signal.SIGSTOP)
+        kids = self.children()
+        for pid in kids:
+            os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        return kids
+
+    def wait_gone(self, pids, timeout: float = 60) -> list[int]:
+        """Wait until none of ``pids`` is ours any more; returns those still running then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [pid for pid in pids if self.ours(pid)]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.05)
+
+    def close_all(self) -> None:
+        """``close``, and before it SIGKILL every process of this daemon seen by
+        ``children`` (those of earlier supervisors too) that still runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill_everything()
+        left = [pid for pid in self._seen if self.ours(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        self.wait_gone(left, 30)
+        self.close()
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
