@@ -20,7 +20,12 @@ fills        every fill a bot was told of is a journaled trade of its order,
 answers      every request was answered in the end; no order was refused except
              by a retryable code (which the bot retried)
 kept trading every bot had orders acknowledged after the last kill, and when the
-             gateway was killed every bot had to reconnect and did
+             gateway was killed (alone, or with the supervisor) every bot had to
+             reconnect and did
+
+A kill's victim is a shard's name, ``gateway``, ``supervisor`` (the supervisor
+alone: its children stopped by SIGTERM) or ``all`` (the supervisor and every
+child at once).
 """
 
 from collections import Counter, defaultdict
@@ -36,6 +41,12 @@ from tools.journalview import JournalView
 from tools.verify import render, verify_journal
 
 MAX_LISTED = 20  # violations listed per check; all are counted
+KINDS = ("shard", "gateway", "supervisor", "all")  # of kills
+GATEWAY_DOWN = {"gateway", "supervisor", "all"}  # kills that take the gateway down
+
+
+def kill_kind(victim: str) -> str:
+    return victim if victim in KINDS else "shard"
 
 
 @dataclass
@@ -43,6 +54,8 @@ class Report:
     kills: int = 0
     gateway_kills: int = 0
     shard_kills: int = 0
+    supervisor_kills: int = 0  # the supervisor alone
+    all_kills: int = 0  # the supervisor and every child at once
     requests: int = 0
     orders: int = 0
     acks: int = 0
@@ -63,7 +76,8 @@ class Report:
 
     def summary(self) -> str:
         return (
-            f"chaos: {self.kills} kills ({self.shard_kills} shard, {self.gateway_kills} gateway), "
+            f"chaos: {self.kills} kills ({self.shard_kills} shard, {self.gateway_kills} gateway, "
+            f"{self.supervisor_kills} supervisor, {self.all_kills} all), "
             f"{self.requests} requests, {self.orders} orders, {self.acks} acks "
             f"({self.dup_acks} duplicate), {self.retries} retries ({self.retryable} answered busy "
             f"or unavailable), {self.reconnects} reconnects, "
@@ -76,8 +90,9 @@ class Report:
 def check(config, records: list[dict], kills: list[tuple[float, str]]) -> Report:
     """``records``: each bot's JSON records; ``kills``: (monotonic instant, process name)."""
     report = Report(kills=len(kills))
-    report.gateway_kills = sum(1 for _, name in kills if name == "gateway")
-    report.shard_kills = report.kills - report.gateway_kills
+    kinds = Counter(kill_kind(victim) for _, victim in kills)
+    report.shard_kills, report.gateway_kills = kinds["shard"], kinds["gateway"]
+    report.supervisor_kills, report.all_kills = kinds["supervisor"], kinds["all"]
     routes = config.routes()
     books = {s.name: [config.instrument(sym).book for sym in s.instruments] for s in config.shards}
     # LMDB opens an environment once per process: the verification first, on its own
@@ -229,5 +244,5 @@ def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, ki
             report.add(
                 "kept trading", f"client {client}: no order acknowledged after the last kill"
             )
-        if report.gateway_kills and not r["reconnects"]:
+        if any(kill_kind(v) in GATEWAY_DOWN for _, v in kills) and not r["reconnects"]:
             report.add("kept trading", f"client {client}: never reconnected")

@@ -3,16 +3,26 @@
 ``run_chaos(tmp, kills=K, ...)``: ``exchanged run`` on a tmp config (snapshots
 every second, so recoveries start from snapshots and each shard leaves a
 recent one to check), ``bots`` bot processes (``chaos_bot.py``) trading at
-``rate`` requests a second each; then K times: SIGKILL a random process among
-the shards and the gateway, at a random instant up to ``gap`` seconds after
-the previous victim was started again, and wait until the supervisor has
-started it again. Kills can land while a process is still starting or
-recovering. The first kills go to each shard and the gateway once, in random
-order. After the last kill, once every process is up, the bots trade for
-``after`` more seconds, are told to stop (SIGTERM), chase their last answers
-and write their records; the daemon is stopped and ``chaos_check.check`` reads
-the journals. Returns the report and, per kill whose victim's successor got that far, the
-seconds until it said it was ready (the supervisor's backoff included).
+``rate`` requests a second each; then K times, at a random instant up to ``gap``
+seconds after the previous victim was started again, a random victim among:
+
+- a shard or the gateway: SIGKILL of that process; the supervisor starts it again;
+- ``supervisor``: SIGKILL of the ``exchanged run`` process alone; the parent-death
+  signal stops its children (SIGTERM: each stops cleanly), and once they are all
+  gone a new ``exchanged run`` on the same config adopts the rings it left;
+- ``all``: SIGKILL of the supervisor and every child at the same instant, then a
+  new ``exchanged run`` as above;
+
+and wait until every victim has a successor process (not until it is ready:
+kills can land while a process is still starting or recovering). The first
+kills go to each victim once, in random order. After the last kill, once every
+process is up, the bots trade for ``after`` more seconds, are told to stop
+(SIGTERM), chase their last answers and write their records; the daemon is
+stopped and ``chaos_check.check`` reads the journals. Every process the run
+started is killed at the end, whatever happened (``Daemon.close_all``).
+Returns the report and, per kill whose successors all got that far, the victim
+and the seconds until the last successor said it was ready (the supervisor's
+backoff, or the new supervisor's start, included).
 """
 
 import json
@@ -35,6 +45,8 @@ BOT = Path(__file__).resolve().parent / "chaos_bot.py"
 READY = {"gateway": "serving"}  # the log message of a process ready to work; shards: "running"
 SNAPSHOT_EVERY_COMMANDS = 2_000
 FIRST_CLIENT = 11
+SUPERVISOR_KILLS = ("supervisor", "all")  # victims after which a new ``exchanged run`` starts
+CHILDREN_STOP_SECONDS = 60  # for the children of a killed supervisor to stop (SIGTERM)
 
 
 def _configure(daemon: Daemon, durability: str) -> None:
@@ -74,6 +86,43 @@ def _wait(what: str, ready, daemon: Daemon, timeout: float) -> None:
 def _respawned(daemon: Daemon, name: str, old: int) -> bool:
     pid = _pids(daemon)[name]
     return pid is not None and pid != old
+
+
+def _supervised(daemon: Daemon) -> bool:
+    """The status file is the running supervisor's, and names a process for every child."""
+    doc = daemon.status()
+    return doc["supervisor_pid"] == daemon.proc.pid and all(c["pid"] for c in doc["children"])
+
+
+def _stopped(daemon: Daemon, pids) -> int:
+    """How many of ``pids`` logged that they stopped (cleanly, on SIGTERM)."""
+    out = set()
+    for line in daemon.log().splitlines():
+        if line.startswith("{"):
+            doc = json.loads(line)
+            if doc["msg"] == "stopped" and doc["pid"] in pids:
+                out.add(doc["pid"])
+    return len(out)
+
+
+def _kill_supervisor(daemon: Daemon, victim: str) -> list[int]:
+    """SIGKILL the supervisor (``victim`` 'all': and every child at once), wait for its
+    children to be gone, start a new one; returns the new one's children."""
+    if victim == "all":
+        old = daemon.kill_everything()
+    else:
+        old = daemon.kill_supervisor()
+    left = daemon.wait_gone(old, CHILDREN_STOP_SECONDS)
+    if left:
+        raise AssertionError(
+            f"{CHILDREN_STOP_SECONDS} s after the supervisor's SIGKILL ({victim}), its children "
+            f"{left} still run: {daemon.log()[-3000:]}"
+        )
+    # informative: a child still starting may die of the SIGTERM before it handles it
+    print(f"chaos {victim}: {_stopped(daemon, old)} of its children {old} logged 'stopped'")
+    daemon.launch()
+    _wait("a new supervisor's children", lambda: _supervised(daemon), daemon, 90)
+    return list(_pids(daemon).values())
 
 
 def _all_ready(daemon: Daemon) -> bool:
@@ -122,14 +171,14 @@ def run_chaos(
     after: float = 2.0,
     durability: str = "os",
     seed: int | None = None,
-) -> tuple[Report, list[float]]:
+) -> tuple[Report, list[tuple[str, float]]]:
     seed = random.randrange(1 << 32) if seed is None else seed
     print(f"chaos seed {seed}")
     rng = random.Random(seed)
     daemon = Daemon(tmp)
     _configure(daemon, durability)
     procs = []
-    killed = []  # (monotonic instant, wall-clock instant, name, the pid started again)
+    killed = []  # (monotonic instant, wall-clock instant, victim, the pids started again)
     try:
         daemon.start()
         # the gateway reloads the keys directory every second: bots are admitted after it
@@ -139,17 +188,28 @@ def run_chaos(
         _wait("every bot connected", lambda: all(c.exists() for c in connected), daemon, 120)
         time.sleep(1.5)
         names = [s.name for s in daemon.config.shards] + ["gateway"]
-        first = rng.sample(names, len(names))
+        victims = names + list(SUPERVISOR_KILLS)
+        first = rng.sample(victims, len(victims))
         for k in range(kills):
             time.sleep(rng.uniform(0, gap))
             pids = _pids(daemon)
-            up = [n for n in names if pids[n] is not None]
-            name = first[k] if k < len(first) and first[k] in up else rng.choice(up)
-            old = pids[name]
+            up = [n for n in names if pids[n] is not None] + list(SUPERVISOR_KILLS)
+            victim = first[k] if k < len(first) and first[k] in up else rng.choice(up)
             instant, wall = time.monotonic(), time.time()
-            os.kill(old, signal.SIGKILL)
-            _wait(f"{name} restarted", lambda n=name, p=old: _respawned(daemon, n, p), daemon, 90)
-            killed.append((instant, wall, name, _pids(daemon)[name]))
+            if victim in SUPERVISOR_KILLS:
+                successors = _kill_supervisor(daemon, victim)
+            else:
+                old = pids[victim]
+                os.kill(old, signal.SIGKILL)
+                _wait(
+                    f"{victim} restarted",
+                    lambda n=victim, p=old: _respawned(daemon, n, p),
+                    daemon,
+                    90,
+                )
+                successors = [_pids(daemon)[victim]]
+            print(f"chaos kill {k + 1}/{kills}: {victim}, successors {successors}", flush=True)
+            killed.append((instant, wall, victim, successors))
         _wait("every process ready", lambda: _all_ready(daemon), daemon, 120)
         time.sleep(after)
         for proc, _ in procs:
@@ -163,8 +223,12 @@ def run_chaos(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
-        daemon.close()
+        daemon.close_all()
     records = [json.loads(out.read_text()) for _, out in procs]
-    report = check(daemon.config, records, [(t, name) for t, _, name, _ in killed])
+    report = check(daemon.config, records, [(t, victim) for t, _, victim, _ in killed])
     # a successor killed before it was ready has no figure
-    return report, [ready[pid] - wall for _, wall, _, pid in killed if pid in ready]
+    return report, [
+        (victim, max(ready[pid] for pid in pids) - wall)
+        for _, wall, victim, pids in killed
+        if all(pid in ready for pid in pids)
+    ]

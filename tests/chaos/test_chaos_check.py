@@ -140,3 +140,19 @@ def test_a_snapshot_that_is_not_the_replayed_state_is_a_violation(config, traded
     report = check(config, traded, KILLS)
     # exch journal verify sees it too: a snapshot that does not restore as recorded
     assert set(report.counts) == {"journal", "state hash"}, report.violations
+
+
+def test_victims_are_counted_by_kind(config, traded):
+    kills = [(1.0, "s0"), (2.0, "s1"), (3.0, "gateway"), (4.0, "supervisor"), (5.0, "all")]
+    report = check(config, traded, kills)
+    assert report.violations == []
+    counts = (report.shard_kills, report.gateway_kills, report.supervisor_kills, report.all_kills)
+    assert counts == (2, 1, 1, 1)
+    assert "2 shard, 1 gateway, 1 supervisor, 1 all" in report.summary()
+
+
+def test_a_supervisor_kill_means_every_bot_reconnected(config, traded):
+    broken = _broken(traded, lambda r: r.__setitem__("reconnects", 0))
+    report = check(config, broken, [(5.0, "s0"), (6.0, "supervisor")])
+    assert set(report.counts) == {"kept trading"}, report.violations
+    assert not check(config, broken, [(5.0, "s0")]).violations
