@@ -5,7 +5,14 @@
 
 Each request is a GTC or IOC limit order near an instrument's reference price
 (so orders of different bots trade) with its own idempotency key, or a cancel
-of one of its live orders. Requests go out at ``--rate`` a second whatever the
+of one of its live orders, or (``REUSE_SHARE``) a *cross-instrument reuse*: a
+NewOrder under the key of one of the bot's own orders it saw acknowledged, on an
+instrument of the other shard. The only right final answer to a reuse is a
+``conflict`` Reject (``busy``, ``unavailable`` and ``rate_limited`` are retried
+as for any order); it must never be acknowledged, since its key has an order
+already. Only acknowledged keys are reused: the original of a key still
+unanswered might never be journaled (refused, say), and then the reuse could
+rightly become the key's order. Requests go out at ``--rate`` a second whatever the
 answers do. A request left unanswered for ``RETRY_SECONDS`` is sent again, the
 same frame under the same cid and key; when the connection has been silent
 that long too, on a new connection first. A ``busy``, ``unavailable`` or
@@ -54,10 +61,13 @@ SYMBOLS = {
     "BTC-USD": (6_000_000, 100, 1),
     "ETH-USD": (300_000, 10, 1),
 }
+# symbol -> its shard in the default config (chaos_run checks it against the run's config)
+SHARDS = {"ACME": "s0", "BOLT": "s0", "BTC-USD": "s1", "ETH-USD": "s1"}
 SPREAD_TICKS = 3  # prices within this many ticks of the reference: orders cross often
 MAX_LOTS = 5
 IOC_SHARE = 0.1
 CANCEL_SHARE = 0.15
+REUSE_SHARE = 0.07  # requests that reuse an acknowledged key on the other shard's instruments
 RETRY_SECONDS = 1.5
 BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 2.0
@@ -87,6 +97,8 @@ class Bot:
         self.rng = rng
         self.pending: dict[int, Pending] = {}
         self.live: dict[int, str] = {}  # oid -> symbol of orders that may rest
+        self.acked: list[tuple[int, str, int]] = []  # (key, symbol, oid) of acknowledged orders
+        self.reuses: dict[int, dict] = {}  # cid -> its entry in records["reuses"]
         self.next_cid = 1
         self.monitor: zmq.Socket | None = None  # the connection's CURVE handshakes
         self.monitors = 0
@@ -104,6 +116,11 @@ class Bot:
             "reconnects": 0,  # handshakes after the first (new sockets and ZeroMQ's own)
             "skipped": 0,  # sends skipped because MAX_PENDING were unanswered
             "unanswered": [],  # cids still unanswered at the end
+            # cross-instrument reuses: {cid, ik, sym, orig_sym, orig_oid, t (made),
+            # retryable: [codes answered, each retried], answer: the final code, "ack" or
+            # None (unanswered), answered: t, reason (of a Reject), acks: [[oid, seq, dup,
+            # t]] (each one a broken promise)}
+            "reuses": [],
         }
 
     # ------------------------------------------------------------ requests
@@ -112,21 +129,33 @@ class Bot:
         cid = self.next_cid
         self.next_cid += 1
         rng = self.rng
-        if self.live and rng.random() < CANCEL_SHARE:
+        draw = rng.random()
+        if self.live and draw < CANCEL_SHARE:
             oid = rng.choice(list(self.live))
             msg = Cancel(cid=cid, sym=self.live.pop(oid), oid=oid)
+        elif self.acked and draw > 1 - REUSE_SHARE:
+            ik, orig_sym, orig_oid = rng.choice(self.acked)
+            sym = rng.choice([s for s in SYMBOLS if SHARDS[s] != SHARDS[orig_sym]])
+            msg = self._order(cid, sym, ik)
+            reuse = {"cid": cid, "ik": ik, "sym": sym, "orig_sym": orig_sym, "orig_oid": orig_oid}
+            reuse.update(t=now, retryable=[], answer=None, acks=[])
+            self.reuses[cid] = reuse
+            self.records["reuses"].append(reuse)
         else:
             sym = rng.choice(list(SYMBOLS))
-            ref, tick, lot = SYMBOLS[sym]
-            side = rng.choice(("buy", "sell"))
-            px = ref + tick * rng.randint(-SPREAD_TICKS, SPREAD_TICKS)
-            qty = lot * rng.randint(1, MAX_LOTS)
-            tif = "ioc" if rng.random() < IOC_SHARE else "gtc"
-            ik = rng.getrandbits(63) | 1
-            msg = NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, tif=tif, ik=ik)
-            self.records["orders"][str(ik)] = [sym, side, px, qty, tif]
+            msg = self._order(cid, sym, rng.getrandbits(63) | 1)
+            self.records["orders"][str(msg.ik)] = [sym, msg.side, msg.px, msg.qty, msg.tif]
         self.pending[cid] = Pending(msg, encode(msg), due=now)
         self.records["sent"] += 1
+
+    def _order(self, cid: int, sym: str, ik: int) -> NewOrder:
+        rng = self.rng
+        ref, tick, lot = SYMBOLS[sym]
+        side = rng.choice(("buy", "sell"))
+        px = ref + tick * rng.randint(-SPREAD_TICKS, SPREAD_TICKS)
+        qty = lot * rng.randint(1, MAX_LOTS)
+        tif = "ioc" if rng.random() < IOC_SHARE else "gtc"
+        return NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, tif=tif, ik=ik)
 
     def send_due(self, now: float) -> None:
         socket = self.client.socket
@@ -158,11 +187,16 @@ class Bot:
             return
         cid = getattr(msg, "cid", 0)
         p = self.pending.get(cid) if cid else None
+        reuse = self.reuses.get(cid) if cid else None
+        if reuse is not None and isinstance(msg, (Ack, Reject)):
+            self._on_reuse_answer(reuse, p, msg, now)
+            return
         if isinstance(msg, Ack):
             ik = p.msg.ik if p is not None else self._ik_of(cid)
             r["acks"].append([cid, ik, msg.sym, msg.oid, msg.seq, msg.dup, now])
             if p is not None:
                 del self.pending[cid]
+                self.acked.append((ik, msg.sym, msg.oid))
                 if p.msg.tif == "gtc":
                     self.live[msg.oid] = msg.sym
         elif isinstance(msg, Reject):
@@ -181,6 +215,27 @@ class Bot:
             if p is not None:
                 r["cancelled"].append([cid, msg.sym, msg.oid, now])
                 del self.pending[cid]
+
+    def _on_reuse_answer(self, reuse: dict, p: Pending | None, msg, now: float) -> None:
+        """A cross-instrument reuse's answer: only ``conflict`` may end it."""
+        if isinstance(msg, Ack):  # never right, late or not: every one is recorded
+            reuse["acks"].append([msg.oid, msg.seq, msg.dup, now])
+            if p is not None:
+                reuse["answer"], reuse["answered"] = "ack", now
+                del self.pending[reuse["cid"]]
+                if p.msg.tif == "gtc":  # it may rest: cancel it like the bot's own
+                    self.live[msg.oid] = msg.sym
+            return
+        if p is None:
+            return  # a late answer to a reuse answered already
+        if msg.code in RETRYABLE:
+            self.records["retryable"] += 1
+            reuse["retryable"].append(msg.code)
+            p.due = now + p.backoff
+            p.backoff = min(2 * p.backoff, MAX_BACKOFF_SECONDS)
+            return
+        reuse["answer"], reuse["answered"], reuse["reason"] = msg.code, now, msg.reason
+        del self.pending[reuse["cid"]]
 
     def _ik_of(self, cid: int) -> int:
         """The key of a request answered already (an answer to one of its retries)."""

@@ -7,7 +7,12 @@ acked        every order a bot saw acknowledged is in its shard's journal: the
              order, owned by that bot, on that instrument, and the idempotency
              entry of (bot, key) naming that order id and seq
 one order    every acknowledgement under one (bot, key) names the same order;
-per key      no (client, key) has an entry in two shards
+per key      no (client, key) has an entry in two shards; no (client, key) is on
+             more than one journaled NEW, in one shard or across shards
+reuses       every cross-instrument reuse of a key (a NewOrder under the key of
+             an order the bot saw acknowledged, on the other shard) was answered
+             ``conflict`` in the end, never acknowledged, and no journal has a
+             NEW of that (client, key) on the reuse's shard
 journal      ``tools.verify`` finds nothing wrong in any shard's journal (seqs,
              events, no fill beyond an order's quantity, idempotency, replay
              byte for byte, snapshot + replay = full replay)
@@ -36,7 +41,7 @@ import msgspec
 
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
-from exchange.records import EV_ACCEPTED, EV_TRADE, SIDE_BUY, SIDE_SELL
+from exchange.records import CMD_NEW, EV_ACCEPTED, EV_TRADE, SIDE_BUY, SIDE_SELL
 from tools.journalview import JournalView
 from tools.verify import render, verify_journal
 
@@ -65,7 +70,13 @@ class Report:
     reconnects: int = 0
     fills_seen: int = 0
     journaled_commands: int = 0
+    journaled_keyed_news: int = 0
     trades: int = 0
+    reuses: int = 0  # cross-instrument reuses of acknowledged keys
+    reuse_conflicts: int = 0  # ... answered conflict in the end
+    reuse_unavailable: int = 0  # ... answered unavailable at least once (then retried)
+    reuse_busy: int = 0  # ... answered busy or rate_limited at least once (then retried)
+    reuse_acks: int = 0  # ... acknowledged (each one a violation)
     violations: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
@@ -82,8 +93,11 @@ class Report:
             f"({self.dup_acks} duplicate), {self.retries} retries ({self.retryable} answered busy "
             f"or unavailable), {self.reconnects} reconnects, "
             f"{self.fills_seen} fills seen, {self.trades} trades and "
-            f"{self.journaled_commands} commands journaled, "
-            f"violations = {sum(self.counts.values())}"
+            f"{self.journaled_commands} commands ({self.journaled_keyed_news} keyed NEWs) "
+            f"journaled; cross-instrument key reuses: {self.reuses} attempted, "
+            f"{self.reuse_conflicts} answered conflict, {self.reuse_unavailable} answered "
+            f"unavailable (then retried), {self.reuse_busy} busy (then retried), "
+            f"{self.reuse_acks} acknowledged; violations = {sum(self.counts.values())}"
         )
 
 
@@ -118,8 +132,10 @@ def check(config, records: list[dict], kills: list[tuple[float, str]]) -> Report
             _state_hash(report, journals[shard.name], shard.name, i, books[shard.name])
             trades[shard.name] = _trades(report, journals[shard.name], shard)
         _cross_shard_keys(report, journals)
+        news = _keyed_news(report, journals)
         for r in records:
             _bot(report, r, routes, journals, trades, kills)
+            _reuses(report, r, routes, news)
     finally:
         for j in journals.values():
             j.close()
@@ -194,7 +210,55 @@ def _cross_shard_keys(report: Report, journals: dict) -> None:
             seen[pair] = name
 
 
+def _keyed_news(report: Report, journals: dict) -> dict:
+    """(client, key) -> [(shard, instrument, seq)] of every journaled keyed NEW; a pair on
+    more than one is a violation (retries are answered from the journal, never journaled)."""
+    news = defaultdict(list)
+    for name, j in journals.items():
+        for cmds, _ in j.iter_batches():
+            keyed = cmds[(cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)]
+            for client, key, inst, seq in zip(
+                *(keyed[f].tolist() for f in ("client", "idem_key", "instrument", "seq")),
+                strict=True,
+            ):
+                news[(client, key)].append((name, inst, seq))
+    report.journaled_keyed_news = sum(len(v) for v in news.values())
+    for (client, key), where in news.items():
+        if len(where) > 1:
+            report.add(
+                "one order per key",
+                f"(client {client}, key {key}) is on {len(where)} journaled NEWs: "
+                + ", ".join(f"{name} instrument {inst} seq {seq}" for name, inst, seq in where),
+            )
+    return news
+
+
 # ------------------------------------------------------------ one bot's records
+
+
+def _reuses(report: Report, r: dict, routes: dict, news: dict) -> None:
+    client = r["client"]
+    for u in r.get("reuses", []):
+        report.reuses += 1
+        what = (
+            f"client {client}: key {u['ik']} of order {u['orig_oid']} ({u['orig_sym']}) reused "
+            f"on {u['sym']} (cid {u['cid']}, made at {u['t']:.3f})"
+        )
+        codes = set(u["retryable"])
+        report.reuse_unavailable += "unavailable" in codes
+        report.reuse_busy += bool(codes - {"unavailable"})
+        report.reuse_conflicts += u["answer"] == "conflict"
+        if u["acks"]:
+            report.reuse_acks += 1
+            report.add("reuses", f"{what}: acknowledged {u['acks']}")
+        elif u["answer"] is None:
+            report.add("reuses", f"{what}: never answered (retryable answers: {u['retryable']})")
+        elif u["answer"] != "conflict":
+            report.add("reuses", f"{what}: answered {u['answer']} {u.get('reason')}")
+        shard, _ = routes[u["sym"]]
+        journaled = [w for w in news.get((client, u["ik"]), []) if w[0] == shard]
+        if journaled:
+            report.add("reuses", f"{what}: journaled NEWs {journaled}")
 
 
 def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, kills) -> None:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import msgspec
+from chaos_bot import SHARDS
 from chaos_check import Report, check
 from daemon_harness import REPO, Daemon
 
@@ -177,6 +178,9 @@ def run_chaos(
     rng = random.Random(seed)
     daemon = Daemon(tmp)
     _configure(daemon, durability)
+    routes = daemon.config.routes()
+    # the bots reuse keys on the other shard's instruments: they must know which is which
+    assert {sym: routes[sym][0] for sym in SHARDS} == SHARDS, routes
     procs = []
     killed = []  # (monotonic instant, wall-clock instant, victim, the pids started again)
     try:

@@ -1,5 +1,6 @@
 """Chaos: SIGKILL shards, the gateway, the supervisor, and all of them at once under steady
-trading, the bots retrying with the same keys; nothing acknowledged is lost.
+trading, the bots retrying with the same keys and reusing keys on the other shard's
+instruments; nothing acknowledged is lost and no key makes two orders.
 
 The short run (default) kills each shard, the gateway, the supervisor alone and
 everything at once, once each in random order; the long one (``-m slow``, ``make
@@ -42,6 +43,7 @@ def test_kill_each_process_once_while_bots_trade(tmp_path):
     _report(report, restarts)
     assert report.kills == 5 and report.shard_kills == 2 and _each_kind(report)
     assert report.acks > 0 and report.trades > 0 and report.retries > 0
+    assert report.reuses > 0 and report.reuse_conflicts > 0
     assert report.violations == []
 
 
@@ -54,4 +56,5 @@ def test_many_kills_with_fsync_journals(tmp_path):
     _report(report, restarts)
     assert report.kills == 24 and _each_kind(report)
     assert report.acks > 0 and report.trades > 0 and report.retries > 0
+    assert report.reuses > 0 and report.reuse_conflicts > 0
     assert report.violations == []

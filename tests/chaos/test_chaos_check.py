@@ -142,6 +142,57 @@ def test_a_snapshot_that_is_not_the_replayed_state_is_a_violation(config, traded
     assert set(report.counts) == {"journal", "state hash"}, report.violations
 
 
+def _reuse(r, answer="conflict", acks=(), retryable=("unavailable",)) -> None:
+    """The maker's key 101 (its ACME order) reused on BTC-USD."""
+    oid = r["acks"][0][3]
+    r.setdefault("reuses", []).append(
+        {
+            "cid": 7,
+            "ik": 101,
+            "sym": "BTC-USD",
+            "orig_sym": "ACME",
+            "orig_oid": oid,
+            "t": 11.0,
+            "retryable": list(retryable),
+            "answer": answer,
+            "acks": list(acks),
+        }
+    )
+
+
+def test_a_reuse_answered_conflict_is_counted(config, traded):
+    _reuse(traded[0])
+    report = check(config, traded, KILLS)
+    assert report.violations == []
+    assert (report.reuses, report.reuse_conflicts, report.reuse_unavailable) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: _reuse(r, answer="ack", acks=[[2**40 | 9, 9, False, 12.0]]),
+        lambda r: _reuse(r, answer="conflict", acks=[[2**40 | 9, 9, True, 12.0]]),  # late
+        lambda r: _reuse(r, answer=None),
+        lambda r: _reuse(r, answer="invalid"),
+    ],
+)
+def test_a_reuse_not_answered_conflict_is_a_violation(config, traded, change):
+    report = check(config, _broken(traded, change), KILLS)
+    assert set(report.counts) == {"reuses"}, report.violations
+
+
+def test_a_journaled_reuse_is_a_violation(config, traded):
+    """The reuse became an order on s1: the journals say so, whatever the bot was told."""
+    shard = config.shards[1]
+    with Journal(f"{config.journal.dir}/{shard.name}", durability="os") as j:
+        engine = ShardEngine(1, [config.instrument(s).book for s in shard.instruments], j)
+        engine.recover()
+        engine.apply(_news((0, MAKER, SIDE_SELL, 6_000_100, 1, 101)))
+    report = check(config, _broken(traded, _reuse), KILLS)
+    assert set(report.counts) == {"one order per key", "reuses"}, report.violations
+    assert report.counts["reuses"] == 1
+
+
 def test_victims_are_counted_by_kind(config, traded):
     kills = [(1.0, "s0"), (2.0, "s1"), (3.0, "gateway"), (4.0, "supervisor"), (5.0, "all")]
     report = check(config, traded, kills)
