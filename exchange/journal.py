@@ -72,21 +72,16 @@ refusing a write (ENOSPC, EDQUOT, EFBIG, or EIO, which is how LMDB reports a
 short write), raises ``JournalFull``: that transaction is aborted, every
 earlier commit is intact, and the shard must stop intake.
 
-Mapped pages: every page a process reads stays in its map, and so in its RSS,
-until the map is closed; a journal only grows (idempotency keys and orders are
-kept forever, looked up at random), so the RSS of a long-running shard or
-gateway would grow with it, and the kernel's OOM killer counts those pages.
-They are page cache, shared and reclaimable, not the process's memory:
-``release_pages`` gives them back (madvise MADV_DONTNEED: the page cache keeps
-them, the next read maps them again), and the processes call it every
-``RELEASE_SECONDS``.
+Mapped pages: a journal only grows (idempotency keys and orders are kept
+forever, looked up at random), so the RSS of a long-running shard would grow
+with it (``exchange.pages``); ``release_pages`` gives the pages back, and the
+shard calls it every ``RELEASE_SECONDS``.
 
 Readers (``readonly=True``, other processes) use LMDB's MVCC read transactions:
 they never block the writer and see whole batches only. One process may write
 at a time: the writer holds an exclusive lock on ``writer.lock``.
 """
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -100,7 +95,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from exchange import idempotency, orderstate
+from exchange import idempotency, orderstate, pages
 from exchange.idempotency import IdemEntry
 from exchange.orderstate import ORDER_DTYPE, OrderState
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
@@ -119,9 +114,6 @@ _READ_CHUNK_BYTES = 16 << 20
 _IDEM_CHUNK = 1 << 16  # idem_entries: entries per read txn
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 _DBS = (b"meta", b"batches", b"orders", b"idem", b"snapshots", b"positions")
-_MADV_DONTNEED = 4
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _HEAD = struct.Struct("<5I4x")
 _SECTIONS = (COMMAND_DTYPE, EVENT_DTYPE, ORDER_DTYPE, idempotency.IDEM_DTYPE, idempotency.KEY_BYTES)
 _C, _E, _R, _V, _K = (d.itemsize for d in _SECTIONS)
@@ -508,20 +500,9 @@ class Journal:
             return dt
 
     def release_pages(self) -> int:
-        """Unmap the pages of the data file this process has read (the page cache keeps
-        them; see the module docstring). Returns the bytes of map given back."""
-        data = os.path.realpath(os.path.join(self.path, "data.mdb"))
-        released = 0
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                fields = line.split(maxsplit=5)
-                if len(fields) == 6 and fields[5].rstrip("\n") == data:
-                    start, end = (int(x, 16) for x in fields[0].split("-"))
-                    if _libc.madvise(start, end - start, _MADV_DONTNEED) != 0:
-                        err = ctypes.get_errno()
-                        raise OSError(err, f"madvise on journal {self.path}: {os.strerror(err)}")
-                    released += end - start
-        return released
+        """Unmap the pages of the data file this process has read (``exchange.pages``).
+        Returns the bytes of map given back."""
+        return pages.release(os.path.join(self.path, "data.mdb"))
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"]

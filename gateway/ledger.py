@@ -120,10 +120,9 @@ class Ledger:
     def used_on(self, client: int, key: int) -> str | None:
         """The instrument the pair was used on (not counting requests in flight), None if
         never, ``UNKNOWN`` if it may have been used on a shard not synced yet."""
-        pair = pair_key(client, key)
-        use = self.recent.get(pair)
+        use = self.recent.get(pair_key(client, key))
         if use is None:
-            use = self.store.lookup(pair)
+            use = self.store.lookup(client, key)
         if use is not None:
             return self.symbols[use.instrument]
         return UNKNOWN if self.uncertain else None

@@ -31,6 +31,10 @@ from typing import NamedTuple
 
 import lmdb
 import msgspec
+import numpy as np
+
+from exchange import pages
+from gateway.keyfilter import KeyFilter
 
 FORMAT = 1
 MAP_SIZE = 1 << 36  # address space only: the file grows with what is written
@@ -38,6 +42,7 @@ DIGEST_BYTES = 32
 _PAIR = struct.Struct(">QI")  # idem key, client
 _USE = struct.Struct("<HqqQ")  # instrument, order id, seq, age
 _AGE = struct.Struct(">Q")
+_PAIR_DTYPE = np.dtype([("key", ">u8"), ("client", ">u4")])
 
 
 class StoreError(Exception):
@@ -105,6 +110,17 @@ class GatewayStore:
         except (OSError, lmdb.Error) as e:
             raise StoreError(f"{path}: {e}") from e
         self._reader = self._env.begin()
+        self.filter = KeyFilter(key_window)
+        self.filter.load(
+            *_clients_keys(self._reader.cursor(db=self._db["keys"]).iternext(values=False))
+        )
+        self.release_pages()
+
+    def release_pages(self) -> int:
+        """Give back the pages of the store this process has mapped (``exchange.pages``):
+        the filter keeps lookups off it, but a checkpoint's writes and the filter's
+        false positives still read it at random."""
+        return pages.release(os.path.join(self.path, "data.mdb"))
 
     def close(self) -> None:
         self._reader.abort()
@@ -118,9 +134,11 @@ class GatewayStore:
             raise StoreError(f"{self.path}: {e}") from e
         return None if value is None else _unsealed(bytes(value))
 
-    def lookup(self, pair: bytes) -> KeyUse | None:
-        """Where the pair was used, as of the last checkpoint (``pair_key``)."""
-        value = self._reader.get(pair, db=self._db["keys"])
+    def lookup(self, client: int, key: int) -> KeyUse | None:
+        """Where the pair was used, as of the last checkpoint."""
+        if not self.filter.may_hold(client, key):
+            return None
+        value = self._reader.get(pair_key(client, key), db=self._db["keys"])
         if value is None:
             return None
         inst, order_id, seq, _ = _USE.unpack(value)
@@ -152,6 +170,8 @@ class GatewayStore:
         # a reader sees the store as of its start: renew it, so lookups see what was written
         self._reader.abort()
         self._reader = self._env.begin()
+        self.filter.add(*_clients_keys(uses))
+        self.release_pages()
         return time.perf_counter() - t0, cp
 
     def _let_go(self, txn, below: int) -> None:
@@ -174,6 +194,12 @@ class GatewayStore:
     def keys(self) -> int:
         """How many pairs the store holds."""
         return self._reader.stat(self._db["keys"])["entries"]
+
+
+def _clients_keys(pairs) -> tuple[np.ndarray, np.ndarray]:
+    """The clients and keys of ``pair_key`` bytes, as arrays."""
+    both = np.frombuffer(b"".join(pairs), _PAIR_DTYPE)
+    return both["client"], both["key"]
 
 
 def open_store(

@@ -15,6 +15,7 @@ import numpy as np
 from exchange import ordertable
 from exchange.book import Book
 from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, TIF_IOC, commands
+from gateway.keyfilter import KeyFilter
 from gateway.limits import symbols
 from gateway.mirror import BookMirror, market_data
 from gateway.positions import Positions
@@ -58,6 +59,9 @@ def warm_up(config) -> float:
     market_data(events, [mirror])
     rows = book.canonical_rows()
     mirror.load_resting(0, rows[:, 0], rows[:, 1], rows[:, 5])
+    keys = KeyFilter(8)
+    keys.add(np.array([1], np.uint32), np.array([2], np.uint64))
+    keys.may_hold(1, (1 << 64) - 1)
     table = ordertable.new_table(2)
     for oid in range(1, len(table) // 2 + 1):
         ordertable.insert(table, oid)

@@ -4,8 +4,10 @@ damaged or made for other instruments (moved aside, never served)."""
 import os
 
 import lmdb
+import numpy as np
 import pytest
 
+from gateway.keyfilter import KeyFilter
 from gateway.positions import Positions
 from gateway.store import FORMAT, Checkpoint, KeyUse, ShardMark, StoreError, open_store, pair_key
 
@@ -36,8 +38,8 @@ def test_a_checkpoint_and_its_keys_read_back(tmp_path):
     store, cp, problem = open_store(path, 100, SYMS)
     try:
         assert problem is None and cp == written
-        assert store.lookup(pair_key(7, 5)) == KeyUse(1, 77, 12)
-        assert store.lookup(pair_key(5, 7)) is None
+        assert store.lookup(7, 5) == KeyUse(1, 77, 12)
+        assert store.lookup(5, 7) is None
         pos = Positions(SYMS, [100, 200])
         pos.restore(cp.clients, cp.acct, cp.cash, cp.last_px)
         assert pos.position(7, 1) == 5 and pos.cash_moved(9) == -500 and pos.mark(1) == 210
@@ -60,7 +62,7 @@ def test_a_damaged_checkpoint_is_moved_aside_and_never_served(tmp_path):
     store, cp, problem = open_store(path, 100, SYMS)
     try:
         assert cp is None and "digest" in problem and "old-1" in problem
-        assert store.lookup(pair_key(7, 5)) is None  # a new, empty store: rebuilt from 0
+        assert store.lookup(7, 5) is None  # a new, empty store: rebuilt from 0
         assert os.path.isdir(path + ".old-1")
     finally:
         store.close()
@@ -80,3 +82,36 @@ def test_a_store_that_cannot_be_made_is_an_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError):
         open_store(str(tmp_path / "file" / "gw"), 100, SYMS)
+
+
+def test_the_filter_never_forgets_a_pair_of_the_last_capacity_added():
+    rng = np.random.default_rng(5)
+    f = KeyFilter(capacity=5_000)
+    keys = rng.integers(1, 1 << 63, 23_000, dtype=np.int64).astype(np.uint64)
+    clients = rng.integers(1, 1 << 32, len(keys), dtype=np.int64).astype(np.uint32)
+    for at in range(0, len(keys), 1_700):  # checkpoints of uneven sizes
+        f.add(clients[at : at + 1_700], keys[at : at + 1_700])
+        done = min(at + 1_700, len(keys))
+        last = range(max(0, done - 5_000), done)
+        assert all(f.may_hold(int(clients[i]), int(keys[i])) for i in last)
+    fresh = rng.integers(1, 1 << 63, 20_000, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    wrong = sum(f.may_hold(7, int(k)) for k in fresh)  # keys above int64's range too
+    assert wrong < 0.03 * len(fresh)  # the rest are read from the store
+
+
+def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path):
+    path = str(tmp_path / "gw")
+    store, _, _ = open_store(path, 300, SYMS)
+    cp = a_checkpoint()
+    pairs = [(1 + k % 5, 1_000 + k) for k in range(1_000)]
+    for at in range(0, len(pairs), 100):
+        uses = {pair_key(c, k): KeyUse(0, k, k) for c, k in pairs[at : at + 100]}
+        _, cp = store.write(cp, uses)
+    store.close()
+    store, _, _ = open_store(path, 300, SYMS)
+    try:
+        assert store.keys() == 300
+        assert all(store.lookup(c, k) == KeyUse(0, k, k) for c, k in pairs[-300:])
+        assert not any(store.lookup(c, k) for c, k in pairs[:-300])
+    finally:
+        store.close()

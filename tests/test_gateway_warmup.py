@@ -10,7 +10,8 @@ CALLED = {
     "gateway.mirror": ("apply_depth", "best_levels", "find_best"),
     "exchange.ordertable": ("find", "insert", "remove", "_rehash"),
     "gateway.positions": ("apply_trades",),
-    "gateway.risk": ("fold", "load"),
+    "gateway.risk": ("fold", "load", "drop"),
+    "gateway.keyfilter": ("add", "may_hold"),
     "gateway.shardlink": ("_unseen",),
 }
 
