@@ -16,7 +16,8 @@ from state the gateway owns (never a shard's journal):
   folds in (live or replayed by a shard, each once: ``gateway.shardlink``)
   into ``recent``; a checkpoint writes ``recent`` to the store
   (``gateway.store``), which keeps the last ``key_window`` of them on disk,
-  and empties it.
+  and empties it. Lookups in the store go through its Bloom filter first
+  (``gateway.keyfilter``), so a new key costs no read of the store.
   Memory holds the pairs in flight and those taken since the last checkpoint.
 - unknown: a shard that was not synced since the gateway started may have
   journaled keyed NEWs after the checkpoint's watermark that no event has told
