@@ -48,7 +48,7 @@ def test_kill_each_process_once_while_bots_trade(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1200)
 def test_many_kills_with_fsync_journals(tmp_path):
     report, restarts = run_chaos(
         tmp_path, kills=24, bots=4, rate=50, gap=3.0, after=3.0, durability="fsync"
