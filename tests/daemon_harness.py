@@ -145,10 +145,19 @@ class Daemon:
             return False
         return str(self.path).encode() in argv
 
+    def _freeze(self) -> list[int]:
+        """SIGSTOP the supervisor and wait until it is stopped: it starts no child from
+        then on, so its children are all known. Returns them."""
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while _state(self.proc.pid) not in ("T", None) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return self.children()
+
     def kill_supervisor(self) -> list[int]:
         """SIGKILL the supervisor alone; returns its children, which the parent-death
         signal (SIGTERM) now stops."""
-        kids = self.children()
+        kids = self._freeze()
         self.proc.kill()
         self.proc.wait(timeout=30)
         return kids
@@ -156,8 +165,7 @@ class Daemon:
     def kill_everything(self) -> list[int]:
         """SIGKILL the supervisor and every child at once (the supervisor stopped first, so
         that it neither restarts a child nor outlives one); returns the children."""
-        self.proc.send_signal(signal.SIGSTOP)
-        kids = self.children()
+        kids = self._freeze()
         for pid in kids:
             os.kill(pid, signal.SIGKILL)
         self.proc.kill()
@@ -189,9 +197,19 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def _parent(pid: int) -> int | None:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name: state, ppid, ..."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _parent(pid: int) -> int | None:
+    stat = _stat(pid)
+    return None if stat is None else int(stat[1])
+
+
+def _state(pid: int) -> str | None:
+    stat = _stat(pid)
+    return None if stat is None else stat[0]
