@@ -23,7 +23,7 @@ import msgspec
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from gateway.client import Client
 from gateway.keys import create_client, load_secret_certificate, server_public_key
-from shm.names import unlink_namespace
+from shm.names import PREFIX, shm_dir, unlink_namespace
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,16 +181,37 @@ class Daemon:
                 return left
             time.sleep(0.05)
 
+    def started(self) -> set[int]:
+        """Every child a supervisor of this daemon logged starting."""
+        out = set()
+        for line in self.log().splitlines():
+            if line.startswith("{") and '"msg": "started"' in line:
+                doc = json.loads(line)
+                if doc.get("role") == "supervisor" and "child_pid" in doc:
+                    out.add(doc["child_pid"])
+        return out
+
     def close_all(self) -> None:
-        """``close``, and before it SIGKILL every process of this daemon seen by
-        ``children`` (those of earlier supervisors too) that still runs."""
+        """``close``, and before it SIGKILL every process of this daemon (the children of
+        earlier supervisors too) that still runs, and remove the throwaway warm-up rings
+        (``shm.warmup``: namespace ``warm<pid>-...``) of those killed while warming up."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill_everything()
-        left = [pid for pid in self._seen if self.ours(pid)]
+        pids = self._seen | self.started()
+        left = [pid for pid in pids if self.ours(pid)]
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         self.wait_gone(left, 30)
+        for pid in pids:
+            if _state(pid) in (None, "Z", "X"):  # gone or a zombie: its pid is not reused
+                for ns in _warm_up_namespaces(pid):
+                    unlink_namespace(ns)
         self.close()
+
+
+def _warm_up_namespaces(pid: int) -> set[str]:
+    head = f"{PREFIX}.warm{pid}-"
+    return {e[len(PREFIX) + 1 :].split(".")[0] for e in os.listdir(shm_dir()) if e.startswith(head)}
 
 
 def _pids() -> list[int]:
