@@ -111,6 +111,7 @@ class GatewayRig:
         self.config_path.write_text(dump_config(self.config))
         self.shards = [s.name for s in self.config.shards]
         self.procs: dict[str, subprocess.Popen] = {}
+        self.unwatched: list[subprocess.Popen] = []  # see ``start_shard_unwatched``
         self.clients: list = []
         for name in self.shards:
             create_ring(self.ns, request_ring(name), COMMAND_DTYPE, request_ring_capacity)
@@ -136,6 +137,14 @@ class GatewayRig:
 
     def start_shard(self, name: str) -> None:
         self._spawn(name, ["exchange.shard", "--name", name])
+
+    def start_shard_unwatched(self, name: str) -> subprocess.Popen:
+        """A shard process that is expected to fail (e.g. on a damaged journal): the rig's
+        waits do not watch it, so its exit fails none of them; ``close`` still ends it."""
+        self._spawn(name, ["exchange.shard", "--name", name])
+        proc = self.procs.pop(name)
+        self.unwatched.append(proc)
+        return proc
 
     def wait_shard(self, name: str, timeout: float = 120) -> None:
         self._wait(
@@ -228,6 +237,10 @@ class GatewayRig:
                 try:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(30)
+            for proc in self.unwatched:
+                if proc.poll() is None:
                     proc.kill()
                     proc.wait(30)
         finally:
