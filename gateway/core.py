@@ -256,12 +256,12 @@ class Gateway:
 
         A shard's journal may hold keyed NEWs after the checkpoint's watermark, and
         until the shard serves them their pairs are unknown (``Ledger.uncertain``).
-        They are known to be none when the checkpoint found the shard quiet
-        (everything written to it answered and read) and nothing was written to it
-        since: either every record written since is still in its request ring (none
-        of them journaled), or the checkpoint was a clean stop's (the gateway writes
-        to no ring after it; the next gateway's first act is to say it runs, synced
-        to disk, before it writes to any ring).
+        They are known to be none when the checkpoint found the shard quiet (every
+        keyed NEW written to it answered, its pair in the checkpoint) and nothing was
+        written to it since: either every record written since is still in its
+        request ring (none of them journaled), or the checkpoint was a clean stop's
+        (the gateway writes to no ring after it; the next gateway's first act is to
+        say it runs, synced to disk, before it writes to any ring).
         """
         if cp is not None:
             self.positions.restore(cp.clients, cp.acct, cp.cash, cp.last_px)
@@ -296,12 +296,12 @@ class Gateway:
         )
 
     def _tail_known(self, link: ShardLink, mark: ShardMark | None, clean: bool) -> bool:
-        """Whether the shard can have journaled nothing after the mark (``load``)."""
+        """Whether the shard can have journaled no keyed NEW the mark lacks (``load``)."""
         if mark is None or not mark.quiet:
             return False
         if clean:
             return True
-        stamp, published, _ = link.witness()
+        stamp, published = link.witness()
         written = published - mark.published
         return stamp == mark.ring and 0 <= written <= len(link.requests.unconsumed())
 
@@ -315,9 +315,9 @@ class Gateway:
         marks = []
         for link in self.links:
             if link.caught_up:
-                stamp, published, idle = link.witness()
-                quiet = idle and not self.outbox[link.index].cmds
-                marks.append(ShardMark(link.name, *link.last, quiet, stamp, published))
+                # every keyed NEW written to it was answered, and its pair folded in
+                quiet = not self.ledger.holds_on(link.syms)
+                marks.append(ShardMark(link.name, *link.last, quiet, *link.witness()))
             else:  # nothing read from it yet: what the loaded checkpoint said still holds
                 marks.append(self._marks[link.name])
         clients, acct, cash, last_px = self.positions.export()

@@ -79,6 +79,10 @@ class Ledger:
         request ring at start: no event has told of it yet)."""
         self._held[(client, key)] = (sym, req_id)
 
+    def holds_on(self, syms: list[str]) -> bool:
+        """Whether a request in flight holds a pair on one of these instruments."""
+        return any(sym in syms for sym, _ in self._held.values())
+
     def release(self, client: int, key: int, req_id: int) -> None:
         """Request ``req_id`` lets go of the pair, if it holds it."""
         pair = (client, key)

@@ -181,15 +181,10 @@ class ShardLink:
         # one for an instrument this config no longer has is its shard's to refuse
         return cmds[keyed & (cmds["instrument"] < len(self.syms))]
 
-    def witness(self) -> tuple[int, int, bool]:
-        """The request ring's creation stamp, the records written to it so far, and
-        whether everything written was answered and read: the ring consumed and the
-        event ring empty."""
+    def witness(self) -> tuple[int, int]:
+        """The request ring's creation stamp and the records written to it so far."""
         hdr = self.requests.header
-        published = int(load_word(hdr, ops.H_PUBLISHED))
-        consumed = int(load_word(hdr, ops.H_RELEASED)) == published
-        stamp = int(load_word(hdr, ops.H_CREATED_NS))
-        return stamp, published, consumed and self.events.readable() == 0
+        return int(load_word(hdr, ops.H_CREATED_NS)), int(load_word(hdr, ops.H_PUBLISHED))
 
     def close(self) -> None:
         self.requests.close()

@@ -61,8 +61,8 @@ class ShardMark(msgspec.Struct, frozen=True):
     name: str
     seq: int  # the last journaled event folded in: (seq, idx)
     idx: int
-    # nothing the gateway wrote to the shard was left unanswered: its request ring
-    # was consumed and its event ring drained when the checkpoint was taken
+    # every keyed NEW the gateway had written to the shard was answered and its pair
+    # is in this checkpoint: no request in flight held a pair on its instruments
     quiet: bool
     ring: int  # the request ring's creation stamp then ...
     published: int  # ... and the records written to it so far

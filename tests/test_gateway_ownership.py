@@ -356,12 +356,6 @@ def test_a_damaged_journal_takes_down_only_its_own_shard(rig, stop, how):
     assert s0.poll() is not None  # s0 stayed down throughout
 
 
-def require(ok: bool, why: str) -> None:
-    """A set-up check of an xfail test: fails the test outright, never as the xfail."""
-    if not ok:
-        pytest.fail(why)
-
-
 class HeldRequests:
     """A shard's request ring whose releases can be held back (``ShardLoop`` calls
     ``release`` after publishing a batch's answers)."""
@@ -399,18 +393,12 @@ def _shard_in_this_process(rig, name: str):
     return loop, journal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a clean stop's checkpoint marks a shard not quiet when the shard has answered "
-    "every request but not released the last batch yet (it releases after publishing), "
-    "so the next gateway refuses every keyed NEW unavailable while that shard is down",
-)
 def test_a_clean_stop_right_after_an_answer_proves_the_shards_tail(rig):
     """The moment a shard publishes a batch's answers and has not released the batch
-    yet (``ShardLoop.step``), made to last: the test runs s0's loop itself. The set-up
-    fails with ``require`` (not an AssertionError: only the last asserts may xfail)."""
-    require(rig.stop("s0") == 0, "s0 did not stop cleanly")
+    yet (``ShardLoop.step``), made to last: the test runs s0's loop itself. A
+    checkpoint then found s0 not quiet, and the next gateway refused every keyed NEW
+    while s0 was down: quiet is now "no pair held in flight on its instruments"."""
+    assert rig.stop("s0") == 0, "s0 did not stop cleanly"
     mark = len(gateway_log(rig))
     loop, journal = _shard_in_this_process(rig, "s0")
     try:
@@ -418,21 +406,21 @@ def test_a_clean_stop_right_after_an_answer_proves_the_shards_tail(rig):
         deadline = time.monotonic() + 30
         synced = {"msg": "synced", "shard": "s0"}.items()
         while not [r for r in gateway_log(rig)[mark:] if synced <= r.items()]:
-            require(time.monotonic() < deadline, f"s0 not synced:\n{rig.logs()}")
+            assert time.monotonic() < deadline, f"s0 not synced:\n{rig.logs()}"
             if not loop.step():
                 time.sleep(0.005)
         c = rig.client(1)
         cid = c.send(NewOrder(cid=c.next_cid(), sym="ACME", side="buy", qty=1, px=8_100, ik=4242))
         loop.requests.hold = True
         while not loop.step():
-            require(time.monotonic() < deadline, "the order never reached s0")
+            assert time.monotonic() < deadline, "the order never reached s0"
             time.sleep(0.001)
         ack = c.wait_reply(cid, 10)
-        require(isinstance(ack, Ack), f"not acknowledged: {ack}")
+        assert isinstance(ack, Ack), f"not acknowledged: {ack}"
         # answered, read by the gateway, not released
-        require(inspect_ring(rig.ns, request_ring("s0")).depth == 1, "released")
+        assert inspect_ring(rig.ns, request_ring("s0")).depth == 1, "released"
         # a clean stop: every request answered and read
-        require(rig.stop("gateway") == 0, "the gateway did not stop cleanly")
+        assert rig.stop("gateway") == 0, "the gateway did not stop cleanly"
         loop.requests.release_held()
         cp = stored_checkpoint(rig)
     finally:
@@ -440,7 +428,7 @@ def test_a_clean_stop_right_after_an_answer_proves_the_shards_tail(rig):
         loop.events.close()
         journal.close()
     # s0 does not come back (as with a damaged journal); s1 is up
-    require(cp.clean, f"not a clean stop's checkpoint: {cp.shards}")
+    assert cp.clean, f"not a clean stop's checkpoint: {cp.shards}"
     mark = restart_gateway(rig)
     state = loaded(rig, mark)
     wait_log(rig, mark, msg="synced", shard="s1")
