@@ -45,7 +45,8 @@ clean:
 
 .PHONY: chaos soak bench-e2e
 
-# 24 SIGKILLs of shards and the gateway under steady trading (fsync journals), then
+# 24 SIGKILLs of shards, the gateway, the supervisor and all at once under steady
+# trading (fsync journals, keys reused across shards), then
 # every acknowledged order, fill, key and state hash checked; prints the summary
 chaos: $(STAMP)
 	$(PY) -m pytest -m slow -s tests/chaos
