@@ -105,9 +105,9 @@ cpus = []
 router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
 keys_dir = "./var/keys"
+cpus = []
 state_dir = ""
 key_window = 10_000_000
-cpus = []
 
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
 # stable storage before its events leave the shard; "os": in the OS page cache
@@ -214,9 +214,9 @@ class Gateway(_Section, kw_only=True):
     router: Endpoints
     pub: Endpoints
     keys_dir: str
+    cpus: Cpus = []
     state_dir: str = ""
     key_window: Positive = 10_000_000
-    cpus: Cpus = []
 
 
 class Journal(_Section, kw_only=True):

@@ -45,6 +45,16 @@ def test_instrument_index_is_its_position_in_the_shard_list():
     }
 
 
+def test_the_gateway_keeps_its_state_beside_the_journals_unless_told():
+    cfg = parse_config(DEFAULT_TOML)
+    assert cfg.gateway_state_dir() == "var/gateway"  # beside ./var/journal
+    r = msgspec.structs.replace
+    moved = r(cfg, journal=r(cfg.journal, dir="/srv/x/journal/"))
+    assert moved.gateway_state_dir() == "/srv/x/gateway"
+    told = r(cfg, gateway=r(cfg.gateway, state_dir="/elsewhere"))
+    assert told.gateway_state_dir() == "/elsewhere"
+
+
 def test_unknown_instrument_is_a_key_error():
     with pytest.raises(KeyError, match="no instrument 'NOPE'"):
         load_config().instrument("NOPE")
@@ -143,6 +153,11 @@ BAD = {
         _bad('keys_dir = "./var/keys"\n', ""),
         "gateway.keys_dir",
         "missing required key",
+    ),
+    "key window not positive": (
+        _bad("key_window = 10_000_000\n", "key_window = 0\n"),
+        "gateway.key_window",
+        ">= 1",
     ),
     "missing section": (
         _bad("[rate]\norders_per_second = 1_000\nburst = 200\n", ""),
