@@ -60,18 +60,14 @@ class Daemon:
         self._seen: set[int] = set()  # children seen by ``children``, for ``close_all``
 
     def start(self) -> None:
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.cli", "run", "--config", str(self.path)],
-                cwd=REPO,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        # until every shard runs: on a cold Numba cache they compile for a while,
-        # and the gateway answers "unavailable" meanwhile
+        self.launch()
+        # until every shard runs and the gateway has synced with it: on a cold Numba
+        # cache the shards compile for a while, and the gateway answers "unavailable"
+        # meanwhile
         self.wait_log('"msg": "serving"')
-        self.wait_log('"msg": "running"', count=len(self.config.shards), timeout=240)
+        shards = len(self.config.shards)
+        self.wait_log('"msg": "running"', count=shards, timeout=240)
+        self.wait_log('"msg": "synced"', count=shards, timeout=240)
 
     def log(self) -> str:
         return self.log_path.read_text()
