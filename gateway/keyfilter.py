@@ -11,8 +11,8 @@ Two generations, rotating: pairs are added to the current one; once it holds
 ``capacity`` pairs it becomes the previous one and the one before is cleared.
 Together they hold at least the last ``capacity`` pairs added, so with
 ``capacity`` = the store's key window, every pair the store keeps (the store
-counts ages the same way: one per pair added). At start the store's pairs fill
-the previous generation.
+counts ages the same way: one per pair added). The store's pairs at start fill
+the previous generation (``GatewayStore.fill_filter``).
 
 The hashes are plain functions of (key, client): no state but the bit arrays.
 """
@@ -97,5 +97,6 @@ class KeyFilter:
             at += room
 
     def load(self, clients: np.ndarray, keys: np.ndarray) -> None:
-        """The pairs a store held when it was opened (at most ``capacity``: its window)."""
+        """Some of the pairs a store held when it was opened (at most ``capacity`` in all:
+        its window)."""
         add(self._previous, keys.astype(np.uint64), clients.astype(np.uint64))

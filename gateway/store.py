@@ -24,6 +24,7 @@ loudly, never served. So is one made for another numbering of the instruments.
 """
 
 import hashlib
+import itertools
 import os
 import struct
 import time
@@ -111,10 +112,10 @@ class GatewayStore:
             raise StoreError(f"{path}: {e}") from e
         self._reader = self._env.begin()
         self.filter = KeyFilter(key_window)
-        self.filter.load(
-            *_clients_keys(self._reader.cursor(db=self._db["keys"]).iternext(values=False))
-        )
-        self.release_pages()
+        # the first pair the filter has not taken from the store yet (None: it has them
+        # all): filled a chunk at a time while serving, so that start-up does not grow
+        # with the store (``fill_filter``)
+        self._unfiltered: bytes | None = b""
 
     def release_pages(self) -> int:
         """Give back the pages of the store this process has mapped (``exchange.pages``):
@@ -134,9 +135,23 @@ class GatewayStore:
             raise StoreError(f"{self.path}: {e}") from e
         return None if value is None else _unsealed(bytes(value))
 
+    def fill_filter(self, pairs: int) -> bool:
+        """Give the filter up to ``pairs`` more of the pairs the store held when it was
+        opened (those written since, ``write`` gives it); True once it has them all."""
+        if self._unfiltered is None:
+            return True
+        with self._env.begin() as txn:
+            cur = txn.cursor(db=self._db["keys"])
+            cur.set_range(self._unfiltered)
+            chunk = list(itertools.islice(cur.iternext(values=False), pairs + 1))
+        self._unfiltered = chunk.pop() if len(chunk) > pairs else None
+        self.filter.load(*_clients_keys(chunk))
+        self.release_pages()
+        return self._unfiltered is None
+
     def lookup(self, client: int, key: int) -> KeyUse | None:
         """Where the pair was used, as of the last checkpoint."""
-        if not self.filter.may_hold(client, key):
+        if self._unfiltered is None and not self.filter.may_hold(client, key):
             return None
         value = self._reader.get(pair_key(client, key), db=self._db["keys"])
         if value is None:

@@ -111,7 +111,21 @@ def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path):
     store, _, _ = open_store(path, 300, SYMS)
     try:
         assert store.keys() == 300
-        assert all(store.lookup(c, k) == KeyUse(0, k, k) for c, k in pairs[-300:])
-        assert not any(store.lookup(c, k) for c, k in pairs[:-300])
+
+        def found(n):
+            assert all(store.lookup(c, k) == KeyUse(0, k, k) for c, k in pairs[-n:])
+            assert not any(store.lookup(c, k) for c, k in pairs[:-n])
+
+        found(300)  # before the filter has the store's pairs: the store is asked
+        # the filter takes them a chunk at a time, while new pairs come (and push the
+        # oldest out of the window)
+        assert not store.fill_filter(128)
+        _, cp = store.write(cp, {pair_key(9, 5): KeyUse(1, 5, 5)})
+        found(299)
+        assert not store.fill_filter(128)
+        assert store.fill_filter(128) and store.fill_filter(128)
+        found(299)
+        assert store.lookup(9, 5) == KeyUse(1, 5, 5)
+        assert not store.filter.may_hold(7, 12345)  # a new pair: the store is not asked
     finally:
         store.close()
