@@ -221,7 +221,6 @@ class Gateway:
             self.risk.kill(client)
         self.store = store
         self.ledger = Ledger(syms, store)
-        self._age = 0  # ``Checkpoint.next_age`` of the last checkpoint written
         self._marks: dict[str, ShardMark] = {}  # per shard not caught up: its loaded mark
         self._changed = False  # events folded since the last checkpoint
         self.cod_after = config.session.cancel_on_disconnect_ms / 1000
@@ -266,7 +265,6 @@ class Gateway:
         """
         if cp is not None:
             self.positions.restore(cp.clients, cp.acct, cp.cash, cp.last_px)
-            self._age = cp.next_age
             self._marks = {m.name: m for m in cp.shards}
         held = 0
         for link in self.links:
@@ -322,12 +320,9 @@ class Gateway:
             else:  # nothing read from it yet: what the loaded checkpoint said still holds
                 marks.append(self._marks[link.name])
         clients, acct, cash, last_px = self.positions.export()
-        cp = Checkpoint(
-            FORMAT, self.positions.symbols, marks, clean, self._age, clients, acct, cash, last_px
-        )
-        seconds, cp = self.store.write(cp, self.ledger.recent, durable=durable)
+        cp = Checkpoint(FORMAT, self.positions.symbols, marks, clean, clients, acct, cash, last_px)
+        seconds = self.store.write(cp, self.ledger.recent, durable=durable)
         self.ledger.recent = {}
-        self._age = cp.next_age
         self._changed = False
         return seconds
 

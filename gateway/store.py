@@ -12,12 +12,15 @@ db ``keys``   pair (idem key, client: 12 bytes big-endian, the key first so that
 db ``ages``   age (8 bytes big-endian) -> pair: the order the pairs were taken in,
               so that those older than the window (``[gateway] key_window``
               keyed orders) are let go of, oldest first
-db ``meta``   ``checkpoint`` -> a blake2b digest, then the msgpack ``Checkpoint``
+db ``meta``   ``checkpoint`` -> a blake2b digest, then the msgpack ``Checkpoint``;
+              ``age`` -> the next pair's age
 
-A checkpoint (new keys, their ages, the pruning and the meta record) is one
-write transaction, made off the acknowledgement path. LMDB's meta sync is off:
-a crash of the machine may undo the last checkpoint but never tears one, and
-an older checkpoint only means a longer tail to ask the shards for. A store
+A checkpoint is written off the acknowledgement path: the new pairs and their
+ages, the pruning, then the ``checkpoint`` record, in transactions of a bounded
+size (``GatewayStore.write``). LMDB's meta sync is off: a crash of the machine
+may undo the last transaction but never tears one; pairs written without the
+checkpoint that follows them are of events after its watermark, which the
+shards serve again; an older checkpoint only means a longer tail. A store
 that cannot be opened, or whose checkpoint fails its digest, is moved aside
 (``<dir>.old-N``) and the state is rebuilt from the shards from seq 0: refused
 loudly, never served. So is one made for another numbering of the instruments.
@@ -40,6 +43,7 @@ from gateway.keyfilter import KeyFilter
 FORMAT = 1
 MAP_SIZE = 1 << 36  # address space only: the file grows with what is written
 DIGEST_BYTES = 32
+PAIRS_PER_TXN = 1024  # bounds LMDB's cache of dirty pages (``GatewayStore.write``)
 _PAIR = struct.Struct(">QI")  # idem key, client
 _USE = struct.Struct("<HqqQ")  # instrument, order id, seq, age
 _AGE = struct.Struct(">Q")
@@ -74,7 +78,6 @@ class Checkpoint(msgspec.Struct, frozen=True):
     symbols: list[str]  # the instrument numbering the state uses
     shards: list[ShardMark]
     clean: bool  # written by a clean stop (see ``gateway.core.Gateway.load``)
-    next_age: int
     clients: list[int]  # the positions' client rows, in order
     acct: bytes  # ``Positions.acct`` rows, int64
     cash: bytes
@@ -111,6 +114,8 @@ class GatewayStore:
         except (OSError, lmdb.Error) as e:
             raise StoreError(f"{path}: {e}") from e
         self._reader = self._env.begin()
+        age = self._reader.get(b"age", db=self._db["meta"])
+        self._age = 0 if age is None else _AGE.unpack(age)[0]  # the next pair's
         self.filter = KeyFilter(key_window)
         # the first pair the filter has not taken from the store yet (None: it has them
         # all): filled a chunk at a time while serving, so that start-up does not grow
@@ -159,25 +164,26 @@ class GatewayStore:
         inst, order_id, seq, _ = _USE.unpack(value)
         return KeyUse(inst, order_id, seq)
 
-    def write(
-        self, cp: Checkpoint, uses: dict[bytes, KeyUse], durable: bool = False
-    ) -> tuple[float, Checkpoint]:
-        """One transaction: the pairs taken since the last checkpoint (in the order taken),
-        the oldest let go of past the window, then ``cp`` (its ``next_age`` set); with
-        ``durable``, on disk before it returns. Returns the seconds it took and the
-        checkpoint as written."""
+    def write(self, cp: Checkpoint, uses: dict[bytes, KeyUse], durable: bool = False) -> float:
+        """The pairs taken since the last checkpoint (in the order taken), those past the
+        window let go of, then ``cp``; with ``durable``, on disk before it returns.
+        Returns the seconds it took.
+
+        At most ``PAIRS_PER_TXN`` pairs a transaction: LMDB keeps the pages a write
+        transaction dirtied in a cache of its own for later ones, which never shrinks,
+        and random keys dirty a page each. The checkpoint goes last: a crash before it
+        leaves pairs of events after its watermark, which the shards serve again."""
         t0 = time.perf_counter()
-        keys, ages, meta = self._db["keys"], self._db["ages"], self._db["meta"]
-        age = cp.next_age
+        taken = list(uses.items())
         try:
-            with self._env.begin(write=True) as txn:
-                for pair, use in uses.items():
-                    txn.put(pair, _USE.pack(use.instrument, use.order_id, use.seq, age), db=keys)
-                    txn.put(_AGE.pack(age), pair, db=ages)
-                    age += 1
-                self._let_go(txn, age - self.key_window)
-                cp = msgspec.structs.replace(cp, next_age=age)
-                txn.put(b"checkpoint", _sealed(cp), db=meta)
+            for at in range(0, len(taken), PAIRS_PER_TXN):
+                with self._env.begin(write=True) as txn:
+                    self._take(txn, taken[at : at + PAIRS_PER_TXN])
+            while True:
+                with self._env.begin(write=True) as txn:
+                    if self._let_go(txn, self._age - self.key_window, PAIRS_PER_TXN):
+                        txn.put(b"checkpoint", _sealed(cp), db=self._db["meta"])
+                        break
             if durable:
                 self._env.sync(True)
         except lmdb.Error as e:
@@ -187,24 +193,33 @@ class GatewayStore:
         self._reader = self._env.begin()
         self.filter.add(*_clients_keys(uses))
         self.release_pages()
-        return time.perf_counter() - t0, cp
+        return time.perf_counter() - t0
 
-    def _let_go(self, txn, below: int) -> None:
-        """Forget the pairs taken before age ``below`` (a pair used again since keeps its
-        newer entry)."""
-        if below <= 0:
-            return
+    def _take(self, txn, taken: list[tuple[bytes, KeyUse]]) -> None:
+        keys, ages = self._db["keys"], self._db["ages"]
+        for pair, use in taken:
+            txn.put(pair, _USE.pack(*use, self._age), db=keys)
+            txn.put(_AGE.pack(self._age), pair, db=ages)
+            self._age += 1
+        txn.put(b"age", _AGE.pack(self._age), db=self._db["meta"])
+
+    def _let_go(self, txn, below: int, most: int) -> bool:
+        """Forget at most ``most`` pairs taken before age ``below`` (a pair used again
+        since keeps its newer entry); True once none is left."""
         keys, ages = self._db["keys"], self._db["ages"]
         cur = txn.cursor(db=ages)
-        while cur.first():
+        for _ in range(most):
+            if not cur.first():
+                return True
             (age,) = _AGE.unpack(cur.key())
             if age >= below:
-                break
+                return True
             pair = cur.value()
             value = txn.get(pair, db=keys)
             if value is not None and _USE.unpack(value)[3] == age:
                 txn.delete(pair, db=keys)
             cur.delete()
+        return False
 
     def keys(self) -> int:
         """How many pairs the store holds."""

@@ -9,7 +9,16 @@ import pytest
 
 from gateway.keyfilter import KeyFilter
 from gateway.positions import Positions
-from gateway.store import FORMAT, Checkpoint, KeyUse, ShardMark, StoreError, open_store, pair_key
+from gateway.store import (
+    FORMAT,
+    PAIRS_PER_TXN,
+    Checkpoint,
+    KeyUse,
+    ShardMark,
+    StoreError,
+    open_store,
+    pair_key,
+)
 
 SYMS = ["ACME", "BOLT"]
 
@@ -24,7 +33,7 @@ def a_checkpoint(clean=False) -> Checkpoint:
     pos.last_px[1] = 210
     clients, acct, cash, last_px = pos.export()
     marks = [ShardMark("s0", 12, 3, True, 111, 40), ShardMark("s1", 0, 0, False, 0, 0)]
-    return Checkpoint(FORMAT, SYMS, marks, clean, 0, clients, acct, cash, last_px)
+    return Checkpoint(FORMAT, SYMS, marks, clean, clients, acct, cash, last_px)
 
 
 def test_a_checkpoint_and_its_keys_read_back(tmp_path):
@@ -32,8 +41,8 @@ def test_a_checkpoint_and_its_keys_read_back(tmp_path):
     store, cp, problem = open_store(path, 100, SYMS)
     assert cp is None and problem is None
     uses = {pair_key(7, 5): KeyUse(1, 77, 12), pair_key(9, 5): KeyUse(0, 78, 13)}
-    _, written = store.write(a_checkpoint(clean=True), uses, durable=True)
-    assert written.next_age == 2
+    written = a_checkpoint(clean=True)
+    store.write(written, uses, durable=True)
     store.close()
     store, cp, problem = open_store(path, 100, SYMS)
     try:
@@ -106,7 +115,7 @@ def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path):
     pairs = [(1 + k % 5, 1_000 + k) for k in range(1_000)]
     for at in range(0, len(pairs), 100):
         uses = {pair_key(c, k): KeyUse(0, k, k) for c, k in pairs[at : at + 100]}
-        _, cp = store.write(cp, uses)
+        store.write(cp, uses)
     store.close()
     store, _, _ = open_store(path, 300, SYMS)
     try:
@@ -120,12 +129,33 @@ def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path):
         # the filter takes them a chunk at a time, while new pairs come (and push the
         # oldest out of the window)
         assert not store.fill_filter(128)
-        _, cp = store.write(cp, {pair_key(9, 5): KeyUse(1, 5, 5)})
+        store.write(cp, {pair_key(9, 5): KeyUse(1, 5, 5)})
         found(299)
         assert not store.fill_filter(128)
         assert store.fill_filter(128) and store.fill_filter(128)
         found(299)
         assert store.lookup(9, 5) == KeyUse(1, 5, 5)
         assert not store.filter.may_hold(7, 12345)  # a new pair: the store is not asked
+    finally:
+        store.close()
+
+
+def test_a_large_checkpoint_goes_in_bounded_transactions_and_ages_go_on_after_a_reopen(
+    tmp_path,
+):
+    path = str(tmp_path / "gw")
+    n = 2 * PAIRS_PER_TXN + 500
+    store, _, _ = open_store(path, n - 100, SYMS)
+    store.write(a_checkpoint(), {pair_key(1, k): KeyUse(0, k, k) for k in range(1, n + 1)})
+    assert store.keys() == n - 100  # the 100 oldest let go of
+    store.close()
+    store, cp, _ = open_store(path, n - 100, SYMS)
+    try:
+        assert cp == a_checkpoint()
+        store.write(cp, {pair_key(2, k): KeyUse(1, k, k) for k in range(1, 11)})
+        # the ages went on from where they were: the 10 oldest are let go of, not others
+        assert store.keys() == n - 100
+        assert store.lookup(1, 110) is None and store.lookup(1, 111) == KeyUse(0, 111, 111)
+        assert store.lookup(2, 1) == KeyUse(1, 1, 1) and store.lookup(1, n) == KeyUse(0, n, n)
     finally:
         store.close()
