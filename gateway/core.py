@@ -139,7 +139,6 @@ EVENT_BUDGET = 8192  # events per ring per turn at most
 TICK_SECONDS = 0.1  # shard liveness and cancel on disconnect are checked this often
 KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
 CHECKPOINT_EVERY_TICKS = 10  # the gateway's own state is written every second it changed
-FILTER_FILL_PAIRS = 50_000  # the key filter takes the store's pairs this many a tick (~10 ms)
 
 
 class Outbox:
@@ -408,7 +407,7 @@ class Gateway:
             self.live[link.index] = live
         if self._changed and self.ticks % CHECKPOINT_EVERY_TICKS == 0:
             self._checkpoint_now()
-        self.store.fill_filter(FILTER_FILL_PAIRS)
+        self.store.fill_filter()
         self.count.set_clients(self.sessions)
         if self.cod_after:
             for client in self.sessions.silent(self.now, self.cod_after):

@@ -15,8 +15,6 @@ import os
 import subprocess
 import time
 
-import lmdb
-import msgspec
 import pytest
 from gateway_harness import GatewayRig
 
@@ -25,7 +23,7 @@ from exchange.journal import Journal
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.shard import ShardLoop, StopFlag, event_ring, request_ring
 from gateway.protocol import Ack, Fill, NewOrder, OrderStatus, Reject, Status
-from gateway.store import DIGEST_BYTES, Checkpoint, pair_key
+from gateway.store import Checkpoint, GatewayStore
 from shm.consumer import Consumer
 from shm.producer import Producer
 from shm.ring import inspect_ring
@@ -125,25 +123,20 @@ def opened_paths(pid: int) -> tuple[set[str], set[str]]:
 
 def stored_key(rig, client: int, ik: int) -> bool:
     """Whether the gateway's store (its last checkpoint) holds the pair."""
-    env = lmdb.open(str(rig.tmp / "gateway"), readonly=True, max_dbs=3, map_size=0)
+    store = GatewayStore(str(rig.tmp / "gateway"), 1, readonly=True)
     try:
-        with env.begin() as txn:
-            keys = env.open_db(b"keys", txn=txn, create=False)
-            return txn.get(pair_key(client, ik), db=keys) is not None
+        return store.lookup(client, ik) is not None
     finally:
-        env.close()
+        store.close()
 
 
 def stored_checkpoint(rig) -> Checkpoint:
     """The gateway store's last checkpoint."""
-    env = lmdb.open(str(rig.tmp / "gateway"), readonly=True, max_dbs=3, map_size=0)
+    store = GatewayStore(str(rig.tmp / "gateway"), 1, readonly=True)
     try:
-        with env.begin() as txn:
-            meta = env.open_db(b"meta", txn=txn, create=False)
-            value = bytes(txn.get(b"checkpoint", db=meta))
+        return store.checkpoint()
     finally:
-        env.close()
-    return msgspec.msgpack.decode(value[DIGEST_BYTES:], type=Checkpoint)
+        store.close()
 
 
 def journaled_key(rig, shard: str, client: int, ik: int):

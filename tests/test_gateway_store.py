@@ -7,11 +7,11 @@ import lmdb
 import numpy as np
 import pytest
 
+from gateway import store as store_module
 from gateway.keyfilter import KeyFilter
 from gateway.positions import Positions
 from gateway.store import (
     FORMAT,
-    PAIRS_PER_TXN,
     Checkpoint,
     KeyUse,
     ShardMark,
@@ -108,54 +108,56 @@ def test_the_filter_never_forgets_a_pair_of_the_last_capacity_added():
     assert wrong < 0.03 * len(fresh)  # the rest are read from the store
 
 
-def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path):
+def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "RUN_PAIRS", 100)  # runs of one checkpoint each
     path = str(tmp_path / "gw")
     store, _, _ = open_store(path, 300, SYMS)
     cp = a_checkpoint()
     pairs = [(1 + k % 5, 1_000 + k) for k in range(1_000)]
     for at in range(0, len(pairs), 100):
-        uses = {pair_key(c, k): KeyUse(0, k, k) for c, k in pairs[at : at + 100]}
-        store.write(cp, uses)
+        store.write(cp, {pair_key(c, k): KeyUse(0, k, k) for c, k in pairs[at : at + 100]})
     store.close()
     store, _, _ = open_store(path, 300, SYMS)
     try:
-        assert store.keys() == 300
+        assert store.keys() == 300  # the runs wholly older than the window are gone
 
         def found(n):
             assert all(store.lookup(c, k) == KeyUse(0, k, k) for c, k in pairs[-n:])
             assert not any(store.lookup(c, k) for c, k in pairs[:-n])
 
-        found(300)  # before the filter has the store's pairs: the store is asked
-        # the filter takes them a chunk at a time, while new pairs come (and push the
-        # oldest out of the window)
-        assert not store.fill_filter(128)
+        found(300)  # before the filter has the store's pairs: the runs are searched
+        # the filter takes them a run at a time, while new pairs come
+        assert not store.fill_filter()
         store.write(cp, {pair_key(9, 5): KeyUse(1, 5, 5)})
-        found(299)
-        assert not store.fill_filter(128)
-        assert store.fill_filter(128) and store.fill_filter(128)
-        found(299)
+        found(300)
+        assert not store.fill_filter()
+        assert store.fill_filter() and store.fill_filter()
+        found(300)
         assert store.lookup(9, 5) == KeyUse(1, 5, 5)
-        assert not store.filter.may_hold(7, 12345)  # a new pair: the store is not asked
+        assert not store.filter.may_hold(7, 12345)  # a new pair: no run is searched
     finally:
         store.close()
 
 
-def test_a_large_checkpoint_goes_in_bounded_transactions_and_ages_go_on_after_a_reopen(
-    tmp_path,
-):
-    path = str(tmp_path / "gw")
-    n = 2 * PAIRS_PER_TXN + 500
-    store, _, _ = open_store(path, n - 100, SYMS)
-    store.write(a_checkpoint(), {pair_key(1, k): KeyUse(0, k, k) for k in range(1, n + 1)})
-    assert store.keys() == n - 100  # the 100 oldest let go of
-    store.close()
-    store, cp, _ = open_store(path, n - 100, SYMS)
+def test_runs_merge_into_a_few_and_the_newest_use_of_a_pair_wins(tmp_path):
+    store, _, _ = open_store(str(tmp_path / "gw"), 1_000_000, SYMS)
     try:
-        assert cp == a_checkpoint()
-        store.write(cp, {pair_key(2, k): KeyUse(1, k, k) for k in range(1, 11)})
-        # the ages went on from where they were: the 10 oldest are let go of, not others
-        assert store.keys() == n - 100
-        assert store.lookup(1, 110) is None and store.lookup(1, 111) == KeyUse(0, 111, 111)
-        assert store.lookup(2, 1) == KeyUse(1, 1, 1) and store.lookup(1, n) == KeyUse(0, n, n)
+        # a checkpoint a second, 300 seconds of 10 pairs; clients 0, 256 and 512 end in a
+        # zero byte: a pair's bytes must compare whole
+        for n in range(1, 301):
+            store.write(
+                a_checkpoint(),
+                {pair_key(256 * (k % 3), 10 * n + k): KeyUse(0, n, k) for k in range(10)},
+            )
+        assert store.keys() == 3_000 and len(store._runs) <= 12
+        assert all(
+            store.lookup(256 * (k % 3), 10 * n + k) == KeyUse(0, n, k)
+            for n in range(1, 301)
+            for k in range(10)
+        )
+        store.write(a_checkpoint(), {pair_key(0, 10): KeyUse(1, 99, 99)})  # again, later
+        store.write(a_checkpoint(), {pair_key(0, 20): KeyUse(1, 98, 98)})
+        assert store.lookup(0, 10) == KeyUse(1, 99, 99) and store.lookup(0, 20) == KeyUse(1, 98, 98)
+        assert store.lookup(0, 11) is None and store.lookup(256, 10) is None
     finally:
         store.close()

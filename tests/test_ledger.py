@@ -20,6 +20,7 @@ from exchange.records import (
     commands,
     events,
 )
+from gateway import store as store_module
 from gateway.ledger import UNKNOWN, Ledger
 from gateway.limits import offsets, symbols
 from gateway.store import FORMAT, Checkpoint, GatewayStore
@@ -146,7 +147,8 @@ def test_a_pair_found_nowhere_is_unknown_while_a_shard_is_not_synced(config, led
     assert ledger.used_on(1, 8) is None
 
 
-def test_the_store_keeps_the_last_key_window_pairs(config, tmp_path):
+def test_the_store_keeps_the_last_key_window_pairs(config, tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "RUN_PAIRS", 1)  # runs of one checkpoint each
     store = GatewayStore(str(tmp_path / "small"), key_window=3)
     try:
         ledger = Ledger(symbols(config), store)
