@@ -25,6 +25,11 @@ def rig(tmp_path):
 
 def test_a_key_waiting_in_a_ring_across_a_gateway_restart_is_a_conflict_elsewhere(rig):
     before = rig.last_seqs()
+    # the gateway's start-up SYNC released first: the depth below must be the order's
+    deadline = time.monotonic() + 10
+    while inspect_ring(rig.ns, request_ring("s0")).depth:
+        assert time.monotonic() < deadline, "s0 never released the gateway's SYNC"
+        time.sleep(0.01)
     rig.pause("s0")  # ACME's shard: the order waits in its request ring
     try:
         c = rig.client(1)
