@@ -123,6 +123,11 @@ class JournalError(Exception):
     """The journal cannot be used as asked (missing, wrong layout, locked, fatal LMDB error)."""
 
 
+class JournalDamaged(JournalError):
+    """The journal's bytes cannot be trusted (a record failed its check, a short file, a
+    bad meta page, a journal gone where one existed): refuse, never serve."""
+
+
 class JournalFull(JournalError):
     """No more space (map at its maximum, or the disk): the batch was not written."""
 

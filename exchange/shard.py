@@ -34,6 +34,7 @@ import psutil
 from exchange import logs
 from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
+from exchange.exitcodes import EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, EXIT_USAGE
 from exchange.journal import RELEASE_SECONDS, Journal, JournalFull
 from exchange.records import COMMAND_DTYPE, EV_TRADE, EVENT_DTYPE
 from shm.consumer import Consumer
@@ -44,8 +45,6 @@ from shm.warmup import warm_up as warm_up_rings
 
 MAX_BATCH = 4096  # commands per journal transaction at most
 WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag again
-EXIT_JOURNAL_FULL = 3
-EXIT_RECOVERY = 4
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 
@@ -196,11 +195,11 @@ def main(argv=None) -> int:
         config = load_config(args.config)
     except ConfigError as e:
         logs.error("bad config", error=str(e))
-        return 2
+        return EXIT_USAGE
     names = [s.name for s in config.shards]
     if args.name not in names:
         logs.error("no such shard in the config", shards=names)
-        return 2
+        return EXIT_USAGE
     index = names.index(args.name)
     shard = config.shards[index]
     _pin(shard.cpus)
@@ -221,7 +220,7 @@ def main(argv=None) -> int:
         rec = engine.recover()
     except RecoveryError as e:
         logs.error("recovery failed; refusing to run on a divergent book", error=str(e))
-        return EXIT_RECOVERY
+        return EXIT_UNTRUSTED
     logs.info(
         "recovered",
         seq=rec.last_seq,
