@@ -299,6 +299,16 @@ class Config(_Section, kw_only=True, omit_defaults=True):
         """symbol -> (shard name, instrument index inside that shard)."""
         return {sym: (s.name, i) for s in self.shards for i, sym in enumerate(s.instruments)}
 
+    def journal_path(self, shard: str) -> str:
+        """The directory of a shard's journal."""
+        return os.path.join(self.journal.dir, shard)
+
+    def journal_ids_dir(self) -> str:
+        """Where each shard's journal identity is recorded (``exchange.journalid``): beside
+        the journal directory, not in it, so that losing that directory (an unmounted
+        disk, an ``rm -r``) is noticed."""
+        return os.path.join(os.path.dirname(os.path.normpath(self.journal.dir)), "journal-ids")
+
     def gateway_state_dir(self) -> str:
         """Where the gateway keeps its own state: ``[gateway] state_dir``, or beside the
         journals (so a test's or a demo's journal directory brings its own)."""

@@ -95,16 +95,17 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from exchange import idempotency, orderstate, pages
+from exchange import idempotency, lmdbfile, orderstate, pages
 from exchange.idempotency import IdemEntry
 from exchange.orderstate import ORDER_DTYPE, OrderState
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
 
-LAYOUT = b"exchange.journal/2"
+LAYOUT = b"exchange.journal/3"
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30
 KEEP_SNAPSHOTS = 2
+IDENTITY_BYTES = 16  # drawn at creation: a journal made anew never passes for the old one
 RELEASE_SECONDS = 10.0  # how often the processes give back the journal pages they read
 MERGE_ROWS = 1 << 16
 MERGE_BATCHES = 256  # bounds the log records a reader may search
@@ -112,6 +113,14 @@ MERGE_BATCHES = 256  # bounds the log records a reader may search
 _READ_CHUNK_BATCHES = 64
 _READ_CHUNK_BYTES = 16 << 20
 _IDEM_CHUNK = 1 << 16  # idem_entries: entries per read txn
+# what LMDB says of pages it cannot make sense of
+_DAMAGE = (
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.IncompatibleError,
+)
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 _DBS = (b"meta", b"batches", b"orders", b"idem", b"snapshots", b"positions")
 _HEAD = struct.Struct("<5I4x")
@@ -126,6 +135,10 @@ class JournalError(Exception):
 class JournalDamaged(JournalError):
     """The journal's bytes cannot be trusted (a record failed its check, a short file, a
     bad meta page, a journal gone where one existed): refuse, never serve."""
+
+
+class JournalLocked(JournalError):
+    """Another process has the journal open for writing (it may be on its way out)."""
 
 
 class JournalFull(JournalError):
@@ -353,6 +366,8 @@ class Journal:
                 raise
         self._db = {name.decode(): self._env.open_db(name, create=False) for name in _DBS}
         self._last_seq = self._read_last_seq()
+        with self._read() as txn:
+            self.identity = bytes(txn.get(b"identity", db=self._db["meta"])).decode()
         if not readonly:
             self._load_log()
 
@@ -365,7 +380,7 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise JournalError(f"journal {self.path} is already open for writing") from None
+            raise JournalLocked(f"journal {self.path} is already open for writing") from None
         return fd
 
     def _open_writer(self, map_size: int) -> lmdb.Environment:
@@ -388,12 +403,16 @@ class Journal:
                 layout = txn.get(b"layout", db=meta)
                 if layout is None:
                     txn.put(b"layout", LAYOUT, db=meta)
+                    txn.put(b"identity", os.urandom(IDENTITY_BYTES).hex().encode(), db=meta)
                     txn.put(b"folded", _key(0), db=meta)
                     txn.put(b"positions_at", _key(0), db=meta)
                 elif layout != LAYOUT:
                     raise JournalError(self._layout_message(layout))
                 for name in _DBS[1:]:
                     env.open_db(name, txn=txn)
+        except _DAMAGE as e:
+            env.close()
+            raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
         except BaseException:
             env.close()
             raise
@@ -413,14 +432,22 @@ class Journal:
                 layout = txn.get(b"layout", db=meta)
                 if layout != LAYOUT:
                     raise JournalError(self._layout_message(layout))
+        except _DAMAGE as e:
+            env.close()
+            raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
         except BaseException:
             env.close()
             raise
         return env
 
     def _lmdb_open(self, **options) -> lmdb.Environment:
+        problem = lmdbfile.problem(self.path)  # before mapping: a short file is a SIGBUS
+        if problem is not None:
+            raise JournalDamaged(f"journal {problem}")
         try:
             return lmdb.open(self.path, max_dbs=len(_DBS), **options)
+        except _DAMAGE as e:
+            raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
         except lmdb.Error as e:
             # e.g. LMDB forbids opening one environment twice in a process:
             # share one Journal per path within a process

@@ -31,11 +31,11 @@ import time
 import numpy as np
 import psutil
 
-from exchange import logs
+from exchange import journalid, logs
 from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
-from exchange.exitcodes import EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, EXIT_USAGE
-from exchange.journal import RELEASE_SECONDS, Journal, JournalFull
+from exchange.exitcodes import EXIT_FAILURE, EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, EXIT_USAGE
+from exchange.journal import RELEASE_SECONDS, JournalError, JournalFull, JournalLocked
 from exchange.records import COMMAND_DTYPE, EV_TRADE, EVENT_DTYPE
 from shm.consumer import Consumer
 from shm.counters import CounterBlock
@@ -208,7 +208,14 @@ def main(argv=None) -> int:
     ns = config.shm.namespace
 
     logs.info("compiled", seconds=round(warm_up() + warm_up_rings(), 3))
-    journal = Journal(f"{config.journal.dir}/{args.name}", durability=config.journal.durability)
+    try:
+        journal = journalid.open_journal(config, args.name)
+    except JournalLocked as e:  # its previous process is still on its way out
+        logs.error("journal busy", error=str(e))
+        return EXIT_FAILURE
+    except JournalError as e:
+        logs.error("journal refused", error=str(e))
+        return EXIT_UNTRUSTED
     engine = ShardEngine(
         index,
         books,
@@ -218,8 +225,9 @@ def main(argv=None) -> int:
     )
     try:
         rec = engine.recover()
-    except RecoveryError as e:
-        logs.error("recovery failed; refusing to run on a divergent book", error=str(e))
+    except (RecoveryError, JournalError) as e:
+        logs.error("recovery failed; refusing to run on this journal", error=str(e))
+        journal.close()
         return EXIT_UNTRUSTED
     logs.info(
         "recovered",
@@ -248,6 +256,9 @@ def main(argv=None) -> int:
     except JournalFull as e:
         logs.error("journal full: intake stopped", error=str(e), seq=engine.last_seq)
         code = EXIT_JOURNAL_FULL
+    except JournalError as e:  # a record failed its check: stop serving, loudly
+        logs.error("journal refused: intake stopped", error=str(e), seq=engine.last_seq)
+        code = EXIT_UNTRUSTED
     except Stopped:
         logs.warning("stopped before the recovered tail was published", seq=engine.last_seq)
     finally:

@@ -99,6 +99,8 @@ def _from_block(name: str, role: str, block: str, blocks: dict, child: dict | No
         entry = _entry(name, role, block, DOWN, b.pid if b is not None else None)
     if child is not None:
         entry["restarts"] = child["restarts"]
+        if child.get("refused_code") is not None:  # down for good: see its last log line
+            entry["exit_code"] = child["refused_code"]
     return entry
 
 
@@ -195,9 +197,10 @@ def render(doc: dict) -> str:
     for p in doc["expected"]:
         up = f"{p['up_seconds']}s" if p["up_seconds"] is not None else "-"
         restarts = f"  restarts {p['restarts']}" if "restarts" in p else ""
+        refused = f"  exited {p['exit_code']}, not restarted" if "exit_code" in p else ""
         lines.append(
             f"  {p['name']:<10} {p['role']:<8} pid {p['pid'] or '-':>8}  {p['state']:<8} "
-            f"up {up:>9}{restarts}"
+            f"up {up:>9}{restarts}{refused}"
         )
     for name, b in sorted(doc["processes"].items()):
         fields = ", ".join(f"{k}={v}" for k, v in b.items() if k not in ("pid", "alive"))

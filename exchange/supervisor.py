@@ -14,7 +14,9 @@ the rings, owns the rings while it runs, and removes them when it stops last.
 
 A child that exits while the supervisor is running is restarted after a backoff
 that doubles from RESTART_MIN to RESTART_MAX seconds and resets once the child
-has stayed up for STABLE_SECONDS. SIGTERM or SIGINT: the gateway is stopped
+has stayed up for STABLE_SECONDS, unless its exit code says a restart cannot cure
+it (``exchange.exitcodes.NO_RESTART``, as the units' ``RestartPreventExitStatus``):
+then it stays down, and the others run on. SIGTERM or SIGINT: the gateway is stopped
 first (no more intake), then the shards (each drains its request ring and
 commits), then the rings, counter blocks and status file are removed.
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from exchange import logs
 from exchange.config import Config
+from exchange.exitcodes import NO_RESTART
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.shard import event_ring, request_ring
 from gateway.keys import SERVER, create_server_keys
@@ -62,6 +65,7 @@ class Child:
     backoff: float = RESTART_MIN
     due: float = 0.0  # when a dead child may be started again
     history: list[int] = field(default_factory=list)  # exit codes seen
+    refused: bool = False  # exited with a code a restart cannot cure (``NO_RESTART``)
 
 
 def status_path(config: Config) -> Path:
@@ -176,6 +180,16 @@ class Supervisor:
         code = child.proc.returncode
         child.history.append(code)
         up = time.monotonic() - child.started
+        child.proc = None
+        if code in NO_RESTART:
+            child.refused = True
+            logs.error(
+                "child refused to run; not restarting it (see its last log line)",
+                child=child.name,
+                code=code,
+                up_seconds=round(up, 3),
+            )
+            return
         if up >= STABLE_SECONDS:
             child.backoff = RESTART_MIN
         child.due = time.monotonic() + child.backoff
@@ -188,7 +202,6 @@ class Supervisor:
         )
         child.backoff = min(2 * child.backoff, RESTART_MAX)
         child.restarts += 1
-        child.proc = None
 
     def tick(self) -> None:
         """Reap the dead, start the due; one pass."""
@@ -196,7 +209,7 @@ class Supervisor:
         for child in self.children:
             if child.proc is not None and child.proc.poll() is not None:
                 self._reap(child)
-            if child.proc is None and now >= child.due:
+            if child.proc is None and not child.refused and now >= child.due:
                 self._spawn(child)
         self.write_status()
 
@@ -211,6 +224,7 @@ class Supervisor:
                     "name": c.name,
                     "pid": c.proc.pid if c.proc else None,
                     "restarts": c.restarts,
+                    "refused_code": c.history[-1] if c.refused else None,
                     "up_seconds": round(time.monotonic() - c.started, 1) if c.proc else 0,
                 }
                 for c in self.children

@@ -43,7 +43,7 @@ import lmdb
 import msgspec
 import numpy as np
 
-from exchange import pages
+from exchange import lmdbfile, pages
 from gateway.keyfilter import KeyFilter
 
 FORMAT = 1
@@ -121,6 +121,9 @@ class GatewayStore:
         """``readonly``: to look at a store another process writes (tests, tools)."""
         self.path = path
         self.key_window = key_window
+        problem = lmdbfile.problem(path)  # before mapping: a short file is a SIGBUS
+        if problem is not None:
+            raise StoreError(problem)
         try:
             if not readonly:
                 os.makedirs(path, exist_ok=True)

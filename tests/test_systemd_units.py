@@ -144,3 +144,15 @@ def test_systemd_analyze_verify(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+
+
+def test_the_shard_unit_restarts_what_the_supervisor_restarts(units):
+    """A code a restart cannot cure (``NO_RESTART``) stops both from restarting a shard;
+    the gateway and the rings owner exit with 2 of them at most."""
+    from exchange.exitcodes import EXIT_USAGE, NO_RESTART
+
+    prevent = words(units["exchange-shard@.service"], "Service", "RestartPreventExitStatus")
+    assert {int(c) for c in prevent} == set(NO_RESTART)
+    for name in ("exchange-rings.service", "exchange-gateway.service"):
+        prevent = words(units[name], "Service", "RestartPreventExitStatus")
+        assert {int(c) for c in prevent} == {EXIT_USAGE}, name

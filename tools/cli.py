@@ -12,6 +12,7 @@ exch positions [CLIENT]                        positions, P&L, cash, open orders
 exch journal verify [--shard S [--path DIR]]   check a journal's invariants; exit 1 if broken
 exch journal book SYMBOL --at-seq N            a book as it was at seq N, rebuilt by replay
 exch journal backup --shard S DEST             a consistent copy (while it runs), verified
+exch journal new --shard S                     a new, empty journal for a shard that lost its own
 
 Every command takes ``--config FILE`` (default: $EXCH_CONFIG, else the embedded
 default config) and ``--help``; those that print data take ``--json``. Bad
@@ -25,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from exchange import journalid
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import RecoveryError
 from exchange.journal import JournalError
@@ -423,6 +425,30 @@ def cmd_journal_backup(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_journal_new(args) -> int:
+
+    config = _config(args)
+    _shard_of(config, args.shard)
+    try:
+        identity = journalid.new_journal(config, args.shard)
+    except JournalError as e:
+        raise ToolError(str(e)) from None
+    doc = {
+        "shard": args.shard,
+        "journal": config.journal_path(args.shard),
+        "identity": identity,
+        "record": journalid.record_path(config, args.shard),
+    }
+    if args.json:
+        _print_json(doc)
+    else:
+        print(
+            f"{args.shard}: new empty journal {identity} at {doc['journal']}, recorded in "
+            f"{doc['record']}; the shard starts from seq 0 at its next start"
+        )
+    return 0
+
+
 # ------------------------------------------------------------ top
 
 
@@ -711,6 +737,17 @@ def _parser() -> argparse.ArgumentParser:
         "--path", help="the shard's journal directory (default: from the config)"
     )
     backup_cmd.set_defaults(func=cmd_journal_backup)
+    new_cmd = jsub.add_parser(
+        "new",
+        parents=[common, as_json],
+        help="start a shard on a new, empty journal (when its journal is lost for good)",
+        description="Make a new, empty journal for a shard whose journal is gone, and "
+        "record it as the shard's (a shard refuses to start when its recorded journal is "
+        "missing). Its seqs and order ids start again from 1: clients' old order ids and "
+        "idempotency keys mean nothing to it. Refused while a journal is in its place.",
+    )
+    new_cmd.add_argument("--shard", required=True, help="the shard's name in the config")
+    new_cmd.set_defaults(func=cmd_journal_new)
     return ap
 
 

@@ -1,0 +1,245 @@
+"""A shard runs only on its own, whole journal: gone, replaced, truncated or with a bad
+meta page, it refuses with exit code 4 and one line naming the file; the supervisor
+leaves it down; a new journal is made at the first start or by `exch journal new`."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lmdb
+import msgspec
+import pytest
+from shard_harness import REPO, SHARD, ShardRig
+
+from exchange import journalid, lmdbfile
+from exchange.config import DEFAULT_TOML, parse_config
+from exchange.exitcodes import EXIT_UNTRUSTED, NO_RESTART
+from exchange.journal import Journal, JournalDamaged, JournalError
+from exchange.records import CMD_NEW, EV_ACCEPTED, SIDE_BUY, TIF_GTC, commands
+from exchange.supervisor import Child, Supervisor
+from gateway.store import GatewayStore, StoreError
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = ShardRig(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def _config(tmp_path):
+    cfg = parse_config(DEFAULT_TOML)
+    journal = msgspec.structs.replace(cfg.journal, dir=str(tmp_path / "journal"), durability="os")
+    return msgspec.structs.replace(cfg, journal=journal)
+
+
+def _orders(rig: ShardRig, n: int, first_req: int = 1):
+    book = rig.config.instrument(rig.config.shards[0].instruments[0]).book
+    cmds = commands(n)
+    cmds["kind"] = CMD_NEW
+    cmds["req_id"] = range(first_req, first_req + n)
+    cmds["client"] = 1
+    cmds["side"] = SIDE_BUY
+    cmds["tif"] = TIF_GTC
+    cmds["price"] = book.min_price + book.tick_size
+    cmds["qty"] = book.lot_size
+    return cmds
+
+
+def _run_then_stop(rig: ShardRig, n: int = 50) -> None:
+    rig.start()
+    rig.wait_running()
+    rig.send(_orders(rig, n))
+    rig.wait_for(lambda: (rig.all_received()["kind"] == EV_ACCEPTED).sum() >= n)
+    assert rig.stop() == 0
+
+
+def _start_refused(rig: ShardRig) -> str:
+    """Start the shard; it must exit 4 (not die of a signal) with one error line."""
+    rig.start()
+    code = rig.proc.wait(timeout=120)
+    rig.proc = None
+    log = rig.log().splitlines()[-1]
+    assert code == EXIT_UNTRUSTED, (code, rig.log())
+    assert '"level": "error"' in log and "journal refused" in log, log
+    return log
+
+
+# ------------------------------------------------------------ the data file, before mapping
+
+
+def _journal_with_pages(path) -> None:
+    Journal(path, durability="os").close()
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin(write=True) as txn:
+        db = env.open_db(b"filler", txn=txn)
+        for i in range(5000):
+            txn.put(b"%08d" % i, os.urandom(200), db=db)
+    env.close()
+
+
+def test_a_whole_file_has_no_problem_and_a_short_one_is_named(tmp_path):
+    path = tmp_path / "j"
+    _journal_with_pages(path)
+    assert lmdbfile.problem(path) is None
+    data = path / "data.mdb"
+    os.truncate(data, data.stat().st_size // 2)
+    assert "truncated" in lmdbfile.problem(path) and str(data) in lmdbfile.problem(path)
+
+
+def test_a_damaged_meta_page_is_named(tmp_path):
+    path = tmp_path / "j"
+    _journal_with_pages(path)
+    with open(path / "data.mdb", "r+b") as f:
+        f.seek(16)  # meta page 0's magic
+        f.write(b"\0\0\0\0")
+    assert "meta page 0 is damaged" in lmdbfile.problem(path)
+
+
+def test_no_file_or_an_empty_one_is_left_to_lmdb(tmp_path):
+    assert lmdbfile.problem(tmp_path) is None
+    (tmp_path / "data.mdb").write_bytes(b"")
+    assert lmdbfile.problem(tmp_path) is None
+
+
+def test_journal_and_gateway_store_refuse_a_short_file_without_mapping_it(tmp_path):
+    path = tmp_path / "j"
+    _journal_with_pages(path)
+    data = path / "data.mdb"
+    os.truncate(data, data.stat().st_size // 2)
+    # in a child: were the file mapped, the read past its end would be a SIGBUS
+    probe = (
+        "import sys\n"
+        "from exchange.journal import Journal, JournalDamaged\n"
+        "try:\n"
+        f"    Journal({str(path)!r}, readonly=True)\n"
+        "except JournalDamaged as e:\n"
+        "    print(e); sys.exit(4)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 4 and "truncated" in done.stdout, done
+    with pytest.raises(StoreError, match="truncated"):
+        GatewayStore(str(path), key_window=10)
+
+
+# ------------------------------------------------------------ the recorded identity
+
+
+def test_first_start_makes_and_records_the_journal_then_only_that_one_is_run(tmp_path):
+    config = _config(tmp_path)
+    with journalid.open_journal(config, "s0") as j:
+        identity = j.identity
+    assert journalid.recorded(config, "s0") == identity
+    record = Path(journalid.record_path(config, "s0"))
+    assert Path(config.journal.dir) not in record.parents  # survives losing that directory
+    with journalid.open_journal(config, "s0") as j:
+        assert j.identity == identity
+
+
+def test_a_journal_gone_or_emptied_or_replaced_is_refused(tmp_path):
+    config = _config(tmp_path)
+    path = config.journal_path("s0")
+    journalid.open_journal(config, "s0").close()
+    os.truncate(os.path.join(path, "data.mdb"), 0)
+    with pytest.raises(JournalDamaged, match="is gone"):
+        journalid.open_journal(config, "s0")
+    for name in os.listdir(path):
+        os.unlink(os.path.join(path, name))
+    os.rmdir(path)
+    with pytest.raises(JournalDamaged, match="exch journal new --shard s0"):
+        journalid.open_journal(config, "s0")
+    assert not os.path.exists(path)  # nothing was made in its place
+    Journal(path, durability="os").close()  # another journal, made behind its back
+    with pytest.raises(JournalDamaged, match="put the shard's own journal back"):
+        journalid.open_journal(config, "s0")
+
+
+def test_a_journal_without_a_record_is_adopted(tmp_path):
+    config = _config(tmp_path)
+    with Journal(config.journal_path("s0"), durability="os") as j:  # restored onto this host
+        identity = j.identity
+    journalid.open_journal(config, "s0").close()
+    assert journalid.recorded(config, "s0") == identity
+
+
+def test_journal_new_replaces_a_lost_journal_only(tmp_path):
+    config = _config(tmp_path)
+    journalid.open_journal(config, "s0").close()
+    with pytest.raises(JournalError, match="move it aside first"):
+        journalid.new_journal(config, "s0")
+    os.truncate(os.path.join(config.journal_path("s0"), "data.mdb"), 0)
+    identity = journalid.new_journal(config, "s0")
+    assert journalid.recorded(config, "s0") == identity
+    with journalid.open_journal(config, "s0") as j:
+        assert j.identity == identity and j.last_seq == 0
+
+
+# ------------------------------------------------------------ the shard process
+
+
+def test_shard_whose_journal_is_gone_exits_4_and_exch_journal_new_lets_it_start(rig):
+    _run_then_stop(rig)
+    for name in os.listdir(rig.journal_dir):
+        os.unlink(rig.journal_dir / name)
+    log = _start_refused(rig)
+    assert str(rig.journal_dir) in log and "is gone" in log
+    assert not (rig.journal_dir / "data.mdb").exists()
+    made = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "journal", "new", "--shard", SHARD]
+        + ["--config", str(rig.config_path), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    rig.start()
+    rig.wait_running()
+    assert '"seq": 0' in rig.log().splitlines()[-1]
+
+
+def test_shard_on_a_truncated_journal_exits_4_naming_the_file_not_sigbus(rig):
+    _run_then_stop(rig, n=2000)
+    data = rig.journal_dir / "data.mdb"
+    os.truncate(data, data.stat().st_size // 2)
+    log = _start_refused(rig)
+    assert str(data) in log and "truncated" in log
+
+
+def test_shard_on_a_damaged_meta_page_exits_4(rig):
+    _run_then_stop(rig)
+    with open(rig.journal_dir / "data.mdb", "r+b") as f:
+        for page in (0, 4096):
+            f.seek(page + 16)
+            f.write(b"\xff\xff\xff\xff")
+    assert "meta page 0 is damaged" in _start_refused(rig)
+
+
+# ------------------------------------------------------------ the supervisor
+
+
+def test_supervisor_leaves_down_a_child_that_refused_and_restarts_others(tmp_path):
+    config = _config(tmp_path)
+    sup = Supervisor(config, None)
+    sup.children = [
+        Child("s0", [sys.executable, "-c", f"import sys; sys.exit({EXIT_UNTRUSTED})"]),
+        Child("s1", [sys.executable, "-c", "import sys; sys.exit(1)"]),
+    ]
+    deadline = time.monotonic() + 60
+    try:
+        while sup.children[1].restarts < 2:
+            assert time.monotonic() < deadline, [c.history for c in sup.children]
+            sup.tick()
+            time.sleep(0.05)
+    finally:
+        for c in sup.children:
+            if c.proc is not None:
+                c.proc.kill()
+                c.proc.wait()
+    refused, failing = sup.children
+    assert refused.history == [EXIT_UNTRUSTED] and refused.refused and refused.proc is None
+    assert failing.history[:2] == [1, 1] and not failing.refused
+    assert set(NO_RESTART) == {2, 3, 4}
