@@ -243,3 +243,16 @@ def test_supervisor_leaves_down_a_child_that_refused_and_restarts_others(tmp_pat
     assert refused.history == [EXIT_UNTRUSTED] and refused.refused and refused.proc is None
     assert failing.history[:2] == [1, 1] and not failing.refused
     assert set(NO_RESTART) == {2, 3, 4}
+
+
+def test_operations_md_has_a_row_for_every_exit_code_and_no_other():
+    from exchange import exitcodes
+
+    text = (REPO / "docs" / "OPERATIONS.md").read_text()
+    section = text.split("## What the exit codes mean", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")]
+    documented = {int(c) for c in rows if c.isdigit()}
+    codes = {v for k, v in vars(exitcodes).items() if k.startswith("EXIT_")}
+    assert documented == codes
+    restarts = section.split("do not restart a process that exits ", 1)[1].split("(", 1)[0]
+    assert {int(c) for c in restarts.replace("or", ",").split(",")} == set(NO_RESTART)
