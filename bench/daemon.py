@@ -62,6 +62,7 @@ class BenchDaemon:
             ),
             rate=r(cfg.rate, orders_per_second=10**9, burst=10**9),
             shm=r(cfg.shm, namespace=self.ns),
+            metrics=r(cfg.metrics, listen=f"127.0.0.1:{free_port()}"),
         )
         self.path = root / "exchange.toml"
         self.path.write_text(dump_config(self.config))

@@ -168,6 +168,11 @@ max_position = 1_000_000_000
 namespace = "exchanged"
 request_ring = 65_536
 event_ring = 65_536
+
+# Prometheus metrics over HTTP (host:port; "" turns them off), served by the
+# process that owns the rings: the supervisor, or the rings unit under systemd.
+[metrics]
+listen = "127.0.0.1:9464"
 """
 
 MAX_RING = 1 << 24
@@ -179,6 +184,7 @@ Symbol = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Endpoint = Annotated[str, msgspec.Meta(pattern=r"^(tcp://[^\s:/]+:[0-9]{1,5}|ipc://.+)$")]
 Endpoints = Annotated[list[Endpoint], msgspec.Meta(min_length=1)]
+Listen = Annotated[str, msgspec.Meta(pattern=r"^([^\s:/]+:[0-9]{1,5})?$")]
 RingCapacity = Annotated[int, msgspec.Meta(ge=2, le=MAX_RING)]
 Cpus = list[Annotated[int, msgspec.Meta(ge=0, le=4095)]]
 
@@ -277,6 +283,10 @@ class Shm(_Section, kw_only=True):
     event_ring: RingCapacity
 
 
+class Metrics(_Section, kw_only=True):
+    listen: Listen = "127.0.0.1:9464"
+
+
 class Config(_Section, kw_only=True, omit_defaults=True):
     instruments: Annotated[list[Instrument], msgspec.Meta(min_length=1)]
     shards: Annotated[list[Shard], msgspec.Meta(min_length=1)]
@@ -288,6 +298,7 @@ class Config(_Section, kw_only=True, omit_defaults=True):
     risk: Risk
     clients: list[ClientLimits] = []
     shm: Shm
+    metrics: Metrics = Metrics()
 
     def instrument(self, symbol: str) -> Instrument:
         for inst in self.instruments:
@@ -308,6 +319,12 @@ class Config(_Section, kw_only=True, omit_defaults=True):
         the journal directory, not in it, so that losing that directory (an unmounted
         disk, an ``rm -r``) is noticed."""
         return os.path.join(os.path.dirname(os.path.normpath(self.journal.dir)), "journal-ids")
+
+    def supervisor_status_path(self) -> str:
+        """The supervisor's status document (its pid and its children's), beside the
+        journals: one per namespace."""
+        parent = os.path.dirname(os.path.normpath(self.journal.dir))
+        return os.path.join(parent, "run", f"{self.shm.namespace}.json")
 
     def gateway_state_dir(self) -> str:
         """Where the gateway keeps its own state: ``[gateway] state_dir``, or beside the

@@ -23,12 +23,12 @@ from two samples of the blocks ``SAMPLE_SECONDS`` apart.
 
 import json
 import time
+from pathlib import Path
 
 import psutil
 
 from exchange.config import Config
 from exchange.shard import counters_name, event_ring, request_ring
-from exchange.supervisor import status_path
 from gateway.counters import BLOCK as GATEWAY_BLOCK
 from shm.counters_reader import BlockSnapshot, list_blocks, read_block
 from shm.errors import ShmError
@@ -52,18 +52,18 @@ def _read_all(ns: str, names, read) -> dict:
     return out
 
 
-def _blocks(ns: str) -> dict[str, BlockSnapshot]:
+def read_blocks(ns: str) -> dict[str, BlockSnapshot]:
     return _read_all(ns, list_blocks(ns), read_block)
 
 
-def _rings(ns: str) -> dict[str, RingStatus]:
+def read_rings(ns: str) -> dict[str, RingStatus]:
     return _read_all(ns, list_rings(ns), inspect_ring)
 
 
-def _supervisor(config: Config) -> dict | None:
+def read_supervisor(config: Config) -> dict | None:
     """The supervisor's status document, if the supervisor it names is alive."""
     try:
-        sup = json.loads(status_path(config).read_text())
+        sup = json.loads(Path(config.supervisor_status_path()).read_text())
     except FileNotFoundError:
         return None
     return sup if psutil.pid_exists(sup["supervisor_pid"]) else None
@@ -131,11 +131,11 @@ def expected_processes(
 
 def collect(config: Config) -> dict:
     ns = config.shm.namespace
-    sup = _supervisor(config)
-    first = _blocks(ns)
+    sup = read_supervisor(config)
+    first = read_blocks(ns)
     time.sleep(SAMPLE_SECONDS)
-    second = _blocks(ns)
-    rings = _rings(ns)
+    second = read_blocks(ns)
+    rings = read_rings(ns)
     expected = expected_processes(config, sup, second, rings)
     all_up = all(p["state"] == UP for p in expected)
     if sup is not None:

@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange import logs
+from exchange import logs, metrics
 from exchange.config import Config
-from exchange.exitcodes import NO_RESTART
+from exchange.exitcodes import EXIT_USAGE, NO_RESTART
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.shard import event_ring, request_ring
 from gateway.keys import SERVER, create_server_keys
@@ -66,10 +66,6 @@ class Child:
     due: float = 0.0  # when a dead child may be started again
     history: list[int] = field(default_factory=list)  # exit codes seen
     refused: bool = False  # exited with a code a restart cannot cure (``NO_RESTART``)
-
-
-def status_path(config: Config) -> Path:
-    return Path(config.journal.dir).parent / "run" / f"{config.shm.namespace}.json"
 
 
 def ensure_rings(config: Config) -> list[str]:
@@ -137,11 +133,18 @@ def hold_rings(config: Config) -> int:
     except RuntimeError as e:
         logs.error("cannot own the rings", error=str(e))
         return 2
+    try:
+        server = metrics.serve(config)
+    except OSError as e:
+        logs.error("cannot serve metrics", listen=config.metrics.listen, error=str(e))
+        release_rings(config)
+        return EXIT_USAGE
     logs.info("holding the rings", namespace=config.shm.namespace, created=made)
     _sd_notify("READY=1")
     signum = signal.sigwait(stop)
     _sd_notify("STOPPING=1")
     logs.info("stopping", signal=signal.Signals(signum).name)
+    metrics.stop(server)
     return 1 if release_rings(config) else 0
 
 
@@ -214,7 +217,7 @@ class Supervisor:
         self.write_status()
 
     def write_status(self) -> None:
-        path = status_path(self.config)
+        path = Path(self.config.supervisor_status_path())
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "supervisor_pid": os.getpid(),
@@ -234,12 +237,22 @@ class Supervisor:
         tmp.write_text(json.dumps(doc))
         tmp.replace(path)
 
+    def restarts(self) -> dict[str, int]:
+        """Per child, the restarts so far (read by the metrics server's thread)."""
+        return {c.name: c.restarts for c in self.children}
+
     # ------------------------------------------------------------ lifecycle
 
     def run(self) -> int:
         Path(self.config.journal.dir).mkdir(parents=True, exist_ok=True)
         ensure_server_keys(self.config)
         ensure_rings(self.config)
+        try:
+            server = metrics.serve(self.config, self.restarts)
+        except OSError as e:
+            logs.error("cannot serve metrics", listen=self.config.metrics.listen, error=str(e))
+            release_rings(self.config)
+            return EXIT_USAGE
 
         def stop(signum, frame):
             self.stopping = True
@@ -251,6 +264,7 @@ class Supervisor:
                 self.tick()
                 time.sleep(POLL_SECONDS)
         finally:
+            metrics.stop(server)
             code = self.shutdown()
         return code
 
@@ -279,6 +293,6 @@ class Supervisor:
                     c.proc.send_signal(signal.SIGTERM)
             codes += [self._wait_child(c) for c in group]
         undelivered = release_rings(self.config)
-        status_path(self.config).unlink(missing_ok=True)
+        Path(self.config.supervisor_status_path()).unlink(missing_ok=True)
         bad = [c for c in codes if c not in (None, 0)]
         return 1 if bad or undelivered else 0

@@ -51,6 +51,7 @@ class Daemon:
                 keys_dir=str(tmp / "var" / "keys"),
             ),
             shm=r(cfg.shm, namespace=self.ns),
+            metrics=r(cfg.metrics, listen=f"127.0.0.1:{_free_port()}"),
         )
         self.config = cfg
         self.path = tmp / "exchange.toml"

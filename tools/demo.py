@@ -2,7 +2,7 @@
 daemon, and the book moving on the screen.
 
 1. The config: ``--config``, or the demo's own (the embedded default with its
-   journal and keys under ``--dir``, namespace ``demo`` and ports 61311/61312,
+   journal and keys under ``--dir``, namespace ``demo`` and ports 61311/61312 (metrics 9465),
    so it runs beside ``make run``), written to ``<dir>/exchange.toml``.
 2. Keys: the gateway's pair if there is none, and one client each for the
    maker, the taker and the viewer (``DEMO_CLIENTS``), their secret
@@ -43,6 +43,7 @@ from tools.market import patient
 
 DEMO_CLIENTS = {"maker": 9001, "taker": 9002, "viewer": 9003}
 DEMO_PORTS = (61311, 61312)
+DEMO_METRICS_PORT = 9465  # beside `make run`'s 9464
 FRAME_SECONDS = 0.5
 START_SECONDS = 300  # a first start compiles the kernels
 STOP_SECONDS = 60
@@ -61,6 +62,7 @@ def demo_config(folder: Path) -> Config:
         journal=r(cfg.journal, dir=str(folder / "journal")),
         gateway=r(cfg.gateway, router=[router], pub=[pub], keys_dir=str(folder / "keys")),
         shm=r(cfg.shm, namespace="demo"),
+        metrics=r(cfg.metrics, listen=f"127.0.0.1:{DEMO_METRICS_PORT}"),
     )
 
 
