@@ -6,14 +6,23 @@ exchanged run --role gateway [--config F]           the gateway (what systemd ru
 exchanged run --role rings [--config F]             the rings' owner under systemd
 exchanged status [--config FILE] [--json]           exit 0 iff every expected process is up
 exchanged config show [--config FILE]
+
+``--config`` defaults to ``$EXCH_CONFIG`` (as for ``exch``), else the embedded config.
 """
 
 import argparse
 import json
+import os
 import sys
 
 from exchange import logs
 from exchange.config import ConfigError, dump_config, load_config
+from exchange.exitcodes import EXIT_BROKEN_PIPE
+
+CONFIG_OPTION = {
+    "default": os.environ.get("EXCH_CONFIG"),
+    "help": "TOML config (default: $EXCH_CONFIG, else the embedded one)",
+}
 
 
 def _load(path):
@@ -78,7 +87,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="exchanged", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the daemon (or one of its processes)")
-    run.add_argument("--config", help="TOML config (default: the embedded one)")
+    run.add_argument("--config", **CONFIG_OPTION)
     run.add_argument("--role", choices=["all", "shard", "gateway", "rings"], default="all")
     run.add_argument("--name", help="the shard's name, with --role shard")
     run.set_defaults(func=cmd_run)
@@ -86,16 +95,26 @@ def main(argv=None) -> int:
         "status",
         help="processes, sequences, rates, ring depths; exit 0 iff every expected process is up",
     )
-    st.add_argument("--config")
+    st.add_argument("--config", **CONFIG_OPTION)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     cf = sub.add_parser("config", help="configuration")
     cf_sub = cf.add_subparsers(dest="what", required=True)
     show = cf_sub.add_parser("show", help="print the effective config as TOML")
-    show.add_argument("--config")
+    show.add_argument("--config", **CONFIG_OPTION)
     show.set_defaults(func=cmd_config)
     args = ap.parse_args(argv)
-    return args.func(args)
+    return quiet_on_broken_pipe(args.func, args)
+
+
+def quiet_on_broken_pipe(func, *args) -> int:
+    """``func(*args)``; when stdout's reader has gone (``| head``), exit 141 as a process
+    killed by SIGPIPE would, without a traceback (nor another at exit's flush)."""
+    try:
+        return func(*args)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ def _from_block(name: str, role: str, block: str, blocks: dict, child: dict | No
         entry = _entry(name, role, block, DOWN, b.pid if b is not None else None)
     if child is not None:
         entry["restarts"] = child["restarts"]
-        if child.get("refused_code") is not None:  # down for good: see its last log line
+        entry["backoff_seconds"] = child["backoff_seconds"]
+        entry["restart_in"] = child["restart_in"]
+        if child["refused_code"] is not None:  # down for good: see its last log line
             entry["exit_code"] = child["refused_code"]
     return entry
 
@@ -192,15 +194,26 @@ def _headline(doc: dict) -> str:
     return f"exchanged runs {how}, namespace {ns}: {health}"
 
 
+def _restart_note(p: dict) -> str:
+    """What the supervisor will do about the process: nothing (it refused to run), a
+    restart after its back-off, or a back-off above the minimum if it dies again."""
+    if "exit_code" in p:
+        return f"  exited {p['exit_code']}, not restarted"
+    if p.get("restart_in") is not None:
+        return f"  restart in {p['restart_in']} s"
+    if p.get("backoff_seconds") is not None:
+        return f"  back-off {p['backoff_seconds']:g} s"
+    return ""
+
+
 def render(doc: dict) -> str:
     lines = [_headline(doc)]
     for p in doc["expected"]:
         up = f"{p['up_seconds']}s" if p["up_seconds"] is not None else "-"
         restarts = f"  restarts {p['restarts']}" if "restarts" in p else ""
-        refused = f"  exited {p['exit_code']}, not restarted" if "exit_code" in p else ""
         lines.append(
             f"  {p['name']:<10} {p['role']:<8} pid {p['pid'] or '-':>8}  {p['state']:<8} "
-            f"up {up:>9}{restarts}{refused}"
+            f"up {up:>9}{restarts}{_restart_note(p)}"
         )
     for name, b in sorted(doc["processes"].items()):
         fields = ", ".join(f"{k}={v}" for k, v in b.items() if k not in ("pid", "alive"))

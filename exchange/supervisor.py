@@ -193,8 +193,6 @@ class Supervisor:
                 up_seconds=round(up, 3),
             )
             return
-        if up >= STABLE_SECONDS:
-            child.backoff = RESTART_MIN
         child.due = time.monotonic() + child.backoff
         logs.warning(
             "child exited; restarting",
@@ -214,11 +212,14 @@ class Supervisor:
                 self._reap(child)
             if child.proc is None and not child.refused and now >= child.due:
                 self._spawn(child)
+            elif child.proc is not None and now - child.started >= STABLE_SECONDS:
+                child.backoff = RESTART_MIN  # up long enough: healthy again
         self.write_status()
 
     def write_status(self) -> None:
         path = Path(self.config.supervisor_status_path())
         path.parent.mkdir(parents=True, exist_ok=True)
+        now = time.monotonic()
         doc = {
             "supervisor_pid": os.getpid(),
             "namespace": self.config.shm.namespace,
@@ -228,6 +229,12 @@ class Supervisor:
                     "pid": c.proc.pid if c.proc else None,
                     "restarts": c.restarts,
                     "refused_code": c.history[-1] if c.refused else None,
+                    # the wait before its next start if it died now, while raised
+                    # above the minimum (it doubles while the child keeps dying)
+                    "backoff_seconds": c.backoff if c.backoff > RESTART_MIN else None,
+                    "restart_in": round(max(0.0, c.due - now), 1)
+                    if c.proc is None and not c.refused
+                    else None,
                     "up_seconds": round(time.monotonic() - c.started, 1) if c.proc else 0,
                 }
                 for c in self.children

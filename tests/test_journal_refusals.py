@@ -5,7 +5,6 @@ leaves it down; a new journal is made at the first start or by `exch journal new
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lmdb
@@ -18,7 +17,6 @@ from exchange.config import DEFAULT_TOML, parse_config
 from exchange.exitcodes import EXIT_UNTRUSTED, NO_RESTART
 from exchange.journal import Journal, JournalDamaged, JournalError
 from exchange.records import CMD_NEW, EV_ACCEPTED, SIDE_BUY, TIF_GTC, commands
-from exchange.supervisor import Child, Supervisor
 from gateway.store import GatewayStore, StoreError
 
 
@@ -216,33 +214,6 @@ def test_shard_on_a_damaged_meta_page_exits_4(rig):
             f.seek(page + 16)
             f.write(b"\xff\xff\xff\xff")
     assert "meta page 0 is damaged" in _start_refused(rig)
-
-
-# ------------------------------------------------------------ the supervisor
-
-
-def test_supervisor_leaves_down_a_child_that_refused_and_restarts_others(tmp_path):
-    config = _config(tmp_path)
-    sup = Supervisor(config, None)
-    sup.children = [
-        Child("s0", [sys.executable, "-c", f"import sys; sys.exit({EXIT_UNTRUSTED})"]),
-        Child("s1", [sys.executable, "-c", "import sys; sys.exit(1)"]),
-    ]
-    deadline = time.monotonic() + 60
-    try:
-        while sup.children[1].restarts < 2:
-            assert time.monotonic() < deadline, [c.history for c in sup.children]
-            sup.tick()
-            time.sleep(0.05)
-    finally:
-        for c in sup.children:
-            if c.proc is not None:
-                c.proc.kill()
-                c.proc.wait()
-    refused, failing = sup.children
-    assert refused.history == [EXIT_UNTRUSTED] and refused.refused and refused.proc is None
-    assert failing.history[:2] == [1, 1] and not failing.refused
-    assert set(NO_RESTART) == {2, 3, 4}
 
 
 def test_operations_md_has_a_row_for_every_exit_code_and_no_other():

@@ -106,14 +106,17 @@ def test_status_tells_which_unit_processes_run(units, capsys):
     )
 
 
+_RESTART = {"refused_code": None, "backoff_seconds": None, "restart_in": None}
+
+
 def test_a_child_the_supervisor_started_without_a_block_yet_is_starting():
     config = parse_config(DEFAULT_TOML)
     sup = {
         "supervisor_pid": os.getpid(),
         "children": [
-            {"name": "s0", "pid": os.getpid(), "restarts": 0, "up_seconds": 1.0},
-            {"name": "s1", "pid": None, "restarts": 2, "up_seconds": 0},
-            {"name": "gateway", "pid": os.getpid(), "restarts": 1, "up_seconds": 1.0},
+            {"name": "s0", "pid": os.getpid(), "restarts": 0, "up_seconds": 1.0, **_RESTART},
+            {"name": "s1", "pid": None, "restarts": 2, "up_seconds": 0, **_RESTART},
+            {"name": "gateway", "pid": os.getpid(), "restarts": 1, "up_seconds": 1.0, **_RESTART},
         ],
     }
     got = expected_processes(config, sup, blocks={}, rings={})

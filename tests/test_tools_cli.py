@@ -2,9 +2,14 @@
 and progress is drawn on a terminal only."""
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from exchange.config import DEFAULT_TOML
 from tools import cli
 from tools.progress import Progress
 
@@ -23,6 +28,7 @@ COMMANDS = [
     ["journal", "verify"],
     ["journal", "book"],
     ["journal", "backup"],
+    ["journal", "new"],
 ]
 
 
@@ -71,3 +77,44 @@ def test_no_gateway_is_one_clear_error(tmp_path, capsys):
     assert f"no answer from the gateway at {nobody}" in capsys.readouterr().err
     assert cli.main(["book", "ACME", *argv]) == 2
     assert "is the daemon running?" in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["exchange.cli", "config", "show"], ["tools.cli", "keys", "list", "--json"]],
+    ids=["exchanged", "exch"],
+)
+def test_a_reader_that_goes_away_is_a_quiet_exit_141(argv, tmp_path):
+    """`exchanged status | head`: no traceback when the pipe's reader has gone."""
+    config = tmp_path / "exchange.toml"
+    config.write_text(DEFAULT_TOML.replace("./var/keys", str(tmp_path / "keys")))
+    (tmp_path / "keys" / "clients").mkdir(parents=True)
+    env = {**os.environ, "EXCH_CONFIG": str(config)}  # both take it as their --config
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before it writes: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == ""
+
+
+def test_exchanged_takes_its_config_from_exch_config(tmp_path):
+    config = tmp_path / "exchange.toml"
+    config.write_text(DEFAULT_TOML.replace('namespace = "exchanged"', 'namespace = "fromenv"'))
+    shown = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "config", "show"],
+        cwd=REPO,
+        env={**os.environ, "EXCH_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and 'namespace = "fromenv"' in shown.stdout

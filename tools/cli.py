@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from exchange import journalid
+from exchange.cli import CONFIG_OPTION, quiet_on_broken_pipe
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import RecoveryError
 from exchange.journal import JournalError
@@ -491,11 +492,7 @@ def cmd_demo(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        default=os.environ.get("EXCH_CONFIG"),
-        help="the daemon's TOML config (default: $EXCH_CONFIG, else the embedded default)",
-    )
+    common.add_argument("--config", **CONFIG_OPTION)
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -754,7 +751,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        return quiet_on_broken_pipe(args.func, args)
     except ToolError as e:
         print(f"exch: {e}", file=sys.stderr)
         return 2
