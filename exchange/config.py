@@ -101,6 +101,8 @@ cpus = []
 # state_dir holds the gateway's own state (idempotency keys, positions, how far
 # it has read each shard); "" puts it beside the journals, in <journal dir>/../gateway.
 # key_window: the last this many keyed orders are remembered across instruments.
+# max_connections_per_client: a client's handshakes are refused while it holds
+# this many connections (ROUTER and PUB together); each takes a file descriptor.
 [gateway]
 router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
@@ -108,6 +110,7 @@ keys_dir = "./var/keys"
 cpus = []
 state_dir = ""
 key_window = 10_000_000
+max_connections_per_client = 64
 
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
 # stable storage before its events leave the shard; "os": in the OS page cache
@@ -223,6 +226,7 @@ class Gateway(_Section, kw_only=True):
     cpus: Cpus = []
     state_dir: str = ""
     key_window: Positive = 10_000_000
+    max_connections_per_client: Positive = 64
 
 
 class Journal(_Section, kw_only=True):

@@ -36,6 +36,7 @@ from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
 from exchange.exitcodes import EXIT_FAILURE, EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, EXIT_USAGE
 from exchange.journal import RELEASE_SECONDS, JournalError, JournalFull, JournalLocked
+from exchange.openfiles import raise_open_file_limit
 from exchange.records import COMMAND_DTYPE, EV_TRADE, EVENT_DTYPE
 from shm.consumer import Consumer
 from shm.counters import CounterBlock
@@ -191,6 +192,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, stop.raise_)
     signal.signal(signal.SIGINT, stop.raise_)
     logs.set_role("shard", shard=args.name)
+    raise_open_file_limit()
     try:
         config = load_config(args.config)
     except ConfigError as e:

@@ -35,6 +35,7 @@ from pathlib import Path
 from exchange import logs, metrics
 from exchange.config import Config
 from exchange.exitcodes import EXIT_USAGE, NO_RESTART
+from exchange.openfiles import raise_open_file_limit
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.shard import event_ring, request_ring
 from gateway.keys import SERVER, create_server_keys
@@ -126,6 +127,7 @@ def hold_rings(config: Config) -> int:
     owner is alive."""
     stop = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # from now on a stop waits for sigwait
+    raise_open_file_limit()
     Path(config.journal.dir).mkdir(parents=True, exist_ok=True)
     ensure_server_keys(config)
     try:
@@ -251,6 +253,7 @@ class Supervisor:
     # ------------------------------------------------------------ lifecycle
 
     def run(self) -> int:
+        raise_open_file_limit()  # the children inherit it
         Path(self.config.journal.dir).mkdir(parents=True, exist_ok=True)
         ensure_server_keys(self.config)
         ensure_rings(self.config)

@@ -103,7 +103,11 @@ def _batch(cid: int, orders) -> NewOrders:
 
 def _handshake_error(event: int, value: int) -> AuthError:
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return AuthError(f"the gateway refused this client's CURVE key (ZAP status {value})")
+        return AuthError(
+            f"the gateway refused this connection (ZAP status {value}): this client's CURVE "
+            "key is not registered, or the client holds the most connections it may "
+            "(max_connections_per_client); the gateway's log says which"
+        )
     return AuthError(
         "the CURVE handshake failed: check the gateway's public key and this client's key pair"
     )

@@ -73,7 +73,9 @@ from exchange.records import (
     REJ_NOT_FOUND,
     REJECT_NAMES,
 )
+from gateway.conns import Connections
 from gateway.counters import GatewayCounters
+from gateway.discard import discard, give_back_heap
 from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
 from gateway.killswitch import KillError, KillList
 from gateway.ledger import UNKNOWN, Ledger
@@ -136,6 +138,10 @@ REQUEST_BUDGET = 1024  # requests per turn at most, so events are drained in bet
 # gateway decodes the next requests (on 2 cores, a turn-sized gulp left it idle)
 FLUSH_AT = 256
 EVENT_BUDGET = 8192  # events per ring per turn at most
+# frames of a refused multi-frame message read per turn at most (~30 ms): the turn
+# still drains events and sends replies (``gateway.discard``)
+DISCARD_BUDGET = 1 << 20
+TRIM_AFTER_FRAMES = 1 << 16  # ~4 MB of libzmq's pipe freed: worth a malloc_trim
 TICK_SECONDS = 0.1  # shard liveness and cancel on disconnect are checked this often
 KEYS_EVERY_TICKS = 10  # the keys directory is looked at every second
 CHECKPOINT_EVERY_TICKS = 10  # the gateway's own state is written every second it changed
@@ -194,11 +200,13 @@ class Gateway:
         kills: KillList,
         counters: GatewayCounters,
         store: GatewayStore,
+        conns: Connections,
         clock=time.monotonic,
     ):
         self.router = router
         self.pub = pub
         self.keys = keys
+        self.conns = conns
         self.links = links
         self.clock = clock
         self.routes = {
@@ -234,6 +242,19 @@ class Gateway:
         self.unroutable = 0  # replies and notices to connections that were gone
         self.dropped = 0  # ... and to connections whose queue was full (slow readers)
         self._out: dict[bytes, list[bytes]] = {}  # connection -> messages of this turn
+        self._refusing: tuple[bytes, int] | None = None  # a message being read off: conn, frames
+        self._duties = [
+            (self._keys_and_kills, "keys and kill files"),
+            (self._shards, "shard liveness"),
+            (self._checkpoint_due, "checkpoint"),
+            (self.store.fill_filter, "key filter"),
+            (lambda: self.count.set_clients(self.sessions), "clients gauge"),
+            (self._cancel_silent, "cancel on disconnect"),
+            (self.conns.poll, "connection events"),
+        ]
+        self._failing = [
+            logs.Failing(f"{what} failed", f"{what} works again") for _, what in self._duties
+        ]
         self._handlers = {
             NewOrder: self._new_order,
             NewOrders: self._new_orders,
@@ -357,6 +378,8 @@ class Gateway:
 
     def take_requests(self, budget: int = REQUEST_BUDGET) -> int:
         """Frame by frame (recv_multipart costs several times more per message)."""
+        if self._refusing is not None and not self._refuse_more():
+            return 1  # the ROUTER gives no other message before the rest of this one
         recv = self.router.recv
         n = 0
         while n < budget:
@@ -366,13 +389,13 @@ class Gateway:
                 break
             # the rest of a message is there once its first frame is
             body = recv(NOBLOCK, copy=False)
-            extra = 0
-            more = body.more
-            while more:
-                more = recv(NOBLOCK, copy=False).more
-                extra += 1
             n += 1
-            self.on_request(conn, body, extra)
+            if body.more:
+                self._refusing = (conn, 1)
+                if not self._refuse_more():
+                    break
+                continue
+            self.on_request(conn, body)
             if self.queued >= FLUSH_AT:
                 self.flush()
         if self.queued:
@@ -391,12 +414,41 @@ class Gateway:
                 self.on_events(link, ev)
         return n
 
+    def _refuse_more(self) -> bool:
+        """Read on in the multi-frame message being refused, up to the turn's budget;
+        True once it is read off and answered ``invalid``."""
+        conn, frames = self._refusing
+        n, over = discard(self.router, DISCARD_BUDGET)
+        frames += n
+        if not over:
+            self._refusing = (conn, frames)
+            return False
+        self._refusing = None
+        reason = f"a request is exactly one frame, got {frames}"
+        self._reply(conn, Reject(cid=0, code=INVALID, field="$", reason=reason))
+        if frames >= TRIM_AFTER_FRAMES:
+            give_back_heap()
+        return True
+
     def tick(self) -> None:
+        """Housekeeping. A duty that fails with an OSError (EMFILE: every descriptor in
+        use) is logged and tried again next tick; the others still run."""
         self.next_tick = self.now + TICK_SECONDS
         self.ticks += 1
+        for (duty, _), failing in zip(self._duties, self._failing, strict=True):
+            try:
+                duty()
+            except OSError as e:
+                failing.failed(e)
+            else:
+                failing.ok()
+
+    def _keys_and_kills(self) -> None:
         if self.ticks % KEYS_EVERY_TICKS == 0:
             self.keys.refresh()
             self._kill_switch()
+
+    def _shards(self) -> None:
         for link in self.links:
             token = link.token()
             if token != link.synced_to and token_alive(token):
@@ -405,10 +457,12 @@ class Gateway:
             if live != self.live[link.index]:
                 logs.warning("shard up" if live else "shard down", shard=link.name)
             self.live[link.index] = live
+
+    def _checkpoint_due(self) -> None:
         if self._changed and self.ticks % CHECKPOINT_EVERY_TICKS == 0:
             self._checkpoint_now()
-        self.store.fill_filter()
-        self.count.set_clients(self.sessions)
+
+    def _cancel_silent(self) -> None:
         if self.cod_after:
             for client in self.sessions.silent(self.now, self.cod_after):
                 self._cancel_all(client)
@@ -416,12 +470,8 @@ class Gateway:
 
     # ------------------------------------------------------------ requests
 
-    def on_request(self, conn: bytes, body: zmq.Frame, extra: int) -> None:
-        """A request from connection ``conn``: its frame, and how many more frames it had."""
-        if extra:
-            reason = f"a request is exactly one frame, got {extra + 1}"
-            self._reply(conn, Reject(cid=0, code=INVALID, field="$", reason=reason))
-            return
+    def on_request(self, conn: bytes, body: zmq.Frame) -> None:
+        """A request of one frame from connection ``conn``."""
         buf = body.bytes
         try:
             client = self.keys.client(body.get("User-Id").encode())

@@ -12,19 +12,25 @@ keep draining the event rings for up to ``DRAIN_SECONDS`` so requests in flight
 get their replies, write a last checkpoint, remove the counter block, exit 0.
 Exit 2: a bad config, keys directory (client keys, kill files) or ring, a state
 directory that cannot be made, an endpoint that cannot be bound, or a live
-gateway's counter block in the namespace.
+gateway's counter block in the namespace. An exception that escapes the loop
+(a bug) is logged and ends the process (exit 1, no checkpoint: the next start
+reads more of the shards' history).
 """
 
 import argparse
 import signal
 import sys
 import time
+import traceback
 
 import psutil
 import zmq
 
 from exchange import logs
 from exchange.config import ConfigError, load_config
+from exchange.exitcodes import EXIT_USAGE
+from exchange.openfiles import raise_open_file_limit
+from gateway.conns import Connections
 from gateway.core import Gateway
 from gateway.counters import GatewayCounters
 from gateway.keys import KeysError, load_server_keys
@@ -63,12 +69,16 @@ def _curve_server(ctx: zmq.Context, kind: int, public: bytes, secret: bytes) -> 
     return s
 
 
-def open_sockets(ctx: zmq.Context, config, keys_dir) -> tuple[zmq.Socket, zmq.Socket]:
+def open_sockets(
+    ctx: zmq.Context, config, keys_dir, conns: Connections
+) -> tuple[zmq.Socket, zmq.Socket]:
     public, secret = load_server_keys(keys_dir)
     router = _curve_server(ctx, zmq.ROUTER, public, secret)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer raises: we forget it
     router.setsockopt(zmq.MAXMSGSIZE, MAX_RECEIVE_BYTES)
     pub = _curve_server(ctx, zmq.PUB, public, secret)
+    conns.watch(router)
+    conns.watch(pub)
     try:
         for endpoint in config.gateway.router:
             router.bind(endpoint)
@@ -95,6 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loop", choices=sorted(LOOPS), default="asyncio", help="I/O loop")
     args = ap.parse_args(argv)
     logs.set_role("gateway")
+    raise_open_file_limit()
     try:
         config = load_config(args.config)
         keys = KeyTable(config.gateway.keys_dir)
@@ -102,7 +113,7 @@ def main(argv=None) -> int:
         kills = KillList(config.gateway.keys_dir)
     except (ConfigError, KeysError, KillError) as e:
         logs.error("cannot start", error=str(e))
-        return 2
+        return EXIT_USAGE
     # before any socket: a cold Numba compile on the first request would hold the
     # GIL for seconds and stall the ZAP thread's CURVE handshakes
     logs.info("compiled", seconds=round(warm_up_rings() + warm_up_gateway(config), 3))
@@ -111,6 +122,7 @@ def main(argv=None) -> int:
     links = []
     ctx = zmq.Context()
     counters = zap = router = pub = store = None
+    conns = Connections(ctx, config.gateway.max_connections_per_client)
     try:
         # before any socket, as the warm-up: its writes compile on a cold cache
         counters = GatewayCounters(config.shm.namespace)
@@ -120,8 +132,8 @@ def main(argv=None) -> int:
         store, cp, problem = open_store(state_dir, config.gateway.key_window, symbols(config))
         if problem is not None:
             logs.error("gateway state refused; rebuilding it from the shards", error=problem)
-        zap = ZapHandler(ctx, keys)  # bound before any CURVE socket, so none is unguarded
-        router, pub = open_sockets(ctx, config, config.gateway.keys_dir)
+        zap = ZapHandler(ctx, keys, conns)  # bound before any CURVE socket, so none is unguarded
+        router, pub = open_sockets(ctx, config, config.gateway.keys_dir, conns)
     except (ShmError, StoreError, zmq.ZMQError) as e:
         logs.error("cannot start", error=str(e))
         for link in links:
@@ -130,11 +142,12 @@ def main(argv=None) -> int:
             store.close()
         if zap is not None:
             zap.close()
+        conns.close()
         if counters is not None:
             counters.unlink()  # a gateway that cannot serve leaves no block saying it is up
         ctx.term()
-        return 2
-    gw = Gateway(config, router, pub, keys, links, kills, counters, store)
+        return EXIT_USAGE
+    gw = Gateway(config, router, pub, keys, links, kills, counters, store, conns)
     try:
         gw.load(cp)
 
@@ -150,7 +163,12 @@ def main(argv=None) -> int:
             clients=len(keys),
             loop=args.loop,
         )
-        LOOPS[args.loop](gw, zap)
+        try:
+            LOOPS[args.loop](gw, zap)
+        except Exception as e:
+            # a bug: stop (the supervisor or systemd starts another), never serve half-broken
+            logs.error("the loop failed; stopping", error=repr(e), traceback=traceback.format_exc())
+            raise
         drain(gw, DRAIN_SECONDS)
         try:
             gw.checkpoint(clean=True, durable=True)
@@ -167,6 +185,7 @@ def main(argv=None) -> int:
         router.close()
         pub.close()
         zap.close()
+        conns.close()
         for link in links:
             link.close()
         store.close()

@@ -15,6 +15,7 @@ import numpy as np
 from exchange import ordertable
 from exchange.book import Book
 from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, TIF_IOC, commands
+from gateway.discard import compile_discard
 from gateway.keyfilter import KeyFilter
 from gateway.limits import symbols
 from gateway.mirror import BookMirror, market_data
@@ -67,4 +68,5 @@ def warm_up(config) -> float:
         ordertable.insert(table, oid)
     table = ordertable.fit(table, len(table))  # grows: rehashes
     ordertable.remove(table, ordertable.find(table, 1))
+    compile_discard()
     return time.perf_counter() - t0

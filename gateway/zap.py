@@ -9,13 +9,23 @@ property "User-Id", and the gateway maps it to the client id through the same
 table's next reload, for connections already open.
 
 The handler is polled by the gateway's own loop (no thread): handshakes are
-rare, and a single thread keeps the gateway's state owned by one thread.
+rare, and a single thread keeps the gateway's state owned by one thread. It
+answers every request it reads, whatever fails (500 "internal error"): libzmq
+waits for the answer, and a REP socket that read a request and did not answer
+it cannot read the next, so one unanswered request refused every later
+handshake until a restart.
+
+A registered key is still refused while its client holds
+``max_connections_per_client`` connections (``gateway.conns``).
 """
+
+import traceback
 
 import zmq
 from zmq.utils import z85
 
 from exchange import logs
+from gateway.conns import Connections
 from gateway.keys import KeysError, client_table, clients_signature
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -26,27 +36,31 @@ CURVE = b"CURVE"
 class KeyTable:
     """Z85 public key -> client id, from ``<keys_dir>/clients``, reloaded when it changes.
 
-    A reload that fails (a malformed file appeared) keeps the previous table
-    and logs why, so a mistake by the operator does not lock everyone out.
+    A reload that fails (a malformed file appeared, or no descriptor is left to
+    read the directory with: EMFILE) keeps the previous table and logs why, so a
+    mistake by the operator does not lock everyone out.
     """
 
     def __init__(self, keys_dir):
         self.keys_dir = keys_dir
         self._signature = clients_signature(keys_dir)
         self._table = client_table(keys_dir)  # at start-up a bad file is fatal
+        self._failing = logs.Failing(
+            "client keys not reloaded; the previous ones stay", "client keys readable again"
+        )
 
     def refresh(self) -> None:
-        signature = clients_signature(self.keys_dir)
-        if signature == self._signature:
-            return
         try:
-            table = client_table(self.keys_dir)
-        except KeysError as e:
-            logs.error("client keys not reloaded; the previous ones stay", error=str(e))
+            signature = clients_signature(self.keys_dir)
+            if signature != self._signature:
+                table = client_table(self.keys_dir)
+                self._signature = signature
+                self._table = table
+                logs.info("client keys reloaded", clients=len(table))
+        except (KeysError, OSError) as e:
+            self._failing.failed(e)
             return
-        self._signature = signature
-        self._table = table
-        logs.info("client keys reloaded", clients=len(table))
+        self._failing.ok()
 
     def client(self, public_key: bytes) -> int | None:
         return self._table.get(public_key)
@@ -58,12 +72,16 @@ class KeyTable:
 class ZapHandler:
     """Answers ZAP requests for a context; ``handle()`` when its socket is readable."""
 
-    def __init__(self, ctx: zmq.Context, table: KeyTable):
+    def __init__(self, ctx: zmq.Context, table: KeyTable, conns: Connections):
         self.table = table
+        self.conns = conns
         self.socket = ctx.socket(zmq.REP)
         self.socket.linger = 0
         self.socket.bind(ZAP_ENDPOINT)
         self.refused = 0
+        self._failing = logs.Failing(
+            "ZAP requests answered 500: the handler failed", "ZAP handler works again"
+        )
 
     def handle(self) -> None:
         while True:
@@ -71,7 +89,15 @@ class ZapHandler:
                 request = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.socket.send_multipart(self.answer(request))
+            try:
+                reply = self.answer(request)
+            except Exception as e:
+                self._failing.failed(e, traceback=traceback.format_exc())
+                request_id = request[1] if len(request) > 1 else b""
+                reply = [ZAP_VERSION, request_id, b"500", b"internal error", b"", b""]
+            else:
+                self._failing.ok()
+            self.socket.send_multipart(reply)
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         """The reply frames: 200 with the key as User-Id, or 400 with the reason."""
@@ -84,8 +110,13 @@ class ZapHandler:
             return self._refuse(request_id, address, b"only CURVE connections are accepted")
         key = z85.encode(request[6])
         self.table.refresh()
-        if self.table.client(key) is None:
+        client = self.table.client(key)
+        if client is None:
             return self._refuse(request_id, address, b"unknown CURVE key")
+        why = self.conns.admit(client, address.decode(errors="replace"))
+        if why is not None:  # logged by ``admit`` once while the client stays at its cap
+            self.refused += 1
+            return [ZAP_VERSION, request_id, b"400", why.encode(), b"", b""]
         return [ZAP_VERSION, request_id, b"200", b"OK", key, b""]
 
     def _refuse(self, request_id: bytes, address: bytes, why: bytes) -> list[bytes]:

@@ -67,6 +67,7 @@ class GatewayRig:
         cancel_on_disconnect_ms: int = 5_000,
         durability: str = "os",
         loop: str = "asyncio",
+        max_connections_per_client: int = 64,
     ):
         self.tmp = tmp
         self.loop = loop
@@ -99,6 +100,7 @@ class GatewayRig:
                 router=[self.endpoints["tcp"][0], self.endpoints["ipc"][0]],
                 pub=[self.endpoints["tcp"][1], self.endpoints["ipc"][1]],
                 keys_dir=str(self.keys_dir),
+                max_connections_per_client=max_connections_per_client,
             ),
             rate=replace(cfg.rate, orders_per_second=orders_per_second, burst=burst),
             session=replace(

@@ -2,12 +2,15 @@
 reply groups, the restart filter and the subscriber's gap logic (the idempotency ledger:
 test_ledger.py)."""
 
+import errno
 import os
+import time
 
 import numpy as np
 import pytest
 import zmq
 from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 from exchange.records import (
     EV_ACCEPTED,
@@ -18,6 +21,7 @@ from exchange.records import (
     events,
 )
 from gateway import keys as k
+from gateway.conns import Connections
 from gateway.inflight import BatchGroup, Inflight, MassGroup
 from gateway.protocol import (
     Ack,
@@ -35,7 +39,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.sessions import Sessions
 from gateway.shardlink import unseen
 from gateway.subscriber import Feeds, LocalBook
-from gateway.zap import KeyTable, ZapHandler
+from gateway.zap import ZAP_ENDPOINT, KeyTable, ZapHandler
 
 # --- key files
 
@@ -115,7 +119,7 @@ def test_key_table_follows_the_directory_and_survives_a_bad_file(tmp_path):
 def test_zap_accepts_registered_curve_keys_only(tmp_path):
     key = k.create_client(tmp_path, 4, tmp_path / "a.key_secret")
     ctx = zmq.Context()
-    zap = ZapHandler(ctx, KeyTable(tmp_path))
+    zap = ZapHandler(ctx, KeyTable(tmp_path), Connections(ctx, 64))
     raw = z85.decode(key)
     try:
 
@@ -132,6 +136,119 @@ def test_zap_accepts_registered_curve_keys_only(tmp_path):
         assert zap.refused == 4
     finally:
         zap.close()
+        ctx.term()
+
+
+def _emfile(*args):
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_key_table_keeps_its_keys_while_the_directory_cannot_be_read(tmp_path, monkeypatch, capsys):
+    a = k.create_client(tmp_path, 1, tmp_path / "a.key_secret")
+    table = KeyTable(tmp_path)
+    monkeypatch.setattr(k.os, "scandir", _emfile)  # every descriptor in use
+    for _ in range(100):  # a rescan at every handshake
+        table.refresh()
+    monkeypatch.undo()
+    assert table.client(a) == 1
+    b = k.create_client(tmp_path, 2, tmp_path / "b.key_secret")
+    table.refresh()
+    assert table.client(b) == 2
+    err = capsys.readouterr().err
+    assert err.count("client keys not reloaded") == 1  # not one line per handshake
+    assert '"client keys readable again", "failures": 100' in err
+
+
+def test_zap_answers_every_request_it_reads_even_when_answering_fails(
+    tmp_path, monkeypatch, capsys
+):
+    key = k.create_client(tmp_path, 4, tmp_path / "a.key_secret")
+    ctx = zmq.Context()
+    zap = ZapHandler(ctx, KeyTable(tmp_path), Connections(ctx, 64))
+    req = ctx.socket(zmq.REQ)
+    req.linger = 0
+    req.connect(ZAP_ENDPOINT)
+
+    def ask() -> list[bytes]:
+        req.send_multipart([b"1.0", b"9", b"d", b"127.0.0.1", b"", b"CURVE", z85.decode(key)])
+        assert zap.socket.poll(5000)
+        zap.handle()
+        assert req.poll(5000), "the ZAP request was never answered"
+        return req.recv_multipart()
+
+    try:
+        monkeypatch.setattr(zap.table, "client", _emfile)
+        for _ in range(3):
+            assert ask()[1:4] == [b"9", b"500", b"internal error"]
+        monkeypatch.undo()
+        assert ask()[2:5] == [b"200", b"OK", key]
+    finally:
+        req.close()
+        zap.close()
+        ctx.term()
+    err = capsys.readouterr().err
+    assert err.count("ZAP requests answered 500") == 1  # not one traceback per handshake
+    assert '"ZAP handler works again", "failures": 3' in err
+
+
+def test_a_client_at_its_connection_cap_is_refused_until_one_closes(tmp_path):
+    k.create_client(tmp_path, 4, tmp_path / "a.key_secret")
+    public, secret = k.load_secret_certificate(tmp_path / "a.key_secret")
+    server_public, server_secret = k.new_key_pair()
+    ctx = zmq.Context()
+    conns = Connections(ctx, 2)
+    zap = ZapHandler(ctx, KeyTable(tmp_path), conns)
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.curve_server = True
+    router.curve_publickey, router.curve_secretkey = server_public, server_secret
+    router.zap_domain = b"test"
+    conns.watch(router)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealers = []
+
+    def connect() -> tuple[zmq.Socket, int]:
+        d = ctx.socket(zmq.DEALER)
+        d.linger = 0
+        d.curve_serverkey, d.curve_publickey, d.curve_secretkey = server_public, public, secret
+        monitor = d.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        )
+        dealers.append(d)
+        d.connect(f"tcp://127.0.0.1:{port}")
+        try:
+            for _ in range(500):
+                if zap.socket.poll(10):
+                    zap.handle()
+                if monitor.poll(0):
+                    return d, recv_monitor_message(monitor)["event"]
+            raise AssertionError("no handshake")
+        finally:
+            d.disable_monitor()
+            monitor.close()
+
+    try:
+        first, ok = connect()
+        assert ok == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert connect()[1] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        third, refused = connect()
+        assert refused == zmq.EVENT_HANDSHAKE_FAILED_AUTH and conns.held == {4: 2}
+        third.close()
+        first.close()
+        for _ in range(500):
+            conns.poll()
+            if conns.held == {4: 1}:
+                break
+            time.sleep(0.01)
+        assert conns.held == {4: 1}
+        assert connect()[1] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert conns.held == {4: 2}
+    finally:
+        for d in dealers:
+            d.close()
+        router.close()
+        zap.close()
+        conns.close()
         ctx.term()
 
 

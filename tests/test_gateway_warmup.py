@@ -13,6 +13,7 @@ CALLED = {
     "gateway.risk": ("fold", "load", "drop"),
     "gateway.keyfilter": ("add", "may_hold"),
     "gateway.shardlink": ("_unseen",),
+    "gateway.discard": ("_discard",),
 }
 
 SCRIPT = f"""
