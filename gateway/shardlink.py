@@ -182,9 +182,9 @@ class ShardLink:
         return cmds[keyed & (cmds["instrument"] < len(self.syms))]
 
     def witness(self) -> tuple[int, int]:
-        """The request ring's creation stamp and the records written to it so far."""
+        """The request ring's incarnation and the records written to it so far."""
         hdr = self.requests.header
-        return int(load_word(hdr, ops.H_CREATED_NS)), int(load_word(hdr, ops.H_PUBLISHED))
+        return int(load_word(hdr, ops.H_INCARNATION)), int(load_word(hdr, ops.H_PUBLISHED))
 
     def close(self) -> None:
         self.requests.close()
