@@ -101,6 +101,10 @@ cpus = []
 # state_dir holds the gateway's own state (idempotency keys, positions, how far
 # it has read each shard); "" puts it beside the journals, in <journal dir>/../gateway.
 # key_window: the last this many keyed orders are remembered across instruments.
+# stall_ms: a shard that has taken none of the requests waiting in its ring, and
+# published no event, for this long is reported stalled, and new requests for its
+# instruments are refused "unavailable" until it moves again. Liveness only: what
+# a shard journals never depends on it.
 [gateway]
 router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
@@ -108,6 +112,7 @@ keys_dir = "./var/keys"
 cpus = []
 state_dir = ""
 key_window = 10_000_000
+stall_ms = 2_000
 
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
 # stable storage before its events leave the shard; "os": in the OS page cache
@@ -217,6 +222,7 @@ class Gateway(_Section, kw_only=True):
     cpus: Cpus = []
     state_dir: str = ""
     key_window: Positive = 10_000_000
+    stall_ms: Positive = 2_000
 
 
 class Journal(_Section, kw_only=True):
