@@ -418,17 +418,20 @@ class Gateway:
             self.flush()
 
     def _watch(self, link: ShardLink) -> None:
-        """Whether the shard is stalled: requests wait in its ring and it has moved
-        neither cursor (``ShardLink.look``) for ``[gateway] stall_ms``. While it is, new
-        requests for its instruments are refused (``_route``); those already in its
-        ring stay there and are answered when it moves again."""
+        """Whether the shard is stalled: it is live, requests wait in its ring and it has
+        moved neither cursor (``ShardLink.look``) for ``[gateway] stall_ms``. While it
+        is, new requests for its instruments are refused (``_route``); those already in
+        its ring stay there and are answered when it moves again. A shard that is not
+        live (down, restarting, not synced) is not watched: it is refused as such, and
+        a process that attaches only after its recovery is not stalled meanwhile."""
+        live = self.live[link.index]
         before = link.idle
-        idle = link.look(self.now)
+        idle = link.look(self.now, live)
         after = self.stall_after
         if before < after <= idle:
             waiting = link.requests.position - link.progress()[0]
             logs.warning("shard stalled", shard=link.name, seconds=round(idle, 1), waiting=waiting)
-        elif idle < after <= before:
+        elif idle < after <= before and live:  # else "shard down" has been logged
             stalled = round(before, 1)
             logs.warning("shard progressing again", shard=link.name, stalled_seconds=stalled)
         self.count.set_stalled(link.index, idle if idle >= after else 0.0)

@@ -145,13 +145,14 @@ class ShardLink:
             int(load_word(self.events.header, ops.H_PUBLISHED)),
         )
 
-    def look(self, now: float) -> float:
+    def look(self, now: float, watched: bool) -> float:
         """Update and return ``idle``: the seconds since the shard last moved (or its
-        request ring was last seen empty), ``now`` being the caller's clock. It is read
-        from the rings' cursors alone: a stopped shard moves neither."""
+        request ring was last seen empty, or it was last not ``watched``), ``now`` being
+        the caller's clock. It is read from the rings' cursors alone: a stopped shard
+        moves neither."""
         progress = self.progress()
-        waiting = int(load_word(self.requests.header, ops.H_PUBLISHED)) != progress[0]
-        if progress != self._progress or not waiting:
+        waiting = self.requests.position != progress[0]
+        if progress != self._progress or not waiting or not watched:
             self._progress, self._moved_at = progress, now
         self.idle = now - self._moved_at
         return self.idle
