@@ -103,6 +103,10 @@ cpus = []
 # key_window: the last this many keyed orders are remembered across instruments.
 # max_connections_per_client: a client's handshakes are refused while it holds
 # this many connections (ROUTER and PUB together); each takes a file descriptor.
+# stall_ms: a shard that has taken none of the requests waiting in its ring, and
+# published no event, for this long is reported stalled, and new requests for its
+# instruments are refused "unavailable" until it moves again. Liveness only: what
+# a shard journals never depends on it.
 [gateway]
 router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
@@ -111,6 +115,7 @@ cpus = []
 state_dir = ""
 key_window = 10_000_000
 max_connections_per_client = 64
+stall_ms = 2_000
 
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
 # stable storage before its events leave the shard; "os": in the OS page cache
@@ -227,6 +232,7 @@ class Gateway(_Section, kw_only=True):
     state_dir: str = ""
     key_window: Positive = 10_000_000
     max_connections_per_client: Positive = 64
+    stall_ms: Positive = 2_000
 
 
 class Journal(_Section, kw_only=True):

@@ -30,7 +30,7 @@ from exchange import logs, status
 from exchange.config import Config
 from exchange.shard import counters_name, event_ring, request_ring
 from gateway.counters import BLOCK as GATEWAY_BLOCK
-from gateway.counters import REJECTS
+from gateway.counters import REJECTS, STALLED
 from shm.counters_reader import BlockSnapshot, HistogramSnapshot
 from shm.histogram import bucket_of
 
@@ -104,11 +104,22 @@ class DaemonCollector:
         gw = {"gateway": blocks.get(GATEWAY_BLOCK)}
         yield from self._block_metrics(gw, None, GATEWAY_COUNTERS, GATEWAY_GAUGES)
         rejects = _counter("gateway_rejects", "Requests refused, by stable error code.", ["code"])
-        if gw["gateway"] is not None:
-            for metric, n in sorted(gw["gateway"].counters.items()):
+        stalled = GaugeMetricFamily(
+            PREFIX + "shard_stalled_seconds",
+            "How long the gateway has seen the shard take none of the requests waiting for "
+            "it (0: not stalled; its new requests are refused meanwhile).",
+            labels=["shard"],
+        )
+        b = gw["gateway"]
+        if b is not None:
+            for metric, n in sorted(b.counters.items()):
                 if metric.startswith(REJECTS):
                     rejects.add_metric([metric[len(REJECTS) :]], n)
+            if b.alive:  # a dead gateway's last word on stalls is stale
+                for s in shards:
+                    stalled.add_metric([s], b.gauges[STALLED + s] / 1000)
         yield rejects
+        yield stalled
         yield from self._processes(blocks, rings)
 
     def _block_metrics(self, by_label, label, counters, gauges) -> Iterator[Metric]:

@@ -95,10 +95,10 @@ class ShardLoop:
         self.requests = requests
         self.events = events
         self.stop = stop
-        # positions are committed under the ring's creation stamp, so a ring
-        # created anew (another incarnation) is never skipped into
-        stamp = inspect_ring(namespace, requests.name).created_ns
-        self.position_key = f"{requests.name}@{stamp}"
+        # positions are committed under the ring's incarnation, so a ring created anew
+        # is never skipped into
+        incarnation = inspect_ring(namespace, requests.name).incarnation
+        self.position_key = f"{requests.name}@{incarnation}"
         self.counters: CounterBlock | None = None
 
     def resume(self, tail: np.ndarray) -> int:

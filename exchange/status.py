@@ -17,8 +17,11 @@ The config says which processes are expected: every shard and the gateway,
 and standalone the rings' owner too (under the supervisor, it is the owner).
 Each is ``up`` (its block's writer, or the rings' owner, is alive), ``starting``
 (the supervisor started it and it has no block yet: compiling, recovering) or
-``down``. ``all_up`` is what ``exchanged status`` exits 0 on. The rates come
-from two samples of the blocks ``SAMPLE_SECONDS`` apart.
+``down``; a shard that is up is ``stalled`` instead while the gateway's block
+says so (its ``stalled_ms.<shard>`` gauge: no progress on the requests waiting
+for it for ``[gateway] stall_ms``; the gateway refuses new requests for it).
+``all_up`` is what ``exchanged status`` exits 0 on. The rates come from two
+samples of the blocks ``SAMPLE_SECONDS`` apart.
 """
 
 import json
@@ -30,6 +33,7 @@ import psutil
 from exchange.config import Config
 from exchange.shard import counters_name, event_ring, request_ring
 from gateway.counters import BLOCK as GATEWAY_BLOCK
+from gateway.counters import STALLED as STALLED_GAUGE
 from shm.counters_reader import BlockSnapshot, list_blocks, read_block
 from shm.errors import ShmError
 from shm.ring import RingStatus, inspect_ring, list_rings
@@ -37,7 +41,7 @@ from shm.ring import RingStatus, inspect_ring, list_rings
 SAMPLE_SECONDS = 0.5
 SUPERVISOR = "supervisor"
 STANDALONE = "standalone (systemd)"
-UP, STARTING, DOWN = "up", "starting", "down"
+UP, STARTING, DOWN, STALLED = "up", "starting", "down", "stalled"
 
 
 def _read_all(ns: str, names, read) -> dict:
@@ -122,11 +126,18 @@ def expected_processes(
     """Each process the config expects, from the supervisor's status document (None:
     standalone), the counter blocks and the rings' headers; see the module's doc."""
     children = {c["name"]: c for c in sup["children"]} if sup else {}
+    gateway = blocks.get(GATEWAY_BLOCK)
     out = [] if sup else [_rings_owner(config, rings)]
     for s in config.shards:
-        out.append(
-            _from_block(s.name, "shard", counters_name(s.name), blocks, children.get(s.name))
+        entry = _from_block(s.name, "shard", counters_name(s.name), blocks, children.get(s.name))
+        # a dead gateway's gauges are what they were when it died
+        stalled_ms = (
+            gateway.gauges.get(STALLED_GAUGE + s.name, 0) if gateway and gateway.alive else 0
         )
+        entry["stalled_seconds"] = stalled_ms / 1000 if stalled_ms else None
+        if stalled_ms and entry["state"] == UP:
+            entry["state"] = STALLED
+        out.append(entry)
     out.append(_from_block("gateway", "gateway", GATEWAY_BLOCK, blocks, children.get("gateway")))
     return out
 
@@ -140,6 +151,7 @@ def collect(config: Config) -> dict:
     rings = read_rings(ns)
     expected = expected_processes(config, sup, second, rings)
     all_up = all(p["state"] == UP for p in expected)
+    every_process_runs = all(p["state"] in (UP, STALLED) for p in expected)
     if sup is not None:
         mode = SUPERVISOR
     elif any(p["state"] == UP for p in expected):
@@ -162,7 +174,7 @@ def collect(config: Config) -> dict:
             **{f"{h}_p99": s.p99 for h, s in b.histograms.items()},
         }
     return {
-        "running": sup is not None or all_up,
+        "running": sup is not None or every_process_runs,
         "all_up": all_up,
         "mode": mode,
         "namespace": ns,
@@ -184,7 +196,13 @@ def _headline(doc: dict) -> str:
         how = f"under the supervisor (pid {doc['supervisor']['supervisor_pid']})"
     else:
         how = STANDALONE
-    not_up = [p["name"] for p in doc["expected"] if p["state"] != UP]
+    not_up = [
+        f"{p['name']} (stalled {p['stalled_seconds']:.1f} s)"
+        if p["state"] == STALLED
+        else p["name"]
+        for p in doc["expected"]
+        if p["state"] != UP
+    ]
     health = (
         "every expected process is up"
         if not not_up

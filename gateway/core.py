@@ -4,7 +4,8 @@ rings; event batches in -> replies, notices and market data out.
 A request frame goes through, in order: one frame? -> the client id of its
 connection (the ZAP User-Id, never the body) -> ``decode_request`` (types,
 ranges, the rules between fields) -> the client's rate limit -> a known
-instrument on a shard the gateway is synced with -> the instrument's grid
+instrument on a shard the gateway is synced with and that is not stalled
+(``Gateway._watch``) -> the instrument's grid
 (lot, tick, band, max qty) -> the idempotency ledger (pairs in flight, then the
 gateway's own view of the pairs used: ``gateway.ledger``; one used on another
 instrument is a ``conflict``, on the same instrument a retry, which skips the
@@ -235,6 +236,7 @@ class Gateway:
         self.queued = 0  # commands in the outboxes
         self.open_batches = 0  # NewOrders not answered yet
         self.live = {link.index: False for link in links}  # ``ShardLink.ready``, per tick
+        self.stall_after = config.gateway.stall_ms / 1000
         self.now = clock()
         self.stopping = False  # set by a signal: the loop returns after its turn
         self.ticks = 0
@@ -457,6 +459,7 @@ class Gateway:
             if live != self.live[link.index]:
                 logs.warning("shard up" if live else "shard down", shard=link.name)
             self.live[link.index] = live
+            self._watch(link)
 
     def _checkpoint_due(self) -> None:
         if self._changed and self.ticks % CHECKPOINT_EVERY_TICKS == 0:
@@ -467,6 +470,25 @@ class Gateway:
             for client in self.sessions.silent(self.now, self.cod_after):
                 self._cancel_all(client)
             self.flush()
+
+    def _watch(self, link: ShardLink) -> None:
+        """Whether the shard is stalled: it is live, requests wait in its ring and it has
+        moved neither cursor (``ShardLink.look``) for ``[gateway] stall_ms``. While it
+        is, new requests for its instruments are refused (``_route``); those already in
+        its ring stay there and are answered when it moves again. A shard that is not
+        live (down, restarting, not synced) is not watched: it is refused as such, and
+        a process that attaches only after its recovery is not stalled meanwhile."""
+        live = self.live[link.index]
+        before = link.idle
+        idle = link.look(self.now, live)
+        after = self.stall_after
+        if before < after <= idle:
+            waiting = link.requests.position - link.progress()[0]
+            logs.warning("shard stalled", shard=link.name, seconds=round(idle, 1), waiting=waiting)
+        elif idle < after <= before and live:  # else "shard down" has been logged
+            stalled = round(before, 1)
+            logs.warning("shard progressing again", shard=link.name, stalled_seconds=stalled)
+        self.count.set_stalled(link.index, idle if idle >= after else 0.0)
 
     # ------------------------------------------------------------ requests
 
@@ -512,6 +534,12 @@ class Gateway:
                 UNAVAILABLE,
                 f"shard {link.name} holding {sym} is down or not synced yet; retry later, "
                 "unchanged",
+            )
+        if link.idle >= self.stall_after:
+            raise ProtocolError(
+                UNAVAILABLE,
+                f"shard {link.name} holding {sym} is stalled: no progress on the requests "
+                f"waiting for it for {link.idle:.1f} s; retry later, unchanged",
             )
         return route
 

@@ -5,8 +5,10 @@ Counters: ``requests`` (frames taken), ``orders`` (the orders in them: a NewOrde
 is one, a NewOrders its count), ``fills`` (Fill notices sent) and one
 ``rejects.<code>`` per stable error code of ``gateway.protocol.ERROR_CODES``,
 every one made up front because a block's layout is fixed when it is created.
-Gauge: ``clients``, the clients the gateway has heard from that still have a
-connection it knows of (it learns that one is gone when a send to it fails).
+Gauges: ``clients``, the clients the gateway has heard from that still have a
+connection it knows of (it learns that one is gone when a send to it fails), and
+per shard ``stalled_ms.<shard>``, how long the shard has been stalled (0: it is
+not; see ``gateway.core.Gateway._watch``), set every tick.
 
 The hot path only adds to plain Python ints and a set; ``flush`` writes what a
 turn counted with one atomic add per metric that moved, so the shared-memory
@@ -20,21 +22,27 @@ from shm.counters import KIND_COUNTER, KIND_GAUGE, CounterBlock, counter_add, ga
 BLOCK = "gateway"
 REJECTS = "rejects."
 COUNTERS = ("requests", "orders", "fills", *(REJECTS + code for code in ERROR_CODES))
-GAUGES = ("clients",)
+STALLED = "stalled_ms."
 
 
 class GatewayCounters:
     """The tallies of the turn under way, and the block they are flushed to."""
 
-    __slots__ = ("block", "requests", "orders", "fills", "rejects", "seen", "_slot")
+    __slots__ = ("block", "requests", "orders", "fills", "rejects", "seen", "_slot", "_stalled")
 
-    def __init__(self, namespace: str):
+    def __init__(self, namespace: str, shards: list[str]):
+        stalled = [STALLED + shard for shard in shards]
         # a gateway killed with SIGKILL leaves its block: the next one replaces it
         self.block = CounterBlock(
-            namespace, BLOCK, counters=COUNTERS, gauges=GAUGES, replace_stale=True
+            namespace,
+            BLOCK,
+            counters=COUNTERS,
+            gauges=["clients", *stalled],
+            replace_stale=True,
         )
         self._slot = {m: self.block.slot(m, KIND_COUNTER) for m in COUNTERS}
         self._slot["clients"] = self.block.slot("clients", KIND_GAUGE)
+        self._stalled = [self.block.slot(m, KIND_GAUGE) for m in stalled]  # by shard index
         self.requests = 0
         self.orders = 0
         self.fills = 0
@@ -68,6 +76,10 @@ class GatewayCounters:
         """The ``clients`` gauge: the clients seen that still have a known connection."""
         self.seen = {client for client in self.seen if sessions.connections(client)}
         gauge_set(self.block.values, self._slot["clients"], len(self.seen))
+
+    def set_stalled(self, shard: int, seconds: float) -> None:
+        """Shard number ``shard`` has been stalled for ``seconds`` (0: it is not)."""
+        gauge_set(self.block.values, self._stalled[shard], round(seconds * 1000))
 
     def unlink(self) -> None:
         """At a clean exit: nothing is left in shared memory."""

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     conns = Connections(ctx, config.gateway.max_connections_per_client)
     try:
         # before any socket, as the warm-up: its writes compile on a cold cache
-        counters = GatewayCounters(config.shm.namespace)
+        counters = GatewayCounters(config.shm.namespace, [s.name for s in config.shards])
         for i in range(len(config.shards)):
             links.append(ShardLink(config, i))
         state_dir = config.gateway_state_dir()

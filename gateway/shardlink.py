@@ -109,6 +109,10 @@ class ShardLink:
         self.sync_req = 0  # req_id of the sync in flight (0: none)
         self.synced_to = None  # the shard process (its ring token) the last sync went to
         self._resting: list[np.ndarray] = []  # the sync's EV_RESTING records so far
+        # seconds the shard has made no progress with requests waiting for it (``look``)
+        self.idle = 0.0
+        self._progress = (-1, -1)  # ``progress()`` at the last look that saw it move
+        self._moved_at = 0.0  # when that look was
         self.events = Consumer(ns, event_ring(shard.name), EVENT_DTYPE)
         try:
             self.requests = Producer(ns, request_ring(shard.name), COMMAND_DTYPE)
@@ -130,6 +134,28 @@ class ShardLink:
         """Whether orders for its instruments can be taken: the shard is up and the
         gateway has caught up with it."""
         return self.caught_up and not self.diverged and self.alive()
+
+    def progress(self) -> tuple[int, int]:
+        """What moves while the shard works: the requests it has taken from the request
+        ring (its consumer cursor) and the events it has published. The events count
+        too because the shard takes a SYNC only once it has published the whole answer,
+        which can be a long replay."""
+        return (
+            int(load_word(self.requests.header, ops.H_RELEASED)),
+            int(load_word(self.events.header, ops.H_PUBLISHED)),
+        )
+
+    def look(self, now: float, watched: bool) -> float:
+        """Update and return ``idle``: the seconds since the shard last moved (or its
+        request ring was last seen empty, or it was last not ``watched``), ``now`` being
+        the caller's clock. It is read from the rings' cursors alone: a stopped shard
+        moves neither."""
+        progress = self.progress()
+        waiting = self.requests.position != progress[0]
+        if progress != self._progress or not waiting or not watched:
+            self._progress, self._moved_at = progress, now
+        self.idle = now - self._moved_at
+        return self.idle
 
     # ------------------------------------------------------------ syncs
 
@@ -182,9 +208,9 @@ class ShardLink:
         return cmds[keyed & (cmds["instrument"] < len(self.syms))]
 
     def witness(self) -> tuple[int, int]:
-        """The request ring's creation stamp and the records written to it so far."""
+        """The request ring's incarnation and the records written to it so far."""
         hdr = self.requests.header
-        return int(load_word(hdr, ops.H_CREATED_NS)), int(load_word(hdr, ops.H_PUBLISHED))
+        return int(load_word(hdr, ops.H_INCARNATION)), int(load_word(hdr, ops.H_PUBLISHED))
 
     def close(self) -> None:
         self.requests.close()

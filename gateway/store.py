@@ -76,7 +76,7 @@ class ShardMark(msgspec.Struct, frozen=True):
     # every keyed NEW the gateway had written to the shard was answered and its pair
     # is in this checkpoint: no request in flight held a pair on its instruments
     quiet: bool
-    ring: int  # the request ring's creation stamp then ...
+    ring: int  # the request ring's incarnation then ...
     published: int  # ... and the records written to it so far
 
 

@@ -44,6 +44,16 @@ def list_names(namespace: str, suffix: str) -> list[str]:
     return sorted(names)
 
 
+def list_namespaces(prefix: str) -> set[str]:
+    """The namespaces starting with ``prefix`` that have a file in the shm directory."""
+    head = f"{PREFIX}.{prefix}"
+    return {
+        entry[len(PREFIX) + 1 :].split(".", 1)[0]
+        for entry in os.listdir(shm_dir())
+        if entry.startswith(head)
+    }
+
+
 def unlink_namespace(namespace: str) -> list[str]:
     """Remove every file of ``namespace`` (segments, doorbells, leftovers); return their paths."""
     check_name("namespace", namespace)

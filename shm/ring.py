@@ -14,7 +14,7 @@ becomes the owner; one that wants a fresh ring calls
 
 import hashlib
 import os
-import time
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +51,7 @@ class RingStatus:
     path: str
     record_size: int
     capacity: int
-    created_ns: int
+    incarnation: int  # this ring's identity (``ring_ops.H_INCARNATION``)
     owner_pid: int
     owner_alive: bool
     producer_pid: int
@@ -121,6 +121,7 @@ def create_ring(
         segment.unlink(paths.data_bell)
         segment.unlink(paths.space_bell)
     owner = proc.token()
+    incarnation = secrets.randbits(63)  # an int64 that is never negative
 
     def init(mapping):
         hdr = np.frombuffer(mapping, np.int64, ops.HEADER_WORDS)
@@ -130,7 +131,7 @@ def create_ring(
         hdr[ops.H_CAPACITY] = capacity
         hdr[ops.H_LAYOUT_HASH] = layout_hash(dtype)
         hdr[ops.H_OWNER] = owner
-        hdr[ops.H_CREATED_NS] = time.time_ns()
+        hdr[ops.H_INCARNATION] = incarnation
         hdr[ops.H_MAGIC] = ops.MAGIC  # last: a header with the magic is complete
 
     doorbell.create(paths.data_bell)
@@ -232,7 +233,7 @@ def _read_status(name: str, path: str) -> RingStatus:
         path=path,
         record_size=int(hdr[ops.H_RECORD_SIZE]),
         capacity=int(hdr[ops.H_CAPACITY]),
-        created_ns=int(hdr[ops.H_CREATED_NS]),
+        incarnation=int(hdr[ops.H_INCARNATION]),
         owner_pid=proc.token_pid(int(hdr[ops.H_OWNER])),
         owner_alive=proc.token_alive(int(hdr[ops.H_OWNER])),
         producer_pid=proc.token_pid(int(hdr[ops.H_PRODUCER])),

@@ -42,7 +42,10 @@ H_RECORD_SIZE = 3
 H_CAPACITY = 4
 H_LAYOUT_HASH = 5  # fingerprint of the record dtype's fields
 H_OWNER = 6  # process token of the creator (see shm.proc)
-H_CREATED_NS = 7  # CLOCK_REALTIME of creation, for operators
+# a random 63-bit number drawn at creation: what tells this ring from any earlier or
+# later one of the same name (a wall clock can repeat, e.g. across a reboot). A ring
+# made by older code holds its creation time here, which serves the same purpose.
+H_INCARNATION = 7
 # line 1: written by the producer
 H_PUBLISHED = 1 * LINE_WORDS
 H_PRODUCER = 1 * LINE_WORDS + 1  # process token of the attached producer, 0 if none

@@ -23,7 +23,8 @@ import msgspec
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from gateway.client import Client
 from gateway.keys import create_client, load_secret_certificate, server_public_key
-from shm.names import PREFIX, shm_dir, unlink_namespace
+from shm.names import unlink_namespace
+from shm.warmup import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,7 +192,7 @@ class Daemon:
     def close_all(self) -> None:
         """``close``, and before it SIGKILL every process of this daemon (the children of
         earlier supervisors too) that still runs, and remove the throwaway warm-up rings
-        (``shm.warmup``: namespace ``warm<pid>-...``) of those killed while warming up."""
+        (``shm.warmup``) of those killed while warming up."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill_everything()
         pids = self._seen | self.started()
@@ -199,16 +200,8 @@ class Daemon:
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         self.wait_gone(left, 30)
-        for pid in pids:
-            if _state(pid) in (None, "Z", "X"):  # gone or a zombie: its pid is not reused
-                for ns in _warm_up_namespaces(pid):
-                    unlink_namespace(ns)
+        sweep()
         self.close()
-
-
-def _warm_up_namespaces(pid: int) -> set[str]:
-    head = f"{PREFIX}.warm{pid}-"
-    return {e[len(PREFIX) + 1 :].split(".")[0] for e in os.listdir(shm_dir()) if e.startswith(head)}
 
 
 def _pids() -> list[int]:

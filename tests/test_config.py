@@ -159,6 +159,11 @@ BAD = {
         "gateway.key_window",
         ">= 1",
     ),
+    "stall time not positive": (
+        _bad("stall_ms = 2_000\n", "stall_ms = 0\n"),
+        "gateway.stall_ms",
+        ">= 1",
+    ),
     "missing section": (
         _bad("[rate]\norders_per_second = 1_000\nburst = 200\n", ""),
         "rate",

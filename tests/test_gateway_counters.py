@@ -16,6 +16,8 @@ from gateway.sessions import Sessions
 from shm.counters_reader import list_blocks, read_block
 from tools.top import frame
 
+SHARDS = ["s0", "s1"]
+
 
 @pytest.fixture
 def ns():
@@ -24,19 +26,20 @@ def ns():
 
 
 def test_every_reject_code_has_a_counter_from_the_start(ns):
-    counters = GatewayCounters(ns)
+    counters = GatewayCounters(ns, SHARDS)
     try:
         block = read_block(ns, BLOCK)
         assert set(block.counters) == set(COUNTERS)
         assert {REJECTS + code for code in ERROR_CODES} <= set(block.counters)
-        assert not any(block.counters.values()) and block.gauges == {"clients": 0}
+        assert not any(block.counters.values())
+        assert block.gauges == {"clients": 0, "stalled_ms.s0": 0, "stalled_ms.s1": 0}
     finally:
         counters.unlink()
     assert BLOCK not in list_blocks(ns)
 
 
 def test_a_turn_is_written_once_at_its_flush(ns):
-    counters = GatewayCounters(ns)
+    counters = GatewayCounters(ns, SHARDS)
     try:
         counters.requests += 3
         counters.orders += 1 + 64
@@ -63,7 +66,7 @@ def test_a_turn_is_written_once_at_its_flush(ns):
 
 
 def test_clients_are_those_seen_with_a_known_connection(ns):
-    counters = GatewayCounters(ns)
+    counters = GatewayCounters(ns, SHARDS)
     try:
         sessions = Sessions()
         for client, conn in ((1, b"a"), (1, b"b"), (2, b"c")):

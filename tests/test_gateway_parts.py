@@ -1,25 +1,32 @@
 """The gateway's parts on their own: key files, the ZAP answers, rate limits, sessions,
-reply groups, the restart filter and the subscriber's gap logic (the idempotency ledger:
-test_ledger.py)."""
+reply groups, the restart filter, a shard link's progress and the subscriber's gap logic
+(the idempotency ledger: test_ledger.py)."""
 
 import errno
 import os
 import time
 
+import msgspec
 import numpy as np
 import pytest
+import shm_helpers as h
 import zmq
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
+from exchange.config import DEFAULT_TOML, parse_config
 from exchange.records import (
+    COMMAND_DTYPE,
     EV_ACCEPTED,
     EV_RESTING,
     EV_SYNCED,
+    EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
+    commands,
     events,
 )
+from exchange.shard import event_ring, request_ring
 from gateway import keys as k
 from gateway.conns import Connections
 from gateway.inflight import BatchGroup, Inflight, MassGroup
@@ -37,9 +44,12 @@ from gateway.protocol import (
 )
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import Sessions
-from gateway.shardlink import unseen
+from gateway.shardlink import ShardLink, unseen
 from gateway.subscriber import Feeds, LocalBook
 from gateway.zap import ZAP_ENDPOINT, KeyTable, ZapHandler
+from shm.consumer import Consumer
+from shm.producer import Producer
+from shm.ring import create_ring
 
 # --- key files
 
@@ -317,6 +327,41 @@ def test_request_ids_carry_the_incarnation_and_roll_over_to_a_new_one():
     rid = f.reserve(3)  # would not fit: all three come from a new incarnation
     assert rid & 0xFFFFFFFF == 1 and f.incarnation == rid >> 32
     assert f.reserve() == rid + 3
+
+
+# --- a shard's progress, as the gateway sees it
+
+
+def test_a_shard_is_idle_only_while_requests_wait_and_it_moves_neither_cursor():
+    with h.namespace() as ns:
+        r = msgspec.structs.replace
+        config = parse_config(DEFAULT_TOML)
+        config = r(config, shm=r(config.shm, namespace=ns))
+        create_ring(ns, request_ring("s0"), COMMAND_DTYPE, 8)
+        create_ring(ns, event_ring("s0"), EVENT_DTYPE, 8)
+        link = ShardLink(config, 0)
+        # this process plays the shard too: it takes requests and publishes events
+        taken = Consumer(ns, request_ring("s0"), COMMAND_DTYPE)
+        published = Producer(ns, event_ring("s0"), EVENT_DTYPE)
+        try:
+            assert link.look(10.0, True) == 0.0  # nothing waiting: nothing to make progress on
+            assert link.look(20.0, True) == 0.0
+            assert link.requests.write(commands(2)) == 2
+            assert link.look(21.0, True) == 1.0  # since the ring was last seen empty
+            assert link.look(23.0, True) == 3.0
+            published.write(events(1))  # e.g. a chunk of a SYNC's answer: it works
+            assert link.look(24.0, True) == 0.0
+            assert link.look(26.0, True) == 2.0
+            taken.release(1)
+            assert link.look(27.0, True) == 0.0
+            assert link.look(30.0, False) == 0.0  # not live (down, not synced): not watched
+            assert link.look(31.0, True) == 1.0
+            taken.release(1)
+            assert link.look(40.0, True) == 0.0
+        finally:
+            taken.close()
+            published.close()
+            link.close()
 
 
 # --- restart filter

@@ -80,7 +80,15 @@ def test_every_counter_of_the_blocks_is_exported():
     assert set(HISTOGRAMS) == {"commit_us", "batch_size"}
     gw = {m for m, _, _ in metrics.GATEWAY_COUNTERS + metrics.GATEWAY_GAUGES}
     plain = {m for m in gateway_counters.COUNTERS if not m.startswith(gateway_counters.REJECTS)}
-    assert gw == plain | set(gateway_counters.GAUGES)
+    ns = "m" + uuid.uuid4().hex[:10]
+    block = gateway_counters.GatewayCounters(ns, ["s0"])
+    try:
+        gauges = set(read_block(ns, gateway_counters.BLOCK).gauges)
+    finally:
+        block.unlink()
+        unlink_namespace(ns)
+    assert gauges == {"clients", gateway_counters.STALLED + "s0"}  # stalls: shard_stalled_seconds
+    assert gw == plain | {"clients"}
 
 
 @pytest.mark.timeout(300)
@@ -116,6 +124,7 @@ def test_a_scrape_after_real_orders_says_what_happened(daemon, tmp_path):
         assert commands >= orders
         assert got[("exchange_shard_last_seq", labels)] >= orders
         assert got[("exchange_shard_request_ring_depth", labels)] == 0
+        assert got[("exchange_shard_stalled_seconds", labels)] == 0
         assert got[("exchange_shard_event_ring_depth", labels)] == 0
         batches = got[("exchange_shard_batches_total", labels)]
         assert got[("exchange_shard_commit_seconds_count", labels)] == batches

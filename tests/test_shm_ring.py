@@ -1,12 +1,14 @@
 """The ring API within one process: order, wrap-around, full ring, views, bad input, headers."""
 
 import os
+import time
 
 import numpy as np
 import pytest
 import shm_helpers as h
 
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
+from exchange.shard import ShardLoop, StopFlag, request_ring
 from shm import ring_ops as ops
 from shm.consumer import Consumer
 from shm.errors import HeaderMismatchError, RoleTakenError, SegmentExistsError, SegmentNotFoundError
@@ -247,3 +249,21 @@ def test_list_inspect_and_unlink(ns):
     assert list_rings(ns) == ["a"]
     unlink_ring(ns, "a")
     assert namespace_files(ns) == []
+
+
+def test_a_ring_made_again_under_a_repeating_clock_is_another_incarnation(ns, monkeypatch):
+    """A clock that repeats (a reboot without a clock source) must not make a new request
+    ring look like the old one: the shard would skip into it by the old one's position."""
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    name = request_ring("s0")
+    keys, rings = [], []
+    for _ in range(2):
+        create_ring(ns, name, COMMAND_DTYPE, 8)
+        with Consumer(ns, name, COMMAND_DTYPE) as c:
+            # the loop's position key is all this reads of it; no engine, no event ring
+            keys.append(ShardLoop(None, c, None, ns, StopFlag()).position_key)
+        rings.append(inspect_ring(ns, name))
+        unlink_ring(ns, name)
+    assert keys[0] != keys[1]
+    assert rings[0].incarnation != rings[1].incarnation
+    assert keys[1] == f"{name}@{rings[1].incarnation}"
