@@ -7,14 +7,42 @@ batches    batch's last seq (8 B)  -> the batch record (below): everything the b
 orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last fold
 idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint),
                                       up to the last fold
-positions  name (UTF-8)            -> int64: where the shard's readers of its input stand,
-                                      as of ``positions_at``
+positions  name (UTF-8)            -> int64 (big-endian): where the shard's readers of its
+                                      input stand, as of ``positions_at``
 snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
 meta       b"layout" -> LAYOUT, b"folded" -> int64 seq, b"positions_at" -> int64 seq
 
-A batch record is one blob: a 24-byte header (five little-endian uint32: the
-numbers of commands, events, order rows and idempotency entries, and the
-bytes of the positions; 4 zero bytes), then the COMMAND_DTYPE commands, the
+Checksums: every value but the layout is stored with a checksum that binds it to
+its key: a table value is its bytes followed by the little-endian crc32 (zlib's)
+of its key's bytes then its own; a batch record carries the crc32 of its header's
+counts and its body in the header, and must be the record of the batch whose last
+seq is its key. So a flipped byte, a value under another key or a value of the
+wrong size fails its check. The layout value is compared whole on every open
+(an older layout, journal/2 without checksums included, is refused: nothing
+migrates it). Every read checks what it reads (``iter_batches``,
+``iter_records``, ``events_for``, ``order``, the idempotency lookups,
+``positions``, ``latest_snapshot``, ``stats``, the writer's ``_load_log`` and
+``_merge_prior``): a value that fails is ``JournalDamaged`` naming the journal,
+the table, the record (seq, order id, (client, idem key), name) and the reason,
+never an answer; so is LMDB reporting a page it cannot use (MDB_CORRUPTED,
+MDB_PAGE_NOTFOUND, ...), naming the tables read. A fold computes its rows'
+checksums in one Numba pass (``_row_sums``); single values use zlib.
+
+What start-up verifies in full is what it reads: the writer's open reads the
+meta seqs and every record of the log; recovery reads the latest snapshot and
+every batch after it; the shard's resume reads the positions table and the log
+after ``positions_at``. Everything else is verified lazily, when it is read: the
+orders and idem tables (each lookup checks the values it finds), batches before
+the snapshot (a SYNC replay, ``events_for`` of a retry's original, the tools)
+and older snapshots. ``damaged()`` checks every value of every table, and
+``tables()`` gives the folded tables as of one read txn: ``exch journal verify``
+reports the first and compares the second with the batches (``tools.verify``).
+A lookup that a damaged branch page sends to the wrong leaf without LMDB noticing
+finds no value to check: only verify's cross-check of the tables shows that.
+
+A batch record is one blob: a 24-byte header (six little-endian uint32: the
+numbers of commands, events, order rows and idempotency entries, the bytes of
+the positions, and the record's checksum), then the COMMAND_DTYPE commands, the
 EVENT_DTYPE events, the ORDER_DTYPE rows (by order id) of the orders the batch
 changed, the IDEM_DTYPE values and then the 12-byte keys of the idempotency
 entries of its keyed NEW commands, and the input positions committed with it
@@ -32,13 +60,13 @@ The records after ``folded`` are the log. The tables (``orders``, ``idem``,
 ``positions``) are brought up to date from it by the transaction of the batch
 that brings the log to ``merge_rows`` order rows and idempotency entries
 together, or to ``MERGE_BATCHES`` batches (the fold); the log then starts
-anew. Readers combine both: ``order()`` looks in the log's rows, newest first,
-then in the table; an idempotency pair is in a log record's entries or in the
-table; the positions are the table's, updated by the records after
-``positions_at``. The writer keeps the log's rows and idempotency entries in
-memory (``PendingRows``, a dict), so its own lookups never read the log. A
-fold writes many rows and entries at once (the pages they share are written
-once); its batch pays for it (tens of ms at 65,536 of them).
+anew. Readers combine both: ``order()`` looks in the log's rows, newest first
+(the writer: in its index of them), then in the table; an idempotency pair is
+in a log record's entries or in the table; the positions are the table's,
+updated by the records after ``positions_at``. The writer keeps the log's rows
+and idempotency entries in memory (``PendingRows``, a dict), so its own lookups
+never read the log. A fold writes many rows and entries at once (the pages they
+share are written once); its batch pays for it (tens of ms at 65,536 of them).
 
 The events passed in are exactly what the books produced for the batch's
 commands; the shard's own replies (REJ_CONFLICT rejects, EVF_DUPLICATE
