@@ -7,14 +7,43 @@ batches    batch's last seq (8 B)  -> the batch record (below): everything the b
 orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last fold
 idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint),
                                       up to the last fold
-positions  name (UTF-8)            -> int64: where the shard's readers of its input stand,
-                                      as of ``positions_at``
+positions  name (UTF-8)            -> int64 (big-endian): where the shard's readers of its
+                                      input stand, as of ``positions_at``
 snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
-meta       b"layout" -> LAYOUT, b"folded" -> int64 seq, b"positions_at" -> int64 seq
+meta       b"layout" -> LAYOUT, b"identity" -> 8 random bytes drawn at creation
+           (``exchange.journalid``), b"folded" -> int64 seq, b"positions_at" -> int64 seq
 
-A batch record is one blob: a 24-byte header (five little-endian uint32: the
-numbers of commands, events, order rows and idempotency entries, and the
-bytes of the positions; 4 zero bytes), then the COMMAND_DTYPE commands, the
+Checksums: every value but the layout is stored with a checksum that binds it to
+its key: a table value is its bytes followed by the little-endian crc32 (zlib's)
+of its key's bytes then its own; a batch record carries the crc32 of its header's
+counts and its body in the header, and must be the record of the batch whose last
+seq is its key. So a flipped byte, a value under another key or a value of the
+wrong size fails its check. The layout value is compared whole on every open
+(an older layout, journal/2 without checksums included, is refused: nothing
+migrates it). Every read checks what it reads (``iter_batches``,
+``iter_records``, ``events_for``, ``order``, the idempotency lookups,
+``positions``, ``latest_snapshot``, ``stats``, the writer's ``_load_log`` and
+``_merge_prior``): a value that fails is ``JournalDamaged`` naming the journal,
+the table, the record (seq, order id, (client, idem key), name) and the reason,
+never an answer; so is LMDB reporting a page it cannot use (MDB_CORRUPTED,
+MDB_PAGE_NOTFOUND, ...), naming the tables read. A fold computes its rows'
+checksums in one Numba pass (``_row_sums``); single values use zlib.
+
+What start-up verifies in full is what it reads: the writer's open reads the
+meta seqs and every record of the log; recovery reads the latest snapshot and
+every batch after it; the shard's resume reads the positions table and the log
+after ``positions_at``. Everything else is verified lazily, when it is read: the
+orders and idem tables (each lookup checks the values it finds), batches before
+the snapshot (a SYNC replay, ``events_for`` of a retry's original, the tools)
+and older snapshots. ``damaged()`` checks every value of every table, and
+``tables()`` gives the folded tables as of one read txn: ``exch journal verify``
+reports the first and compares the second with the batches (``tools.verify``).
+A lookup that a damaged branch page sends to the wrong leaf without LMDB noticing
+finds no value to check: only verify's cross-check of the tables shows that.
+
+A batch record is one blob: a 24-byte header (six little-endian uint32: the
+numbers of commands, events, order rows and idempotency entries, the bytes of
+the positions, and the record's checksum), then the COMMAND_DTYPE commands, the
 EVENT_DTYPE events, the ORDER_DTYPE rows (by order id) of the orders the batch
 changed, the IDEM_DTYPE values and then the 12-byte keys of the idempotency
 entries of its keyed NEW commands, and the input positions committed with it
@@ -32,13 +61,13 @@ The records after ``folded`` are the log. The tables (``orders``, ``idem``,
 ``positions``) are brought up to date from it by the transaction of the batch
 that brings the log to ``merge_rows`` order rows and idempotency entries
 together, or to ``MERGE_BATCHES`` batches (the fold); the log then starts
-anew. Readers combine both: ``order()`` looks in the log's rows, newest first,
-then in the table; an idempotency pair is in a log record's entries or in the
-table; the positions are the table's, updated by the records after
-``positions_at``. The writer keeps the log's rows and idempotency entries in
-memory (``PendingRows``, a dict), so its own lookups never read the log. A
-fold writes many rows and entries at once (the pages they share are written
-once); its batch pays for it (tens of ms at 65,536 of them).
+anew. Readers combine both: ``order()`` looks in the log's rows, newest first
+(the writer: in its index of them), then in the table; an idempotency pair is
+in a log record's entries or in the table; the positions are the table's,
+updated by the records after ``positions_at``. The writer keeps the log's rows
+and idempotency entries in memory (``PendingRows``, a dict), so its own lookups
+never read the log. A fold writes many rows and entries at once (the pages they
+share are written once); its batch pays for it (tens of ms at 65,536 of them).
 
 The events passed in are exactly what the books produced for the batch's
 commands; the shard's own replies (REJ_CONFLICT rejects, EVF_DUPLICATE
@@ -87,7 +116,9 @@ import fcntl
 import os
 import struct
 import time
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import lmdb
@@ -105,27 +136,39 @@ DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30
 KEEP_SNAPSHOTS = 2
-IDENTITY_BYTES = 16  # drawn at creation: a journal made anew never passes for the old one
+IDENTITY_BYTES = 8  # drawn at creation: a journal made anew never passes for the old one
 RELEASE_SECONDS = 10.0  # how often the processes give back the journal pages they read
 MERGE_ROWS = 1 << 16
 MERGE_BATCHES = 256  # bounds the log records a reader may search
 # iter_batches reads in short txns (so the writer can reuse pages) of bounded size
 _READ_CHUNK_BATCHES = 64
 _READ_CHUNK_BYTES = 16 << 20
-_IDEM_CHUNK = 1 << 16  # idem_entries: entries per read txn
-# what LMDB says of pages it cannot make sense of
-_DAMAGE = (
-    lmdb.InvalidError,
+_SCAN_CHUNK = 1 << 16  # records per read txn of a table scan (idem_entries, damaged)
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+_DBS = (b"meta", b"batches", b"orders", b"idem", b"snapshots", b"positions")
+_COUNTS = struct.Struct("<5I")  # a batch record's header: its counts, then its checksum
+_SUM = struct.Struct("<I")  # a checksum: zlib's crc32, little-endian
+_HEAD_SIZE = _COUNTS.size + _SUM.size
+_SECTIONS = (COMMAND_DTYPE, EVENT_DTYPE, ORDER_DTYPE, idempotency.IDEM_DTYPE, idempotency.KEY_BYTES)
+_C, _E, _R, _V, _K = (d.itemsize for d in _SECTIONS)
+# the sizes of the table values before their checksum (meta: identity, folded and
+# positions_at; the layout value is compared whole)
+_VALUE_SIZES = {"orders": _R, "idem": _V, "positions": 8, "meta": 8}
+_KEY_SIZES = {"orders": 8, "idem": _K}
+# what LMDB raises on pages it cannot trust (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_PANIC,
+# MDB_INCOMPATIBLE: a sub-database record that is no longer one) and on the txn such an
+# error spoiled (MDB_BAD_TXN, MDB_PROBLEM)
+_DAMAGE_ERRORS = (
+    lmdb.InvalidError,  # at open: a meta page that is not one
     lmdb.VersionMismatchError,
     lmdb.CorruptedError,
     lmdb.PageNotFoundError,
+    lmdb.PanicError,
     lmdb.IncompatibleError,
+    lmdb.BadTxnError,
+    lmdb.ProblemError,
 )
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-_DBS = (b"meta", b"batches", b"orders", b"idem", b"snapshots", b"positions")
-_HEAD = struct.Struct("<5I4x")
-_SECTIONS = (COMMAND_DTYPE, EVENT_DTYPE, ORDER_DTYPE, idempotency.IDEM_DTYPE, idempotency.KEY_BYTES)
-_C, _E, _R, _V, _K = (d.itemsize for d in _SECTIONS)
+_CRC_POLY = 0xEDB88320  # zlib's CRC-32, reflected
 
 
 class JournalError(Exception):
@@ -162,6 +205,19 @@ class Stats(NamedTuple):
     map_grows: int  # by this process
 
 
+class Tables(NamedTuple):
+    """The folded tables as of one read txn (``Journal.tables``)."""
+
+    folded: int
+    positions_at: int
+    order_ids: np.ndarray  # int64: the keys of the rows that pass their check, in order
+    orders: np.ndarray  # ORDER_DTYPE: those rows
+    idem_keys: np.ndarray  # idempotency.KEY_BYTES, by key: the entries that pass theirs
+    idem_values: np.ndarray  # IDEM_DTYPE, theirs
+    positions: dict[str, int]  # those that pass their check
+    damaged: dict[str, list[bytes]]  # table -> the keys of the values that fail it
+
+
 class BatchRecord(NamedTuple):
     commands: np.ndarray  # COMMAND_DTYPE
     events: np.ndarray  # EVENT_DTYPE
@@ -185,16 +241,147 @@ def _items(arr: np.ndarray) -> list[bytes]:
     return np.ascontiguousarray(arr).view(f"V{arr.dtype.itemsize}").tolist()
 
 
+def _bytes_2d(arr: np.ndarray) -> np.ndarray:
+    """The bytes of each record of a 1-d array, a row each (2-d uint8)."""
+    arr = np.ascontiguousarray(arr)
+    return arr.view(np.uint8).reshape(len(arr), arr.dtype.itemsize)
+
+
+def _joined_2d(items, width: int) -> np.ndarray:
+    """Byte strings of ``width`` bytes each as a 2-d uint8 array, a row each."""
+    return np.frombuffer(b"".join(items), np.uint8).reshape(len(items), width)
+
+
+def _crc_tables() -> np.ndarray:
+    """zlib's CRC-32 tables for 4 bytes at a step: row k maps a byte that has k bytes
+    after it in the step."""
+    t = np.zeros((4, 256), np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ _CRC_POLY if c & 1 else c >> 1
+        t[0, i] = c
+    for k in range(1, 4):
+        t[k] = (t[k - 1] >> 8) ^ t[0, t[k - 1] & 0xFF]
+    return t
+
+
+_CRC_TABLES = _crc_tables()
+
+
+@njit(cache=True)
+def _crc_update(c, data):
+    """The (inverted) crc32 state ``c`` after the bytes of ``data`` (1-d uint8)."""
+    t = _CRC_TABLES
+    n = data.shape[0]
+    i = 0
+    while i + 4 <= n:
+        c ^= (
+            np.uint32(data[i])
+            | (np.uint32(data[i + 1]) << np.uint32(8))
+            | (np.uint32(data[i + 2]) << np.uint32(16))
+            | (np.uint32(data[i + 3]) << np.uint32(24))
+        )
+        c = (
+            t[3, c & np.uint32(0xFF)]
+            ^ t[2, (c >> np.uint32(8)) & np.uint32(0xFF)]
+            ^ t[1, (c >> np.uint32(16)) & np.uint32(0xFF)]
+            ^ t[0, c >> np.uint32(24)]
+        )
+        i += 4
+    while i < n:
+        c = t[0, (c ^ np.uint32(data[i])) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        i += 1
+    return c
+
+
+@njit(cache=True)
+def _row_sums(keys, values, out):
+    """``zlib.crc32`` of each row's key bytes then its value bytes (2-d uint8 arrays,
+    a record a row): the checksums of many table values in one pass."""
+    for r in range(keys.shape[0]):
+        c = _crc_update(np.uint32(0xFFFFFFFF), keys[r])
+        out[r] = _crc_update(c, values[r]) ^ np.uint32(0xFFFFFFFF)
+
+
+def _sum(key, value) -> int:
+    return zlib.crc32(value, zlib.crc32(key))
+
+
+def _sealed(key: bytes, value: bytes) -> bytes:
+    """A table value as stored: its bytes, then the checksum of its key and its bytes."""
+    return value + _SUM.pack(_sum(key, value))
+
+
+def _seal_rows(keys: np.ndarray, values: np.ndarray) -> list[bytes]:
+    """``_sealed`` of many same-sized values at once (``keys``, ``values``: 2-d uint8)."""
+    n, m = values.shape
+    out = np.empty((n, m + _SUM.size), np.uint8)
+    out[:, :m] = values
+    sums = np.empty(n, "<u4")
+    _row_sums(keys, values, sums)
+    out[:, m:] = sums.view(np.uint8).reshape(n, _SUM.size)
+    return out.view(f"V{m + _SUM.size}").reshape(n).tolist()
+
+
+def _checked_rows(table: str, keys: list, values: list) -> tuple[np.ndarray, ...]:
+    """(which values pass their check, their keys and those values without their
+    checksums as 2-d uint8) of sealed values of the fixed-size ``table`` under ``keys``."""
+    size = _VALUE_SIZES[table] + _SUM.size
+    ok = np.fromiter(map(len, values), np.int64, len(values)) == size
+    ok &= np.fromiter(map(len, keys), np.int64, len(keys)) == _KEY_SIZES[table]
+    if not ok.all():  # damage of another size: left out before the bytes are joined
+        keys = [k for k, good in zip(keys, ok.tolist(), strict=True) if good]
+        values = [v for v, good in zip(values, ok.tolist(), strict=True) if good]
+    sealed = _joined_2d(values, size)
+    key_bytes = _joined_2d(keys, _KEY_SIZES[table])
+    sums = np.empty(len(keys), "<u4")
+    _row_sums(key_bytes, sealed[:, : size - _SUM.size], sums)
+    good = sums == np.ascontiguousarray(sealed[:, size - _SUM.size :]).view("<u4").reshape(-1)
+    ok[ok] = good
+    return ok, key_bytes[good], np.ascontiguousarray(sealed[good, : size - _SUM.size])
+
+
+def _chunks(cur, n: int = _SCAN_CHUNK) -> Iterator[tuple[list, list]]:
+    """(keys, values) of a cursor's records from the first on, ``n`` at a time."""
+    keys, values = [], []
+    for k, v in cur:
+        keys.append(k)
+        values.append(v)
+        if len(keys) == n:
+            yield keys, values
+            keys, values = [], []
+    if keys:
+        yield keys, values
+
+
+def _record_name(table: str, key) -> str:
+    """How a message names the record under ``key``."""
+    key = bytes(key)
+    if table in ("batches", "snapshots"):
+        return f"seq {_int(key)}"
+    if table == "orders":
+        return f"order {_int(key)}"
+    if table == "idem" and len(key) == _K:
+        e = np.frombuffer(key, idempotency.IDEM_KEY_DTYPE)[0]
+        return f"(client {e['client']}, idem key {e['idem_key']})"
+    return repr(key.decode(errors="backslashreplace"))
+
+
 def _record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_positions: int) -> int:
-    return _HEAD.size + _C * n_cmds + _E * n_events + _R * n_rows + (_V + _K) * n_idem + n_positions
+    return _HEAD_SIZE + _C * n_cmds + _E * n_events + _R * n_rows + (_V + _K) * n_idem + n_positions
 
 
 def batch_record(cmds, events, rows, idem_values: bytes, idem_keys: bytes, positions: bytes):
-    """The bytes of a batch record: the arrays' and the packed sections' bytes, joined."""
+    """The bytes of a batch record: the header, then the arrays' and the packed sections'
+    bytes, joined."""
     n_idem = len(idem_keys) // _K
-    head = _HEAD.pack(len(cmds), len(events), len(rows), n_idem, len(positions))
-    parts = (head, cmds.tobytes(), events.tobytes(), rows.tobytes(), idem_values, idem_keys)
-    return b"".join((*parts, positions))
+    counts = _COUNTS.pack(len(cmds), len(events), len(rows), n_idem, len(positions))
+    parts = (cmds.tobytes(), events.tobytes(), rows.tobytes(), idem_values, idem_keys, positions)
+    crc = zlib.crc32(counts)
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return b"".join((counts, _SUM.pack(crc), *parts))
 
 
 def encode_batch(record: BatchRecord) -> bytes:
@@ -207,13 +394,16 @@ def encode_batch(record: BatchRecord) -> bytes:
 
 def decode_batch(value) -> BatchRecord:
     """The sections of a batch record, as read-only views of ``value``; ValueError if it
-    is not one."""
-    if len(value) < _HEAD.size:
+    is not one or fails its checksum (``Journal`` reads make that a ``JournalDamaged``)."""
+    if len(value) < _HEAD_SIZE:
         raise ValueError(f"a batch record of {len(value)} bytes is shorter than its header")
-    counts = _HEAD.unpack_from(value)
+    crc = zlib.crc32(memoryview(value)[_HEAD_SIZE:], zlib.crc32(value[: _COUNTS.size]))
+    if crc != _SUM.unpack_from(value, _COUNTS.size)[0]:
+        raise ValueError("checksum mismatch")
+    counts = _COUNTS.unpack_from(value)
     if _record_size(*counts) != len(value):
         raise ValueError(f"a batch record of {len(value)} bytes does not hold what its header says")
-    at = _HEAD.size
+    at = _HEAD_SIZE
     parts = []
     for dtype, n in zip(_SECTIONS, (*counts[:4], counts[3]), strict=True):
         parts.append(np.frombuffer(value, dtype, n, at))
@@ -364,12 +554,17 @@ class Journal:
             except BaseException:
                 os.close(self._lock_fd)
                 raise
-        self._db = {name.decode(): self._env.open_db(name, create=False) for name in _DBS}
-        self._last_seq = self._read_last_seq()
-        with self._read() as txn:
-            self.identity = bytes(txn.get(b"identity", db=self._db["meta"])).decode()
-        if not readonly:
-            self._load_log()
+        try:  # what start-up reads is checked: a damaged one closes what was opened
+            self._db = {name.decode(): self._env.open_db(name, create=False) for name in _DBS}
+            self._last_seq = self._read_last_seq()
+            with self._read() as txn:
+                value = txn.get(b"identity", db=self._db["meta"])
+                self.identity = bytes(self._unsealed("meta", b"identity", value)).hex()
+            if not readonly:
+                self._load_log()
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------ opening
 
@@ -403,14 +598,15 @@ class Journal:
                 layout = txn.get(b"layout", db=meta)
                 if layout is None:
                     txn.put(b"layout", LAYOUT, db=meta)
-                    txn.put(b"identity", os.urandom(IDENTITY_BYTES).hex().encode(), db=meta)
-                    txn.put(b"folded", _key(0), db=meta)
-                    txn.put(b"positions_at", _key(0), db=meta)
+                    identity = os.urandom(IDENTITY_BYTES)
+                    txn.put(b"identity", _sealed(b"identity", identity), db=meta)
+                    txn.put(b"folded", _sealed(b"folded", _key(0)), db=meta)
+                    txn.put(b"positions_at", _sealed(b"positions_at", _key(0)), db=meta)
                 elif layout != LAYOUT:
                     raise JournalError(self._layout_message(layout))
                 for name in _DBS[1:]:
                     env.open_db(name, txn=txn)
-        except _DAMAGE as e:
+        except _DAMAGE_ERRORS as e:
             env.close()
             raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
         except BaseException:
@@ -432,7 +628,7 @@ class Journal:
                 layout = txn.get(b"layout", db=meta)
                 if layout != LAYOUT:
                     raise JournalError(self._layout_message(layout))
-        except _DAMAGE as e:
+        except _DAMAGE_ERRORS as e:
             env.close()
             raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
         except BaseException:
@@ -446,7 +642,7 @@ class Journal:
             raise JournalDamaged(f"journal {problem}")
         try:
             return lmdb.open(self.path, max_dbs=len(_DBS), **options)
-        except _DAMAGE as e:
+        except _DAMAGE_ERRORS as e:
             raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
         except lmdb.Error as e:
             # e.g. LMDB forbids opening one environment twice in a process:
@@ -460,11 +656,11 @@ class Journal:
         )
 
     def _load_log(self) -> None:
-        """The writer's in-memory view of the log (see the module docstring)."""
-        with self._read() as txn:
+        """The writer's in-memory view of the log (see the module docstring), checked."""
+        with self._reading("meta", "batches") as txn:
             positions_at = self._meta(txn, b"positions_at")
             for key, value in self._log(txn, self._meta(txn, b"folded")):
-                rec = decode_batch(value)
+                rec = self._batch(key, value)
                 self._pending.add(rec.rows)
                 self._idem.update(
                     zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True)
@@ -500,6 +696,52 @@ class Journal:
             self._env.set_mapsize(0)
             return self._env.begin(buffers=buffers)
 
+    @contextmanager
+    def _reading(self, *tables: str, buffers: bool = False) -> Iterator[lmdb.Transaction]:
+        """``_read()``, with LMDB's reports of damaged pages made ``JournalDamaged``
+        naming the ``tables`` read."""
+        try:
+            with self._read(buffers) as txn:
+                yield txn
+        except _DAMAGE_ERRORS as e:
+            raise self._lmdb_damage(tables, e) from e
+
+    def _lmdb_damage(self, tables, e: lmdb.Error) -> JournalDamaged:
+        return JournalDamaged(f"journal {self.path}: {', '.join(tables)}: LMDB reports damage: {e}")
+
+    def _damaged(self, table: str, key, reason: str) -> JournalDamaged:
+        return JournalDamaged(f"journal {self.path}: {table} {_record_name(table, key)}: {reason}")
+
+    def _unsealed(self, table: str, key, value):
+        """A table value without its checksum; JournalDamaged if it fails its check."""
+        if value is None:
+            raise self._damaged(table, key, "missing")
+        size = _VALUE_SIZES.get(table, len(value) - _SUM.size)
+        if len(value) != size + _SUM.size or size < 0:
+            raise self._damaged(table, key, f"a value of {len(value)} bytes")
+        body = value[:size]
+        if _sum(key, body) != _SUM.unpack_from(value, size)[0]:
+            raise self._damaged(table, key, "checksum mismatch")
+        return body
+
+    def _unsealed_rows(self, table: str, keys: list, values: list) -> np.ndarray:
+        """``_unsealed`` of many values of a fixed-size table at once: 2-d uint8, a row each."""
+        ok, _, rows = _checked_rows(table, keys, values)
+        if not ok.all():
+            at = int(np.flatnonzero(~ok)[0])
+            raise self._damaged(table, keys[at], "checksum mismatch")
+        return rows
+
+    def _batch(self, key, value) -> BatchRecord:
+        """The batch record stored under ``key``, checked (see ``decode_batch``)."""
+        try:
+            rec = decode_batch(value)
+        except ValueError as e:
+            raise self._damaged("batches", key, str(e)) from None
+        if not len(rec.commands) or rec.commands["seq"][-1] != _int(key):
+            raise self._damaged("batches", key, "not the record of the batch ending at this seq")
+        return rec
+
     def _write(self, fill) -> float:
         """Run ``fill(txn)`` in a write txn and commit; grow the map and redo it when full."""
         if self.readonly:
@@ -515,6 +757,9 @@ class Journal:
                 txn.abort()
                 self._grow()
                 continue
+            except _DAMAGE_ERRORS as e:
+                txn.abort()
+                raise self._lmdb_damage(("a write transaction",), e) from e
             except lmdb.Error as e:
                 txn.abort()
                 if e.code in _FULL_ERRNOS:
@@ -547,7 +792,10 @@ class Journal:
         self._grows += 1
 
     def _meta(self, txn, name: bytes) -> int:
-        return _int(txn.get(name, db=self._db["meta"]))
+        return _int(self._unsealed("meta", name, txn.get(name, db=self._db["meta"])))
+
+    def _put_meta(self, txn, name: bytes, seq: int) -> None:
+        txn.put(name, _sealed(name, _key(seq)), db=self._db["meta"])
 
     def _log(self, txn, after: int) -> Iterator[tuple[bytes, bytes]]:
         """(key, record) of the batches after seq ``after``, oldest first."""
@@ -628,18 +876,22 @@ class Journal:
     def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, positions: dict) -> None:
         """Bring the tables up to date with the log and this batch; the log starts anew."""
         table = self._pending.latest(rows)
-        items = zip(_items(table["order_id"].astype(">i8")), _items(table), strict=True)
-        txn.cursor(db=self._db["orders"]).putmulti(items)
+        ids = table["order_id"].astype(">i8")
+        sealed = _seal_rows(_bytes_2d(ids), _bytes_2d(table))
+        txn.cursor(db=self._db["orders"]).putmulti(zip(_items(ids), sealed, strict=True))
         idem = {**self._idem, **idem}
         if idem:
-            txn.cursor(db=self._db["idem"]).putmulti(sorted(idem.items()))
+            keys, values = zip(*sorted(idem.items()), strict=True)
+            sealed = _seal_rows(_joined_2d(keys, _K), _joined_2d(values, _V))
+            txn.cursor(db=self._db["idem"]).putmulti(zip(keys, sealed, strict=True))
         self._put_positions(txn, {**self._log_positions, **positions})
-        txn.put(b"folded", _key(last), db=self._db["meta"])
+        self._put_meta(txn, b"folded", last)
 
     def _put_positions(self, txn, positions: dict[str, int]) -> None:
-        items = [(name.encode(), _key(pos)) for name, pos in positions.items()]
+        names = [name.encode() for name in positions]
+        items = [(n, _sealed(n, _key(p))) for n, p in zip(names, positions.values(), strict=True)]
         txn.cursor(db=self._db["positions"]).putmulti(items)
-        txn.put(b"positions_at", _key(self._last_seq_in(txn)), db=self._db["meta"])
+        self._put_meta(txn, b"positions_at", self._last_seq_in(txn))
 
     def _last_seq_in(self, txn) -> int:
         cur = txn.cursor(db=self._db["batches"])
@@ -651,13 +903,15 @@ class Journal:
         if not len(idx):
             return
         ids = rows["order_id"][idx]
-        blobs = [txn.get(k, db=self._db["orders"]) for k in _items(ids.astype(">i8"))]
+        keys = _items(ids.astype(">i8"))
+        blobs = [txn.get(k, db=self._db["orders"]) for k in keys]
         missing = [int(i) for i, b in zip(ids, blobs, strict=True) if b is None]
         if missing:
             raise ValueError(
                 f"events touch orders {missing[:5]} that the journal never saw created"
             )
-        orderstate.merge_prior(rows, need, idx, np.frombuffer(b"".join(blobs), ORDER_DTYPE))
+        prior = self._unsealed_rows("orders", keys, blobs).view(ORDER_DTYPE).reshape(-1)
+        orderstate.merge_prior(rows, need, idx, prior)
 
     def _refuse_used_pairs(self, txn, keys: list[bytes]) -> None:
         """ValueError naming the first (client, idem key) pair of ``keys`` used already:
@@ -669,8 +923,7 @@ class Journal:
                 used = [k for k in keys if k in seen or seen.add(k)]
         else:
             unknown = [k for k in keys if k not in self._unused]
-            cur = txn.cursor(db=self._db["idem"]) if unknown else None
-            used = [k for k, _ in cur.getmulti(unknown)] if unknown else []
+            used = list(self._idem_table(txn, unknown)) if unknown else []
         if used:
             e = np.frombuffer(used[0], idempotency.IDEM_KEY_DTYPE)[0]
             pair = (int(e["client"]), int(e["idem_key"]))
@@ -696,7 +949,7 @@ class Journal:
 
     def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
         db = self._db["snapshots"]
-        txn.put(_key(seq), blob, db=db)
+        txn.put(_key(seq), _sealed(_key(seq), blob), db=db)
         cur = txn.cursor(db=db)
         n = txn.stat(db)["entries"]
         cur.first()
@@ -712,32 +965,41 @@ class Journal:
         return self._read_last_seq() if self.readonly else self._last_seq
 
     def _read_last_seq(self) -> int:
-        with self._read() as txn:
+        with self._reading("batches") as txn:
             return self._last_seq_in(txn)
 
     def idem_values(self, keys: list[bytes]) -> list[bytes | None]:
         """The IDEM_DTYPE value of each journal key (IDEM_KEY_DTYPE bytes), None if unused."""
         if self.readonly:
-            with self._read() as txn:
+            with self._reading("meta", "batches", "idem") as txn:
                 logged = self._log_idem(txn)
                 misses = [k for k in keys if k not in logged]
-                found = dict(txn.cursor(db=self._db["idem"]).getmulti(misses)) if misses else {}
+                found = self._idem_table(txn, misses) if misses else {}
             return [logged.get(k) or found.get(k) for k in keys]
         logged = self._idem
         misses = [k for k in keys if k not in logged]
         found = {}
         if misses:
-            with self._read() as txn:
-                found = dict(txn.cursor(db=self._db["idem"]).getmulti(misses))
+            with self._reading("idem") as txn:
+                found = self._idem_table(txn, misses)
         self._unused = set(misses).difference(found)
         return [logged.get(k) or found.get(k) for k in keys]
+
+    def _idem_table(self, txn, keys: list[bytes]) -> dict[bytes, bytes]:
+        """The idem table's values (checked, without their checksums) of those ``keys`` it has."""
+        found = txn.cursor(db=self._db["idem"]).getmulti(keys)
+        if not found:
+            return {}
+        used = [k for k, _ in found]
+        rows = self._unsealed_rows("idem", used, [v for _, v in found])
+        return dict(zip(used, rows.view(idempotency.VALUE_BYTES).reshape(-1).tolist(), strict=True))
 
     def _log_idem(self, txn) -> dict[bytes, bytes]:
         """The idempotency entries of the log (key -> value), as of ``txn``: what a reader
         has instead of the writer's ``_idem``."""
         out: dict[bytes, bytes] = {}
-        for _, value in self._log(txn, self._meta(txn, b"folded")):
-            rec = decode_batch(value)
+        for key, value in self._log(txn, self._meta(txn, b"folded")):
+            rec = self._batch(key, value)
             out.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
         return out
 
@@ -756,56 +1018,55 @@ class Journal:
         """Every idempotency entry, by key then client (read in chunks of short txns)."""
         # the log first: a fold meanwhile moves its entries into the table, where
         # they are found again (and skipped), never lost between two reads
-        with self._read() as txn:
+        with self._reading("meta", "batches") as txn:
             log = sorted(self._log_idem(txn).items())
         logged = {k for k, _ in log}
         at = 0
-        after = None
-        while True:
-            with self._read() as txn:
-                cur = txn.cursor(db=self._db["idem"])
-                found = cur.first() if after is None else cur.set_range(after)
-                if found and cur.key() == after:
-                    found = cur.next()
-                chunk = []
-                while found and len(chunk) < _IDEM_CHUNK:
-                    chunk.append(cur.item())
-                    found = cur.next()
-            if not chunk:
-                break
-            for k, v in chunk:
+        for keys, sealed in self._scan("idem"):
+            values = self._unsealed_rows("idem", keys, sealed).view(idempotency.VALUE_BYTES)
+            for k, v in zip(keys, values.reshape(-1).tolist(), strict=True):
                 if k in logged:
                     continue
                 while at < len(log) and log[at][0] < k:
                     yield idempotency.decode_entry(*log[at])
                     at += 1
                 yield idempotency.decode_entry(k, v)
-            after = chunk[-1][0]
         for k, v in log[at:]:
             yield idempotency.decode_entry(k, v)
 
     def order(self, order_id: int) -> OrderState | None:
         """The order's state after the last batch that touched it, or None if never seen."""
-        with self._read(buffers=True) as txn:
-            folded = self._meta(txn, b"folded")
-            cur = txn.cursor(db=self._db["batches"])
-            found = cur.last()
-            while found and _int(cur.key()) > folded:
-                rows = decode_batch(cur.value()).rows
-                i = np.searchsorted(rows["order_id"], order_id)
-                if i < len(rows) and rows["order_id"][i] == order_id:
-                    return OrderState.from_row(rows[i])
-                found = cur.prev()
-            v = txn.get(_key(order_id), db=self._db["orders"])
-            return None if v is None else OrderState.from_row(np.frombuffer(v, ORDER_DTYPE)[0])
+        with self._reading("meta", "batches", "orders", buffers=True) as txn:
+            # the writer's log is in memory, checked when it was loaded
+            row = self._logged_row(txn, order_id) if self.readonly else self._pending.find(order_id)
+            if row is None:
+                key = _key(order_id)
+                v = txn.get(key, db=self._db["orders"])
+                if v is None:
+                    return None
+                row = np.frombuffer(self._unsealed("orders", key, v), ORDER_DTYPE)[0]
+            return OrderState.from_row(row)
+
+    def _logged_row(self, txn, order_id: int):
+        """The order's latest row in the log, None if the log has none."""
+        folded = self._meta(txn, b"folded")
+        cur = txn.cursor(db=self._db["batches"])
+        found = cur.last()
+        while found and _int(cur.key()) > folded:
+            rows = self._batch(*cur.item()).rows
+            i = np.searchsorted(rows["order_id"], order_id)
+            if i < len(rows) and rows["order_id"][i] == order_id:
+                return rows[i]
+            found = cur.prev()
+        return None
 
     def events_for(self, seq: int) -> np.ndarray:
         """The events command ``seq`` produced (empty if it is not journaled)."""
-        with self._read(buffers=True) as txn:
+        with self._reading("batches", buffers=True) as txn:
             cur = txn.cursor(db=self._db["batches"])
             if not cur.set_range(_key(max(seq, 0))):
                 return np.zeros(0, EVENT_DTYPE)
-            ev = decode_batch(cur.value()).events
+            ev = self._batch(*cur.item()).events
             lo, hi = np.searchsorted(ev["seq"], [seq, seq + 1])
             return copy_records(ev[lo:hi])
 
@@ -817,31 +1078,51 @@ class Journal:
         a writer commits meanwhile may show up at the end, always whole.
         """
         start = max(after_seq, 0) + 1
-        while True:
-            chunk = self._read_batches(start)
-            for cmds, events in chunk:
-                if cmds["seq"][0] < start:
-                    cmds = cmds[cmds["seq"] >= start]
-                    events = events[events["seq"] >= start]
-                yield cmds, events
-            if not chunk:
-                return
-            start = int(chunk[-1][0]["seq"][-1]) + 1
+        for rec in self.iter_records(after_seq):
+            cmds, events = rec.commands, rec.events
+            if cmds["seq"][0] < start:
+                cmds = cmds[cmds["seq"] >= start]
+                events = events[events["seq"] >= start]
+            yield cmds, events
 
-    def _read_batches(self, start: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Whole records, the first holding ``start`` or after it; values copied out of
-        the map (bytes), so the arrays outlive the txn."""
-        out = []
+    def iter_records(self, after_seq: int = 0) -> Iterator[BatchRecord]:
+        """Every batch record that ends after ``after_seq``, whole and checked, in order
+        (read as ``iter_batches`` reads them)."""
+        start = max(after_seq, 0) + 1
+        while True:
+            keys, values = self._read_chunk("batches", _key(start), _READ_CHUNK_BATCHES)
+            if not keys:
+                return
+            for key, value in zip(keys, values, strict=True):
+                yield self._batch(key, value)
+            start = _int(keys[-1]) + 1
+
+    def _read_chunk(self, table: str, start: bytes | None, limit: int) -> tuple[list, list]:
+        """(keys, values) of up to ``limit`` records of ``table`` from key ``start`` on
+        (None: the first), in one short read txn (so the writer can reuse pages), at most
+        about ``_READ_CHUNK_BYTES``; values copied out of the map, so they outlive it."""
+        keys, values = [], []
         size = 0
-        with self._read() as txn:
-            cur = txn.cursor(db=self._db["batches"])
-            found = cur.set_range(_key(start))
-            while found and len(out) < _READ_CHUNK_BATCHES and size < _READ_CHUNK_BYTES:
-                value = cur.value()
-                out.append(decode_batch(value)[:2])
+        with self._reading(table) as txn:
+            cur = txn.cursor(db=self._db[table])
+            found = cur.first() if start is None else cur.set_range(start)
+            while found and len(keys) < limit and size < _READ_CHUNK_BYTES:
+                key, value = cur.item()
+                keys.append(key)
+                values.append(value)
                 size += len(value)
                 found = cur.next()
-        return out
+        return keys, values
+
+    def _scan(self, table: str) -> Iterator[tuple[list, list]]:
+        """(keys, values) of every record of ``table``, in key order, a chunk at a time."""
+        start = None
+        while True:
+            keys, values = self._read_chunk(table, start, _SCAN_CHUNK)
+            if not keys:
+                return
+            yield keys, values
+            start = keys[-1] + b"\0"  # the least key after it, in LMDB's byte order
 
     def positions(self) -> dict[str, int]:
         """The input positions committed last: name -> position.
@@ -849,27 +1130,102 @@ class Journal:
         Committed in the same transaction as the batch they follow, so after a
         crash they say exactly which inputs the journal holds.
         """
-        with self._read() as txn:
-            out = {k.decode(): _int(v) for k, v in txn.cursor(db=self._db["positions"])}
-            for _, value in self._log(txn, self._meta(txn, b"positions_at")):
-                if _HEAD.unpack_from(value)[4]:
-                    out.update(decode_batch(value).positions)
+        with self._reading("meta", "positions", "batches") as txn:
+            out = {}
+            for k, v in txn.cursor(db=self._db["positions"]):
+                out.update(self._position(k, v))
+            for key, value in self._log(txn, self._meta(txn, b"positions_at")):
+                out.update(self._batch(key, value).positions)
         return out
 
+    def _position(self, key: bytes, value: bytes) -> dict[str, int]:
+        """{name: position} of one positions table record, checked."""
+        position = _int(self._unsealed("positions", key, value))
+        try:
+            return {key.decode(): position}
+        except UnicodeDecodeError:  # a name written checked is UTF-8
+            raise self._damaged("positions", key, "the name is not UTF-8") from None
+
     def latest_snapshot(self) -> tuple[int, bytes] | None:
-        with self._read() as txn:
+        with self._reading("snapshots") as txn:
             cur = txn.cursor(db=self._db["snapshots"])
             if not cur.last():
                 return None
-            return _int(cur.key()), cur.value()
+            key, value = cur.item()
+            return _int(key), self._unsealed("snapshots", key, value)
+
+    # ------------------------------------------------------------ verification
+
+    def damaged(self) -> Iterator[tuple[int, str]]:
+        """(seq, message) of every stored value that fails its check and of keys out of
+        order (a damaged B-tree), table by table, each read in chunks of short txns: what
+        ``exch journal verify`` reports. seq: the batch's for the batches table, else 0.
+        LMDB reporting a damaged page ends that table's scan (with one message)."""
+        for table in self._db:
+            last = None
+            try:
+                for keys, values in self._scan(table):
+                    for key, value in zip(keys, values, strict=True):
+                        if last is not None and key <= last:
+                            yield 0, f"journal {self.path}: {table}: key {key!r} after {last!r}"
+                        last = key
+                        try:
+                            self._check(table, key, value)
+                        except JournalDamaged as e:
+                            yield (_int(key) if table == "batches" else 0), str(e)
+            except JournalDamaged as e:
+                yield 0, str(e)
+
+    def _check(self, table: str, key: bytes, value: bytes) -> None:
+        """JournalDamaged if the value stored under ``key`` fails its check."""
+        if table == "batches":
+            self._batch(key, value)
+        elif table != "meta" or key != b"layout":  # the layout was compared at the open
+            self._unsealed(table, key, value)
+
+    def tables(self) -> Tables:
+        """The orders, idem and positions tables, and the seqs they are folded up to, as of
+        one read txn (what ``exch journal verify`` compares with the batches); a value
+        that fails its check is left out, its key listed in ``damaged``."""
+        damaged: dict[str, list[bytes]] = {"orders": [], "idem": [], "positions": []}
+        ids, rows, idem_keys, idem_values = [], [], [], []
+        positions = {}
+        with self._reading("meta", "orders", "idem", "positions") as txn:
+            folded = self._meta(txn, b"folded")
+            positions_at = self._meta(txn, b"positions_at")
+            for table in ("orders", "idem"):
+                for keys, values in _chunks(txn.cursor(db=self._db[table])):
+                    ok, kept_keys, kept = _checked_rows(table, keys, values)
+                    damaged[table] += [keys[i] for i in np.flatnonzero(~ok).tolist()]
+                    if table == "orders":
+                        ids.append(kept_keys.view(">i8").reshape(-1).astype(np.int64))
+                        rows.append(kept.view(ORDER_DTYPE).reshape(-1))
+                    else:
+                        idem_keys.append(kept_keys.view(idempotency.KEY_BYTES).reshape(-1))
+                        idem_values.append(kept.view(idempotency.IDEM_DTYPE).reshape(-1))
+            for k, v in txn.cursor(db=self._db["positions"]):
+                try:
+                    positions.update(self._position(k, v))
+                except JournalDamaged:
+                    damaged["positions"].append(k)
+        return Tables(
+            folded,
+            positions_at,
+            np.concatenate([np.zeros(0, np.int64), *ids]),
+            np.concatenate([np.zeros(0, ORDER_DTYPE), *rows]),
+            np.concatenate([np.zeros(0, idempotency.KEY_BYTES), *idem_keys]),
+            np.concatenate([np.zeros(0, idempotency.IDEM_DTYPE), *idem_values]),
+            positions,
+            damaged,
+        )
 
     def stats(self) -> Stats:
-        with self._read(buffers=True) as txn:
+        with self._reading("meta", "batches", buffers=True) as txn:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
             last = self._last_seq_in(txn)
             log_rows = log_keyed = 0
-            for _, value in self._log(txn, self._meta(txn, b"folded")):
-                rec = decode_batch(value)
+            for key, value in self._log(txn, self._meta(txn, b"folded")):
+                rec = self._batch(key, value)
                 log_rows += len(rec.rows)
                 log_keyed += len(rec.idem_keys)
         info, st = self._env.info(), self._env.stat()

@@ -374,6 +374,11 @@ class PendingRows:
         m = _merge_logged(rows, need, self._rows, self._keys, self._vals, missing)
         return missing[:m]
 
+    def find(self, order_id: int):
+        """The latest logged row of the order (a record of the buffer), None if none."""
+        at = _index_at(self._keys, self._vals, order_id)
+        return None if at < 0 else self._rows[at]
+
     def latest(self, newer: np.ndarray) -> np.ndarray:
         """The latest row of every order, ``newer`` rows winning, sorted by order id."""
         # the index already knows each order's latest logged row

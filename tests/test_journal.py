@@ -1,7 +1,10 @@
-"""Journal: round trips, sequence checks, bad input, layout, durability modes, map growth, full."""
+"""Journal: round trips, sequence checks, bad input, layout, durability modes, map growth,
+full, and damaged bytes refused wherever they are read."""
 
 import os
 import shutil
+import struct
+import zlib
 
 import lmdb
 import numpy as np
@@ -12,12 +15,23 @@ from exchange import journal as journal_module
 from exchange.journal import (
     LAYOUT,
     Journal,
+    JournalDamaged,
     JournalError,
     JournalFull,
+    batch_record,
     decode_batch,
     encode_batch,
 )
-from exchange.records import CMD_NEW, EV_ACCEPTED, EV_TRADE, EVF_DUPLICATE, commands, events
+from exchange.records import (
+    CMD_CANCEL,
+    CMD_NEW,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_TRADE,
+    EVF_DUPLICATE,
+    commands,
+    events,
+)
 
 
 @pytest.fixture
@@ -210,13 +224,14 @@ def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
         Journal(tmp_path / "missing", readonly=True)
     with Journal(jdir):
         pass
-    env = lmdb.open(str(jdir), max_dbs=8)
-    with env.begin(write=True) as txn:
-        txn.put(b"layout", b"exchange.journal/0", db=env.open_db(b"meta", txn=txn))
-    env.close()
-    for readonly in (False, True):
-        with pytest.raises(JournalError, match="has layout b'exchange.journal/0'"):
-            Journal(jdir, readonly=readonly)
+    for older in (b"exchange.journal/0", b"exchange.journal/2"):  # /2: without checksums
+        env = lmdb.open(str(jdir), max_dbs=8)
+        with env.begin(write=True) as txn:
+            txn.put(b"layout", older, db=env.open_db(b"meta", txn=txn))
+        env.close()
+        for readonly in (False, True):
+            with pytest.raises(JournalError, match=f"has layout {older!r}"):
+                Journal(jdir, readonly=readonly)
     other = tmp_path / "other"
     try:
         env = lmdb.open(str(other))
@@ -280,7 +295,7 @@ def test_positions_commit_with_their_batch_or_alone(jdir, stream):
 
 
 def test_idem_entries_come_whole_and_in_key_order_across_read_chunks(jdir, monkeypatch):
-    monkeypatch.setattr(journal_module, "_IDEM_CHUNK", 7)
+    monkeypatch.setattr(journal_module, "_SCAN_CHUNK", 7)
     cmds = commands(50)
     cmds["seq"] = cmds["order_id"] = np.arange(1, 51)
     cmds["kind"] = CMD_NEW
@@ -371,12 +386,17 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
     assert rec.positions == {"in@1": 3}
     assert len(rec.idem_keys) == len(rec.idem_values) > 0
     assert encode_batch(rec) == value
-    with pytest.raises(ValueError, match="does not hold what its header says"):
+    with pytest.raises(ValueError, match="checksum mismatch"):
         decode_batch(value[:-1])
     with pytest.raises(ValueError, match="shorter than its header"):
         decode_batch(value[:10])
+    # checksums that match bytes that are no record: what only a bug could write
+    parts = (rec.commands, rec.events, rec.rows, rec.idem_values.tobytes())
+    keys = rec.idem_keys.tobytes()
+    with pytest.raises(ValueError, match="does not hold what its header says"):
+        decode_batch(batch_record(*parts, keys + b"?", b""))
     with pytest.raises(ValueError, match="positions are unreadable"):
-        decode_batch(value[:-1] + b"\xc1")  # a byte msgpack never uses
+        decode_batch(batch_record(*parts, keys, b"\xc1"))  # a byte msgpack never uses
 
 
 def _mapped_kb(path) -> int:
@@ -407,3 +427,114 @@ def test_release_pages_gives_back_the_map_and_reads_still_agree(jdir, stream, re
         assert _mapped_kb(data) < read / 4
         assert assert_prefix(j, batches) == cmds["seq"][-1]  # the same, mapped again
         assert _mapped_kb(data) > 64
+
+
+def test_row_checksums_are_zlibs_crc32_of_the_key_then_the_value():
+    rng = np.random.default_rng(3)
+    # the orders and idem tables' sizes, and sizes that are no multiple of 4 bytes
+    for key_size, size in ((8, 56), (12, 40), (3, 5), (1, 0)):
+        keys = rng.integers(0, 256, (50, key_size), dtype=np.uint8)
+        values = rng.integers(0, 256, (50, size), dtype=np.uint8)
+        out = np.empty(50, "<u4")
+        journal_module._row_sums(keys, values, out)
+        pairs = zip(keys, values, strict=True)
+        assert out.tolist() == [zlib.crc32(v.tobytes(), zlib.crc32(k.tobytes())) for k, v in pairs]
+
+
+def tamper(path, table: bytes, key: bytes, at: int) -> None:
+    """Flip a bit of a stored value through LMDB, bypassing the journal."""
+    env = lmdb.open(str(path), max_dbs=8)
+    try:
+        with env.begin(write=True, db=env.open_db(table, create=False)) as txn:
+            value = bytearray(txn.get(key))
+            value[at] ^= 1
+            txn.put(key, bytes(value))
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def folded(tmp_path, stream):
+    """A journal with tables, a log after them, positions and a snapshot; returns its
+    path and the seqs it folded up to and ends at."""
+    path = tmp_path / "folded"
+    _, _, batches = stream
+    with Journal(path, merge_rows=500) as j:
+        for k, (c, e) in enumerate(batches):
+            j.write_batch(c, e, positions={"in@1": k + 1})
+        j.write_snapshot(j.last_seq, b"the state")
+        last = j.last_seq
+    env = lmdb.open(str(path), max_dbs=8, readonly=True)
+    with env.begin(db=env.open_db(b"meta", create=False)) as txn:
+        done = int.from_bytes(txn.get(b"folded")[:8], "big")
+    env.close()
+    assert 0 < done < last
+    return path, done, last
+
+
+@pytest.mark.parametrize("damage", ["log", "meta"])
+def test_damaged_meta_or_log_is_refused_at_the_writers_open(folded, damage):
+    path, _, last = folded
+    if damage == "log":
+        tamper(path, b"batches", last.to_bytes(8, "big"), 30)
+        where = f"batches seq {last}: checksum mismatch"
+    else:
+        tamper(path, b"meta", b"folded", 7)
+        where = "meta 'folded': checksum mismatch"
+    with pytest.raises(JournalDamaged, match=f"journal {path}: {where}"):
+        Journal(path)
+
+
+def test_a_value_under_another_key_is_refused(folded):
+    path, _, _ = folded
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin(write=True, db=env.open_db(b"positions", create=False)) as txn:
+        txn.put(b"in@2", txn.get(b"in@1"))
+    env.close()
+    with Journal(path, readonly=True) as r:
+        with pytest.raises(JournalDamaged, match="positions 'in@2': checksum mismatch"):
+            r.positions()
+        assert [m for _, m in r.damaged()] == [
+            f"journal {path}: positions 'in@2': checksum mismatch"
+        ]
+
+
+def test_a_damaged_row_is_refused_when_a_batch_needs_it(jdir):
+    """The row a fill or cancel builds on (merge_prior) is checked too: the batch is refused."""
+    new = commands(1)
+    new["seq"], new["order_id"], new["kind"], new["client"] = 1, 5, CMD_NEW, 1
+    accepted = events(1)
+    accepted["seq"], accepted["order_id"], accepted["kind"] = 1, 5, EV_ACCEPTED
+    accepted["qty"] = accepted["leaves"] = 10
+    cancel = commands(1)
+    cancel["seq"], cancel["order_id"], cancel["kind"], cancel["client"] = 2, 5, CMD_CANCEL, 1
+    cancelled = events(1)
+    cancelled["seq"], cancelled["order_id"], cancelled["kind"] = 2, 5, EV_CANCELLED
+    with Journal(jdir, merge_rows=1) as j:
+        j.write_batch(new, accepted)  # folded at once: the row is in the table
+    tamper(jdir, b"orders", (5).to_bytes(8, "big"), 16)  # qty
+    with Journal(jdir) as j:
+        with pytest.raises(JournalDamaged, match=f"journal {jdir}: orders order 5: checksum"):
+            j.write_batch(cancel, cancelled)
+        assert j.last_seq == 1
+
+
+def test_lmdb_reporting_a_damaged_page_is_journal_damage(folded):
+    """A B-tree page LMDB cannot use (here the orders table's root, made a page of no
+    kind) is refused naming the table, as a value failing its checksum is."""
+    path, _, _ = folded
+    env = lmdb.open(str(path), max_dbs=8, readonly=True)
+    orders = env.open_db(b"orders", create=False)
+    with env.begin() as txn:
+        # the main database's record of a named one is its MDB_db: md_root last
+        root = struct.unpack_from("<Q", txn.get(b"orders"), 40)[0]
+        order_id = int.from_bytes(next(iter(txn.cursor(db=orders)))[0], "big")
+    psize = env.stat()["psize"]
+    env.close()
+    with open(path / "data.mdb", "r+b") as f:
+        f.seek(root * psize + 10)  # mp_flags, after mp_pgno and mp_pad
+        f.write(b"\0\0")
+    with Journal(path, readonly=True) as r:
+        with pytest.raises(JournalDamaged, match=f"{path}: .*orders.*: LMDB reports damage"):
+            r.order(order_id)
+        assert any("orders: LMDB reports damage" in m for _, m in r.damaged())

@@ -5,11 +5,16 @@ states, snapshots) from a seeded order flow that rests, crosses, cancels,
 replaces and retries. The corruptions are what real failures look like, made
 with LMDB directly on a copy: a trade's qty changed in a batch record, a batch
 lost, two orders under one idempotency key, a snapshot that is not the book,
-a journal whose last batch is missing (it reads as a shorter, sound journal).
+a journal whose last batch is missing (it reads as a shorter, sound journal), and
+damage to the stored bytes themselves: a flipped byte in a table or in an old batch
+(refused wherever it is read, reported by verify), and tables that do not hold what
+the batches say (as a broken fold would leave them: values with sound checksums).
 """
 
 import json
 import shutil
+import struct
+import zlib
 
 import lmdb
 import numpy as np
@@ -18,11 +23,13 @@ import pytest
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
-from exchange.journal import Journal, decode_batch, encode_batch
+from exchange.journal import Journal, JournalDamaged, decode_batch, encode_batch
+from exchange.orderstate import ORDER_DTYPE, ST_FILLED
 from exchange.records import (
     CMD_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_SYNC,
     EV_ACCEPTED,
     EV_TRADE,
     EVF_DUPLICATE,
@@ -45,6 +52,7 @@ BOOKS = [
 ]
 SYMBOLS = ["AAA", "BBB"]
 LEVELS = 1000  # every level of these books
+MERGE_ROWS = 300  # folds every few batches: the tables and a log both hold something
 
 
 def order_flow(rng, engine: ShardEngine, batches: int, after_batch=None) -> None:
@@ -55,6 +63,7 @@ def order_flow(rng, engine: ShardEngine, batches: int, after_batch=None) -> None
     sent = []
     mid = [1000, 5000]
     key = 0
+    read = 0  # the position committed with each batch, as a shard's request ring's
     for _ in range(batches):
         n = int(rng.integers(1, 40))
         cmds = commands(n)
@@ -93,7 +102,8 @@ def order_flow(rng, engine: ShardEngine, batches: int, after_batch=None) -> None
                 c["idem_key"] = key
                 c["req_id"] = key
                 sent.append(cmds[j].copy())
-        out = engine.apply(cmds)
+        read += n
+        out = engine.apply(cmds, positions={"requests@1": read})
         for e in out.events[out.events["kind"] == EV_ACCEPTED]:
             live.append((int(e["instrument"]), int(e["order_id"]), int(e["client"])))
         if after_batch is not None:
@@ -108,7 +118,7 @@ def make_journal(path, seed: int = 1, batches: int = 120, snapshot_every: int = 
     def keep(engine):
         books[engine.last_seq] = [(b.state_hash(), b.depth(LEVELS)) for b in engine.books]
 
-    with Journal(str(path), durability="os") as j:
+    with Journal(str(path), durability="os", merge_rows=MERGE_ROWS) as j:
         engine = ShardEngine(0, BOOKS, j, snapshot_every=snapshot_every)
         order_flow(np.random.default_rng(seed), engine, batches, keep)
     return books
@@ -145,7 +155,7 @@ class Raw:
 
     def __init__(self, path):
         self.env = lmdb.open(str(path), max_dbs=16, map_size=1 << 30)
-        names = ("batches", "idem", "snapshots", "meta")
+        names = ("batches", "orders", "idem", "snapshots", "meta", "positions")
         self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in names}
 
     def db(self, name: str):
@@ -167,6 +177,17 @@ class Raw:
             record = encode_batch(rec._replace(commands=cmds, events=events))
             txn.put(key, record, db=self.db("batches"))
 
+    def items(self, name: str) -> list[tuple[bytes, bytes]]:
+        with self.env.begin() as txn:
+            return list(txn.cursor(db=self.db(name)))
+
+    def flip(self, name: str, key: bytes, at: int, bits: int = 1) -> None:
+        """Flip bits of one stored byte, as a bad disk or a stray write would."""
+        with self.env.begin(write=True) as txn:
+            value = bytearray(txn.get(key, db=self.db(name)))
+            value[at] ^= bits
+            txn.put(key, bytes(value), db=self.db(name))
+
     def put(self, name: str, key: bytes, value: bytes) -> None:
         with self.env.begin(write=True) as txn:
             txn.put(key, value, db=self.db(name))
@@ -177,6 +198,12 @@ class Raw:
 
     def close(self) -> None:
         self.env.close()
+
+
+def sealed(key: bytes, value: bytes) -> bytes:
+    """A table value as the journal stores it (value, then crc32 of key and value): how
+    a bug, not damage, would write a wrong one."""
+    return value + struct.pack("<I", zlib.crc32(value, zlib.crc32(key)))
 
 
 @pytest.fixture
@@ -287,15 +314,114 @@ def test_two_orders_under_one_idempotency_key_fail(raw, copy):
 
 
 def test_a_snapshot_of_another_book_fails(raw, copy):
-    with raw.env.begin() as txn:
-        snaps = list(txn.cursor(db=raw.db("snapshots")))
+    snaps = raw.items("snapshots")
     assert len(snaps) == 2  # the older one becomes the latest's content
     seq = int.from_bytes(snaps[-1][0], "big")
-    raw.put("snapshots", snaps[-1][0], snaps[0][1])
+    raw.put("snapshots", snaps[-1][0], snaps[0][1])  # moved: its checksum names the old seq
     raw.close()
+    report = verify(copy)
+    assert checks(report) == {"checksums", "snapshot"}, report.problems
+    [damage] = [p for p in report.problems if p.check == "checksums"]
+    assert f"{copy}: snapshots seq {seq}: checksum mismatch" in damage.message
+    with Journal(str(copy)) as j:  # written by a buggy writer: a sound checksum
+        j.write_snapshot(seq, snaps[0][1][:-4])
     report = verify(copy)
     assert checks(report) == {"snapshot"}, report.problems
     assert report.problems[0].seq == seq
+
+
+def test_a_flipped_leaves_byte_in_the_orders_table_is_refused_and_reported(raw, copy):
+    """Issue #14: verify passed it, and the order's status said leaves 3 on a filled order."""
+    rows = [(k, np.frombuffer(v[:-4], ORDER_DTYPE)[0]) for k, v in raw.items("orders")]
+    key, row = next((k, r) for k, r in rows if r["status"] == ST_FILLED)
+    oid = int(row["order_id"])
+    raw.flip("orders", key, ORDER_DTYPE.fields["leaves"][1], bits=3)
+    raw.close()
+    damaged = f"{copy}: orders order {oid}: checksum mismatch"
+    with Journal(str(copy), readonly=True) as j, pytest.raises(JournalDamaged, match=damaged):
+        j.order(oid)
+    report = verify(copy)
+    assert checks(report) == {"checksums"}, report.problems
+    assert f"orders order {oid}: checksum mismatch" in report.problems[0].message
+
+
+def test_tables_that_do_not_hold_what_the_batches_say_fail(raw, copy):
+    """Wrong values with sound checksums (a broken fold): a row, an entry gone, one made up."""
+    orders = raw.items("orders")
+    key, value = orders[len(orders) // 2]
+    row = np.frombuffer(value[:-4], ORDER_DTYPE).copy()
+    row["leaves"] += 3
+    raw.put("orders", key, sealed(key, row.tobytes()))
+    fake = (int(row["order_id"][0]) + 10**9).to_bytes(8, "big")
+    raw.put("orders", fake, sealed(fake, row.tobytes()))
+    idem = raw.items("idem")
+    gone = idem[0][0]
+    raw.delete("idem", gone)
+    name, _ = raw.items("positions")[0]
+    raw.delete("positions", name)
+    raw.close()
+    report = verify(copy)
+    assert "tables" in checks(report) and "checksums" not in checks(report), report.problems
+    tables = "\n".join(p.message for p in report.problems if p.check == "tables")
+    oid, leaves = int(row["order_id"][0]), int(row["leaves"][0])
+    assert f"orders table, order {oid}: leaves {leaves} (the batches: {leaves - 3})" in tables
+    assert f"orders table: order {oid + 10**9} is in no batch" in tables
+    client, idem_key = int.from_bytes(gone[8:], "big"), int.from_bytes(gone[:8], "big")
+    assert f"idem table: (client {client}, idem key {idem_key}) is missing" in tables
+    assert f"positions table: {name.decode()!r} is missing" in tables
+
+
+def test_a_damaged_idem_value_is_refused_never_a_conflict(raw, copy):
+    """Issue #14: an unchanged retry was answered ``conflict`` from a damaged entry."""
+    key, _ = raw.items("idem")[0]
+    raw.flip("idem", key, 20)  # in the request's fingerprint
+    raw.close()
+    client, idem_key = int.from_bytes(key[8:], "big"), int.from_bytes(key[:8], "big")
+    with Journal(str(copy)) as j:
+        original = next(
+            c
+            for cmds, _ in j.iter_batches()
+            for c in cmds
+            if c["kind"] == CMD_NEW and (c["client"], c["idem_key"]) == (client, idem_key)
+        )
+        with pytest.raises(JournalDamaged, match=r"idem \(client .*: checksum mismatch"):
+            j.idem_lookup(client, idem_key)
+        engine = ShardEngine(0, BOOKS, j)
+        engine.recover()
+        retry = commands(1)
+        retry[0] = original
+        retry["seq"] = retry["order_id"] = 0
+        with pytest.raises(JournalDamaged, match="checksum mismatch"):
+            engine.apply(retry)
+        assert j.last_seq == engine.last_seq  # nothing was journaled
+
+
+def test_a_damaged_batch_before_the_snapshot_is_never_served(raw, copy):
+    """Issue #14: start-up checked only the batches after the snapshot, and a SYNC
+    replay served a damaged fill. Start-up still works (it reads nothing before the
+    snapshot); every read of the damaged batch is refused, naming it."""
+    snap_seq = int.from_bytes(raw.items("snapshots")[-1][0], "big")
+    key, cmds, ev = next(b for b in raw.batches() if (b[2]["kind"] == EV_TRADE).any())
+    seq = int.from_bytes(key, "big")
+    assert seq < snap_seq
+    trade = int(np.flatnonzero(ev["kind"] == EV_TRADE)[0])
+    at = 24 + cmds.nbytes + trade * ev.dtype.itemsize + ev.dtype.fields["qty"][1]
+    raw.flip("batches", key, at)
+    raw.close()
+    with Journal(str(copy)) as j:
+        engine = ShardEngine(0, BOOKS, j)
+        assert engine.recover().snapshot_seq == snap_seq
+        where = f"{copy}: batches seq {seq}: checksum mismatch"
+        with pytest.raises(JournalDamaged, match=where):
+            list(j.iter_batches())
+        with pytest.raises(JournalDamaged, match=where):
+            j.events_for(int(cmds["seq"][0]))
+        sync = commands(1)
+        sync["kind"] = CMD_SYNC
+        with pytest.raises(JournalDamaged, match=where):
+            list(engine.sync_answer(sync[0]))
+    report = verify(copy)
+    assert ("checksums", seq) in {(p.check, p.seq) for p in report.problems}
 
 
 def test_the_journal_commands(made, copy, raw, tmp_path, capsys):
@@ -363,11 +489,11 @@ event_ring = 1024
     raw.put_batch(key, cmds, ev)
     raw.close()
     argv = ["journal", "verify", "--config", str(config), "--shard", "s0", "--path", str(copy)]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 4
     out = capsys.readouterr().out
     assert "FAIL" in out and "replay" in out
     argv = ["journal", "backup", str(tmp_path / "bad"), "--shard", "s0", "--path", str(copy)]
-    assert cli.main([*argv, "--config", str(config)]) == 1  # copied as it is, and it fails
+    assert cli.main([*argv, "--config", str(config)]) == 4  # copied as it is, and it fails
     assert "FAIL" in capsys.readouterr().out
 
     seq = sorted(books)[5]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lmdb
 
-from exchange.journal import Journal, JournalError
+from exchange.journal import Journal, JournalDamaged, JournalError
 from tools.errors import ToolError
 
 MAX_DBS = 16  # at least the journal's sub-databases; a reader needs no exact count
@@ -31,6 +31,8 @@ def backup(src: str, dest: str) -> dict:
     try:
         with Journal(src, readonly=True) as j:  # refuses what is not a journal
             before = j.last_seq
+    except JournalDamaged:
+        raise
     except JournalError as e:
         raise ToolError(str(e)) from None
     t0 = time.perf_counter()

@@ -9,14 +9,18 @@ exch top [--once]                              every process: rates, rings, comm
 exch demo [--seconds N]                        a maker and a taker bot trading through the daemon
 exch kill [CLIENT] | exch unkill CLIENT        block a client (its orders cancelled), lift it
 exch positions [CLIENT]                        positions, P&L, cash, open orders (from the journals)
-exch journal verify [--shard S [--path DIR]]   check a journal's invariants; exit 1 if broken
+exch journal verify [--shard S [--path DIR]]   check a journal's invariants; exit 4 if broken
 exch journal book SYMBOL --at-seq N            a book as it was at seq N, rebuilt by replay
 exch journal backup --shard S DEST             a consistent copy (while it runs), verified
 exch journal new --shard S                     a new, empty journal for a shard that lost its own
 
 Every command takes ``--config FILE`` (default: $EXCH_CONFIG, else the embedded
 default config) and ``--help``; those that print data take ``--json``. Bad
-input is one line on stderr naming the problem, exit 2, and nothing changed.
+input is one line on stderr naming the problem, exit 2, and nothing changed. A
+journal that cannot be trusted (a record that fails its check, a replay that
+does not give the journaled events) is one line naming the file and the reason,
+exit 4 (``exchange.exitcodes``); ``exch journal verify`` lists every problem
+it finds and exits 4 on any.
 """
 
 import argparse
@@ -30,7 +34,8 @@ from exchange import journalid
 from exchange.cli import CONFIG_OPTION, quiet_on_broken_pipe
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import RecoveryError
-from exchange.journal import JournalError
+from exchange.exitcodes import EXIT_UNTRUSTED, EXIT_USAGE
+from exchange.journal import JournalDamaged, JournalError
 from gateway.client import new_idempotency_key
 from gateway.keys import KeysError, check_client_id
 from gateway.protocol import Reject
@@ -181,6 +186,8 @@ def cmd_positions(args) -> int:
     config = _config(args)
     try:
         accounts = positionview.from_journals(config)
+    except JournalDamaged:
+        raise
     except (JournalError, RecoveryError) as e:
         raise ToolError(f"cannot rebuild the positions from the journals: {e}") from None
     killed = {k["client"] for k in killtool.listing(config.gateway.keys_dir)["killed"]}
@@ -338,6 +345,8 @@ def cmd_journal_verify(args) -> int:
                 shard_index=index,
                 progress=progress.update,
             )
+        except JournalDamaged:
+            raise
         except JournalError as e:
             raise ToolError(str(e)) from None
         finally:
@@ -348,6 +357,8 @@ def cmd_journal_verify(args) -> int:
     paths = {name: args.path or _journal_path(config, name) for name in names}
     try:
         accounts = check_accounts(config, paths)
+    except JournalDamaged:
+        raise
     except (JournalError, RecoveryError) as e:
         raise ToolError(f"cannot read the journals for the accounts check: {e}") from None
     if not args.json:
@@ -357,7 +368,7 @@ def cmd_journal_verify(args) -> int:
         shards = [{**dataclasses.asdict(r), "ok": r.ok} for r in reports]
         doc = {**dataclasses.asdict(accounts), "ok": accounts.ok}
         _print_json({"ok": ok, "shards": shards, "accounts": doc})
-    return 0 if ok else 1
+    return 0 if ok else EXIT_UNTRUSTED
 
 
 def cmd_journal_book(args) -> int:
@@ -380,11 +391,13 @@ def cmd_journal_book(args) -> int:
             index,
             progress.update,
         )
+    except JournalDamaged:
+        raise
     except JournalError as e:
         raise ToolError(str(e)) from None
     except RecoveryError as e:
         print(f"exch: the journal does not replay: {e}; run `exch journal verify`", file=sys.stderr)
-        return 1
+        return EXIT_UNTRUSTED
     finally:
         progress.close()
     if args.json:
@@ -423,7 +436,7 @@ def cmd_journal_backup(args) -> int:
             f"({done['bytes']:,} bytes in {done['seconds']} s); the copy:"
         )
         print(render(report))
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_UNTRUSTED
 
 
 def cmd_journal_new(args) -> int:
@@ -694,11 +707,13 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd = jsub.add_parser(
         "verify",
         parents=[common, as_json],
-        help="check a journal's invariants and its replay; exit 1 on any violation",
-        description="Check sequence, events, fills, idempotency, replay and snapshot of "
-        "every shard's journal (or one), then the clients' accounts across them: makers on "
-        "the other side, positions and cash summing to zero, no position past its limit. "
-        "Safe while the daemon runs.",
+        help="check a journal's invariants and its replay; exit 4 on any violation",
+        description="Check the checksum of every record, then sequence, events, fills, "
+        "idempotency, the tables against the batches, replay and snapshot of every shard's "
+        "journal (or one), then the clients' accounts across them: makers on the other "
+        "side, positions and cash summing to zero, no position past its limit. Safe while "
+        "the daemon runs. Exit 4 if any check fails (the journal cannot be trusted), 2 on "
+        "bad input.",
     )
     verify_cmd.add_argument("--shard", help="only this shard (default: every shard of the config)")
     verify_cmd.add_argument("--path", help="the journal directory, e.g. a backup (needs --shard)")
@@ -726,7 +741,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a consistent copy of a shard's journal (safe while it runs), then verified",
         description="Copy a shard's journal into the new directory DEST in one LMDB read "
         "transaction (whole batches only; the shard keeps running), then verify the copy. "
-        "Exit 1 if the copy does not verify.",
+        "Exit 4 if the copy does not verify.",
     )
     backup_cmd.add_argument("dest", metavar="DEST", help="a new directory for the copy")
     backup_cmd.add_argument("--shard", required=True, help="the shard's name in the config")
@@ -754,7 +769,10 @@ def main(argv=None) -> int:
         return quiet_on_broken_pipe(args.func, args)
     except ToolError as e:
         print(f"exch: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except JournalDamaged as e:
+        print(f"exch: {e}", file=sys.stderr)
+        return EXIT_UNTRUSTED
     except KeyboardInterrupt:
         return 130
 

@@ -1,9 +1,9 @@
 """``exch journal verify``: read a shard's journal and check its invariants.
 
-One pass over the batches (up to the last seq when the check starts, so a
-journal that the shard is writing can be checked) feeds both the checks below
-and a full replay through the real kernel (``ShardEngine.recover`` without
-snapshot):
+First every stored value is checked on its own; then one pass over the batches
+(up to the last seq when the check starts, so a journal that the shard is
+writing can be checked) feeds both the checks below and a full replay through
+the real kernel (``ShardEngine.recover`` without snapshot):
 
 sequence     seqs go 1, 2, 3... with no gap and no step back, within and across
              batches; the batches end at the seq the journal says is its last;
@@ -23,6 +23,20 @@ snapshot     the latest snapshot restores to books with its recorded hashes, and
              snapshot + replay of the rest gives the same state hashes as the
              full replay
 
+and, apart from that pass:
+
+checksums    every value of every table passes its check (its checksum, which
+             binds it to its key; a batch record is stored under its last seq)
+             and every table's keys come in order (``Journal.damaged``)
+tables       the tables folded from the batches hold what the batches say, as of
+             one read txn (``Journal.tables``): the orders table is exactly the
+             last row of each order in the batches up to ``folded``, the idem
+             table exactly their idempotency entries; every input position the
+             batches up to ``positions_at`` carry is in the positions table, at
+             that position or past it (a batch of retries alone moves only the
+             table's; read positions never go back). A value that fails its check
+             is reported under checksums only.
+
 A problem is reported with the check, the seq and what is wrong; the first
 ``MAX_LISTED`` of each check are kept, all are counted.
 """
@@ -37,12 +51,25 @@ import numpy as np
 from exchange import idempotency
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
-from exchange.journal import Journal
+from exchange.journal import BatchRecord, Journal, JournalDamaged, Tables
+from exchange.orderstate import ORDER_DTYPE
 from tools import batchcheck, fillcheck
 from tools.journalview import JournalView
 
 MAX_LISTED = 20
-CHECKS = ("readable", "sequence", "events", "fills", "idempotency", "replay", "snapshot")
+CHECKS = (
+    "checksums",
+    "readable",
+    "sequence",
+    "events",
+    "fills",
+    "idempotency",
+    "tables",
+    "replay",
+    "snapshot",
+)
+# rows held before the latest row of each order is taken (bounds the tables check's memory)
+_COMPACT_ROWS = 1 << 20
 
 # a keyed NEW command, as its idempotency entry should record it
 _KEYED_DTYPE = np.dtype(
@@ -78,6 +105,11 @@ class Findings:
         if n < MAX_LISTED:
             self.problems.append(Problem(check, int(seq), message))
         self.counts[check] = n + 1
+
+    def count(self, check: str, n: int) -> None:
+        """``n`` more problems of ``check``, not listed."""
+        if n:
+            self.counts[check] = self.counts.get(check, 0) + n
 
 
 @dataclass
@@ -156,7 +188,11 @@ class _Pass:
 def _idempotency(report: Verification, keyed: np.ndarray, journal: Journal, upto: int) -> None:
     """``keyed``: the journal's keyed NEW commands, in seq order, against its entries."""
     add = report.add
-    entries = [e for e in journal.idem_entries() if e.seq <= upto]
+    try:
+        entries = [e for e in journal.idem_entries() if e.seq <= upto]
+    except JournalDamaged as e:  # under checksums too; the others cannot be compared
+        add("idempotency", 0, f"the entries cannot be read: {e}")
+        return
     report.idem_entries = len(entries)
     keys = idempotency.entry_keys(keyed["client"], keyed["idem_key"]).view("S12")
     order = np.argsort(keys, kind="stable")  # equal pairs stay in seq order
@@ -226,8 +262,13 @@ def verify_journal(
     symbols = symbols or [str(i) for i in range(len(books))]
     report = Verification(shard=shard, path=path)
     with Journal(path, readonly=True) as journal:
-        stats = journal.stats()  # one read txn: last_seq and batches agree
-        upto = report.last_seq = stats.last_seq
+        for seq, message in journal.damaged():
+            report.add("checksums", seq, message)
+        try:
+            stats = journal.stats()  # one read txn: last_seq and batches agree
+        except JournalDamaged:  # a damaged batch of the log, reported above
+            stats = None
+        upto = report.last_seq = journal.last_seq if stats is None else stats.last_seq
         checks = _Pass(report, len(books), progress and (lambda seq: progress(seq, upto)))
         view = JournalView(journal, upto, on_batch=checks.batch)
         engine = ShardEngine(shard_index, books, view)
@@ -248,7 +289,7 @@ def verify_journal(
                 f"the journal says its last seq is {upto}; "
                 f"its batches end at {checks.next_seq - 1}",
             )
-        if report.batches != stats.batches and "readable" not in report.counts:
+        if stats and report.batches != stats.batches and "readable" not in report.counts:
             report.add(
                 "sequence",
                 0,
@@ -257,6 +298,7 @@ def verify_journal(
             )
         keyed = np.concatenate(checks.keyed) if checks.keyed else np.zeros(0, _KEYED_DTYPE)
         _idempotency(report, keyed, journal, upto)
+        _tables(report, journal)
         _snapshot(report, shard_index, books, journal, upto)
         t = checks.totals.tolist()
         report.trades, report.traded_qty = t[fillcheck.S_TRADES], t[fillcheck.S_TRADED_QTY]
@@ -267,7 +309,11 @@ def verify_journal(
 
 def _snapshot(report, shard_index, books, journal, upto) -> None:
     view = JournalView(journal, upto)
-    snap = view.latest_snapshot()
+    try:
+        snap = view.latest_snapshot()
+    except JournalDamaged as e:
+        report.add("snapshot", 0, f"the latest snapshot cannot be read: {e}")
+        return
     if snap is None:
         return
     report.snapshot_seq = snap[0]
@@ -283,6 +329,135 @@ def _snapshot(report, shard_index, books, journal, upto) -> None:
             snap[0],
             f"snapshot at seq {snap[0]} + replay gives other books than the full replay",
         )
+
+
+class _Folded:
+    """What the tables should hold, from the batches: the last row of each order and the
+    idempotency entries up to ``folded``, the input positions up to ``positions_at``."""
+
+    def __init__(self, tables: Tables):
+        self.folded = tables.folded
+        self.positions_at = tables.positions_at  # never before folded: a fold sets both
+        self.rows: list[np.ndarray] = []
+        self.held = 0
+        self.idem_keys: list[np.ndarray] = []
+        self.idem_values: list[np.ndarray] = []
+        self.positions: dict[str, tuple[int, int]] = {}  # name -> (position, seq)
+
+    def add(self, rec: BatchRecord) -> bool:
+        """Take in a batch record, in seq order; False once past what the tables hold."""
+        seq = int(rec.commands["seq"][-1])
+        if seq > self.positions_at:
+            return False
+        self.positions.update((name, (p, seq)) for name, p in rec.positions.items())
+        if seq <= self.folded:
+            # copies: a record's arrays are views of all its bytes
+            self.rows.append(rec.rows.copy())
+            self.idem_keys.append(rec.idem_keys.copy())
+            self.idem_values.append(rec.idem_values.copy())
+            self.held += len(rec.rows)
+            if self.held >= _COMPACT_ROWS:
+                self.rows = [self.latest_rows()]
+                self.held = len(self.rows[0])
+        return True
+
+    def latest_rows(self) -> np.ndarray:
+        """The last row of each order, by order id."""
+        rows = np.concatenate([np.zeros(0, ORDER_DTYPE), *self.rows])
+        rows = rows[np.argsort(rows["order_id"], kind="stable")]
+        ids = rows["order_id"]
+        last = np.ones(len(ids), bool)
+        last[:-1] = ids[1:] != ids[:-1]
+        return rows[last]
+
+    def idem(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys as S12, values) of the entries, by key (of a key twice, the first: the
+        idempotency check reports the second)."""
+        keys = np.concatenate([np.zeros(0, idempotency.KEY_BYTES), *self.idem_keys])
+        values = np.concatenate([np.zeros(0, idempotency.IDEM_DTYPE), *self.idem_values])
+        keys, first = np.unique(keys.view("S12"), return_index=True)
+        return keys, values[first]
+
+
+def _tables(report: Verification, journal: Journal) -> None:
+    """The folded tables against the batches (see the module docstring)."""
+    try:
+        tables = journal.tables()
+        folded = _Folded(tables)
+        for rec in journal.iter_records():
+            if not folded.add(rec):
+                break
+    except JournalDamaged as e:  # reported under checksums; nothing left to compare with
+        report.add("tables", 0, f"not compared: {e}")
+        return
+    orders = tables.orders
+    skip = [int.from_bytes(k, "big", signed=True) for k in tables.damaged["orders"]]
+    want = folded.latest_rows()
+    want = want[~np.isin(want["order_id"], skip)]
+    _compare(
+        report,
+        "orders",
+        (want["order_id"], want),
+        (tables.order_ids, orders),
+        lambda oid: f"order {oid}",
+        f"up to seq {folded.folded}",
+    )
+    keys, values = folded.idem()
+    keep = ~np.isin(keys, np.array(tables.damaged["idem"], "S12"))
+    _compare(
+        report,
+        "idem",
+        (keys[keep], values[keep]),
+        (tables.idem_keys.view("S12"), tables.idem_values),
+        _pair,
+        f"up to seq {folded.folded}",
+    )
+    damaged = {k.decode(errors="replace") for k in tables.damaged["positions"]}
+    for name, (pos, seq) in folded.positions.items():
+        have = tables.positions.get(name)
+        if name in damaged or (have is not None and have >= pos):
+            continue
+        where = "is missing" if have is None else f"is at {have}"
+        report.add(
+            "tables",
+            seq,
+            f"positions table: {name!r} {where}; the batch ending at seq {seq} has it at {pos}",
+        )
+
+
+def _pair(key: bytes) -> str:
+    e = np.frombuffer(key.ljust(12, b"\0"), idempotency.IDEM_KEY_DTYPE)[0]
+    return f"(client {e['client']}, idem key {e['idem_key']})"
+
+
+def _compare(report, table: str, want, have, name, span: str) -> None:
+    """Table records ``have`` against ``want`` (each (keys, records), by key): every one
+    missing, extra or different counted, the first ones named by table and key."""
+    (want_keys, want_recs), (have_keys, have_recs) = want, have
+    seq = "last_seq" if table == "orders" else "seq"
+    missing = ~np.isin(want_keys, have_keys)
+    extra = ~np.isin(have_keys, want_keys)
+    keys, got = have_keys[~extra], have_recs[~extra]
+    exp = want_recs[np.searchsorted(want_keys, keys)]
+    differ = _raw(got) != _raw(exp)
+    found = (
+        ("is missing (the batches {span} have it)", want_recs[missing], want_keys[missing]),
+        ("is in no batch {span}", have_recs[extra], have_keys[extra]),
+    )
+    for what, recs, ks in found:
+        for r, k in zip(recs[:MAX_LISTED], ks[:MAX_LISTED], strict=True):
+            report.add("tables", int(r[seq]), f"{table} table: {name(k)} " + what.format(span=span))
+        report.count("tables", len(recs) - min(len(recs), MAX_LISTED))
+    got, exp, keys = got[differ], exp[differ], keys[differ]
+    for g, w, k in zip(got[:MAX_LISTED], exp[:MAX_LISTED], keys[:MAX_LISTED], strict=True):
+        fields = [f"{f} {g[f]} (the batches: {w[f]})" for f in g.dtype.names if g[f] != w[f]]
+        report.add("tables", int(w[seq]), f"{table} table, {name(k)}: {', '.join(fields)}")
+    report.count("tables", len(got) - min(len(got), MAX_LISTED))
+
+
+def _raw(recs: np.ndarray) -> np.ndarray:
+    """Each record's bytes as one string, so that records compare whole."""
+    return np.ascontiguousarray(recs).view(f"S{recs.dtype.itemsize}")
 
 
 def render(report: Verification) -> str:
