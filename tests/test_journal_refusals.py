@@ -15,8 +15,16 @@ from shard_harness import REPO, SHARD, ShardRig
 from exchange import journalid, lmdbfile
 from exchange.config import DEFAULT_TOML, parse_config
 from exchange.exitcodes import EXIT_UNTRUSTED, NO_RESTART
-from exchange.journal import Journal, JournalDamaged, JournalError
-from exchange.records import CMD_NEW, EV_ACCEPTED, SIDE_BUY, TIF_GTC, commands
+from exchange.journal import MERGE_BATCHES, Journal, JournalDamaged, JournalError
+from exchange.records import (
+    CMD_NEW,
+    CMD_SYNC,
+    EV_ACCEPTED,
+    EVF_REPLAY,
+    SIDE_BUY,
+    TIF_GTC,
+    commands,
+)
 from gateway.store import GatewayStore, StoreError
 
 
@@ -177,6 +185,43 @@ def test_journal_new_replaces_a_lost_journal_only(tmp_path):
 
 
 # ------------------------------------------------------------ the shard process
+
+
+def test_a_running_shard_that_reads_a_damaged_record_stops_with_exit_4(tmp_path):
+    """History before the snapshot is read only to answer a SYNC: a record there that
+    fails its check stops the shard loudly, never serves the gateway wrong history."""
+    rig = ShardRig(tmp_path, snapshot_every=100)
+    try:
+        rig.start()
+        rig.wait_running()
+        # batches of one: the first MERGE_BATCHES are folded into the tables (start-up
+        # reads the log after the fold in full), snapshots follow every 100 commands
+        for i in range(MERGE_BATCHES + 50):
+            rig.send(_orders(rig, 1, first_req=1 + i))
+            rig.wait_for(lambda n=i + 1: (rig.all_received()["kind"] == EV_ACCEPTED).sum() >= n)
+        assert rig.stop() == 0
+        env = lmdb.open(str(rig.journal_dir), max_dbs=8, map_size=1 << 30)
+        with env.begin(write=True) as txn:
+            batches = env.open_db(b"batches", txn=txn, create=False)
+            key, value = next(iter(txn.cursor(db=batches)))  # the first batch
+            damaged = bytearray(value)
+            damaged[40] ^= 1
+            txn.put(key, bytes(damaged), db=batches)
+        env.close()
+        rig.start()
+        rig.wait_running()  # recovery starts from the snapshot, after the damage
+        sync = commands(1)
+        sync["kind"], sync["req_id"] = CMD_SYNC, 10**6  # after seq 0: the whole history
+        rig.send(sync)
+        code = rig.proc.wait(timeout=60)
+        rig.proc = None
+        assert code == EXIT_UNTRUSTED, rig.log()
+        last = rig.log().splitlines()[-1]
+        assert "journal refused: intake stopped" in last and "batches seq" in last, last
+        served = rig.all_received()
+        assert not (served["flags"] & EVF_REPLAY).any()  # not one replayed event served
+    finally:
+        rig.close()
 
 
 def test_shard_whose_journal_is_gone_exits_4_and_exch_journal_new_lets_it_start(rig):
