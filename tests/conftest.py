@@ -1,4 +1,4 @@
-"""Fixtures shared by the book tests: every book implementation behind one interface."""
+"""Fixtures shared by the tests: every book implementation behind one interface, a daemon."""
 
 import importlib.util
 
@@ -49,3 +49,17 @@ def compiled_once():
 
     warm_up()
     warm_up_rings()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A real daemon on its own config (``daemon_harness.Daemon``), not yet started; killed
+    with everything it started, and its shared memory removed, whatever the test did. A
+    test module that needs another config overrides this fixture."""
+    from daemon_harness import Daemon
+
+    d = Daemon(tmp_path)
+    try:
+        yield d
+    finally:
+        d.close()

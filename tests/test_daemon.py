@@ -9,21 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import REPO, Daemon
+from daemon_harness import REPO
 
 from exchange.config import DEFAULT_TOML
 from exchange.journal import Journal
 from gateway.client import order
 from gateway.protocol import Ack, BatchAck, Fill, Reject
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _children_of(pid: int) -> list[int]:

@@ -6,7 +6,6 @@ import time
 
 import pytest
 import shm_helpers as h
-from daemon_harness import Daemon
 
 from exchange import cli
 from exchange.status import collect
@@ -80,15 +79,6 @@ def test_clients_are_those_seen_with_a_known_connection(ns):
         assert counters.seen == {1}
     finally:
         counters.unlink()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _gateway_block(config, want) -> dict:

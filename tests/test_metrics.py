@@ -9,7 +9,7 @@ import urllib.request
 import uuid
 
 import pytest
-from daemon_harness import REPO, Daemon
+from daemon_harness import REPO
 from prometheus_client.parser import text_string_to_metric_families
 from test_systemd_roles import Units
 
@@ -24,15 +24,6 @@ from shm.names import unlink_namespace
 from shm.ring import list_rings
 
 PROMTOOL = shutil.which("promtool")
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def scrape(listen: str) -> str:
