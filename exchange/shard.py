@@ -227,7 +227,11 @@ def main(argv=None) -> int:
     )
     try:
         rec = engine.recover()
-    except (RecoveryError, JournalError) as e:
+    except JournalError as e:  # a record recovery read failed its check
+        logs.error("journal refused", error=str(e))
+        journal.close()
+        return EXIT_UNTRUSTED
+    except RecoveryError as e:  # the journal does not replay into its own events
         logs.error("recovery failed; refusing to run on this journal", error=str(e))
         journal.close()
         return EXIT_UNTRUSTED

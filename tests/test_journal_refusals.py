@@ -252,6 +252,58 @@ def test_shard_on_a_truncated_journal_exits_4_naming_the_file_not_sigbus(rig):
     assert str(data) in log and "truncated" in log
 
 
+def test_shard_on_a_damaged_snapshot_exits_4_and_verify_names_it(tmp_path):
+    rig = ShardRig(tmp_path, snapshot_every=10)
+    try:
+        rig.start()
+        rig.wait_running()
+        for i in range(3):
+            rig.send(_orders(rig, 10, first_req=1 + 10 * i))
+            rig.wait_for(
+                lambda n=10 * (i + 1): (rig.all_received()["kind"] == EV_ACCEPTED).sum() >= n
+            )
+        assert rig.stop() == 0
+        env = lmdb.open(str(rig.journal_dir), max_dbs=8, map_size=1 << 30)
+        with env.begin(write=True) as txn:
+            snapshots = env.open_db(b"snapshots", txn=txn, create=False)
+            cur = txn.cursor(db=snapshots)
+            assert cur.last()
+            damaged = bytearray(cur.value())
+            damaged[len(damaged) // 2] ^= 1
+            txn.put(cur.key(), bytes(damaged), db=snapshots)
+        env.close()
+        log = _start_refused(rig)
+        assert "snapshots" in log, log
+        verified = subprocess.run(
+            [sys.executable, "-m", "tools.cli", "journal", "verify", "--shard", SHARD]
+            + ["--config", str(rig.config_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert verified.returncode == EXIT_UNTRUSTED, verified.stdout + verified.stderr
+        assert "snapshot" in verified.stdout + verified.stderr
+        assert "Traceback" not in verified.stderr
+    finally:
+        rig.close()
+
+
+def test_exch_journal_verify_on_a_truncated_file_exits_4_with_one_line(rig):
+    _run_then_stop(rig, n=2000)
+    data = rig.journal_dir / "data.mdb"
+    os.truncate(data, data.stat().st_size // 2)
+    verified = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "journal", "verify", "--shard", SHARD]
+        + ["--config", str(rig.config_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == EXIT_UNTRUSTED, verified  # not -SIGBUS
+    lines = verified.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(data) in lines[0] and "truncated" in lines[0], lines
+
+
 def test_shard_on_a_damaged_meta_page_exits_4(rig):
     _run_then_stop(rig)
     with open(rig.journal_dir / "data.mdb", "r+b") as f:
