@@ -188,7 +188,7 @@ def cmd_positions(args) -> int:
         accounts = positionview.from_journals(config)
     except JournalDamaged:
         raise
-    except (JournalError, RecoveryError) as e:
+    except JournalError as e:
         raise ToolError(f"cannot rebuild the positions from the journals: {e}") from None
     killed = {k["client"] for k in killtool.listing(config.gateway.keys_dir)["killed"]}
     who = [args.client] if args.client is not None else positionview.clients(accounts)
@@ -359,7 +359,7 @@ def cmd_journal_verify(args) -> int:
         accounts = check_accounts(config, paths)
     except JournalDamaged:
         raise
-    except (JournalError, RecoveryError) as e:
+    except JournalError as e:
         raise ToolError(f"cannot read the journals for the accounts check: {e}") from None
     if not args.json:
         print(render_accounts(accounts))
@@ -770,7 +770,7 @@ def main(argv=None) -> int:
     except ToolError as e:
         print(f"exch: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except JournalDamaged as e:
+    except (JournalDamaged, RecoveryError) as e:  # a journal that cannot be trusted
         print(f"exch: {e}", file=sys.stderr)
         return EXIT_UNTRUSTED
     except KeyboardInterrupt:
