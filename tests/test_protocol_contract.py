@@ -1,7 +1,15 @@
 """Promises of docs/PROTOCOL.md that a bot written from it relies on, checked against a
 real daemon."""
 
+import subprocess
+import sys
+import time
+
+import msgspec
 import pytest
+import zmq
+import zmq.auth
+from daemon_harness import REPO
 
 from gateway.protocol import Ack, Fill
 
@@ -26,3 +34,47 @@ def test_a_self_trade_is_two_fills_told_apart_by_their_oid(daemon):
     by_oid = {f.oid: f for f in fills}
     assert (by_oid[sell.oid].liq, by_oid[sell.oid].leaves) == ("maker", 1)
     assert (by_oid[buy.oid].liq, by_oid[buy.oid].leaves) == ("taker", 0)
+
+
+@pytest.mark.timeout(240)
+def test_a_bot_that_makes_its_own_keys_with_plain_pyzmq(daemon, tmp_path):
+    """PROTOCOL.md's Keys paragraph: a pair from zmq.curve_keypair, its public key
+    registered with `exch keys register`, a certificate file in the documented format
+    read back by zmq.auth.load_certificate, and a plain DEALER trades with it."""
+    text = (REPO / "docs" / "PROTOCOL.md").read_text()
+    example = text.split("**Keys.**", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    public, secret = zmq.curve_keypair()
+    cert = tmp_path / "bot.key_secret"
+    cert.write_text(
+        example.replace("CU7EM54nam@zM<318eb)2ztJVI/TIi>N@)ie^u]w", public.decode()).replace(
+            "jGEgB<e[hWt)UAr>eePaNZ:BgbM@<ev6F}zE#3W8", secret.decode()
+        )
+    )
+    assert zmq.auth.load_certificate(cert) == (public, secret)
+    daemon.start()
+    keys = daemon.config.gateway.keys_dir
+    exch = [sys.executable, "-m", "tools.cli", "keys"]
+    done = subprocess.run(
+        [*exch, "register", "42", public.decode(), "--keys-dir", keys],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    server = subprocess.run(
+        [*exch, "server", "--keys-dir", keys], cwd=REPO, capture_output=True, text=True
+    )
+    server_key = next(w for w in server.stdout.split() if len(w) == 40).encode()
+    time.sleep(1.5)  # the gateway reloads its key table every second
+    ctx = zmq.Context.instance()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.curve_serverkey = server_key
+    dealer.curve_publickey, dealer.curve_secretkey = zmq.auth.load_certificate(cert)
+    try:
+        dealer.connect(daemon.router)
+        dealer.send(msgspec.msgpack.encode({"t": "H", "cid": 1, "v": 1}))
+        assert dealer.poll(10_000)
+        assert msgspec.msgpack.decode(dealer.recv()) == {"t": "H", "cid": 1, "v": 1}
+    finally:
+        dealer.close()
