@@ -513,7 +513,10 @@ def decode_request(buf: bytes) -> Request:
     """
     if len(buf) > MAX_FRAME_BYTES:
         raise ProtocolError(
-            INVALID, f"frame of {len(buf)} bytes is larger than {MAX_FRAME_BYTES} bytes"
+            INVALID,
+            f"frame of {len(buf)} bytes is larger than {MAX_FRAME_BYTES} bytes",
+            "$",
+            salvage_cid(buf),
         )
     try:
         msg = _request_decoder.decode(buf)
@@ -552,12 +555,19 @@ def _validation_error(text: str, cid: int) -> ProtocolError:
 
 
 def salvage_cid(buf: bytes) -> int:
-    """The cid of a request that cannot be served, if the frame holds a readable one, else 0."""
+    """The cid of a request that cannot be served, if the frame holds a readable one, else 0.
+
+    First as a request's map (fast); failing that, as any msgpack map at all, so a map
+    with a key that is not a string (``{1: 2, "cid": 7}``) still gives its cid."""
     try:
         cid = _cid_decoder.decode(buf).cid
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        return 0
-    return cid if isinstance(cid, int) and 0 < cid < 1 << 64 else 0
+        try:
+            m = msgspec.msgpack.decode(buf)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, TypeError):
+            return 0  # TypeError: a map key msgpack allows and Python cannot hash
+        cid = m.get("cid") if isinstance(m, dict) else None
+    return cid if type(cid) is int and 0 < cid < 1 << 64 else 0  # not a bool
 
 
 def _check_order(order: Order, at: str, cid: int) -> None:

@@ -11,6 +11,7 @@ import zmq
 import zmq.auth
 from daemon_harness import REPO
 
+from gateway.keys import server_public_key
 from gateway.protocol import Ack, Fill
 
 
@@ -76,5 +77,41 @@ def test_a_bot_that_makes_its_own_keys_with_plain_pyzmq(daemon, tmp_path):
         dealer.send(msgspec.msgpack.encode({"t": "H", "cid": 1, "v": 1}))
         assert dealer.poll(10_000)
         assert msgspec.msgpack.decode(dealer.recv()) == {"t": "H", "cid": 1, "v": 1}
+    finally:
+        dealer.close()
+
+
+def _raw_dealer(daemon, client_id: int) -> zmq.Socket:
+    """A plain DEALER with a registered key, as a bot from PROTOCOL.md alone would have."""
+    daemon.client(client_id).close()  # registers the key and writes its certificate
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.curve_serverkey = server_public_key(daemon.config.gateway.keys_dir)
+    cert = daemon.tmp / f"bot{client_id}.key_secret"
+    dealer.curve_publickey, dealer.curve_secretkey = zmq.auth.load_certificate(cert)
+    dealer.connect(daemon.router)
+    return dealer
+
+
+def _answer(dealer: zmq.Socket, frames: list[bytes]) -> dict:
+    dealer.send_multipart(frames)
+    assert dealer.poll(10_000)
+    return msgspec.msgpack.decode(dealer.recv())
+
+
+@pytest.mark.timeout(240)
+def test_a_refused_request_whose_cid_can_be_read_is_answered_with_it(daemon):
+    """PROTOCOL.md: a Reject carries the request's cid whenever it can be read."""
+    daemon.start()
+    dealer = _raw_dealer(daemon, 3)
+    try:
+        int_key = msgspec.msgpack.encode({1: 2, "t": "H", "cid": 11, "v": 1})
+        got = _answer(dealer, [int_key])
+        assert (got["t"], got["code"], got["cid"]) == ("J", "invalid", 11), got
+        big = msgspec.msgpack.encode({"t": "H", "cid": 12, "v": 1, "pad": "x" * 70_000})
+        got = _answer(dealer, [big])
+        assert (got["t"], got["code"], got["cid"]) == ("J", "invalid", 12), got
+        assert "larger than" in got["reason"]
+        assert _answer(dealer, [msgspec.msgpack.encode({"t": "H", "cid": 13, "v": 1})])["cid"] == 13
     finally:
         dealer.close()
