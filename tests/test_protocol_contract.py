@@ -115,3 +115,30 @@ def test_a_refused_request_whose_cid_can_be_read_is_answered_with_it(daemon):
         assert _answer(dealer, [msgspec.msgpack.encode({"t": "H", "cid": 13, "v": 1})])["cid"] == 13
     finally:
         dealer.close()
+
+
+@pytest.mark.timeout(240)
+def test_the_small_print_of_protocol_md(daemon):
+    """Section 2's nil for PositionsRequest.sym, section 5's refusals of an unknown `t`
+    and of a market order resting, a Cancelled's `leaves: 0` always sent, and a
+    retry's Ack carrying the retry's cid and coid."""
+    daemon.start()
+    dealer = _raw_dealer(daemon, 4)
+    pack = msgspec.msgpack.encode
+    try:
+        got = _answer(dealer, [pack({"t": "PQ", "cid": 1, "sym": None})])
+        assert got["t"] == "PR", got
+        got = _answer(dealer, [pack({"t": "ZZ", "cid": 2})])
+        assert (got["t"], got["code"], got["field"], got["cid"]) == ("J", "invalid", "$.t", 2)
+        market_gtc = {"t": "N", "cid": 3, "sym": "ACME", "side": "buy", "qty": 1}
+        got = _answer(dealer, [pack({**market_gtc, "type": "market", "tif": "gtc"})])
+        assert (got["t"], got["code"], got["field"]) == ("J", "invalid", "$.tif"), got
+        order = {"t": "N", "sym": "ACME", "side": "buy", "qty": 5, "px": 9_000, "ik": 77}
+        ack = _answer(dealer, [pack({**order, "cid": 4, "coid": "first"})])
+        again = _answer(dealer, [pack({**order, "cid": 5, "coid": "retry"})])
+        assert (again["oid"], again["dup"]) == (ack["oid"], True)
+        assert (again["cid"], again["coid"]) == (5, "retry")
+        cancelled = _answer(dealer, [pack({"t": "C", "cid": 6, "sym": "ACME", "oid": ack["oid"]})])
+        assert cancelled["t"] == "X" and cancelled["leaves"] == 0, cancelled
+    finally:
+        dealer.close()
