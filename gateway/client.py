@@ -46,6 +46,7 @@ from gateway.protocol import (
     BookRequest,
     Cancel,
     Heartbeat,
+    InstrumentsRequest,
     Kill,
     MassCancel,
     NewOrder,
@@ -305,6 +306,11 @@ class Client:
         """PositionReport (or Reject): cash, and per instrument position, P&L, open orders."""
         return self.request(PositionsRequest(cid=self.next_cid(), sym=sym))
 
+    def instruments(self, sym: str | None = None):
+        """Instruments (or Reject): each instrument's tick, lot, price band, max qty,
+        collar reference and state; ``version`` changes when the static ones do."""
+        return self.request(InstrumentsRequest(cid=self.next_cid(), sym=sym))
+
     def kill(self):
         """The panic button: cancel every order and block this client until an operator
         lifts it. MassCancelled (or Reject: blocked all the same)."""
@@ -461,6 +467,9 @@ class AsyncClient:
 
     async def positions(self, sym: str | None = None):
         return await self.request(PositionsRequest(cid=self.next_cid(), sym=sym))
+
+    async def instruments(self, sym: str | None = None):
+        return await self.request(InstrumentsRequest(cid=self.next_cid(), sym=sym))
 
     async def kill(self):
         return await self.request(Kill(cid=self.next_cid()))

@@ -99,6 +99,7 @@ from gateway.protocol import (
     Cancel,
     Fill,
     Heartbeat,
+    InstrumentsRequest,
     Kill,
     MassCancel,
     NewOrder,
@@ -124,6 +125,7 @@ from gateway.protocol import (
     status_command,
 )
 from gateway.ratelimit import RateLimiter
+from gateway.refdata import ReferenceData
 from gateway.report import position_report
 from gateway.risk import Risk
 from gateway.sessions import Sessions
@@ -223,6 +225,7 @@ class Gateway:
         syms = symbols(config)
         self.positions = Positions(syms, [config.instrument(s).ref_price for s in syms])
         self.risk = Risk(config, self.positions)
+        self.refdata = ReferenceData(config)
         self.kills = kills
         self.count = counters
         for client in kills.clients:
@@ -267,6 +270,7 @@ class Gateway:
             BookRequest: self._book,
             Heartbeat: self._heartbeat,
             PositionsRequest: self._positions,
+            InstrumentsRequest: self._instruments,
             Kill: self._kill,
         }
 
@@ -674,6 +678,16 @@ class Gateway:
         if msg.sym is not None and msg.sym not in self.routes:
             raise ProtocolError(NOT_FOUND, f"no instrument {msg.sym!r}", "$.sym")
         self._reply(conn, position_report(msg.cid, client, self.positions, self.risk, msg.sym))
+
+    def _instruments(self, conn, client: int, msg: InstrumentsRequest) -> None:
+        self._take(client, 1)
+
+        def serving(i: int) -> bool:
+            link = self.routes[self.refdata.symbols[i]][0]
+            return self.live[link.index] and link.idle < self.stall_after
+
+        marks = self.positions.marks
+        self._reply(conn, self.refdata.answer(msg.cid, msg.sym, marks, serving))
 
     def _kill(self, conn, client: int, msg: Kill) -> None:
         """The panic button: no rate limit, it must always work."""

@@ -267,6 +267,13 @@ class PositionsRequest(_Request, tag="PQ", kw_only=True):
     sym: Symbol | None = None
 
 
+class InstrumentsRequest(_Request, tag="IQ", kw_only=True):
+    """The instruments and their trading parameters (the venue's reference data)."""
+
+    cid: Cid
+    sym: Symbol | None = None
+
+
 class Kill(_Request, tag="KL", kw_only=True):
     """The panic button: cancel all of the client's orders and block it (kill switch)."""
 
@@ -283,6 +290,7 @@ Request = (
     | BookRequest
     | Heartbeat
     | PositionsRequest
+    | InstrumentsRequest
     | Kill
 )
 
@@ -400,6 +408,27 @@ class PositionReport(_Out, tag="PR", kw_only=True):
     positions: list[Position]
 
 
+class Instrument(msgspec.Struct, frozen=True, kw_only=True):
+    """One instrument's line of an Instruments reply (not a message of its own)."""
+
+    sym: str
+    tick: int  # a px is a multiple of it
+    lot: int  # a qty is a multiple of it
+    min_px: int  # the price band: a limit px outside [min_px, max_px] is refused
+    max_px: int
+    max_qty: int  # the book's largest order quantity
+    ref_px: int  # the price collar's reference now: the last trade, before any ref_price
+    state: str  # "open", or "unavailable" (its shard down, stalled or not synced)
+
+
+class Instruments(_Out, tag="IR", kw_only=True):
+    cid: int
+    # a number that changes whenever a static parameter of an instrument (all but
+    # ref_px and state) changes or one is added or removed: cache by it
+    version: int
+    instruments: list[Instrument]
+
+
 Reply = (
     Ack
     | Reject
@@ -412,6 +441,7 @@ Reply = (
     | MassCancelled
     | Heartbeat
     | PositionReport
+    | Instruments
 )
 
 

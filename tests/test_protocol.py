@@ -63,6 +63,7 @@ SAMPLES = {
     p.BookRequest: p.BookRequest(cid=6, sym="ACME", depth=100),
     p.Heartbeat: p.Heartbeat(cid=7, v=p.PROTOCOL_VERSION),
     p.PositionsRequest: p.PositionsRequest(cid=9, sym="ACME"),
+    p.InstrumentsRequest: p.InstrumentsRequest(cid=11, sym="ACME"),
     p.Kill: p.Kill(cid=10),
     p.Ack: p.Ack(cid=1, sym="ACME", oid=42, seq=1234, coid="x-1", dup=True),
     p.Reject: p.Reject(cid=0, code="invalid", field="$.qty", reason="no", coid="c"),
@@ -100,6 +101,22 @@ SAMPLES = {
                 open_buy=0,
                 open_sell=2,
                 orders=1,
+            )
+        ],
+    ),
+    p.Instruments: p.Instruments(
+        cid=11,
+        version=INT64_MAX,
+        instruments=[
+            p.Instrument(
+                sym="ACME",
+                tick=1,
+                lot=1,
+                min_px=5_000,
+                max_px=20_000,
+                max_qty=100_000,
+                ref_px=10_000,
+                state="open",
             )
         ],
     ),
@@ -372,7 +389,8 @@ def hex_bytes(block: str) -> bytes:
 
 
 def test_worked_example_in_the_doc_is_what_the_encoder_produces():
-    pairs = re.findall(r"```json\n(.*?)```(?:(?!```json).)*?```hex\n(.*?)```", doc_text(), re.S)
+    section = doc_text().split("## 9. Worked example", 1)[1].split("\n## ", 1)[0]
+    pairs = re.findall(r"```json\n(.*?)```(?:(?!```json).)*?```hex\n(.*?)```", section, re.S)
     assert len(pairs) == 2, "the doc shows a request and its reply, each as JSON then hex"
     (req_json, req_hex), (rep_json, rep_hex) = pairs
     request = msgspec.json.decode(req_json, type=p.Request)

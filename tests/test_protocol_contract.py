@@ -1,6 +1,9 @@
 """Promises of docs/PROTOCOL.md that a bot written from it relies on, checked against a
 real daemon."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -142,3 +145,73 @@ def test_the_small_print_of_protocol_md(daemon):
         assert cancelled["t"] == "X" and cancelled["leaves"] == 0, cancelled
     finally:
         dealer.close()
+
+
+@pytest.mark.timeout(240)
+def test_reference_data_over_the_wire_as_documented(daemon):
+    """PROTOCOL.md's InstrumentsRequest example, byte for byte against a real gateway;
+    the client library and `exch instruments` show the same."""
+    text = (REPO / "docs" / "PROTOCOL.md").read_text()
+    section = text.split('**`Instruments`** `t = "IR"`', 1)[1]
+    request = json.loads(section.split("Example (`", 1)[1].split("`", 1)[0])
+    documented = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    daemon.start()
+    dealer = _raw_dealer(daemon, 6)
+    try:
+        assert _answer(dealer, [msgspec.msgpack.encode(request)]) == documented
+        nope = _answer(dealer, [msgspec.msgpack.encode({"t": "IQ", "cid": 6, "sym": "NOPE"})])
+        assert (nope["code"], nope["field"]) == ("not_found", "$.sym")
+    finally:
+        dealer.close()
+    bot = daemon.client(7)
+    try:
+        every = bot.instruments()
+    finally:
+        bot.close()
+    syms = [s for shard in daemon.config.shards for s in shard.instruments]
+    assert [i.sym for i in every.instruments] == syms
+    assert every.version == documented["version"]
+    assert {i.state for i in every.instruments} == {"open"}
+    btc = daemon.config.instrument("BTC-USD")
+    line = every.instruments[syms.index("BTC-USD")]
+    assert (line.tick, line.lot, line.min_px, line.max_px, line.max_qty, line.ref_px) == (
+        btc.book.tick_size,
+        btc.book.lot_size,
+        btc.book.min_price,
+        btc.book.max_price,
+        btc.book.max_qty,
+        btc.ref_price,
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "instruments", "--json", "--config", str(daemon.path)]
+        + ["--key", str(daemon.tmp / "bot7.key_secret")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["instruments"] == [
+        msgspec.to_builtins(i) for i in every.instruments
+    ]
+
+
+@pytest.mark.timeout(240)
+def test_an_instrument_whose_shard_is_down_says_so(daemon):
+    daemon.start()
+    bot = daemon.client(8)
+    try:
+        os.kill(daemon.child_pid("s1"), signal.SIGSTOP)  # stopped: "unavailable" after stall_ms
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                states = {i.sym: i.state for i in bot.instruments().instruments}
+                if states["BTC-USD"] == "unavailable":
+                    break
+                bot.new_order("BTC-USD", "buy", 1, px=daemon.config.instrument("BTC-USD").ref_price)
+                time.sleep(0.2)
+        finally:
+            os.kill(daemon.child_pid("s1"), signal.SIGCONT)
+    finally:
+        bot.close()
+    assert states["BTC-USD"] == states["ETH-USD"] == "unavailable"
+    assert states["ACME"] == states["BOLT"] == "open"

@@ -23,6 +23,7 @@ COMMANDS = [
     ["cancel"],
     ["book"],
     ["trades"],
+    ["instruments"],
     ["top"],
     ["demo"],
     ["journal", "verify"],

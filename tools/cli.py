@@ -5,6 +5,7 @@ exch order SYMBOL buy|sell QTY [PRICE]         one order from the shell (--key: 
 exch cancel SYMBOL OID | exch cancel [SYMBOL] --all
 exch book SYMBOL [--watch]                     the depth ladder, live with --watch
 exch trades SYMBOL                             follow the trade prints
+exch instruments [SYMBOL]                      reference data: tick, lot, band, max qty, state
 exch top [--once]                              every process: rates, rings, commit latency
 exch demo [--seconds N]                        a maker and a taker bot trading through the daemon
 exch kill [CLIENT] | exch unkill CLIENT        block a client (its orders cancelled), lift it
@@ -29,6 +30,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+import msgspec
 
 from exchange import journalid
 from exchange.cli import CONFIG_OPTION, quiet_on_broken_pipe
@@ -290,6 +293,29 @@ def cmd_book(args) -> int:
             market.watch_book(sub, args.symbol, show, args.seconds)
         finally:
             sub.close()
+    return 0
+
+
+def cmd_instruments(args) -> int:
+
+    config, ident = _connect(args)
+    with connect.client(config, ident, args.endpoint, args.timeout) as c:
+        reply = c.instruments(args.symbol)
+    if isinstance(reply, Reject):
+        raise ToolError(f"{reply.code} {reply.field}: {reply.reason}")
+    if args.json:
+        _print_json(msgspec.to_builtins(reply))
+        return 0
+    print(f"reference data version {reply.version}")
+    print(
+        f"{'symbol':<10} {'tick':>6} {'lot':>6} {'min px':>10} {'max px':>10} {'max qty':>10} "
+        f"{'ref px':>10}  state"
+    )
+    for i in reply.instruments:
+        print(
+            f"{i.sym:<10} {i.tick:>6} {i.lot:>6} {i.min_px:>10} {i.max_px:>10} {i.max_qty:>10} "
+            f"{i.ref_px:>10}  {i.state}"
+        )
     return 0
 
 
@@ -626,6 +652,16 @@ def _parser() -> argparse.ArgumentParser:
         "--seconds", type=_seconds, default=0, help="with --watch: stop after this long"
     )
     book_cmd.set_defaults(func=cmd_book)
+    instruments_cmd = sub.add_parser(
+        "instruments",
+        parents=[common, as_json, conn],
+        help="the instruments and their trading parameters, asked of the gateway",
+        description="Each instrument's tick, lot, price band, max qty, the price collar's "
+        "reference now and whether it trades now, fetched over the protocol "
+        "(InstrumentsRequest) as a client of --key: what a bot on another host sees.",
+    )
+    instruments_cmd.add_argument("symbol", metavar="SYMBOL", nargs="?", help="only this one")
+    instruments_cmd.set_defaults(func=cmd_instruments)
     trades_cmd = sub.add_parser(
         "trades",
         parents=[common, as_json, conn],

@@ -1,0 +1,56 @@
+"""The venue's reference data: each instrument's trading parameters, for ``InstrumentsRequest``.
+
+What a bot on another host needs before its first order, over the protocol: the
+instruments (in ``gateway.limits.symbols`` order), each one's tick and lot, its
+price band and largest quantity (the book's config), the price collar's
+reference now (the last trade, before any the configured ``ref_price``: the
+gateway's marks) and whether its shard serves it now. The static part (all but
+the reference price and the state) is fixed while the gateway runs; its
+``version`` is a digest of it, so a bot can cache the list and refetch when the
+version it sees changes (after an operator changed the config and restarted).
+"""
+
+import hashlib
+
+import msgspec
+
+from exchange.config import Config
+from gateway.limits import symbols
+from gateway.protocol import NOT_FOUND, Instrument, Instruments, ProtocolError
+
+OPEN = "open"
+UNAVAILABLE = "unavailable"
+_STATIC = ("sym", "tick", "lot", "min_px", "max_px", "max_qty")
+
+
+class ReferenceData:
+    def __init__(self, config: Config):
+        self.symbols = symbols(config)
+        self._number = {sym: i for i, sym in enumerate(self.symbols)}
+        self._static = []
+        for sym in self.symbols:
+            book = config.instrument(sym).book
+            self._static.append(
+                (sym, book.tick_size, book.lot_size, book.min_price, book.max_price, book.max_qty)
+            )
+        digest = hashlib.blake2b(msgspec.msgpack.encode(self._static), digest_size=8).digest()
+        self.version = int.from_bytes(digest, "big") >> 1  # an int64+: msgpack's positive ints
+
+    def answer(self, cid: int, sym: str | None, marks, serving) -> Instruments:
+        """The reply: every instrument, or ``sym`` alone; ``marks[i]`` is instrument i's
+        collar reference, ``serving(i)`` whether its shard serves it now."""
+        if sym is None:
+            numbers = range(len(self.symbols))
+        elif sym in self._number:
+            numbers = (self._number[sym],)
+        else:
+            raise ProtocolError(NOT_FOUND, f"no instrument {sym!r}", "$.sym")
+        lines = [
+            Instrument(
+                **dict(zip(_STATIC, self._static[i], strict=True)),
+                ref_px=int(marks[i]),
+                state=OPEN if serving(i) else UNAVAILABLE,
+            )
+            for i in numbers
+        ]
+        return Instruments(cid=cid, version=self.version, instruments=lines)
