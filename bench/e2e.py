@@ -39,11 +39,11 @@ saturated step of its single-order sweep, ``*_light`` at ``LIGHT_RATE``.
 
 ``--wait spin`` also runs the fsync single-order sweep against a daemon whose
 gateway and shards spin (``[gateway] wait`` / ``[[shards]] wait = "spin"``, see
-``shm.wait``), each pinned to a core of its own (``cpus``), with the supervisor
-and the bots on the remaining cores: fields ``spin_*``. Only where this process
-may use a core for the gateway, one per shard and one more; elsewhere the JSON
-says why in ``spin_skipped`` (spinning processes sharing cores measure the
-sharing, not the strategy).
+``shm.wait``), each pinned to cores of its own (``cpus``: two for the gateway,
+its loop and ZeroMQ's I/O thread, one per shard), with the supervisor and the
+bots on the remaining cores: fields ``spin_*``. Only where this process may use
+those and one more; elsewhere the JSON says why in ``spin_skipped`` (spinning
+processes sharing cores measure the sharing, not the strategy).
 
 Targets (the daemon, fsync, single-order frames): sustained throughput >=
 ``THROUGHPUT_SHARE`` of the echo's; ``rtt_p50_us`` at ``LIGHT_RATE`` <=
@@ -308,18 +308,20 @@ SPIN = "fsync-spin"  # the sweep against the spinning daemon
 
 
 def spin_cpus(shards: list[str]) -> tuple[dict[str, list[int]], list[int]] | str:
-    """A core of its own for the gateway and each shard, from the CPUs this process may
-    use, and the rest (for the supervisor and the bots, at least one); or why not."""
+    """Cores of their own for the gateway (two: its loop, ZeroMQ's I/O thread) and each
+    shard (one), from the CPUs this process may use, and the rest (for the supervisor
+    and the bots, at least one); or why not."""
     usable = sorted(os.sched_getaffinity(0))
-    need = 2 + len(shards)
-    if len(usable) < need:
+    own = 2 + len(shards)
+    if len(usable) < own + 1:
         return (
-            f"spinning needs {need} cpus (the gateway and each of the {len(shards)} shards on "
-            f"a core of its own, one more for the supervisor and the bots); this process may "
-            f"use {len(usable)}"
+            f"spinning needs {own + 1} cpus (2 for the gateway, 1 for each of the "
+            f"{len(shards)} shards, 1 more for the supervisor and the bots); this process "
+            f"may use {len(usable)}"
         )
-    own, rest = usable[-(need - 1) :], usable[: -(need - 1)]
-    return {"gateway": [own[0]], **{s: [c] for s, c in zip(shards, own[1:], strict=True)}}, rest
+    mine, rest = usable[-own:], usable[:-own]
+    cpus = {"gateway": mine[:2], **{s: [c] for s, c in zip(shards, mine[2:], strict=True)}}
+    return cpus, rest
 
 
 def measure(args, root: Path) -> Results:

@@ -90,7 +90,8 @@ capacity = 65_536
 # other side rings its doorbell; right when processes share cores. "spin"
 # busy-waits and never sleeps: it answers a few microseconds sooner and keeps a
 # core at 100 % even when idle; only with cpus pinning the process to a core of
-# its own, which nothing else uses.
+# its own, which nothing else uses (two for the gateway: its loop spins on one,
+# ZeroMQ's I/O thread runs on the other).
 [[shards]]
 name = "s0"
 instruments = ["ACME", "BOLT"]

@@ -21,8 +21,9 @@ whether or not they find work, the ZAP socket looked at after each idle turn
 (a turn reads the ROUTER without blocking: a poll with zero timeout). It never
 announces a sleep, so the shards never ring the event rings' doorbells, and it
 never blocks, so the flag handler ``gateway.server`` installs ends it after the
-turn it interrupted. It keeps its core at 100 %: for a gateway pinned to a core
-of its own (``cpus``), where it answers sooner by a scheduler wake-up.
+turn it interrupted. It keeps its core at 100 %: for a gateway pinned to cores
+of its own (``cpus``: two, one for ZeroMQ's I/O thread), where it answers sooner
+by a scheduler wake-up.
 
 A stop (SIGTERM, SIGINT) ends the loop after its turn, and wakes a loop that
 sleeps: a plain ``signal.signal`` handler runs only when the loop next runs

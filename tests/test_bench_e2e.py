@@ -114,13 +114,13 @@ def test_the_summary_reports_cpu_per_order_at_the_saturated_and_the_light_step()
     assert out["spin_cpu_saturated_offered"] == 8_000
 
 
-def test_spinning_takes_a_core_per_process_and_one_more_or_says_why_not(monkeypatch):
+def test_spinning_takes_cores_of_their_own_and_one_more_or_says_why_not(monkeypatch):
     monkeypatch.setattr(e2e.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
     cpus, rest = spin_cpus(["s0", "s1"])
-    assert cpus == {"gateway": [3], "s0": [4], "s1": [5]} and rest == [0, 1, 2]
-    monkeypatch.setattr(e2e.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert cpus == {"gateway": [2, 3], "s0": [4], "s1": [5]} and rest == [0, 1]
+    monkeypatch.setattr(e2e.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     why = spin_cpus(["s0", "s1"])
-    assert isinstance(why, str) and why.startswith("spinning needs 4 cpus") and "use 3" in why
+    assert isinstance(why, str) and why.startswith("spinning needs 5 cpus") and "use 4" in why
 
 
 @pytest.mark.timeout(600)
