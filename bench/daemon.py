@@ -10,7 +10,9 @@ Everything lives under ``root``: journals (on the disk ``root`` is on, so that
 ``fsync`` is real), keys, the log. The namespace and the tcp ports are unique,
 so a benchmark can run beside a deployment or the tests. The clients are
 registered before the start and the rate limit is lifted, so that a bot is
-never refused for being fast. The rest is the embedded default config.
+never refused for being fast. ``wait`` sets every process's wait strategy
+(``shm.wait``) and ``cpus`` pins processes by name ("gateway", a shard's name).
+The rest is the embedded default config.
 """
 
 import json
@@ -40,7 +42,15 @@ def free_port() -> int:
 
 
 class BenchDaemon:
-    def __init__(self, root: Path, *, durability: str, clients: list[int]):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        durability: str,
+        clients: list[int],
+        wait: str = "sleep",
+        cpus: dict[str, list[int]] | None = None,
+    ):
         self.root = root
         self.ns = "b" + uuid.uuid4().hex[:12]
         keys = root / "keys"
@@ -51,14 +61,18 @@ class BenchDaemon:
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         cfg = parse_config(DEFAULT_TOML)
         r = msgspec.structs.replace
+        cpus = cpus or {}
         self.config = r(
             cfg,
+            shards=[r(s, wait=wait, cpus=cpus.get(s.name, [])) for s in cfg.shards],
             journal=r(cfg.journal, dir=str(root / "journal"), durability=durability),
             gateway=r(
                 cfg.gateway,
                 router=[self.endpoint],
                 pub=[f"tcp://127.0.0.1:{free_port()}"],
                 keys_dir=str(keys),
+                wait=wait,
+                cpus=cpus.get("gateway", []),
             ),
             rate=r(cfg.rate, orders_per_second=10**9, burst=10**9),
             shm=r(cfg.shm, namespace=self.ns),

@@ -1,7 +1,7 @@
 """End-to-end benchmark: bot processes -> the real daemon over CURVE, open loop, and the
 same bots against a bare echo server as the machine's floor.
 
-    python -m bench.e2e [--json] [--bots N] [--seconds S] [--batch B]
+    python -m bench.e2e [--json] [--bots N] [--seconds S] [--batch B] [--wait sleep|spin]
                         [--plot bench/e2e.svg] [--results bench/RESULTS.md]
 
 Targets, each swept over offered rates (orders/s: ``RATES``, doubling from
@@ -29,9 +29,27 @@ single-order sweep.
 ``gateway_rtt_p50_us``: Heartbeats at ``LIGHT_RATE``, which the gateway
 answers itself (no ring, shard or journal on their way).
 
+CPU per order: a process's CPU time (user + system) over a step, from before
+the bots start sending until the last of them is done, divided by the orders
+answered in that time (warm-up included: the same span). ``gateway_cpu_us_per_order``
+and ``shards_cpu_us_per_order`` (the shards together) at the saturated step of the
+fsync single-order sweep (the saturated step answering the most: the plateau;
+the last step if none saturated), ``echo_cpu_us_per_msg`` the echo's at the
+saturated step of its single-order sweep, ``*_light`` at ``LIGHT_RATE``.
+
+``--wait spin`` also runs the fsync single-order sweep against a daemon whose
+gateway and shards spin (``[gateway] wait`` / ``[[shards]] wait = "spin"``, see
+``shm.wait``), each pinned to cores of its own (``cpus``: two for the gateway,
+its loop and ZeroMQ's I/O thread, one per shard), with the supervisor and the
+bots on the remaining cores: fields ``spin_*``. Only where this process may use
+those and one more; elsewhere the JSON says why in ``spin_skipped`` (spinning
+processes sharing cores measure the sharing, not the strategy).
+
 Targets (the daemon, fsync, single-order frames): sustained throughput >=
 ``THROUGHPUT_SHARE`` of the echo's; ``rtt_p50_us`` at ``LIGHT_RATE`` <=
-``echo_rtt_p50_us + commit_p50_us + LATENCY_SLACK_US``. Prints one JSON line
+``echo_rtt_p50_us + commit_p50_us + LATENCY_SLACK_US``; ``gateway_cpu_us_per_order``
+<= ``CPU_SHARE_OF_ECHO`` x ``echo_cpu_us_per_msg`` and
+``gateway_cpu_us_per_order_light`` <= ``LIGHT_CPU_US`` (``target_cpu_met``). Prints one JSON line
 with ``--json``; ``--plot`` writes the latency-vs-load chart (SVG),
 ``--results`` the table into its own marked block of a Markdown file.
 """
@@ -66,6 +84,8 @@ SATURATED = 0.9
 PLATEAU = 1.05
 THROUGHPUT_SHARE = 0.5
 LATENCY_SLACK_US = 100
+CPU_SHARE_OF_ECHO = 1.5  # the gateway's CPU per order against the echo's per message
+LIGHT_CPU_US = 100  # the gateway's CPU per order at LIGHT_RATE
 COMMITS = 300
 MARK_BEGIN = "<!-- bench.e2e: begin (written by python -m bench.e2e --results) -->"
 MARK_END = "<!-- bench.e2e: end -->"
@@ -85,6 +105,8 @@ class Step(NamedTuple):
     cpu: dict  # process -> share of one core over the sending time
     commit_p50_us: float  # the shards' journal commits during the step (NaN: no shard)
     batch_p50: float  # commands per shard batch during the step
+    cpu_seconds: dict  # process -> CPU seconds (user + system) over the step
+    orders: int  # orders (or frames of Heartbeats) answered over the same span
 
     @property
     def saturated(self) -> bool:
@@ -100,6 +122,7 @@ class Target(NamedTuple):
     pids: dict[str, int]  # the server's processes, for their CPU
     namespace: str = ""  # the daemon's: its shards' counter blocks
     shards: tuple = ()
+    bot_cpus: tuple = ()  # the CPUs the bots are pinned to (): anywhere)
 
 
 def _histograms(target: Target) -> dict[str, np.ndarray]:
@@ -155,6 +178,8 @@ def run_step(
                     argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
                 )
             )
+            if target.bot_cpus:
+                psutil.Process(procs[-1].pid).cpu_affinity(list(target.bot_cpus))
             outs.append(out)
         for p in procs:
             if p.stdout.readline().strip() != "ready":
@@ -177,7 +202,8 @@ def run_step(
     lag = np.concatenate([r["lag"] for r in res])
     answered = rtt[~np.isnan(rtt)] * 1e6
     busy = args.warmup + args.seconds
-    cpu = {k: round(after[k] - before[k], 3) / busy for k in after if k in before}
+    cpu_seconds = {k: after[k] - before[k] for k in after if k in before}
+    cpu = {k: round(v, 3) / busy for k, v in cpu_seconds.items()}
     cpu["bots"] = sum(float(r["cpu_seconds"]) for r in res) / busy
     pct = np.percentile(answered, [50, 99, 99.9]) if len(answered) else [np.nan] * 3
     lag = lag[~np.isnan(lag)] * 1e6
@@ -195,7 +221,18 @@ def run_step(
         cpu={k: round(100 * v) for k, v in cpu.items()},
         commit_p50_us=_p50(hist_before, hist_after, "commit_us"),
         batch_p50=_p50(hist_before, hist_after, "batch_size"),
+        cpu_seconds=cpu_seconds,
+        orders=sum(int(r["answered"]) for r in res) * batch,
     )
+
+
+def cpu_us_per_order(step: Step, names) -> float:
+    """The CPU the processes ``names`` used over ``step``, in µs per order answered in it
+    (NaN: none of them measured, or nothing answered)."""
+    used = [step.cpu_seconds[n] for n in names if n in step.cpu_seconds]
+    if not used or not step.orders:
+        return np.nan
+    return 1e6 * sum(used) / step.orders
 
 
 def sweep(target: Target, batch: int, args, work: Path) -> list[Step]:
@@ -263,6 +300,28 @@ class Results(NamedTuple):
     sweeps: dict  # (target name, orders per frame) -> [Step], in the order measured
     commit_p50_us: float  # one synced commit of one record, outside the daemon
     gateway: Step  # Heartbeats at LIGHT_RATE to the fsync daemon: the gateway alone
+    shards: tuple = ()  # the daemon's shard names (their processes' CPU)
+    spin_skipped: str | None = None  # why ``--wait spin`` measured no spinning daemon
+
+
+SPIN = "fsync-spin"  # the sweep against the spinning daemon
+
+
+def spin_cpus(shards: list[str]) -> tuple[dict[str, list[int]], list[int]] | str:
+    """Cores of their own for the gateway (two: its loop, ZeroMQ's I/O thread) and each
+    shard (one), from the CPUs this process may use, and the rest (for the supervisor
+    and the bots, at least one); or why not."""
+    usable = sorted(os.sched_getaffinity(0))
+    own = 2 + len(shards)
+    if len(usable) < own + 1:
+        return (
+            f"spinning needs {own + 1} cpus (2 for the gateway, 1 for each of the "
+            f"{len(shards)} shards, 1 more for the supervisor and the bots); this process "
+            f"may use {len(usable)}"
+        )
+    mine, rest = usable[-own:], usable[:-own]
+    cpus = {"gateway": mine[:2], **{s: [c] for s, c in zip(shards, mine[2:], strict=True)}}
+    return cpus, rest
 
 
 def measure(args, root: Path) -> Results:
@@ -309,7 +368,39 @@ def measure(args, root: Path) -> Results:
                     raise RuntimeError(f"the daemon did not stop cleanly:\n{d.log()[-3000:]}")
             finally:
                 d.close()
-    return Results(sweeps, commit, gateway)
+    skipped = None
+    if args.wait == "spin":
+        plan = spin_cpus(list(shards))
+        if isinstance(plan, str):
+            skipped = plan
+            if not args.json:
+                print(f"  spin skipped: {plan}", flush=True)
+        else:
+            sweeps[(SPIN, 1)] = spin_sweep(args, root, clients, *plan)
+    return Results(sweeps, commit, gateway, shards, skipped)
+
+
+def spin_sweep(args, root: Path, clients, cpus: dict, rest: list[int]) -> list[Step]:
+    """The fsync single-order sweep against a daemon whose processes spin, each on its
+    own core; the supervisor and the bots on ``rest``."""
+    work = Path(tempfile.mkdtemp(prefix="fsync-spin-", dir=root))
+    d = BenchDaemon(work, durability="fsync", clients=clients, wait="spin", cpus=cpus)
+    try:
+        d.start()
+        pids = {k: v for k, v in d.pids().items() if v is not None}
+        psutil.Process(pids["supervisor"]).cpu_affinity(rest)
+        shards = tuple(s.name for s in d.config.shards)
+        secrets = [d.secrets[c] for c in clients]
+        target = Target(
+            SPIN, d.endpoint, d.server_key, secrets, False, pids, d.ns, shards, tuple(rest)
+        )
+        run_step(target, LIGHT_RATE, 1, args, work)  # not measured, as above
+        steps = sweep(target, 1, args, work)
+        if d.stop() != 0:
+            raise RuntimeError(f"the daemon did not stop cleanly:\n{d.log()[-3000:]}")
+        return steps
+    finally:
+        d.close()
 
 
 def _light(steps: list[Step]) -> Step:
@@ -318,6 +409,28 @@ def _light(steps: list[Step]) -> Step:
 
 def _sustained(steps: list[Step]) -> float:
     return max(s.achieved for s in steps)
+
+
+def _saturated(steps: list[Step]) -> Step:
+    """The saturated step answering the most (the plateau); the last if none saturated."""
+    saturated = [s for s in steps if s.saturated]
+    return max(saturated, key=lambda s: s.achieved) if saturated else steps[-1]
+
+
+def _us(v: float) -> float | None:
+    return None if np.isnan(v) else round(v, 1)
+
+
+def cpu_fields(steps: list[Step], shards, prefix: str = "") -> dict:
+    """The gateway's and the shards' CPU per order at the saturated and the light step."""
+    heavy, light = _saturated(steps), _light(steps)
+    return {
+        f"{prefix}gateway_cpu_us_per_order": _us(cpu_us_per_order(heavy, ["gateway"])),
+        f"{prefix}shards_cpu_us_per_order": _us(cpu_us_per_order(heavy, shards)),
+        f"{prefix}cpu_saturated_offered": heavy.offered,
+        f"{prefix}gateway_cpu_us_per_order_light": _us(cpu_us_per_order(light, ["gateway"])),
+        f"{prefix}shards_cpu_us_per_order_light": _us(cpu_us_per_order(light, shards)),
+    }
 
 
 def summary(results: Results, batch: int) -> dict:
@@ -348,6 +461,28 @@ def summary(results: Results, batch: int) -> dict:
     out["rtt_budget_us"] = out["echo_rtt_p50_us"] + out["commit_p50_us"] + LATENCY_SLACK_US
     out["target_throughput_met"] = out["throughput_ratio"] >= THROUGHPUT_SHARE
     out["target_latency_met"] = out["rtt_p50_us"] <= out["rtt_budget_us"]
+    out.update(cpu_fields(fsync, results.shards))
+    echo_heavy = _saturated(echo)
+    out["echo_cpu_us_per_msg"] = _us(cpu_us_per_order(echo_heavy, ["echo"]))
+    out["echo_cpu_saturated_offered"] = echo_heavy.offered
+    gw, gw_light, per_msg = (
+        out["gateway_cpu_us_per_order"],
+        out["gateway_cpu_us_per_order_light"],
+        out["echo_cpu_us_per_msg"],
+    )
+    out["target_cpu_met"] = (
+        None not in (gw, gw_light, per_msg)
+        and gw <= CPU_SHARE_OF_ECHO * per_msg
+        and gw_light <= LIGHT_CPU_US
+    )
+    if (SPIN, 1) in sweeps:
+        spin = sweeps[(SPIN, 1)]
+        out["spin_orders_per_sec"] = round(_sustained(spin))
+        out["spin_rtt_p50_us"] = round(_light(spin).p50_us)
+        out["spin_rtt_p99_us"] = round(_light(spin).p99_us)
+        out.update(cpu_fields(spin, results.shards, "spin_"))
+    if results.spin_skipped is not None:
+        out["spin_skipped"] = results.spin_skipped
     steps = [s for v in sweeps.values() for s in v]
     out["lost"] = sum(s.lost for s in steps)
     out["rejected"] = sum(s.rejected for s in steps)
@@ -373,11 +508,18 @@ def plot(results: Results, batch: int) -> str:
 
 def table(results: Results, head: dict) -> str:
     gw = results.gateway
+    skipped = (
+        f" Spinning daemon not measured: {head['spin_skipped']}." if "spin_skipped" in head else ""
+    )
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M')}, {head['bots']} bots, load average "
         f"{head['loadavg_1m_start']} -> {head['loadavg_1m_end']}. One synced LMDB commit of "
         f"one record: {head['commit_p50_us']} µs (median). The gateway alone (Heartbeats at "
-        f"{LIGHT_RATE:,}/s): p50 {gw.p50_us:,.0f} µs, p99 {gw.p99_us:,.0f} µs.",
+        f"{LIGHT_RATE:,}/s): p50 {gw.p50_us:,.0f} µs, p99 {gw.p99_us:,.0f} µs. CPU per order "
+        f"(fsync, 1 order a frame; at the saturated step / at {LIGHT_RATE:,}/s): gateway "
+        f"{head['gateway_cpu_us_per_order']} / {head['gateway_cpu_us_per_order_light']} µs, "
+        f"shards {head['shards_cpu_us_per_order']} / {head['shards_cpu_us_per_order_light']} "
+        f"µs; the echo {head['echo_cpu_us_per_msg']} µs per message.{skipped}",
         "",
         "| target | orders/frame | offered/s | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs "
         "| shard commit p50 µs | shard batch p50 | lost | skipped | CPU % of a core |",
@@ -423,6 +565,12 @@ def main() -> None:
     ap.add_argument("--dir", default=str(REPO / "var"), help="where journals are made")
     ap.add_argument("--plot", help="write the latency-vs-load chart here (SVG)")
     ap.add_argument("--results", help="write the table into this Markdown file's e2e block")
+    ap.add_argument(
+        "--wait",
+        choices=("sleep", "spin"),
+        default="sleep",
+        help="spin: also sweep a daemon whose processes spin, each on a core of its own",
+    )
     args = ap.parse_args()
     if args.bots < 1 or args.seconds <= 0 or args.batch < 2 or args.max_rate < LIGHT_RATE:
         ap.error(f"need --bots >= 1, --seconds > 0, --batch >= 2, --max-rate >= {LIGHT_RATE}")
@@ -434,7 +582,12 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out = summary(results, args.batch)
-    out.update(bots=args.bots, loadavg_1m_start=load, loadavg_1m_end=round(os.getloadavg()[0], 2))
+    out.update(
+        wait=args.wait,
+        bots=args.bots,
+        loadavg_1m_start=load,
+        loadavg_1m_end=round(os.getloadavg()[0], 2),
+    )
     if args.plot:
         Path(args.plot).write_text(plot(results, args.batch))
     if args.results:

@@ -5,7 +5,8 @@ raises one ``ConfigError`` that names the key and the problem. ``dump_config``
 writes the effective config back as TOML that loads to the same ``Config``
 (what ``python -m exchange.config [PATH]`` prints).
 
-Every key is required except ``cpus`` (CPU pinning, none when absent), the
+Every key is required except ``cpus`` (CPU pinning, none when absent), ``wait``
+(the wait strategy, ``shm.wait``: "sleep" when absent), the
 keys of an instrument's ``book`` table, whose defaults are ``BookConfig``'s,
 and the optional risk settings whose absence means "none": ``price_collar_ticks``
 (no collar in ticks), ``starting_cash`` (0), ``[risk.positions]`` (no per-symbol
@@ -84,15 +85,24 @@ capacity = 65_536
 # Each shard process holds the books of its instruments; every instrument is in
 # exactly one shard, at the index of its position in the list. cpus pins the
 # process to these CPUs ([]: no pinning), here and in [gateway].
+# wait, here and in [gateway], is how the process waits for work (its wait
+# strategy): "sleep" spins a few tens of microseconds, then sleeps until the
+# other side rings its doorbell; right when processes share cores. "spin"
+# busy-waits and never sleeps: it answers a few microseconds sooner and keeps a
+# core at 100 % even when idle; only with cpus pinning the process to a core of
+# its own, which nothing else uses (two for the gateway: its loop spins on one,
+# ZeroMQ's I/O thread runs on the other).
 [[shards]]
 name = "s0"
 instruments = ["ACME", "BOLT"]
 cpus = []
+wait = "sleep"
 
 [[shards]]
 name = "s1"
 instruments = ["BTC-USD", "ETH-USD"]
 cpus = []
+wait = "sleep"
 
 # Where bots connect: ROUTER for orders and private replies, PUB for market data
 # (tcp://host:port or ipc://path, one or more each). The ports are above Linux's
@@ -112,6 +122,7 @@ router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
 keys_dir = "./var/keys"
 cpus = []
+wait = "sleep"
 state_dir = ""
 key_window = 10_000_000
 max_connections_per_client = 64
@@ -195,6 +206,7 @@ Endpoints = Annotated[list[Endpoint], msgspec.Meta(min_length=1)]
 Listen = Annotated[str, msgspec.Meta(pattern=r"^([^\s:/]+:[0-9]{1,5})?$")]
 RingCapacity = Annotated[int, msgspec.Meta(ge=2, le=MAX_RING)]
 Cpus = list[Annotated[int, msgspec.Meta(ge=0, le=4095)]]
+Wait = Literal["sleep", "spin"]  # names of ``shm.wait`` strategies
 
 
 class ConfigError(Exception):
@@ -222,6 +234,7 @@ class Shard(_Section, kw_only=True):
     name: Name
     instruments: Annotated[list[Symbol], msgspec.Meta(min_length=1, max_length=1 << 16)]
     cpus: Cpus = []
+    wait: Wait = "sleep"
 
 
 class Gateway(_Section, kw_only=True):
@@ -229,6 +242,7 @@ class Gateway(_Section, kw_only=True):
     pub: Endpoints
     keys_dir: str
     cpus: Cpus = []
+    wait: Wait = "sleep"
     state_dir: str = ""
     key_window: Positive = 10_000_000
     max_connections_per_client: Positive = 64

@@ -16,6 +16,10 @@ ring is committed with each batch, so requests that were journaled before a
 crash but not yet released are skipped; the events of the last journaled batch
 are published again (consumers drop what they have by its (seq, idx)).
 
+It waits for requests (and, when the event ring is full, for room in it) the
+way its ``wait`` in the config says (``shm.wait``): sleeping on the ring's
+doorbell after a short spin, or spinning only, on a core of its own.
+
 SIGTERM or SIGINT: the shard drains what is in the request ring, commits,
 publishes while someone reads the event ring, and exits 0. A full journal disk
 stops intake: the shard logs why and exits 3, leaving the unjournaled requests
@@ -42,6 +46,7 @@ from shm.consumer import Consumer
 from shm.counters import CounterBlock
 from shm.producer import Producer
 from shm.ring import inspect_ring
+from shm.wait import strategy
 from shm.warmup import warm_up as warm_up_rings
 
 MAX_BATCH = 4096  # commands per journal transaction at most
@@ -242,8 +247,11 @@ def main(argv=None) -> int:
         replayed=rec.replayed,
         seconds=round(rec.seconds, 3),
     )
-    requests = Consumer(ns, request_ring(args.name), COMMAND_DTYPE)
-    events = Producer(ns, event_ring(args.name), EVENT_DTYPE)
+    wait = strategy(shard.wait)
+    if wait.spins and not shard.cpus:
+        logs.warning("wait = spin without cpus: this shard busy-waits on a core it shares")
+    requests = Consumer(ns, request_ring(args.name), COMMAND_DTYPE, wait=wait)
+    events = Producer(ns, event_ring(args.name), EVENT_DTYPE, wait=wait)
     loop = ShardLoop(engine, requests, events, ns, stop)
     loop.counters = CounterBlock(
         ns,
@@ -256,7 +264,7 @@ def main(argv=None) -> int:
     code = 0
     try:
         skipped = loop.resume(rec.tail_events)
-        logs.info("running", seq=engine.last_seq, skipped_requests=skipped)
+        logs.info("running", seq=engine.last_seq, skipped_requests=skipped, wait=wait.name)
         loop.run()
         logs.info("stopped", seq=engine.last_seq)
     except JournalFull as e:

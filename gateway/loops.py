@@ -1,4 +1,5 @@
-"""The gateway's I/O loop, two ways: a plain ``zmq.Poller`` loop and asyncio on uvloop.
+"""The gateway's I/O loop, two ways: a plain ``zmq.Poller`` loop and asyncio on uvloop;
+and a third that never sleeps, for ``[gateway] wait = "spin"``.
 
 Both do the same: turns of ``Gateway.step`` while there is work (the ZAP
 socket is looked at after each housekeeping tick, so new clients get in under
@@ -14,6 +15,15 @@ came out equal within the noise of a shared 2-core machine, with single-order
 and with batch frames (figures in docs/ARCHITECTURE.md): the work between two
 waits dominates, not the wait. asyncio on uvloop is the default, as the
 design asks where it fits.
+
+``run_spin`` is the spinning wait strategy (``shm.wait``): turns back to back,
+whether or not they find work, the ZAP socket looked at after each idle turn
+(a turn reads the ROUTER without blocking: a poll with zero timeout). It never
+announces a sleep, so the shards never ring the event rings' doorbells, and it
+never blocks, so the flag handler ``gateway.server`` installs ends it after the
+turn it interrupted. It keeps its core at 100 %: for a gateway pinned to cores
+of its own (``cpus``: two, one for ZeroMQ's I/O thread), where it answers sooner
+by a scheduler wake-up.
 
 A stop (SIGTERM, SIGINT) ends the loop after its turn, and wakes a loop that
 sleeps: a plain ``signal.signal`` handler runs only when the loop next runs
@@ -35,6 +45,7 @@ import zmq
 
 from gateway.core import Gateway
 from gateway.zap import ZapHandler
+from shm.wait import WaitStrategy
 
 
 def _sleep_rings(gw: Gateway) -> bool:
@@ -154,4 +165,20 @@ async def _serve(gw: Gateway, zap: ZapHandler) -> None:
             _wake_rings(gw)
 
 
-LOOPS = {"poll": run_poll, "asyncio": run_asyncio}
+def run_spin(gw: Gateway, zap: ZapHandler) -> None:
+    ticks = gw.ticks
+    while not gw.stopping:
+        if gw.step():
+            if gw.ticks != ticks:  # under load, handshakes wait for the next tick
+                ticks = gw.ticks
+                zap.handle()
+            continue
+        zap.handle()
+
+
+LOOPS = {"poll": run_poll, "asyncio": run_asyncio}  # the sleeping ones, by name
+
+
+def choose(loop: str, wait: WaitStrategy):
+    """The loop to run: ``run_spin`` for a spinning wait, else the sleeping one named."""
+    return run_spin if wait.spins else LOOPS[loop]

@@ -2,6 +2,9 @@
 
     python -m gateway.server [--config FILE] [--loop asyncio|poll]
 
+``--loop`` is the sleeping loop (``gateway.loops``); ``[gateway] wait = "spin"``
+in the config runs the spinning one instead, whatever ``--loop`` says.
+
 Attaches to every shard's rings (the supervisor created them), binds the
 ROUTER and PUB endpoints of the config as CURVE servers behind the ZAP handler
 (its counter block, ``gateway.counters``, made first, says it is up), loads its
@@ -36,13 +39,14 @@ from gateway.counters import GatewayCounters
 from gateway.keys import KeysError, load_server_keys
 from gateway.killswitch import KillError, KillList
 from gateway.limits import symbols
-from gateway.loops import LOOPS
+from gateway.loops import LOOPS, choose
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
 from gateway.store import StoreError, open_store
 from gateway.warmup import warm_up as warm_up_gateway
 from gateway.zap import KeyTable, ZapHandler
 from shm.errors import ShmError
+from shm.wait import strategy
 from shm.warmup import warm_up as warm_up_rings
 
 DRAIN_SECONDS = 2.0
@@ -119,6 +123,14 @@ def main(argv=None) -> int:
     logs.info("compiled", seconds=round(warm_up_rings() + warm_up_gateway(config), 3))
     if config.gateway.cpus:
         psutil.Process().cpu_affinity(config.gateway.cpus)
+    wait = strategy(config.gateway.wait)
+    if wait.spins and len(config.gateway.cpus) < 2:
+        # the ZeroMQ I/O thread (CURVE, TCP), started below, inherits the pinning: with
+        # one core it shares it with the spinning loop
+        logs.warning(
+            "wait = spin with fewer than 2 cpus: the gateway busy-waits on a core it shares",
+            cpus=config.gateway.cpus,
+        )
     links = []
     ctx = zmq.Context()
     counters = zap = router = pub = store = None
@@ -162,9 +174,10 @@ def main(argv=None) -> int:
             pub=config.gateway.pub,
             clients=len(keys),
             loop=args.loop,
+            wait=wait.name,
         )
         try:
-            LOOPS[args.loop](gw, zap)
+            choose(args.loop, wait)(gw, zap)
         except Exception as e:
             # a bug: stop (the supervisor or systemd starts another), never serve half-broken
             logs.error("the loop failed; stopping", error=repr(e), traceback=traceback.format_exc())

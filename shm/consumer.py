@@ -1,7 +1,7 @@
 """The consumer end of a ring: look at batches in place, release them when done.
 
     c = Consumer(namespace, "shard-0.requests", COMMAND_DTYPE)
-    c.wait(timeout=1.0)           # spin, back off, sleep on the doorbell
+    c.wait(timeout=1.0)           # spin, back off, sleep on the doorbell (or spin only)
     view = c.peek(1024)           # up to 1024 records, in place (fewer at the wrap)
     ...                           # process, journal, publish the results
     c.release(len(view))          # only now may the producer reuse those slots
@@ -17,7 +17,6 @@ To wait inside another poll loop: register ``fileno()``; before polling, call
 
 import numpy as np
 
-from shm import backoff
 from shm import ring_ops as ops
 from shm.ring import RingEnd, check_count
 
@@ -51,8 +50,9 @@ class Consumer(RingEnd):
         return out[:n]
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait until records are readable (spin, back off, sleep); return how many."""
-        return backoff.wait_for(self.header, ops.CONSUMER, 1, self._sleep_bell, timeout)
+        """Wait until records are readable (the end's ``wait_strategy``: spin, back off,
+        sleep; or spin only); return how many."""
+        return self.wait_strategy.wait_for(self.header, ops.CONSUMER, 1, self._sleep_bell, timeout)
 
     def prepare_sleep(self) -> int:
         """Announce a sleep on ``fileno()``; returns the readable count (sleep only if 0)."""

@@ -13,7 +13,6 @@ Compiled code uses ``shm.ring_ops`` on ``p.header`` / ``p.words`` with
 
 import numpy as np
 
-from shm import backoff
 from shm import ring_ops as ops
 from shm.atomics import load_word
 from shm.ring import RingEnd, check_count
@@ -61,11 +60,14 @@ class Producer(RingEnd):
         ops.publish(self.header, check_count(n, "publish"), self.wake_fd)
 
     def wait_writable(self, want: int = 1, timeout: float | None = None) -> int:
-        """Wait until ``want`` slots are free (spin, back off, sleep); return the free count."""
+        """Wait until ``want`` slots are free (the end's ``wait_strategy``: spin, back off,
+        sleep; or spin only); return the free count."""
         want = check_count(want, "wait_writable")
         if want > self.capacity:
             raise ValueError(f"wait_writable({want}) can never succeed: capacity {self.capacity}")
-        return backoff.wait_for(self.header, ops.PRODUCER, want, self._sleep_bell, timeout)
+        return self.wait_strategy.wait_for(
+            self.header, ops.PRODUCER, want, self._sleep_bell, timeout
+        )
 
     def prepare_sleep(self) -> int:
         """Before sleeping on ``fileno()`` elsewhere (a poller): announce it.

@@ -28,6 +28,7 @@ from shm.errors import (
     SegmentExistsError,
     StaleSegmentError,
 )
+from shm.wait import SLEEPING, WaitStrategy
 
 RING_SUFFIX = "ring"
 DATA_BELL_SUFFIX = "data-bell"  # rung by the producer, slept on by the consumer
@@ -62,6 +63,10 @@ class RingStatus:
     released: int
     consumer_sleeping: bool
     producer_sleeping: bool
+    consumer_sleeps: int  # sleeps the consumer announced (``shm.wait``: 0 when it spins)
+    producer_sleeps: int  # the same, of the producer waiting for space
+    data_rings: int  # times the producer rang the data bell (a consumer asleep)
+    space_rings: int  # times the consumer rang the space bell (a producer asleep)
 
     @property
     def depth(self) -> int:
@@ -244,6 +249,10 @@ def _read_status(name: str, path: str) -> RingStatus:
         released=int(hdr[ops.H_RELEASED]),
         consumer_sleeping=bool(hdr[ops.H_CONSUMER_SLEEPING]),
         producer_sleeping=bool(hdr[ops.H_PRODUCER_SLEEPING]),
+        consumer_sleeps=int(hdr[ops.H_CONSUMER_SLEEPS]),
+        producer_sleeps=int(hdr[ops.H_PRODUCER_SLEEPS]),
+        data_rings=int(hdr[ops.H_DATA_RINGS]),
+        space_rings=int(hdr[ops.H_SPACE_RINGS]),
     )
 
 
@@ -294,14 +303,24 @@ class RingEnd:
     """One attached end of a ring: the mapping, the doorbells, the claim on a side.
 
     Subclasses say which side they are; at most one live process holds each side.
+    ``wait`` is how this end waits for the other (``shm.wait``: sleep or spin).
     A side left by a dead process is taken over, so a killed producer or consumer
     can be restarted and resumes at the shared cursor.
     """
 
     SIDE: int  # ops.PRODUCER or ops.CONSUMER
 
-    def __init__(self, namespace: str, name: str, dtype, *, adopt: bool = False):
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        dtype,
+        *,
+        adopt: bool = False,
+        wait: WaitStrategy = SLEEPING,
+    ):
         self.dtype = record_dtype(dtype)
+        self.wait_strategy = wait  # how ``wait`` / ``wait_writable`` wait (``shm.wait``)
         self.name = name
         self.paths = ring_paths(namespace, name)
         self._token = proc.token()

@@ -18,6 +18,9 @@ Doorbells (Dekker-style, so no wake-up is lost): a side about to sleep sets its
 stores its cursor, fences, and rings only if it sees the flag (clearing it, so
 one sleep costs one ring). Either the sleeper sees the new cursor or the ringer
 sees the flag. The fast path costs one fence per batch and no system call.
+Each side counts the sleeps it announced and the bells it rang, in the header
+(``inspect_ring`` reads them): a spinning waiter (``shm.wait``) announces none,
+so its peer never rings.
 
 These functions are usable from the shard's compiled loop as they are; the
 Python classes in ``shm.producer`` and ``shm.consumer`` call them too.
@@ -54,8 +57,15 @@ H_RELEASED = 2 * LINE_WORDS
 H_CONSUMER = 2 * LINE_WORDS + 1
 # line 3: set by the consumer before it sleeps, cleared by whoever wakes it
 H_CONSUMER_SLEEPING = 3 * LINE_WORDS
-# line 4: set by the producer before it sleeps waiting for space
+# how many sleeps the consumer has announced (written by the consumer alone) and how
+# many times the producer rang the data bell (by the producer alone): slow-path
+# counts, on the line the sleep already writes; both stay 0 with a spinning consumer
+H_CONSUMER_SLEEPS = 3 * LINE_WORDS + 1
+H_DATA_RINGS = 3 * LINE_WORDS + 2
+# line 4: set by the producer before it sleeps waiting for space; its counts likewise
 H_PRODUCER_SLEEPING = 4 * LINE_WORDS
+H_PRODUCER_SLEEPS = 4 * LINE_WORDS + 1
+H_SPACE_RINGS = 4 * LINE_WORDS + 2
 
 # which side of the ring a waiting function acts for
 CONSUMER = 0
@@ -125,9 +135,16 @@ def ring_bell(fd):
 
 
 @njit(cache=True, nogil=True)
-def _wake_if_sleeping(hdr, flag, bell_fd):
+def _count(hdr, word):
+    """One more in a count only this process writes."""
+    store_release(hdr, word, load_acquire(hdr, word) + 1)
+
+
+@njit(cache=True, nogil=True)
+def _wake_if_sleeping(hdr, flag, rings, bell_fd):
     fence()  # our cursor store must be visible before we look at the flag
     if load_acquire(hdr, flag) != 0 and exchange(hdr, flag, 0) != 0:
+        _count(hdr, rings)
         ring_bell(bell_fd)
         return True
     return False
@@ -144,7 +161,7 @@ def publish(hdr, n, bell_fd):
     if n < 0 or n > hdr[H_CAPACITY] - (published - load_acquire(hdr, H_RELEASED)):
         raise ValueError("publish: n is negative or larger than the free slots")
     store_release(hdr, H_PUBLISHED, published + n)
-    return _wake_if_sleeping(hdr, H_CONSUMER_SLEEPING, bell_fd)
+    return _wake_if_sleeping(hdr, H_CONSUMER_SLEEPING, H_DATA_RINGS, bell_fd)
 
 
 @njit(cache=True, nogil=True)
@@ -158,7 +175,7 @@ def release(hdr, n, bell_fd):
     if n < 0 or n > load_acquire(hdr, H_PUBLISHED) - released:
         raise ValueError("release: n is negative or larger than the readable records")
     store_release(hdr, H_RELEASED, released + n)
-    return _wake_if_sleeping(hdr, H_PRODUCER_SLEEPING, bell_fd)
+    return _wake_if_sleeping(hdr, H_PRODUCER_SLEEPING, H_SPACE_RINGS, bell_fd)
 
 
 @njit(cache=True, nogil=True)
@@ -219,6 +236,7 @@ def sleep_begin(hdr, side):
     If the result is enough, the caller must not sleep (and calls ``sleep_end``).
     """
     flag = H_CONSUMER_SLEEPING if side == CONSUMER else H_PRODUCER_SLEEPING
+    _count(hdr, H_CONSUMER_SLEEPS if side == CONSUMER else H_PRODUCER_SLEEPS)
     exchange(hdr, flag, 1)
     fence()  # the flag must be visible before we read the other side's cursor
     return available(hdr, side)

@@ -24,7 +24,8 @@ SHARD = "s0"
 
 
 def write_config(tmp: Path, namespace: str, **journal_and_snapshot) -> tuple[Path, object]:
-    """The embedded default, with its journal, namespace and snapshots moved for a test."""
+    """The embedded default, with its journal, namespace and snapshots moved for a test
+    (and the shards' wait strategy, ``wait``)."""
     cfg = parse_config(DEFAULT_TOML)
     replace = msgspec.structs.replace
     cfg = replace(
@@ -39,6 +40,7 @@ def write_config(tmp: Path, namespace: str, **journal_and_snapshot) -> tuple[Pat
             every_commands=journal_and_snapshot.get("snapshot_every", cfg.snapshot.every_commands),
         ),
         shm=replace(cfg.shm, namespace=namespace),
+        shards=[replace(s, wait=journal_and_snapshot.get("wait", s.wait)) for s in cfg.shards],
     )
     path = tmp / "exchange.toml"
     path.write_text(dump_config(cfg))

@@ -22,6 +22,7 @@ from shm.consumer import Consumer
 from shm.counters import CounterBlock
 from shm.producer import Producer
 from shm.ring import create_ring
+from shm.wait import strategy
 
 BAD = 2
 MIX_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
@@ -185,8 +186,9 @@ def cmd_create(a) -> None:
 
 
 def cmd_sleep_read(a) -> None:
-    """Wait (and so sleep on the doorbell) for one record; print its seq."""
-    with Consumer(a.ns, a.ring, stress_dtype(a.size)) as c:
+    """Wait (and so sleep on the doorbell, unless ``--wait spin``) for one record; print
+    its seq."""
+    with Consumer(a.ns, a.ring, stress_dtype(a.size), wait=strategy(a.wait)) as c:
         n = c.wait(timeout=a.timeout)
         seen_ns = time.monotonic_ns()
         got = c.read(1)
@@ -194,9 +196,10 @@ def cmd_sleep_read(a) -> None:
 
 
 def cmd_sleep_write(a) -> None:
-    """Wait (and so sleep on the doorbell) for one free slot; write record ``seq``."""
+    """Wait (and so sleep on the doorbell, unless ``--wait spin``) for one free slot; write
+    record ``seq``."""
     dtype = stress_dtype(a.size)
-    with Producer(a.ns, a.ring, dtype) as p:
+    with Producer(a.ns, a.ring, dtype, wait=strategy(a.wait)) as p:
         n = p.wait_writable(1, timeout=a.timeout)
         batch = np.empty(1, dtype)
         fill(rows_of(batch), p.position)
@@ -239,6 +242,7 @@ def main() -> None:
         cmd.add_argument("--capacity", type=int, default=64)
         cmd.add_argument("--timeout", type=float, default=60.0)
         cmd.add_argument("--side", choices=("producer", "consumer"), default="consumer")
+        cmd.add_argument("--wait", choices=("sleep", "spin"), default="sleep")
     count = sub.add_parser("count")
     count.add_argument("ns")
     count.add_argument("block")

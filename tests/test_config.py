@@ -94,6 +94,22 @@ def test_a_file_round_trips_with_pinning_ipc_and_escapes(tmp_path):
     assert load_config(again) == config
 
 
+def test_wait_strategies_default_to_sleep_and_are_set_per_process():
+    config = load_config()
+    assert config.gateway.wait == "sleep"
+    assert [s.wait for s in config.shards] == ["sleep", "sleep"]
+    text = DEFAULT_TOML.replace(
+        'instruments = ["ACME", "BOLT"]\ncpus = []\nwait = "sleep"',
+        'instruments = ["ACME", "BOLT"]\ncpus = [1]\nwait = "spin"',
+    ).replace('cpus = []\nwait = "sleep"\nstate_dir', 'cpus = [0]\nwait = "spin"\nstate_dir')
+    config = parse_config(text)
+    assert (config.gateway.wait, config.gateway.cpus) == ("spin", [0])
+    assert [(s.wait, s.cpus) for s in config.shards] == [("spin", [1]), ("sleep", [])]
+    assert parse_config(dump_config(config)) == config
+    absent = parse_config(DEFAULT_TOML.replace('wait = "sleep"\n', ""))
+    assert absent == load_config()
+
+
 def test_config_show_prints_the_effective_config(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(DEFAULT_TOML.replace("burst = 200", "burst = 7"))
@@ -276,6 +292,14 @@ BAD = {
         _bad('keys_dir = "./var/keys"\ncpus = []', 'keys_dir = "./var/keys"\ncpus = [0, 0]'),
         "gateway.cpus",
         "lists a cpu twice",
+    ),
+    "unknown wait strategy": (
+        _bad(
+            'keys_dir = "./var/keys"\ncpus = []\nwait = "sleep"',
+            'keys_dir = "./var/keys"\ncpus = []\nwait = "yield"',
+        ),
+        "gateway.wait",
+        "Invalid enum value 'yield'",
     ),
     "float where an int goes": (
         _bad("every_seconds = 60", "every_seconds = 0.5"),

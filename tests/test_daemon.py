@@ -8,13 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from daemon_harness import REPO
 
-from exchange.config import DEFAULT_TOML
+from exchange.config import DEFAULT_TOML, dump_config
 from exchange.journal import Journal
 from gateway.client import order
 from gateway.protocol import Ack, BatchAck, Fill, Reject
+from shm.ring import inspect_ring
 
 
 def _children_of(pid: int) -> list[int]:
@@ -109,3 +111,40 @@ def test_a_reject_is_findable_in_the_logs_by_its_cid(daemon):
         ("not_found", 1, ""),
     ]
     assert daemon.stop() == 0
+
+
+@pytest.mark.timeout(240)
+def test_a_spinning_gateway_and_shard_trade_and_never_ring_a_doorbell(daemon):
+    """``wait = "spin"`` for the gateway and s0, s1 left asleep (on this shared machine
+    three spinners would take every core): orders trade through both shards; no ring
+    between spinners ever had a sleep announced or a bell rung, while the sleeping
+    shard's request ring did (the counts count); SIGTERM stops the spinners."""
+    r = msgspec.structs.replace
+    cfg = daemon.config
+    shards = [r(cfg.shards[0], wait="spin"), cfg.shards[1]]
+    daemon.config = r(cfg, gateway=r(cfg.gateway, wait="spin"), shards=shards)
+    daemon.path.write_text(dump_config(daemon.config))
+    daemon.start()
+    assert '"msg": "running", "seq": 0, "skipped_requests": 0, "wait": "spin"' in daemon.log()
+    assert '"wait": "spin"' in next(x for x in daemon.log().splitlines() if '"serving"' in x)
+    maker, taker = daemon.client(1), daemon.client(2)
+    try:
+        for sym, px in (("ACME", 10_000), ("BTC-USD", 6_000_000)):
+            sell = maker.new_order(sym, "sell", 10, px=px)
+            assert isinstance(sell, Ack), sell
+            for _ in range(5):
+                buy = taker.new_order(sym, "buy", 2, px=px)
+                assert isinstance(buy, Ack), buy
+            fills = [n for n in maker.notices(timeout=2.0) if isinstance(n, Fill)]
+            assert [(f.qty, f.leaves) for f in fills] == [(2, 8), (2, 6), (2, 4), (2, 2), (2, 0)]
+    finally:
+        maker.close()
+        taker.close()
+    rings = {name: inspect_ring(daemon.ns, name) for name in ("s0-req", "s0-evt", "s1-evt")}
+    for name, ring in rings.items():
+        assert ring.published > 0, name
+        assert (ring.consumer_sleeps, ring.data_rings) == (0, 0), ring
+        assert (ring.producer_sleeps, ring.space_rings) == (0, 0), ring
+    asleep = inspect_ring(daemon.ns, "s1-req")
+    assert asleep.consumer_sleeps > 0 and asleep.data_rings > 0, asleep
+    assert daemon.stop() == 0, daemon.log()[-3000:]

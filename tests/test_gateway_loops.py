@@ -1,5 +1,6 @@
-"""The gateway's two I/O loops end on a signal and on a failed turn, whatever state they
-are in (each in its own process: a loop that wedged would take the test run with it)."""
+"""The gateway's I/O loops (the two sleeping ones and the spinning one) end on a signal
+and on a failed turn, whatever state they are in (each in its own process: a loop that
+wedged would take the test run with it)."""
 
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from gateway_harness import REPO
 SCRIPT = """
 import signal, sys, time
 import zmq
-from gateway.loops import LOOPS
+from gateway.loops import LOOPS, run_spin
 
 loop, mode = sys.argv[1:]
 ctx = zmq.Context()
@@ -42,7 +43,7 @@ def stop(signum, frame):
     gw.stopping = True
 signal.signal(signal.SIGTERM, stop)
 print("ready", flush=True)
-LOOPS[loop](gw, Zap())
+(run_spin if loop == "spin" else LOOPS[loop])(gw, Zap())
 print("returned", flush=True)
 """
 
@@ -69,7 +70,7 @@ def _finish(proc: subprocess.Popen, seconds: float) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "poll"])
+@pytest.mark.parametrize("loop", ["asyncio", "poll", "spin"])
 def test_sigterm_ends_a_loop_asleep_with_no_tick_due(loop):
     proc = _start(loop, "sleep")
     try:
@@ -83,7 +84,7 @@ def test_sigterm_ends_a_loop_asleep_with_no_tick_due(loop):
     assert (code, out) == (0, "returned\n"), err
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "poll"])
+@pytest.mark.parametrize("loop", ["asyncio", "poll", "spin"])
 def test_an_exception_in_a_turn_ends_the_loop_and_reaches_its_caller(loop):
     proc = _start(loop, "fail")
     try:

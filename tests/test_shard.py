@@ -318,8 +318,9 @@ def test_many_kills_long_stream(rig):
 
 
 @pytest.mark.timeout(120)
-def test_a_full_event_ring_makes_the_shard_wait_not_drop(rig):
-    r = rig(event_capacity=64)
+@pytest.mark.parametrize("wait", ["sleep", "spin"])
+def test_a_full_event_ring_makes_the_shard_wait_not_drop(rig, wait):
+    r = rig(event_capacity=64, wait=wait)
     flow = Flow(r, seed=3)
     r.start()
     r.wait_running()
@@ -331,3 +332,9 @@ def test_a_full_event_ring_makes_the_shard_wait_not_drop(rig):
     assert r.alive()
     assert r.stop() == 0
     verify(r, cmds)
+    req, evt = inspect_ring(r.ns, "s0-req"), inspect_ring(r.ns, "s0-evt")
+    if wait == "spin":  # it never announced a sleep, so nobody ever rang it
+        assert (req.consumer_sleeps, req.data_rings) == (0, 0), req
+        assert (evt.producer_sleeps, evt.space_rings) == (0, 0), evt
+    else:
+        assert req.consumer_sleeps > 0 and evt.producer_sleeps > 0 and evt.space_rings > 0
