@@ -69,9 +69,9 @@ the batches' tree at depth d (2 up to ~1,700 one-command batches of ~480 bytes,
 (a pwrite for a lone page, lseek + writev for neighbours; one leaf more at a
 split, every ~7 batches), one fdatasync, then the meta page's 120 bytes through
 LMDB's O_DSYNC descriptor, the second sync. At depth 2 that is 3 pages and 2
-syncs (~12.8 KB), exactly what a bare synced put of one 64-byte record writes
-in an environment of the same depth (``bench.apply.RawLog``); layout 3 wrote 4
-pages (~17.8 KB). Both syncs stay: the data pages must be on disk before the
+syncs (~13.1 KB a commit with the splits), what a bare synced put of one 64-byte
+record writes in an environment of the same depth (``bench.apply.RawLog``);
+layout 3 wrote 4 pages (~17.2 KB). Both syncs stay: the data pages must be on disk before the
 meta page that makes them the journal (``fsync`` below). The last seq is the
 last key of ``batches``: there is no counter to put.
 
