@@ -39,7 +39,7 @@ from bench.report import emit
 from exchange import journal as journal_module
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
-from exchange.journal import MERGE_ROWS, Journal
+from exchange.journal import FIRST_BATCH_KEY, MERGE_ROWS, Journal
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM_COMMANDS = 400_000
@@ -75,11 +75,12 @@ def measure_reads(path: str, repeats: int, lookups: int) -> dict:
     # one environment per path per process: the bare reads first, then the journal's
     env = lmdb.open(path, readonly=True, max_dbs=8, map_size=0)
     try:
-        db = env.open_db(b"batches", create=False)
 
         def bare_records():
-            with env.begin(db=db) as txn:
-                return [v for _, v in txn.cursor()]
+            with env.begin() as txn:  # the batches are the main database's records
+                cur = txn.cursor()
+                cur.set_range(FIRST_BATCH_KEY)
+                return [v for _, v in cur]
 
         values = bare_records()
         floor = timed(bare_records, repeats)

@@ -1,9 +1,9 @@
 """The shard journal: one LMDB environment (a directory) per shard, one write txn per batch.
 
-Layout (named sub-databases; integer keys big-endian so LMDB's byte order is
-numeric order):
+Layout (integer keys big-endian so LMDB's byte order is numeric order):
 
-batches    batch's last seq (8 B)  -> the batch record (below): everything the batch adds
+batches    batch's last seq (8 B), -> the batch record (below): everything the batch adds;
+           top bit set                these are the main (unnamed) database's own records
 orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last fold
 idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint),
                                       up to the last fold
@@ -13,17 +13,22 @@ snapshots  seq (8 B)               -> opaque snapshot bytes of the state after t
 meta       b"layout" -> LAYOUT, b"identity" -> 8 random bytes drawn at creation
            (``exchange.journalid``), b"folded" -> int64 seq, b"positions_at" -> int64 seq
 
+All but ``batches`` are named sub-databases: LMDB records each in the main
+database, under its (ASCII) name. A batch key is the seq with its top bit set
+(``batch_key``, ``batch_seq``), so the batches sort after those five records, in
+seq order, and each new one is the main database's last key.
+
 Checksums: every value but the layout is stored with a checksum that binds it to
 its key: a table value is its bytes followed by the little-endian crc32 (zlib's)
 of its key's bytes then its own; a batch record carries the crc32 of its header's
 counts and its body in the header, and must be the record of the batch whose last
 seq is its key. So a flipped byte, a value under another key or a value of the
 wrong size fails its check. The layout value is compared whole on every open
-(an older layout, journal/2 without checksums included, is refused: nothing
-migrates it). Every read checks what it reads (``iter_batches``,
-``iter_records``, ``events_for``, ``order``, the idempotency lookups,
-``positions``, ``latest_snapshot``, ``stats``, the writer's ``_load_log`` and
-``_merge_prior``): a value that fails is ``JournalDamaged`` naming the journal,
+(an older layout is refused: journal/2 without checksums, journal/3 with
+``batches`` a named sub-database; nothing migrates it). Every read checks what
+it reads (``iter_batches``, ``iter_records``, ``events_for``, ``order``, the
+idempotency lookups, ``positions``, ``latest_snapshot``, ``stats``, the writer's
+``_load_log`` and ``_merge_prior``): a value that fails is ``JournalDamaged`` naming the journal,
 the table, the record (seq, order id, (client, idem key), name) and the reason,
 never an answer; so is LMDB reporting a page it cannot use (MDB_CORRUPTED,
 MDB_PAGE_NOTFOUND, ...), naming the tables read. A fold computes its rows'
@@ -50,11 +55,24 @@ entries of its keyed NEW commands, and the input positions committed with it
 (a msgpack map).
 
 ``write_batch`` makes ONE put per batch, in ONE write transaction: either all
-of it is there after a crash or none of it. One put is what makes a synced
-commit short: it writes every B-tree page the transaction changed, and each
-named database touched adds at least its leaf page (measured here: ~25 us of
-fdatasync per page). So a batch's commit writes the ``batches`` leaf, the main
-database's page that records it, and LMDB's meta page. The last seq is the
+of it is there after a crash or none of it. What a synced commit costs is the
+pages it writes: every B-tree page the transaction changed (copy on write: the
+leaf and each branch page above it), LMDB's free-list record of the pages it
+replaced, and the meta page. A named sub-database would add its record in the
+main database (its root page moves at every commit, so the main database's
+leaf is rewritten too): that is why the batches are the main database's own
+records (layout 4; journal/3 wrote that page more). The put is an MDB_APPEND
+(the key is the main database's last), so leaves split at the end and stay
+full. So a one-command batch's commit (strace, ``bench.commit``) writes, with
+the batches' tree at depth d (2 up to ~1,700 one-command batches of ~480 bytes,
+3 up to ~380,000, 4 up to ~86 million): d pages of it plus one free-list page
+(a pwrite for a lone page, lseek + writev for neighbours; one leaf more at a
+split, every ~7 batches), one fdatasync, then the meta page's 120 bytes through
+LMDB's O_DSYNC descriptor, the second sync. At depth 2 that is 3 pages and 2
+syncs (~13.1 KB a commit with the splits), what a bare synced put of one 64-byte
+record writes in an environment of the same depth (``bench.apply.RawLog``);
+layout 3 wrote 4 pages (~17.2 KB). Both syncs stay: the data pages must be on disk before the
+meta page that makes them the journal (``fsync`` below). The last seq is the
 last key of ``batches``: there is no counter to put.
 
 The records after ``folded`` are the log. The tables (``orders``, ``idem``,
@@ -131,7 +149,7 @@ from exchange.idempotency import IdemEntry
 from exchange.orderstate import ORDER_DTYPE, OrderState
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
 
-LAYOUT = b"exchange.journal/3"
+LAYOUT = b"exchange.journal/4"
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30
@@ -145,7 +163,10 @@ _READ_CHUNK_BATCHES = 64
 _READ_CHUNK_BYTES = 16 << 20
 _SCAN_CHUNK = 1 << 16  # records per read txn of a table scan (idem_entries, damaged)
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-_DBS = (b"meta", b"batches", b"orders", b"idem", b"snapshots", b"positions")
+# the named sub-databases; the batches are the main database's own records
+_DBS = (b"meta", b"orders", b"idem", b"snapshots", b"positions")
+_BATCH_BIT = 1 << 63  # set in a batch's key: it sorts after every (ASCII) name
+assert all(name.isascii() for name in _DBS)
 _COUNTS = struct.Struct("<5I")  # a batch record's header: its counts, then its checksum
 _SUM = struct.Struct("<I")  # a checksum: zlib's crc32, little-endian
 _HEAD_SIZE = _COUNTS.size + _SUM.size
@@ -234,6 +255,39 @@ def _key(n: int) -> bytes:
 
 def _int(b) -> int:
     return int.from_bytes(b, "big", signed=True)
+
+
+def batch_key(seq: int) -> bytes:
+    """The key of the batch whose last seq is ``seq``, in the main database: the seq
+    big-endian with its top bit set, so that batch keys are in numeric order and come
+    after the records of the named sub-databases (ASCII names, first byte < 0x80).
+    OverflowError outside [0, 2**63), as for any 8-byte key."""
+    seq = int(seq)
+    if seq < 0:
+        raise OverflowError(f"a batch's seq is not negative: {seq}")
+    return (seq | _BATCH_BIT).to_bytes(8, "big") if seq < _BATCH_BIT else _key(seq)
+
+
+def batch_seq(key) -> int:
+    """The seq of a batch key (``batch_key``); -1 for a key that is not one (a named
+    sub-database's record, or damage)."""
+    if len(key) != 8 or not key[0] & 0x80:
+        return -1
+    return int.from_bytes(key, "big") ^ _BATCH_BIT
+
+
+FIRST_BATCH_KEY = batch_key(0)  # no batch has a smaller key
+
+
+def batch_items(env, txn, start_seq: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    """(key, record) of the batch records from ``start_seq`` on, unchecked, in order:
+    for tools and tests that open the environment with LMDB directly (``txn``: a
+    transaction of ``env``; the batches are in its main database)."""
+    cur = txn.cursor(db=env.open_db(None))
+    found = cur.set_range(batch_key(start_seq))
+    while found:
+        yield cur.item()
+        found = cur.next()
 
 
 def _items(arr: np.ndarray) -> list[bytes]:
@@ -358,7 +412,10 @@ def _chunks(cur, n: int = _SCAN_CHUNK) -> Iterator[tuple[list, list]]:
 def _record_name(table: str, key) -> str:
     """How a message names the record under ``key``."""
     key = bytes(key)
-    if table in ("batches", "snapshots"):
+    if table == "batches":
+        seq = batch_seq(key)
+        return f"seq {seq}" if seq >= 0 else f"key {key!r} (not a batch's)"
+    if table == "snapshots":
         return f"seq {_int(key)}"
     if table == "orders":
         return f"order {_int(key)}"
@@ -555,7 +612,9 @@ class Journal:
                 os.close(self._lock_fd)
                 raise
         try:  # what start-up reads is checked: a damaged one closes what was opened
-            self._db = {name.decode(): self._env.open_db(name, create=False) for name in _DBS}
+            # the batches are the main database's records (``batch_key``)
+            self._db = {"batches": self._env.open_db(None)}
+            self._db.update((n.decode(), self._env.open_db(n, create=False)) for n in _DBS)
             self._last_seq = self._read_last_seq()
             with self._read() as txn:
                 value = txn.get(b"identity", db=self._db["meta"])
@@ -665,7 +724,7 @@ class Journal:
                 self._idem.update(
                     zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True)
                 )
-                if _int(key) > positions_at:
+                if batch_seq(key) > positions_at:
                     self._log_positions.update(rec.positions)
 
     def close(self) -> None:
@@ -738,7 +797,7 @@ class Journal:
             rec = decode_batch(value)
         except ValueError as e:
             raise self._damaged("batches", key, str(e)) from None
-        if not len(rec.commands) or rec.commands["seq"][-1] != _int(key):
+        if not len(rec.commands) or rec.commands["seq"][-1] != batch_seq(key):
             raise self._damaged("batches", key, "not the record of the batch ending at this seq")
         return rec
 
@@ -800,7 +859,7 @@ class Journal:
     def _log(self, txn, after: int) -> Iterator[tuple[bytes, bytes]]:
         """(key, record) of the batches after seq ``after``, oldest first."""
         cur = txn.cursor(db=self._db["batches"])
-        found = cur.set_range(_key(after + 1))
+        found = cur.set_range(batch_key(after + 1))
         while found:
             yield cur.item()
             found = cur.next()
@@ -851,7 +910,10 @@ class Journal:
             if keys:
                 self._refuse_used_pairs(txn, keys)
             record = batch_record(cmds, events, order_rows, b"".join(values), b"".join(keys), blob)
-            txn.put(_key(last), record, db=self._db["batches"], append=True)
+            # MDB_APPEND: the key is past every key of the main database (batch_key),
+            # so the put fills the last leaf and splits none in half
+            if not txn.put(batch_key(last), record, db=self._db["batches"], append=True):
+                raise JournalError(f"journal {self.path}: a batch ending at {last} exists")
             if fold:
                 self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), positions)
             if snapshot is not None:
@@ -895,7 +957,7 @@ class Journal:
 
     def _last_seq_in(self, txn) -> int:
         cur = txn.cursor(db=self._db["batches"])
-        return _int(cur.key()) if cur.last() else 0
+        return max(batch_seq(cur.key()), 0) if cur.last() else 0
 
     def _merge_prior(self, txn, rows: np.ndarray, need: np.ndarray) -> None:
         """What the batch's rows keep from their previous rows: the log's, else the table's."""
@@ -1052,7 +1114,7 @@ class Journal:
         folded = self._meta(txn, b"folded")
         cur = txn.cursor(db=self._db["batches"])
         found = cur.last()
-        while found and _int(cur.key()) > folded:
+        while found and batch_seq(cur.key()) > folded:
             rows = self._batch(*cur.item()).rows
             i = np.searchsorted(rows["order_id"], order_id)
             if i < len(rows) and rows["order_id"][i] == order_id:
@@ -1064,7 +1126,7 @@ class Journal:
         """The events command ``seq`` produced (empty if it is not journaled)."""
         with self._reading("batches", buffers=True) as txn:
             cur = txn.cursor(db=self._db["batches"])
-            if not cur.set_range(_key(max(seq, 0))):
+            if not cur.set_range(batch_key(max(seq, 0))):
                 return np.zeros(0, EVENT_DTYPE)
             ev = self._batch(*cur.item()).events
             lo, hi = np.searchsorted(ev["seq"], [seq, seq + 1])
@@ -1090,12 +1152,12 @@ class Journal:
         (read as ``iter_batches`` reads them)."""
         start = max(after_seq, 0) + 1
         while True:
-            keys, values = self._read_chunk("batches", _key(start), _READ_CHUNK_BATCHES)
+            keys, values = self._read_chunk("batches", batch_key(start), _READ_CHUNK_BATCHES)
             if not keys:
                 return
             for key, value in zip(keys, values, strict=True):
                 yield self._batch(key, value)
-            start = _int(keys[-1]) + 1
+            start = batch_seq(keys[-1]) + 1
 
     def _read_chunk(self, table: str, start: bytes | None, limit: int) -> tuple[list, list]:
         """(keys, values) of up to ``limit`` records of ``table`` from key ``start`` on
@@ -1116,7 +1178,7 @@ class Journal:
 
     def _scan(self, table: str) -> Iterator[tuple[list, list]]:
         """(keys, values) of every record of ``table``, in key order, a chunk at a time."""
-        start = None
+        start = FIRST_BATCH_KEY if table == "batches" else None  # past the others' records
         while True:
             keys, values = self._read_chunk(table, start, _SCAN_CHUNK)
             if not keys:
@@ -1172,9 +1234,18 @@ class Journal:
                         try:
                             self._check(table, key, value)
                         except JournalDamaged as e:
-                            yield (_int(key) if table == "batches" else 0), str(e)
+                            yield (max(batch_seq(key), 0) if table == "batches" else 0), str(e)
             except JournalDamaged as e:
                 yield 0, str(e)
+
+    def _named_records(self, txn) -> int:
+        """The main database's records that are not batches: the named sub-databases'."""
+        cur = txn.cursor(db=self._db["batches"])
+        n, found = 0, cur.first()
+        while found and batch_seq(cur.key()) < 0:
+            n += 1
+            found = cur.next()
+        return n
 
     def _check(self, table: str, key: bytes, value: bytes) -> None:
         """JournalDamaged if the value stored under ``key`` fails its check."""
@@ -1222,6 +1293,7 @@ class Journal:
     def stats(self) -> Stats:
         with self._reading("meta", "batches", buffers=True) as txn:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
+            counts["batches"] -= self._named_records(txn)
             last = self._last_seq_in(txn)
             log_rows = log_keyed = 0
             for key, value in self._log(txn, self._meta(txn, b"folded")):

@@ -18,6 +18,8 @@ from exchange.journal import (
     JournalDamaged,
     JournalError,
     JournalFull,
+    batch_items,
+    batch_key,
     batch_record,
     decode_batch,
     encode_batch,
@@ -224,7 +226,8 @@ def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
         Journal(tmp_path / "missing", readonly=True)
     with Journal(jdir):
         pass
-    for older in (b"exchange.journal/0", b"exchange.journal/2"):  # /2: without checksums
+    # /2: without checksums; /3: the batches in a named sub-database
+    for older in (b"exchange.journal/0", b"exchange.journal/2", b"exchange.journal/3"):
         env = lmdb.open(str(jdir), max_dbs=8)
         with env.begin(write=True) as txn:
             txn.put(b"layout", older, db=env.open_db(b"meta", txn=txn))
@@ -376,11 +379,13 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
         j.write_batch(c, e, positions={"in@1": 3})
     env = lmdb.open(str(jdir), max_dbs=8)
     try:
-        with env.begin(db=env.open_db(b"batches", create=False)) as txn:
-            [(key, value)] = list(txn.cursor())
+        with env.begin() as txn:
+            [(key, value)] = list(batch_items(env, txn))  # the main database's
+            assert len(list(txn.cursor())) == 1 + 5  # and the 5 named sub-databases
     finally:
         env.close()
-    assert key == int(c["seq"][-1]).to_bytes(8, "big")  # keyed by its last seq
+    assert key == batch_key(int(c["seq"][-1]))  # keyed by its last seq
+    assert key == (int(c["seq"][-1]) + 2**63).to_bytes(8, "big")
     rec = decode_batch(value)
     assert rec.commands.tobytes() == c.tobytes() and rec.events.tobytes() == e.tobytes()
     assert rec.positions == {"in@1": 3}
@@ -441,8 +446,9 @@ def test_row_checksums_are_zlibs_crc32_of_the_key_then_the_value():
         assert out.tolist() == [zlib.crc32(v.tobytes(), zlib.crc32(k.tobytes())) for k, v in pairs]
 
 
-def tamper(path, table: bytes, key: bytes, at: int) -> None:
-    """Flip a bit of a stored value through LMDB, bypassing the journal."""
+def tamper(path, table: bytes | None, key: bytes, at: int) -> None:
+    """Flip a bit of a stored value through LMDB, bypassing the journal (``table`` None:
+    the main database, where the batches are)."""
     env = lmdb.open(str(path), max_dbs=8)
     try:
         with env.begin(write=True, db=env.open_db(table, create=False)) as txn:
@@ -476,7 +482,7 @@ def folded(tmp_path, stream):
 def test_damaged_meta_or_log_is_refused_at_the_writers_open(folded, damage):
     path, _, last = folded
     if damage == "log":
-        tamper(path, b"batches", last.to_bytes(8, "big"), 30)
+        tamper(path, None, batch_key(last), 30)
         where = f"batches seq {last}: checksum mismatch"
     else:
         tamper(path, b"meta", b"folded", 7)

@@ -15,7 +15,7 @@ from shard_harness import REPO, SHARD, ShardRig
 from exchange import journalid, lmdbfile
 from exchange.config import DEFAULT_TOML, parse_config
 from exchange.exitcodes import EXIT_UNTRUSTED, NO_RESTART
-from exchange.journal import MERGE_BATCHES, Journal, JournalDamaged, JournalError
+from exchange.journal import MERGE_BATCHES, Journal, JournalDamaged, JournalError, batch_items
 from exchange.records import (
     CMD_NEW,
     CMD_SYNC,
@@ -202,11 +202,10 @@ def test_a_running_shard_that_reads_a_damaged_record_stops_with_exit_4(tmp_path)
         assert rig.stop() == 0
         env = lmdb.open(str(rig.journal_dir), max_dbs=8, map_size=1 << 30)
         with env.begin(write=True) as txn:
-            batches = env.open_db(b"batches", txn=txn, create=False)
-            key, value = next(iter(txn.cursor(db=batches)))  # the first batch
+            key, value = next(batch_items(env, txn))  # the first batch
             damaged = bytearray(value)
             damaged[40] ^= 1
-            txn.put(key, bytes(damaged), db=batches)
+            txn.put(key, bytes(damaged))
         env.close()
         rig.start()
         rig.wait_running()  # recovery starts from the snapshot, after the damage

@@ -13,7 +13,7 @@ from streams import random_batches, random_stream
 
 from exchange.config import DEFAULT_TOML, ClientLimits, dump_config, load_config, parse_config
 from exchange.engine import ShardEngine
-from exchange.journal import Journal, decode_batch, encode_batch
+from exchange.journal import Journal, batch_items, decode_batch, encode_batch
 from exchange.records import EV_TRADE, SIDE_BUY, SIDE_SELL
 from gateway import killswitch
 from tools import cli
@@ -168,9 +168,8 @@ def flip_taker_side(path) -> int:
     """Turn the first trade of a journal copy around (buy <-> sell); returns its seq."""
     env = lmdb.open(str(path), max_dbs=16, map_size=1 << 30)
     try:
-        db = env.open_db(b"batches")
-        with env.begin(write=True, db=db) as txn:
-            for key, value in txn.cursor():
+        with env.begin(write=True) as txn:
+            for key, value in list(batch_items(env, txn)):
                 rec = decode_batch(value)
                 ev = rec.events.copy()
                 trades = np.flatnonzero(ev["kind"] == EV_TRADE)

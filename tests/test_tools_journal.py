@@ -23,7 +23,14 @@ import pytest
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
-from exchange.journal import Journal, JournalDamaged, decode_batch, encode_batch
+from exchange.journal import (
+    Journal,
+    JournalDamaged,
+    batch_items,
+    batch_seq,
+    decode_batch,
+    encode_batch,
+)
 from exchange.orderstate import ORDER_DTYPE, ST_FILLED
 from exchange.records import (
     CMD_CANCEL,
@@ -155,8 +162,9 @@ class Raw:
 
     def __init__(self, path):
         self.env = lmdb.open(str(path), max_dbs=16, map_size=1 << 30)
-        names = ("batches", "orders", "idem", "snapshots", "meta", "positions")
+        names = ("orders", "idem", "snapshots", "meta", "positions")
         self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in names}
+        self.dbs["batches"] = self.env.open_db(None)  # the main database holds them
 
     def db(self, name: str):
         return self.dbs[name]
@@ -165,7 +173,7 @@ class Raw:
         """(key, commands, events) of every batch record, as writable copies."""
         with self.env.begin() as txn:
             out = []
-            for k, v in txn.cursor(db=self.db("batches")):
+            for k, v in batch_items(self.env, txn):
                 rec = decode_batch(v)
                 out.append((k, rec.commands.copy(), rec.events.copy()))
             return out
@@ -402,7 +410,7 @@ def test_a_damaged_batch_before_the_snapshot_is_never_served(raw, copy):
     snapshot); every read of the damaged batch is refused, naming it."""
     snap_seq = int.from_bytes(raw.items("snapshots")[-1][0], "big")
     key, cmds, ev = next(b for b in raw.batches() if (b[2]["kind"] == EV_TRADE).any())
-    seq = int.from_bytes(key, "big")
+    seq = batch_seq(key)
     assert seq < snap_seq
     trade = int(np.flatnonzero(ev["kind"] == EV_TRADE)[0])
     at = 24 + cmds.nbytes + trade * ev.dtype.itemsize + ev.dtype.fields["qty"][1]
