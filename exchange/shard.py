@@ -35,7 +35,7 @@ import time
 import numpy as np
 import psutil
 
-from exchange import journalid, logs
+from exchange import journalid, logs, sdnotify
 from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
 from exchange.exitcodes import EXIT_FAILURE, EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, EXIT_USAGE
@@ -105,6 +105,11 @@ class ShardLoop:
         incarnation = inspect_ring(namespace, requests.name).incarnation
         self.position_key = f"{requests.name}@{incarnation}"
         self.counters: CounterBlock | None = None
+        self.watchdog = sdnotify.Watchdog()
+
+    def status(self) -> str:
+        """What systemd shows for the unit (STATUS=)."""
+        return f"serving, seq {self.engine.last_seq}, {self.requests.readable()} requests waiting"
 
     def resume(self, tail: np.ndarray) -> int:
         """Skip requests already journaled; publish the last batch's events again."""
@@ -122,6 +127,7 @@ class ShardLoop:
             if pos < len(records):
                 want = min(len(records) - pos, self.events.capacity)
                 self.events.wait_writable(want, timeout=WAIT_SECONDS)
+                self.watchdog.kick(self.status)  # waiting on a reader is not hanging
                 # stopping: deliver while someone reads; with nobody to read, the
                 # events stay journaled and are published again at the next start
                 if self.stop.raised and not self.events.peer_alive():
@@ -163,9 +169,11 @@ class ShardLoop:
             while not self.stop.raised:
                 if not self.step():
                     self.requests.wait(timeout=WAIT_SECONDS)
+                self.watchdog.kick(self.status)
                 if time.monotonic() >= release_at:  # housekeeping only: no clock in the data
                     self.engine.journal.release_pages()
                     release_at = time.monotonic() + RELEASE_SECONDS
+            sdnotify.notify("STOPPING=1", "STATUS=draining the request ring")
             while self.step():
                 pass
         except Stopped:
@@ -265,6 +273,7 @@ def main(argv=None) -> int:
     try:
         skipped = loop.resume(rec.tail_events)
         logs.info("running", seq=engine.last_seq, skipped_requests=skipped, wait=wait.name)
+        sdnotify.notify("READY=1", f"STATUS={loop.status()}")  # recovered, rings attached
         loop.run()
         logs.info("stopped", seq=engine.last_seq)
     except JournalFull as e:

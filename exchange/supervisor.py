@@ -25,14 +25,13 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange import logs, metrics
+from exchange import logs, metrics, sdnotify
 from exchange.config import Config
 from exchange.exitcodes import EXIT_USAGE, NO_RESTART
 from exchange.openfiles import raise_open_file_limit
@@ -108,18 +107,6 @@ def release_rings(config: Config) -> dict[str, int]:
     return undelivered
 
 
-def _sd_notify(state: str) -> None:
-    """Tell systemd (a Type=notify unit) how the service is; nothing outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):  # an abstract socket
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.connect(address)
-        s.sendall(state.encode())
-
-
 def hold_rings(config: Config) -> int:
     """The rings' owner when systemd runs the processes: keys and rings made (or
     adopted), READY=1 to systemd, then asleep until SIGTERM/SIGINT; then the rings
@@ -142,9 +129,9 @@ def hold_rings(config: Config) -> int:
         release_rings(config)
         return EXIT_USAGE
     logs.info("holding the rings", namespace=config.shm.namespace, created=made)
-    _sd_notify("READY=1")
+    sdnotify.notify("READY=1")
     signum = signal.sigwait(stop)
-    _sd_notify("STOPPING=1")
+    sdnotify.notify("STOPPING=1")
     logs.info("stopping", signal=signal.Signals(signum).name)
     metrics.stop(server)
     return 1 if release_rings(config) else 0

@@ -25,6 +25,10 @@ turn it interrupted. It keeps its core at 100 %: for a gateway pinned to cores
 of its own (``cpus``: two, one for ZeroMQ's I/O thread), where it answers sooner
 by a scheduler wake-up.
 
+Every loop pings systemd's watchdog from its turns (``exchange.sdnotify.Watchdog``:
+at most once every half watchdog period), so a loop that hangs stops the pings and
+systemd restarts the gateway.
+
 A stop (SIGTERM, SIGINT) ends the loop after its turn, and wakes a loop that
 sleeps: a plain ``signal.signal`` handler runs only when the loop next runs
 Python (uvloop's epoll and pyzmq's poll go back to sleep after the signal).
@@ -43,6 +47,7 @@ import socket
 import uvloop
 import zmq
 
+from exchange.sdnotify import Watchdog
 from gateway.core import Gateway
 from gateway.zap import ZapHandler
 from shm.wait import WaitStrategy
@@ -67,7 +72,12 @@ def _timeout(gw: Gateway) -> float:
     return max(0.0, gw.next_tick - gw.clock())
 
 
-def run_poll(gw: Gateway, zap: ZapHandler) -> None:
+def status(gw: Gateway) -> str:
+    """What systemd shows for the unit (STATUS=)."""
+    return f"serving, {sum(gw.live)} of {len(gw.links)} shards live, {len(gw.inflight)} in flight"
+
+
+def run_poll(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
     woken, wake = socket.socketpair()
     wake.setblocking(False)
     before = signal.set_wakeup_fd(wake.fileno())
@@ -80,6 +90,7 @@ def run_poll(gw: Gateway, zap: ZapHandler) -> None:
     ticks = gw.ticks
     try:
         while not gw.stopping:
+            watchdog.kick(lambda: status(gw))
             if gw.step():
                 if gw.ticks != ticks:  # under load, handshakes wait for the next tick
                     ticks = gw.ticks
@@ -98,14 +109,14 @@ def run_poll(gw: Gateway, zap: ZapHandler) -> None:
         wake.close()
 
 
-def run_asyncio(gw: Gateway, zap: ZapHandler) -> None:
-    uvloop.run(_serve(gw, zap))
+def run_asyncio(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
+    uvloop.run(_serve(gw, zap, watchdog))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def _serve(gw: Gateway, zap: ZapHandler) -> None:
+async def _serve(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
     sockets = (gw.router, zap.socket)
@@ -125,6 +136,7 @@ async def _serve(gw: Gateway, zap: ZapHandler) -> None:
             state["timer"].cancel()
             _wake_rings(gw)
         while not gw.stopping:
+            watchdog.kick(lambda: status(gw))
             if gw.step():
                 if gw.ticks != state["ticks"]:  # under load, handshakes wait for the next tick
                     state["ticks"] = gw.ticks
@@ -165,9 +177,10 @@ async def _serve(gw: Gateway, zap: ZapHandler) -> None:
             _wake_rings(gw)
 
 
-def run_spin(gw: Gateway, zap: ZapHandler) -> None:
+def run_spin(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
     ticks = gw.ticks
     while not gw.stopping:
+        watchdog.kick(lambda: status(gw))
         if gw.step():
             if gw.ticks != ticks:  # under load, handshakes wait for the next tick
                 ticks = gw.ticks

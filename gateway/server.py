@@ -29,7 +29,7 @@ import traceback
 import psutil
 import zmq
 
-from exchange import logs
+from exchange import logs, sdnotify
 from exchange.config import ConfigError, load_config
 from exchange.exitcodes import EXIT_USAGE
 from exchange.openfiles import raise_open_file_limit
@@ -39,7 +39,7 @@ from gateway.counters import GatewayCounters
 from gateway.keys import KeysError, load_server_keys
 from gateway.killswitch import KillError, KillList
 from gateway.limits import symbols
-from gateway.loops import LOOPS, choose
+from gateway.loops import LOOPS, choose, status
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
 from gateway.store import StoreError, open_store
@@ -176,12 +176,16 @@ def main(argv=None) -> int:
             loop=args.loop,
             wait=wait.name,
         )
+        # sockets bound, state loaded: it serves (a shard not synced yet answers
+        # `unavailable` for its instruments meanwhile)
+        sdnotify.notify("READY=1", f"STATUS={status(gw)}")
         try:
-            choose(args.loop, wait)(gw, zap)
+            choose(args.loop, wait)(gw, zap, sdnotify.Watchdog())
         except Exception as e:
             # a bug: stop (the supervisor or systemd starts another), never serve half-broken
             logs.error("the loop failed; stopping", error=repr(e), traceback=traceback.format_exc())
             raise
+        sdnotify.notify("STOPPING=1", "STATUS=answering what is in flight, then a checkpoint")
         drain(gw, DRAIN_SECONDS)
         try:
             gw.checkpoint(clean=True, durable=True)

@@ -16,6 +16,7 @@ from gateway_harness import REPO
 SCRIPT = """
 import signal, sys, time
 import zmq
+from exchange.sdnotify import Watchdog
 from gateway.loops import LOOPS, run_spin
 
 loop, mode = sys.argv[1:]
@@ -43,7 +44,7 @@ def stop(signum, frame):
     gw.stopping = True
 signal.signal(signal.SIGTERM, stop)
 print("ready", flush=True)
-(run_spin if loop == "spin" else LOOPS[loop])(gw, Zap())
+(run_spin if loop == "spin" else LOOPS[loop])(gw, Zap(), Watchdog())
 print("returned", flush=True)
 """
 

@@ -22,19 +22,23 @@ from shm.ring import inspect_ring, list_rings
 
 
 class Units:
-    """The processes of the units, each with its log; a notify socket for the rings' owner."""
+    """The processes of the units, each with its log and its own notify socket (as systemd
+    gives each unit), and a watchdog period for those that are given one."""
 
     def __init__(self, daemon: Daemon):
         self.daemon = daemon
         self.procs: dict[str, subprocess.Popen] = {}
-        self.notify_path = str(daemon.tmp / "notify")
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(self.notify_path)
+        self.sockets: dict[str, socket.socket] = {}
 
-    def start(self, name: str, *role: str) -> subprocess.Popen:
+    def start(self, name: str, *role: str, watchdog_usec: int = 0) -> subprocess.Popen:
         argv = [sys.executable, "-m", "exchange.cli", "run", *role]
         argv += ["--config", str(self.daemon.path)]
-        env = {**os.environ, "NOTIFY_SOCKET": self.notify_path}
+        if name not in self.sockets:
+            self.sockets[name] = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sockets[name].bind(str(self.daemon.tmp / f"notify-{name}"))
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.daemon.tmp / f"notify-{name}")}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
         with open(self.daemon.tmp / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=log)
         self.procs[name] = proc
@@ -50,9 +54,10 @@ class Units:
             assert time.monotonic() < deadline, f"{name}: no {text!r}: {self.log(name)[-3000:]}"
             time.sleep(0.05)
 
-    def notified(self, timeout: float = 60) -> str:
-        self.notify.settimeout(timeout)
-        return self.notify.recv(256).decode()
+    def notified(self, name: str = "rings", timeout: float = 60) -> str:
+        """The next datagram ``name`` sent to systemd."""
+        self.sockets[name].settimeout(timeout)
+        return self.sockets[name].recv(4096).decode()
 
     def stop(self, name: str) -> int:
         proc = self.procs[name]
@@ -61,10 +66,11 @@ class Units:
 
     def close(self) -> None:
         for proc in self.procs.values():
-            if proc.poll() is None:
+            if proc.poll() is None:  # a stopped one (SIGSTOP) dies of SIGKILL all the same
                 proc.kill()
                 proc.wait()
-        self.notify.close()
+        for sock in self.sockets.values():
+            sock.close()
 
 
 @pytest.fixture
@@ -143,3 +149,52 @@ def test_a_second_rings_owner_is_refused(units):
     assert second.wait(timeout=60) == 2  # RestartPreventExitStatus=2: no restart loop
     assert "belongs to live pid" in units.log("second")
     assert units.stop("rings") == 0
+
+
+def _datagrams(units: Units, name: str, seconds: float) -> list[str]:
+    """What ``name`` sent to systemd within ``seconds``."""
+    out, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            out.append(units.notified(name, timeout=left))
+        except TimeoutError:
+            break
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_shard_and_gateway_say_ready_when_they_serve_and_ping_the_watchdog(units):
+    """Type=notify with WatchdogSec: READY=1 once serving, WATCHDOG=1 with a STATUS from
+    the loop every half period; a hung loop (SIGSTOP) stops the pings; STOPPING=1."""
+    units.start("rings", "--role", "rings")
+    assert units.notified() == "READY=1"
+    units.start("s0", "--role", "shard", "--name", "s0", watchdog_usec=400_000)
+    units.start("s1", "--role", "shard", "--name", "s1")
+    units.start("gateway", "--role", "gateway", watchdog_usec=400_000)
+    ready = units.notified("s0", timeout=120)
+    assert ready.startswith("READY=1\nSTATUS=serving, seq ") and '"msg": "running"' in units.log(
+        "s0"
+    )
+    ready = units.notified("gateway", timeout=120)
+    assert ready.startswith("READY=1\nSTATUS=serving, ") and '"msg": "serving"' in units.log(
+        "gateway"
+    )
+    for name in ("s0", "gateway"):
+        pings = _datagrams(units, name, 1.5)  # a ping every 0.2 s
+        assert len(pings) >= 4, (name, pings)
+        assert all(p.startswith("WATCHDOG=1\nSTATUS=serving") for p in pings), pings
+    shard = units.procs["s0"]
+    os.kill(shard.pid, signal.SIGSTOP)  # hung, as far as systemd can tell
+    try:
+        _datagrams(units, "s0", 0.3)  # what it sent before it stopped
+        assert _datagrams(units, "s0", 1.0) == []  # systemd would restart it now
+    finally:
+        os.kill(shard.pid, signal.SIGCONT)
+    assert _datagrams(units, "s0", 1.0)  # pinging again
+    # systemd reads its socket all the time; here, what is queued is read before a stop
+    _datagrams(units, "gateway", 0.1)
+    assert units.stop("gateway") == 0
+    assert any(p.startswith("STOPPING=1") for p in _datagrams(units, "gateway", 0.5))
+    _datagrams(units, "s0", 0.1)
+    assert units.stop("s0") == 0
+    assert any(p.startswith("STOPPING=1") for p in _datagrams(units, "s0", 0.5))

@@ -156,3 +156,14 @@ def test_the_shard_unit_restarts_what_the_supervisor_restarts(units):
     for name in ("exchange-rings.service", "exchange-gateway.service"):
         prevent = words(units[name], "Service", "RestartPreventExitStatus")
         assert {int(c) for c in prevent} == {EXIT_USAGE}, name
+
+
+def test_shards_and_gateway_tell_systemd_when_they_serve_and_that_they_live(units):
+    """Type=notify: started once READY=1 (tests/test_systemd_roles.py checks that they
+    send it, and WATCHDOG=1 within half of WatchdogSec)."""
+    for name in ("exchange-shard@.service", "exchange-gateway.service"):
+        u = units[name]
+        assert one(u, "Service", "Type") == "notify", name
+        assert one(u, "Service", "NotifyAccess") == "main", name
+        assert 0 < int(one(u, "Service", "WatchdogSec")) <= 30, name
+        assert int(one(u, "Service", "TimeoutStartSec")) >= 300, name  # compiling, recovering
