@@ -19,7 +19,6 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
-    CMD_STATUS,
     REJ_NOT_FOUND,
     REJECT_NAMES,
 )
@@ -37,8 +36,6 @@ from gateway.protocol import (
 )
 from gateway.shardlink import ShardLink
 from gateway.ticket import Ticket
-
-CHECK_OID = (CMD_CANCEL, CMD_REPLACE, CMD_STATUS)  # commands on an order, by its id
 
 
 class Checks:
@@ -71,21 +68,25 @@ class Checks:
         return route
 
     def take(self, t: Ticket) -> None:
-        kind = t.p.kind
+        kind, client, req_id = t.p.kind, t.client, t.req_id
+        if kind == CMD_NEW:  # most commands: its own path
+            t.link, inst, book = self.route(t.sym)
+            t.inst = inst
+            t.cmd = new_order_command(t.msg, book, client=client, instrument=inst, req_id=req_id)
+            return
         if t.link is None:
             t.link, t.inst, book = self.route(t.sym)
         else:
             book = None  # routed by the kill switch's sweep: a mass cancel
-        link, client, inst, req_id = t.link, t.client, t.inst, t.req_id
-        if kind in CHECK_OID and order_id_shard(t.msg.oid) != link.index:
+        link, inst = t.link, t.inst
+        if kind == CMD_MASS_CANCEL:
+            t.cmd = mass_cancel_command(client=client, instrument=inst, req_id=req_id)
+            return
+        if order_id_shard(t.msg.oid) != link.index:
             # an order id of another shard is not on this instrument: not found, here
             _, field, text = BOOK_REJECTS[REJ_NOT_FOUND]
             raise ProtocolError(NOT_FOUND, f"{REJECT_NAMES[REJ_NOT_FOUND]}: {text}", field)
-        if kind == CMD_NEW:
-            t.cmd = new_order_command(t.msg, book, client=client, instrument=inst, req_id=req_id)
-        elif kind == CMD_MASS_CANCEL:
-            t.cmd = mass_cancel_command(client=client, instrument=inst, req_id=req_id)
-        elif kind == CMD_CANCEL:
+        if kind == CMD_CANCEL:
             t.cmd = cancel_command(t.msg, client=client, instrument=inst, req_id=req_id)
         elif kind == CMD_REPLACE:
             t.cmd = replace_command(t.msg, book, client=client, instrument=inst, req_id=req_id)

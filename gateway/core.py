@@ -178,13 +178,12 @@ class Gateway:
 
     def submit(self, t: Ticket) -> None:
         """A command through the inbound stages, in order."""
-        done = 0
+        stage = None
         try:
             for stage in self.inbound:
                 stage.take(t)
-                done += 1
         except ProtocolError as e:
-            self._refuse(t, e, done)
+            self._refuse(t, e, self.inbound.index(stage))
 
     def busy(self, t: Ticket, e: ProtocolError) -> None:
         """A queued command the writer found no room for."""
