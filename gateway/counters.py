@@ -8,7 +8,7 @@ every one made up front because a block's layout is fixed when it is created.
 Gauges: ``clients``, the clients the gateway has heard from that still have a
 connection it knows of (it learns that one is gone when a send to it fails), and
 per shard ``stalled_ms.<shard>``, how long the shard has been stalled (0: it is
-not; see ``gateway.core.Gateway._watch``), set every tick.
+not; see ``gateway.checks.Checks.look``), set every tick.
 
 The hot path only adds to plain Python ints and a set; ``flush`` writes what a
 turn counted with one atomic add per metric that moved, so the shared-memory

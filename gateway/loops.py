@@ -74,7 +74,8 @@ def _timeout(gw: Gateway) -> float:
 
 def status(gw: Gateway) -> str:
     """What systemd shows for the unit (STATUS=)."""
-    return f"serving, {sum(gw.live)} of {len(gw.links)} shards live, {len(gw.inflight)} in flight"
+    live = sum(gw.checks.live.values())
+    return f"serving, {live} of {len(gw.links)} shards live, {len(gw.inflight)} in flight"
 
 
 def run_poll(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:

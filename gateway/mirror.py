@@ -10,11 +10,13 @@ a batch's DEPTH events is one kernel call whatever the batch's size (a drained
 batch at light load holds one command; its market data must not cost more
 than the order's own work).
 
-Market data is made per drained batch: one ``Trades`` per command that traded,
-then at most one ``Depth`` and one ``TopOfBook`` for the batch (the state
-after it, carrying the seq of the batch's last command on this instrument),
-and only when what they show changed: a burst of orders is conflated into the
-state it leaves.
+A mirror takes a drained batch's events (``take``): one ``Trades`` per command
+that traded, made at once, and the levels the DEPTH events set. What the levels
+show is made apart (``shown``): at most one ``Depth`` and one ``TopOfBook`` (the
+state then, carrying the seq of the last command taken on this instrument), and
+only when what they show changed: a burst of orders is conflated into the
+state it leaves. The gateway shows them once per turn (``gateway.marketdata``);
+``apply`` and ``market_data`` do both for one batch.
 
 Each feed (Trades, Depth, TopOfBook) is a chain: a message's ``prev`` is the
 ``seq`` of the previous message of the same feed and symbol, so a subscriber
@@ -107,6 +109,7 @@ class BookMirror:
         self._prev = {Trades: 0, Depth: 0, TopOfBook: 0}
         self._shown_depth = None  # (bids, asks) last published
         self._shown_top = None
+        self.dirty = False  # levels moved since they were last ``shown``
 
     def levels(self, side: int, n: int) -> list[Level]:
         """The best ``n`` levels of a side, best first."""
@@ -140,21 +143,36 @@ class BookMirror:
 
     def apply(self, events: np.ndarray) -> list[MarketData]:
         """The market data of a drained batch: this instrument's TRADE and DEPTH events,
-        in (seq, idx) order."""
+        in (seq, idx) order (``take``, then ``shown`` if the batch moved a level)."""
+        out = self.take(events)
+        if self.dirty:
+            out += self.shown()
+        return out
+
+    def take(self, events: np.ndarray) -> list[Trades]:
+        """Fold this instrument's TRADE and DEPTH events in, in (seq, idx) order: the
+        ``Trades`` of each command that traded, at once; the levels the DEPTH events
+        set are shown later (``dirty`` until ``shown``)."""
         events = events[events["seq"] > self.seq]  # a restarted shard repeats its last batch
         if not len(events):
             return []
-        out = []
         trades = events[events["kind"] == EV_TRADE]
-        if len(trades):
-            out += self._trades(trades)
+        out = self._trades(trades) if len(trades) else []
         depth = events[events["kind"] == EV_DEPTH]
         self.seq = int(events["seq"][-1])
-        if not len(depth):
-            return out
-        rows = depth["side"].astype(np.int64) - 1
-        ticks = (depth["price"] - self._min_price) // self._tick
-        apply_depth(self._qty, self._orders, self._best, rows, ticks, depth["qty"], depth["leaves"])
+        if len(depth):
+            rows = depth["side"].astype(np.int64) - 1
+            ticks = (depth["price"] - self._min_price) // self._tick
+            qty, orders = depth["qty"], depth["leaves"]
+            apply_depth(self._qty, self._orders, self._best, rows, ticks, qty, orders)
+            self.dirty = True
+        return out
+
+    def shown(self) -> list[MarketData]:
+        """A ``Depth`` and a ``TopOfBook`` of the levels now (as of ``seq``), each only if
+        it differs from the last one shown."""
+        self.dirty = False
+        out = []
         bids = self.levels(SIDE_BUY, self.depth)
         asks = self.levels(SIDE_SELL, self.depth)
         if (bids, asks) != self._shown_depth:
@@ -196,13 +214,9 @@ class BookMirror:
         return msg
 
 
-def market_data(events: np.ndarray, mirrors: list[BookMirror]) -> list[MarketData]:
-    """The public messages of a drained batch of EVENT records from one shard.
-
-    ``mirrors[i]`` is the mirror of the shard's instrument index i. Only TRADE
-    and DEPTH events are public; duplicates are private re-sends, never
-    public. Publish each message with its ``sym`` as the topic frame.
-    """
+def public(events: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """A batch of one shard's EVENT records as (instrument index, its public events):
+    only TRADE and DEPTH events are public, and never a duplicate (a private re-send)."""
     kind = events["kind"]
     public = events[
         ((kind == EV_TRADE) | (kind == EV_DEPTH)) & (events["flags"] & EVF_DUPLICATE == 0)
@@ -211,8 +225,17 @@ def market_data(events: np.ndarray, mirrors: list[BookMirror]) -> list[MarketDat
         return []
     inst = public["instrument"]
     if (inst == inst[0]).all():
-        return mirrors[int(inst[0])].apply(public)
+        return [(int(inst[0]), public)]
+    return [(i, public[inst == i]) for i in np.unique(inst).tolist()]
+
+
+def market_data(events: np.ndarray, mirrors: list[BookMirror]) -> list[MarketData]:
+    """The public messages of a drained batch of EVENT records from one shard.
+
+    ``mirrors[i]`` is the mirror of the shard's instrument index i. Publish each
+    message with its ``sym`` as the topic frame.
+    """
     out = []
-    for i in np.unique(inst).tolist():
-        out += mirrors[i].apply(public[inst == i])
+    for i, mine in public(events):
+        out += mirrors[i].apply(mine)
     return out

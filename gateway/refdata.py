@@ -16,7 +16,14 @@ import msgspec
 
 from exchange.config import Config
 from gateway.limits import symbols
-from gateway.protocol import NOT_FOUND, Instrument, Instruments, ProtocolError
+from gateway.positions import Positions
+from gateway.protocol import (
+    NOT_FOUND,
+    Instrument,
+    Instruments,
+    InstrumentsRequest,
+    ProtocolError,
+)
 
 OPEN = "open"
 UNAVAILABLE = "unavailable"
@@ -24,8 +31,15 @@ _STATIC = ("sym", "tick", "lot", "min_px", "max_px", "max_qty")
 
 
 class ReferenceData:
-    def __init__(self, config: Config):
+    """Answers ``InstrumentsRequest``: the collar references are the positions' marks,
+    ``serving(sym)`` says whether its shard takes requests now, ``reply(conn,
+    message)`` sends the answer."""
+
+    def __init__(self, config: Config, positions: Positions, serving, reply):
         self.symbols = symbols(config)
+        self.positions = positions
+        self.serving = serving
+        self.reply = reply
         self._number = {sym: i for i, sym in enumerate(self.symbols)}
         self._static = []
         for sym in self.symbols:
@@ -36,9 +50,11 @@ class ReferenceData:
         digest = hashlib.blake2b(msgspec.msgpack.encode(self._static), digest_size=8).digest()
         self.version = int.from_bytes(digest, "big") >> 1  # an int64+: msgpack's positive ints
 
-    def answer(self, cid: int, sym: str | None, marks, serving) -> Instruments:
-        """The reply: every instrument, or ``sym`` alone; ``marks[i]`` is instrument i's
-        collar reference, ``serving(i)`` whether its shard serves it now."""
+    def request(self, conn: bytes, client: int, msg: InstrumentsRequest) -> None:
+        self.reply(conn, self.answer(msg.cid, msg.sym))
+
+    def answer(self, cid: int, sym: str | None) -> Instruments:
+        """Every instrument, or ``sym`` alone."""
         if sym is None:
             numbers = range(len(self.symbols))
         elif sym in self._number:
@@ -48,8 +64,8 @@ class ReferenceData:
         lines = [
             Instrument(
                 **dict(zip(_STATIC, self._static[i], strict=True)),
-                ref_px=int(marks[i]),
-                state=OPEN if serving(i) else UNAVAILABLE,
+                ref_px=int(self.positions.marks[i]),
+                state=OPEN if self.serving(self.symbols[i]) else UNAVAILABLE,
             )
             for i in numbers
         ]

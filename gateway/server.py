@@ -188,14 +188,14 @@ def main(argv=None) -> int:
         sdnotify.notify("STOPPING=1", "STATUS=answering what is in flight, then a checkpoint")
         drain(gw, DRAIN_SECONDS)
         try:
-            gw.checkpoint(clean=True, durable=True)
+            gw.checkpoints.write(clean=True, durable=True)
         except StoreError as e:
             logs.error("last checkpoint not written; the next start reads more", error=str(e))
         logs.info(
             "stopped",
             unanswered=len(gw.inflight),
-            unroutable=gw.unroutable,
-            dropped=gw.dropped,
+            unroutable=gw.replies.unroutable,
+            dropped=gw.replies.dropped,
         )
     finally:
         counters.unlink()

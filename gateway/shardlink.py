@@ -37,6 +37,7 @@ from exchange.records import (
     commands,
 )
 from exchange.shard import event_ring, request_ring
+from gateway.limits import offsets
 from gateway.mirror import BookMirror
 from shm import ring_ops as ops
 from shm.atomics import load_word
@@ -99,6 +100,7 @@ class ShardLink:
         self.index = index
         self.name = shard.name
         self.syms = list(shard.instruments)
+        self.offset = offsets(config)[index]  # the number of its first instrument
         self.books = [config.instrument(s).book for s in self.syms]
         self.mirrors = [BookMirror(s, b) for s, b in zip(self.syms, self.books, strict=True)]
         self.last = (0, 0)  # watermark: (seq, idx) of the last journaled event folded in

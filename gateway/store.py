@@ -84,7 +84,7 @@ class Checkpoint(msgspec.Struct, frozen=True):
     format: int
     symbols: list[str]  # the instrument numbering the state uses
     shards: list[ShardMark]
-    clean: bool  # written by a clean stop (see ``gateway.core.Gateway.load``)
+    clean: bool  # written by a clean stop (see ``gateway.checkpoints.Checkpoints.load``)
     clients: list[int]  # the positions' client rows, in order
     acct: bytes  # ``Positions.acct`` rows, int64
     cash: bytes

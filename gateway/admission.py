@@ -1,0 +1,227 @@
+"""The first inbound stage: a request frame admitted, and turned into tickets.
+
+A frame goes through, in order: one frame? (a message of more is read off and
+refused ``invalid``, over turns if it is huge: ``gateway.discard``) -> the client
+id of its connection (the ZAP User-Id, never the body) -> ``decode_request``
+(types, ranges, the rules between fields) -> the client's session (its
+connection, when it last spoke) -> the client's rate limit (a NewOrders takes a
+token per order: the orders past the limit are refused one by one) -> its
+handler. A request for a shard becomes one ``Ticket`` per command (a MassCancel
+without a symbol one per instrument), each passed to ``submit``, the inbound
+pipeline's (``gateway.core``). A Heartbeat is answered here; BookRequest,
+PositionsRequest and Kill go to the stages that keep what they ask about
+(``local``). Any refusal is one ``Reject`` to the connection.
+
+State: the multi-frame message being read off, if any.
+"""
+
+import zmq
+
+from exchange.records import CMD_CANCEL, CMD_MASS_CANCEL, CMD_NEW, CMD_REPLACE, CMD_STATUS
+from gateway.counters import GatewayCounters
+from gateway.discard import discard, give_back_heap
+from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
+from gateway.protocol import (
+    INVALID,
+    PROTOCOL_VERSION,
+    RATE_LIMITED,
+    UNAUTHENTICATED,
+    Cancel,
+    Heartbeat,
+    Kill,
+    MassCancel,
+    NewOrder,
+    NewOrders,
+    ProtocolError,
+    Reject,
+    Replace,
+    Status,
+    decode_request,
+    salvage_cid,
+)
+from gateway.ratelimit import RateLimiter
+from gateway.replies import Replies
+from gateway.sessions import Sessions
+from gateway.shardwriter import ShardWriter
+from gateway.ticket import Ticket
+from gateway.zap import KeyTable
+
+NOBLOCK = int(zmq.NOBLOCK)
+# frames of a refused multi-frame message read per turn at most (~30 ms): the turn
+# still drains events and sends replies (``gateway.discard``)
+DISCARD_BUDGET = 1 << 20
+TRIM_AFTER_FRAMES = 1 << 16  # ~4 MB of libzmq's pipe freed: worth a malloc_trim
+TOKENS = {Heartbeat: 0, Kill: 0}  # rate-limit tokens a request takes (else 1; NewOrders: n)
+KIND = {Cancel: CMD_CANCEL, Replace: CMD_REPLACE, Status: CMD_STATUS}
+
+
+class Admission:
+    def __init__(
+        self,
+        router: zmq.Socket,
+        keys: KeyTable,
+        sessions: Sessions,
+        limiter: RateLimiter,
+        count: GatewayCounters,
+        inflight: Inflight,
+        replies: Replies,
+        writer: ShardWriter,
+        syms: list[str],
+    ):
+        self.router = router
+        self.keys = keys
+        self.sessions = sessions
+        self.limiter = limiter
+        self.count = count
+        self.inflight = inflight
+        self.replies = replies
+        self.writer = writer
+        self.syms = syms  # every instrument: a MassCancel without a symbol
+        self.submit = None  # (ticket): the inbound pipeline, wired by ``gateway.core``
+        self.now = 0.0  # the turn's clock
+        self._refusing: tuple[bytes, int] | None = None  # a message being read off: conn, frames
+        self.handlers = {
+            NewOrder: self._new_order,
+            Cancel: self._on_order,
+            Replace: self._on_order,
+            Status: self._on_order,
+            MassCancel: self._mass_cancel,
+            Heartbeat: self._heartbeat,
+        }  # and the ``local`` ones, wired by ``gateway.core``
+
+    def take(self, budget: int, now: float) -> int:
+        """Frame by frame (recv_multipart costs several times more per message); the
+        queued commands are written before the next frame once there are enough, and
+        at the end. Returns the frames taken."""
+        self.now = now
+        if self._refusing is not None and not self._refuse_more():
+            return 1  # the ROUTER gives no other message before the rest of this one
+        recv = self.router.recv
+        writer = self.writer
+        n = 0
+        while n < budget:
+            try:
+                conn = recv(NOBLOCK)
+            except zmq.Again:
+                break
+            # the rest of a message is there once its first frame is
+            body = recv(NOBLOCK, copy=False)
+            n += 1
+            if body.more:
+                self._refusing = (conn, 1)
+                if not self._refuse_more():
+                    break
+                continue
+            self.on_request(conn, body)
+            writer.frame_done()
+        if writer.queued:
+            writer.flush()
+        self.count.requests += n
+        return n
+
+    def _refuse_more(self) -> bool:
+        """Read on in the multi-frame message being refused, up to the turn's budget;
+        True once it is read off and answered ``invalid``."""
+        conn, frames = self._refusing
+        n, over = discard(self.router, DISCARD_BUDGET)
+        frames += n
+        if not over:
+            self._refusing = (conn, frames)
+            return False
+        self._refusing = None
+        reason = f"a request is exactly one frame, got {frames}"
+        self.replies.reply(conn, Reject(cid=0, code=INVALID, field="$", reason=reason))
+        if frames >= TRIM_AFTER_FRAMES:
+            give_back_heap()
+        return True
+
+    def on_request(self, conn: bytes, body: zmq.Frame) -> None:
+        """A request of one frame from connection ``conn``."""
+        buf = body.bytes
+        try:
+            client = self.keys.client(body.get("User-Id").encode())
+        except zmq.ZMQError:  # no User-Id: not a ZAP-authenticated connection
+            client = None
+        if client is None:
+            reason = "this connection's CURVE key is not registered (revoked?)"
+            self.replies.reply(
+                conn, ProtocolError(UNAUTHENTICATED, reason).reject(salvage_cid(buf))
+            )
+            return
+        try:
+            msg = decode_request(buf)
+        except ProtocolError as e:
+            self.replies.reply(conn, e.reject())
+            return
+        self.sessions.seen(client, conn, self.now)
+        self.count.seen.add(client)
+        cls = type(msg)
+        try:
+            if cls is NewOrders:
+                n = len(msg.orders)
+                self.count.orders += n
+                self._new_orders(conn, client, msg, self._take(client, n))
+                return
+            if cls is NewOrder:
+                self.count.orders += 1
+            if TOKENS.get(cls, 1):
+                self._take(client, 1)
+            self.handlers[cls](conn, client, msg)
+        except ProtocolError as e:
+            self.replies.reply(conn, e.reject(msg.cid, getattr(msg, "coid", "")))
+
+    def _take(self, client: int, n: int) -> int:
+        got = self.limiter.take(client, n, self.now)
+        if got == 0:
+            rate, burst = self.limiter.limits(client)
+            raise ProtocolError(
+                RATE_LIMITED, f"over the limit of {rate:g} requests/s (burst {burst}); slow down"
+            )
+        return got
+
+    # ------------------------------------------------------------ requests -> tickets
+
+    def _new_order(self, conn, client: int, msg: NewOrder) -> None:
+        p = Pending(conn, client, msg.cid, CMD_NEW, msg.sym, msg.coid)
+        self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym, msg))
+
+    def _new_orders(self, conn, client: int, msg: NewOrders, allowed: int) -> None:
+        """Each order on its own: the ones past the rate limit or refused get a Reject slot."""
+        orders = msg.orders
+        base = self.inflight.reserve(len(orders))
+        group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
+        p = Pending(conn, client, msg.cid, CMD_NEW, "", "", group)
+        self.replies.open_batches += 1
+        submit = self.submit
+        for i, order in enumerate(orders):
+            if i >= allowed:
+                e = ProtocolError(RATE_LIMITED, "over the rate limit: the rest of the batch")
+                self.replies.group_put(group, base + i, e.reject(msg.cid, order.coid))
+            else:
+                submit(Ticket(client, base + i, p, order.sym, order))
+
+    def _on_order(self, conn, client: int, msg: Cancel | Replace | Status) -> None:
+        p = Pending(conn, client, msg.cid, KIND[type(msg)], msg.sym)
+        self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym, msg))
+
+    def _mass_cancel(self, conn, client: int, msg: MassCancel) -> None:
+        if msg.sym is None:
+            self.mass_cancel_all(conn, client, msg.cid)
+            return
+        p = Pending(conn, client, msg.cid, CMD_MASS_CANCEL, msg.sym)
+        self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym))
+
+    def mass_cancel_all(self, conn, client: int, cid: int) -> None:
+        """A MassCancel of every instrument (``conn`` None: nobody waits for it)."""
+        group = MassGroup(conn, client, cid, None, len(self.syms))
+        p = Pending(conn, client, cid, CMD_MASS_CANCEL, "", "", group)
+        base = self.inflight.reserve(len(self.syms))
+        for req_id, sym in enumerate(self.syms, base):
+            self.submit(Ticket(client, req_id, p, sym))
+
+    def _heartbeat(self, conn, client: int, msg: Heartbeat) -> None:
+        self.sessions.arm(client, msg.cod)
+        self.sessions.bundle(conn, msg.bundle)
+        self.replies.reply(
+            conn, Heartbeat(cid=msg.cid, v=PROTOCOL_VERSION, cod=msg.cod, bundle=msg.bundle)
+        )

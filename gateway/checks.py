@@ -1,0 +1,127 @@
+"""The inbound stage after admission: a command's routing and its instrument's grid.
+
+A command goes to the shard holding its instrument, which must be known
+(``not_found``), on a shard the gateway is synced with (``live``: the shard is up
+and caught up, ``ShardLink.ready``, looked at every tick) and that is not stalled
+(``watch``); an order id must be one of that shard's. Then the COMMAND record is
+made, a NEW's and a REPLACE's after the instrument's grid checks (lot, tick,
+band, max qty: ``gateway.protocol``). A ticket the kill switch's sweep routed
+itself (to every live shard, stalled or not) is not routed again.
+
+State: the instruments' routes, and per shard whether it is live; how long a shard
+has been stalled is its link's (``ShardLink.idle``).
+"""
+
+from exchange import logs
+from exchange.engine import order_id_shard
+from exchange.records import (
+    CMD_CANCEL,
+    CMD_MASS_CANCEL,
+    CMD_NEW,
+    CMD_REPLACE,
+    REJ_NOT_FOUND,
+    REJECT_NAMES,
+)
+from gateway.counters import GatewayCounters
+from gateway.protocol import (
+    BOOK_REJECTS,
+    NOT_FOUND,
+    UNAVAILABLE,
+    ProtocolError,
+    cancel_command,
+    mass_cancel_command,
+    new_order_command,
+    replace_command,
+    status_command,
+)
+from gateway.shardlink import ShardLink
+from gateway.ticket import Ticket
+
+
+class Checks:
+    def __init__(self, links: list[ShardLink], stall_after: float, count: GatewayCounters):
+        self.routes = {
+            sym: (link, i, link.books[i]) for link in links for i, sym in enumerate(link.syms)
+        }
+        self.live = {link.index: False for link in links}  # ``ShardLink.ready``, per tick
+        self.stall_after = stall_after
+        self.count = count
+
+    def route(self, sym: str) -> tuple[ShardLink, int, object]:
+        """The instrument's (link, number on its shard, book config), if it takes requests."""
+        route = self.routes.get(sym)
+        if route is None:
+            raise ProtocolError(NOT_FOUND, f"no instrument {sym!r}", "$.sym")
+        link = route[0]
+        if not self.live[link.index]:
+            raise ProtocolError(
+                UNAVAILABLE,
+                f"shard {link.name} holding {sym} is down or not synced yet; retry later, "
+                "unchanged",
+            )
+        if link.idle >= self.stall_after:
+            raise ProtocolError(
+                UNAVAILABLE,
+                f"shard {link.name} holding {sym} is stalled: no progress on the requests "
+                f"waiting for it for {link.idle:.1f} s; retry later, unchanged",
+            )
+        return route
+
+    def serving(self, sym: str) -> bool:
+        """Whether the instrument takes requests now (its shard live and not stalled)."""
+        link = self.routes[sym][0]
+        return self.live[link.index] and link.idle < self.stall_after
+
+    def take(self, t: Ticket) -> None:
+        kind, client, req_id = t.p.kind, t.client, t.req_id
+        if kind == CMD_NEW:  # most commands: its own path
+            t.link, inst, book = self.route(t.sym)
+            t.inst = inst
+            t.cmd = new_order_command(t.msg, book, client=client, instrument=inst, req_id=req_id)
+            return
+        if t.link is None:
+            t.link, t.inst, book = self.route(t.sym)
+        else:
+            book = None  # routed by the kill switch's sweep: a mass cancel
+        link, inst = t.link, t.inst
+        if kind == CMD_MASS_CANCEL:
+            t.cmd = mass_cancel_command(client=client, instrument=inst, req_id=req_id)
+            return
+        if order_id_shard(t.msg.oid) != link.index:
+            # an order id of another shard is not on this instrument: not found, here
+            _, field, text = BOOK_REJECTS[REJ_NOT_FOUND]
+            raise ProtocolError(NOT_FOUND, f"{REJECT_NAMES[REJ_NOT_FOUND]}: {text}", field)
+        if kind == CMD_CANCEL:
+            t.cmd = cancel_command(t.msg, client=client, instrument=inst, req_id=req_id)
+        elif kind == CMD_REPLACE:
+            t.cmd = replace_command(t.msg, book, client=client, instrument=inst, req_id=req_id)
+        else:
+            t.cmd = status_command(t.msg, client=client, instrument=inst, req_id=req_id)
+
+    def undo(self, t: Ticket) -> None:
+        """Nothing is held for a routed command."""
+
+    # ------------------------------------------------------------ per tick
+
+    def look(self, link: ShardLink, now: float) -> None:
+        """Whether the shard is live, and whether it is stalled: it is live, requests wait
+        in its ring and it has moved neither cursor (``ShardLink.look``) for ``[gateway]
+        stall_ms``. While it is, new requests for its instruments are refused
+        (``route``); those already in its ring stay there and are answered when it
+        moves again. A shard that is not live (down, restarting, not synced) is not
+        watched: it is refused as such, and a process that attaches only after its
+        recovery is not stalled meanwhile."""
+        live = link.ready()
+        if live != self.live[link.index]:
+            logs.warning("shard up" if live else "shard down", shard=link.name)
+        self.live[link.index] = live
+        before = link.idle
+        idle = link.look(now, live)
+        after = self.stall_after
+        if before < after <= idle:
+            waiting = link.requests.position - link.progress()[0]
+            logs.warning("shard stalled", shard=link.name, seconds=round(idle, 1), waiting=waiting)
+        elif idle < after <= before and live:  # else "shard down" has been logged
+            stalled = round(before, 1)
+            logs.warning("shard progressing again", shard=link.name, stalled_seconds=stalled)
+        self.count.set_stalled(link.index, idle if idle >= after else 0.0)

@@ -1,0 +1,75 @@
+"""The idempotency stage, inbound and outbound: the gateway's ledger of (client, key)
+pairs (``gateway.ledger``) at work.
+
+Inbound, after routing: a keyed NEW holds its pair (``Ledger.use``). A pair held
+by a request in flight, or found used (``Ledger.used_on``) on another instrument
+is a ``conflict``; on the same instrument the order is a retry, which skips the
+risk checks (its shard answers it from its journal, whatever the limits say
+now); found nowhere while a shard is ``uncertain``: ``unavailable``. A command
+refused later, or not written (busy), lets go of its pair (``undo``).
+
+Outbound: each drained batch lets go of the pairs of the requests it answers and
+adds the pairs its journaled keyed NEWs used (``on_events``); so does the history
+a shard serves to a sync (``on_history``), and the sync's end takes the shard out
+of ``uncertain``.
+
+State: the ledger (pairs in flight, pairs answered since the last checkpoint, the
+uncertain shards).
+"""
+
+import numpy as np
+
+from exchange.records import CMD_NEW
+from gateway.ledger import UNKNOWN, Ledger
+from gateway.protocol import CONFLICT, UNAVAILABLE, ProtocolError
+from gateway.shardlink import ShardLink
+from gateway.ticket import Ticket
+
+
+def _conflict(ik: int, used: str) -> ProtocolError:
+    return ProtocolError(CONFLICT, f"idempotency key {ik} was used for an order on {used}", "$.ik")
+
+
+def _uncertain(ik: int, shards: set[str]) -> ProtocolError:
+    return ProtocolError(
+        UNAVAILABLE,
+        f"idempotency key {ik} cannot be checked until shard(s) {', '.join(sorted(shards))} "
+        "serve their latest orders to the gateway; retry later, unchanged",
+        "$.ik",
+    )
+
+
+class IdemKeys:
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def take(self, t: Ticket) -> None:
+        if t.p.kind != CMD_NEW or not t.msg.ik:
+            return
+        ledger, client, ik, sym = self.ledger, t.client, t.msg.ik, t.sym
+        used = ledger.use(client, ik, sym, t.req_id)  # in flight?
+        if used is None:
+            used = ledger.used_on(client, ik)  # answered before?
+            if used is not None and used != sym:
+                ledger.release(client, ik, t.req_id)
+                if used == UNKNOWN:
+                    raise _uncertain(ik, ledger.uncertain)
+        if used is not None and used != sym:
+            raise _conflict(ik, used)
+        t.retry = used is not None
+        t.key = ik
+
+    def undo(self, t: Ticket) -> None:
+        if t.key:
+            self.ledger.release(t.client, t.key, t.req_id)
+
+    def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
+        self.ledger.settle(ev)
+        self.ledger.fold(ev, link.offset)
+
+    def on_history(self, link: ShardLink, history: np.ndarray) -> None:
+        self.ledger.settle(history)  # the pairs an earlier gateway's requests held
+        self.ledger.fold(history, link.offset)
+
+    def synced(self, link: ShardLink) -> None:
+        self.ledger.uncertain.discard(link.name)
