@@ -79,7 +79,9 @@ class Admission:
         self.syms = syms  # every instrument: a MassCancel without a symbol
         self.submit = None  # (ticket): the inbound pipeline, wired by ``gateway.core``
         self.now = 0.0  # the turn's clock
-        self._refusing: tuple[bytes, int] | None = None  # a message being read off: conn, frames
+        # a message being read off: its connection, the cid its first frame holds (0:
+        # none readable), its frames so far
+        self._refusing: tuple[bytes, int, int] | None = None
         self.handlers = {
             NewOrder: self._new_order,
             Cancel: self._on_order,
@@ -108,7 +110,7 @@ class Admission:
             body = recv(NOBLOCK, copy=False)
             n += 1
             if body.more:
-                self._refusing = (conn, 1)
+                self._refusing = (conn, salvage_cid(body.bytes), 1)
                 if not self._refuse_more():
                     break
                 continue
@@ -122,15 +124,15 @@ class Admission:
     def _refuse_more(self) -> bool:
         """Read on in the multi-frame message being refused, up to the turn's budget;
         True once it is read off and answered ``invalid``."""
-        conn, frames = self._refusing
+        conn, cid, frames = self._refusing
         n, over = discard(self.router, DISCARD_BUDGET)
         frames += n
         if not over:
-            self._refusing = (conn, frames)
+            self._refusing = (conn, cid, frames)
             return False
         self._refusing = None
         reason = f"a request is exactly one frame, got {frames}"
-        self.replies.reply(conn, Reject(cid=0, code=INVALID, field="$", reason=reason))
+        self.replies.reply(conn, Reject(cid=cid, code=INVALID, field="$", reason=reason))
         if frames >= TRIM_AFTER_FRAMES:
             give_back_heap()
         return True

@@ -115,6 +115,10 @@ def test_a_refused_request_whose_cid_can_be_read_is_answered_with_it(daemon):
         got = _answer(dealer, [big])
         assert (got["t"], got["code"], got["cid"]) == ("J", "invalid", 12), got
         assert "larger than" in got["reason"]
+        two = [msgspec.msgpack.encode({"t": "H", "cid": 14, "v": 1}), b"more"]
+        got = _answer(dealer, two)
+        assert (got["t"], got["code"], got["cid"]) == ("J", "invalid", 14), got
+        assert "got 2" in got["reason"]
         assert _answer(dealer, [msgspec.msgpack.encode({"t": "H", "cid": 13, "v": 1})])["cid"] == 13
     finally:
         dealer.close()
