@@ -87,11 +87,12 @@ def test_each_check_answers_before_the_next(daemon):
         assert _refused(_ask(limited, _order(9, px=30_000)))[2] == "price_outside_band"
         # 7 before 8: a used key skips the risk checks (a retry is the original outcome;
         # another instrument's key is a conflict even over a limit)
-        first = _ask(limited, _order(10, qty=5, ik=77))
+        first = _ask(limited, _order(10, qty=5, px=9_950, ik=77))  # inside its 1 % collar
         assert first["t"] == "A", first
-        again = _ask(limited, _order(11, qty=5, ik=77))
+        again = _ask(limited, _order(11, qty=5, px=9_950, ik=77))
         assert (again["t"], again["oid"], again["dup"]) == ("A", first["oid"], True)
-        assert _refused(_ask(limited, _order(12, sym="BOLT", qty=50, ik=77)))[:2] == (
+        over = _order(12, sym="BOLT", qty=50, px=2_500, ik=77)  # on BOLT's grid, over 10
+        assert _refused(_ask(limited, over))[:2] == (
             "conflict",
             "$.ik",
         )
