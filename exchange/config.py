@@ -117,6 +117,9 @@ wait = "sleep"
 # published no event, for this long is reported stalled, and new requests for its
 # instruments are refused "unavailable" until it moves again. Liveness only: what
 # a shard journals never depends on it.
+# md_interval_ms: Depth and TopOfBook go out once per turn of the gateway for the
+# instruments whose levels moved; with md_interval_ms > 0, at most once every that
+# many milliseconds (conflating more). Trades always go out at once.
 [gateway]
 router = ["tcp://127.0.0.1:61301"]
 pub = ["tcp://127.0.0.1:61302"]
@@ -127,6 +130,7 @@ state_dir = ""
 key_window = 10_000_000
 max_connections_per_client = 64
 stall_ms = 2_000
+md_interval_ms = 0
 
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
 # stable storage before its events leave the shard; "os": in the OS page cache
@@ -247,6 +251,7 @@ class Gateway(_Section, kw_only=True):
     key_window: Positive = 10_000_000
     max_connections_per_client: Positive = 64
     stall_ms: Positive = 2_000
+    md_interval_ms: NonNegative = 0
 
 
 class Journal(_Section, kw_only=True):

@@ -125,7 +125,8 @@ class Gateway:
             list(self.checks.routes),
         )
         self.fills = Fills(positions, risk, self.replies.reply)
-        self.feed = MarketFeed(pub, self.checks.route, self.replies.reply)
+        md_interval = config.gateway.md_interval_ms / 1000
+        self.feed = MarketFeed(pub, self.checks.route, self.replies.reply, md_interval, clock)
         self.kills = Kills(kills, risk, self.checks, self.admission, self.inflight, self.writer)
         self.checkpoints = Checkpoints(store, links, positions, ledger, kills)
 
@@ -163,6 +164,10 @@ class Gateway:
 
     @property
     def next_tick(self) -> float:
+        """When the loop must turn next, work or not: housekeeping, or market data held
+        back by ``md_interval_ms``."""
+        if self.feed.waiting:
+            return min(self.housekeeping.next_tick, self.feed.due)
         return self.housekeeping.next_tick
 
     def load(self, cp: Checkpoint | None) -> None:

@@ -5,9 +5,12 @@ their instruments' mirrors (``on_events``): the ``Trades`` of each command that
 traded are published at once; the levels the batch set are shown once per turn
 (``publish``, at the end of the turn): one ``Depth`` and one ``TopOfBook`` per
 instrument whose levels moved, each only if what it shows changed, carrying
-the seq of the last command taken on that instrument. Per instrument the order
-stays Trades, then Depth, then TopOfBook. A ``BookRequest`` is answered from the
-mirrors (``book``): as of their ``seq``, which the feed's messages carry too.
+the seq of the last command taken on that instrument; with ``[gateway]
+md_interval_ms`` set, at most once every that long (a turn that finds the
+interval not over keeps them for a later one, and the loop wakes by ``due``).
+Per instrument the order stays Trades, then Depth, then TopOfBook. A
+``BookRequest`` is answered from the mirrors (``book``): as of their ``seq``,
+which the feed's messages carry too.
 
 State: the mirrors that moved this turn (the mirrors are their links').
 """
@@ -24,11 +27,14 @@ MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
 class MarketFeed:
-    def __init__(self, pub: zmq.Socket, route, reply):
+    def __init__(self, pub: zmq.Socket, route, reply, interval: float, clock):
         self.pub = pub
         self.route = route  # sym -> (link, instrument number, book): ``Checks.route``
         self.reply = reply  # (conn, message): ``Replies.reply``
-        self._moved: list[BookMirror] = []  # mirrors whose levels moved this turn
+        self.interval = interval  # seconds between publications at least (0: every turn)
+        self.clock = clock
+        self.due = 0.0  # the next publication may not be earlier
+        self._moved: list[BookMirror] = []  # mirrors whose levels moved since the last
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
         send = self.pub.send
@@ -41,10 +47,21 @@ class MarketFeed:
             if mirror.dirty and not was:
                 self._moved.append(mirror)
 
+    @property
+    def waiting(self) -> bool:
+        """Levels moved and not shown yet: the loop must wake by ``due``."""
+        return bool(self._moved)
+
     def publish(self) -> None:
-        """What the levels that moved this turn show now (once per turn)."""
+        """What the levels that moved since the last publication show now (once per turn,
+        or at most once every ``interval``)."""
         if not self._moved:
             return
+        if self.interval:
+            now = self.clock()
+            if now < self.due:
+                return
+            self.due = now + self.interval
         moved, self._moved = self._moved, []
         send = self.pub.send
         for mirror in moved:
