@@ -40,6 +40,9 @@ def test_a_sleeping_consumer_process_is_woken_by_a_write():
         assert out["readable"] == 1 and out["seq"] == 0
         status = inspect_ring(ns, "r")
         assert status.released == 1 and not status.consumer_sleeping
+        # the counts test_shm_wait's spinning ends hold at 0 do count (its control)
+        assert status.consumer_sleeps >= 1 and status.data_rings == 1
+        assert (status.producer_sleeps, status.space_rings) == (0, 0)
 
 
 @pytest.mark.timeout(60)

@@ -106,23 +106,3 @@ def test_a_spinning_producer_process_sees_a_release_and_is_never_rung():
         status = inspect_ring(ns, "r")
         assert (status.producer_sleeps, status.space_rings) == (0, 0)
         assert bell_bytes(ring_paths(ns, "r").space_bell) == 0
-
-
-@pytest.mark.timeout(60)
-def test_a_sleeping_consumer_is_counted_asleep_and_rung():
-    """The counts the spinning tests hold at 0 do count: the control."""
-    with h.namespace() as ns, h.workers() as w:
-        create_ring(ns, "r", DTYPE, 16)
-        sleeper = w.start("sleep-read", ns, "r", "--timeout", 3600)
-        h.wait_until(
-            lambda: inspect_ring(ns, "r").consumer_sleeping,
-            timeout=30,
-            what="the consumer to announce its sleep",
-            procs=[sleeper],
-        )
-        with Producer(ns, "r", DTYPE) as p:
-            assert p.write(records(0, 1)) == 1
-            h.finish(sleeper, timeout=30)
-        status = inspect_ring(ns, "r")
-        assert status.consumer_sleeps >= 1 and status.data_rings == 1
-        assert (status.producer_sleeps, status.space_rings) == (0, 0)
