@@ -891,7 +891,8 @@ class Journal:
         positions = _checked_positions(positions) if positions is not None else {}
         blob = msgspec.msgpack.encode(positions) if positions else b""
         rows, need, needs_prior = orderstate.derive(cmds, events)
-        _, keys, values = idempotency.entries(cmds)
+        # only an order the book accepted uses its pair up (``exchange.idempotency``)
+        _, keys, values = idempotency.used_entries(cmds, events)
         if keys:
             self._refuse_used_pairs(None, keys)
         last = int(cmds["seq"][-1])
