@@ -51,7 +51,8 @@ numbers of commands, events, order rows and idempotency entries, the bytes of
 the positions, and the record's checksum), then the COMMAND_DTYPE commands, the
 EVENT_DTYPE events, the ORDER_DTYPE rows (by order id) of the orders the batch
 changed, the IDEM_DTYPE values and then the 12-byte keys of the idempotency
-entries of its keyed NEW commands, and the input positions committed with it
+entries of its keyed NEW commands that the book accepted (a rejected one uses
+no key: ``exchange.idempotency``), and the input positions committed with it
 (a msgpack map).
 
 ``write_batch`` makes ONE put per batch, in ONE write transaction: either all
@@ -243,7 +244,7 @@ class BatchRecord(NamedTuple):
     commands: np.ndarray  # COMMAND_DTYPE
     events: np.ndarray  # EVENT_DTYPE
     rows: np.ndarray  # ORDER_DTYPE, by order id
-    idem_values: np.ndarray  # IDEM_DTYPE, one per keyed NEW command, in batch order
+    idem_values: np.ndarray  # IDEM_DTYPE, one per keyed NEW the book accepted, in batch order
     idem_keys: np.ndarray  # their journal keys (idempotency.KEY_BYTES)
     positions: dict[str, int]
 
