@@ -1,13 +1,23 @@
 """Idempotency: a (client, idempotency key) pair creates at most one order.
 
-The journal keeps one entry per pair used by a NEW command (key: idem key then
-client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and order id that the
-pair created and the request's *fingerprint*, the fields that define a new order
-(instrument, side, price, qty, tif, ord_type, flags, stp) packed as 24 bytes.
-The fingerprint is the fields themselves, not a hash: equality is exact.
-``entries`` makes the keys and values of a batch's keyed NEWs (one Numba pass);
-the journal finds a batch's entries in its commands until it folds them into
-its table.
+Only an order the book accepted uses its pair up. A keyed NEW that is refused
+(by the gateway: grid, risk, ``busy``, ``unavailable``...; by the shard: an
+unknown instrument; or by the book: REJ_POST_ONLY and the kernel's other
+REJ_* codes) created no order and leaves the pair free: an identical retry of
+it is evaluated again like a new request (and may now be accepted), and a
+different order under the pair is taken. Every refusal behaves the same way.
+
+The journal keeps one entry per pair used by a NEW command the book accepted
+(key: idem key then client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and
+order id that the pair created and the request's *fingerprint*, the fields that
+define a new order (instrument, side, price, qty, tif, ord_type, flags, stp)
+packed as 24 bytes. The fingerprint is the fields themselves, not a hash:
+equality is exact. ``entries`` makes the keys and values of a batch's keyed NEWs
+(one Numba pass); ``used_entries`` keeps those whose first event is ACCEPTED
+(the kernel answers a NEW with ACCEPTED or REJECTED first), and those are what
+a batch record carries, until the journal folds them into its table. So the
+journal may hold several keyed NEWs under one pair: rejected ones, then at most
+one accepted.
 
 The shard calls two helpers around each batch (they only read the journal):
 
@@ -15,10 +25,17 @@ The shard calls two helpers around each batch (they only read the journal):
 key is one of
 
 - new: it is kept (sequenced, run, journaled with its idempotency entry);
-- an identical retry of a journaled request or of one earlier in the batch:
+- an identical retry of a journaled order or of a request earlier in the batch:
   dropped; it will get the original's events again;
 - a conflict (same pair, different fingerprint): dropped, answered now by a
   REJECTED(REJ_CONFLICT) event.
+
+The plan is made before the books run, so within one batch the first request
+under a pair stands for all of them whatever the book makes of it: an identical
+retry in the same batch is answered as a duplicate of the original's answer even
+when that is the book's REJECTED (the two were decided at once), and a different
+request there is a conflict. The rejected original left no entry, so the pair
+is free again from the next batch on.
 
 A batch with no keyed NEW costs one pass over its commands; one whose pairs
 are all new, a journal lookup more. Only a batch with a used or repeated pair
@@ -49,6 +66,7 @@ from numba import njit
 from exchange.records import (
     CMD_NEW,
     COMMAND_DTYPE,
+    EV_ACCEPTED,
     EV_DEPTH,
     EV_REJECTED,
     EVENT_DTYPE,
@@ -219,6 +237,28 @@ def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes
     return index, keys, values
 
 
+def accepted(cmds: np.ndarray, events: np.ndarray, index: list[int]) -> list[bool]:
+    """Whether the book accepted each NEW ``cmds[index]``: its first event (the
+    kernel's answer to a NEW) is ACCEPTED, not REJECTED."""
+    if not index:
+        return []
+    seqs = cmds["seq"][index]
+    return np.isin(seqs, events["seq"][events["kind"] == EV_ACCEPTED]).tolist()
+
+
+def used_entries(
+    cmds: np.ndarray, events: np.ndarray
+) -> tuple[list[int], list[bytes], list[bytes]]:
+    """``entries`` of the keyed NEWs of a sequenced batch that the book accepted
+    (``events``: what the books made of ``cmds``): the pairs the batch uses up."""
+    index, keys, values = entries(cmds)
+    ok = accepted(cmds, events, index)
+    if all(ok):
+        return index, keys, values
+    kept = [j for j, a in enumerate(ok) if a]
+    return [index[j] for j in kept], [keys[j] for j in kept], [values[j] for j in kept]
+
+
 def items(keys: np.ndarray, values: np.ndarray) -> tuple[list[bytes], list[bytes]]:
     """Entries (KEY_BYTES, IDEM_DTYPE arrays) as bytes, without a Python loop."""
     return keys.tolist(), values.view(VALUE_BYTES).tolist()
@@ -240,6 +280,15 @@ def decode_entry(key: bytes, value: bytes) -> IdemEntry:
 def keyed_news(cmds: np.ndarray) -> np.ndarray:
     """Indices of the NEW commands that carry an idempotency key."""
     return np.flatnonzero((cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0))
+
+
+def used_news(cmds: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """Indices of the keyed NEW commands of a sequenced batch that the book accepted
+    (``events``: what the books made of ``cmds``): the ones that use their pair up."""
+    idx = keyed_news(cmds)
+    if len(idx):
+        idx = idx[accepted(cmds, events, idx.tolist())]
+    return idx
 
 
 def plan_batch(journal, drained: np.ndarray) -> IdemPlan:

@@ -51,7 +51,8 @@ numbers of commands, events, order rows and idempotency entries, the bytes of
 the positions, and the record's checksum), then the COMMAND_DTYPE commands, the
 EVENT_DTYPE events, the ORDER_DTYPE rows (by order id) of the orders the batch
 changed, the IDEM_DTYPE values and then the 12-byte keys of the idempotency
-entries of its keyed NEW commands, and the input positions committed with it
+entries of its keyed NEW commands that the book accepted (a rejected one uses
+no key: ``exchange.idempotency``), and the input positions committed with it
 (a msgpack map).
 
 ``write_batch`` makes ONE put per batch, in ONE write transaction: either all
@@ -243,7 +244,7 @@ class BatchRecord(NamedTuple):
     commands: np.ndarray  # COMMAND_DTYPE
     events: np.ndarray  # EVENT_DTYPE
     rows: np.ndarray  # ORDER_DTYPE, by order id
-    idem_values: np.ndarray  # IDEM_DTYPE, one per keyed NEW command, in batch order
+    idem_values: np.ndarray  # IDEM_DTYPE, one per keyed NEW the book accepted, in batch order
     idem_keys: np.ndarray  # their journal keys (idempotency.KEY_BYTES)
     positions: dict[str, int]
 
@@ -891,7 +892,8 @@ class Journal:
         positions = _checked_positions(positions) if positions is not None else {}
         blob = msgspec.msgpack.encode(positions) if positions else b""
         rows, need, needs_prior = orderstate.derive(cmds, events)
-        _, keys, values = idempotency.entries(cmds)
+        # only an order the book accepted uses its pair up (``exchange.idempotency``)
+        _, keys, values = idempotency.used_entries(cmds, events)
         if keys:
             self._refuse_used_pairs(None, keys)
         last = int(cmds["seq"][-1])

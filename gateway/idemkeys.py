@@ -9,7 +9,9 @@ now); found nowhere while a shard is ``uncertain``: ``unavailable``. A command
 refused later, or not written (busy), lets go of its pair (``undo``).
 
 Outbound: each drained batch lets go of the pairs of the requests it answers and
-adds the pairs its journaled keyed NEWs used (``on_events``); so does the history
+adds the pairs its journaled keyed NEWs used (``on_events``): those the book
+accepted; a keyed NEW the book rejected, like one the gateway refused, leaves
+its key free (``exchange.idempotency``); so does the history
 a shard serves to a sync (``on_history``), and the sync's end takes the shard out
 of ``uncertain``.
 

@@ -12,12 +12,14 @@ from state the gateway owns (never a shard's journal):
   go of it, and so does a request that is not written after all (``release``:
   refused, busy). At start, the keyed NEWs an earlier gateway wrote that are
   still in the request rings are held too (``hold``): no event has told of them.
-- answered: ``fold`` takes every journaled keyed NEW's first event the gateway
+- answered: ``fold`` takes every journaled keyed NEW's ACCEPTED event the gateway
   folds in (live or replayed by a shard, each once: ``gateway.shardlink``)
-  into ``recent``; a checkpoint writes ``recent`` to the store
-  (``gateway.store``), which keeps the last ``key_window`` of them on disk,
-  and empties it. Lookups in the store go through its Bloom filter first
-  (``gateway.keyfilter``), so a new key costs no read of the store.
+  into ``recent``: only an order the book accepted uses its pair up (a keyed
+  NEW refused, by the gateway or by the book, leaves the key free). A
+  checkpoint writes ``recent`` to the store (``gateway.store``), which keeps
+  the last ``key_window`` of them on disk, and empties it. Lookups in the
+  store go through its Bloom filter first (``gateway.keyfilter``), so a new
+  key costs no read of the store.
   Memory holds the pairs in flight and those taken since the last checkpoint.
 - unknown: a shard that was not synced since the gateway started may have
   journaled keyed NEWs after the checkpoint's watermark that no event has told
@@ -33,19 +35,20 @@ journal with the original's events.
 
 import numpy as np
 
-from exchange.records import EVF_DUPLICATE
+from exchange.records import EV_ACCEPTED, EVF_DUPLICATE
 from gateway.store import GatewayStore, KeyUse, pair_key
 
 UNKNOWN = "?"  # ``used_on``: the pair may have been used on a shard not synced yet
 
 
 def keyed_firsts(events: np.ndarray) -> np.ndarray:
-    """The journaled first events of keyed commands (a keyed NEW's answer: ACCEPTED, or
-    a book's REJECTED), live or replayed; not the shard's own replies (seq 0,
-    duplicates)."""
+    """The journaled ACCEPTED events of keyed NEWs, live or replayed: the pairs used up.
+    Not a book's REJECTED (a refused order uses no key, ``exchange.idempotency``), nor
+    the shard's own replies (seq 0, duplicates)."""
     ev = events
     return ev[
         (ev["idx"] == 0)
+        & (ev["kind"] == EV_ACCEPTED)
         & (ev["idem_key"] != 0)
         & (ev["seq"] > 0)
         & (ev["flags"] & EVF_DUPLICATE == 0)

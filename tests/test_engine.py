@@ -16,6 +16,7 @@ from exchange.records import (
     CMD_SYNC,
     COMMAND_DTYPE,
     EV_ACCEPTED,
+    EV_DEPTH,
     EV_REJECTED,
     EV_RESTING,
     EV_STATUS,
@@ -24,8 +25,10 @@ from exchange.records import (
     EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
+    FLAG_POST_ONLY,
     REJ_BAD_COMMAND,
     REJ_CONFLICT,
+    REJ_POST_ONLY,
     SIDE_BUY,
     SIDE_SELL,
     commands,
@@ -93,6 +96,83 @@ def test_retry_duplicates_and_conflicts_within_and_across_batches(journal):
     assert later.replies[later.replies["req_id"] == 3]["flags"][0] & EVF_DUPLICATE
     conflict = later.replies[later.replies["req_id"] == 4]
     assert (conflict["kind"][0], conflict["code"][0]) == (EV_REJECTED, REJ_CONFLICT)
+
+
+def test_a_key_is_used_up_only_by_an_order_the_book_accepted(journal):
+    """A keyed NEW the book rejects creates no order and uses no key: its retry is
+    evaluated again (and may be accepted), a different order under the key is taken;
+    an accepted order's retry is a duplicate, as ever."""
+    eng = ShardEngine(0, BOOKS, journal)
+
+    def post_only(key, req, px=100, qty=1):
+        c = orders((0, SIDE_BUY, px, qty, 1, key, req))
+        c["flags"] = FLAG_POST_ONLY
+        return c
+
+    def answer(out, req):
+        ev = [e for e in (out.events, out.replies) if len(e)]
+        ev = np.concatenate(ev)
+        return ev[(ev["req_id"] == req) & (ev["kind"] != EV_DEPTH)]
+
+    sell = eng.apply(orders((0, SIDE_SELL, 100, 5, 2, 0, 1)))
+    sell_id = int(sell.events["order_id"][0])
+    first = eng.apply(post_only(7, 2))
+    assert first.commands == 1
+    rej = answer(first, 2)
+    assert (rej["kind"].tolist(), rej["code"].tolist()) == ([EV_REJECTED], [REJ_POST_ONLY])
+    assert journal.idem_lookup(1, 7) is None  # no entry: the key is free
+    # an identical retry is sequenced and evaluated again (not a duplicate)
+    again = eng.apply(post_only(7, 3))
+    assert again.commands == 1 and len(again.replies) == 0
+    rej = answer(again, 3)
+    assert rej["code"].tolist() == [REJ_POST_ONLY] and not rej["flags"][0] & EVF_DUPLICATE
+    assert rej["seq"][0] == journal.last_seq == 3
+    # the crossing order gone, the same request is accepted
+    cancel = commands(1)
+    cancel["kind"], cancel["order_id"], cancel["client"], cancel["req_id"] = (
+        CMD_CANCEL,
+        sell_id,
+        2,
+        4,
+    )
+    eng.apply(cancel)
+    taken = eng.apply(post_only(7, 5))
+    acc = answer(taken, 5)
+    assert acc["kind"].tolist() == [EV_ACCEPTED] and not acc["flags"][0] & EVF_DUPLICATE
+    entry = journal.idem_lookup(1, 7)
+    assert (entry.seq, entry.order_id) == (acc["seq"][0], acc["order_id"][0])
+    # now the key is used: a retry is the original Ack again, a different order a conflict
+    dup = eng.apply(np.concatenate([post_only(7, 6), post_only(7, 7, px=99)]))
+    assert dup.commands == 0
+    assert answer(dup, 6)["flags"][0] & EVF_DUPLICATE
+    assert answer(dup, 6)["order_id"][0] == acc["order_id"][0]
+    assert answer(dup, 7)["code"].tolist() == [REJ_CONFLICT]
+    # a different order under a key whose order the book rejected is accepted
+    eng.apply(orders((0, SIDE_SELL, 200, 1, 2, 0, 8)))
+    refused = eng.apply(post_only(8, 9, px=200))  # would take the sell at 200
+    assert answer(refused, 9)["code"].tolist() == [REJ_POST_ONLY]
+    other = eng.apply(post_only(8, 10, px=150))
+    assert answer(other, 10)["kind"].tolist() == [EV_ACCEPTED]
+    assert journal.idem_lookup(1, 8).seq == answer(other, 10)["seq"][0]
+
+
+def test_a_retry_in_the_batch_of_its_rejected_original_gets_its_reject(journal):
+    """Decided at once: the original and its identical retry in one batch are one
+    request, the retry answered as a duplicate of the book's reject; the key stays
+    free for a later batch."""
+    eng = ShardEngine(0, BOOKS, journal)
+    eng.apply(orders((0, SIDE_SELL, 100, 5, 2, 0, 1)))
+    both = orders((0, SIDE_BUY, 100, 1, 1, 7, 2), (0, SIDE_BUY, 100, 1, 1, 7, 3))
+    both["flags"] = FLAG_POST_ONLY
+    out = eng.apply(both)
+    assert out.commands == 1
+    assert out.events["code"].tolist() == [REJ_POST_ONLY]  # a reject: no DEPTH
+    dup = out.replies[out.replies["req_id"] == 3]
+    assert dup["code"].tolist() == [REJ_POST_ONLY] and dup["flags"][0] & EVF_DUPLICATE
+    assert dup["seq"][0] == out.events["seq"][0]
+    assert journal.idem_lookup(1, 7) is None
+    later = eng.apply(orders((0, SIDE_BUY, 90, 1, 1, 7, 4)))  # a different order
+    assert later.commands == 1 and later.events["kind"][0] == EV_ACCEPTED
 
 
 def test_a_batch_of_retries_and_unknowns_commits_its_position_alone(journal):

@@ -12,6 +12,7 @@ import pytest
 from journal_stream import assert_prefix, cut, shard_stream
 
 from exchange import journal as journal_module
+from exchange.idempotency import used_news
 from exchange.journal import (
     LAYOUT,
     Journal,
@@ -34,6 +35,18 @@ from exchange.records import (
     commands,
     events,
 )
+
+
+def accepts(cmds):
+    """The book's ACCEPTED event of each NEW of ``cmds``: a keyed NEW uses its pair up
+    only when the book accepted it."""
+    news = cmds[cmds["kind"] == CMD_NEW]
+    ev = events(len(news))
+    ev["kind"] = EV_ACCEPTED
+    for f in ("seq", "order_id", "client", "idem_key", "price", "qty", "side"):
+        ev[f] = news[f]
+    ev["leaves"] = news["qty"]
+    return ev
 
 
 @pytest.fixture
@@ -67,7 +80,7 @@ def test_batches_round_trip_and_survive_reopen(jdir, stream):
         assert assert_prefix(j, batches) == cmds["seq"][-1]
         st = j.stats()
         assert st.batches == len(batches)
-        assert st.idem_entries == int(((cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)).sum())
+        assert st.idem_entries == len(used_news(cmds, evs))
         assert st.commits == 0  # counted per process
 
 
@@ -159,12 +172,12 @@ def test_a_reused_idempotency_key_is_refused_whole(jdir):
     cmds["idem_key"] = 77
     with Journal(jdir) as j:
         with pytest.raises(ValueError, match=r"\(5, 77\) is already used"):
-            j.write_batch(cmds, events(0))
+            j.write_batch(cmds, accepts(cmds))
         assert j.last_seq == 0
         assert j.stats().batches == 0
-        j.write_batch(cmds[:1], events(0))
+        j.write_batch(cmds[:1], accepts(cmds[:1]))
         with pytest.raises(ValueError, match=r"\(5, 77\) is already used"):
-            j.write_batch(cmds[1:], events(0))
+            j.write_batch(cmds[1:], accepts(cmds[1:]))
         assert j.last_seq == 1
         assert j.idem_lookup(5, 77).seq == 1
 
@@ -305,7 +318,7 @@ def test_idem_entries_come_whole_and_in_key_order_across_read_chunks(jdir, monke
     cmds["client"] = np.arange(50) % 3
     cmds["idem_key"] = 100 - np.arange(50) // 2
     with Journal(jdir) as j:
-        j.write_batch(cmds, events(0))
+        j.write_batch(cmds, accepts(cmds))
         got = [(e.idem_key, e.client, e.seq) for e in j.idem_entries()]
     pairs = zip(cmds["idem_key"].tolist(), cmds["client"].tolist(), range(1, 51), strict=True)
     assert got == sorted(pairs)
@@ -314,7 +327,7 @@ def test_idem_entries_come_whole_and_in_key_order_across_read_chunks(jdir, monke
 def test_reads_agree_whatever_the_folds_and_across_a_reopen(tmp_path, stream):
     """Reads combine the log (the records since the last fold) with the tables: a
     journal that folds every few batches and one that never does answer alike."""
-    cmds, _, batches = stream
+    cmds, evs, batches = stream
     paths = {merge_rows: tmp_path / f"merge-{merge_rows}" for merge_rows in (40, 10**9)}
     expected = {}
     try:
@@ -329,7 +342,7 @@ def test_reads_agree_whatever_the_folds_and_across_a_reopen(tmp_path, stream):
                         expected.update(positions)
                     j.write_positions({"in@1": 10**6})
                     expected["in@1"] = 10**6
-        keyed = (cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)
+        keyed = used_news(cmds, evs)  # the keyed NEWs the book accepted
         ik, cl = cmds["idem_key"][keyed].tolist(), cmds["client"][keyed].tolist()
         pairs = sorted(zip(ik, cl, strict=True))
         oids = np.unique(cmds["order_id"][cmds["kind"] == CMD_NEW])[::7].tolist()
@@ -359,16 +372,16 @@ def test_a_pair_in_the_log_or_in_the_table_is_refused(jdir):
     cmds["client"] = 5
     cmds["idem_key"] = [77, 78, 77]
     with Journal(jdir, merge_rows=1) as j:
-        j.write_batch(cmds[:1], events(0))  # folded at once: (5, 77) is in the table
+        j.write_batch(cmds[:1], accepts(cmds[:1]))  # folded at once: (5, 77) is in the table
         j.idem_values([b"not a key used"])  # a lookup does not vouch for other keys
         with pytest.raises(ValueError, match=r"\(5, 77\) is already used"):
-            j.write_batch(cmds[2:], events(0))
+            j.write_batch(cmds[2:], accepts(cmds[2:]))
     with Journal(jdir) as j:
-        j.write_batch(cmds[1:2], events(0))  # (5, 78) stays in the log
+        j.write_batch(cmds[1:2], accepts(cmds[1:2]))  # (5, 78) stays in the log
         again = cmds[2:].copy()
         again["idem_key"] = 78
         with pytest.raises(ValueError, match=r"\(5, 78\) is already used"):
-            j.write_batch(again, events(0))
+            j.write_batch(again, accepts(again))
         assert j.last_seq == 2
 
 

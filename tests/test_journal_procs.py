@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from journal_stream import assert_prefix, cut, save, shard_stream
 
+from exchange.idempotency import used_news
 from exchange.journal import Journal
-from exchange.records import CMD_NEW
 
 WORKER = Path(__file__).with_name("journal_worker.py")
 
@@ -114,11 +114,10 @@ def test_a_reader_kept_open_finds_every_key_across_folds(jdir, stream_file, spaw
     path, batches = stream_file
     writer = spawn("write", jdir, path, "--step", "--merge-rows", 300)
     ask(writer, "1")
-    keyed = [
+    keyed = [  # the keyed NEWs the book accepted: the others use no key
         (int(c["client"]), int(c["idem_key"]), int(c["seq"]))
-        for cmds, _ in batches
-        for c in cmds
-        if c["kind"] == CMD_NEW and c["idem_key"]
+        for cmds, events in batches
+        for c in cmds[used_news(cmds, events)]
     ]
     clients, keys = [c for c, _, _ in keyed], [k for _, k, _ in keyed]
     written = 1

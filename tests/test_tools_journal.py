@@ -23,6 +23,7 @@ import pytest
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
+from exchange.idempotency import used_news
 from exchange.journal import (
     Journal,
     JournalDamaged,
@@ -304,7 +305,7 @@ def test_two_orders_under_one_idempotency_key_fail(raw, copy):
     news = [
         (key, cmds, ev, i)
         for key, cmds, ev in raw.batches()
-        for i in np.flatnonzero((cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)).tolist()
+        for i in used_news(cmds, ev).tolist()  # orders: the NEWs the book accepted
     ]
     _, _, _, i0 = first = news[0]
     client = int(first[1]["client"][i0])

@@ -14,9 +14,11 @@ events       every event belongs to a command of its batch, in (seq, idx) order
              the shard does not have
 fills        for every order, sum(fill qty) <= order qty, with each event's
              leaves = qty - filled (``tools.fillcheck``)
-idempotency  no two NEW commands under one (client, idempotency key); the
-             journal's idempotency entries and its keyed NEW commands are the
-             same set, each entry naming its command's seq, order id and request
+idempotency  no two orders under one (client, idempotency key): no two keyed
+             NEW commands the book accepted (a keyed NEW it rejected made no
+             order and used no key; ``exchange.idempotency``); the journal's
+             idempotency entries and its accepted keyed NEWs are the same set,
+             each entry naming its command's seq, order id and request
 replay       replaying every batch gives the journaled events byte for byte
              (so the trades too), up to the last seq
 snapshot     the latest snapshot restores to books with its recorded hashes, and
@@ -71,7 +73,7 @@ CHECKS = (
 # rows held before the latest row of each order is taken (bounds the tables check's memory)
 _COMPACT_ROWS = 1 << 20
 
-# a keyed NEW command, as its idempotency entry should record it
+# a keyed NEW command the book accepted, as its idempotency entry should record it
 _KEYED_DTYPE = np.dtype(
     [
         ("client", "<u4"),
@@ -151,7 +153,7 @@ class _Pass:
         r.events += len(events)
         self._framing(cmds, events)
         self._fills(events)
-        idx = idempotency.keyed_news(cmds)
+        idx = idempotency.used_news(cmds, events)
         keyed = np.zeros(len(idx), _KEYED_DTYPE)
         for f in ("client", "idem_key", "seq", "order_id"):
             keyed[f] = cmds[f][idx]
@@ -186,7 +188,8 @@ class _Pass:
 
 
 def _idempotency(report: Verification, keyed: np.ndarray, journal: Journal, upto: int) -> None:
-    """``keyed``: the journal's keyed NEW commands, in seq order, against its entries."""
+    """``keyed``: the journal's keyed NEW commands that the book accepted, in seq order,
+    against its entries."""
     add = report.add
     try:
         entries = [e for e in journal.idem_entries() if e.seq <= upto]

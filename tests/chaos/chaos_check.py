@@ -8,11 +8,13 @@ acked        every order a bot saw acknowledged is in its shard's journal: the
              entry of (bot, key) naming that order id and seq
 one order    every acknowledgement under one (bot, key) names the same order;
 per key      no (client, key) has an entry in two shards; no (client, key) is on
-             more than one journaled NEW, in one shard or across shards
+             more than one journaled NEW the book accepted (an order), in one
+             shard or across shards (a NEW the book rejected made no order and
+             left the key free: a later one under it may be accepted)
 reuses       every cross-instrument reuse of a key (a NewOrder under the key of
              an order the bot saw acknowledged, on the other shard) was answered
-             ``conflict`` in the end, never acknowledged, and no journal has a
-             NEW of that (client, key) on the reuse's shard
+             ``conflict`` in the end, never acknowledged, and no journal has an
+             order (an accepted NEW) of that (client, key) on the reuse's shard
 journal      ``tools.verify`` finds nothing wrong in any shard's journal (seqs,
              events, no fill beyond an order's quantity, idempotency, replay
              byte for byte, snapshot + replay = full replay)
@@ -40,8 +42,9 @@ from pathlib import Path
 import msgspec
 
 from exchange.engine import ShardEngine
+from exchange.idempotency import used_news
 from exchange.journal import Journal
-from exchange.records import CMD_NEW, EV_ACCEPTED, EV_TRADE, SIDE_BUY, SIDE_SELL
+from exchange.records import EV_ACCEPTED, EV_TRADE, SIDE_BUY, SIDE_SELL
 from tools.journalview import JournalView
 from tools.verify import render, verify_journal
 
@@ -93,7 +96,7 @@ class Report:
             f"({self.dup_acks} duplicate), {self.retries} retries ({self.retryable} answered busy "
             f"or unavailable), {self.reconnects} reconnects, "
             f"{self.fills_seen} fills seen, {self.trades} trades and "
-            f"{self.journaled_commands} commands ({self.journaled_keyed_news} keyed NEWs) "
+            f"{self.journaled_commands} commands ({self.journaled_keyed_news} keyed NEWs accepted) "
             f"journaled; cross-instrument key reuses: {self.reuses} attempted, "
             f"{self.reuse_conflicts} answered conflict, {self.reuse_unavailable} answered "
             f"unavailable (then retried), {self.reuse_busy} busy (then retried), "
@@ -211,12 +214,13 @@ def _cross_shard_keys(report: Report, journals: dict) -> None:
 
 
 def _keyed_news(report: Report, journals: dict) -> dict:
-    """(client, key) -> [(shard, instrument, seq)] of every journaled keyed NEW; a pair on
-    more than one is a violation (retries are answered from the journal, never journaled)."""
+    """(client, key) -> [(shard, instrument, seq)] of every journaled keyed NEW the book
+    accepted (an order); a pair on more than one is a violation (retries are answered
+    from the journal, never journaled; a NEW the book rejected used no key)."""
     news = defaultdict(list)
     for name, j in journals.items():
-        for cmds, _ in j.iter_batches():
-            keyed = cmds[(cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)]
+        for cmds, events in j.iter_batches():
+            keyed = cmds[used_news(cmds, events)]
             for client, key, inst, seq in zip(
                 *(keyed[f].tolist() for f in ("client", "idem_key", "instrument", "seq")),
                 strict=True,
