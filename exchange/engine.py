@@ -55,9 +55,11 @@ from exchange.records import (
     EV_SYNCED,
     EVENT_DTYPE,
     EVF_REPLAY,
+    EVF_RETRANSMIT,
     REJ_BAD_COMMAND,
     SIDE_BUY,
     SIDE_SELL,
+    SYNCF_RETRANSMIT,
     check_commands,
     commands,
     copy_records,
@@ -296,7 +298,9 @@ class ShardEngine:
     def sync_answer(self, cmd) -> Iterator[np.ndarray]:
         """The answer to a CMD_SYNC (exchange.records): EVENT_DTYPE chunks of the
         journaled events after its after_seq up to min(L, upto_seq), flagged
-        EVF_REPLAY, then the EV_RESTING records of every book, then one EV_SYNCED.
+        EVF_REPLAY, then the EV_RESTING records of every book, then one EV_SYNCED;
+        a retransmission (SYNCF_RETRANSMIT) has no EV_RESTING and flags it all
+        EVF_RETRANSMIT too.
 
         L is the last seq when the answer starts; the books are read as they are
         then, so consume it all before the next ``apply``. A chunk holds at most
@@ -304,14 +308,19 @@ class ShardEngine:
         """
         last = self.last_seq
         after, upto, req_id = int(cmd["order_id"]), int(cmd["price"]), int(cmd["req_id"])
+        retransmit = bool(cmd["flags"] & SYNCF_RETRANSMIT)
+        flags = EVF_REPLAY | (EVF_RETRANSMIT if retransmit else 0)
         replayed = resting = 0
         for chunk in self._replay(after, min(last, upto) if upto > 0 else last):
             replayed += len(chunk)
+            if retransmit:
+                chunk["flags"] |= EVF_RETRANSMIT
             yield chunk
-        for chunk in self._resting(last, req_id):
-            resting += len(chunk)
-            yield chunk
-        synced = _answers(1, EV_SYNCED, last, req_id, EVF_REPLAY)
+        if not retransmit:
+            for chunk in self._resting(last, req_id):
+                resting += len(chunk)
+                yield chunk
+        synced = _answers(1, EV_SYNCED, last, req_id, flags)
         synced["order_id"] = after
         synced["qty"] = replayed
         synced["leaves"] = resting

@@ -139,6 +139,10 @@ CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
     replay after, flags EVF_REPLAY). One SYNC's answer is published in one
     piece, nothing else between its records, so the EV_SYNCED that ends it
     names the request the replayed events before it answer.
+    With SYNCF_RETRANSMIT in the command's flags it is a retransmission: the
+    same journaled events and EV_SYNCED, no EV_RESTING records, and every
+    record flagged EVF_RETRANSMIT too (a gateway never takes them for history:
+    they answer one client's request for market data it missed).
 CMD_STATUS (order_id, client, instrument): one EV_STATUS (seq 0, req_id,
     order_id, instrument) carrying the journal's state of the order: client,
     side, price, qty, leaves, code = ST_* of exchange.orderstate, other_id =
@@ -201,6 +205,12 @@ EVF_DUPLICATE = 1
 # sync's answer (EV_RESTING, EV_SYNCED): history being served, not happening.
 # A consumer never answers a request or sends a notice for it.
 EVF_REPLAY = 2
+# Set, with EVF_REPLAY, on every record of the answer to a retransmission (a CMD_SYNC
+# with SYNCF_RETRANSMIT): not history to fold, only what a client asked to see again.
+EVF_RETRANSMIT = 4
+
+# --- CMD_SYNC flags
+SYNCF_RETRANSMIT = 1
 
 # --- reject codes (EV_REJECTED.code)
 REJ_BAD_COMMAND = 1

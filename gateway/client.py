@@ -41,6 +41,7 @@ from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 
 from gateway.protocol import (
     BUSY,
+    MAX_RETRANSMIT_SEQS,
     PROTOCOL_VERSION,
     UNAVAILABLE,
     BookRequest,
@@ -56,6 +57,9 @@ from gateway.protocol import (
     Reject,
     Replace,
     Status,
+    Trades,
+    TradesEnd,
+    TradesRequest,
     decode_replies,
     encode,
 )
@@ -316,6 +320,27 @@ class Client:
         lifts it. MassCancelled (or Reject: blocked all the same)."""
         return self.request(Kill(cid=self.next_cid()))
 
+    def trades(self, sym: str, from_seq: int, to_seq: int | None = None):
+        """A retransmission: (the symbol's Trades of seqs from_seq..to_seq, ``retx`` true,
+        in seq order; the TradesEnd), or ([], Reject). ``to_seq`` None: as far as allowed."""
+        msg = _trades_request(self.next_cid(), sym, from_seq, to_seq)
+        end = self.request(msg)
+        if not isinstance(end, TradesEnd):
+            return [], end
+        mine = [m for m in self._kept if _retransmitted(m, sym)]
+        self._kept = collections.deque(m for m in self._kept if not _retransmitted(m, sym))
+        return mine, end
+
+
+def _trades_request(cid: int, sym: str, from_seq: int, to_seq: int | None) -> TradesRequest:
+    if to_seq is None:
+        to_seq = from_seq + MAX_RETRANSMIT_SEQS - 1
+    return TradesRequest(cid=cid, sym=sym, from_seq=from_seq, to_seq=to_seq)
+
+
+def _retransmitted(msg, sym: str) -> bool:
+    return isinstance(msg, Trades) and msg.retx and msg.sym == sym
+
 
 class AsyncClient:
     """``Client``'s asyncio twin: the same methods as coroutines, many requests at once.
@@ -473,3 +498,16 @@ class AsyncClient:
 
     async def kill(self):
         return await self.request(Kill(cid=self.next_cid()))
+
+    async def trades(self, sym: str, from_seq: int, to_seq: int | None = None):
+        """As ``Client.trades``: (Trades retransmitted, TradesEnd), or ([], Reject)."""
+        end = await self.request(_trades_request(self.next_cid(), sym, from_seq, to_seq))
+        if not isinstance(end, TradesEnd):
+            return [], end
+        mine, others = [], []
+        while not self._notices.empty():
+            m = self._notices.get_nowait()
+            (mine if _retransmitted(m, sym) else others).append(m)
+        for m in others:
+            self._notices.put_nowait(m)
+        return mine, end

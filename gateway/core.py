@@ -13,7 +13,8 @@ and runs them; the order is written here, once:
   (``undo``, in reverse), and it is answered through ``Replies``. So is a command
   the writer finds no room for (``busy``).
 - outbound, per drained batch of a shard's events: ``unseen`` (each journaled
-  event once), what a sync served to ``Sync``, then ``outbound``: ``Replies``
+  event once), what a sync served to ``Sync``, a retransmission's answer to
+  ``Retransmits`` (``TradesRequest``: never history), then ``outbound``: ``Replies``
   (answers and notices, sent at once: nothing in them comes from the stages after)
   -> ``ExposureStage`` (live orders, requests no longer in flight) -> ``Fills``
   (positions) -> ``IdemKeys`` (pairs let go of, pairs used) -> ``MarketFeed``
@@ -55,10 +56,12 @@ from gateway.protocol import (
     Kill,
     PositionsRequest,
     ProtocolError,
+    TradesRequest,
 )
 from gateway.ratelimit import RateLimiter
 from gateway.refdata import ReferenceData
 from gateway.replies import Replies
+from gateway.retransmit import Retransmits
 from gateway.risk import Risk
 from gateway.sessions import Sessions
 from gateway.shardlink import ShardLink, unseen
@@ -145,6 +148,7 @@ class Gateway:
             self.checkpoints.change,
         )
         self.admission.submit = self.submit
+        self.retransmits = Retransmits(links, self.checks.route, self.inflight, self.replies.reply)
         self.refdata = ReferenceData(config, positions, self.checks.serving, self.replies.reply)
         self.admission.handlers.update(
             {
@@ -152,6 +156,7 @@ class Gateway:
                 PositionsRequest: self.fills.report,
                 InstrumentsRequest: self.refdata.request,
                 Kill: self.kills.kill,
+                TradesRequest: self.retransmits.request,
             }
         )
         self.housekeeping = Housekeeping(
@@ -223,9 +228,11 @@ class Gateway:
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
         before = link.last
-        ev, link.last, served = unseen(ev, link.last, link.caught_up)
+        ev, link.last, served, retransmitted = unseen(ev, link.last, link.caught_up)
         if link.last != before:
             self.checkpoints.changed = True
+        if len(retransmitted):
+            self.retransmits.on_answer(link, retransmitted)
         if served:
             replay = (ev["flags"] & EVF_REPLAY) != 0
             self.sync.served(link, ev[replay])

@@ -2,7 +2,8 @@
 
 The duties, in order: the keys directory and the kill files (every second:
 ``Kills.sweep``), each shard's liveness (a shard process it has not synced with
-is asked for a sync; ``Checks.look``: live, stalled), the checkpoint (every
+is asked for a sync; ``Checks.look``: live, stalled; the retransmissions waiting
+for it: ``Retransmits.tick``), the checkpoint (every
 second it changed), the key filter's filling from the store, the ``clients``
 gauge, cancel on disconnect (a client that armed it and said nothing for
 ``[session] cancel_on_disconnect_ms``: a MassCancel of every instrument that
@@ -64,6 +65,7 @@ class Housekeeping:
             if token != link.synced_to and token_alive(token):
                 self.gw.sync.ask(link)  # a shard process it has not synced with: (re)started
             self.gw.checks.look(link, self.now)
+        self.gw.retransmits.tick()  # after the syncs asked: a retransmission waits for them
 
     def _checkpoint(self) -> None:
         if self.ticks % CHECKPOINT_EVERY_TICKS == 0:

@@ -196,22 +196,34 @@ class BookMirror:
 
     def _trades(self, trades: np.ndarray) -> list[Trades]:
         """One Trades per command, with its prints in execution order."""
-        out = []
-        seqs = trades["seq"].tolist()
-        sides = trades["side"].tolist()
-        prints = list(zip(trades["price"].tolist(), trades["qty"].tolist(), strict=True))
-        start = 0
-        for end in range(1, len(seqs) + 1):
-            if end == len(seqs) or seqs[end] != seqs[start]:
-                side = SIDE_NAMES[sides[start]]
-                out.append(self._chain(Trades, seqs[start], side=side, prints=prints[start:end]))
-                start = end
+        out = trades_messages(self.sym, trades, self._prev[Trades])
+        if out:
+            self._prev[Trades] = out[-1].seq
         return out
 
     def _chain(self, cls, seq: int, **fields):
         msg = cls(sym=self.sym, seq=seq, prev=self._prev[cls], **fields)
         self._prev[cls] = seq
         return msg
+
+
+def trades_messages(sym: str, trades: np.ndarray, prev: int, retx: bool = False) -> list[Trades]:
+    """One instrument's TRADE events as one ``Trades`` per command, its prints in
+    execution order, chained from ``prev`` (``retx``: a retransmission's)."""
+    out = []
+    seqs = trades["seq"].tolist()
+    sides = trades["side"].tolist()
+    prints = list(zip(trades["price"].tolist(), trades["qty"].tolist(), strict=True))
+    start = 0
+    for end in range(1, len(seqs) + 1):
+        if end == len(seqs) or seqs[end] != seqs[start]:
+            side = SIDE_NAMES[sides[start]]
+            seq = seqs[start]
+            part = prints[start:end]
+            out.append(Trades(sym=sym, seq=seq, prev=prev, side=side, prints=part, retx=retx))
+            prev = seq
+            start = end
+    return out
 
 
 def public(events: np.ndarray) -> list[tuple[int, np.ndarray]]:

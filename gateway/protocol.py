@@ -77,6 +77,8 @@ MAX_SYMBOL_LEN = 32
 MAX_COID_LEN = 36  # a UUID in text form fits
 DEFAULT_DEPTH = 5
 MAX_DEPTH = 100
+# a TradesRequest spans at most this many seqs (to_seq - from_seq < it)
+MAX_RETRANSMIT_SEQS = 100_000
 INT64_MAX = (1 << 63) - 1
 
 # --- stable error codes (Reject.code)
@@ -245,6 +247,17 @@ class BookRequest(_Request, tag="K", kw_only=True):
     depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)] = DEFAULT_DEPTH
 
 
+class TradesRequest(_Request, tag="TQ", kw_only=True):
+    """A retransmission: the symbol's Trades messages of seqs from_seq..to_seq again,
+    from its shard's journal, to this connection (each with ``retx`` true), then a
+    TradesEnd."""
+
+    cid: Cid
+    sym: Symbol
+    from_seq: Positive
+    to_seq: Positive
+
+
 class Heartbeat(_Request, tag="H", kw_only=True):
     """A request, and its own reply (the gateway answers with its version).
 
@@ -292,6 +305,7 @@ Request = (
     | PositionsRequest
     | InstrumentsRequest
     | Kill
+    | TradesRequest
 )
 
 
@@ -421,6 +435,29 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     state: str  # "open", or "unavailable" (its shard down, stalled or not synced)
 
 
+class Trades(_Out, tag="T", kw_only=True):
+    """One command's prints: market data, or (``retx``) a retransmission's reply."""
+
+    sym: str
+    seq: int
+    prev: int
+    side: Side
+    prints: list[tuple[int, int]]
+    retx: bool = False
+
+
+class TradesEnd(_Out, tag="TE", kw_only=True):
+    """The end of a retransmission: ``count`` Trades sent; ``last_seq``: the shard's
+    last seq when it answered (nothing after it was retransmitted)."""
+
+    cid: int
+    sym: str
+    from_seq: int
+    to_seq: int
+    count: int
+    last_seq: int
+
+
 class Instruments(_Out, tag="IR", kw_only=True):
     cid: int
     # a number that changes whenever a static parameter of an instrument (all but
@@ -442,15 +479,9 @@ Reply = (
     | Heartbeat
     | PositionReport
     | Instruments
+    | Trades
+    | TradesEnd
 )
-
-
-class Trades(_Out, tag="T", kw_only=True):
-    sym: str
-    seq: int
-    prev: int
-    side: Side
-    prints: list[tuple[int, int]]
 
 
 class Depth(_Out, tag="D", kw_only=True):

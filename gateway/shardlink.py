@@ -34,6 +34,8 @@ from exchange.records import (
     EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
+    EVF_RETRANSMIT,
+    SYNCF_RETRANSMIT,
     commands,
 )
 from exchange.shard import event_ring, request_ring
@@ -48,14 +50,17 @@ from shm.producer import Producer
 
 @njit(cache=True)
 def _unseen(ev, last_seq, last_idx, live_ok, keep):
-    kept = served = 0
+    kept = served = retransmitted = 0
     newest_seq, newest_idx = last_seq, last_idx
     for i in range(len(ev)):
         e = ev[i]
         answer = e.kind == EV_RESTING or e.kind == EV_SYNCED
         replay = (e.flags & EVF_REPLAY) != 0
         journaled = e.seq > 0 and (e.flags & EVF_DUPLICATE) == 0 and not answer
-        if not journaled:
+        if e.flags & EVF_RETRANSMIT:
+            keep[i] = False
+            retransmitted += 1
+        elif not journaled:
             keep[i] = True
         elif not replay and not live_ok:
             keep[i] = False
@@ -65,14 +70,15 @@ def _unseen(ev, last_seq, last_idx, live_ok, keep):
                 newest_seq, newest_idx = e.seq, e.idx
         kept += keep[i]
         served += keep[i] and replay
-    return kept, served, newest_seq, newest_idx
+    return kept, served, retransmitted, newest_seq, newest_idx
 
 
 def unseen(
     ev: np.ndarray, last: tuple[int, int], live_ok: bool = True
-) -> tuple[np.ndarray, tuple[int, int], int]:
+) -> tuple[np.ndarray, tuple[int, int], int, np.ndarray]:
     """``ev`` without the journaled events at or before ``last`` = (seq, idx), the new last,
-    and how many of the kept records a sync served (EVF_REPLAY).
+    how many of the kept records a sync served (EVF_REPLAY), and the records of a
+    retransmission's answer (EVF_RETRANSMIT: never history, never kept).
 
     Journaled events come in strictly increasing (seq, idx) order, live or
     replayed, except what a restarted shard publishes again and what a replay
@@ -82,8 +88,9 @@ def unseen(
     kernel pass: this runs on every drained batch.
     """
     keep = np.empty(len(ev), np.bool_)
-    kept, served, seq, idx = _unseen(ev, last[0], last[1], live_ok, keep)
-    return (ev if kept == len(ev) else ev[keep]), (seq, idx), served
+    kept, served, retx, seq, idx = _unseen(ev, last[0], last[1], live_ok, keep)
+    retransmitted = ev[(ev["flags"] & EVF_RETRANSMIT) != 0] if retx else ev[:0]
+    return (ev if kept == len(ev) else ev[keep]), (seq, idx), served, retransmitted
 
 
 def resting_rows(resting: np.ndarray) -> np.ndarray:
@@ -175,6 +182,18 @@ class ShardLink:
         self.synced_to = self.token()
         self._resting = []
         return True
+
+    def retransmit(self, req_id: int, after: int, upto: int) -> bool:
+        """Ask the shard for its journaled events with after < seq <= upto, flagged
+        EVF_RETRANSMIT (a retransmission: not a sync, nothing of the link's changes);
+        False if the request ring is full."""
+        cmd = commands(1)
+        cmd["kind"] = CMD_SYNC
+        cmd["flags"] = SYNCF_RETRANSMIT
+        cmd["req_id"] = req_id
+        cmd["order_id"] = after
+        cmd["price"] = upto
+        return self.requests.write(cmd) == 1
 
     def answered(self, served: np.ndarray) -> tuple[int, np.ndarray] | None:
         """Take a sync's answer records (EV_RESTING, EV_SYNCED) of ``served``; when the

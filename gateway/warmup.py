@@ -51,7 +51,7 @@ def warm_up(config) -> float:
     inst = config.instrument(config.shards[0].instruments[0])
     book, events = _book(inst)
     risk.reset(0, [book.canonical_rows()])
-    events, _, _ = unseen(events, (0, 0))
+    events, _, _, _ = unseen(events, (0, 0))
     positions.apply(events, risk.offsets[0])
     risk.apply(events, 0)
     risk.settle(events)

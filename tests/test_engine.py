@@ -25,12 +25,14 @@ from exchange.records import (
     EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
+    EVF_RETRANSMIT,
     FLAG_POST_ONLY,
     REJ_BAD_COMMAND,
     REJ_CONFLICT,
     REJ_POST_ONLY,
     SIDE_BUY,
     SIDE_SELL,
+    SYNCF_RETRANSMIT,
     commands,
     copy_records,
     join_records,
@@ -348,6 +350,36 @@ def test_sync_replays_the_journal_after_a_seq_then_the_books_then_a_count(journa
         end = min(last, upto) if upto else last
         check_answer(eng, answer_of(eng, out), req_id, after, history, end)
     assert eng.last_seq == journal.last_seq == last
+
+
+def test_a_retransmission_replays_the_range_flagged_without_the_books(journal):
+    """CMD_SYNC with SYNCF_RETRANSMIT: the journaled events of the range, flagged
+    EVF_REPLAY | EVF_RETRANSMIT, no EV_RESTING, then the EV_SYNCED (flagged the same)."""
+    eng = ShardEngine(0, BOOKS, journal, snapshot_every=50)
+    trade_for_a_while(eng, seed=3)
+    history = journaled_events(journal)
+    last = eng.last_seq
+    flags = EVF_REPLAY | EVF_RETRANSMIT
+    for req_id, (after, upto) in enumerate([(10, 40), (0, last + 9), (last, last + 3)], 1):
+        cmd = sync(req_id, after, upto)
+        cmd["flags"] = SYNCF_RETRANSMIT
+        answer = answer_of(eng, eng.apply(cmd))
+        replay = history[(history["seq"] > after) & (history["seq"] <= min(upto, last))]
+        assert len(answer) == len(replay) + 1
+        got = copy_records(answer[:-1])
+        assert (got["flags"] == flags).all()
+        got["flags"] = 0
+        assert got.tobytes() == replay.tobytes()
+        synced = one(
+            EVENT_DTYPE,
+            seq=last,
+            req_id=req_id,
+            kind=EV_SYNCED,
+            flags=flags,
+            order_id=after,
+            qty=len(replay),
+        )
+        assert answer[-1:].tobytes() == synced.tobytes()
 
 
 def test_a_sync_answer_comes_in_chunks_of_the_same_bytes(journal, monkeypatch):

@@ -23,6 +23,7 @@ from exchange.records import (
     EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
+    EVF_RETRANSMIT,
     commands,
     events,
 )
@@ -372,12 +373,12 @@ def test_unseen_drops_republished_history_but_never_replies():
     ev["seq"] = [5, 5, 6, 0, 7, 4]
     ev["idx"] = [0, 1, 0, 0, 0, 0]
     ev["flags"][5] = EVF_DUPLICATE  # a re-send of seq 4 to a retry
-    kept, last, served = unseen(ev, (5, 0))
+    kept, last, served, _ = unseen(ev, (5, 0))
     assert kept["seq"].tolist() == [5, 6, 0, 7, 4] and last == (7, 0) and served == 0
-    again, last, _ = unseen(ev[:3], last)  # a restarted shard publishes its tail again
+    again, last, _, _ = unseen(ev[:3], last)  # a restarted shard publishes its tail again
     assert len(again) == 0 and last == (7, 0)
     only_replies = ev[3:4]
-    assert unseen(only_replies, last) == (only_replies, last, 0)
+    assert unseen(only_replies, last)[:3] == (only_replies, last, 0)
 
 
 def test_unseen_takes_each_journaled_event_once_live_or_served_and_every_sync_answer():
@@ -386,7 +387,7 @@ def test_unseen_takes_each_journaled_event_once_live_or_served_and_every_sync_an
     ev["idx"] = [0, 0, 0, 1, 0, 0, 0]
     ev["kind"] = [EV_ACCEPTED] * 4 + [EV_ACCEPTED, EV_RESTING, EV_SYNCED]
     ev["flags"] = EVF_REPLAY
-    kept, last, served = unseen(ev, (4, 0))  # history after the watermark, then the answer
+    kept, last, served, _ = unseen(ev, (4, 0))  # history after the watermark, then the answer
     assert kept["seq"].tolist() == [5, 5, 6, 6, 6] and served == 5 and last == (6, 0)
     # the same history live (a shard that published it before the sync): not again
     live = ev[:5].copy()
@@ -395,8 +396,20 @@ def test_unseen_takes_each_journaled_event_once_live_or_served_and_every_sync_an
     # a link catching up takes history only from a sync: the ring may hold it after a gap
     later = live.copy()
     later["seq"] += 10
-    kept, still, served = unseen(later, last, live_ok=False)
+    kept, still, served, _ = unseen(later, last, live_ok=False)
     assert len(kept) == 0 and still == last and served == 0
+
+
+def test_unseen_never_takes_a_retransmission_for_history():
+    ev = events(5)
+    ev["seq"] = [8, 9, 10, 11, 11]
+    ev["kind"] = [EV_ACCEPTED, EV_ACCEPTED, EV_ACCEPTED, EV_ACCEPTED, EV_SYNCED]
+    ev["flags"] = [0, EVF_REPLAY | EVF_RETRANSMIT, EVF_REPLAY | EVF_RETRANSMIT, 0] + [
+        EVF_REPLAY | EVF_RETRANSMIT
+    ]
+    kept, last, served, retx = unseen(ev, (7, 0))
+    assert kept["seq"].tolist() == [8, 11] and last == (11, 0) and served == 0
+    assert retx["seq"].tolist() == [9, 10, 11] and retx["kind"][-1] == EV_SYNCED
 
 
 # --- the subscriber's chain logic, message by message

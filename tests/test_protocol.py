@@ -65,6 +65,7 @@ SAMPLES = {
     p.PositionsRequest: p.PositionsRequest(cid=9, sym="ACME"),
     p.InstrumentsRequest: p.InstrumentsRequest(cid=11, sym="ACME"),
     p.Kill: p.Kill(cid=10),
+    p.TradesRequest: p.TradesRequest(cid=11, sym="ACME", from_seq=5, to_seq=9),
     p.Ack: p.Ack(cid=1, sym="ACME", oid=42, seq=1234, coid="x-1", dup=True),
     p.Reject: p.Reject(cid=0, code="invalid", field="$.qty", reason="no", coid="c"),
     p.Fill: p.Fill(
@@ -121,6 +122,7 @@ SAMPLES = {
         ],
     ),
     p.Trades: p.Trades(sym="ACME", seq=14, prev=9, side="buy", prints=[(10_000, 3), (10_010, 1)]),
+    p.TradesEnd: p.TradesEnd(cid=11, sym="ACME", from_seq=5, to_seq=9, count=1, last_seq=14),
     p.Depth: p.Depth(sym="ACME", seq=14, prev=0, bids=LEVELS, asks=LEVELS),
     p.TopOfBook: p.TopOfBook(
         sym="ACME", seq=14, prev=2, bid_px=9_990, bid_qty=5, ask_px=0, ask_qty=0

@@ -236,3 +236,17 @@ def test_an_unanswered_order_is_retried_safely_with_its_key(daemon, bots, capsys
     code, book = run(daemon, capsys, maker, "book", "ACME")
     assert [11111, 2, 1] in book["asks"]  # once, not twice
     run(daemon, capsys, maker, "cancel", "--all")
+
+
+def test_trades_from_seq_prints_the_retransmitted_prints(daemon, bots, capsys):
+    code, sell = run(daemon, capsys, bots["maker"], "order", "ACME", "sell", "3", "10300")
+    assert code == 0
+    code, buy = run(daemon, capsys, bots["taker"], "order", "ACME", "buy", "3", "10300")
+    assert code == 0
+    argv = ["trades", "ACME", "--from-seq", "1"]
+    code = cli.main([*argv, "--config", str(daemon.path), "--key", bots["maker"], "--json"])
+    prints = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    seqs = [p["seq"] for p in prints]
+    assert seqs == sorted(seqs) and {p["sym"] for p in prints} == {"ACME"}
+    assert [(p["side"], p["qty"]) for p in prints if p["px"] == 10_300] == [("buy", 3)]

@@ -333,6 +333,21 @@ def cmd_trades(args) -> int:
             else:
                 print(f"seq {msg.seq:>10}  {msg.side:<4} {qty:>10} @ {px}", flush=True)
 
+    if args.from_seq is not None:
+        with connect.client(config, ident, args.endpoint, args.timeout) as c:
+            prints, end = c.trades(args.symbol, args.from_seq, args.to_seq)
+            if isinstance(end, Reject):
+                raise ToolError(f"{end.code}: {end.reason}")
+            for msg in prints:
+                show(msg)
+            if not args.json:
+                print(
+                    f"{end.count} retransmitted, seqs {end.from_seq}..{end.to_seq}; "
+                    f"the shard's last seq {end.last_seq}",
+                    file=sys.stderr,
+                )
+        return 0
+
     def no_book(sym, depth):
         return None  # trades need no book: the subscriber's book stays unasked for
 
@@ -671,6 +686,14 @@ def _parser() -> argparse.ArgumentParser:
     trades_cmd.add_argument("symbol", metavar="SYMBOL")
     trades_cmd.add_argument("--seconds", type=_seconds, default=0, help="stop after this long")
     trades_cmd.add_argument("--count", type=_positive, help="stop after this many prints")
+    trades_cmd.add_argument(
+        "--from-seq",
+        type=_positive,
+        help="print the prints of seqs from this one on, retransmitted (TradesRequest), and exit",
+    )
+    trades_cmd.add_argument(
+        "--to-seq", type=_positive, help="with --from-seq: the last seq (default: 99,999 after)"
+    )
     trades_cmd.set_defaults(func=cmd_trades)
 
     top_cmd = sub.add_parser(
