@@ -131,11 +131,21 @@ class GatewayRig:
             )
 
     def start(self, timeout: float = 120) -> None:
+        """Every shard, then the gateway, until the gateway has synced with every shard
+        (before that it answers their instruments `unavailable`)."""
         for name in self.shards:
             self.start_shard(name)
         for name in self.shards:
             self.wait_shard(name, timeout)
+        log = self.tmp / "gateway.log"
+        synced = [f'"msg": "synced", "shard": "{name}"' for name in self.shards]
+        before = [log.read_text().count(s) if log.exists() else 0 for s in synced]
         self.start_gateway(timeout)
+        self._wait(
+            lambda: all(log.read_text().count(s) > n for s, n in zip(synced, before, strict=True)),
+            timeout,
+            "the gateway synced with every shard",
+        )
 
     def start_shard(self, name: str) -> None:
         self._spawn(name, ["exchange.shard", "--name", name])
