@@ -4,7 +4,7 @@ exch keys list | create ID | register ID KEY | revoke ID | server [--create|--ro
 exch order SYMBOL buy|sell QTY [PRICE]         one order from the shell (--key: a client's cert)
 exch cancel SYMBOL OID | exch cancel [SYMBOL] --all
 exch book SYMBOL [--watch]                     the depth ladder, live with --watch
-exch trades SYMBOL [--from-seq N [--to-seq M]]  follow the trade prints, or those of a seq range again
+exch trades SYMBOL [--from-seq N [--to-seq M]]  the trade prints: live, or a seq range again
 exch instruments [SYMBOL]                      reference data: tick, lot, band, max qty, state
 exch top [--once]                              every process: rates, rings, commit latency
 exch demo [--seconds N]                        a maker and a taker bot trading through the daemon
