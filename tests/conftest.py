@@ -52,13 +52,16 @@ def compiled_once():
 
 
 @pytest.fixture
-def daemon(tmp_path):
+def daemon(tmp_path, request):
     """A real daemon on its own config (``daemon_harness.Daemon``), not yet started; killed
     with everything it started, and its shared memory removed, whatever the test did. A
-    test module that needs another config overrides this fixture."""
-    from daemon_harness import Daemon
+    test module that needs another config defines ``configure(config) -> config``."""
+    from daemon_harness import Daemon, reconfigured
 
     d = Daemon(tmp_path)
+    configure = getattr(request.module, "configure", None)
+    if configure is not None:
+        reconfigured(d, configure)
     try:
         yield d
     finally:

@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 
 import msgspec
+import zmq
+import zmq.auth
 
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from gateway.client import Client
@@ -224,3 +226,33 @@ def _parent(pid: int) -> int | None:
 def _state(pid: int) -> str | None:
     stat = _stat(pid)
     return None if stat is None else stat[0]
+
+
+def reconfigured(daemon: "Daemon", change) -> "Daemon":
+    """``daemon`` with its config changed by ``change(config) -> config``, before it starts."""
+    daemon.config = change(daemon.config)
+    daemon.path.write_text(dump_config(daemon.config))
+    return daemon
+
+
+def raw_dealer(daemon: "Daemon", client_id: int) -> zmq.Socket:
+    """A plain DEALER with a registered key, connected: what a bot written from
+    PROTOCOL.md alone has (no client library)."""
+    daemon.client(client_id).close()  # registers the key, writes the certificate
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.linger = 0
+    s.curve_serverkey = server_public_key(daemon.config.gateway.keys_dir)
+    cert = daemon.tmp / f"bot{client_id}.key_secret"
+    s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(cert)
+    s.connect(daemon.router)
+    return s
+
+
+def ask(s: zmq.Socket, msg: dict) -> dict:
+    """Send one request map; its reply (other messages passed over)."""
+    s.send(msgspec.msgpack.encode(msg))
+    while True:
+        assert s.poll(10_000)
+        reply = msgspec.msgpack.decode(s.recv())
+        if reply.get("cid") == msg["cid"]:
+            return reply

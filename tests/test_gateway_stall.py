@@ -14,7 +14,6 @@ from daemon_harness import Daemon
 from shm_helpers import wait_until
 
 from exchange import cli
-from exchange.config import dump_config
 from exchange.shard import request_ring
 from gateway.protocol import Ack, NewOrder, Reject
 from shm.ring import inspect_ring
@@ -22,16 +21,9 @@ from shm.ring import inspect_ring
 STALL_MS = 1_000
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
+def configure(config):
     r = msgspec.structs.replace
-    d.config = r(d.config, gateway=r(d.config.gateway, stall_ms=STALL_MS))
-    d.path.write_text(dump_config(d.config))
-    try:
-        yield d
-    finally:
-        d.close()
+    return r(config, gateway=r(config.gateway, stall_ms=STALL_MS))
 
 
 def _state(pid: int) -> str:

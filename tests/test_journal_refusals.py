@@ -64,6 +64,17 @@ def _run_then_stop(rig: ShardRig, n: int = 50) -> None:
     assert rig.stop() == 0
 
 
+def _verify(rig: ShardRig) -> subprocess.CompletedProcess:
+    """`exch journal verify` of the rig's shard, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", "journal", "verify", "--shard", SHARD]
+        + ["--config", str(rig.config_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+
+
 def _start_refused(rig: ShardRig) -> str:
     """Start the shard; it must exit 4 (not die of a signal) with one error line."""
     rig.start()
@@ -273,13 +284,7 @@ def test_shard_on_a_damaged_snapshot_exits_4_and_verify_names_it(tmp_path):
         env.close()
         log = _start_refused(rig)
         assert "snapshots" in log, log
-        verified = subprocess.run(
-            [sys.executable, "-m", "tools.cli", "journal", "verify", "--shard", SHARD]
-            + ["--config", str(rig.config_path)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
+        verified = _verify(rig)
         assert verified.returncode == EXIT_UNTRUSTED, verified.stdout + verified.stderr
         assert "snapshot" in verified.stdout + verified.stderr
         assert "Traceback" not in verified.stderr
@@ -291,13 +296,7 @@ def test_exch_journal_verify_on_a_truncated_file_exits_4_with_one_line(rig):
     _run_then_stop(rig, n=2000)
     data = rig.journal_dir / "data.mdb"
     os.truncate(data, data.stat().st_size // 2)
-    verified = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "journal", "verify", "--shard", SHARD]
-        + ["--config", str(rig.config_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    verified = _verify(rig)
     assert verified.returncode == EXIT_UNTRUSTED, verified  # not -SIGBUS
     lines = verified.stderr.strip().splitlines()
     assert len(lines) == 1 and str(data) in lines[0] and "truncated" in lines[0], lines

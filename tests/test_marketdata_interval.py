@@ -7,25 +7,16 @@ import msgspec
 import pytest
 import zmq
 import zmq.auth
-from daemon_harness import Daemon
 
-from exchange.config import dump_config
 from gateway.keys import server_public_key
 from gateway.protocol import Ack
 
 INTERVAL_MS = 500
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
+def configure(config):
     r = msgspec.structs.replace
-    d.config = r(d.config, gateway=r(d.config.gateway, md_interval_ms=INTERVAL_MS))
-    d.path.write_text(dump_config(d.config))
-    try:
-        yield d
-    finally:
-        d.close()
+    return r(config, gateway=r(config.gateway, md_interval_ms=INTERVAL_MS))
 
 
 def _subscriber(daemon, client_id: int) -> zmq.Socket:

@@ -5,49 +5,20 @@ import time
 
 import msgspec
 import pytest
-import zmq
-import zmq.auth
-from daemon_harness import Daemon
+from daemon_harness import ask, raw_dealer
 
-from exchange.config import ClientLimits, dump_config
-from gateway.keys import revoke_client, server_public_key
+from exchange.config import ClientLimits
+from gateway.keys import revoke_client
 
 THROTTLED, LIMITED = 20, 21  # a client with a bucket of one token; one with small limits
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
+def configure(config):
     clients = [
         ClientLimits(client=THROTTLED, orders_per_second=1, burst=1),
         ClientLimits(client=LIMITED, max_order_qty=10, price_collar_bps=100),
     ]
-    d.config = msgspec.structs.replace(d.config, clients=clients)
-    d.path.write_text(dump_config(d.config))
-    try:
-        yield d
-    finally:
-        d.close()
-
-
-def _dealer(daemon, client_id: int) -> zmq.Socket:
-    daemon.client(client_id).close()  # registers the key, writes the certificate
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.linger = 0
-    s.curve_serverkey = server_public_key(daemon.config.gateway.keys_dir)
-    cert = daemon.tmp / f"bot{client_id}.key_secret"
-    s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(cert)
-    s.connect(daemon.router)
-    return s
-
-
-def _ask(s: zmq.Socket, msg: dict) -> dict:
-    s.send(msgspec.msgpack.encode(msg))
-    while True:
-        assert s.poll(10_000)
-        reply = msgspec.msgpack.decode(s.recv())
-        if reply.get("cid") == msg["cid"]:
-            return reply
+    return msgspec.structs.replace(config, clients=clients)
 
 
 def _order(cid: int, **fields) -> dict:
@@ -62,52 +33,52 @@ def _refused(reply: dict) -> tuple[str, str, str]:
 @pytest.mark.timeout(240)
 def test_each_check_answers_before_the_next(daemon):
     daemon.start()
-    throttled, limited, other = (_dealer(daemon, c) for c in (THROTTLED, LIMITED, 22))
+    throttled, limited, other = (raw_dealer(daemon, c) for c in (THROTTLED, LIMITED, 22))
     try:
         # 3 before 4: a malformed request is `invalid` even with no token left
-        assert _ask(throttled, _order(1))["t"] == "A"  # its one token
-        assert _refused(_ask(throttled, _order(2, qty="x")))[:2] == ("invalid", "$.qty")
+        assert ask(throttled, _order(1))["t"] == "A"  # its one token
+        assert _refused(ask(throttled, _order(2, qty="x")))[:2] == ("invalid", "$.qty")
         # 4 before 5: no token left answers before an unknown instrument
-        assert _refused(_ask(throttled, _order(3, sym="NOPE")))[0] == "rate_limited"
+        assert _refused(ask(throttled, _order(3, sym="NOPE")))[0] == "rate_limited"
         # 5 before 6: an unknown instrument before a price off its band
-        assert _refused(_ask(other, _order(4, sym="NOPE", px=30_000)))[:2] == (
+        assert _refused(ask(other, _order(4, sym="NOPE", px=30_000)))[:2] == (
             "not_found",
             "$.sym",
         )
         # 6 before 7: a used key with a quantity above the book's max is the grid's
-        assert _ask(other, _order(5, ik=55))["t"] == "A"
-        assert _refused(_ask(other, _order(6, ik=55, qty=100_001))) == (
+        assert ask(other, _order(5, ik=55))["t"] == "A"
+        assert _refused(ask(other, _order(6, ik=55, qty=100_001))) == (
             "invalid",
             "$.qty",
             "qty_above_max",
         )
-        assert _refused(_ask(other, _order(7, ik=55, px=30_000)))[2] == "price_outside_band"
+        assert _refused(ask(other, _order(7, ik=55, px=30_000)))[2] == "price_outside_band"
         # 6 before 8: the grid before the client's own limits
-        assert _refused(_ask(limited, _order(8, qty=100_001)))[2] == "qty_above_max"
-        assert _refused(_ask(limited, _order(9, px=30_000)))[2] == "price_outside_band"
+        assert _refused(ask(limited, _order(8, qty=100_001)))[2] == "qty_above_max"
+        assert _refused(ask(limited, _order(9, px=30_000)))[2] == "price_outside_band"
         # 7 before 8: a used key skips the risk checks (a retry is the original outcome;
         # another instrument's key is a conflict even over a limit)
-        first = _ask(limited, _order(10, qty=5, px=9_950, ik=77))  # inside its 1 % collar
+        first = ask(limited, _order(10, qty=5, px=9_950, ik=77))  # inside its 1 % collar
         assert first["t"] == "A", first
-        again = _ask(limited, _order(11, qty=5, px=9_950, ik=77))
+        again = ask(limited, _order(11, qty=5, px=9_950, ik=77))
         assert (again["t"], again["oid"], again["dup"]) == ("A", first["oid"], True)
         over = _order(12, sym="BOLT", qty=50, px=2_500, ik=77)  # on BOLT's grid, over 10
-        assert _refused(_ask(limited, over))[:2] == (
+        assert _refused(ask(limited, over))[:2] == (
             "conflict",
             "$.ik",
         )
         # 8 before 10: the client's limit before the book's post-only rule
-        assert _ask(other, _order(13, side="sell", px=10_000, qty=20))["t"] == "A"
+        assert ask(other, _order(13, side="sell", px=10_000, qty=20))["t"] == "A"
         crossing = _order(14, px=10_000, qty=20, post_only=True)
-        assert _refused(_ask(limited, crossing))[0] == "max_order_qty"
-        assert _refused(_ask(limited, {**crossing, "cid": 15, "qty": 5}))[2] == (
+        assert _refused(ask(limited, crossing))[0] == "max_order_qty"
+        assert _refused(ask(limited, {**crossing, "cid": 15, "qty": 5}))[2] == (
             "post_only_would_take"
         )
         # 2 before 3: a revoked key is `unauthenticated`, whatever the frame holds
         revoke_client(daemon.config.gateway.keys_dir, 22)
         deadline = time.monotonic() + 10
         while True:
-            got = _ask(other, {"t": "N", "cid": 16, "qty": "x"})
+            got = ask(other, {"t": "N", "cid": 16, "qty": "x"})
             if got["code"] == "unauthenticated" or time.monotonic() > deadline:
                 break
             time.sleep(0.2)

@@ -12,9 +12,8 @@ import msgspec
 import pytest
 import zmq
 import zmq.auth
-from daemon_harness import REPO
+from daemon_harness import REPO, raw_dealer
 
-from gateway.keys import server_public_key
 from gateway.protocol import Ack, Fill
 
 
@@ -86,18 +85,6 @@ def test_a_bot_that_makes_its_own_keys_with_plain_pyzmq(daemon, tmp_path):
         dealer.close()
 
 
-def _raw_dealer(daemon, client_id: int) -> zmq.Socket:
-    """A plain DEALER with a registered key, as a bot from PROTOCOL.md alone would have."""
-    daemon.client(client_id).close()  # registers the key and writes its certificate
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.curve_serverkey = server_public_key(daemon.config.gateway.keys_dir)
-    cert = daemon.tmp / f"bot{client_id}.key_secret"
-    dealer.curve_publickey, dealer.curve_secretkey = zmq.auth.load_certificate(cert)
-    dealer.connect(daemon.router)
-    return dealer
-
-
 def _answer(dealer: zmq.Socket, frames: list[bytes]) -> dict:
     dealer.send_multipart(frames)
     assert dealer.poll(10_000)
@@ -108,7 +95,7 @@ def _answer(dealer: zmq.Socket, frames: list[bytes]) -> dict:
 def test_a_refused_request_whose_cid_can_be_read_is_answered_with_it(daemon):
     """PROTOCOL.md: a Reject carries the request's cid whenever it can be read."""
     daemon.start()
-    dealer = _raw_dealer(daemon, 3)
+    dealer = raw_dealer(daemon, 3)
     try:
         int_key = msgspec.msgpack.encode({1: 2, "t": "H", "cid": 11, "v": 1})
         got = _answer(dealer, [int_key])
@@ -132,7 +119,7 @@ def test_the_small_print_of_protocol_md(daemon):
     and of a market order resting, a Cancelled's `leaves: 0` always sent, and a
     retry's Ack carrying the retry's cid and coid."""
     daemon.start()
-    dealer = _raw_dealer(daemon, 4)
+    dealer = raw_dealer(daemon, 4)
     pack = msgspec.msgpack.encode
     try:
         got = _answer(dealer, [pack({"t": "PQ", "cid": 1, "sym": None})])
@@ -162,7 +149,7 @@ def test_reference_data_over_the_wire_as_documented(daemon):
     request = json.loads(section.split("Example (`", 1)[1].split("`", 1)[0])
     documented = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
     daemon.start()
-    dealer = _raw_dealer(daemon, 6)
+    dealer = raw_dealer(daemon, 6)
     try:
         assert _answer(dealer, [msgspec.msgpack.encode(request)]) == documented
         nope = _answer(dealer, [msgspec.msgpack.encode({"t": "IQ", "cid": 6, "sym": "NOPE"})])

@@ -4,47 +4,15 @@ whoever refused it (the book, the grid, the client's limits), leaves its key fre
 
 import msgspec
 import pytest
-import zmq
-import zmq.auth
-from daemon_harness import Daemon
+from daemon_harness import ask, raw_dealer
 
-from exchange.config import ClientLimits, dump_config
-from gateway.keys import server_public_key
+from exchange.config import ClientLimits
 
 LIMITED, SELLER, BUYER = 21, 22, 23  # LIMITED: orders of at most 10
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    d.config = msgspec.structs.replace(
-        d.config, clients=[ClientLimits(client=LIMITED, max_order_qty=10)]
-    )
-    d.path.write_text(dump_config(d.config))
-    try:
-        yield d
-    finally:
-        d.close()
-
-
-def _dealer(daemon, client_id: int) -> zmq.Socket:
-    daemon.client(client_id).close()  # registers the key, writes the certificate
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.linger = 0
-    s.curve_serverkey = server_public_key(daemon.config.gateway.keys_dir)
-    cert = daemon.tmp / f"bot{client_id}.key_secret"
-    s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(cert)
-    s.connect(daemon.router)
-    return s
-
-
-def _ask(s: zmq.Socket, msg: dict) -> dict:
-    s.send(msgspec.msgpack.encode(msg))
-    while True:
-        assert s.poll(10_000)
-        reply = msgspec.msgpack.decode(s.recv())
-        if reply.get("cid") == msg["cid"]:
-            return reply
+def configure(config):
+    return msgspec.structs.replace(config, clients=[ClientLimits(client=LIMITED, max_order_qty=10)])
 
 
 def _order(cid: int, **fields) -> dict:
@@ -59,51 +27,51 @@ def _refused(reply: dict) -> tuple[str, str, bool]:
 @pytest.mark.timeout(240)
 def test_a_refused_keyed_order_leaves_its_key_free(daemon):
     daemon.start()
-    seller, buyer, limited = (_dealer(daemon, c) for c in (SELLER, BUYER, LIMITED))
+    seller, buyer, limited = (raw_dealer(daemon, c) for c in (SELLER, BUYER, LIMITED))
     try:
         # the book's refusal: a post-only buy that would take the resting sell
-        sell = _ask(seller, _order(1, side="sell", px=10_000))
+        sell = ask(seller, _order(1, side="sell", px=10_000))
         assert sell["t"] == "A", sell
         post_only = _order(2, px=10_000, post_only=True, ik=500)
-        assert _refused(_ask(buyer, post_only)) == ("invalid", "post_only_would_take", False)
+        assert _refused(ask(buyer, post_only)) == ("invalid", "post_only_would_take", False)
         # its retry is evaluated again: still crossing, refused again, not as a duplicate
-        retry = _ask(buyer, {**post_only, "cid": 3})
+        retry = ask(buyer, {**post_only, "cid": 3})
         assert _refused(retry) == ("invalid", "post_only_would_take", False)
-        gone = _ask(seller, {"t": "C", "cid": 4, "sym": "ACME", "oid": sell["oid"]})
+        gone = ask(seller, {"t": "C", "cid": 4, "sym": "ACME", "oid": sell["oid"]})
         assert gone["t"] == "X", gone
         # the crossing order gone, the same request is accepted, new
-        ack = _ask(buyer, {**post_only, "cid": 5})
+        ack = ask(buyer, {**post_only, "cid": 5})
         assert (ack["t"], ack["dup"]) == ("A", False), ack
         # and now the key is used: its retry is the original Ack again
-        again = _ask(buyer, {**post_only, "cid": 6})
+        again = ask(buyer, {**post_only, "cid": 6})
         assert (again["t"], again["oid"], again["seq"], again["dup"]) == (
             "A",
             ack["oid"],
             ack["seq"],
             True,
         )
-        other = _ask(buyer, {**post_only, "cid": 7, "px": 9_990})
+        other = ask(buyer, {**post_only, "cid": 7, "px": 9_990})
         assert _refused(other)[0] == "conflict"
 
         # a different order under the key of one the book refused is accepted
-        sell = _ask(seller, _order(8, side="sell", px=10_100))
+        sell = ask(seller, _order(8, side="sell", px=10_100))
         refused = _order(9, px=10_100, post_only=True, ik=501)
-        assert _refused(_ask(buyer, refused))[1] == "post_only_would_take"
-        taken = _ask(buyer, {**refused, "cid": 10, "px": 9_900})
+        assert _refused(ask(buyer, refused))[1] == "post_only_would_take"
+        taken = ask(buyer, {**refused, "cid": 10, "px": 9_900})
         assert (taken["t"], taken["dup"]) == ("A", False), taken
 
         # the client's limits: over max_order_qty, then the key takes an order
         over = _order(11, qty=20, ik=600)
-        assert _refused(_ask(limited, over)) == ("max_order_qty", "max_order_qty", False)
-        ok = _ask(limited, {**over, "cid": 12, "qty": 5})
+        assert _refused(ask(limited, over)) == ("max_order_qty", "max_order_qty", False)
+        ok = ask(limited, {**over, "cid": 12, "qty": 5})
         assert (ok["t"], ok["dup"]) == ("A", False), ok
-        dup = _ask(limited, {**over, "cid": 13, "qty": 5})
+        dup = ask(limited, {**over, "cid": 13, "qty": 5})
         assert (dup["t"], dup["oid"], dup["dup"]) == ("A", ok["oid"], True)
 
         # the grid: a quantity above the instrument's max, then the same key is new
         grid = _order(14, qty=100_001, ik=700)
-        assert _refused(_ask(buyer, grid))[1] == "qty_above_max"
-        fine = _ask(buyer, {**grid, "cid": 15, "qty": 2})
+        assert _refused(ask(buyer, grid))[1] == "qty_above_max"
+        fine = ask(buyer, {**grid, "cid": 15, "qty": 2})
         assert (fine["t"], fine["dup"]) == ("A", False), fine
     finally:
         for s in (seller, buyer, limited):
