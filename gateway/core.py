@@ -175,6 +175,11 @@ class Gateway:
             return min(self.housekeeping.next_tick, self.feed.due)
         return self.housekeeping.next_tick
 
+    def status(self) -> str:
+        """What systemd shows for the unit (STATUS=)."""
+        live = sum(self.checks.live.values())
+        return f"serving, {live} of {len(self.links)} shards live, {len(self.inflight)} in flight"
+
     def load(self, cp: Checkpoint | None) -> None:
         """Start-up from the gateway's own state, then a sync asked of every shard."""
         self.checkpoints.load(cp, self.sync.ask)

@@ -7,14 +7,15 @@ for it: ``Retransmits.tick``), the checkpoint (every
 second it changed), the key filter's filling from the store, the ``clients``
 gauge, cancel on disconnect (a client that armed it and said nothing for
 ``[session] cancel_on_disconnect_ms``: a MassCancel of every instrument that
-nobody waits for), the connections' events (``gateway.conns``). A duty that
+nobody waits for), the connections' events (``gateway.conns``), systemd's
+watchdog (``exchange.sdnotify``: ticks are what a hung loop stops). A duty that
 fails with an OSError (EMFILE: every descriptor in use) is logged and tried again
 next tick; the others still run.
 
 State: the tick count and when the next one is due.
 """
 
-from exchange import logs
+from exchange import logs, sdnotify
 from shm.proc import token_alive
 
 TICK_SECONDS = 0.1  # shard liveness and cancel on disconnect are checked this often
@@ -29,6 +30,7 @@ class Housekeeping:
         self.ticks = 0
         self.next_tick = now
         self.now = now
+        self.watchdog = sdnotify.Watchdog()
         self._duties = [
             (self._keys_and_kills, "keys and kill files"),
             (self._shards, "shard liveness"),
@@ -37,6 +39,7 @@ class Housekeeping:
             (lambda: gw.count.set_clients(gw.sessions), "clients gauge"),
             (self._cancel_silent, "cancel on disconnect"),
             (gw.conns.poll, "connection events"),
+            (lambda: self.watchdog.kick(gw.status), "systemd watchdog"),
         ]
         self._failing = [
             logs.Failing(f"{what} failed", f"{what} works again") for _, what in self._duties

@@ -25,10 +25,6 @@ turn it interrupted. It keeps its core at 100 %: for a gateway pinned to cores
 of its own (``cpus``: two, one for ZeroMQ's I/O thread), where it answers sooner
 by a scheduler wake-up.
 
-Every loop pings systemd's watchdog from its turns (``exchange.sdnotify.Watchdog``:
-at most once every half watchdog period), so a loop that hangs stops the pings and
-systemd restarts the gateway.
-
 A stop (SIGTERM, SIGINT) ends the loop after its turn, and wakes a loop that
 sleeps: a plain ``signal.signal`` handler runs only when the loop next runs
 Python (uvloop's epoll and pyzmq's poll go back to sleep after the signal).
@@ -47,7 +43,6 @@ import socket
 import uvloop
 import zmq
 
-from exchange.sdnotify import Watchdog
 from gateway.core import Gateway
 from gateway.zap import ZapHandler
 from shm.wait import WaitStrategy
@@ -72,13 +67,7 @@ def _timeout(gw: Gateway) -> float:
     return max(0.0, gw.next_tick - gw.clock())
 
 
-def status(gw: Gateway) -> str:
-    """What systemd shows for the unit (STATUS=)."""
-    live = sum(gw.checks.live.values())
-    return f"serving, {live} of {len(gw.links)} shards live, {len(gw.inflight)} in flight"
-
-
-def run_poll(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
+def run_poll(gw: Gateway, zap: ZapHandler) -> None:
     woken, wake = socket.socketpair()
     wake.setblocking(False)
     before = signal.set_wakeup_fd(wake.fileno())
@@ -91,7 +80,6 @@ def run_poll(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
     ticks = gw.ticks
     try:
         while not gw.stopping:
-            watchdog.kick(lambda: status(gw))
             if gw.step():
                 if gw.ticks != ticks:  # under load, handshakes wait for the next tick
                     ticks = gw.ticks
@@ -110,14 +98,14 @@ def run_poll(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
         wake.close()
 
 
-def run_asyncio(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
-    uvloop.run(_serve(gw, zap, watchdog))
+def run_asyncio(gw: Gateway, zap: ZapHandler) -> None:
+    uvloop.run(_serve(gw, zap))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def _serve(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
+async def _serve(gw: Gateway, zap: ZapHandler) -> None:
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
     sockets = (gw.router, zap.socket)
@@ -137,7 +125,6 @@ async def _serve(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
             state["timer"].cancel()
             _wake_rings(gw)
         while not gw.stopping:
-            watchdog.kick(lambda: status(gw))
             if gw.step():
                 if gw.ticks != state["ticks"]:  # under load, handshakes wait for the next tick
                     state["ticks"] = gw.ticks
@@ -178,10 +165,9 @@ async def _serve(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
             _wake_rings(gw)
 
 
-def run_spin(gw: Gateway, zap: ZapHandler, watchdog: Watchdog) -> None:
+def run_spin(gw: Gateway, zap: ZapHandler) -> None:
     ticks = gw.ticks
     while not gw.stopping:
-        watchdog.kick(lambda: status(gw))
         if gw.step():
             if gw.ticks != ticks:  # under load, handshakes wait for the next tick
                 ticks = gw.ticks

@@ -39,7 +39,7 @@ from gateway.counters import GatewayCounters
 from gateway.keys import KeysError, load_server_keys
 from gateway.killswitch import KillError, KillList
 from gateway.limits import symbols
-from gateway.loops import LOOPS, choose, status
+from gateway.loops import LOOPS, choose
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
 from gateway.store import StoreError, open_store
@@ -178,9 +178,9 @@ def main(argv=None) -> int:
         )
         # sockets bound, state loaded: it serves (a shard not synced yet answers
         # `unavailable` for its instruments meanwhile)
-        sdnotify.notify("READY=1", f"STATUS={status(gw)}")
+        sdnotify.notify("READY=1", f"STATUS={gw.status()}")
         try:
-            choose(args.loop, wait)(gw, zap, sdnotify.Watchdog())
+            choose(args.loop, wait)(gw, zap)
         except Exception as e:
             # a bug: stop (the supervisor or systemd starts another), never serve half-broken
             logs.error("the loop failed; stopping", error=repr(e), traceback=traceback.format_exc())

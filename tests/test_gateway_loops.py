@@ -16,7 +16,6 @@ from gateway_harness import REPO
 SCRIPT = """
 import signal, sys, time
 import zmq
-from exchange.sdnotify import Watchdog
 from gateway.loops import LOOPS, run_spin
 
 loop, mode = sys.argv[1:]
@@ -44,7 +43,7 @@ def stop(signum, frame):
     gw.stopping = True
 signal.signal(signal.SIGTERM, stop)
 print("ready", flush=True)
-(run_spin if loop == "spin" else LOOPS[loop])(gw, Zap(), Watchdog())
+(run_spin if loop == "spin" else LOOPS[loop])(gw, Zap())
 print("returned", flush=True)
 """
 
