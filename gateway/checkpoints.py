@@ -107,8 +107,8 @@ class Checkpoints:
                 marks.append(self._marks[link.name])
         clients, acct, cash, last_px = self.positions.export()
         cp = Checkpoint(FORMAT, self.positions.symbols, marks, clean, clients, acct, cash, last_px)
-        seconds = self.store.write(cp, self.ledger.recent, durable=durable)
-        self.ledger.recent = {}
+        seconds = self.store.write(cp, self.ledger.taken_since(), durable=durable)
+        self.ledger.forget_taken()
         self.changed = False
         return seconds
 

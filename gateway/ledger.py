@@ -14,10 +14,12 @@ from state the gateway owns (never a shard's journal):
   still in the request rings are held too (``hold``): no event has told of them.
 - answered: ``fold`` takes every journaled keyed NEW's ACCEPTED event the gateway
   folds in (live or replayed by a shard, each once: ``gateway.shardlink``)
-  into ``recent``: only an order the book accepted uses its pair up (a keyed
-  NEW refused, by the gateway or by the book, leaves the key free). A
-  checkpoint writes ``recent`` to the store (``gateway.store``), which keeps
-  the last ``key_window`` of them on disk, and empties it. Lookups in the
+  into ``recent`` (pair -> instrument, for lookups) and ``taken`` (the store's
+  records, made a batch at a time from the events' columns): only an order the
+  book accepted uses its pair up (a keyed NEW refused, by the gateway or by the
+  book, leaves the key free). A checkpoint writes ``taken_since()`` to the
+  store (``gateway.store``), which keeps the last ``key_window`` of them on
+  disk, and ``forget_taken`` empties both. Lookups in the
   store go through its Bloom filter first (``gateway.keyfilter``), so a new
   key costs no read of the store.
   Memory holds the pairs in flight and those taken since the last checkpoint.
@@ -36,7 +38,7 @@ journal with the original's events.
 import numpy as np
 
 from exchange.records import EV_ACCEPTED, EVF_DUPLICATE
-from gateway.store import GatewayStore, KeyUse, pair_key
+from gateway.store import GatewayStore, taken_records
 
 UNKNOWN = "?"  # ``used_on``: the pair may have been used on a shard not synced yet
 
@@ -60,7 +62,11 @@ class Ledger:
         self.symbols = symbols
         self.store = store
         self._held: dict[tuple[int, int], tuple[str, int]] = {}  # pair -> (sym, req_id)
-        self.recent: dict[bytes, KeyUse] = {}  # pairs folded since the last checkpoint
+        # the pairs folded since the last checkpoint: key << 32 | client (a client id is
+        # 32 bits; one int is the cheapest dict key) -> instrument number, and the
+        # store's records of them, a batch's at a time
+        self.recent: dict[int, int] = {}
+        self.taken: list[np.ndarray] = []
         self.uncertain: set[str] = set()  # shards whose tail after the checkpoint is unknown
 
     def __len__(self) -> int:
@@ -116,21 +122,36 @@ class Ledger:
         firsts = keyed_firsts(events)
         if not len(firsts):
             return
-        recent = self.recent
-        for client, key, inst, order_id, seq in zip(
-            *(firsts[f].tolist() for f in ("client", "idem_key", "instrument", "order_id", "seq")),
-            strict=True,
-        ):
-            pair = pair_key(client, key)
-            recent.pop(pair, None)  # re-inserted: the dict's order is the order taken
-            recent[pair] = KeyUse(offset + inst, order_id, seq)
+        clients, keys = firsts["client"], firsts["idem_key"]
+        insts = firsts["instrument"].astype(np.int64) + offset
+        self.taken.append(taken_records(clients, keys, insts, firsts["order_id"], firsts["seq"]))
+        ids = [k << 32 | c for c, k in zip(clients.tolist(), keys.tolist(), strict=True)]
+        self.recent.update(zip(ids, insts.tolist(), strict=True))
+
+    def taken_since(self) -> np.ndarray:
+        """The store's records of the pairs folded since the last checkpoint, a pair once
+        (its latest use: a pair folded again after a crash)."""
+        if not self.taken:
+            return taken_records([], [], [], [], [])
+        records = np.concatenate(self.taken)
+        if len(self.recent) < len(records):
+            last = len(records) - 1 - np.unique(records["pair"][::-1], return_index=True)[1]
+            records = records[np.sort(last)]
+        self.taken = [records]
+        return records
+
+    def forget_taken(self) -> None:
+        """The store has them (a checkpoint was written)."""
+        self.recent = {}
+        self.taken = []
 
     def used_on(self, client: int, key: int) -> str | None:
         """The instrument the pair was used on (not counting requests in flight), None if
         never, ``UNKNOWN`` if it may have been used on a shard not synced yet."""
-        use = self.recent.get(pair_key(client, key))
-        if use is None:
+        inst = self.recent.get(key << 32 | client)
+        if inst is None:
             use = self.store.lookup(client, key)
-        if use is not None:
-            return self.symbols[use.instrument]
+            inst = None if use is None else use.instrument
+        if inst is not None:
+            return self.symbols[inst]
         return UNKNOWN if self.uncertain else None

@@ -95,6 +95,16 @@ def pair_key(client: int, key: int) -> bytes:
     return _PAIR.pack(key, client)
 
 
+def taken_records(clients, keys, instruments, order_ids, seqs) -> np.ndarray:
+    """``RUN_DTYPE`` records of pairs taken, from columns (arrays or lists)."""
+    pairs = np.zeros(len(clients), _PAIR_DTYPE)
+    pairs["key"], pairs["client"] = keys, clients
+    records = np.zeros(len(clients), RUN_DTYPE)
+    records["pair"] = pairs.view("S12")
+    records["instrument"], records["order_id"], records["seq"] = instruments, order_ids, seqs
+    return records
+
+
 def _sealed(cp: Checkpoint) -> bytes:
     body = msgspec.msgpack.encode(cp)
     return hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() + body
@@ -193,23 +203,19 @@ class GatewayStore:
                 return KeyUse(int(r["instrument"]), int(r["order_id"]), int(r["seq"]))
         return None
 
-    def write(self, cp: Checkpoint, uses: dict[bytes, KeyUse], durable: bool = False) -> float:
-        """The pairs taken since the last checkpoint as a new run, merges, the runs past
-        the window dropped, then ``cp``: one transaction; with ``durable``, on disk
-        before it returns. Returns the seconds it took."""
+    def write(self, cp: Checkpoint, taken: np.ndarray, durable: bool = False) -> float:
+        """The pairs taken since the last checkpoint (``RUN_DTYPE`` records, a pair once)
+        as a new run, merges, the runs past the window dropped, then ``cp``: one
+        transaction; with ``durable``, on disk before it returns. Returns the seconds it
+        took."""
         t0 = time.perf_counter()
         runs = self._db["runs"]
         try:
             with self._env.begin(write=True, buffers=True) as txn:
-                if uses:
-                    records = np.zeros(len(uses), RUN_DTYPE)
-                    records["pair"] = list(uses)
-                    fields = np.array(list(uses.values()), np.int64).reshape(-1, 3)
-                    for f, col in zip(("instrument", "order_id", "seq"), fields.T, strict=True):
-                        records[f] = col
-                    records.sort(order="pair")
-                    self._put(txn, Run(self._age, self._age + len(uses), len(uses)), records)
-                    self._age += len(uses)
+                if len(taken):
+                    records = np.sort(taken, order="pair")
+                    self._put(txn, Run(self._age, self._age + len(records), len(records)), records)
+                    self._age += len(records)
                     txn.put(b"age", _AGE.pack(self._age), db=self._db["meta"])
                     self._merge(txn)
                 while self._runs and self._runs[0].end <= self._age - self.key_window:
@@ -222,8 +228,8 @@ class GatewayStore:
         # a reader sees the store as of its start: renew it, so lookups see what was written
         self._reader.abort()
         self._reader = self._env.begin(buffers=True)
-        if uses:
-            self.filter.add(*_clients_keys(b"".join(uses)))
+        if len(taken):
+            self.filter.add(*_clients_keys(taken["pair"].tobytes()))
         self.release_pages()
         return time.perf_counter() - t0
 

@@ -17,10 +17,19 @@ from gateway.store import (
     ShardMark,
     StoreError,
     open_store,
-    pair_key,
+    taken_records,
 )
 
 SYMS = ["ACME", "BOLT"]
+
+
+def taken(uses: dict[tuple[int, int], KeyUse]) -> np.ndarray:
+    """The store's records of pairs (client, key) taken."""
+    if not uses:
+        return taken_records([], [], [], [], [])
+    clients, keys = zip(*uses, strict=True)
+    insts, oids, seqs = zip(*uses.values(), strict=True)
+    return taken_records(clients, keys, insts, oids, seqs)
 
 
 def a_checkpoint(clean=False) -> Checkpoint:
@@ -40,9 +49,9 @@ def test_a_checkpoint_and_its_keys_read_back(tmp_path):
     path = str(tmp_path / "gw")
     store, cp, problem = open_store(path, 100, SYMS)
     assert cp is None and problem is None
-    uses = {pair_key(7, 5): KeyUse(1, 77, 12), pair_key(9, 5): KeyUse(0, 78, 13)}
+    uses = {(7, 5): KeyUse(1, 77, 12), (9, 5): KeyUse(0, 78, 13)}
     written = a_checkpoint(clean=True)
-    store.write(written, uses, durable=True)
+    store.write(written, taken(uses), durable=True)
     store.close()
     store, cp, problem = open_store(path, 100, SYMS)
     try:
@@ -59,7 +68,7 @@ def test_a_checkpoint_and_its_keys_read_back(tmp_path):
 def test_a_damaged_checkpoint_is_moved_aside_and_never_served(tmp_path):
     path = str(tmp_path / "gw")
     store, _, _ = open_store(path, 100, SYMS)
-    store.write(a_checkpoint(), {pair_key(7, 5): KeyUse(1, 77, 12)})
+    store.write(a_checkpoint(), taken({(7, 5): KeyUse(1, 77, 12)}))
     store.close()
     env = lmdb.open(path, max_dbs=3)
     meta = env.open_db(b"meta")
@@ -80,7 +89,7 @@ def test_a_damaged_checkpoint_is_moved_aside_and_never_served(tmp_path):
 def test_a_store_made_for_other_instruments_is_moved_aside(tmp_path):
     path = str(tmp_path / "gw")
     store, _, _ = open_store(path, 100, SYMS)
-    store.write(a_checkpoint(), {})
+    store.write(a_checkpoint(), taken({}))
     store.close()
     store, cp, problem = open_store(path, 100, ["BOLT", "ACME"])
     store.close()
@@ -115,7 +124,7 @@ def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path, monkeypatch):
     cp = a_checkpoint()
     pairs = [(1 + k % 5, 1_000 + k) for k in range(1_000)]
     for at in range(0, len(pairs), 100):
-        store.write(cp, {pair_key(c, k): KeyUse(0, k, k) for c, k in pairs[at : at + 100]})
+        store.write(cp, taken({(c, k): KeyUse(0, k, k) for c, k in pairs[at : at + 100]}))
     store.close()
     store, _, _ = open_store(path, 300, SYMS)
     try:
@@ -128,7 +137,7 @@ def test_a_reopened_store_finds_every_pair_of_its_window(tmp_path, monkeypatch):
         found(300)  # before the filter has the store's pairs: the runs are searched
         # the filter takes them a run at a time, while new pairs come
         assert not store.fill_filter()
-        store.write(cp, {pair_key(9, 5): KeyUse(1, 5, 5)})
+        store.write(cp, taken({(9, 5): KeyUse(1, 5, 5)}))
         found(300)
         assert not store.fill_filter()
         assert store.fill_filter() and store.fill_filter()
@@ -147,7 +156,7 @@ def test_runs_merge_into_a_few_and_the_newest_use_of_a_pair_wins(tmp_path):
         for n in range(1, 301):
             store.write(
                 a_checkpoint(),
-                {pair_key(256 * (k % 3), 10 * n + k): KeyUse(0, n, k) for k in range(10)},
+                taken({(256 * (k % 3), 10 * n + k): KeyUse(0, n, k) for k in range(10)}),
             )
         assert store.keys() == 3_000 and len(store._runs) <= 12
         assert all(
@@ -155,8 +164,8 @@ def test_runs_merge_into_a_few_and_the_newest_use_of_a_pair_wins(tmp_path):
             for n in range(1, 301)
             for k in range(10)
         )
-        store.write(a_checkpoint(), {pair_key(0, 10): KeyUse(1, 99, 99)})  # again, later
-        store.write(a_checkpoint(), {pair_key(0, 20): KeyUse(1, 98, 98)})
+        store.write(a_checkpoint(), taken({(0, 10): KeyUse(1, 99, 99)}))  # again, later
+        store.write(a_checkpoint(), taken({(0, 20): KeyUse(1, 98, 98)}))
         assert store.lookup(0, 10) == KeyUse(1, 99, 99) and store.lookup(0, 20) == KeyUse(1, 98, 98)
         assert store.lookup(0, 11) is None and store.lookup(256, 10) is None
     finally:

@@ -68,8 +68,9 @@ def journaled(config, shard: int, orders: list[tuple[int, int, str]]) -> np.ndar
 
 
 def checkpoint(config, ledger: Ledger, store: GatewayStore) -> None:
-    store.write(Checkpoint(FORMAT, symbols(config), [], False, [], b"", b"", b""), ledger.recent)
-    ledger.recent = {}
+    cp = Checkpoint(FORMAT, symbols(config), [], False, [], b"", b"", b"")
+    store.write(cp, ledger.taken_since())
+    ledger.forget_taken()
 
 
 def answer(client: int, key: int, req_id: int, kind: int = EV_ACCEPTED, idx: int = 0, flags=0):
@@ -136,6 +137,22 @@ def test_answered_pairs_are_remembered_from_the_events_and_kept_by_the_store(con
     assert ledger.used_on(1, 1 << 63) == "ETH-USD" and ledger.used_on(2, 7) == "BTC-USD"
     assert ledger.used_on(3, 5) is None and ledger.used_on(3, 6) is None
     assert len(ledger) == 0  # looking up holds nothing
+
+
+def test_a_pair_folded_twice_is_written_once_with_its_latest_use(config, ledger, store):
+    """A shard's history folded again (served after a crash that lost the checkpoint)
+    takes a pair twice: the checkpoint writes it once, with its latest use."""
+    first, other, again = answer(1, 5, 100), answer(2, 5, 101), answer(1, 5, 102)
+    uses = [(3, 30, 0), (4, 40, 0), (9, 90, 1)]
+    for e, (seq, oid, inst) in zip((first, other, again), uses, strict=True):
+        e["seq"], e["order_id"], e["instrument"] = seq, oid, inst
+    ledger.fold(np.concatenate([first, other]), 0)
+    ledger.fold(again, 0)
+    assert ledger.used_on(1, 5) == symbols(config)[1]
+    taken = ledger.taken_since()
+    assert sorted(taken[["order_id", "seq"]].tolist()) == [(40, 4), (90, 9)]
+    checkpoint(config, ledger, store)
+    assert store.keys() == 2 and store.lookup(1, 5).order_id == 90
 
 
 def test_a_pair_found_nowhere_is_unknown_while_a_shard_is_not_synced(config, ledger, store):
