@@ -193,7 +193,6 @@ class Admission:
         base = self.inflight.reserve(len(orders))
         group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
         p = Pending(conn, client, msg.cid, CMD_NEW, "", "", group)
-        self.replies.open_batches += 1
         submit = self.submit
         for i, order in enumerate(orders):
             if i >= allowed:

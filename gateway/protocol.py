@@ -11,7 +11,7 @@ are lenient to decode, so a newer gateway may add fields without breaking bots.
 Besides the schema this module holds the pure conversions at the gateway's two
 edges: a decoded request + the instrument's ``BookConfig`` -> a COMMAND record's
 fields (``new_order_command`` ...), and EVENT records -> private replies
-(``event_rows``, ``private_messages``); the public market data is made in
+(``event_of``, ``private_messages``); the public market data is made in
 ``gateway.mirror``. The error-code table is ``ERROR_CODES``.
 """
 
@@ -799,14 +799,12 @@ Event = namedtuple("Event", EVENT_FIELDS)
 _EVENT_WIDTH = len(EVENT_FIELDS)  # the record's fields; its padding comes after them
 
 
-def event_rows(events) -> list[Event]:
-    """EVENT records as named tuples of Python ints, the form the conversions below take.
-
-    One ``tolist`` makes every record a tuple of Python ints (a NumPy call per
-    field, or a NumPy scalar per value, costs 10-20 times more on the few
-    events of a drained batch at light load).
-    """
-    return [Event._make(r[:_EVENT_WIDTH]) for r in events.tolist()]
+def event_of(row: tuple) -> Event:
+    """An EVENT record as a named tuple of Python ints, the form the conversions below
+    take, from its row in ``records.tolist()`` (one ``tolist`` makes every record a
+    tuple of Python ints: a NumPy call per field, or a NumPy scalar per value, costs
+    10-20 times more)."""
+    return Event._make(row[:_EVENT_WIDTH])
 
 
 def book_reject(code: int, cid: int, coid: str = "", dup: bool = False) -> Reject:

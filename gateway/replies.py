@@ -14,8 +14,7 @@ order that trades is answered with an Ack and Fills; under load a connection
 gets hundreds of messages a turn, and each frame costs a send, a CURVE box and
 a receive on both sides). Every refusal is logged with its connection and cid.
 
-State: the outboxes, the NewOrders batches not answered yet (``open_batches``),
-and what could not be sent (``unroutable``, ``dropped``).
+State: the outboxes, and what could not be sent (``unroutable``, ``dropped``).
 """
 
 import msgspec
@@ -23,9 +22,16 @@ import numpy as np
 import zmq
 
 from exchange import logs
-from exchange.records import EV_ACCEPTED, EV_CANCELLED, EV_DEPTH, EV_STATUS, EV_TRADE
+from exchange.records import (
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_DEPTH,
+    EV_STATUS,
+    EV_TRADE,
+    EVENT_FIELDS,
+)
 from gateway.counters import GatewayCounters
-from gateway.inflight import BatchGroup, Inflight, Pending
+from gateway.inflight import Inflight, Pending
 from gateway.protocol import (
     BatchAck,
     Fill,
@@ -34,7 +40,7 @@ from gateway.protocol import (
     answers_request,
     bundle_frames,
     encode,
-    event_rows,
+    event_of,
     order_status,
     private_messages,
 )
@@ -43,6 +49,10 @@ from gateway.shardlink import ShardLink
 
 NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's flag enums cost more than the send itself
 MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+# an EVENT record's fields in its row of ``tolist()``
+_SEQ, _REQ_ID, _ORDER_ID, _INSTRUMENT, _KIND, _FLAGS = (
+    EVENT_FIELDS.index(f) for f in ("seq", "req_id", "order_id", "instrument", "kind", "flags")
+)
 
 
 def _log_reject(conn: bytes | None, r: Reject, **extra) -> None:
@@ -66,22 +76,29 @@ class Replies:
         self.sessions = sessions
         self.inflight = inflight
         self.count = count
-        self.open_batches = 0  # NewOrders not answered yet
         self.unroutable = 0  # replies and notices to connections that were gone
         self.dropped = 0  # ... and to connections whose queue was full (slow readers)
         self._out: dict[bytes, list[bytes]] = {}  # connection -> messages of this turn
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
         """The answers to requests, to their connections or groups; fills and unrequested
-        cancels to every connection of their owner; then all of it sent."""
+        cancels to every connection of their owner; then all of it sent.
+
+        One pass over the rows, in order (replies and notices about an instrument go out
+        in seq order). An ACCEPTED event is a NEW's answer, most of a busy batch: its Ack
+        is made from the row itself; any other event becomes an ``Event`` first."""
         syms = link.syms
-        inflight = self.inflight
-        private = self._batch_acks(ev[ev["kind"] != EV_DEPTH], syms)  # DEPTH is public only
-        for e in event_rows(private):
+        get, pop = self.inflight.get, self.inflight.pop
+        for row in ev[ev["kind"] != EV_DEPTH].tolist():  # DEPTH is public only
+            p = get(row[_REQ_ID])
+            if p is not None and row[_KIND] == EV_ACCEPTED:
+                pop(row[_REQ_ID])
+                self._ack(p, row, syms[row[_INSTRUMENT]])
+                continue
+            e = event_of(row)
             sym = syms[e.instrument]
-            p = inflight.get(e.req_id)
             if p is not None and answers_request(e, p.kind):
-                inflight.pop(e.req_id)
+                pop(e.req_id)
                 if e.kind == EV_STATUS:
                     self.reply(p.conn, order_status(e, sym, p.cid, p.client))
                 elif p.group is None:
@@ -97,36 +114,15 @@ class Replies:
                     self._notify(client, msg)
         self.send_out()
 
-    def _batch_acks(self, private: np.ndarray, syms: list[str]) -> np.ndarray:
-        """Put the ACCEPTED events that answer orders of NewOrders batches into their
-        BatchAcks, reading columns instead of making an Event per order (most of a
-        batch's private events are these); returns the events left to take one by one.
-
-        A batch's reply goes out when its last order is answered, so where its Acks
-        fall among the other events does not change what a client receives.
-        """
-        if not self.open_batches:
-            return private
-        rows = np.flatnonzero(private["kind"] == EV_ACCEPTED)
-        if not len(rows):
-            return private
-        accepted = private[rows]
-        req_ids = accepted["req_id"].tolist()
-        get = self.inflight.get
-        pending = [get(r) for r in req_ids]
-        columns = (accepted[f].tolist() for f in ("order_id", "seq", "flags", "instrument"))
-        done = np.zeros(len(private), bool)
-        for row, req_id, p, oid, seq, flags, inst in zip(
-            rows.tolist(), req_ids, pending, *columns, strict=True
-        ):
-            if p is None or not isinstance(p.group, BatchGroup):
-                continue
-            self.inflight.pop(req_id)
-            group = p.group
-            ack = accepted_ack(p.cid, syms[inst], oid, seq, group.coid(req_id), flags)
+    def _ack(self, p: Pending, row: tuple, sym: str) -> None:
+        """The Ack of request ``p``'s NEW, from its ACCEPTED event's row."""
+        group, req_id = p.group, row[_REQ_ID]
+        coid = p.coid if group is None else group.coid(req_id)
+        ack = accepted_ack(p.cid, sym, row[_ORDER_ID], row[_SEQ], coid, row[_FLAGS])
+        if group is not None:
             self.group_put(group, req_id, ack)
-            done[row] = True
-        return private[~done] if done.any() else private
+        elif p.conn is not None:
+            self._send(p.conn, encode(ack))
 
     # ------------------------------------------------------------ answers
 
@@ -141,8 +137,6 @@ class Replies:
         reply = group.put(req_id, msg)
         if reply is None:
             return
-        if isinstance(group, BatchGroup):
-            self.open_batches -= 1
         if group.conn is not None:
             self.reply(group.conn, reply)
         elif isinstance(reply, Reject):

@@ -563,7 +563,7 @@ class Shard:
 
     def private(self, events):
         out = []
-        for e in p.event_rows(events):
+        for e in map(p.event_of, events.tolist()):
             kind, cid, coid = self.requests[e.req_id]
             out += p.private_messages(e, "ACME", kind, cid, coid)
         return out
@@ -684,7 +684,7 @@ def test_mass_cancel_gives_notices_without_cid_then_its_reply():
         (1, p.Cancelled(cid=0, sym="ACME", oid=2, seq=128, qty=10, reason="user")),
         (1, p.MassCancelled(cid=13, sym="ACME", n=2)),
     ]
-    rows = p.event_rows(events)
+    rows = [p.event_of(r) for r in events.tolist()]
     assert [p.answers_request(e, CMD_MASS_CANCEL) for e in rows] == [
         e.kind == EV_MASS_CANCELLED for e in rows
     ]
@@ -711,7 +711,7 @@ def test_duplicate_resend_goes_to_the_retry_owner_only_and_is_not_public():
     # what exchange.idempotency.resend sends for an identical retry: DEPTH left out, flagged
     resent = events[events["kind"] != EV_DEPTH].copy()
     resent["flags"] |= EVF_DUPLICATE
-    rows = p.event_rows(resent)
+    rows = [p.event_of(r) for r in resent.tolist()]
     private = [m for e in rows for m in p.private_messages(e, "ACME", CMD_NEW, 22)]
     assert private == [
         (2, p.Ack(cid=22, sym="ACME", oid=2, seq=114, dup=True)),
@@ -743,7 +743,7 @@ def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
         )
     )
     conflict = conflict_rejects(cmd)
-    [e] = p.event_rows(conflict)
+    [e] = [p.event_of(r) for r in conflict.tolist()]
     [(client, reject)] = p.private_messages(e, "ACME", CMD_NEW, 31, "c")
     assert (client, reject.cid, reject.code, reject.field, reject.coid) == (
         2,
@@ -776,12 +776,12 @@ def test_order_status_answers_the_owner_only():
     ev["kind"], ev["req_id"], ev["order_id"], ev["client"] = EV_STATUS, 9, 4, 7
     ev["side"], ev["price"], ev["qty"], ev["leaves"] = SIDE_BUY, 9_000, 10, 6
     ev["code"], ev["other_id"] = ST_LIVE, 33
-    [e] = p.event_rows(ev)
+    [e] = [p.event_of(r) for r in ev.tolist()]
     assert p.order_status(e, "ACME", cid=3, client=7) == p.OrderStatus(
         cid=3, sym="ACME", oid=4, side="buy", px=9_000, qty=10, leaves=6, state="live", seq=33
     )
     ev["code"] = 0  # the shard never saw it
-    [unknown] = p.event_rows(ev)
+    [unknown] = [p.event_of(r) for r in ev.tolist()]
     for other in (
         p.order_status(e, "ACME", cid=3, client=8),
         p.order_status(unknown, "ACME", cid=3, client=7),
@@ -807,7 +807,7 @@ def check_random_stream(seed: int, n: int) -> None:
     shown_depth, shown_top = ([], []), (0, 0, 0, 0)
     for batch in random_batches(rng, n, max_batch=50):
         events = book.process(stream[batch])
-        rows = p.event_rows(events)
+        rows = [p.event_of(r) for r in events.tolist()]
         private = [m for e in rows for m in p.private_messages(e, "X", kinds[e.req_id], e.req_id)]
         replies = Counter(m.cid for _, m in private if getattr(m, "cid", 0))
         for req_id in stream["req_id"][batch].tolist():
