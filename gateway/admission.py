@@ -3,14 +3,16 @@
 A frame goes through, in order: one frame? (a message of more is read off and
 refused ``invalid``, over turns if it is huge: ``gateway.discard``) -> the client
 id of its connection (the ZAP User-Id, never the body) -> ``decode_request``
-(types, ranges, the rules between fields) -> the client's session (its
-connection, when it last spoke) -> the client's rate limit (a NewOrders takes a
-token per order: the orders past the limit are refused one by one) -> its
-handler. A request for a shard becomes one ``Ticket`` per command (a MassCancel
-without a symbol one per instrument), each passed to ``submit``, the inbound
-pipeline's (``gateway.core``). A Heartbeat is answered here; BookRequest,
-PositionsRequest and Kill go to the stages that keep what they ask about
-(``local``). Any refusal is one ``Reject`` to the connection.
+(types, ranges, the rules between fields) -> [once the frames of a chunk
+(``CHUNK``) are decoded: the idempotency pairs of its orders screened against
+the store's filter in one call] -> the client's session (its connection, when it
+last spoke) -> the client's rate limit (a NewOrders takes a token per order: the
+orders past the limit are refused one by one) -> its handler. A request for a
+shard becomes one ``Ticket`` per command (a MassCancel without a symbol one per
+instrument), each passed to ``submit``, the inbound pipeline's
+(``gateway.core``). A Heartbeat is answered here; BookRequest, PositionsRequest
+and Kill go to the stages that keep what they ask about (``local``). Any
+refusal is one ``Reject`` to the connection, in the order of the requests.
 
 State: the multi-frame message being read off, if any.
 """
@@ -50,6 +52,7 @@ NOBLOCK = int(zmq.NOBLOCK)
 # frames of a refused multi-frame message read per turn at most (~30 ms): the turn
 # still drains events and sends replies (``gateway.discard``)
 DISCARD_BUDGET = 1 << 20
+CHUNK = 64  # frames decoded before they are handled: their keys screened in one call
 TRIM_AFTER_FRAMES = 1 << 16  # ~4 MB of libzmq's pipe freed: worth a malloc_trim
 TOKENS = {Heartbeat: 0, Kill: 0}  # rate-limit tokens a request takes (else 1; NewOrders: n)
 KIND = {Cancel: CMD_CANCEL, Replace: CMD_REPLACE, Status: CMD_STATUS}
@@ -67,6 +70,7 @@ class Admission:
         replies: Replies,
         writer: ShardWriter,
         syms: list[str],
+        screen,
     ):
         self.router = router
         self.keys = keys
@@ -78,6 +82,7 @@ class Admission:
         self.writer = writer
         self.syms = syms  # every instrument: a MassCancel without a symbol
         self.submit = None  # (ticket): the inbound pipeline, wired by ``gateway.core``
+        self.screen = screen  # (clients, keys): the pairs about to be looked up
         self.now = 0.0  # the turn's clock
         # a message being read off: its connection, the cid its first frame holds (0:
         # none readable), its frames so far
@@ -92,34 +97,80 @@ class Admission:
         }  # and the ``local`` ones, wired by ``gateway.core``
 
     def take(self, budget: int, now: float) -> int:
-        """Frame by frame (recv_multipart costs several times more per message); the
-        queued commands are written before the next frame once there are enough, and
-        at the end. Returns the frames taken."""
+        """Frames a chunk at a time (recv_multipart costs several times more per message):
+        each chunk's frames decoded, its keyed orders' pairs screened in one call
+        (``GatewayStore.screen``), then each request handled in order; the queued
+        commands are written before the next frame once there are enough, and at the
+        end. Returns the frames taken."""
         self.now = now
         if self._refusing is not None and not self._refuse_more():
             return 1  # the ROUTER gives no other message before the rest of this one
         recv = self.router.recv
-        writer = self.writer
         n = 0
         while n < budget:
-            try:
-                conn = recv(NOBLOCK)
-            except zmq.Again:
-                break
-            # the rest of a message is there once its first frame is
-            body = recv(NOBLOCK, copy=False)
-            n += 1
-            if body.more:
+            chunk = []
+            more = False
+            while n < budget and len(chunk) < CHUNK:
+                try:
+                    conn = recv(NOBLOCK)
+                except zmq.Again:
+                    break
+                # the rest of a message is there once its first frame is
+                body = recv(NOBLOCK, copy=False)
+                n += 1
+                if body.more:
+                    more = True
+                    break
+                chunk.append(self._decoded(conn, body))
+            self._handle(chunk)
+            if more:
                 self._refusing = (conn, salvage_cid(body.bytes), 1)
                 if not self._refuse_more():
                     break
-                continue
-            self.on_request(conn, body)
-            writer.frame_done()
-        if writer.queued:
-            writer.flush()
+            elif len(chunk) < CHUNK:
+                break  # nothing more to read now
+        if self.writer.queued:
+            self.writer.flush()
         self.count.requests += n
         return n
+
+    def _decoded(self, conn: bytes, body: zmq.Frame) -> tuple:
+        """(conn, client, the request) of a frame, or (conn, None, the Reject refusing it)."""
+        buf = body.bytes
+        try:
+            client = self.keys.client(body.get("User-Id").encode())
+        except zmq.ZMQError:  # no User-Id: not a ZAP-authenticated connection
+            client = None
+        if client is None:
+            reason = "this connection's CURVE key is not registered (revoked?)"
+            return conn, None, ProtocolError(UNAUTHENTICATED, reason).reject(salvage_cid(buf))
+        try:
+            return conn, client, decode_request(buf)
+        except ProtocolError as e:
+            return conn, None, e.reject()
+
+    def _handle(self, chunk: list[tuple]) -> None:
+        """A chunk's requests in order, after the pairs of its keyed orders are screened."""
+        clients, keys = [], []
+        for _, client, msg in chunk:
+            cls = type(msg)
+            if cls is NewOrder:
+                if msg.ik:
+                    clients.append(client)
+                    keys.append(msg.ik)
+            elif cls is NewOrders:
+                for o in msg.orders:
+                    if o.ik:
+                        clients.append(client)
+                        keys.append(o.ik)
+        self.screen(clients, keys)
+        frame_done = self.writer.frame_done
+        for conn, client, msg in chunk:
+            if client is None:
+                self.replies.reply(conn, msg)
+            else:
+                self.on_request(conn, client, msg)
+                frame_done()
 
     def _refuse_more(self) -> bool:
         """Read on in the multi-frame message being refused, up to the turn's budget;
@@ -137,24 +188,8 @@ class Admission:
             give_back_heap()
         return True
 
-    def on_request(self, conn: bytes, body: zmq.Frame) -> None:
-        """A request of one frame from connection ``conn``."""
-        buf = body.bytes
-        try:
-            client = self.keys.client(body.get("User-Id").encode())
-        except zmq.ZMQError:  # no User-Id: not a ZAP-authenticated connection
-            client = None
-        if client is None:
-            reason = "this connection's CURVE key is not registered (revoked?)"
-            self.replies.reply(
-                conn, ProtocolError(UNAUTHENTICATED, reason).reject(salvage_cid(buf))
-            )
-            return
-        try:
-            msg = decode_request(buf)
-        except ProtocolError as e:
-            self.replies.reply(conn, e.reject())
-            return
+    def on_request(self, conn: bytes, client: int, msg) -> None:
+        """A decoded request of client ``client`` from connection ``conn``."""
         self.sessions.seen(client, conn, self.now)
         self.count.seen.add(client)
         cls = type(msg)

@@ -126,6 +126,7 @@ class Gateway:
             self.replies,
             self.writer,
             list(self.checks.routes),
+            store.screen,
         )
         self.fills = Fills(positions, risk, self.replies.reply)
         md_interval = config.gateway.md_interval_ms / 1000

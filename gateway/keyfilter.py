@@ -70,6 +70,14 @@ def may_hold(current, previous, key, client):
     return _holds(current, h1, h2) or _holds(previous, h1, h2)
 
 
+@njit(cache=True)
+def may_hold_each(current, previous, keys, clients, out):
+    """``may_hold`` of each pair, into ``out``: one call for a turn's keys."""
+    for i in range(keys.shape[0]):
+        h1, h2 = _hashes(keys[i], clients[i])
+        out[i] = _holds(current, h1, h2) or _holds(previous, h1, h2)
+
+
 class KeyFilter:
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -81,6 +89,12 @@ class KeyFilter:
     def may_hold(self, client: int, key: int) -> bool:
         # as uint64: a key may be above int64's range, which is Numba's default for an int
         return may_hold(self._current, self._previous, np.uint64(key), np.uint64(client))
+
+    def may_hold_many(self, clients: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """``may_hold`` of each pair (uint64 arrays), as a bool array."""
+        out = np.zeros(len(keys), np.bool_)
+        may_hold_each(self._current, self._previous, keys, clients, out)
+        return out
 
     def add(self, clients: np.ndarray, keys: np.ndarray) -> None:
         """Pairs added to the store, in the order of their ages."""

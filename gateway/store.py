@@ -156,6 +156,8 @@ class GatewayStore:
         # the runs the filter has not taken yet: one a tick while serving, so that
         # start-up does not grow with the store (``fill_filter``)
         self._unfiltered = list(self._runs)
+        # pairs the filter said the store does not hold, asked all at once (``screen``)
+        self._absent: set[int] = set()
 
     def release_pages(self) -> int:
         """Give back the pages of the store this process has mapped (``exchange.pages``)."""
@@ -183,14 +185,32 @@ class GatewayStore:
         if not self._unfiltered:
             return True
         run = self._unfiltered.pop()
+        self._absent = set()
         with self._env.begin(buffers=True) as txn:
             if run in self._runs:  # not merged or dropped meanwhile: then it was given
                 self.filter.load(*_clients_keys(self._run(txn, run)["pair"].tobytes()))
         self.release_pages()
         return not self._unfiltered
 
+    def screen(self, clients: list[int], keys: list[int]) -> None:
+        """The pairs about to be looked up (a turn's keyed orders): the filter is asked
+        for all of them in one call, and ``lookup`` answers those it does not hold from
+        that, until the store or its filter next changes (``write``, ``fill_filter``)."""
+        self._absent = set()
+        if self._unfiltered or not keys:
+            return  # the filter does not have every pair of the store yet
+        c, k = np.array(clients, np.uint64), np.array(keys, np.uint64)
+        held = self.filter.may_hold_many(c, k)
+        self._absent = {
+            key << 32 | client
+            for client, key, h in zip(clients, keys, held.tolist(), strict=True)
+            if not h
+        }
+
     def lookup(self, client: int, key: int) -> KeyUse | None:
         """Where the pair was used, as of the last checkpoint."""
+        if key << 32 | client in self._absent:
+            return None
         if not self._unfiltered and not self.filter.may_hold(client, key):
             return None
         pair = pair_key(client, key)
@@ -209,6 +229,7 @@ class GatewayStore:
         transaction; with ``durable``, on disk before it returns. Returns the seconds it
         took."""
         t0 = time.perf_counter()
+        self._absent = set()  # the filter takes the new pairs
         runs = self._db["runs"]
         try:
             with self._env.begin(write=True, buffers=True) as txn:

@@ -170,3 +170,17 @@ def test_runs_merge_into_a_few_and_the_newest_use_of_a_pair_wins(tmp_path):
         assert store.lookup(0, 11) is None and store.lookup(256, 10) is None
     finally:
         store.close()
+
+
+def test_screened_pairs_are_answered_as_the_filter_would_one_by_one(tmp_path):
+    store, _, _ = open_store(str(tmp_path / "gw"), 1_000, SYMS)
+    try:
+        store.write(a_checkpoint(), taken({(7, 5): KeyUse(1, 77, 12)}))
+        store.screen([7, 7, 9], [5, 6, 1 << 63])  # one held, two new (one above int64)
+        assert store.lookup(7, 5) == KeyUse(1, 77, 12)
+        assert store.lookup(7, 6) is None and store.lookup(9, 1 << 63) is None
+        # a pair screened as new and written since is found: the write forgets the screen
+        store.write(a_checkpoint(), taken({(7, 6): KeyUse(0, 78, 13)}))
+        assert store.lookup(7, 6) == KeyUse(0, 78, 13)
+    finally:
+        store.close()
