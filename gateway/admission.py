@@ -45,7 +45,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.replies import Replies
 from gateway.sessions import Sessions
 from gateway.shardwriter import ShardWriter
-from gateway.ticket import Ticket
+from gateway.ticket import Run, Ticket
 from gateway.zap import KeyTable
 
 NOBLOCK = int(zmq.NOBLOCK)
@@ -82,13 +82,13 @@ class Admission:
         self.writer = writer
         self.syms = syms  # every instrument: a MassCancel without a symbol
         self.submit = None  # (ticket): the inbound pipeline, wired by ``gateway.core``
+        self.submit_run = None  # (run): the same for a run of NEWs
         self.screen = screen  # (clients, keys): the pairs about to be looked up
         self.now = 0.0  # the turn's clock
         # a message being read off: its connection, the cid its first frame holds (0:
         # none readable), its frames so far
         self._refusing: tuple[bytes, int, int] | None = None
         self.handlers = {
-            NewOrder: self._new_order,
             Cancel: self._on_order,
             Replace: self._on_order,
             Status: self._on_order,
@@ -165,12 +165,28 @@ class Admission:
                         keys.append(o.ik)
         self.screen(clients, keys)
         frame_done = self.writer.frame_done
+        run, pairs = Run(), set()
         for conn, client, msg in chunk:
+            if client is not None and type(msg) is NewOrder:
+                pair = (client, msg.ik)
+                if msg.ik and pair in pairs:  # a run holds a pair once (``Run``)
+                    self.submit_run(run)
+                    run, pairs = Run(), set()
+                pairs.add(pair)
+                self._new_order(run, conn, client, msg)
+                continue
+            if run.tickets:
+                self.submit_run(run)
+                frame_done()
+                run, pairs = Run(), set()
             if client is None:
                 self.replies.reply(conn, msg)
             else:
                 self.on_request(conn, client, msg)
                 frame_done()
+        if run.tickets:
+            self.submit_run(run)
+            frame_done()
 
     def _refuse_more(self) -> bool:
         """Read on in the multi-frame message being refused, up to the turn's budget;
@@ -199,8 +215,6 @@ class Admission:
                 self.count.orders += n
                 self._new_orders(conn, client, msg, self._take(client, n))
                 return
-            if cls is NewOrder:
-                self.count.orders += 1
             if TOKENS.get(cls, 1):
                 self._take(client, 1)
             self.handlers[cls](conn, client, msg)
@@ -218,9 +232,18 @@ class Admission:
 
     # ------------------------------------------------------------ requests -> tickets
 
-    def _new_order(self, conn, client: int, msg: NewOrder) -> None:
+    def _new_order(self, run: Run, conn, client: int, msg: NewOrder) -> None:
+        """A NewOrder's ticket into ``run``; one past the rate limit is refused there
+        (before the stages: it holds nothing)."""
+        self.sessions.seen(client, conn, self.now)
+        self.count.seen.add(client)
+        self.count.orders += 1
         p = Pending(conn, client, msg.cid, CMD_NEW, msg.sym, msg.coid)
-        self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym, msg))
+        run.tickets.append(Ticket(client, self.inflight.reserve(), p, msg.sym, msg))
+        try:
+            self._take(client, 1)
+        except ProtocolError as e:
+            run.refuse(len(run.tickets) - 1, e)
 
     def _new_orders(self, conn, client: int, msg: NewOrders, allowed: int) -> None:
         """Each order on its own: the ones past the rate limit or refused get a Reject slot."""

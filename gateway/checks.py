@@ -12,6 +12,8 @@ State: the instruments' routes, and per shard whether it is live; how long a sha
 has been stalled is its link's (``ShardLink.idle``).
 """
 
+import numpy as np
+
 from exchange import logs
 from exchange.engine import order_id_shard
 from exchange.records import (
@@ -19,6 +21,8 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    COMMAND_DTYPE,
+    FLAG_POST_ONLY,
     REJ_NOT_FOUND,
     REJECT_NAMES,
 )
@@ -26,6 +30,10 @@ from gateway.counters import GatewayCounters
 from gateway.protocol import (
     BOOK_REJECTS,
     NOT_FOUND,
+    ORDER_TYPES,
+    SIDES,
+    STP_MODES,
+    TIFS,
     UNAVAILABLE,
     ProtocolError,
     cancel_command,
@@ -35,7 +43,7 @@ from gateway.protocol import (
     status_command,
 )
 from gateway.shardlink import ShardLink
-from gateway.ticket import Ticket
+from gateway.ticket import Run, Ticket
 
 
 class Checks:
@@ -46,6 +54,17 @@ class Checks:
         self.live = {link.index: False for link in links}  # ``ShardLink.ready``, per tick
         self.stall_after = stall_after
         self.count = count
+        self.links = links
+        # a run's routes: sym -> (link, number on its shard, global instrument number),
+        # and the grid of each global instrument number, as arrays
+        self.numbers = {
+            sym: (link, i, link.offset + i) for link in links for i, sym in enumerate(link.syms)
+        }
+        books = [b for link in links for b in link.books]
+        self.grid = {
+            f: np.array([getattr(b, f) for b in books], np.int64)
+            for f in ("max_qty", "lot_size", "min_price", "max_price", "tick_size")
+        }
 
     def route(self, sym: str) -> tuple[ShardLink, int, object]:
         """The instrument's (link, number on its shard, book config), if it takes requests."""
@@ -100,6 +119,70 @@ class Checks:
 
     def undo(self, t: Ticket) -> None:
         """Nothing is held for a routed command."""
+
+    def take_run(self, run: Run) -> None:
+        """``take`` of each NEW of a run: routed one by one, the grid checked and the
+        COMMAND records made over the run's columns; a ticket that fails goes through
+        ``take``, which raises its refusal."""
+        serving = {
+            link.index: self.live[link.index] and link.idle < self.stall_after
+            for link in self.links
+        }
+        numbers, tickets, refused = self.numbers, run.tickets, run.refused
+        at, g, shard, routed = [], [], [], []
+        for i, t in enumerate(tickets):
+            if i in refused:
+                continue
+            r = numbers.get(t.sym)
+            if r is None or not serving[r[0].index]:
+                self._refuse(run, i)
+                continue
+            t.link, t.inst = r[0], r[1]
+            at.append(i)
+            g.append(r[2])
+            shard.append(r[0].index)
+            routed.append(t.msg)
+        gi = np.array(g, np.int64)
+        qty = np.array([o.qty for o in routed], np.int64)
+        px = np.array([o.px or 0 for o in routed], np.int64)  # 0: a market order
+        grid = self.grid
+        off = (qty > grid["max_qty"][gi]) | (qty % grid["lot_size"][gi] != 0)
+        priced = px != 0
+        off |= priced & (
+            (px < grid["min_price"][gi])
+            | (px > grid["max_price"][gi])
+            | (px % grid["tick_size"][gi] != 0)
+        )
+        if off.any():
+            for j in np.flatnonzero(off).tolist():
+                self._refuse(run, at[j])
+            keep = ~off
+            at, gi, qty, px = np.array(at)[keep], gi[keep], qty[keep], px[keep]
+            shard = np.array(shard)[keep]
+            routed = [o for o, k in zip(routed, keep.tolist(), strict=True) if k]
+        rec = np.zeros(len(routed), COMMAND_DTYPE)
+        rec["price"], rec["qty"] = px, qty
+        picked = [tickets[i] for i in at]
+        rec["req_id"] = [t.req_id for t in picked]
+        rec["client"] = [t.client for t in picked]
+        rec["instrument"] = [t.inst for t in picked]
+        rec["idem_key"] = [o.ik for o in routed]
+        rec["kind"] = CMD_NEW
+        rec["side"] = [SIDES[o.side] for o in routed]
+        rec["tif"] = [TIFS[o.tif] for o in routed]
+        rec["ord_type"] = [ORDER_TYPES[o.ord_type] for o in routed]
+        rec["flags"] = [FLAG_POST_ONLY * o.post_only for o in routed]
+        rec["stp"] = [STP_MODES[o.stp] for o in routed]
+        run.at, run.g, run.shard, run.records = np.array(at, np.int64), gi, np.array(shard), rec
+
+    def _refuse(self, run: Run, i: int) -> None:
+        """A ticket of a run that does not pass: ``take`` says why."""
+        try:
+            self.take(run.tickets[i])
+        except ProtocolError as e:
+            run.refuse(i, e)
+        else:
+            raise AssertionError(f"a NEW the run refused passes one by one: {run.tickets[i]}")
 
     # ------------------------------------------------------------ per tick
 

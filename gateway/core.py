@@ -68,7 +68,7 @@ from gateway.shardlink import ShardLink, unseen
 from gateway.shardwriter import ShardWriter
 from gateway.store import Checkpoint, GatewayStore
 from gateway.sync import Sync
-from gateway.ticket import Ticket
+from gateway.ticket import Run, Ticket
 from gateway.zap import KeyTable
 
 REQUEST_BUDGET = 1024  # requests per turn at most, so events are drained in between
@@ -149,6 +149,7 @@ class Gateway:
             self.checkpoints.change,
         )
         self.admission.submit = self.submit
+        self.admission.submit_run = self.submit_run
         self.retransmits = Retransmits(links, self.checks.route, self.inflight, self.replies.reply)
         self.refdata = ReferenceData(config, positions, self.checks.serving, self.replies.reply)
         self.admission.handlers.update(
@@ -209,6 +210,15 @@ class Gateway:
                 stage.take(t)
         except ProtocolError as e:
             self._refuse(t, e, self.inbound.index(stage))
+
+    def submit_run(self, run: Run) -> None:
+        """A run of NEWs through the inbound stages, in order, each over the whole run;
+        then the refused ones answered, in the run's order."""
+        for k, stage in enumerate(self.inbound):
+            run.stage = k
+            stage.take_run(run)
+        for i, (done, e) in sorted(run.refused.items()):
+            self._refuse(run.tickets[i], e, done)
 
     def busy(self, t: Ticket, e: ProtocolError) -> None:
         """A queued command the writer found no room for."""

@@ -21,7 +21,7 @@ from exchange.records import CMD_NEW, CMD_REPLACE
 from gateway.protocol import SIDES, ProtocolError
 from gateway.risk import Risk
 from gateway.shardlink import ShardLink, resting_rows
-from gateway.ticket import Ticket
+from gateway.ticket import Run, Ticket
 
 
 class ExposureStage:
@@ -44,6 +44,27 @@ class ExposureStage:
             return
         if refusal is not None:
             raise ProtocolError(refusal.code, refusal.reason, refusal.field)
+
+    def take_run(self, run: Run) -> None:
+        """``take`` of the NEWs of a run that passed the stages before, in one pass
+        (``Risk.admit_run``)."""
+        tickets, refused = run.tickets, run.refused
+        picked = [tickets[i] for i in run.at.tolist()]
+        skip = np.array(
+            [i in refused or t.retry for i, t in zip(run.at.tolist(), picked, strict=True)],
+            np.bool_,
+        )
+        records = run.records
+        for j, refusal in self.risk.admit_run(
+            [t.req_id for t in picked],
+            [t.client for t in picked],
+            run.g,
+            records["side"],
+            records["qty"],
+            records["price"],
+            skip,
+        ):
+            run.refuse(int(run.at[j]), ProtocolError(refusal.code, refusal.reason, refusal.field))
 
     def undo(self, t: Ticket) -> None:
         self.risk.release(t.req_id)

@@ -25,7 +25,7 @@ from exchange.records import CMD_NEW
 from gateway.ledger import UNKNOWN, Ledger
 from gateway.protocol import CONFLICT, UNAVAILABLE, ProtocolError
 from gateway.shardlink import ShardLink
-from gateway.ticket import Ticket
+from gateway.ticket import Run, Ticket
 
 
 def _conflict(ik: int, used: str) -> ProtocolError:
@@ -60,6 +60,17 @@ class IdemKeys:
             raise _conflict(ik, used)
         t.retry = used is not None
         t.key = ik
+
+    def take_run(self, run: Run) -> None:
+        """``take`` of each keyed NEW of a run that passed the stages before."""
+        tickets, refused = run.tickets, run.refused
+        for i in run.at.tolist():
+            t = tickets[i]
+            if t.msg.ik and i not in refused:
+                try:
+                    self.take(t)
+                except ProtocolError as e:
+                    run.refuse(i, e)
 
     def undo(self, t: Ticket) -> None:
         if t.key:

@@ -176,6 +176,58 @@ def drop(table, open_qty, live, live_at, ids, entries):
     return entries
 
 
+# per client row, the limits the batch pass reads (``caps``)
+C_QTY, C_NOTIONAL, C_BPS, C_TICKS, C_OPEN, C_KILLED, C_EXACT = range(7)
+C_COLUMNS = 7
+FITS = 1 << 62  # a limit below this, times anything the pass multiplies it by, fits int64
+
+
+@njit(cache=True)
+def admit_pass(
+    i, rows, insts, sides, qtys, pxs, skip, caps, max_pos, max_price, tick, marks,
+    live, open_qty, acct, flight, reserved_at,
+):  # fmt: skip
+    """``Risk._rules`` and the reservation of each NEW from ``i`` on, in order, while
+    every order passes; returns the index of the first one it leaves to Python (one
+    that breaks a limit, or of a row whose limits are too large for int64 products:
+    not ``C_EXACT``), or the number of orders. ``skip``: orders not checked (retries,
+    refused before). ``reserved_at[k]``: the flight column order k reserved (-1:
+    none). ``pxs`` 0: a market order."""
+    orders = flight.shape[1] - 1
+    n = rows.shape[0]
+    while i < n:
+        if skip[i]:
+            i += 1
+            continue
+        r, inst, s, qty, px = rows[i], insts[i], sides[i], qtys[i], pxs[i]
+        if caps[r, C_KILLED] or not caps[r, C_EXACT] or qty > caps[r, C_QTY]:
+            return i
+        at = max_price[inst] if px == 0 else px
+        if qty > caps[r, C_NOTIONAL] // at:  # qty * at > max_notional, with no product
+            return i
+        if px != 0:
+            ref = marks[inst]
+            away = px - ref if px > ref else ref - px
+            ticks = caps[r, C_TICKS] * tick[inst]
+            if away > ref * caps[r, C_BPS] // 10_000 or (ticks != 0 and away > ticks):
+                return i
+        if live[r] + flight[r, orders] >= caps[r, C_OPEN]:
+            return i
+        k = 2 * inst + s
+        held = open_qty[r, inst, s] + flight[r, k]
+        pos = acct[r, inst, F_POS]
+        if s == 0:
+            if pos + held + qty > max_pos[r, inst]:
+                return i
+        elif pos - held - qty < -max_pos[r, inst]:
+            return i
+        flight[r, k] += qty
+        flight[r, orders] += 1
+        reserved_at[i] = k
+        i += 1
+    return n
+
+
 class Risk:
     def __init__(self, config: Config, positions: Positions):
         self.symbols = symbols(config)
@@ -195,9 +247,15 @@ class Risk:
         self.open_qty = np.zeros((0, n, 2), np.int64)  # live orders' open qty
         self.live = np.zeros(0, np.int64)  # live orders
         self.live_at = np.zeros((0, n), np.int64)  # live orders per instrument
-        # per client row, in flight: [qty of instrument i side s at 2i + s..., NEW orders];
-        # plain lists, since a reserve and a release touch them once per order each
-        self._flight: list[list[int]] = []
+        # per client row, in flight: [qty of instrument i side s at 2i + s..., NEW orders]
+        self.flight = np.zeros((0, 2 * n + 1), np.int64)
+        self._orders = 2 * n  # the flight column of NEW orders
+        # per client row, its limits as the batch pass reads them (``C_*``), and its
+        # position limit per instrument
+        self.caps = np.zeros((0, C_COLUMNS), np.int64)
+        self.max_pos = np.zeros((0, n), np.int64)
+        self._max_price = np.array(self.max_price, np.int64)
+        self._tick = np.array(self.tick, np.int64)
         self._entries = 0  # live orders in the table (how full it is)
         self._accounts: dict[int, tuple[int, Limits]] = {}  # client -> (row, limits)
         # req_id -> (row, 2 x instrument + side index, qty, 1 for a NEW / 0)
@@ -207,8 +265,21 @@ class Risk:
     def _account(self, client: int) -> tuple[int, Limits]:
         account = self._accounts.get(client)
         if account is None:
-            account = self._accounts[client] = (self.slots.row(client), self.limits(client))
+            row, lim = account = self._accounts[client] = (
+                self.slots.row(client),
+                self.limits(client),
+            )
             self._fit()
+            caps = (lim.max_order_qty, lim.max_notional, lim.collar_bps, lim.collar_ticks)
+            big = max(self.max_price + self.tick + [1])
+            exact = all(0 <= v < FITS // big for v in caps) and all(
+                0 <= v < FITS for v in (lim.max_open_orders, *lim.max_position)
+            )
+            if exact:
+                self.caps[row, :C_KILLED] = (*caps, lim.max_open_orders)
+                self.max_pos[row] = lim.max_position
+            self.caps[row, C_KILLED] = client in self.killed
+            self.caps[row, C_EXACT] = exact
         return account
 
     def _fit(self) -> None:
@@ -217,8 +288,9 @@ class Risk:
             self.open_qty = grown(self.open_qty, rows)
             self.live = grown(self.live, rows)
             self.live_at = grown(self.live_at, rows)
-        while len(self._flight) < rows:
-            self._flight.append([0] * (2 * len(self.symbols) + 1))
+            self.flight = grown(self.flight, rows)
+            self.caps = grown(self.caps, rows)
+            self.max_pos = grown(self.max_pos, rows)
         self.positions.fit()
 
     def _side(self, side: int) -> int:
@@ -268,10 +340,54 @@ class Risk:
                 raise ValueError(f"req_id {req_id} is reserved already")
             k = 2 * inst + s
             self._reserved[req_id] = (row, k, qty, 1)
-            flight = self._flight[row]
-            flight[k] += qty
-            flight[-1] += 1
+            self.flight[row, k] += qty
+            self.flight[row, self._orders] += 1
         return refusal
+
+    def admit_run(
+        self,
+        req_ids: list[int],
+        clients: list[int],
+        insts: np.ndarray,
+        sides: np.ndarray,
+        qtys: np.ndarray,
+        pxs: np.ndarray,
+        skip: np.ndarray,
+    ) -> list[tuple[int, Refusal]]:
+        """``admit`` of each NEW of a run, in order (``skip``: not checked): the Numba
+        pass (``admit_pass``) takes the orders while they pass; an order it stops at is
+        ``admit``'s, with the state as the orders before it left it (so a refusal's
+        numbers are the same as one order at a time). Returns the refusals, by index;
+        ``sides`` SIDE_BUY/SIDE_SELL, ``pxs`` 0 for a market order."""
+        n = len(clients)
+        accounts = {c: self._account(c) for c in dict.fromkeys(clients)}  # rows as met
+        rows = np.array([accounts[c][0] for c in clients], np.int64)
+        sides = sides.astype(np.int64) - 1
+        qtys, pxs = qtys.astype(np.int64), pxs.astype(np.int64)
+        marks = np.array(self.positions.marks, np.int64)
+        reserved_at = np.full(n, -1, np.int64)
+        refusals = []
+        i = 0
+        while True:
+            i = admit_pass(
+                i, rows, insts, sides, qtys, pxs, skip, self.caps, self.max_pos,
+                self._max_price, self._tick, marks, self.live, self.open_qty,
+                self.positions.acct, self.flight, reserved_at,
+            )  # fmt: skip
+            if i == n:
+                break
+            px = int(pxs[i]) or None
+            refusal = self.admit(
+                req_ids[i], clients[i], self.symbols[insts[i]], int(sides[i]) + 1, int(qtys[i]), px
+            )
+            if refusal is not None:
+                refusals.append((i, refusal))
+            i += 1
+        done = np.flatnonzero(reserved_at >= 0).tolist()
+        if done:
+            ks, qs, rs = reserved_at.tolist(), qtys.tolist(), rows.tolist()
+            self._reserved.update((req_ids[j], (rs[j], ks[j], qs[j], 1)) for j in done)
+        return refusals
 
     def check_replace(self, client: int, sym: str, oid: int, px: int, qty: int) -> Refusal | None:
         """Whether a Replace of order ``oid`` to (px, total qty) may go to its shard. An
@@ -310,7 +426,7 @@ class Risk:
                 return self._off_collar(inst, px, ref, away, lim)
         if new:
             # .item(): a Python int, cheaper to add and compare than a numpy scalar
-            orders = self.live.item(row) + self._flight[row][-1]
+            orders = self.live.item(row) + self.flight.item(row, self._orders)
             if orders >= lim.max_open_orders:
                 return Refusal(
                     MAX_OPEN_ORDERS,
@@ -321,7 +437,7 @@ class Risk:
         if adds > 0:
             limit = lim.max_position[inst]
             pos = self.positions.acct.item(row, inst, F_POS)
-            held = self.open_qty.item(row, inst, s) + self._flight[row][2 * inst + s]
+            held = self.open_qty.item(row, inst, s) + self.flight.item(row, 2 * inst + s)
             if s == 0:
                 over = pos + held + adds > limit
             else:
@@ -363,7 +479,7 @@ class Risk:
 
     def _position_refusal(self, row: int, inst: int, s: int, qty: int, limit: int) -> Refusal:
         pos = int(self.positions.acct[row, inst, F_POS])
-        flight = self._flight[row][2 * inst + s]
+        flight = self.flight.item(row, 2 * inst + s)
         live = int(self.open_qty[row, inst, s])
         sym = self.symbols[inst]
         if s == 0:
@@ -404,9 +520,8 @@ class Risk:
             raise ValueError(f"req_id {req_id} is reserved already")
         k = 2 * inst + s
         self._reserved[req_id] = (row, k, qty, orders)
-        flight = self._flight[row]
-        flight[k] += qty
-        flight[-1] += orders
+        self.flight[row, k] += qty
+        self.flight[row, self._orders] += orders
 
     def release(self, req_id: int) -> None:
         """The request was answered (or never written): stop counting it. Harmless for a
@@ -414,23 +529,21 @@ class Risk:
         held = self._reserved.pop(req_id, None)
         if held is not None:
             row, k, qty, orders = held
-            flight = self._flight[row]
-            flight[k] -= qty
-            flight[-1] -= orders
+            self.flight[row, k] -= qty
+            self.flight[row, self._orders] -= orders
 
     def settle(self, events: np.ndarray) -> None:
         """Release the requests a batch of EVENT records answers: a command's first event
         (idx 0) answers it, whatever its kind."""
         if not self._reserved:
             return
-        pop, flights = self._reserved.pop, self._flight
-        for req_id in events["req_id"][events["idx"] == 0].tolist():
-            held = pop(req_id, None)  # ``release``, inline: once per order
-            if held is not None:
-                row, k, qty, orders = held
-                flight = flights[row]
-                flight[k] -= qty
-                flight[-1] -= orders
+        pop = self._reserved.pop
+        held = [pop(r, None) for r in events["req_id"][events["idx"] == 0].tolist()]
+        held = [h for h in held if h is not None]
+        if held:
+            rows, ks, qtys, orders = np.array(held, np.int64).T
+            np.subtract.at(self.flight, (rows, ks), qtys)
+            np.subtract.at(self.flight[:, self._orders], rows, orders)
 
     def in_flight(self) -> int:
         return len(self._reserved)
@@ -505,10 +618,10 @@ class Risk:
 
     def exposure(self, client: int, sym: str) -> Exposure:
         row, inst = self.slots.find(client), self._inst(sym)
-        if row is None or row >= len(self._flight):
+        if row is None or row >= len(self.flight):
             return Exposure(0, 0, 0)
         buy, sell = self.open_qty[row, inst].tolist()
-        flight = self._flight[row]
+        flight = self.flight[row].tolist()
         return Exposure(
             buy + flight[2 * inst], sell + flight[2 * inst + 1], int(self.live_at[row, inst])
         )
@@ -516,16 +629,16 @@ class Risk:
     def open_orders(self, client: int) -> int:
         """Live orders, and NEW orders in flight."""
         row = self.slots.find(client)
-        if row is None or row >= len(self._flight):
+        if row is None or row >= len(self.flight):
             return 0
-        return int(self.live[row]) + self._flight[row][-1]
+        return int(self.live[row] + self.flight[row, self._orders])
 
     def exposed_on(self, client: int) -> list[str]:
         """The symbols where the client has live orders or orders in flight."""
         row = self.slots.find(client)
-        if row is None or row >= len(self._flight):
+        if row is None or row >= len(self.flight):
             return []
-        flight = self._flight[row]
+        flight = self.flight[row].tolist()
         live = self.live_at[row].tolist()
         return [
             sym
@@ -535,6 +648,14 @@ class Risk:
 
     def kill(self, client: int) -> None:
         self.killed.add(client)
+        self._caps_killed(client)
 
     def unkill(self, client: int) -> None:
         self.killed.discard(client)
+        self._caps_killed(client)
+
+    def _caps_killed(self, client: int) -> None:
+        """The batch pass's copy of the block (an account made later reads ``killed``)."""
+        account = self._accounts.get(client)
+        if account is not None:
+            self.caps[account[0], C_KILLED] = client in self.killed

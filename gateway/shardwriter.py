@@ -17,7 +17,7 @@ from exchange.records import COMMAND_DTYPE
 from gateway.inflight import Inflight
 from gateway.protocol import BUSY, ProtocolError
 from gateway.shardlink import ShardLink
-from gateway.ticket import Ticket
+from gateway.ticket import Run, Ticket
 
 FLUSH_AT = 256  # commands queued at the end of a frame: written before the next frame
 
@@ -27,12 +27,29 @@ class ShardWriter:
         self.links = links
         self.inflight = inflight
         self.refuse = refuse  # (ticket, ProtocolError): a queued command not written after all
+        # per shard, the queued tickets and their COMMAND records (bytes, several
+        # records a piece for a run), in order
         self.outbox: dict[int, list[Ticket]] = {link.index: [] for link in links}
+        self.records: dict[int, list[bytes]] = {link.index: [] for link in links}
         self.queued = 0  # commands in the outboxes
 
     def take(self, t: Ticket) -> None:
         self.outbox[t.link.index].append(t)
+        self.records[t.link.index].append(t.cmd)
         self.queued += 1
+
+    def take_run(self, run: Run) -> None:
+        """The tickets of a run that passed every stage, queued with their records."""
+        passing = run.passing()
+        if not passing.any():
+            return
+        at, shard, records, tickets = run.at, run.shard, run.records, run.tickets
+        for link in self.links:
+            mine = passing & (shard == link.index)
+            if mine.any():
+                self.outbox[link.index].extend(tickets[i] for i in at[mine].tolist())
+                self.records[link.index].append(records[mine].tobytes())
+        self.queued += int(passing.sum())
 
     def undo(self, t: Ticket) -> None:
         """Nothing is held before a command is written."""
@@ -48,8 +65,9 @@ class ShardWriter:
             out = self.outbox[link.index]
             if not out:
                 continue
-            self.outbox[link.index] = []
-            n = link.requests.write(np.frombuffer(b"".join([t.cmd for t in out]), COMMAND_DTYPE))
+            records = b"".join(self.records[link.index])
+            self.outbox[link.index], self.records[link.index] = [], []
+            n = link.requests.write(np.frombuffer(records, COMMAND_DTYPE))
             self.inflight.put([t.req_id for t in out[:n]], [t.p for t in out[:n]])
             reason = f"the request queue of shard {link.name} is full; retry later, unchanged"
             for t in out[n:]:

@@ -9,6 +9,7 @@ what is left for its shard's ring. A refused ticket is answered through its
 """
 
 import msgspec
+import numpy as np
 
 from gateway.inflight import Pending
 
@@ -31,3 +32,37 @@ class Ticket(msgspec.Struct, gc=False):
         """The Reject that answers this command when ``e`` (a ProtocolError) refuses it."""
         p = self.p
         return e.reject(p.cid, p.coid if p.group is None else p.group.coid(self.req_id))
+
+
+class Run:
+    """Consecutive NEW tickets of a chunk of frames, taken through the inbound stages
+    together (``gateway.core.Gateway.submit_run``): each stage takes the whole run
+    (``take_run``), in the stages' order, skipping the tickets refused before it.
+
+    No two tickets of a run hold one idempotency pair (``gateway.admission`` starts a
+    new run there), so a refusal's letting go of a pair, done after the run, changes
+    nothing for the tickets after it in the run.
+    """
+
+    __slots__ = ("tickets", "refused", "stage", "at", "g", "shard", "records")
+
+    def __init__(self):
+        self.tickets: list[Ticket] = []
+        # ticket index -> (the inbound stage that refused it, ProtocolError); 0 with
+        # nothing held, before the stages (the rate limit)
+        self.refused: dict = {}
+        self.stage = 0  # the stage taking the run now (``submit_run`` sets it)
+        # what the routing stage makes of the tickets it passes: their indices, global
+        # instrument numbers, shard indices and COMMAND records
+        self.at = np.zeros(0, np.int64)
+        self.g = np.zeros(0, np.int64)
+        self.shard = np.zeros(0, np.int64)
+        self.records = None
+
+    def refuse(self, i: int, e) -> None:
+        self.refused[i] = (self.stage, e)
+
+    def passing(self) -> np.ndarray:
+        """Which of ``at`` no stage has refused so far (bool)."""
+        refused = self.refused
+        return np.array([i not in refused for i in self.at.tolist()], np.bool_)

@@ -382,3 +382,71 @@ def test_a_client_of_its_own_rate_limit_gets_its_own_bucket():
     assert limiter.take(3, 300, now=0.0) == 200  # the default's burst
     with pytest.raises(ValueError, match="rate must be > 0"):
         RateLimiter(10, 5, {4: (0, 1)})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_run_through_the_batch_pass_is_admitted_as_one_order_at_a_time(seed):
+    """``admit_run`` (the Numba pass, and ``admit`` where it stops) against ``admit`` of
+    each order in turn: the same refusals, word for word, and the same state, on random
+    runs that hit every limit (a client blocked, one whose limits are too large for the
+    pass, market orders, retries skipped), with fills and answers between the runs."""
+    rng = np.random.default_rng(seed)
+    config = make_config(
+        "[[clients]]\nclient = 3\nmax_order_qty = 40\nmax_position = 60\nmax_open_orders = 9\n"
+        "[[clients]]\nclient = 4\nmax_notional = 9_000_000_000_000_000_000\n"
+        "[[clients]]\nclient = 2\nmax_notional = 50_000_000\n",
+        max_position=120,
+        max_open_orders=30,
+        price_collar_ticks=400,
+    )
+    syms = symbols(config)
+    books = [config.instrument(s).book for s in syms]
+    one, run = make_risk(config), make_risk(config)
+    for r in (one, run):
+        r.kill(5)
+    req_id = 0
+    for _ in range(40):
+        n = int(rng.integers(1, 50))
+        clients = rng.choice([1, 2, 3, 4, 5], n).tolist()
+        insts = rng.integers(0, len(syms), n)
+        sides = rng.choice([SIDE_BUY, SIDE_SELL], n)
+        qtys = rng.integers(1, 60, n)
+        refs = [config.instrument(syms[i]).ref_price for i in insts.tolist()]
+        ticks = [books[i].tick_size * int(rng.integers(-900, 900)) for i in insts.tolist()]
+        pxs = np.array(
+            [0 if rng.random() < 0.15 else r + t for r, t in zip(refs, ticks, strict=True)],
+            np.int64,
+        )
+        skip = rng.random(n) < 0.1
+        req_ids = list(range(req_id + 1, req_id + n + 1))
+        req_id += n
+        expected = []
+        for j in range(n):
+            if skip[j]:
+                continue
+            px = int(pxs[j]) or None
+            got = one.admit(req_ids[j], clients[j], syms[insts[j]], int(sides[j]), int(qtys[j]), px)
+            if got is not None:
+                expected.append((j, got))
+        assert run.admit_run(req_ids, clients, insts, sides, qtys, pxs, skip) == expected
+        assert in_flight(run) == in_flight(one)
+        # some answered (accepted: live now), and a trade that moves a position and a mark
+        done = [k for k in req_ids if k in one._reserved and rng.random() < 0.5]
+        px = config.instrument(syms[0]).ref_price + int(rng.integers(-50, 50))
+        traded = int(rng.integers(1, 30))
+        for r in (one, run):
+            for k in done:
+                row, col, qty, _ = r._reserved[k]
+                ev = accepted(r.slots.ids[row], col // 2, SIDE_BUY + col % 2, qty, k, k)
+                r.apply(ev, 0)
+                r.release(k)
+            r.positions.apply(trade(1, SIDE_BUY, 2, px, traded))
+        assert in_flight(run) == in_flight(one)
+
+
+def in_flight(r: Risk) -> tuple[dict, dict]:
+    """What is in flight, by client (the rows are numbered as clients are met)."""
+    ids = r.slots.ids
+    flight = {ids[row]: r.flight[row].tolist() for row in range(len(ids))}
+    reserved = {k: (ids[row], *rest) for k, (row, *rest) in r._reserved.items()}
+    return flight, reserved
