@@ -83,6 +83,8 @@ class Admission:
         self.syms = syms  # every instrument: a MassCancel without a symbol
         self.submit = None  # (ticket): the inbound pipeline, wired by ``gateway.core``
         self.submit_run = None  # (run): the same for a run of NEWs
+        # the run of NEWs of the chunk being handled, and the pairs its tickets hold
+        self._run, self._pairs = Run(), set()
         self.screen = screen  # (clients, keys): the pairs about to be looked up
         self.now = 0.0  # the turn's clock
         # a message being read off: its connection, the cid its first frame holds (0:
@@ -164,29 +166,34 @@ class Admission:
                         clients.append(client)
                         keys.append(o.ik)
         self.screen(clients, keys)
-        frame_done = self.writer.frame_done
-        run, pairs = Run(), set()
         for conn, client, msg in chunk:
-            if client is not None and type(msg) is NewOrder:
-                pair = (client, msg.ik)
-                if msg.ik and pair in pairs:  # a run holds a pair once (``Run``)
-                    self.submit_run(run)
-                    run, pairs = Run(), set()
-                pairs.add(pair)
-                self._new_order(run, conn, client, msg)
+            cls = type(msg)
+            if client is not None and (cls is NewOrder or cls is NewOrders):
+                self._orders(conn, client, msg)
                 continue
-            if run.tickets:
-                self.submit_run(run)
-                frame_done()
-                run, pairs = Run(), set()
+            self._end_run()
             if client is None:
                 self.replies.reply(conn, msg)
             else:
                 self.on_request(conn, client, msg)
-                frame_done()
-        if run.tickets:
-            self.submit_run(run)
-            frame_done()
+                self.writer.frame_done()
+        self._end_run()
+
+    def _end_run(self) -> None:
+        """The run of orders so far through the inbound stages; a new run begins."""
+        if self._run.tickets:
+            self.submit_run(self._run)
+            self.writer.frame_done()
+            self._run, self._pairs = Run(), set()
+
+    def _in_run(self, t: Ticket, ik: int) -> None:
+        """A NEW's ticket into the run; a new run first if it holds the pair already."""
+        if ik:
+            pair = (t.client, ik)
+            if pair in self._pairs:
+                self._end_run()
+            self._pairs.add(pair)
+        self._run.tickets.append(t)
 
     def _refuse_more(self) -> bool:
         """Read on in the multi-frame message being refused, up to the turn's budget;
@@ -210,11 +217,6 @@ class Admission:
         self.count.seen.add(client)
         cls = type(msg)
         try:
-            if cls is NewOrders:
-                n = len(msg.orders)
-                self.count.orders += n
-                self._new_orders(conn, client, msg, self._take(client, n))
-                return
             if TOKENS.get(cls, 1):
                 self._take(client, 1)
             self.handlers[cls](conn, client, msg)
@@ -232,32 +234,38 @@ class Admission:
 
     # ------------------------------------------------------------ requests -> tickets
 
-    def _new_order(self, run: Run, conn, client: int, msg: NewOrder) -> None:
-        """A NewOrder's ticket into ``run``; one past the rate limit is refused there
-        (before the stages: it holds nothing)."""
+    def _orders(self, conn, client: int, msg: NewOrder | NewOrders) -> None:
+        """A NewOrder, or each order of a NewOrders, into the run of orders; an order past
+        the rate limit is refused in the run (before the stages: it holds nothing), a
+        NewOrders none of whose orders is within the limit at once."""
         self.sessions.seen(client, conn, self.now)
         self.count.seen.add(client)
-        self.count.orders += 1
-        p = Pending(conn, client, msg.cid, CMD_NEW, msg.sym, msg.coid)
-        run.tickets.append(Ticket(client, self.inflight.reserve(), p, msg.sym, msg))
-        try:
-            self._take(client, 1)
-        except ProtocolError as e:
-            run.refuse(len(run.tickets) - 1, e)
-
-    def _new_orders(self, conn, client: int, msg: NewOrders, allowed: int) -> None:
-        """Each order on its own: the ones past the rate limit or refused get a Reject slot."""
+        if type(msg) is NewOrder:
+            self.count.orders += 1
+            p = Pending(conn, client, msg.cid, CMD_NEW, msg.sym, msg.coid)
+            self._in_run(Ticket(client, self.inflight.reserve(), p, msg.sym, msg), msg.ik)
+            try:
+                self._take(client, 1)
+            except ProtocolError as e:
+                self._run.refuse(len(self._run.tickets) - 1, e)
+            return
         orders = msg.orders
+        self.count.orders += len(orders)
+        try:
+            allowed = self._take(client, len(orders))
+        except ProtocolError as e:
+            self._end_run()  # its refusals first: replies go in the requests' order
+            self.replies.reply(conn, e.reject(msg.cid))
+            return
         base = self.inflight.reserve(len(orders))
         group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
         p = Pending(conn, client, msg.cid, CMD_NEW, "", "", group)
-        submit = self.submit
         for i, order in enumerate(orders):
             if i >= allowed:
                 e = ProtocolError(RATE_LIMITED, "over the rate limit: the rest of the batch")
                 self.replies.group_put(group, base + i, e.reject(msg.cid, order.coid))
             else:
-                submit(Ticket(client, base + i, p, order.sym, order))
+                self._in_run(Ticket(client, base + i, p, order.sym, order), order.ik)
 
     def _on_order(self, conn, client: int, msg: Cancel | Replace | Status) -> None:
         p = Pending(conn, client, msg.cid, KIND[type(msg)], msg.sym)

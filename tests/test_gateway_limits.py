@@ -212,3 +212,19 @@ def test_gateway_refuses_to_start_without_keys_or_rings(tmp_path):
     no_rings = _start_alone(tmp_path, cfg)
     assert no_rings.returncode == 2 and "cannot start" in no_rings.stderr
     assert "s0-" in no_rings.stderr  # the ring it could not attach to
+
+
+def test_a_key_a_risk_check_refused_is_free_for_the_next_order_of_the_frame(rig):
+    """The orders of a frame go through the checks together, yet each sees the key as
+    one order at a time would: the first is refused (max_notional, a risk check: after
+    the key check), so its key is free and the second, on another instrument, takes it."""
+    c = rig.client(8)
+    batch = c.new_orders(
+        [
+            order("BTC-USD", "buy", 2_000, px=6_000_000, ik=9191),  # 1.2e10 > 1e10
+            order("ACME", "buy", 1, px=5_000, ik=9191),
+        ]
+    )
+    first, second = batch.results
+    assert first.code == "max_notional" and isinstance(second, Ack), batch
+    assert c.mass_cancel().n == 1
