@@ -238,6 +238,7 @@ class Tables(NamedTuple):
 
     folded: int
     positions_at: int
+    pruned: int  # the orders table has no row of an order finished by this seq
     order_ids: np.ndarray  # int64: the keys of the rows that pass their check, in order
     orders: np.ndarray  # ORDER_DTYPE: those rows
     idem_keys: np.ndarray  # idempotency.KEY_BYTES, by key: the entries that pass theirs
@@ -1439,6 +1440,7 @@ class Journal:
         with self._reading("meta", "orders", "idem", "positions") as txn:
             folded = self._meta(txn, b"folded")
             positions_at = self._meta(txn, b"positions_at")
+            pruned = self._pruned_in(txn)[0]
             for table in ("orders", "idem"):
                 for keys, values in _chunks(txn.cursor(db=self._db[table])):
                     ok, kept_keys, kept = _checked_rows(table, keys, values)
@@ -1457,6 +1459,7 @@ class Journal:
         return Tables(
             folded,
             positions_at,
+            pruned,
             np.concatenate([np.zeros(0, np.int64), *ids]),
             np.concatenate([np.zeros(0, ORDER_DTYPE), *rows]),
             np.concatenate([np.zeros(0, idempotency.KEY_BYTES), *idem_keys]),
