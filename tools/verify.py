@@ -501,7 +501,8 @@ def render(report: Verification) -> str:
     r = report
     head = f"{r.shard} ({r.path})"
     if r.ok:
-        span = f"seqs 1..{r.last_seq} in {r.batches} batches" if r.last_seq else "empty"
+        first = r.snapshot_seq + 1 if r.history_after else 1
+        span = f"seqs {first}..{r.last_seq} in {r.batches} batches" if r.last_seq else "empty"
         lines = [f"{head}: OK, {span} ({r.seconds:.2f} s)"]
     else:
         total = sum(r.counts.values())
