@@ -954,10 +954,7 @@ class Journal:
         dt = self._write(fill)
         # only a committed transaction moves the in-memory state
         if fold:
-            pending.clear()
-            self._idem.clear()
-            self._unused.clear()
-            self._log_positions.clear()
+            self._folded()
         else:
             pending.add(logged[0])
             if keys:
@@ -965,6 +962,13 @@ class Journal:
             self._log_positions.update(positions)
         self._last_seq = last
         return dt
+
+    def _folded(self) -> None:
+        """After a fold's commit: the log starts anew."""
+        self._pending.clear()
+        self._idem.clear()
+        self._unused.clear()
+        self._log_positions.clear()
 
     def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, positions: dict) -> None:
         """Bring the tables up to date with the log and this batch; the log starts anew."""
@@ -1044,9 +1048,10 @@ class Journal:
         self, retain: int, archive_dir: str | None = None, limit: int = PRUNE_COMMANDS
     ) -> tuple[int, int] | None:
         """Take the oldest batches out of the journal, keeping at least the last ``retain``
-        commands, the latest snapshot's replay and the log (the batches after
-        ``folded``); returns the (first, last) seqs taken out, None when there was
-        nothing to take.
+        commands and the latest snapshot's replay; returns the (first, last) seqs taken
+        out, None when there was nothing to take. The log's rows and entries live in
+        its batch records only: when the range reaches into the log, the same
+        transaction folds it first (as a batch's fold does).
 
         At most ``limit`` commands at a time (and always whole batches), so call it
         again while it returns a range. With ``archive_dir`` the batches are written to
@@ -1068,7 +1073,8 @@ class Journal:
             pruned = self._pruned_in(txn)[0]
             snapshots = txn.cursor(db=self._db["snapshots"])
             snap = _int(snapshots.key()) if snapshots.last() else 0
-            bound = min(self._last_seq - retain, snap, self._meta(txn, b"folded"))
+            bound = min(self._last_seq - retain, snap)
+            fold = bound > self._meta(txn, b"folded")
             keys, values, n = [], [], 0
             cur = txn.cursor(db=self._db["batches"])
             found = cur.set_range(batch_key(pruned + 1))
@@ -1093,6 +1099,8 @@ class Journal:
             archive.write(archive_dir, head, list(zip(keys, values, strict=True)))
 
         def fill(txn):
+            if fold:
+                self._fold(txn, self._last_seq, np.zeros(0, ORDER_DTYPE), {}, {})
             for key in keys:
                 txn.delete(key, db=self._db["batches"])
             self._prune_orders(txn, last)
@@ -1101,6 +1109,8 @@ class Journal:
                 self._put_meta(txn, b"dropped", last)
 
         self._write(fill)
+        if fold:
+            self._folded()
         return pruned + 1, last
 
     def _prune_orders(self, txn, upto: int) -> None:
