@@ -438,6 +438,7 @@ def cmd_journal_book(args) -> int:
             index,
             progress.update,
             archive_dir=_archives(config),
+            shard=name,
         )
     except JournalDamaged:
         raise
@@ -474,7 +475,12 @@ def cmd_journal_backup(args) -> int:
     done = backup(args.path or _journal_path(config, args.shard), args.dest)
     books = [config.instrument(sym).book for sym in shard.instruments]
     report = verify_journal(
-        args.dest, books, symbols=list(shard.instruments), shard=args.shard, shard_index=index
+        args.dest,
+        books,
+        symbols=list(shard.instruments),
+        shard=args.shard,
+        shard_index=index,
+        archive_dir=_archives(config),
     )
     if args.json:
         _print_json({**done, "verified": {**dataclasses.asdict(report), "ok": report.ok}})

@@ -47,7 +47,7 @@ def from_journals(
             seqs[shard.name] = 0
             continue
         with Journal(
-            path, readonly=True, archive_dir=config.journal.archive_dir or None
+            path, readonly=True, archive_dir=config.journal.archive_dir or None, name=shard.name
         ) as journal:
             view = JournalView(journal, journal.last_seq)
             seqs[shard.name] = view.last_seq

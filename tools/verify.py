@@ -282,7 +282,8 @@ def verify_journal(
     t0 = time.perf_counter()
     symbols = symbols or [str(i) for i in range(len(books))]
     report = Verification(shard=shard, path=path)
-    with Journal(path, readonly=True, archive_dir=archive_dir) as journal:
+    # a copy's directory may be named otherwise: its archives are the shard's
+    with Journal(path, readonly=True, archive_dir=archive_dir, name=shard or None) as journal:
         for seq, message in journal.damaged():
             report.add("checksums", seq, message)
         try:
