@@ -43,8 +43,10 @@ is sorted out command by command.
 
 ``resend(journal, drained, plan, batch_cmds)`` after the batch is committed:
 the original events of every retry (DEPTH left out, it is public data),
-flagged EVF_DUPLICATE, with the retry's req_id. Earlier-in-batch originals are
-journaled by then, so every retry is answered from the journal the same way.
+flagged EVF_DUPLICATE, with the retry's req_id; when retention took the
+original's batch out of the journal, its ACCEPTED alone, rebuilt from its
+entry. Earlier-in-batch originals are journaled by then, so every retry is
+answered from the journal the same way.
 
 Neither kind of reply is history: conflicts carry seq 0 (never sequenced),
 duplicates carry the original seq. They are published after the batch's own

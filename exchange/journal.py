@@ -11,7 +11,8 @@ positions  name (UTF-8)            -> int64 (big-endian): where the shard's read
                                       input stand, as of ``positions_at``
 snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
 meta       b"layout" -> LAYOUT, b"identity" -> 8 random bytes drawn at creation
-           (``exchange.journalid``), b"folded" -> int64 seq, b"positions_at" -> int64 seq
+           (``exchange.journalid``), b"folded" -> int64 seq, b"positions_at" -> int64 seq,
+           b"pruned", b"dropped" -> int64 seq (``prune``; absent: 0)
 
 All but ``batches`` are named sub-databases: LMDB records each in the main
 database, under its (ASCII) name. A batch key is the seq with its top bit set
@@ -120,9 +121,15 @@ refusing a write (ENOSPC, EDQUOT, EFBIG, or EIO, which is how LMDB reports a
 short write), raises ``JournalFull``: that transaction is aborted, every
 earlier commit is intact, and the shard must stop intake.
 
-Mapped pages: a journal only grows (idempotency keys and orders are kept
-forever, looked up at random), so the RSS of a long-running shard would grow
-with it (``exchange.pages``); ``release_pages`` gives the pages back, and the
+Retention (``prune``): the oldest batches leave the journal, archived
+(``exchange.archive``) or dropped, with the rows of the orders finished by then;
+``meta`` then holds ``pruned`` (and ``dropped``) seqs, and the readers of
+batches read what is before ``pruned`` from the archives, if they have them
+(``iter_records``).
+
+Mapped pages: the tables are looked up at random and the idempotency entries are
+kept for the journal's life, so the RSS of a long-running shard would grow with
+what it maps (``exchange.pages``); ``release_pages`` gives the pages back, and the
 shard calls it every ``RELEASE_SECONDS``.
 
 Readers (``readonly=True``, other processes) use LMDB's MVCC read transactions:

@@ -402,6 +402,15 @@ def cmd_journal_verify(args) -> int:
         if not args.json:
             print(render(report))
     paths = {name: args.path or _journal_path(config, name) for name in names}
+    if any(r.history_after for r in reports):
+        # the accounts are every fill since seq 1: not there when history was dropped
+        if not args.json:
+            print("accounts: not checked (a journal's history was dropped by retention)")
+        ok = all(r.ok for r in reports)
+        if args.json:
+            shards = [{**dataclasses.asdict(r), "ok": r.ok} for r in reports]
+            _print_json({"ok": ok, "shards": shards, "accounts": None})
+        return 0 if ok else EXIT_UNTRUSTED
     try:
         accounts = check_accounts(config, paths)
     except JournalDamaged:
