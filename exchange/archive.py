@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import msgspec
 
+from exchange import durable
+
 MAGIC = b"EXJARC1\n"
 SUFFIX = ".jarc"
 _U32 = struct.Struct("<I")
@@ -96,18 +98,8 @@ def write(archive_dir: str, header: Header, records: list[tuple[bytes, bytes]]) 
     raw = b"".join(_RECORD.pack(k, len(v)) + bytes(v) for k, v in records)
     body = zlib.compress(raw, 1)
     head = msgspec.msgpack.encode(header)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + _U32.pack(len(head)) + head + _U32.pack(zlib.crc32(head)))
-        f.write(body + _U32.pack(zlib.crc32(body)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    parts = (MAGIC, _U32.pack(len(head)), head, _U32.pack(zlib.crc32(head)), body)
+    durable.replace_file(path, b"".join(parts) + _U32.pack(zlib.crc32(body)))
     return path
 
 
