@@ -135,9 +135,16 @@ md_interval_ms = 0
 # One LMDB environment per shard under dir. durability "fsync": a batch is on
 # stable storage before its events leave the shard; "os": in the OS page cache
 # (survives a process crash, not a power loss).
+# retain_commands: each shard keeps at least its last this many commands of history
+# in its journal (0: all of it), and always what its recovery replays; older
+# batches are written to archive_dir (one compressed, checksummed file per
+# range, under <archive_dir>/<shard>) before they leave the journal, or dropped
+# when archive_dir is "". See docs/OPERATIONS.md, "Journal retention".
 [journal]
 dir = "./var/journal"
 durability = "fsync"
+retain_commands = 1_000_000
+archive_dir = ""
 
 # A shard snapshots its books after this many commands or seconds, whichever first.
 [snapshot]
@@ -257,6 +264,8 @@ class Gateway(_Section, kw_only=True):
 class Journal(_Section, kw_only=True):
     dir: str
     durability: Literal["fsync", "os"]
+    retain_commands: NonNegative = 0
+    archive_dir: str = ""
 
 
 class Snapshot(_Section, kw_only=True):
@@ -459,6 +468,10 @@ def _check(config: Config, source: str) -> None:
                     key, f"{sym!r} is in shard {shard_of[sym]!r} already; one shard per instrument"
                 )
             shard_of[sym] = shard.name
+    archives = config.journal.archive_dir
+    if archives and os.path.normpath(archives) == os.path.normpath(config.journal.dir):
+        # <archive_dir>/<shard> would be the shard's journal directory
+        fail("journal.archive_dir", f"{archives!r} is the journal directory; use another")
     for i, inst in enumerate(config.instruments):
         if inst.symbol not in shard_of:
             fail(f"instruments[{i}].symbol", f"{inst.symbol!r} is in no shard")

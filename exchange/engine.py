@@ -40,7 +40,7 @@ from exchange import idempotency
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.journal import Journal
-from exchange.orderstate import STATUS_NAMES
+from exchange.orderstate import ORDER_ID_SHARD_SHIFT, STATUS_NAMES
 from exchange.records import (
     CMD_CANCEL,
     CMD_MASS_CANCEL,
@@ -66,7 +66,6 @@ from exchange.records import (
     join_records,
 )
 
-ORDER_ID_SHARD_SHIFT = 40  # 2**40 sequence numbers per shard before ids would collide
 SNAPSHOT_FORMAT = 1
 # records per chunk of a SYNC's answer (2 MiB), so that answering a long history
 # never holds more than a chunk and a batch of it in memory
@@ -180,6 +179,8 @@ class ShardEngine:
         *,
         snapshot_every: int = 100_000,
         snapshot_seconds: float | None = None,
+        retain_commands: int | None = None,
+        archive_dir: str | None = None,
     ):
         if not 0 <= shard_index < 1 << 23:
             raise ValueError(f"shard index must be in [0, 2**23), got {shard_index}")
@@ -191,6 +192,8 @@ class ShardEngine:
         self.journal = journal
         self.snapshot_every = snapshot_every
         self.snapshot_seconds = snapshot_seconds
+        self.retain_commands = retain_commands  # None: the journal keeps everything
+        self.archive_dir = archive_dir
         self.last_seq = 0
         self._since_snapshot = 0
         self._snapshot_at = time.monotonic()
@@ -311,7 +314,10 @@ class ShardEngine:
         retransmit = bool(cmd["flags"] & SYNCF_RETRANSMIT)
         flags = EVF_REPLAY | (EVF_RETRANSMIT if retransmit else 0)
         replayed = resting = 0
-        for chunk in self._replay(after, min(last, upto) if upto > 0 else last):
+        kept = self.journal.pruned  # read before the replay: it only moves between batches
+        # what the journal holds: the shard does not read archives (a SYNC asked from
+        # before it is answered from ``kept`` on, and EV_SYNCED says so)
+        for chunk in self._replay(max(after, kept), min(last, upto) if upto > 0 else last):
             replayed += len(chunk)
             if retransmit:
                 chunk["flags"] |= EVF_RETRANSMIT
@@ -324,7 +330,7 @@ class ShardEngine:
         synced["order_id"] = after
         synced["qty"] = replayed
         synced["leaves"] = resting
-        # other_id: the lowest seq the shard can replay after; the journal keeps it all
+        synced["other_id"] = kept
         yield synced
 
     def _replay(self, after: int, end: int) -> Iterator[np.ndarray]:
@@ -354,6 +360,16 @@ class ShardEngine:
                 for col, field in enumerate(_RESTING_COLUMNS):
                     ev[field] = part[:, col]
                 yield ev
+
+    # ------------------------------------------------------------ retention
+
+    def prune(self) -> tuple[int, int] | None:
+        """One step of retention (``Journal.prune``: at most ``PRUNE_COMMANDS`` commands,
+        archived to ``archive_dir`` or dropped), keeping ``retain_commands``; the seqs
+        taken out, None when there was nothing to take (or no retention)."""
+        if self.retain_commands is None:
+            return None
+        return self.journal.prune(self.retain_commands, self.archive_dir)
 
     # ------------------------------------------------------------ snapshots
 

@@ -43,8 +43,10 @@ is sorted out command by command.
 
 ``resend(journal, drained, plan, batch_cmds)`` after the batch is committed:
 the original events of every retry (DEPTH left out, it is public data),
-flagged EVF_DUPLICATE, with the retry's req_id. Earlier-in-batch originals are
-journaled by then, so every retry is answered from the journal the same way.
+flagged EVF_DUPLICATE, with the retry's req_id; when retention took the
+original's batch out of the journal, its ACCEPTED alone, rebuilt from its
+entry. Earlier-in-batch originals are journaled by then, so every retry is
+answered from the journal the same way.
 
 Neither kind of reply is history: conflicts carry seq 0 (never sequenced),
 duplicates carry the original seq. They are published after the batch's own
@@ -63,6 +65,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from exchange.archive import HistoryPruned
 from exchange.records import (
     CMD_NEW,
     COMMAND_DTYPE,
@@ -335,6 +338,23 @@ def conflict_rejects(cmds: np.ndarray) -> np.ndarray:
     return ev
 
 
+def _accepted_again(journal, retry, seq: int) -> np.ndarray:
+    """The original's ACCEPTED event, rebuilt from its idempotency entry and the retry
+    (an identical request: same fingerprint, client and key), when retention took the
+    original's batch out of the journal: exactly the event the kernel made (the
+    ACCEPTED of a NEW is its first, idx 0, with leaves = qty), but not the fills and
+    cancels that followed it, which are gone with the batch."""
+    entry = journal.idem_lookup(int(retry["client"]), int(retry["idem_key"]))
+    if entry is None or entry.seq != seq:
+        raise ValueError(f"the retry's original at seq {seq} has no idempotency entry")
+    ev = np.zeros(1, EVENT_DTYPE)
+    for f in ("price", "qty", "idem_key", "client", "instrument", "side"):
+        ev[f] = retry[f]
+    ev["seq"], ev["order_id"], ev["kind"] = seq, entry.order_id, EV_ACCEPTED
+    ev["leaves"] = retry["qty"]
+    return ev
+
+
 def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray) -> np.ndarray:
     """The duplicate replies to the plan's retries, once the batch is committed.
 
@@ -360,7 +380,10 @@ def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray)
                     f"{r['index']} was not journaled: answer the retry as the original"
                 )
             seq = int(batch_cmds["seq"][at[0]])
-        ev = journal.events_for(seq)
+        try:
+            ev = journal.events_for(seq)
+        except HistoryPruned:
+            ev = _accepted_again(journal, drained[r["index"]], seq)
         ev = ev[ev["kind"] != EV_DEPTH]
         ev["req_id"] = drained["req_id"][r["index"]]
         ev["flags"] |= EVF_DUPLICATE

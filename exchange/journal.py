@@ -11,7 +11,8 @@ positions  name (UTF-8)            -> int64 (big-endian): where the shard's read
                                       input stand, as of ``positions_at``
 snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
 meta       b"layout" -> LAYOUT, b"identity" -> 8 random bytes drawn at creation
-           (``exchange.journalid``), b"folded" -> int64 seq, b"positions_at" -> int64 seq
+           (``exchange.journalid``), b"folded" -> int64 seq, b"positions_at" -> int64 seq,
+           b"pruned", b"dropped" -> int64 seq (``prune``; absent: 0)
 
 All but ``batches`` are named sub-databases: LMDB records each in the main
 database, under its (ASCII) name. A batch key is the seq with its top bit set
@@ -120,9 +121,15 @@ refusing a write (ENOSPC, EDQUOT, EFBIG, or EIO, which is how LMDB reports a
 short write), raises ``JournalFull``: that transaction is aborted, every
 earlier commit is intact, and the shard must stop intake.
 
-Mapped pages: a journal only grows (idempotency keys and orders are kept
-forever, looked up at random), so the RSS of a long-running shard would grow
-with it (``exchange.pages``); ``release_pages`` gives the pages back, and the
+Retention (``prune``): the oldest batches leave the journal, archived
+(``exchange.archive``) or dropped, with the rows of the orders finished by then;
+``meta`` then holds ``pruned`` (and ``dropped``) seqs, and the readers of
+batches read what is before ``pruned`` from the archives, if they have them
+(``iter_records``).
+
+Mapped pages: the tables are looked up at random and the idempotency entries are
+kept for the journal's life, so the RSS of a long-running shard would grow with
+what it maps (``exchange.pages``); ``release_pages`` gives the pages back, and the
 shard calls it every ``RELEASE_SECONDS``.
 
 Readers (``readonly=True``, other processes) use LMDB's MVCC read transactions:
@@ -145,9 +152,10 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from exchange import idempotency, lmdbfile, orderstate, pages
+from exchange import archive, idempotency, lmdbfile, orderstate, pages
+from exchange.archive import HistoryPruned
 from exchange.idempotency import IdemEntry
-from exchange.orderstate import ORDER_DTYPE, OrderState
+from exchange.orderstate import ORDER_DTYPE, ORDER_ID_SEQ_MASK, ST_LIVE, OrderState
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
 
 LAYOUT = b"exchange.journal/4"
@@ -159,6 +167,9 @@ IDENTITY_BYTES = 8  # drawn at creation: a journal made anew never passes for th
 RELEASE_SECONDS = 10.0  # how often the processes give back the journal pages they read
 MERGE_ROWS = 1 << 16
 MERGE_BATCHES = 256  # bounds the log records a reader may search
+# commands one ``prune`` takes out at most (one archive file): bounds the pause it is
+# for the shard's loop and the memory it holds
+PRUNE_COMMANDS = 1 << 16
 # iter_batches reads in short txns (so the writer can reuse pages) of bounded size
 _READ_CHUNK_BATCHES = 64
 _READ_CHUNK_BYTES = 16 << 20
@@ -225,6 +236,8 @@ class Stats(NamedTuple):
     commits: int  # by this process
     commit_seconds: float  # summed over those commits
     map_grows: int  # by this process
+    pruned: int  # the batches up to this seq were taken out (``Journal.prune``)
+    dropped: int  # ... and those up to this one without an archive
 
 
 class Tables(NamedTuple):
@@ -232,6 +245,7 @@ class Tables(NamedTuple):
 
     folded: int
     positions_at: int
+    pruned: int  # the orders table has no row of an order finished by this seq
     order_ids: np.ndarray  # int64: the keys of the rows that pass their check, in order
     orders: np.ndarray  # ORDER_DTYPE: those rows
     idem_keys: np.ndarray  # idempotency.KEY_BYTES, by key: the entries that pass theirs
@@ -410,6 +424,22 @@ def _chunks(cur, n: int = _SCAN_CHUNK) -> Iterator[tuple[list, list]]:
         yield keys, values
 
 
+def _chunk_in(cur, start: bytes | None, limit: int) -> tuple[list, list]:
+    """(keys, values) of up to ``limit`` records from key ``start`` on (None: the
+    first), at most about ``_READ_CHUNK_BYTES``; values copied out of the map, so they
+    outlive its txn."""
+    keys, values = [], []
+    size = 0
+    found = cur.first() if start is None else cur.set_range(start)
+    while found and len(keys) < limit and size < _READ_CHUNK_BYTES:
+        key, value = cur.item()
+        keys.append(key)
+        values.append(value)
+        size += len(value)
+        found = cur.next()
+    return keys, values
+
+
 def _record_name(table: str, key) -> str:
     """How a message names the record under ``key``."""
     key = bytes(key)
@@ -576,6 +606,8 @@ class Journal:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         keep_snapshots: int = KEEP_SNAPSHOTS,
         merge_rows: int = MERGE_ROWS,
+        archive_dir: str | None = None,
+        name: str | None = None,
     ):
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
@@ -591,6 +623,10 @@ class Journal:
         self.max_map_size = max_map_size
         self.keep_snapshots = keep_snapshots
         self.merge_rows = merge_rows
+        # where the pruned batches are read from (``iter_records``); None: nowhere
+        self.archive_dir = archive_dir
+        # the shard's name in its archives: the journal's directory is named after it
+        self.name = name or os.path.basename(os.path.normpath(self.path))
         # the writer's view of the log: its order rows, idempotency entries (key ->
         # value) and the positions committed in it since ``positions_at``
         self._pending = orderstate.PendingRows()
@@ -925,10 +961,7 @@ class Journal:
         dt = self._write(fill)
         # only a committed transaction moves the in-memory state
         if fold:
-            pending.clear()
-            self._idem.clear()
-            self._unused.clear()
-            self._log_positions.clear()
+            self._folded()
         else:
             pending.add(logged[0])
             if keys:
@@ -936,6 +969,13 @@ class Journal:
             self._log_positions.update(positions)
         self._last_seq = last
         return dt
+
+    def _folded(self) -> None:
+        """After a fold's commit: the log starts anew."""
+        self._pending.clear()
+        self._idem.clear()
+        self._unused.clear()
+        self._log_positions.clear()
 
     def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, positions: dict) -> None:
         """Bring the tables up to date with the log and this batch; the log starts anew."""
@@ -1010,6 +1050,94 @@ class Journal:
         if not 0 < seq <= self.last_seq:
             raise ValueError(f"snapshot seq {seq} is not a journaled seq (last is {self.last_seq})")
         return self._write(lambda txn: self._put_snapshot(txn, seq, blob))
+
+    def prune(
+        self, retain: int, archive_dir: str | None = None, limit: int = PRUNE_COMMANDS
+    ) -> tuple[int, int] | None:
+        """Take the oldest batches out of the journal, keeping at least the last ``retain``
+        commands and the latest snapshot's replay; returns the (first, last) seqs taken
+        out, None when there was nothing to take. The log's rows and entries live in
+        its batch records only: when the range reaches into the log, the same
+        transaction folds it first (as a batch's fold does).
+
+        At most ``limit`` commands at a time (and always whole batches), so call it
+        again while it returns a range. With ``archive_dir`` the batches are written to
+        an archive first (``exchange.archive``: durable before anything is deleted),
+        else dropped. The same transaction deletes them, deletes the order rows of the
+        orders that finished (filled, cancelled, rejected) at or before the last seq
+        taken out (their state is history too; live orders stay, whatever their age),
+        and records ``pruned`` (and ``dropped``, when not archived) in ``meta``. The
+        idempotency entries stay: they are what keeps a retry from making a second
+        order. A crash between the archive and the commit leaves the batches in the
+        journal and an archive past ``pruned``, which readers pass over and the next
+        prune replaces.
+        """
+        if retain < 1:
+            raise ValueError(f"retain must be >= 1, got {retain}")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        with self._reading("meta", "snapshots", "batches") as txn:
+            pruned = self._pruned_in(txn)[0]
+            snapshots = txn.cursor(db=self._db["snapshots"])
+            snap = _int(snapshots.key()) if snapshots.last() else 0
+            bound = min(self._last_seq - retain, snap)
+            fold = bound > self._meta(txn, b"folded")
+            keys, values, n = [], [], 0
+            cur = txn.cursor(db=self._db["batches"])
+            found = cur.set_range(batch_key(pruned + 1))
+            while found and batch_seq(cur.key()) <= bound:
+                value = cur.value()
+                n += _COUNTS.unpack_from(value)[0] if len(value) >= _COUNTS.size else 0
+                if keys and n > limit:
+                    break
+                keys.append(cur.key())
+                values.append(value)
+                found = cur.next()
+        if not keys:
+            return None
+        last = batch_seq(keys[-1])
+        for key, value in zip(keys, values, strict=True):
+            self._batch(key, value)  # what is archived or dropped was sound
+        if archive_dir is not None:
+            old = archive.listing(archive_dir, self.name, self.identity)
+            for a in archive.stale(old, pruned):
+                os.remove(a.path)
+            head = archive.Header(self.name, self.identity, pruned + 1, last, len(keys))
+            archive.write(archive_dir, head, list(zip(keys, values, strict=True)))
+
+        def fill(txn):
+            if fold:
+                self._fold(txn, self._last_seq, np.zeros(0, ORDER_DTYPE), {}, {})
+            for key in keys:
+                txn.delete(key, db=self._db["batches"])
+            self._prune_orders(txn, last)
+            self._put_meta(txn, b"pruned", last)
+            if archive_dir is None:
+                self._put_meta(txn, b"dropped", last)
+
+        self._write(fill)
+        if fold:
+            self._folded()
+        return pruned + 1, last
+
+    def _prune_orders(self, txn, upto: int) -> None:
+        """Delete the order rows of the orders finished at or before seq ``upto``. They
+        were created at or before it, and an order id's low bits are its NEW's seq, so
+        only the table's first rows need reading: up to the first order created after
+        ``upto`` (the live orders before it, and the orders of the range)."""
+        cur = txn.cursor(db=self._db["orders"])
+        keys, values = [], []
+        found = cur.first()
+        while found and _int(cur.key()) & ORDER_ID_SEQ_MASK <= upto:
+            keys.append(cur.key())
+            values.append(cur.value())
+            found = cur.next()
+        if not keys:
+            return
+        rows = self._unsealed_rows("orders", keys, values).view(ORDER_DTYPE).reshape(-1)
+        done = (rows["status"] != ST_LIVE) & (rows["last_seq"] <= upto)
+        for i in np.flatnonzero(done).tolist():
+            txn.delete(keys[i], db=self._db["orders"])
 
     def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
         db = self._db["snapshots"]
@@ -1125,8 +1253,13 @@ class Journal:
         return None
 
     def events_for(self, seq: int) -> np.ndarray:
-        """The events command ``seq`` produced (empty if it is not journaled)."""
-        with self._reading("batches", buffers=True) as txn:
+        """The events command ``seq`` produced (empty if it is not journaled);
+        HistoryPruned if its batch was taken out (archives are not read here: a
+        retry's answer must not cost a file's decompression)."""
+        with self._reading("meta", "batches", buffers=True) as txn:
+            pruned = self._pruned_in(txn)[0]
+            if 0 < seq <= pruned:
+                raise HistoryPruned(f"journal {self.path}: seq {seq} was pruned (<= {pruned})")
             cur = txn.cursor(db=self._db["batches"])
             if not cur.set_range(batch_key(max(seq, 0))):
                 return np.zeros(0, EVENT_DTYPE)
@@ -1151,32 +1284,90 @@ class Journal:
 
     def iter_records(self, after_seq: int = 0) -> Iterator[BatchRecord]:
         """Every batch record that ends after ``after_seq``, whole and checked, in order
-        (read as ``iter_batches`` reads them)."""
+        (read as ``iter_batches`` reads them). Batches that ``prune`` took out come from
+        the archives (``archive_dir``; one missing or failing its check is
+        JournalDamaged); HistoryPruned when there are none of them (no ``archive_dir``,
+        or dropped: see ``history_after``). A prune meanwhile is followed: each chunk's
+        read txn says what is pruned as of it."""
         start = max(after_seq, 0) + 1
         while True:
-            keys, values = self._read_chunk("batches", batch_key(start), _READ_CHUNK_BATCHES)
+            with self._reading("meta", "batches") as txn:
+                pruned = self._pruned_in(txn)[0]
+                if start > pruned:
+                    keys, values = _chunk_in(
+                        txn.cursor(db=self._db["batches"]), batch_key(start), _READ_CHUNK_BATCHES
+                    )
+            if start <= pruned:
+                yield from self._archived(start, pruned)
+                start = pruned + 1
+                continue
             if not keys:
                 return
             for key, value in zip(keys, values, strict=True):
                 yield self._batch(key, value)
             start = batch_seq(keys[-1]) + 1
 
+    def _archived(self, start: int, pruned: int) -> Iterator[BatchRecord]:
+        """The archived batch records from the one holding ``start`` to the one ending at
+        ``pruned``, checked."""
+        dropped = self.history_after()
+        if self.archive_dir is None or start <= dropped:
+            raise HistoryPruned(
+                f"journal {self.path}: the batches up to seq {pruned} were pruned; "
+                + (
+                    f"those up to {dropped} were dropped (no archive)"
+                    if start <= dropped
+                    else "no archive directory to read them from"
+                )
+            )
+        try:
+            found = archive.listing(self.archive_dir, self.name, self.identity)
+            for a in archive.covering(found, dropped, pruned):
+                if a.last_seq < start:
+                    continue
+                _, records = archive.read(a, self.name)
+                expected = a.first_seq
+                for key, value in records:
+                    rec = self._batch(key, value)
+                    if rec.commands["seq"][0] != expected or batch_seq(key) > a.last_seq:
+                        raise archive.ArchiveDamaged(
+                            f"archive {a.path}: the batch ending at seq {batch_seq(key)} "
+                            f"does not start at seq {expected}"
+                        )
+                    expected = batch_seq(key) + 1
+                    if expected > start:
+                        yield rec
+                if expected != a.last_seq + 1:
+                    raise archive.ArchiveDamaged(f"archive {a.path}: ends at seq {expected - 1}")
+        except archive.ArchiveDamaged as e:
+            raise JournalDamaged(str(e)) from None
+
+    def history_after(self) -> int:
+        """The seq this journal's history starts after, for a reader with its archives:
+        what ``prune`` dropped without an archive (0: all of it is kept somewhere)."""
+        with self._reading("meta") as txn:
+            return self._pruned_in(txn)[1]
+
+    @property
+    def pruned(self) -> int:
+        """The seq up to which ``prune`` took the batches out of the journal (0: none)."""
+        with self._reading("meta") as txn:
+            return self._pruned_in(txn)[0]
+
+    def _pruned_in(self, txn) -> tuple[int, int]:
+        """(pruned, dropped) as of ``txn``; 0 in a journal never pruned (these meta
+        records are written by the first prune)."""
+        out = []
+        for name in (b"pruned", b"dropped"):
+            value = txn.get(name, db=self._db["meta"])
+            out.append(0 if value is None else _int(self._unsealed("meta", name, value)))
+        return out[0], out[1]
+
     def _read_chunk(self, table: str, start: bytes | None, limit: int) -> tuple[list, list]:
         """(keys, values) of up to ``limit`` records of ``table`` from key ``start`` on
-        (None: the first), in one short read txn (so the writer can reuse pages), at most
-        about ``_READ_CHUNK_BYTES``; values copied out of the map, so they outlive it."""
-        keys, values = [], []
-        size = 0
+        (None: the first), in one short read txn (so the writer can reuse pages)."""
         with self._reading(table) as txn:
-            cur = txn.cursor(db=self._db[table])
-            found = cur.first() if start is None else cur.set_range(start)
-            while found and len(keys) < limit and size < _READ_CHUNK_BYTES:
-                key, value = cur.item()
-                keys.append(key)
-                values.append(value)
-                size += len(value)
-                found = cur.next()
-        return keys, values
+            return _chunk_in(txn.cursor(db=self._db[table]), start, limit)
 
     def _scan(self, table: str) -> Iterator[tuple[list, list]]:
         """(keys, values) of every record of ``table``, in key order, a chunk at a time."""
@@ -1266,6 +1457,7 @@ class Journal:
         with self._reading("meta", "orders", "idem", "positions") as txn:
             folded = self._meta(txn, b"folded")
             positions_at = self._meta(txn, b"positions_at")
+            pruned = self._pruned_in(txn)[0]
             for table in ("orders", "idem"):
                 for keys, values in _chunks(txn.cursor(db=self._db[table])):
                     ok, kept_keys, kept = _checked_rows(table, keys, values)
@@ -1284,6 +1476,7 @@ class Journal:
         return Tables(
             folded,
             positions_at,
+            pruned,
             np.concatenate([np.zeros(0, np.int64), *ids]),
             np.concatenate([np.zeros(0, ORDER_DTYPE), *rows]),
             np.concatenate([np.zeros(0, idempotency.KEY_BYTES), *idem_keys]),
@@ -1297,6 +1490,7 @@ class Journal:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
             counts["batches"] -= self._named_records(txn)
             last = self._last_seq_in(txn)
+            pruned, dropped = self._pruned_in(txn)
             log_rows = log_keyed = 0
             for key, value in self._log(txn, self._meta(txn, b"folded")):
                 rec = self._batch(key, value)
@@ -1318,4 +1512,6 @@ class Journal:
             commits=self._commits,
             commit_seconds=self._commit_seconds,
             map_grows=self._grows,
+            pruned=pruned,
+            dropped=dropped,
         )

@@ -16,7 +16,7 @@ its identity is recorded.
 
 import os
 
-from exchange import logs
+from exchange import durable, logs
 from exchange.journal import Journal, JournalDamaged, JournalError
 from exchange.lmdbfile import DATA_FILE
 
@@ -46,18 +46,7 @@ def _record(config, shard: str, identity: str) -> None:
     without its record is adopted at the next start."""
     directory = config.journal_ids_dir()
     os.makedirs(directory, exist_ok=True)
-    path = record_path(config, shard)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(identity + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.replace_file(record_path(config, shard), f"{identity}\n".encode())
 
 
 def open_journal(config, shard: str) -> Journal:

@@ -39,6 +39,9 @@ from exchange.records import (
     REJ_DUPLICATE_ID,
 )
 
+# an order id is its shard's index << ORDER_ID_SHARD_SHIFT | the seq of its NEW
+ORDER_ID_SHARD_SHIFT = 40  # 2**40 sequence numbers per shard before ids would collide
+ORDER_ID_SEQ_MASK = (1 << ORDER_ID_SHARD_SHIFT) - 1
 ST_LIVE = 1
 ST_FILLED = 2
 ST_CANCELLED = 3

@@ -136,9 +136,11 @@ CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
     EVF_REPLAY), bids best first then asks, each level in queue order; then one
     EV_SYNCED (seq = L, req_id, order_id = after_seq, qty = events replayed,
     leaves = EV_RESTING records, other_id = the lowest seq the shard can still
-    replay after, flags EVF_REPLAY). One SYNC's answer is published in one
-    piece, nothing else between its records, so the EV_SYNCED that ends it
-    names the request the replayed events before it answer.
+    replay after: its journal's ``pruned``, retention having taken the batches
+    up to it out; an after_seq below it is answered from it on; flags
+    EVF_REPLAY). One SYNC's answer is published in one piece, nothing else
+    between its records, so the EV_SYNCED that ends it names the request the
+    replayed events before it answer.
     With SYNCF_RETRANSMIT in the command's flags it is a retransmission: the
     same journaled events and EV_SYNCED, no EV_RESTING records, and every
     record flagged EVF_RETRANSMIT too (a gateway never takes them for history:

@@ -51,6 +51,9 @@ from shm.warmup import warm_up as warm_up_rings
 
 MAX_BATCH = 4096  # commands per journal transaction at most
 WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag again
+# how often the loop takes a step of retention (``ShardEngine.prune``, at most
+# PRUNE_COMMANDS commands a step): often enough to keep up with 65,536 commands/s
+PRUNE_SECONDS = 1.0
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 
@@ -162,15 +165,32 @@ class ShardLoop:
             c.record("batch_size", len(batch))
         return len(batch)
 
+    def prune(self) -> None:
+        """One step of retention. An archive that cannot be written (a full disk, say)
+        leaves the batches in the journal: logged, and tried again at the next step."""
+        try:
+            taken = self.engine.prune()
+        except OSError as e:
+            logs.error("journal retention: the archive was not written", error=str(e))
+            return
+        if taken is not None:
+            archive = self.engine.archive_dir
+            logs.info("journal pruned", seqs=taken, archived=archive is not None)
+
     def run(self) -> None:
         """Until stopped; then drain what is left in the request ring."""
         release_at = time.monotonic() + RELEASE_SECONDS
+        prune_at = time.monotonic() + PRUNE_SECONDS
         try:
             while not self.stop.raised:
                 if not self.step():
                     self.requests.wait(timeout=WAIT_SECONDS)
                 self.watchdog.kick(self.status)
-                if time.monotonic() >= release_at:  # housekeeping only: no clock in the data
+                # housekeeping only: no clock in the data
+                if time.monotonic() >= prune_at:
+                    self.prune()
+                    prune_at = time.monotonic() + PRUNE_SECONDS
+                if time.monotonic() >= release_at:
                     self.engine.journal.release_pages()
                     release_at = time.monotonic() + RELEASE_SECONDS
             sdnotify.notify("STOPPING=1", "STATUS=draining the request ring")
@@ -237,6 +257,8 @@ def main(argv=None) -> int:
         journal,
         snapshot_every=config.snapshot.every_commands,
         snapshot_seconds=config.snapshot.every_seconds,
+        retain_commands=config.journal.retain_commands or None,
+        archive_dir=config.journal.archive_dir or None,
     )
     try:
         rec = engine.recover()

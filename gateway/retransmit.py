@@ -19,7 +19,11 @@ req_id is its answer; an answer that ends with another req_id (an earlier
 gateway's, or one asked of a shard process that went away) is passed over. A
 shard process that changes while a retransmission is outstanding: it is asked
 again, first of its queue, once the shard is synced again; a shard that is down
-answers its waiting requests ``unavailable``.
+answers its waiting requests ``unavailable``. An answer whose EV_SYNCED says
+the shard's journal no longer holds the start of the range (its other_id, the
+seq retention pruned up to, at or past from_seq) is a Reject ``not_found``,
+field ``$.from_seq``, naming the first seq still kept: never prints with a
+silent hole.
 
 State: per shard, the queue, the outstanding request and its prints so far.
 """
@@ -36,6 +40,7 @@ from gateway.protocol import (
     BUSY,
     INVALID,
     MAX_RETRANSMIT_SEQS,
+    NOT_FOUND,
     UNAVAILABLE,
     ProtocolError,
     TradesEnd,
@@ -149,14 +154,26 @@ class Retransmits:
             synced = recs[end]
             if asked is not None and int(synced["req_id"]) == asked.req_id:
                 self.outstanding[i] = None
-                self._answer(asked, int(synced["seq"]))
+                self._answer(asked, int(synced["seq"]), int(synced["other_id"]))
             elif asked is not None:
                 asked.trades = []  # another request's answer ended: its prints were not ours
             start = end + 1
         self.pump(link)
 
-    def _answer(self, asked: Asked, last_seq: int) -> None:
+    def _answer(self, asked: Asked, last_seq: int, kept: int) -> None:
         msg = asked.msg
+        if msg.from_seq <= kept:
+            # retention took seqs up to ``kept`` out of the shard's journal: a part of the
+            # range is gone, and prints missing from an answer must never pass for none
+            e = ProtocolError(
+                NOT_FOUND,
+                f"the history of {msg.sym} up to seq {kept} is no longer kept (journal "
+                f"retention): ask from_seq {kept + 1} or later",
+                "$.from_seq",
+            )
+            self.reply(asked.conn, e.reject(msg.cid))
+            logs.info("retransmission refused: pruned", sym=msg.sym, kept_after=kept)
+            return
         trades = np.concatenate(asked.trades) if asked.trades else None
         out = trades_messages(msg.sym, trades, 0, retx=True) if trades is not None else []
         for m in out:

@@ -174,14 +174,18 @@ class ShardLink:
         cmd = commands(1)
         cmd["kind"] = CMD_SYNC
         cmd["req_id"] = req_id
-        # from the watermark's seq on: events of it not folded yet come again
-        cmd["order_id"] = max(self.last[0] - 1, 0)
+        cmd["order_id"] = self.sync_after()
         if self.requests.write(cmd) != 1:
             return False
         self.sync_req = req_id
         self.synced_to = self.token()
         self._resting = []
         return True
+
+    def sync_after(self) -> int:
+        """The seq a sync asks the history after: the watermark's seq and on, since events
+        of it not folded yet come again."""
+        return max(self.last[0] - 1, 0)
 
     def retransmit(self, req_id: int, after: int, upto: int) -> bool:
         """Ask the shard for its journaled events with after < seq <= upto, flagged
@@ -195,11 +199,12 @@ class ShardLink:
         cmd["price"] = upto
         return self.requests.write(cmd) == 1
 
-    def answered(self, served: np.ndarray) -> tuple[int, np.ndarray] | None:
+    def answered(self, served: np.ndarray) -> tuple[int, np.ndarray, int] | None:
         """Take a sync's answer records (EV_RESTING, EV_SYNCED) of ``served``; when the
-        current sync's EV_SYNCED is among them, return the shard's seq then and its
-        resting orders (``resting_rows``), else None. Answers to an earlier sync
-        (the shard restarted meanwhile) are passed over."""
+        current sync's EV_SYNCED is among them, return the shard's seq then, its
+        resting orders (``resting_rows``) and the seq its journal was pruned up to
+        (the replay started after it), else None. Answers to an earlier sync (the
+        shard restarted meanwhile) are passed over."""
         mine = served[served["req_id"] == self.sync_req] if self.sync_req else served[:0]
         if not len(mine):
             return None
@@ -211,7 +216,7 @@ class ShardLink:
         self._resting = []
         self.sync_req = 0
         self.caught_up = True
-        return int(end["seq"][0]), resting
+        return int(end["seq"][0]), resting, int(end["other_id"][0])
 
     def seed_mirrors(self, seq: int, resting: np.ndarray) -> None:
         """The mirrors as the shard's books were at ``seq``, from their resting orders."""

@@ -57,8 +57,20 @@ class Sync:
         done = link.answered(served)
         if done is None:
             return
-        seq, resting = done
-        if seq < link.last[0]:
+        seq, resting, kept = done
+        if kept > link.sync_after():
+            # the replay started after ``kept``: what the gateway had not read before it
+            # is gone from the shard's journal, so positions and keys would miss it
+            link.diverged = True
+            logs.error(
+                "the shard's journal no longer holds the history after the gateway's "
+                "watermark (journal retention); its instruments stay unavailable: restore "
+                "the gateway's state from a backup taken within the shard's retention",
+                shard=link.name,
+                pruned_to=kept,
+                gateway_seq=link.last[0],
+            )
+        elif seq < link.last[0]:
             link.diverged = True
             logs.error(
                 "shard went back in history: its journal ends before what the gateway read; "

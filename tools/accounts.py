@@ -45,10 +45,10 @@ class AccountsCheck(Findings):
     trades: int = 0
 
 
-def _read(path: str, upto: int) -> tuple[np.ndarray, np.ndarray]:
-    """(accepted orders, trades) of one journal, up to seq ``upto``."""
+def _read(path: str, shard: str, upto: int, archive_dir: str | None) -> tuple[np.ndarray, ...]:
+    """(accepted orders, trades) of one journal (and its archives), up to seq ``upto``."""
     orders, trades = [np.zeros(0, _ORDER)], [np.zeros(0, EVENT_DTYPE)]
-    with Journal(path, readonly=True) as journal:
+    with Journal(path, readonly=True, archive_dir=archive_dir, name=shard) as journal:
         for _, ev in JournalView(journal, upto).iter_batches():
             acc = ev[ev["kind"] == EV_ACCEPTED]
             got = np.zeros(len(acc), _ORDER)
@@ -78,7 +78,9 @@ def check_accounts(config: Config, paths: dict[str, str] | None = None) -> Accou
         n = len(shard.instruments)
         upto = accounts.last_seqs[shard.name]  # as far as the fold read: the same trades
         if upto:
-            orders, trades = _read(paths[shard.name], upto)
+            orders, trades = _read(
+                paths[shard.name], shard.name, upto, config.journal.archive_dir or None
+            )
             _count(report, orders, trades, start, slots, pos, cash)
         start += n
     report.clients = len(slots)

@@ -34,11 +34,13 @@ def book_at(
     levels: int = 10,
     shard_index: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    archive_dir: str | None = None,
+    shard: str | None = None,
 ) -> BookAt:
     """The book of ``books[instrument]`` after ``seq`` (None: the last journaled seq);
     ``progress(seq, upto)`` is called before each batch is replayed."""
     t0 = time.perf_counter()
-    with Journal(path, readonly=True) as journal:
+    with Journal(path, readonly=True, archive_dir=archive_dir, name=shard) as journal:
         upto = journal.last_seq if seq is None else seq
         try:
             on_batch = progress and (lambda cmds, events: progress(int(cmds["seq"][-1]), upto))

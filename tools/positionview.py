@@ -46,7 +46,9 @@ def from_journals(
         if path is None or not os.path.exists(os.path.join(path, "data.mdb")):
             seqs[shard.name] = 0
             continue
-        with Journal(path, readonly=True) as journal:
+        with Journal(
+            path, readonly=True, archive_dir=config.journal.archive_dir or None, name=shard.name
+        ) as journal:
             view = JournalView(journal, journal.last_seq)
             seqs[shard.name] = view.last_seq
             trades += positions.replay(view.iter_batches(), risk.offsets[index])

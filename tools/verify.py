@@ -39,6 +39,16 @@ tables       the tables folded from the batches hold what the batches say, as of
              table's; read positions never go back). A value that fails its check
              is reported under checksums only.
 
+Retention (``Journal.prune``): the batches it archived are read from the
+archives (``archive_dir``; an archive missing or failing its check fails
+``readable``: the history cannot be read) and checked like the others; the
+orders table holds no row of an order that finished at or before the journal's
+``pruned`` seq. History it dropped (no archive) cannot be checked: the pass
+then starts at the latest snapshot, as recovery does (sequence, events and
+replay from there, so ``snapshot`` is that replay), and the fills, idempotency
+and tables checks, which need every batch from seq 1, are not made
+(``history_after`` says from where the journal was checked).
+
 A problem is reported with the check, the seq and what is wrong; the first
 ``MAX_LISTED`` of each check are kept, all are counted.
 """
@@ -54,7 +64,7 @@ from exchange import idempotency
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
 from exchange.journal import BatchRecord, Journal, JournalDamaged, Tables
-from exchange.orderstate import ORDER_DTYPE
+from exchange.orderstate import ORDER_DTYPE, ST_LIVE
 from tools import batchcheck, fillcheck
 from tools.journalview import JournalView
 
@@ -128,6 +138,8 @@ class Verification(Findings):
     live_orders: int = 0  # at the end
     idem_entries: int = 0
     snapshot_seq: int = 0  # 0: no snapshot
+    # > 0: history up to it was dropped by retention; checked from the latest snapshot
+    history_after: int = 0
     hashes: dict[str, str] = field(default_factory=dict)  # symbol -> state hash at last_seq
     seconds: float = 0.0
 
@@ -145,14 +157,19 @@ class _Pass:
         self.found = np.zeros((MAX_LISTED, 3), np.int64)
         self.framing = batchcheck.new_problems(MAX_LISTED)
         self.keyed = []
+        self.fills = True  # False: the orders' history does not start here
+        self.pruned = 0  # the batches up to this seq are read from archives ...
+        self.archived = 0  # ... this many of them
 
     def batch(self, cmds: np.ndarray, events: np.ndarray) -> None:
         r = self.report
         r.batches += 1
+        self.archived += int(cmds["seq"][-1]) <= self.pruned
         r.commands += len(cmds)
         r.events += len(events)
         self._framing(cmds, events)
-        self._fills(events)
+        if self.fills:
+            self._fills(events)
         idx = idempotency.used_news(cmds, events)
         keyed = np.zeros(len(idx), _KEYED_DTYPE)
         for f in ("client", "idem_key", "seq", "order_id"):
@@ -255,6 +272,7 @@ def verify_journal(
     shard: str = "",
     shard_index: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    archive_dir: str | None = None,
 ) -> Verification:
     """Check the journal at ``path`` of a shard holding ``books``; see the module docstring.
 
@@ -264,7 +282,8 @@ def verify_journal(
     t0 = time.perf_counter()
     symbols = symbols or [str(i) for i in range(len(books))]
     report = Verification(shard=shard, path=path)
-    with Journal(path, readonly=True) as journal:
+    # a copy's directory may be named otherwise: its archives are the shard's
+    with Journal(path, readonly=True, archive_dir=archive_dir, name=shard or None) as journal:
         for seq, message in journal.damaged():
             report.add("checksums", seq, message)
         try:
@@ -273,10 +292,18 @@ def verify_journal(
             stats = None
         upto = report.last_seq = journal.last_seq if stats is None else stats.last_seq
         checks = _Pass(report, len(books), progress and (lambda seq: progress(seq, upto)))
+        checks.pruned = stats.pruned if stats else 0
         view = JournalView(journal, upto, on_batch=checks.batch)
         engine = ShardEngine(shard_index, books, view)
+        dropped = report.history_after = journal.history_after()
+        start = 0  # the pass reads the batches after it
+        if dropped:
+            snap = view.latest_snapshot()
+            start = snap[0] if snap else 0
+            checks.next_seq = start + 1
+            checks.fills = False
         try:
-            engine.recover(use_snapshot=False)
+            engine.recover(use_snapshot=bool(dropped))
             report.hashes = dict(zip(symbols, engine.state_hashes(), strict=True))
         except Exception as e:  # a corrupt journal can break the replay in any way
             report.add("replay", view.position, f"{type(e).__name__}: {e}")
@@ -292,17 +319,24 @@ def verify_journal(
                 f"the journal says its last seq is {upto}; "
                 f"its batches end at {checks.next_seq - 1}",
             )
-        if stats and report.batches != stats.batches and "readable" not in report.counts:
+        stored = stats.batches if stats else 0
+        read = report.batches - checks.archived
+        if stats and dropped:  # only what follows the snapshot was read
+            stored = sum(1 for _ in journal.iter_records(start))
+        if stats and read != stored and "readable" not in report.counts:
             report.add(
                 "sequence",
                 0,
-                f"{stats.batches} batches are stored, {report.batches} were read in seq order: "
+                f"{stored} batches are stored, {read} were read in seq order: "
                 "some are stored out of order",
             )
-        keyed = np.concatenate(checks.keyed) if checks.keyed else np.zeros(0, _KEYED_DTYPE)
-        _idempotency(report, keyed, journal, upto)
-        _tables(report, journal)
-        _snapshot(report, shard_index, books, journal, upto)
+        if not dropped:
+            keyed = np.concatenate(checks.keyed) if checks.keyed else np.zeros(0, _KEYED_DTYPE)
+            _idempotency(report, keyed, journal, upto)
+            _tables(report, journal)
+            _snapshot(report, shard_index, books, journal, upto)
+        else:
+            report.snapshot_seq = start
         t = checks.totals.tolist()
         report.trades, report.traded_qty = t[fillcheck.S_TRADES], t[fillcheck.S_TRADED_QTY]
         report.orders, report.live_orders = t[fillcheck.S_ACCEPTED], t[fillcheck.S_LIVE]
@@ -396,6 +430,9 @@ def _tables(report: Verification, journal: Journal) -> None:
     orders = tables.orders
     skip = [int.from_bytes(k, "big", signed=True) for k in tables.damaged["orders"]]
     want = folded.latest_rows()
+    # retention took out the rows of the orders finished by the seq it pruned up to
+    gone = (want["status"] != ST_LIVE) & (want["last_seq"] <= tables.pruned)
+    want = want[~gone]
     want = want[~np.isin(want["order_id"], skip)]
     _compare(
         report,
@@ -467,7 +504,8 @@ def render(report: Verification) -> str:
     r = report
     head = f"{r.shard} ({r.path})"
     if r.ok:
-        span = f"seqs 1..{r.last_seq} in {r.batches} batches" if r.last_seq else "empty"
+        first = r.snapshot_seq + 1 if r.history_after else 1
+        span = f"seqs {first}..{r.last_seq} in {r.batches} batches" if r.last_seq else "empty"
         lines = [f"{head}: OK, {span} ({r.seconds:.2f} s)"]
     else:
         total = sum(r.counts.values())
@@ -485,6 +523,11 @@ def render(report: Verification) -> str:
     )
     if r.snapshot_seq:
         lines.append(f"  latest snapshot at seq {r.snapshot_seq}")
+    if r.history_after:
+        lines.append(
+            f"  history up to seq {r.history_after} was dropped (retention, no archive): "
+            f"checked from the latest snapshot on; fills, idempotency and tables not checked"
+        )
     if r.hashes:
         lines.append("  state hashes: " + ", ".join(f"{s} {h}" for s, h in r.hashes.items()))
     return "\n".join(lines)
