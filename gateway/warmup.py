@@ -1,11 +1,12 @@
 """Compile (or load from Numba's cache) the gateway's kernels before it serves.
 
-The event path (``unseen``, the positions, the risk tables, the book mirrors)
-and the live-order table's growth are Numba code that would otherwise compile
-at the first drained batch, or at the first growth of the table, while a
-client waits: seconds on a cold cache, holding the GIL (the ZAP thread's CURVE
-handshakes stall too). ``warm_up`` runs each once on throwaway copies made
-from the same config, with events a real book produced.
+The event path (``unseen``, the positions, the risk tables, the book mirrors),
+the risk checks' batch pass, the key filter and the live-order table's growth
+are Numba code that would otherwise compile at the first drained batch, the
+first order, or the first growth of the table, while a client waits: seconds on
+a cold cache, holding the GIL (the ZAP thread's CURVE handshakes stall too).
+``warm_up`` runs each once on throwaway copies made from the same config, with
+events a real book produced.
 """
 
 import time
@@ -56,6 +57,8 @@ def warm_up(config) -> float:
     risk.apply(events, 0)
     risk.settle(events)
     risk.reset(0, [book.canonical_rows()])  # takes off what the events put on
+    one = np.ones(1, np.int64)
+    risk.admit_run([1], [1], 0 * one, SIDE_BUY * one, one, inst.ref_price * one, one < 0)
     mirror = BookMirror(inst.symbol, inst.book)
     market_data(events, [mirror])
     rows = book.canonical_rows()
@@ -63,6 +66,7 @@ def warm_up(config) -> float:
     keys = KeyFilter(8)
     keys.add(np.array([1], np.uint32), np.array([2], np.uint64))
     keys.may_hold(1, (1 << 64) - 1)
+    keys.may_hold_many(np.array([1], np.uint64), np.array([(1 << 64) - 1], np.uint64))
     table = ordertable.new_table(2)
     for oid in range(1, len(table) // 2 + 1):
         ordertable.insert(table, oid)

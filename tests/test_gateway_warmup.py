@@ -10,8 +10,8 @@ CALLED = {
     "gateway.mirror": ("apply_depth", "best_levels", "find_best"),
     "exchange.ordertable": ("find", "insert", "remove", "_rehash"),
     "gateway.positions": ("apply_trades",),
-    "gateway.risk": ("fold", "load", "drop"),
-    "gateway.keyfilter": ("add", "may_hold"),
+    "gateway.risk": ("fold", "load", "drop", "admit_pass"),
+    "gateway.keyfilter": ("add", "may_hold", "may_hold_each"),
     "gateway.shardlink": ("_unseen",),
     "gateway.discard": ("_discard",),
 }
