@@ -28,7 +28,6 @@ from exchange.records import (
     EV_DEPTH,
     EV_STATUS,
     EV_TRADE,
-    EVENT_FIELDS,
 )
 from gateway.counters import GatewayCounters
 from gateway.inflight import Inflight, Pending
@@ -49,10 +48,8 @@ from gateway.shardlink import ShardLink
 
 NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's flag enums cost more than the send itself
 MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-# an EVENT record's fields in its row of ``tolist()``
-_SEQ, _REQ_ID, _ORDER_ID, _INSTRUMENT, _KIND, _FLAGS = (
-    EVENT_FIELDS.index(f) for f in ("seq", "req_id", "order_id", "instrument", "kind", "flags")
-)
+# the columns an ACCEPTED event's Ack is made of (and what tells it from the others)
+_ACK_FIELDS = ("req_id", "kind", "instrument", "order_id", "seq", "flags")
 
 
 def _log_reject(conn: bytes | None, r: Reject, **extra) -> None:
@@ -84,45 +81,43 @@ class Replies:
         """The answers to requests, to their connections or groups; fills and unrequested
         cancels to every connection of their owner; then all of it sent.
 
-        One pass over the rows, in order (replies and notices about an instrument go out
-        in seq order). An ACCEPTED event is a NEW's answer, most of a busy batch: its Ack
-        is made from the row itself; any other event becomes an ``Event`` first."""
+        One pass over the events, in order (replies and notices about an instrument go
+        out in seq order). An ACCEPTED event is a NEW's answer, most of a busy batch:
+        its Ack is made from a few columns; any other event becomes an ``Event``."""
         syms = link.syms
         get, pop = self.inflight.get, self.inflight.pop
-        for row in ev[ev["kind"] != EV_DEPTH].tolist():  # DEPTH is public only
-            p = get(row[_REQ_ID])
-            if p is not None and row[_KIND] == EV_ACCEPTED:
-                pop(row[_REQ_ID])
-                self._ack(p, row, syms[row[_INSTRUMENT]])
+        private = ev[ev["kind"] != EV_DEPTH]  # DEPTH is public only
+        columns = zip(*(private[f].tolist() for f in _ACK_FIELDS), strict=True)
+        for j, (req_id, kind, inst, oid, seq, flags) in enumerate(columns):
+            p = get(req_id)
+            if p is not None and kind == EV_ACCEPTED:
+                pop(req_id)
+                group = p.group
+                coid = p.coid if group is None else group.coid(req_id)
+                ack = accepted_ack(p.cid, syms[inst], oid, seq, coid, flags)
+                if group is not None:
+                    self.group_put(group, req_id, ack)
+                elif p.conn is not None:
+                    self._send(p.conn, encode(ack))
                 continue
-            e = event_of(row)
-            sym = syms[e.instrument]
+            e = event_of(private[j].tolist())
+            sym = syms[inst]
             if p is not None and answers_request(e, p.kind):
-                pop(e.req_id)
-                if e.kind == EV_STATUS:
+                pop(req_id)
+                if kind == EV_STATUS:
                     self.reply(p.conn, order_status(e, sym, p.cid, p.client))
                 elif p.group is None:
                     [(_, msg)] = private_messages(e, sym, p.kind, p.cid, p.coid)
                     self.reply(p.conn, msg)
                 else:
-                    coid = p.group.coid(e.req_id)
+                    coid = p.group.coid(req_id)
                     [(_, msg)] = private_messages(e, sym, p.kind, p.cid, coid)
-                    self.group_put(p.group, e.req_id, msg)
+                    self.group_put(p.group, req_id, msg)
                 continue
-            if e.kind == EV_TRADE or e.kind == EV_CANCELLED:
+            if kind in (EV_TRADE, EV_CANCELLED):
                 for client, msg in private_messages(e, sym, 0, 0):
                     self._notify(client, msg)
         self.send_out()
-
-    def _ack(self, p: Pending, row: tuple, sym: str) -> None:
-        """The Ack of request ``p``'s NEW, from its ACCEPTED event's row."""
-        group, req_id = p.group, row[_REQ_ID]
-        coid = p.coid if group is None else group.coid(req_id)
-        ack = accepted_ack(p.cid, sym, row[_ORDER_ID], row[_SEQ], coid, row[_FLAGS])
-        if group is not None:
-            self.group_put(group, req_id, ack)
-        elif p.conn is not None:
-            self._send(p.conn, encode(ack))
 
     # ------------------------------------------------------------ answers
 
