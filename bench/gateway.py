@@ -15,7 +15,10 @@ Each phase starts its exchanges (side by side when two loops are compared)
 and measures in rounds that cycle through the echo and each exchange, so a
 change in the machine's load hits all of them alike; the figures are medians
 over the rounds, and each ``*ratio`` is the median of the rounds' ratios to
-the echo of the same round.
+the echo of the same round. Beside each rate, the CPU time the process spent
+per order (``*gateway_cpu_us_per_order``: every thread of the gateway process,
+ZeroMQ's I/O thread too) and per echoed message (``echo_cpu_us_per_msg``): on a
+shared machine the rates move with the load, the CPU per order much less.
 
 Every order is a resting limit order on one of shard s0's two instruments
 (bids below, asks above a fixed mid: nothing trades), with its own
@@ -41,6 +44,7 @@ import uuid
 from pathlib import Path
 
 import msgspec
+import psutil
 import zmq
 
 from bench.report import emit
@@ -181,6 +185,12 @@ class Exchange:
         unlink_namespace(self.ns)
 
 
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """The process's CPU time so far, every thread (ZeroMQ's I/O thread too)."""
+    t = psutil.Process(proc.pid).cpu_times()
+    return t.user + t.system
+
+
 def check_replies(replies: list[bytes]) -> None:
     for raw in replies:
         reply = decode_reply(raw)
@@ -201,7 +211,7 @@ class Echo:
         endpoint = f"ipc://{keys}/echo"
         cmd = [sys.executable, "-m", "bench.gateway", "--serve-echo", endpoint, "--keys", str(keys)]
         self.proc = subprocess.Popen(cmd, cwd=REPO)
-        self.rates = []
+        self.rates, self.cpu = [], []  # messages/s; CPU µs per message
         try:
             client_keys = load_secret_certificate(keys / "client.key_secret")
             self.sock = connect_curve(
@@ -212,7 +222,9 @@ class Echo:
             raise
 
     def rate(self, out: list[bytes], window: int, seconds: float) -> float:
+        cpu = cpu_seconds(self.proc)
         n, dt, replies = drive(self.sock, out, window, seconds)
+        self.cpu.append((cpu_seconds(self.proc) - cpu) * 1e6 / n)
         if replies != out[:n]:
             raise RuntimeError("the echo did not send back what it got")
         return n / dt
@@ -236,6 +248,7 @@ class Run:
         self.frames = frames
         self.pos = 0
         self.rates, self.ratios = [], []
+        self.cpu = []  # the gateway process's CPU µs per order
         work = Path(tempfile.mkdtemp(prefix=f"{durability}-{loop}-{batch}-", dir=root))
         self.exchange = Exchange(work, durability, loop)
         try:
@@ -249,7 +262,10 @@ class Run:
     def rate(self, window: int, seconds: float) -> float:
         if len(self.frames) - self.pos < 2 * window:
             raise RuntimeError("the order stream ran out: make STREAM_ORDERS larger")
+        gateway = self.exchange.procs[-1]
+        cpu = cpu_seconds(gateway)
         n, dt, replies = drive(self.sock, self.frames[self.pos :], window, seconds)
+        self.cpu.append((cpu_seconds(gateway) - cpu) * 1e6 / (n * self.batch))
         check_replies(replies)
         self.pos += n
         return n * self.batch / dt
@@ -340,11 +356,14 @@ def main() -> None:
                 ):
                     result[f"{prefix}orders_per_sec"] = round(statistics.median(run.rates))
                     result[f"{prefix}ratio"] = round(statistics.median(run.ratios), 3)
+                    cpu = statistics.median(run.cpu)
+                    result[f"{prefix}gateway_cpu_us_per_order"] = round(cpu, 2)
         finally:
             echo.close()
     finally:
         shutil.rmtree(root)
     result["echo_orders_per_sec"] = round(statistics.median(echo.rates))
+    result["echo_cpu_us_per_msg"] = round(statistics.median(echo.cpu), 2)
     emit(result, args.json)
 
 
