@@ -156,7 +156,9 @@ class Exchange:
                 self._wait(lambda s=s: inspect_ring(self.ns, request_ring(s.name)).consumer_alive)
             self._spawn("gateway", ["gateway.server", "--loop", loop])
             log = root / "gateway.log"
-            self._wait(lambda: log.exists() and '"serving"' in log.read_text())
+            # serving, and synced with every shard (until then its orders are unavailable)
+            synced = [f'"msg": "synced", "shard": "{s.name}"' for s in cfg.shards]
+            self._wait(lambda: log.exists() and all(m in log.read_text() for m in synced))
         except BaseException:
             self.close()
             raise

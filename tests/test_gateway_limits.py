@@ -19,6 +19,7 @@ from gateway_harness import REPO, GatewayRig, wait_notices
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.shard import request_ring
 from gateway.client import order
+from gateway.core import RUN_MIN
 from gateway.keys import create_server_keys
 from gateway.protocol import Ack, BatchAck, Book, Cancelled, Fill, Heartbeat, NewOrder, Reject
 from shm.ring import inspect_ring
@@ -215,16 +216,20 @@ def test_gateway_refuses_to_start_without_keys_or_rings(tmp_path):
 
 
 def test_a_key_a_risk_check_refused_is_free_for_the_next_order_of_the_frame(rig):
-    """The orders of a frame go through the checks together, yet each sees the key as
-    one order at a time would: the first is refused (max_notional, a risk check: after
-    the key check), so its key is free and the second, on another instrument, takes it."""
+    """The orders of a frame go through the checks together (a run: as many as
+    ``gateway.core.RUN_MIN`` at least), yet each sees the key as one order at a time
+    would: an order refused by max_notional (a risk check: after the key check) holds
+    no key, so the next, on another instrument, takes it."""
     c = rig.client(8)
+    rest = [order("ACME", "buy", 1, px=5_000 + i) for i in range(RUN_MIN)]
     batch = c.new_orders(
         [
+            *rest,
             order("BTC-USD", "buy", 2_000, px=6_000_000, ik=9191),  # 1.2e10 > 1e10
-            order("ACME", "buy", 1, px=5_000, ik=9191),
+            order("ACME", "buy", 1, px=5_100, ik=9191),
         ]
     )
-    first, second = batch.results
-    assert first.code == "max_notional" and isinstance(second, Ack), batch
-    assert c.mass_cancel().n == 1
+    *acks, refused, taken = batch.results
+    assert all(isinstance(a, Ack) for a in acks), batch
+    assert refused.code == "max_notional" and isinstance(taken, Ack), batch
+    assert c.mass_cancel().n == RUN_MIN + 1
