@@ -137,15 +137,7 @@ class GatewayRig:
             self.start_shard(name)
         for name in self.shards:
             self.wait_shard(name, timeout)
-        log = self.tmp / "gateway.log"
-        synced = [f'"msg": "synced", "shard": "{name}"' for name in self.shards]
-        before = [log.read_text().count(s) if log.exists() else 0 for s in synced]
-        self.start_gateway(timeout)
-        self._wait(
-            lambda: all(log.read_text().count(s) > n for s, n in zip(synced, before, strict=True)),
-            timeout,
-            "the gateway synced with every shard",
-        )
+        self.start_gateway(timeout, synced=True)
 
     def start_shard(self, name: str) -> None:
         self._spawn(name, ["exchange.shard", "--name", name])
@@ -165,14 +157,23 @@ class GatewayRig:
             f"shard {name} attached",
         )
 
-    def start_gateway(self, timeout: float = 120) -> None:
+    def start_gateway(self, timeout: float = 120, synced: bool = False) -> None:
+        """The gateway, until it serves; with ``synced``, until it has synced with every
+        shard too (the live orders and the tail of history come with the syncs)."""
         log = self.tmp / "gateway.log"
-        before = log.read_text().count('"serving"') if log.exists() else 0
+        text = log.read_text() if log.exists() else ""
+        marks = ['"serving"']
+        if synced:
+            marks += [f'"msg": "synced", "shard": "{name}"' for name in self.shards]
+        before = [text.count(m) for m in marks]
         self._spawn("gateway", ["gateway.server", "--loop", self.loop])
         self._wait(
-            lambda: log.exists() and log.read_text().count('"serving"') > before,
+            lambda: (
+                log.exists()
+                and all(log.read_text().count(m) > n for m, n in zip(marks, before, strict=True))
+            ),
             timeout,
-            "the gateway serving",
+            "the gateway serving" + (", synced with every shard" if synced else ""),
         )
 
     def _wait(self, ready, timeout: float, what: str) -> None:

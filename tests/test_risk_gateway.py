@@ -232,7 +232,7 @@ def test_positions_after_a_gateway_restart_equal_positions_before(rig, capsys):
     b.close()
     killswitch.kill(rig.keys_dir, 8, "the test")
     assert rig.stop("gateway") == 0
-    rig.start_gateway()
+    rig.start_gateway(synced=True)  # the resting orders come with the syncs
     after = reports(rig, (6, 7))
     assert after == before
     # and `exch positions`, from the journals, says the same
@@ -353,7 +353,7 @@ def test_a_random_run_keeps_positions_conserved_and_within_limits(rig, capsys, c
         trades = now
         if part < restarts:
             assert rig.stop("gateway") == 0
-            rig.start_gateway()
+            rig.start_gateway(synced=True)
     assert set(codes) <= {"max_position", "not_found"} and codes.get("max_position")
     for client in clients:
         rig.client(client).mass_cancel()
