@@ -102,7 +102,9 @@ class Checkpoints:
             if link.caught_up:
                 # every keyed NEW written to it was answered, and its pair folded in
                 quiet = not self.ledger.holds_on(link.syms)
-                marks.append(ShardMark(link.name, *link.last, quiet, *link.witness()))
+                # one it diverged from: the watermark before (the next gateway finds the gap)
+                last = link.held if link.diverged else link.last
+                marks.append(ShardMark(link.name, *last, quiet, *link.witness()))
             else:  # nothing read from it yet: what the loaded checkpoint said still holds
                 marks.append(self._marks[link.name])
         clients, acct, cash, last_px = self.positions.export()

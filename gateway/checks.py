@@ -72,6 +72,10 @@ class Checks:
         if route is None:
             raise ProtocolError(NOT_FOUND, f"no instrument {sym!r}", "$.sym")
         link = route[0]
+        if not self.live[link.index] and link.diverged:
+            raise ProtocolError(
+                UNAVAILABLE, f"shard {link.name} holding {sym} is not served: {link.why}"
+            )
         if not self.live[link.index]:
             raise ProtocolError(
                 UNAVAILABLE,

@@ -112,9 +112,14 @@ class ShardLink:
         self.mirrors = [BookMirror(s, b) for s, b in zip(self.syms, self.books, strict=True)]
         self.last = (0, 0)  # watermark: (seq, idx) of the last journaled event folded in
         self.caught_up = False  # a sync answered since this process started
-        # the shard's history ends before the watermark: its journal was replaced by an
-        # older one, and what the gateway derived from the lost part cannot be trusted
+        # what the gateway derived from the shard cannot be trusted: its history ends
+        # before the watermark (its journal was replaced by an older one), or it no longer
+        # holds the history after it (retention). ``held``: the watermark then, which the
+        # checkpoint keeps (the next gateway finds the same gap); ``why``: for the Rejects
         self.diverged = False
+        self.held = (0, 0)
+        self.why = ""
+        self.asked_from = (0, 0)  # the watermark when the last sync was asked
         self.sync_req = 0  # req_id of the sync in flight (0: none)
         self.synced_to = None  # the shard process (its ring token) the last sync went to
         self._resting: list[np.ndarray] = []  # the sync's EV_RESTING records so far
@@ -179,8 +184,15 @@ class ShardLink:
             return False
         self.sync_req = req_id
         self.synced_to = self.token()
+        self.asked_from = self.last
         self._resting = []
         return True
+
+    def diverge(self, why: str) -> None:
+        """Take no more requests for the shard's instruments (``ready``), for ``why``; the
+        watermark the diverging sync was asked from is what checkpoints keep."""
+        if not self.diverged:
+            self.diverged, self.held, self.why = True, self.asked_from, why
 
     def sync_after(self) -> int:
         """The seq a sync asks the history after: the watermark's seq and on, since events

@@ -58,27 +58,36 @@ class Sync:
         if done is None:
             return
         seq, resting, kept = done
-        if kept > link.sync_after():
+        # the watermark as the sync was asked: folding its replay has moved ``link.last``
+        asked = link.asked_from[0]
+        if kept > max(asked - 1, 0):
             # the replay started after ``kept``: what the gateway had not read before it
             # is gone from the shard's journal, so positions and keys would miss it
-            link.diverged = True
+            link.diverge(
+                f"the gateway's state is older than the history shard {link.name}'s journal "
+                f"keeps (journal retention: seq {kept} and before are gone); an operator must "
+                "restore the gateway's state"
+            )
             logs.error(
                 "the shard's journal no longer holds the history after the gateway's "
                 "watermark (journal retention); its instruments stay unavailable: restore "
                 "the gateway's state from a backup taken within the shard's retention",
                 shard=link.name,
                 pruned_to=kept,
-                gateway_seq=link.last[0],
+                gateway_seq=asked,
             )
-        elif seq < link.last[0]:
-            link.diverged = True
+        elif seq < asked:
+            link.diverge(
+                f"shard {link.name}'s journal ends before what the gateway read; an operator "
+                "must rebuild the gateway's state"
+            )
             logs.error(
                 "shard went back in history: its journal ends before what the gateway read; "
                 "its instruments stay unavailable until the gateway's state is rebuilt "
                 "(stop, move the gateway state directory aside, start)",
                 shard=link.name,
                 shard_seq=seq,
-                gateway_seq=link.last[0],
+                gateway_seq=asked,
             )
         self.exposure.synced(link, resting)
         link.seed_mirrors(seq, resting)
