@@ -101,6 +101,7 @@ class Step(NamedTuple):
     lost: int  # frames sent and never answered
     skipped: int  # frames the bots did not send (too many in flight)
     rejected: int  # orders refused
+    codes: dict  # ... by error code
     lag_p99_us: float  # how late the bots sent (their own lateness)
     cpu: dict  # process -> share of one core over the sending time
     commit_p50_us: float  # the shards' journal commits during the step (NaN: no shard)
@@ -217,6 +218,7 @@ def run_step(
         lost=sum(int(r["lost"]) for r in res),
         skipped=sum(int(r["skipped"]) for r in res),
         rejected=sum(int(r["rejected"]) for r in res),
+        codes=_codes(r["codes"] for r in res),
         lag_p99_us=float(np.percentile(lag, 99)) if len(lag) else np.nan,
         cpu={k: round(100 * v) for k, v in cpu.items()},
         commit_p50_us=_p50(hist_before, hist_after, "commit_us"),
@@ -224,6 +226,12 @@ def run_step(
         cpu_seconds=cpu_seconds,
         orders=sum(int(r["answered"]) for r in res) * batch,
     )
+
+
+def _codes(per_bot) -> dict:
+    """The bots' refusals by code, summed ("code=n" strings, as they write them)."""
+    parsed = ((item.rsplit("=", 1) for item in codes.tolist()) for codes in per_bot)
+    return _codes_sum({code: int(n) for code, n in bot} for bot in parsed)
 
 
 def cpu_us_per_order(step: Step, names) -> float:
@@ -486,6 +494,16 @@ def summary(results: Results, batch: int) -> dict:
     steps = [s for v in sweeps.values() for s in v]
     out["lost"] = sum(s.lost for s in steps)
     out["rejected"] = sum(s.rejected for s in steps)
+    out["rejected_by_code"] = _codes_sum(s.codes for s in steps)
+    return out
+
+
+def _codes_sum(dicts) -> dict:
+    """Counts by code, summed."""
+    out: dict[str, int] = {}
+    for d in dicts:
+        for code, n in d.items():
+            out[code] = out.get(code, 0) + n
     return out
 
 

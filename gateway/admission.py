@@ -5,9 +5,10 @@ refused ``invalid``, over turns if it is huge: ``gateway.discard``) -> the clien
 id of its connection (the ZAP User-Id, never the body) -> ``decode_request``
 (types, ranges, the rules between fields) -> [once the frames of a chunk
 (``CHUNK``) are decoded: the idempotency pairs of its orders screened against
-the store's filter in one call] -> the client's session (its connection, when it
-last spoke) -> the client's rate limit (a NewOrders takes a token per order: the
-orders past the limit are refused one by one) -> its handler. A request for a
+the store's filter in one call, if ``SCREEN_MIN`` or more] -> the client's
+session (its connection, when it last spoke) -> the client's rate limit (a
+NewOrders takes a token per order: the orders past the limit are refused one by
+one) -> its handler. A request for a
 shard becomes one ``Ticket`` per command (a MassCancel without a symbol one per
 instrument), each passed to ``submit``, the inbound pipeline's
 (``gateway.core``). A Heartbeat is answered here; BookRequest, PositionsRequest
@@ -53,6 +54,7 @@ NOBLOCK = int(zmq.NOBLOCK)
 # still drains events and sends replies (``gateway.discard``)
 DISCARD_BUDGET = 1 << 20
 CHUNK = 64  # frames decoded before they are handled: their keys screened in one call
+SCREEN_MIN = 8  # keyed orders a chunk needs for the one call to cost less than theirs
 TRIM_AFTER_FRAMES = 1 << 16  # ~4 MB of libzmq's pipe freed: worth a malloc_trim
 TOKENS = {Heartbeat: 0, Kill: 0}  # rate-limit tokens a request takes (else 1; NewOrders: n)
 KIND = {Cancel: CMD_CANCEL, Replace: CMD_REPLACE, Status: CMD_STATUS}
@@ -165,7 +167,8 @@ class Admission:
                     if o.ik:
                         clients.append(client)
                         keys.append(o.ik)
-        self.screen(clients, keys)
+        if len(keys) >= SCREEN_MIN:
+            self.screen(clients, keys)
         for conn, client, msg in chunk:
             cls = type(msg)
             if client is not None and (cls is NewOrder or cls is NewOrders):
