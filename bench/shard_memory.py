@@ -38,15 +38,13 @@ import msgspec
 import numpy as np
 
 from bench.report import emit
-from bench.shard import wait_running
+from bench.shard import start_shard
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.memdebug import ENV as MEMDEBUG_ENV
 from exchange.memdebug import smaps_by_kind
 from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
-    COMMAND_DTYPE,
-    EVENT_DTYPE,
     SIDE_BUY,
     SIDE_SELL,
     STP_CANCEL_NEWEST,
@@ -54,13 +52,10 @@ from exchange.records import (
     TIF_IOC,
     commands,
 )
-from exchange.shard import event_ring, request_ring
 from shm.consumer import Consumer
 from shm.names import unlink_namespace
 from shm.producer import Producer
-from shm.ring import create_ring
 
-SHARD = "s0"
 CLIENTS = 4
 PASSIVE_TICKS = 20  # as bench.bots
 MAX_LOTS = 10
@@ -222,19 +217,8 @@ def run(args, tmp: Path) -> dict:
         env[MEMDEBUG_ENV] = str(dump_path)
     proc = None
     try:
-        create_ring(ns, request_ring(SHARD), COMMAND_DTYPE, cfg.shm.request_ring)
-        create_ring(ns, event_ring(SHARD), EVENT_DTYPE, cfg.shm.event_ring)
-        requests = Producer(ns, request_ring(SHARD), COMMAND_DTYPE)
-        events = Consumer(ns, event_ring(SHARD), EVENT_DTYPE)
-        log = tmp / "shard.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.shard", "--name", SHARD, "--config", cfg_path],
-                stdout=out,
-                stderr=out,
-                env=env,
-            )
-        wait_running(log, proc)
+        capacities = (cfg.shm.request_ring, cfg.shm.event_ring)
+        proc, requests, events = start_shard(ns, tmp, cfg_path, capacities, env)
         feeder = Feeder(cfg, requests, events, args.seed)
         n = max(args.warmup_windows + 1, round(60 * args.minutes / args.window))
         samples, fed_after = [], 0
@@ -273,7 +257,8 @@ def run(args, tmp: Path) -> dict:
                 print(text, flush=True)
         proc.send_signal(signal.SIGTERM)
         if proc.wait(timeout=120) != 0:
-            raise SystemExit(f"shard exit {proc.returncode}: {log.read_text()[-2000:]}")
+            log = (tmp / "shard.log").read_text()
+            raise SystemExit(f"shard exit {proc.returncode}: {log[-2000:]}")
         proc = None
         requests.close()
         events.close()

@@ -11,7 +11,6 @@ import time
 import tracemalloc
 
 import numpy as np
-import pytest
 from shard_harness import REPO, ShardRig
 
 from exchange import memdebug
@@ -72,17 +71,15 @@ def test_dumps_on_sigusr2_and_at_exit_with_the_growth_since_the_first(tmp_path):
     assert at_exit["pid"] == second["pid"]
 
 
-@pytest.fixture
-def rig(tmp_path):
-    r = ShardRig(tmp_path)
+def test_a_shard_dumps_its_memory_when_asked(tmp_path):
+    rig = ShardRig(tmp_path)
     try:
-        yield r
+        _dump_from_a_shard(rig, tmp_path / "shard-mem.jsonl")
     finally:
-        r.close()
+        rig.close()
 
 
-def test_a_shard_dumps_its_memory_when_asked(rig, tmp_path):
-    out = tmp_path / "shard-mem.jsonl"
+def _dump_from_a_shard(rig: ShardRig, out) -> None:
     rig.start(env={memdebug.ENV: str(out)})
     rig.wait_running()
     rig.proc.send_signal(signal.SIGUSR2)
