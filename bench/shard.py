@@ -62,6 +62,31 @@ def wait_running(log: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
+def start_shard(ns: str, tmp: Path, cfg_path: Path, capacities: tuple[int, int], env=None):
+    """Shard SHARD's rings created (request, event ``capacities``) and its process started
+    (``env``: its environment, default this one's) and running, its log in ``tmp``:
+    (the process, a producer of its requests, a consumer of its events)."""
+    create_ring(ns, request_ring(SHARD), COMMAND_DTYPE, capacities[0])
+    create_ring(ns, event_ring(SHARD), EVENT_DTYPE, capacities[1])
+    requests = Producer(ns, request_ring(SHARD), COMMAND_DTYPE)
+    events = Consumer(ns, event_ring(SHARD), EVENT_DTYPE)
+    log = tmp / "shard.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exchange.shard", "--name", SHARD, "--config", cfg_path],
+            stdout=out,
+            stderr=out,
+            env=env,
+        )
+    try:
+        wait_running(log, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, requests, events
+
+
 def feed(cmds: np.ndarray, requests: Producer, events: Consumer) -> tuple[float, int]:
     """Write everything, drain until the last command's events are in; (seconds, events).
 
@@ -108,24 +133,13 @@ def main(argv=None) -> int:
     cmds["seq"] = 0  # the shard assigns seq k+1 and order id k+1 to the k-th command
     proc = None
     try:
-        create_ring(ns, request_ring(SHARD), COMMAND_DTYPE, REQUEST_RING)
-        create_ring(ns, event_ring(SHARD), EVENT_DTYPE, EVENT_RING)
-        requests = Producer(ns, request_ring(SHARD), COMMAND_DTYPE)
-        events = Consumer(ns, event_ring(SHARD), EVENT_DTYPE)
-        log = tmp / "shard.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.shard", "--name", SHARD, "--config", cfg_path],
-                stdout=out,
-                stderr=out,
-            )
-        wait_running(log, proc)
+        proc, requests, events = start_shard(ns, tmp, cfg_path, (REQUEST_RING, EVENT_RING))
         seconds, n_events = feed(cmds, requests, events)
         block = read_block(ns, counters_name(SHARD))
         commit, batch = block.histograms["commit_us"], block.histograms["batch_size"]
         proc.send_signal(signal.SIGTERM)
         if proc.wait(timeout=120) != 0:
-            raise SystemExit(f"shard exit {proc.returncode}: {log.read_text()}")
+            raise SystemExit(f"shard exit {proc.returncode}: {(tmp / 'shard.log').read_text()}")
         proc = None
         requests.close()
         events.close()

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import psutil
 
-from exchange import journalid, logs, sdnotify
+from exchange import journalid, logs, memdebug, sdnotify
 from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
 from exchange.exitcodes import EXIT_FAILURE, EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, EXIT_USAGE
@@ -225,6 +225,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, stop.raise_)
     signal.signal(signal.SIGINT, stop.raise_)
     logs.set_role("shard", shard=args.name)
+    memdebug.install(f"shard {args.name}")
     raise_open_file_limit()
     try:
         config = load_config(args.config)

@@ -65,7 +65,8 @@ class ShardRig:
 
     # ------------------------------------------------------------ the process
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """The shard process, with ``env`` added to this one's environment."""
         assert self.proc is None
         self.starts += 1
         with open(self.tmp / f"shard-{self.starts}.log", "w") as log:
@@ -82,6 +83,7 @@ class ShardRig:
                 cwd=REPO,
                 stderr=log,
                 stdout=log,
+                env={**os.environ, **(env or {})},
             )
 
     def kill(self) -> None:
