@@ -61,7 +61,7 @@ def test_a_step_of_two_bots_against_the_echo(tmp_path):
 
 
 def _step(offered, achieved, cpu, orders, p50=500.0):
-    return Step(offered, achieved, p50, 2 * p50, 3 * p50, 4 * p50, 0, 0, 0, 10.0,
+    return Step(offered, achieved, p50, 2 * p50, 3 * p50, 4 * p50, 0, 0, 0, {}, 10.0,
                 {}, 800.0, 1.0, cpu, orders)  # fmt: skip
 
 
