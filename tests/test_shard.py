@@ -324,6 +324,8 @@ def test_a_full_event_ring_makes_the_shard_wait_not_drop(rig, wait):
     flow = Flow(r, seed=3)
     r.start()
     r.wait_running()
+    if wait == "sleep":  # asleep on the request ring before the requests come, not after
+        r.wait_for(lambda: inspect_ring(r.ns, "s0-req").consumer_sleeping, what="a sleep")
     cmds = flow.batch(400)
     assert r.requests.write(cmds) == len(cmds)
     time.sleep(1.0)  # nobody reads events: the shard must be stuck publishing
