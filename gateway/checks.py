@@ -92,7 +92,9 @@ class Checks:
 
     def serving(self, sym: str) -> bool:
         """Whether the instrument takes requests now (its shard live and not stalled)."""
-        link = self.routes[sym][0]
+        return self._takes(self.routes[sym][0])
+
+    def _takes(self, link: ShardLink) -> bool:
         return self.live[link.index] and link.idle < self.stall_after
 
     def take(self, t: Ticket) -> None:
@@ -128,10 +130,7 @@ class Checks:
         """``take`` of each NEW of a run: routed one by one, the grid checked and the
         COMMAND records made over the run's columns; a ticket that fails goes through
         ``take``, which raises its refusal."""
-        serving = {
-            link.index: self.live[link.index] and link.idle < self.stall_after
-            for link in self.links
-        }
+        serving = {link.index: self._takes(link) for link in self.links}
         numbers, tickets, refused = self.numbers, run.tickets, run.refused
         at, g, shard, routed = [], [], [], []
         for i, t in enumerate(tickets):

@@ -49,15 +49,11 @@ class ExposureStage:
         """``take`` of the NEWs of a run that passed the stages before, in one pass
         (``Risk.admit_run``)."""
         tickets, refused = run.tickets, run.refused
-        picked = [tickets[i] for i in run.at.tolist()]
-        skip = np.array(
-            [i in refused or t.retry for i, t in zip(run.at.tolist(), picked, strict=True)],
-            np.bool_,
-        )
+        skip = np.array([i in refused or tickets[i].retry for i in run.at.tolist()], np.bool_)
         records = run.records
         for j, refusal in self.risk.admit_run(
-            [t.req_id for t in picked],
-            [t.client for t in picked],
+            records["req_id"].tolist(),
+            records["client"].tolist(),
             run.g,
             records["side"],
             records["qty"],

@@ -235,15 +235,21 @@ def reconfigured(daemon: "Daemon", change) -> "Daemon":
     return daemon
 
 
-def raw_dealer(daemon: "Daemon", client_id: int) -> zmq.Socket:
-    """A plain DEALER with a registered key, connected: what a bot written from
-    PROTOCOL.md alone has (no client library)."""
+def curve_socket(daemon: "Daemon", client_id: int, kind: int) -> zmq.Socket:
+    """A plain socket of ``kind`` with a registered client key, not connected yet:
+    what a bot written from PROTOCOL.md alone has (no client library)."""
     daemon.client(client_id).close()  # registers the key, writes the certificate
-    s = zmq.Context.instance().socket(zmq.DEALER)
+    s = zmq.Context.instance().socket(kind)
     s.linger = 0
     s.curve_serverkey = server_public_key(daemon.config.gateway.keys_dir)
     cert = daemon.tmp / f"bot{client_id}.key_secret"
     s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(cert)
+    return s
+
+
+def raw_dealer(daemon: "Daemon", client_id: int) -> zmq.Socket:
+    """A plain DEALER with a registered key, connected to the orders endpoint."""
+    s = curve_socket(daemon, client_id, zmq.DEALER)
     s.connect(daemon.router)
     return s
 

@@ -6,9 +6,8 @@ import time
 import msgspec
 import pytest
 import zmq
-import zmq.auth
+from daemon_harness import curve_socket
 
-from gateway.keys import server_public_key
 from gateway.protocol import Ack
 
 INTERVAL_MS = 500
@@ -20,12 +19,7 @@ def configure(config):
 
 
 def _subscriber(daemon, client_id: int) -> zmq.Socket:
-    daemon.client(client_id).close()  # registers the key, writes the certificate
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.linger = 0
-    sub.curve_serverkey = server_public_key(daemon.config.gateway.keys_dir)
-    cert = daemon.tmp / f"bot{client_id}.key_secret"
-    sub.curve_publickey, sub.curve_secretkey = zmq.auth.load_certificate(cert)
+    sub = curve_socket(daemon, client_id, zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"ACME")
     sub.connect(daemon.config.gateway.pub[0])
     return sub
