@@ -163,7 +163,9 @@ class BookMirror:
         if len(depth):
             rows = depth["side"].astype(np.int64) - 1
             ticks = (depth["price"] - self._min_price) // self._tick
-            qty, orders = depth["qty"], depth["leaves"]
+            # contiguous whatever the count (numpy calls a one-element column so, a longer
+            # one not): one compiled version of the kernel
+            qty, orders = np.ascontiguousarray(depth["qty"]), np.ascontiguousarray(depth["leaves"])
             apply_depth(self._qty, self._orders, self._best, rows, ticks, qty, orders)
             self.dirty = True
         return out

@@ -43,6 +43,7 @@ from gateway.loops import LOOPS, choose
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
 from gateway.store import StoreError, open_store
+from gateway.warmup import kernel_signatures, specialized_since
 from gateway.warmup import warm_up as warm_up_gateway
 from gateway.zap import KeyTable, ZapHandler
 from shm.errors import ShmError
@@ -179,6 +180,7 @@ def main(argv=None) -> int:
         # sockets bound, state loaded: it serves (a shard not synced yet answers
         # `unavailable` for its instruments meanwhile)
         sdnotify.notify("READY=1", f"STATUS={gw.status()}")
+        warmed = kernel_signatures()  # what serving compiles from here, a client waits for
         try:
             choose(args.loop, wait)(gw, zap)
         except Exception as e:
@@ -191,6 +193,9 @@ def main(argv=None) -> int:
             gw.checkpoints.write(clean=True, durable=True)
         except StoreError as e:
             logs.error("last checkpoint not written; the next start reads more", error=str(e))
+        late = specialized_since(warmed)
+        if late:
+            logs.warning("compiled while serving: the warm-up misses these", kernels=late)
         logs.info(
             "stopped",
             unanswered=len(gw.inflight),

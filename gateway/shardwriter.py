@@ -65,7 +65,8 @@ class ShardWriter:
             out = self.outbox[link.index]
             if not out:
                 continue
-            records = b"".join(self.records[link.index])
+            # a bytearray: a read-only batch would compile the ring's push once more
+            records = bytearray().join(self.records[link.index])
             self.outbox[link.index], self.records[link.index] = [], []
             n = link.requests.write(np.frombuffer(records, COMMAND_DTYPE))
             self.inflight.put([t.req_id for t in out[:n]], [t.p for t in out[:n]])

@@ -6,12 +6,16 @@ are Numba code that would otherwise compile at the first drained batch, the
 first order, or the first growth of the table, while a client waits: seconds on
 a cold cache, holding the GIL (the ZAP thread's CURVE handshakes stall too).
 ``warm_up`` runs each once on throwaway copies made from the same config, with
-events a real book produced.
+events a real book produced. ``specialized_since`` names the kernels that were
+compiled for new argument types after all (a warm-up that missed them): the
+gateway logs them when it stops.
 """
 
+import sys
 import time
 
 import numpy as np
+from numba.core.registry import CPUDispatcher
 
 from exchange import ordertable
 from exchange.book import Book
@@ -23,6 +27,8 @@ from gateway.mirror import BookMirror, market_data
 from gateway.positions import Positions
 from gateway.risk import Risk
 from gateway.shardlink import unseen
+
+PACKAGES = ("exchange", "gateway", "shm")  # whose kernels the gateway calls
 
 
 def _book(inst) -> tuple[Book, np.ndarray]:
@@ -74,3 +80,27 @@ def warm_up(config) -> float:
     ordertable.remove(table, ordertable.find(table, 1))
     compile_discard()
     return time.perf_counter() - t0
+
+
+def kernel_signatures() -> dict[str, list[str]]:
+    """The argument types each loaded kernel of ours is compiled for, by kernel."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] not in PACKAGES:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, CPUDispatcher):
+                name = f"{obj.py_func.__module__}.{obj.py_func.__name__}"
+                out[name] = [str(sig) for sig in obj.signatures]
+    return out
+
+
+def specialized_since(before: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The kernels compiled for argument types they had not met in ``before``, with those
+    types: each one stalled the loop for a compile (seconds on a cold cache) while a
+    client waited."""
+    return {
+        name: sigs[len(before.get(name, ())) :]
+        for name, sigs in kernel_signatures().items()
+        if len(sigs) > len(before.get(name, ()))
+    }

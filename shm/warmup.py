@@ -48,6 +48,7 @@ def warm_up() -> float:
             view = p.claim(1)  # write_span, publish
             p.publish(len(view))
             c.wait(timeout=1.0)  # spin
+            c.readable()
             c.release(len(c.peek(1)))  # read_span, release
             c.read(4)  # pull
             p.wait_writable(1, timeout=1.0)
