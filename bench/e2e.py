@@ -36,6 +36,10 @@ and ``shards_cpu_us_per_order`` (the shards together) at the saturated step of t
 fsync single-order sweep (the saturated step answering the most: the plateau;
 the last step if none saturated), ``echo_cpu_us_per_msg`` the echo's at the
 saturated step of its single-order sweep, ``*_light`` at ``LIGHT_RATE``.
+``echo_cpu_us_per_msg_light`` is the floor under ``gateway_cpu_us_per_order_light``:
+at ``LIGHT_RATE`` every message is a turn of its own, woken from sleep (the echo's
+loop, ZeroMQ's I/O thread, the kernel's TCP), which the gateway pays too, and once
+more for its shard.
 
 ``--wait spin`` also runs the fsync single-order sweep against a daemon whose
 gateway and shards spin (``[gateway] wait`` / ``[[shards]] wait = "spin"``, see
@@ -473,6 +477,7 @@ def summary(results: Results, batch: int) -> dict:
     echo_heavy = _saturated(echo)
     out["echo_cpu_us_per_msg"] = _us(cpu_us_per_order(echo_heavy, ["echo"]))
     out["echo_cpu_saturated_offered"] = echo_heavy.offered
+    out["echo_cpu_us_per_msg_light"] = _us(cpu_us_per_order(echo_light, ["echo"]))
     gw, gw_light, per_msg = (
         out["gateway_cpu_us_per_order"],
         out["gateway_cpu_us_per_order_light"],
@@ -537,7 +542,8 @@ def table(results: Results, head: dict) -> str:
         f"(fsync, 1 order a frame; at the saturated step / at {LIGHT_RATE:,}/s): gateway "
         f"{head['gateway_cpu_us_per_order']} / {head['gateway_cpu_us_per_order_light']} µs, "
         f"shards {head['shards_cpu_us_per_order']} / {head['shards_cpu_us_per_order_light']} "
-        f"µs; the echo {head['echo_cpu_us_per_msg']} µs per message.{skipped}",
+        f"µs; the echo {head['echo_cpu_us_per_msg']} / {head['echo_cpu_us_per_msg_light']} "
+        f"µs per message.{skipped}",
         "",
         "| target | orders/frame | offered/s | achieved/s | p50 µs | p99 µs | p99.9 µs | max µs "
         "| shard commit p50 µs | shard batch p50 | lost | skipped | CPU % of a core |",

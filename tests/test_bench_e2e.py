@@ -78,8 +78,8 @@ def _sweep(gateway_us: list[float], achieved: list[float]):
 
 def test_the_summary_reports_cpu_per_order_at_the_saturated_and_the_light_step():
     fsync = _sweep([60, 40, 30, 28], [1_000, 2_000, 3_000, 3_100])  # saturated from 4,000
-    echo = [
-        _step(1_000 * 2**k, a, {"echo": 20 * a * 3.5 / 1e6}, round(a * 3.5))
+    echo = [  # 90 µs a message at 1,000/s (a wake-up each), 20 µs once busy
+        _step(1_000 * 2**k, a, {"echo": (20 if k else 90) * a * 3.5 / 1e6}, round(a * 3.5))
         for k, a in enumerate([1_000, 2_000, 4_000, 5_000, 5_100])
     ]
     sweeps = {("echo", 1): echo, ("echo", 8): echo, ("fsync", 1): fsync}
@@ -94,6 +94,7 @@ def test_the_summary_reports_cpu_per_order_at_the_saturated_and_the_light_step()
     assert out["shards_cpu_us_per_order_light"] == pytest.approx(30, abs=0.1)
     assert out["echo_cpu_saturated_offered"] == 16_000
     assert out["echo_cpu_us_per_msg"] == pytest.approx(20, abs=0.1)
+    assert out["echo_cpu_us_per_msg_light"] == pytest.approx(90, abs=0.1)
     assert out["target_cpu_met"]  # 28 <= 1.5 x 20 and 60 <= 100
     assert out["spin_skipped"] == "no cores" and "spin_orders_per_sec" not in out
     json.dumps(out)  # one JSON line: no NaN, no numpy scalars in it
@@ -141,6 +142,7 @@ def test_a_tiny_whole_run_prints_every_field(tmp_path):
         "shards_cpu_us_per_order",
         "shards_cpu_us_per_order_light",
         "echo_cpu_us_per_msg",
+        "echo_cpu_us_per_msg_light",
     ):
         assert isinstance(out[key], float) and out[key] > 0, (key, out[key])
     assert out["cpu_saturated_offered"] == out["echo_cpu_saturated_offered"] == 1_000
