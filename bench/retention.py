@@ -4,15 +4,16 @@
 
 A ``ShardEngine`` on a real ``Journal`` (fsync durability, as a shard runs it) is
 fed R x N commands of a steady market (limit orders around a mid, some crossing,
-cancels keeping the book near a fixed size, no idempotency keys: their entries
-are kept for the journal's life, see docs/OPERATIONS.md), in batches of 64, with
-a snapshot every N / 10 commands (the embedded config's ratio: 100,000 and
+cancels keeping the book near a fixed size, every NEW under a random idempotency
+key, as bots choose them: their entries leave with their batches), in batches of
+64, with a snapshot every N / 10 commands (the embedded config's ratio: 100,000 and
 1,000,000); after every N / 10 commands (the shard's housekeeping: every
 ``PRUNE_SECONDS``, a tenth of N a second is N / 10 commands/s) it takes
-retention steps until there is nothing to take (at most ``PRUNE_COMMANDS`` a
-step). Reported: ``data.mdb``'s size once N commands went through (1x) and at
-the end (R x), their ratio, the archives' bytes (with --archive), the slowest
-retention step, and the journal's last seq and pruned seq. LMDB reuses the
+retention steps until there is nothing to take (at most ``PRUNE_COMMANDS``
+commands and ``MERGE_ROWS`` idempotency entries a step). Reported: ``data.mdb``'s
+size once N commands went through (1x), halfway and at the end (R x), the end's
+ratio to the first and to the halfway size, the archives' bytes (with --archive),
+the slowest retention step, and the journal's last seq and pruned seq. LMDB reuses the
 pages a prune frees once no read txn pins them: nothing reads here but the
 writer, as in a shard.
 """
@@ -53,6 +54,7 @@ class Market:
         cmds = commands(n)
         u = rng.random((n, 3))
         offsets = rng.geometric(0.2, n) - 2  # a few cross the mid: trades
+        keys = rng.integers(1, 1 << 63, n, dtype=np.uint64)
         for i in range(n):
             self.seq += 1
             c = cmds[i]
@@ -66,6 +68,7 @@ class Market:
             c["kind"], c["side"], c["qty"] = CMD_NEW, side, 1 + self.seq % 50
             c["price"] = MID - offsets[i] if side == SIDE_BUY else MID + offsets[i]
             c["client"] = 1 + self.seq % 8
+            c["idem_key"] = keys[i]
             self.ids.append(self.seq)
         return cmds
 
@@ -87,7 +90,7 @@ def run(directory: str, retain: int, rounds: int, archive: bool, seed: int = 1) 
     archive_dir = os.path.join(directory, "archive") if archive else None
     market = Market(seed)
     slowest = 0.0
-    size_1x = 0
+    size_1x = size_half = 0
     with Journal(path, durability="fsync") as journal:
         engine = ShardEngine(
             0,
@@ -111,20 +114,25 @@ def run(directory: str, retain: int, rounds: int, archive: bool, seed: int = 1) 
                         break
             if not size_1x and at >= retain:
                 size_1x = _size(path)
+            if not size_half and at >= total // 2:
+                size_half = _size(path)
         stats = journal.stats()
     size_end = _size(path)
     return {
         "retain_commands": retain,
         "commands": total,
         "data_bytes_1x": size_1x,
+        "data_bytes_half": size_half,
         f"data_bytes_{rounds}x": size_end,
         "growth": round(size_end / size_1x, 3),
+        "growth_second_half": round(size_end / size_half, 3),
         "archive_bytes": _archived(archive_dir),
         "slowest_prune_ms": round(slowest * 1e3, 1),
         "last_seq": stats.last_seq,
         "pruned": stats.pruned,
         "batches_kept": stats.batches,
         "orders_kept": stats.orders_merged,
+        "idem_entries_kept": stats.idem_entries,
     }
 
 

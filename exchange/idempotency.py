@@ -12,12 +12,13 @@ The journal keeps one entry per pair used by a NEW command the book accepted
 order id that the pair created and the request's *fingerprint*, the fields that
 define a new order (instrument, side, price, qty, tif, ord_type, flags, stp)
 packed as 24 bytes. The fingerprint is the fields themselves, not a hash:
-equality is exact. ``entries`` makes the keys and values of a batch's keyed NEWs
-(one Numba pass); ``used_entries`` keeps those whose first event is ACCEPTED
-(the kernel answers a NEW with ACCEPTED or REJECTED first), and those are what
-a batch record carries, until the journal folds them into its table. So the
-journal may hold several keyed NEWs under one pair: rejected ones, then at most
-one accepted.
+equality is exact (FLAG_RETRY, the gateway's mark, is not part of it).
+``entries`` makes the keys and values of a batch's keyed NEWs (one Numba
+pass); ``used_entries`` keeps those whose first event is ACCEPTED (the kernel
+answers a NEW with ACCEPTED or REJECTED first), and those are what a batch
+record carries, until the journal folds them into its table. So the journal may
+hold several keyed NEWs under one pair: rejected ones, then at most one
+accepted (and, after retention took its entry out, another).
 
 The shard calls two helpers around each batch (they only read the journal):
 
@@ -28,7 +29,13 @@ key is one of
 - an identical retry of a journaled order or of a request earlier in the batch:
   dropped; it will get the original's events again;
 - a conflict (same pair, different fingerprint): dropped, answered now by a
-  REJECTED(REJ_CONFLICT) event.
+  REJECTED(REJ_CONFLICT) event;
+- a retry the gateway flagged (FLAG_RETRY: it knows an accepted order used the
+  pair on this instrument) whose pair has no entry any more: dropped, answered
+  now by a REJECTED(REJ_KEY_EXPIRED) event. The original's batch left the
+  journal (retention), and its entry with it: the shard's key window is the
+  history it keeps. An unflagged NEW under such a pair is new (the gateway's
+  own key window is over too).
 
 The plan is made before the books run, so within one batch the first request
 under a pair stands for all of them whatever the book makes of it: an identical
@@ -43,10 +50,10 @@ is sorted out command by command.
 
 ``resend(journal, drained, plan, batch_cmds)`` after the batch is committed:
 the original events of every retry (DEPTH left out, it is public data),
-flagged EVF_DUPLICATE, with the retry's req_id; when retention took the
-original's batch out of the journal, its ACCEPTED alone, rebuilt from its
-entry. Earlier-in-batch originals are journaled by then, so every retry is
-answered from the journal the same way.
+flagged EVF_DUPLICATE, with the retry's req_id. An entry leaves the journal in
+the transaction that takes its batch out (``Journal.prune``), so a retry's
+original is always there; earlier-in-batch originals are journaled by then, so
+every retry is answered from the journal the same way.
 
 Neither kind of reply is history: conflicts carry seq 0 (never sequenced),
 duplicates carry the original seq. They are published after the batch's own
@@ -65,7 +72,6 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from exchange.archive import HistoryPruned
 from exchange.records import (
     CMD_NEW,
     COMMAND_DTYPE,
@@ -74,7 +80,9 @@ from exchange.records import (
     EV_REJECTED,
     EVENT_DTYPE,
     EVF_DUPLICATE,
+    FLAG_RETRY,
     REJ_CONFLICT,
+    REJ_KEY_EXPIRED,
 )
 
 FINGERPRINT_FIELDS = ("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp")
@@ -168,6 +176,7 @@ def fingerprints(cmds: np.ndarray) -> np.ndarray:
     out = np.zeros(len(cmds), FINGERPRINT_DTYPE)
     for f in FINGERPRINT_FIELDS:
         out[f] = cmds[f]
+    out["flags"] &= ~np.uint8(FLAG_RETRY)
     return out
 
 
@@ -208,7 +217,7 @@ def _pack_entries(cmds, index, keys, values):
         v.side = c.side
         v.tif = c.tif
         v.ord_type = c.ord_type
-        v.flags = c.flags
+        v.flags = c.flags & ~np.uint8(FLAG_RETRY)
         v.stp = c.stp
         m += 1
     return m
@@ -236,6 +245,7 @@ def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes
         if kind == CMD_NEW and key:
             index.append(i)
             keys.append(_KEY.pack(key, client))
+            flags &= ~FLAG_RETRY
             values.append(_VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp))
     return index, keys, values
 
@@ -300,12 +310,12 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
     if not index:
         return KEEP_ALL
     found = journal.idem_values(keys)
-    if not any(found) and len(set(keys)) == len(keys):
+    retried = (drained["flags"][index] & FLAG_RETRY != 0).tolist()
+    if not any(found) and not any(retried) and len(set(keys)) == len(keys):
         return KEEP_ALL
     keep = np.ones(len(drained), bool)
     first = {}  # key -> position in ``keys`` of the batch's first command under it
-    conflicts = []
-    retries = []
+    conflicts, expired, retries = [], [], []
     for j, key in enumerate(keys):
         i = index[j]
         request = values[j][_FINGERPRINT_AT:]
@@ -316,6 +326,10 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
             earlier = first[key]
             same_body = values[earlier][_FINGERPRINT_AT:] == request
             original = (0, index[earlier])
+        elif retried[j]:
+            keep[i] = False
+            expired.append(i)
+            continue
         else:
             first[key] = j
             continue
@@ -325,33 +339,19 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
         else:
             conflicts.append(i)
     retry_arr = np.array(retries, RETRY_DTYPE) if retries else KEEP_ALL.retries
-    return IdemPlan(keep, conflict_rejects(drained[conflicts]), retry_arr)
+    refused = shard_rejects(drained[conflicts], REJ_CONFLICT)
+    if expired:
+        refused = np.concatenate([refused, shard_rejects(drained[expired], REJ_KEY_EXPIRED)])
+    return IdemPlan(keep, refused, retry_arr)
 
 
-def conflict_rejects(cmds: np.ndarray) -> np.ndarray:
-    """REJECTED(REJ_CONFLICT) replies to ``cmds``: never sequenced, so seq 0 and order id 0."""
+def shard_rejects(cmds: np.ndarray, code: int) -> np.ndarray:
+    """REJECTED(``code``) replies to ``cmds``: never sequenced, so seq 0 and order id 0."""
     ev = np.zeros(len(cmds), EVENT_DTYPE)
     for f in ("req_id", "price", "qty", "idem_key", "client", "instrument", "side"):
         ev[f] = cmds[f]
     ev["kind"] = EV_REJECTED
-    ev["code"] = REJ_CONFLICT
-    return ev
-
-
-def _accepted_again(journal, retry, seq: int) -> np.ndarray:
-    """The original's ACCEPTED event, rebuilt from its idempotency entry and the retry
-    (an identical request: same fingerprint, client and key), when retention took the
-    original's batch out of the journal: exactly the event the kernel made (the
-    ACCEPTED of a NEW is its first, idx 0, with leaves = qty), but not the fills and
-    cancels that followed it, which are gone with the batch."""
-    entry = journal.idem_lookup(int(retry["client"]), int(retry["idem_key"]))
-    if entry is None or entry.seq != seq:
-        raise ValueError(f"the retry's original at seq {seq} has no idempotency entry")
-    ev = np.zeros(1, EVENT_DTYPE)
-    for f in ("price", "qty", "idem_key", "client", "instrument", "side"):
-        ev[f] = retry[f]
-    ev["seq"], ev["order_id"], ev["kind"] = seq, entry.order_id, EV_ACCEPTED
-    ev["leaves"] = retry["qty"]
+    ev["code"] = code
     return ev
 
 
@@ -380,10 +380,7 @@ def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray)
                     f"{r['index']} was not journaled: answer the retry as the original"
                 )
             seq = int(batch_cmds["seq"][at[0]])
-        try:
-            ev = journal.events_for(seq)
-        except HistoryPruned:
-            ev = _accepted_again(journal, drained[r["index"]], seq)
+        ev = journal.events_for(seq)
         ev = ev[ev["kind"] != EV_DEPTH]
         ev["req_id"] = drained["req_id"][r["index"]]
         ev["flags"] |= EVF_DUPLICATE

@@ -127,8 +127,7 @@ Retention (``prune``): the oldest batches leave the journal, archived
 batches read what is before ``pruned`` from the archives, if they have them
 (``iter_records``).
 
-Mapped pages: the tables are looked up at random and the idempotency entries are
-kept for the journal's life, so the RSS of a long-running shard would grow with
+Mapped pages: the tables are looked up at random, so the RSS of a long-running shard would grow with
 what it maps (``exchange.pages``); ``release_pages`` gives the pages back, and the
 shard calls it every ``RELEASE_SECONDS``.
 
@@ -1064,17 +1063,20 @@ class Journal:
         its batch records only: when the range reaches into the log, the same
         transaction folds it first (as a batch's fold does).
 
-        At most ``limit`` commands at a time (and always whole batches), so call it
-        again while it returns a range. With ``archive_dir`` the batches are written to
+        At most ``limit`` commands and ``MERGE_ROWS`` idempotency entries at a time (and
+        always whole batches), so call it again while it returns a range: LMDB keeps a
+        buffer for every page its largest transaction dirtied, and an entry is deleted
+        from a random page. With ``archive_dir`` the batches are written to
         an archive first (``exchange.archive``: durable before anything is deleted),
         else dropped. The same transaction deletes them, deletes the order rows of the
         orders that finished (filled, cancelled, rejected) at or before the last seq
         taken out (their state is history too; live orders stay, whatever their age),
-        and records ``pruned`` (and ``dropped``, when not archived) in ``meta``. The
-        idempotency entries stay: they are what keeps a retry from making a second
-        order. A crash between the archive and the commit leaves the batches in the
-        journal and an archive past ``pruned``, which readers pass over and the next
-        prune replaces.
+        and records ``pruned`` (and ``dropped``, when not archived) in ``meta``; and it
+        deletes the idempotency entries of the batches taken out: the shard's key
+        window is the history it keeps (a retry of an order older than that is
+        answered ``REJ_KEY_EXPIRED``, ``exchange.idempotency``). A crash between the
+        archive and the commit leaves the batches in the journal and an archive past
+        ``pruned``, which readers pass over and the next prune replaces.
         """
         if retain < 1:
             raise ValueError(f"retain must be >= 1, got {retain}")
@@ -1086,13 +1088,15 @@ class Journal:
             snap = _int(snapshots.key()) if snapshots.last() else 0
             bound = min(self._last_seq - retain, snap)
             fold = bound > self._meta(txn, b"folded")
-            keys, values, n = [], [], 0
+            keys, values, n, n_idem = [], [], 0, 0
             cur = txn.cursor(db=self._db["batches"])
             found = cur.set_range(batch_key(pruned + 1))
             while found and batch_seq(cur.key()) <= bound:
                 value = cur.value()
-                n += _COUNTS.unpack_from(value)[0] if len(value) >= _COUNTS.size else 0
-                if keys and n > limit:
+                if len(value) >= _COUNTS.size:
+                    counts = _COUNTS.unpack_from(value)
+                    n, n_idem = n + counts[0], n_idem + counts[3]
+                if keys and (n > limit or n_idem > MERGE_ROWS):
                     break
                 keys.append(cur.key())
                 values.append(value)
@@ -1100,8 +1104,8 @@ class Journal:
         if not keys:
             return None
         last = batch_seq(keys[-1])
-        for key, value in zip(keys, values, strict=True):
-            self._batch(key, value)  # what is archived or dropped was sound
+        # what is archived or dropped was sound
+        recs = [self._batch(key, value) for key, value in zip(keys, values, strict=True)]
         if archive_dir is not None:
             old = archive.listing(archive_dir, self.name, self.identity)
             for a in archive.stale(old, pruned):
@@ -1114,6 +1118,9 @@ class Journal:
                 self._fold(txn, self._last_seq, np.zeros(0, ORDER_DTYPE), {}, {})
             for key in keys:
                 txn.delete(key, db=self._db["batches"])
+            for rec in recs:  # folded by now: in the table (a pair is used once at a time)
+                for key in rec.idem_keys.tolist():
+                    txn.delete(key, db=self._db["idem"])
             self._prune_orders(txn, last)
             self._put_meta(txn, b"pruned", last)
             if archive_dir is None:

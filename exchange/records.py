@@ -25,7 +25,8 @@ COMMAND_DTYPE (64 bytes)
     side        uint8   SIDE_BUY / SIDE_SELL (NEW only)
     tif         uint8   TIF_GTC / TIF_IOC / TIF_FOK (NEW only)
     ord_type    uint8   TYPE_LIMIT / TYPE_MARKET (NEW only)
-    flags       uint8   FLAG_POST_ONLY (NEW only)
+    flags       uint8   FLAG_POST_ONLY (NEW only); FLAG_RETRY (a keyed NEW only: see
+                        ``exchange.idempotency``; never reaches a book)
     stp         uint8   STP_* self-trade prevention mode of this order (NEW only)
     _pad        uint8[4]  zero
 
@@ -180,6 +181,11 @@ TYPE_MARKET = 1
 
 # --- flags
 FLAG_POST_ONLY = 1
+# Set by the gateway on a keyed NEW whose (client, key) pair it knows an accepted
+# order used on this instrument: the shard answers it as a retry of that order, or
+# REJ_KEY_EXPIRED once retention took the pair's entry out; it never makes an order.
+# Not part of the request's fingerprint.
+FLAG_RETRY = 2
 
 # --- self-trade prevention modes (the aggressor's mode applies)
 STP_NONE = 0
@@ -228,6 +234,9 @@ REJ_NOT_FOUND = 10
 # Raised by the shard, not the book: the (client, idempotency key) pair was used
 # before for a different request.
 REJ_CONFLICT = 11
+# Raised by the shard, not the book: a retry (FLAG_RETRY) under a pair whose entry
+# retention took out with the original's batch: the original's answer is gone.
+REJ_KEY_EXPIRED = 12
 
 # --- cancel reasons (EV_CANCELLED.code)
 CXL_USER = 1
@@ -248,6 +257,7 @@ REJECT_NAMES = {
     REJ_BOOK_FULL: "book_full",
     REJ_NOT_FOUND: "order_not_found",
     REJ_CONFLICT: "idempotency_conflict",
+    REJ_KEY_EXPIRED: "idempotency_key_expired",
 }
 CANCEL_NAMES = {
     CXL_USER: "user",

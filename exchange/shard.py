@@ -51,9 +51,11 @@ from shm.warmup import warm_up as warm_up_rings
 
 MAX_BATCH = 4096  # commands per journal transaction at most
 WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag again
-# how often the loop takes a step of retention (``ShardEngine.prune``, at most
-# PRUNE_COMMANDS commands a step): often enough to keep up with 65,536 commands/s
+# how often the loop takes retention's steps (``ShardEngine.prune``, at most
+# PRUNE_COMMANDS commands and MERGE_ROWS idempotency entries a step), and how many
+# at most: enough to keep up with 65,536 keyed orders/s
 PRUNE_SECONDS = 1.0
+PRUNE_STEPS = 8
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 
@@ -166,16 +168,22 @@ class ShardLoop:
         return len(batch)
 
     def prune(self) -> None:
-        """One step of retention. An archive that cannot be written (a full disk, say)
-        leaves the batches in the journal: logged, and tried again at the next step."""
-        try:
-            taken = self.engine.prune()
-        except OSError as e:
-            logs.error("journal retention: the archive was not written", error=str(e))
-            return
-        if taken is not None:
+        """Steps of retention while there is history to take out, ``PRUNE_STEPS`` at most.
+        An archive that cannot be written (a full disk, say) leaves the batches in the
+        journal: logged, and tried again at the next turn."""
+        first = last = None
+        for _ in range(PRUNE_STEPS):
+            try:
+                taken = self.engine.prune()
+            except OSError as e:
+                logs.error("journal retention: the archive was not written", error=str(e))
+                break
+            if taken is None:
+                break
+            first, last = first or taken[0], taken[1]
+        if first is not None:
             archive = self.engine.archive_dir
-            logs.info("journal pruned", seqs=taken, archived=archive is not None)
+            logs.info("journal pruned", seqs=[first, last], archived=archive is not None)
 
     def run(self) -> None:
         """Until stopped; then drain what is left in the request ring."""

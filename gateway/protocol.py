@@ -48,6 +48,7 @@ from exchange.records import (
     REJ_BOOK_FULL,
     REJ_CONFLICT,
     REJ_DUPLICATE_ID,
+    REJ_KEY_EXPIRED,
     REJ_LOT,
     REJ_NOT_FOUND,
     REJ_POST_ONLY,
@@ -129,6 +130,12 @@ BOOK_REJECTS = {
     REJ_BOOK_FULL: (BUSY, "$", "the book has no room for another resting order"),
     REJ_NOT_FOUND: (NOT_FOUND, "$.oid", "no live order with this oid is yours on this symbol"),
     REJ_CONFLICT: (CONFLICT, "$.ik", "this idempotency key was used for a different request"),
+    REJ_KEY_EXPIRED: (
+        CONFLICT,
+        "$.ik",
+        "this idempotency key was used for an order older than its shard's retained "
+        "history: the original's answer is no longer kept, and no new order was made",
+    ),
 }
 assert BOOK_REJECTS.keys() == REJECT_NAMES.keys()
 

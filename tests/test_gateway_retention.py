@@ -15,7 +15,8 @@ from gateway_harness import GatewayRig, wait_notices
 
 from exchange.config import dump_config
 from exchange.journal import HistoryPruned, Journal
-from gateway.protocol import Ack, Fill, OrderStatus, Reject, TradesEnd
+from gateway.client import order
+from gateway.protocol import Ack, BatchAck, Fill, OrderStatus, Reject, TradesEnd
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -164,7 +165,7 @@ def test_a_gateway_state_older_than_a_shards_history_keeps_that_shard_unavailabl
     assert now["BTC-USD"] == 2
 
 
-def test_a_retry_of_a_keyed_order_whose_batch_was_pruned_gets_the_original_ack(rig):
+def test_a_retry_of_a_keyed_order_whose_batch_was_pruned_is_refused_and_makes_nothing(rig):
     maker, taker = rig.client(1), rig.client(2)
     assert isinstance(maker.new_order("ACME", "sell", 1, px=9_000), Ack)
     ack = taker.new_order("ACME", "buy", 2, px=9_000, ik=77)
@@ -174,13 +175,23 @@ def test_a_retry_of_a_keyed_order_whose_batch_was_pruned_gets_the_original_ack(r
     crosses(maker, rig.client(3), "ACME", 10_000, 30)
     assert settled(rig) >= ack.seq
 
+    # the shard's key went with the batch; the gateway still knows the key was used
     again = taker.new_order("ACME", "buy", 2, px=9_000, ik=77, coid="retry")
-    assert isinstance(again, Ack), again
-    assert (again.dup, again.oid, again.seq, again.coid) == (True, ack.oid, ack.seq, "retry")
-    # the Ack alone: the fill its arrival caused is no longer kept (a Status asked after
-    # it is answered after anything the retry brought)
+    assert isinstance(again, Reject), again
+    assert (again.code, again.field, again.coid) == ("conflict", "$.ik", "retry")
+    assert again.reason.startswith("idempotency_key_expired: ")
     status = taker.status("ACME", ack.oid)
     assert isinstance(status, OrderStatus) and (status.leaves, status.state) == (1, "live")
     assert not [m for m in taker.notices() if isinstance(m, Fill)]
     book = maker.book("ACME")
     assert [tuple(level) for level in book.bids] == [(9_000, 1, 1)]  # nothing new
+    # the same inside a batch long enough to go through the stages as a run
+    orders = [order("ACME", "buy", 1, px=8_000 + i) for i in range(19)]
+    orders.insert(7, order("ACME", "buy", 2, px=9_000, ik=77))
+    reply = taker.new_orders(orders)
+    assert isinstance(reply, BatchAck), reply
+    refused = [(i, r) for i, r in enumerate(reply.results) if isinstance(r, Reject)]
+    assert [(i, r.code, r.reason.split(":")[0]) for i, r in refused] == [
+        (7, "conflict", "idempotency_key_expired")
+    ]
+    taker.mass_cancel("ACME")

@@ -25,7 +25,9 @@ from exchange.records import (
     EV_REJECTED,
     EV_SYNCED,
     EVF_DUPLICATE,
+    FLAG_RETRY,
     REJ_CONFLICT,
+    REJ_KEY_EXPIRED,
     SIDE_BUY,
     commands,
 )
@@ -122,17 +124,39 @@ def test_dropped_history_is_checked_from_the_latest_snapshot(tmp_path):
     assert list(report.hashes.values()) == engine.state_hashes()
 
 
-def test_a_retry_of_a_pruned_order_gets_its_ack_again_and_a_different_one_a_conflict(archived):
+def test_a_pruned_orders_key_leaves_with_it_and_a_flagged_retry_is_refused_expired(archived):
     journal, engine, _, first, _ = archived
     assert first <= journal.pruned
+    assert journal.idem_lookup(3, 1 << 40) is None  # the entry left with its batch
     last = engine.last_seq
-    again = engine.apply(keyed_order(1 << 40))
+    retry = keyed_order(1 << 40)
+    retry["flags"] = FLAG_RETRY  # the gateway knows an order used the pair
+    (no,) = engine.apply(retry).replies
     assert engine.last_seq == last  # nothing sequenced
-    (ack,) = again.replies
+    assert no["kind"] == EV_REJECTED and no["code"] == REJ_KEY_EXPIRED
+    assert (no["seq"], no["order_id"], no["req_id"], no["idem_key"]) == (0, 0, 77, 1 << 40)
+    # unflagged (the gateway's window is over too): a new order under the pair
+    applied = engine.apply(keyed_order(1 << 40))
+    assert engine.last_seq == last + 1 and applied.events["kind"][0] == EV_ACCEPTED
+    assert journal.idem_lookup(3, 1 << 40).seq == last + 1
+    # and a flagged retry of that one is a duplicate, as an unflagged one is
+    retry["req_id"] = 78
+    ack = engine.apply(retry).replies[0]  # then what its arrival did, duplicates too
     assert ack["kind"] == EV_ACCEPTED and ack["flags"] & EVF_DUPLICATE
-    assert (ack["seq"], ack["order_id"], ack["qty"], ack["leaves"]) == (first, first, 3, 3)
+    assert (ack["seq"], ack["req_id"]) == (last + 1, 78)
     (no,) = engine.apply(keyed_order(1 << 40, qty=4)).replies
     assert no["kind"] == EV_REJECTED and no["code"] == REJ_CONFLICT
+
+
+def test_the_idem_table_holds_the_entries_of_the_batches_kept_only(archived):
+    journal, _, _, _, _ = archived
+    pruned = journal.pruned
+    kept = [c for c, _ in journal.iter_batches(pruned)]
+    cmds = np.concatenate(kept)
+    keyed = cmds[(cmds["kind"] == CMD_NEW) & (cmds["idem_key"] != 0)]
+    entries = list(journal.idem_entries())
+    assert entries and all(e.seq > pruned for e in entries)
+    assert len(entries) <= len(keyed)  # the ones the book accepted
 
 
 def test_a_sync_from_before_the_pruned_seq_says_where_the_history_starts(archived):
@@ -250,11 +274,15 @@ def test_a_shard_killed_while_it_prunes_leaves_a_journal_that_verifies(tmp_path)
 
 
 def test_the_data_file_stops_growing_under_steady_load(tmp_path):
-    """10 x retain_commands through the journal with retention: the file's size at 10x
-    is at most 1.5x its size once retain_commands went through."""
+    """10 x retain_commands through the journal with retention, every NEW keyed: the file
+    stops growing (it levels off near 1.5x its size once retain_commands went through,
+    the slack of LMDB's free pages and a B-tree of random keys) and the idempotency
+    entries are those of the history kept."""
     figures = bench_retention.run(str(tmp_path), retain=20_000, rounds=10, archive=False)
     assert figures["pruned"] > 8 * 20_000
-    assert figures["data_bytes_10x"] <= 1.5 * figures["data_bytes_1x"], figures
+    assert figures["growth_second_half"] <= 1.05, figures
+    assert 0 < figures["idem_entries_kept"] <= figures["last_seq"] - figures["pruned"]
+    assert figures["data_bytes_10x"] <= 1.6 * figures["data_bytes_1x"], figures
 
 
 def _config(tmp_path, archive_dir: str) -> str:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange.bookconfig import BookConfig
-from exchange.idempotency import conflict_rejects
+from exchange.idempotency import shard_rejects
 from exchange.orderstate import ST_LIVE, STATUS_NAMES
 from exchange.records import (
     CMD_CANCEL,
@@ -28,6 +28,7 @@ from exchange.records import (
     EV_TRADE,
     EVF_DUPLICATE,
     FLAG_POST_ONLY,
+    REJ_CONFLICT,
     REJECT_NAMES,
     SIDE_BUY,
     SIDE_SELL,
@@ -742,7 +743,7 @@ def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
             limit(31, "buy", 5, 9_000, ik=5), BOOK, client=2, instrument=0, req_id=1
         )
     )
-    conflict = conflict_rejects(cmd)
+    conflict = shard_rejects(cmd, REJ_CONFLICT)
     [e] = [p.event_of(r) for r in conflict.tolist()]
     [(client, reject)] = p.private_messages(e, "ACME", CMD_NEW, 31, "c")
     assert (client, reject.cid, reject.code, reject.field, reject.coid) == (

@@ -18,7 +18,9 @@ idempotency  no two orders under one (client, idempotency key): no two keyed
              NEW commands the book accepted (a keyed NEW it rejected made no
              order and used no key; ``exchange.idempotency``); the journal's
              idempotency entries and its accepted keyed NEWs are the same set,
-             each entry naming its command's seq, order id and request
+             each entry naming its command's seq, order id and request. Over
+             the history the journal keeps (after ``pruned``): an entry leaves
+             with its batch, after which its pair may make an order again
 replay       replaying every batch gives the journaled events byte for byte
              (so the trades too), up to the last seq
 snapshot     the latest snapshot restores to books with its recorded hashes, and
@@ -43,11 +45,12 @@ Retention (``Journal.prune``): the batches it archived are read from the
 archives (``archive_dir``; an archive missing or failing its check fails
 ``readable``: the history cannot be read) and checked like the others; the
 orders table holds no row of an order that finished at or before the journal's
-``pruned`` seq. History it dropped (no archive) cannot be checked: the pass
-then starts at the latest snapshot, as recovery does (sequence, events and
-replay from there, so ``snapshot`` is that replay), and the fills, idempotency
-and tables checks, which need every batch from seq 1, are not made
-(``history_after`` says from where the journal was checked).
+``pruned`` seq, and the idem table no entry of a batch taken out. History it
+dropped (no archive) cannot be checked: the pass then starts at the latest
+snapshot, as recovery does (sequence, events and replay from there, so
+``snapshot`` is that replay), and the fills, idempotency and tables checks,
+which need every batch from seq 1, are not made (``history_after`` says from
+where the journal was checked).
 
 A problem is reported with the check, the seq and what is wrong; the first
 ``MAX_LISTED`` of each check are kept, all are counted.
@@ -205,8 +208,8 @@ class _Pass:
 
 
 def _idempotency(report: Verification, keyed: np.ndarray, journal: Journal, upto: int) -> None:
-    """``keyed``: the journal's keyed NEW commands that the book accepted, in seq order,
-    against its entries."""
+    """``keyed``: the keyed NEW commands of the history kept that the book accepted, in
+    seq order, against the journal's entries."""
     add = report.add
     try:
         entries = [e for e in journal.idem_entries() if e.seq <= upto]
@@ -332,7 +335,7 @@ def verify_journal(
             )
         if not dropped:
             keyed = np.concatenate(checks.keyed) if checks.keyed else np.zeros(0, _KEYED_DTYPE)
-            _idempotency(report, keyed, journal, upto)
+            _idempotency(report, keyed[keyed["seq"] > checks.pruned], journal, upto)
             _tables(report, journal)
             _snapshot(report, shard_index, books, journal, upto)
         else:
@@ -374,6 +377,7 @@ class _Folded:
 
     def __init__(self, tables: Tables):
         self.folded = tables.folded
+        self.pruned = tables.pruned  # the entries of the batches up to it are taken out
         self.positions_at = tables.positions_at  # never before folded: a fold sets both
         self.rows: list[np.ndarray] = []
         self.held = 0
@@ -390,8 +394,9 @@ class _Folded:
         if seq <= self.folded:
             # copies: a record's arrays are views of all its bytes
             self.rows.append(rec.rows.copy())
-            self.idem_keys.append(rec.idem_keys.copy())
-            self.idem_values.append(rec.idem_values.copy())
+            if seq > self.pruned:
+                self.idem_keys.append(rec.idem_keys.copy())
+                self.idem_values.append(rec.idem_values.copy())
             self.held += len(rec.rows)
             if self.held >= _COMPACT_ROWS:
                 self.rows = [self.latest_rows()]
