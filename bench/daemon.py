@@ -11,7 +11,8 @@ Everything lives under ``root``: journals (on the disk ``root`` is on, so that
 so a benchmark can run beside a deployment or the tests. The clients are
 registered before the start and the rate limit is lifted, so that a bot is
 never refused for being fast. ``wait`` sets every process's wait strategy
-(``shm.wait``) and ``cpus`` pins processes by name ("gateway", a shard's name).
+(``shm.wait``) and ``cpus`` pins processes by name ("gateway", a shard's name);
+``retain_commands`` sets the journals' retention (``[journal]``).
 The rest is the embedded default config.
 """
 
@@ -50,6 +51,7 @@ class BenchDaemon:
         clients: list[int],
         wait: str = "sleep",
         cpus: dict[str, list[int]] | None = None,
+        retain_commands: int | None = None,
     ):
         self.root = root
         self.ns = "b" + uuid.uuid4().hex[:12]
@@ -65,7 +67,14 @@ class BenchDaemon:
         self.config = r(
             cfg,
             shards=[r(s, wait=wait, cpus=cpus.get(s.name, [])) for s in cfg.shards],
-            journal=r(cfg.journal, dir=str(root / "journal"), durability=durability),
+            journal=r(
+                cfg.journal,
+                dir=str(root / "journal"),
+                durability=durability,
+                retain_commands=cfg.journal.retain_commands
+                if retain_commands is None
+                else retain_commands,
+            ),
             gateway=r(
                 cfg.gateway,
                 router=[self.endpoint],

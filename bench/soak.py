@@ -1,9 +1,13 @@
 """Soak: the real daemon under steady load for a long time; does anything grow?
 
     python -m bench.soak [--json] [--minutes 10] [--rate R] [--bots N] [--window S]
-        [--keep-resting]
+        [--retain N] [--keep-resting]
 
-Starts the daemon (``bench.daemon``, fsync journals), measures its capacity
+Starts the daemon (``bench.daemon``, fsync journals, retention at ``--retain``
+commands: ``RETAIN`` by default, which a shard takes within the warm-up at the
+rates this machine sustains, so that the windows measured find the journals at
+the size they keep for good, the state of a daemon that has run for months; the
+embedded config's 1,000,000 would take most of ten minutes), measures its capacity
 with a quick sweep (``bench.e2e.sweep``: single-order frames, doubling rates
 until it saturates) unless ``--rate`` is given, then offers half of it for
 ``--minutes``, in consecutive windows of ``--window`` seconds (fresh bot
@@ -56,6 +60,7 @@ from shm.names import PREFIX, shm_dir
 RSS_GROWTH = 0.05
 DRIFT = 1.5
 PROBE_SECONDS = 2.0
+RETAIN = 200_000  # commands each journal keeps (``[journal] retain_commands``)
 SETTLE_SECONDS = 1.0  # for the connections the bots and the cancels just closed to go
 
 
@@ -147,7 +152,8 @@ def judge(
 
 
 def soak(args, root: Path) -> dict:
-    d = BenchDaemon(root, durability="fsync", clients=list(range(1, args.bots + 1)))
+    clients = list(range(1, args.bots + 1))
+    d = BenchDaemon(root, durability="fsync", clients=clients, retain_commands=args.retain)
     try:
         d.start()
         pids = {k: v for k, v in d.pids().items() if v is not None}
@@ -197,6 +203,7 @@ def soak(args, root: Path) -> dict:
         "minutes": args.minutes,
         "capacity_orders_per_sec": round(capacity),
         "rate": rate,
+        "retain_commands": args.retain,
         "windows": len(windows),
         "orders": round(sum(s.achieved for s in windows) * args.window),
         "lost": sum(s.lost for s in windows),
@@ -232,6 +239,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0, help="how long to soak")
     ap.add_argument("--rate", type=int, help="orders/s to offer (default: half the capacity)")
     ap.add_argument("--bots", type=int, default=4, help="bot processes (one client each)")
+    ap.add_argument("--retain", type=int, default=RETAIN, help="retain_commands of the journals")
     ap.add_argument("--window", type=float, default=30.0, help="seconds per window")
     ap.add_argument("--warmup-windows", type=int, default=2, help="windows before the baseline")
     ap.add_argument("--ioc", type=float, default=0.5, help="share of IOC orders that trade")
