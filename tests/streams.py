@@ -86,7 +86,9 @@ def random_stream(
     side = _pick(rng, n, [SIDE_BUY, SIDE_SELL, 0, 3], [0.495, 0.495, 0.005, 0.005])
     tif = _pick(rng, n, [TIF_GTC, TIF_IOC, TIF_FOK, 3], [0.65, 0.18, 0.165, 0.005])
     ord_type = _pick(rng, n, [TYPE_LIMIT, TYPE_MARKET, 2], [0.9, 0.095, 0.005])
-    flags = _pick(rng, n, [0, FLAG_POST_ONLY, 2, 3], [0.87, 0.12, 0.005, 0.005])
+    # bits no order may carry (FLAG_RETRY, 2, is the gateway's: the shard answers a
+    # keyed NEW that carries it before any book sees it)
+    flags = _pick(rng, n, [0, FLAG_POST_ONLY, 4, 5], [0.87, 0.12, 0.005, 0.005])
     flags = np.where((ord_type == TYPE_MARKET) & (rng.random(n) < 0.9), 0, flags)
     stp = _pick(rng, n, [0, 1, 2, 3, 4, 7], [0.3, 0.14, 0.14, 0.14, 0.27, 0.01])
 
