@@ -76,6 +76,11 @@ def sample(pid: int) -> dict:
     return out
 
 
+def journal_kb(path: Path) -> int:
+    """The size of a journal's LMDB data file, kB."""
+    return (path / "data.mdb").stat().st_size // 1024
+
+
 def namespace_segments(namespace: str) -> list[str]:
     """Every file of the namespace in the shared-memory directory (segments, doorbells)."""
     head = f"{PREFIX}.{namespace}."
@@ -176,6 +181,8 @@ def soak(args, root: Path) -> dict:
             if {k: v for k, v in d.pids().items() if k in pids} != pids:
                 raise RuntimeError(f"a daemon process was restarted:\n{d.log()[-3000:]}")
             now = {name: sample(pid) for name, pid in pids.items()}
+            for name in shards:  # its journal's data file (kB): what its map can hold
+                now[name]["journal_kb"] = journal_kb(Path(d.config.journal.dir) / name)
             warm = k >= args.warmup_windows
             if warm:
                 windows.append(step)
@@ -185,13 +192,16 @@ def soak(args, root: Path) -> dict:
             rss = ", ".join(f"{name} {s['VmRSS'] / 1024:.1f}" for name, s in now.items())
             anon = ", ".join(f"{name} {s['RssAnon'] / 1024:.1f}" for name, s in now.items())
             fds = ", ".join(f"{name} {s['fds']}" for name, s in now.items())
+            files = ", ".join(f"{name} {now[name]['RssFile'] / 1024:.1f}" for name in now)
+            journals = ", ".join(f"{name} {now[name]['journal_kb'] / 1024:.1f}" for name in shards)
             log(
                 args,
                 f"{time.monotonic() - t0:6.0f} s {'' if warm else '(warm-up) '}"
                 f"achieved {step.achieved:,.0f}/s p50 {step.p50_us:,.0f} p99 {step.p99_us:,.0f} "
                 f"p99.9 {step.p999_us:,.0f} max {step.max_us:,.0f} us lost {step.lost}; "
                 f"resting {'kept' if args.keep_resting else left_resting}; "
-                f"RSS MiB {rss}; anon MiB {anon}; fds {fds}",
+                f"RSS MiB {rss}; anon MiB {anon}; file-backed MiB {files}; "
+                f"journal files MiB {journals}; fds {fds}",
             )
         if d.stop() != 0:
             raise RuntimeError(f"the daemon did not stop cleanly:\n{d.log()[-3000:]}")

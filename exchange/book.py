@@ -7,6 +7,7 @@ obviously-correct twin the tests compare it with): ``process``, ``top``,
 """
 
 import io
+import zipfile
 
 import msgspec
 import numpy as np
@@ -24,6 +25,8 @@ from exchange.records import (
 from exchange.statehash import hash_canonical
 
 SNAPSHOT_FORMAT = 2
+SNAPSHOT_DEFLATE_LEVEL = 1
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say
 EVENTS_PER_COMMAND = 4
 
 
@@ -116,10 +119,20 @@ class Book:
     # ------------------------------------------------------------ snapshots
 
     def snapshot(self) -> bytes:
-        """The whole state as bytes (an uncompressed npz: arrays plus the config)."""
-        buf = io.BytesIO()
+        """The whole state as bytes: an npz of the arrays and the config, deflated at level
+        1 (most of a book's arrays are its empty capacity: 10-14 MB of the embedded
+        config's books become ~0.2 MB, faster than copying them plain, and a journal
+        that stores one every ``[snapshot] every_commands`` finds room for the next in
+        the pages the last one freed), with no timestamps: a state gives the same bytes."""
         header = msgspec.json.encode({"format": SNAPSHOT_FORMAT, "config": self.config})
-        np.savez(buf, header=np.frombuffer(header, np.uint8), **self.state._asdict())
+        arrays = {"header": np.frombuffer(header, np.uint8), **self.state._asdict()}
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", allowZip64=True) as zf:
+            for name, a in arrays.items():
+                npy = io.BytesIO()
+                np.lib.format.write_array(npy, a, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_EPOCH)
+                zf.writestr(info, npy.getvalue(), zipfile.ZIP_DEFLATED, SNAPSHOT_DEFLATE_LEVEL)
         return buf.getvalue()
 
     @classmethod

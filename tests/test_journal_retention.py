@@ -274,15 +274,15 @@ def test_a_shard_killed_while_it_prunes_leaves_a_journal_that_verifies(tmp_path)
 
 
 def test_the_data_file_stops_growing_under_steady_load(tmp_path):
-    """10 x retain_commands through the journal with retention, every NEW keyed: the file
-    stops growing (it levels off near 1.5x its size once retain_commands went through,
-    the slack of LMDB's free pages and a B-tree of random keys) and the idempotency
-    entries are those of the history kept."""
-    figures = bench_retention.run(str(tmp_path), retain=20_000, rounds=10, archive=False)
-    assert figures["pruned"] > 8 * 20_000
+    """20 x retain_commands through the journal with retention, every NEW keyed: the file
+    stops growing (the second half adds under 5 %; at 1x it has no free pages yet, so it
+    levels off higher: LMDB's free pages, a snapshot's room, a B-tree of random keys),
+    and the idempotency entries are those of the history kept."""
+    figures = bench_retention.run(str(tmp_path), retain=10_000, rounds=20, archive=False)
+    assert figures["pruned"] > 18 * 10_000
     assert figures["growth_second_half"] <= 1.05, figures
+    assert figures["data_bytes_20x"] <= 1.7 * figures["data_bytes_1x"], figures
     assert 0 < figures["idem_entries_kept"] <= figures["last_seq"] - figures["pruned"]
-    assert figures["data_bytes_10x"] <= 1.6 * figures["data_bytes_1x"], figures
 
 
 def _config(tmp_path, archive_dir: str) -> str:
