@@ -10,8 +10,8 @@ different order under the pair is taken. Every refusal behaves the same way.
 The journal keeps one entry per pair used by a NEW command the book accepted
 (key: idem key then client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and
 order id that the pair created and the request's *fingerprint*, the fields that
-define a new order (instrument, side, price, qty, tif, ord_type, flags, stp)
-packed as 24 bytes. The fingerprint is the fields themselves, not a hash:
+define a new order (instrument, side, price, qty, tif, ord_type, flags, stp,
+trigger_tick) packed as 32 bytes. The fingerprint is the fields themselves, not a hash:
 equality is exact. ``entries`` makes the keys and values of a batch's keyed NEWs
 (one Numba pass); ``used_entries`` keeps those whose first event is ACCEPTED
 (the kernel answers a NEW with ACCEPTED or REJECTED first), and those are what
@@ -77,7 +77,9 @@ from exchange.records import (
     REJ_CONFLICT,
 )
 
-FINGERPRINT_FIELDS = ("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp")
+FINGERPRINT_FIELDS = (
+    *("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp", "trigger_tick"),
+)
 # the pad is a field, not a gap, so that copies carry its zero and equal
 # requests give equal bytes
 FINGERPRINT_DTYPE = np.dtype(
@@ -90,7 +92,8 @@ FINGERPRINT_DTYPE = np.dtype(
         ("ord_type", "u1"),
         ("flags", "u1"),
         ("stp", "u1"),
-        ("_pad", "u1"),
+        ("trigger_tick", "<u4"),
+        ("_pad", "u1", (5,)),
     ]
 )
 assert FINGERPRINT_DTYPE.names[:-1] == FINGERPRINT_FIELDS
@@ -102,7 +105,7 @@ _FINGERPRINT_AT = 16
 # entries a fold puts land on few B-tree pages; client first would touch a
 # page per client in every fold, which is what the commit has to write.
 IDEM_KEY_DTYPE = np.dtype([("idem_key", ">u8"), ("client", ">u4")])
-assert IDEM_DTYPE.itemsize == 40
+assert IDEM_DTYPE.itemsize == 48
 assert IDEM_KEY_DTYPE.itemsize == 12
 
 # a retry (index in the drained batch) and its original: journaled (original_seq > 0,
@@ -123,7 +126,7 @@ KEY_BYTES = np.dtype(f"V{IDEM_KEY_DTYPE.itemsize}")
 VALUE_BYTES = np.dtype(f"V{IDEM_DTYPE.itemsize}")
 # the same layouts as structs, for batches of up to SMALL_BATCH commands
 _KEY = struct.Struct(">QI")
-_VALUE = struct.Struct("<qqqqHBBBBBx")
+_VALUE = struct.Struct("<qqqqHBBBBBI5x")
 assert (_KEY.size, _VALUE.size) == (IDEM_KEY_DTYPE.itemsize, IDEM_DTYPE.itemsize)
 SMALL_BATCH = 16
 # _entries_small unpacks commands by position
@@ -142,7 +145,7 @@ assert COMMAND_DTYPE.names == (
     "ord_type",
     "flags",
     "stp",
-    "_pad",
+    "trigger_tick",
 )
 
 
@@ -172,7 +175,7 @@ def fingerprints(cmds: np.ndarray) -> np.ndarray:
 
 
 def request_fingerprint(cmd) -> bytes:
-    """The 24 bytes that tell an identical retry of a NEW command from a different request."""
+    """The 32 bytes that tell an identical retry of a NEW command from a different request."""
     return fingerprints(np.asarray(cmd).reshape(1)).tobytes()
 
 
@@ -210,6 +213,7 @@ def _pack_entries(cmds, index, keys, values):
         v.ord_type = c.ord_type
         v.flags = c.flags
         v.stp = c.stp
+        v.trigger_tick = c.trigger_tick
         m += 1
     return m
 
@@ -232,11 +236,13 @@ def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes
     """``entries`` in plain Python: on a few commands, numpy's fixed costs are most of it."""
     index, keys, values = [], [], []
     for i, c in enumerate(cmds.tolist()):
-        seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, _ = c
+        seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, trig = c
         if kind == CMD_NEW and key:
             index.append(i)
             keys.append(_KEY.pack(key, client))
-            values.append(_VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp))
+            values.append(
+                _VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp, trig)
+            )
     return index, keys, values
 
 
