@@ -72,6 +72,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_DEPTH,
     EV_REJECTED,
+    EV_TRIGGERED,
     EVENT_DTYPE,
     EVF_DUPLICATE,
     REJ_CONFLICT,
@@ -240,9 +241,7 @@ def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes
         if kind == CMD_NEW and key:
             index.append(i)
             keys.append(_KEY.pack(key, client))
-            values.append(
-                _VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp, trig)
-            )
+            values.append(_VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp, trig))
     return index, keys, values
 
 
@@ -390,6 +389,11 @@ def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray)
             ev = journal.events_for(seq)
         except HistoryPruned:
             ev = _accepted_again(journal, drained[r["index"]], seq)
+        # what the original's own order did: the stops its trades triggered are their
+        # owners' (a retry must not send another client's fills to anyone again)
+        triggered = np.flatnonzero(ev["kind"] == EV_TRIGGERED)
+        if len(triggered):
+            ev = ev[: triggered[0]]
         ev = ev[ev["kind"] != EV_DEPTH]
         ev["req_id"] = drained["req_id"][r["index"]]
         ev["flags"] |= EVF_DUPLICATE

@@ -169,9 +169,9 @@ REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
 
 MASS_CANCEL: every live order of the client in this book, from the best bid
     level outwards, then the best ask level outwards, each level in queue order,
-    then its waiting stops (STOPS): CANCELLED(CXL_USER); then MASS_CANCELLED(client, qty = the number of orders
-    cancelled, all else 0), so that even a mass cancel with nothing to cancel
-    answers; then DEPTH. Never rejected.
+    then its waiting stops (STOPS): CANCELLED(CXL_USER); then
+    MASS_CANCELLED(client, qty = the number of orders cancelled, all else 0),
+    so that even a mass cancel with nothing to cancel answers; then DEPTH. Never rejected.
 
 All arithmetic is in int64; there are no floats and no clocks in a book.
 
@@ -188,7 +188,10 @@ CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
     flagged EVF_REPLAY; then one EV_RESTING per resting order of every book at
     L, book by book in instrument order (seq = L, req_id = the command's,
     order_id, client, side, price, qty = total, leaves, instrument, flags
-    EVF_REPLAY), bids best first then asks, each level in queue order; then one
+    EVF_REPLAY), bids best first then asks, each level in queue order, then
+    one per waiting stop in trigger order, the same fields (price: its limit
+    price as given, leaves = qty) with code = its ord_type (0 for the orders in
+    the book); then one
     EV_SYNCED (seq = L, req_id, order_id = after_seq, qty = events replayed,
     leaves = EV_RESTING records, other_id = the lowest seq the shard can still
     replay after: its journal's ``pruned``, retention having taken the batches

@@ -295,10 +295,11 @@ class BookChecker:
         """The waiting stop that must trigger next, by the written order, or None."""
         if not self.last_price:
             return None
+        last = self.last_price
         reached = [
             (stop.rank(), oid)
             for oid, stop in self.stops.items()
-            if (self.last_price >= stop.trigger if stop.side == SIDE_BUY else self.last_price <= stop.trigger)
+            if (last >= stop.trigger if stop.side == SIDE_BUY else last <= stop.trigger)
         ]
         return min(reached)[1] if reached else None
 

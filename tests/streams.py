@@ -1,11 +1,11 @@
 """Seeded random command streams that exercise every rule of a book.
 
 A stream mixes all order types (stops and stop-limits with triggers on both
-sides of the mid, some reached already or off the band), TIFs, post-only, every STP mode, a few clients,
-cancels and replaces of recent (often live) and unknown order ids, orders of
-other clients, mass cancels and a share of invalid commands, with prices around
-a mid that drifts across the price band. Configs with a small capacity make
-REJ_BOOK_FULL happen. Everything is drawn from the numpy Generator it is given,
+sides of the mid, some reached already or off the band), TIFs, post-only,
+every STP mode, a few clients, cancels and replaces of recent (often live) and
+unknown order ids, orders of other clients, mass cancels and a share of invalid
+commands, with prices around a mid that drifts across the price band. Configs
+with a small capacity make REJ_BOOK_FULL happen. Everything is drawn from the numpy Generator it is given,
 so a seed reproduces a stream exactly.
 """
 

@@ -983,9 +983,7 @@ def test_state_hash_covers_queue_order_and_last_seq(book_cls):
     c = Exchange(book_cls)
     c.send(new(1, B, 100, 5), new(2, B, 100, 5))
     assert c.book.state_hash() == a.book.state_hash()
-    assert a.book.state_hash() == hash_canonical(
-        2, 0, a.book.canonical_rows(), a.book.stop_rows()
-    )
+    assert a.book.state_hash() == hash_canonical(2, 0, a.book.canonical_rows(), a.book.stop_rows())
     a.send(mass_cancel(client=9))
     assert a.book.state_hash() != c.book.state_hash()
 
