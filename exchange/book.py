@@ -3,7 +3,8 @@
 The interface is shared with ``exchange.reference.ReferenceBook`` (the slow,
 obviously-correct twin the tests compare it with): ``process``, ``top``,
 ``depth``, ``order``, ``canonical_rows``, ``stop_rows``, ``last_price``,
-``state_hash``, ``snapshot`` and ``restore``. ``process_into`` is the allocation-free form the shard loop uses.
+``state_hash``, ``snapshot`` and ``restore``. ``process_into`` is the
+allocation-free form the shard loop uses.
 """
 
 import io

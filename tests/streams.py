@@ -5,8 +5,8 @@ sides of the mid, some reached already or off the band), TIFs, post-only,
 every STP mode, a few clients, cancels and replaces of recent (often live) and
 unknown order ids, orders of other clients, mass cancels and a share of invalid
 commands, with prices around a mid that drifts across the price band. Configs
-with a small capacity make REJ_BOOK_FULL happen. Everything is drawn from the numpy Generator it is given,
-so a seed reproduces a stream exactly.
+with a small capacity make REJ_BOOK_FULL happen. Everything is drawn from the
+numpy Generator it is given, so a seed reproduces a stream exactly.
 """
 
 import numpy as np
