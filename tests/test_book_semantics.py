@@ -1125,7 +1125,7 @@ def test_stop_reached_on_arrival_is_rejected(book_cls):
     ex.send(new(20, B, 101, 1, client=2))  # last trade 101
     assert ex.send(stop(11, B, 1, 101)) == rejected("trigger_already_reached", 11)
     assert ex.send(stop(12, S, 1, 101)) == rejected("trigger_already_reached", 12)
-    assert ex.send(stop(13, B, 1, 5000)) == rejected("trigger_invalid", 13)
+    assert ex.send(stop(13, B, 1, 200_000)) == rejected("trigger_invalid", 13)
     assert ex.send(stop(14, B, 1, 0)) == rejected("trigger_invalid", 14)
     assert ex.send(new(15, B, 90, 1, trigger=95)) == rejected("bad_command", 15)
     assert ex.send(stop(16, B, 1, 102) | dict(flags=FLAG_POST_ONLY)) == rejected("bad_command", 16)
