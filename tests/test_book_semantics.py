@@ -1201,7 +1201,7 @@ def test_cancel_and_replace_of_a_waiting_stop(book_cls):
     # rejects leave it untouched
     assert ex.send(replace(12, 97, 3, trigger=101)) == rejected("trigger_already_reached", 12)
     assert ex.send(replace(12, 97, 3)) == rejected("trigger_invalid", 12)
-    assert ex.send(replace(12, 3, 3, trigger=100)) == rejected("price_outside_band", 12)
+    assert ex.send(replace(12, 200_000, 3, trigger=100)) == rejected("price_outside_band", 12)
     assert ex.send(replace(12, 97, 3, trigger=100, client=2)) == rejected("order_not_found", 12)
     assert ex.send(replace(2, 102, 5, client=9, trigger=100)) == rejected("trigger_invalid", 2)
     assert ex.send(cancel(11)) == [("cancelled", "user", 11, 0, 2)]
