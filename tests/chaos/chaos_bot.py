@@ -3,8 +3,8 @@
     python tests/chaos/chaos_bot.py --endpoint E --keys-dir D --secret F --client N
         --seconds S --rate R --seed X --out records.json
 
-Each request is a GTC or IOC limit order near an instrument's reference price
-(so orders of different bots trade) with its own idempotency key, or a cancel
+Each request is a GTC or IOC limit order, or a GTC stop-limit (``STOP_SHARE``),
+near an instrument's reference price (so orders of different bots trade) with its own idempotency key, or a cancel
 of one of its live orders, or (``REUSE_SHARE``) a *cross-instrument reuse*: a
 NewOrder under the key of one of the bot's own orders it saw acknowledged, on an
 instrument of the other shard. The only right final answer to a reuse is a
@@ -66,6 +66,7 @@ SHARDS = {"ACME": "s0", "BOLT": "s0", "BTC-USD": "s1", "ETH-USD": "s1"}
 SPREAD_TICKS = 3  # prices within this many ticks of the reference: orders cross often
 MAX_LOTS = 5
 IOC_SHARE = 0.1
+STOP_SHARE = 0.1  # of the orders: GTC stop-limits, their trigger near the reference
 CANCEL_SHARE = 0.15
 REUSE_SHARE = 0.07  # requests that reuse an acknowledged key on the other shard's instruments
 RETRY_SECONDS = 1.5
@@ -154,6 +155,14 @@ class Bot:
         side = rng.choice(("buy", "sell"))
         px = ref + tick * rng.randint(-SPREAD_TICKS, SPREAD_TICKS)
         qty = lot * rng.randint(1, MAX_LOTS)
+        if rng.random() < STOP_SHARE:
+            # a buy stop above the reference, a sell stop below: trades around it reach
+            # them (and a stop the last trade has reached already is refused, rightly)
+            trigger = ref + tick * rng.randint(0, SPREAD_TICKS) * (1 if side == "buy" else -1)
+            kind = "stop_limit"
+            return NewOrder(
+                cid=cid, sym=sym, side=side, qty=qty, px=px, ord_type=kind, trigger=trigger, ik=ik
+            )
         tif = "ioc" if rng.random() < IOC_SHARE else "gtc"
         return NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, tif=tif, ik=ik)
 
