@@ -5,8 +5,8 @@
 
 Each request is a GTC or IOC limit order, or a GTC stop-limit (``STOP_SHARE``),
 near an instrument's reference price (so orders of different bots trade) with
-its own idempotency key, or a cancel of one of its live orders, or (``REUSE_SHARE``) a *cross-instrument reuse*: a
-NewOrder under the key of one of the bot's own orders it saw acknowledged, on an
+its own idempotency key, or a cancel of one of its live orders, or
+(``REUSE_SHARE``) a *cross-instrument reuse*: a NewOrder under the key of one of the bot's own orders it saw acknowledged, on an
 instrument of the other shard. The only right final answer to a reuse is a
 ``conflict`` Reject (``busy``, ``unavailable`` and ``rate_limited`` are retried
 as for any order); it must never be acknowledged, since its key has an order
