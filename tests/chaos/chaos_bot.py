@@ -6,8 +6,9 @@
 Each request is a GTC or IOC limit order, or a GTC stop-limit (``STOP_SHARE``),
 near an instrument's reference price (so orders of different bots trade) with
 its own idempotency key, or a cancel of one of its live orders, or
-(``REUSE_SHARE``) a *cross-instrument reuse*: a NewOrder under the key of one of the bot's own orders it saw acknowledged, on an
-instrument of the other shard. The only right final answer to a reuse is a
+(``REUSE_SHARE``) a *cross-instrument reuse*: a NewOrder under the key of one
+of the bot's own orders it saw acknowledged, on an instrument of the other
+shard. The only right final answer to a reuse is a
 ``conflict`` Reject (``busy``, ``unavailable`` and ``rate_limited`` are retried
 as for any order); it must never be acknowledged, since its key has an order
 already. Only acknowledged keys are reused: the original of a key still
@@ -100,6 +101,7 @@ class Bot:
         self.live: dict[int, str] = {}  # oid -> symbol of orders that may rest
         self.acked: list[tuple[int, str, int]] = []  # (key, symbol, oid) of acknowledged orders
         self.reuses: dict[int, dict] = {}  # cid -> its entry in records["reuses"]
+        self.refused: dict[int, int] = {}  # cid -> key of a NewOrder answered by a Reject
         self.next_cid = 1
         self.monitor: zmq.Socket | None = None  # the connection's CURVE handshakes
         self.monitors = 0
@@ -218,6 +220,10 @@ class Bot:
                 return
             kind = "cancel" if isinstance(p.msg, Cancel) else "new"
             r["rejects"].append([cid, kind, msg.code, msg.field, msg.reason, now])
+            if kind == "new":
+                # a refused order used no key: a retry of it already sent may still be
+                # taken (a stop no longer reached), and its late Ack names this key
+                self.refused[cid] = p.msg.ik
             del self.pending[cid]
         elif isinstance(msg, Cancelled):
             self.live.pop(msg.oid, None)
@@ -251,7 +257,7 @@ class Bot:
         for ack in reversed(self.records["acks"]):
             if ack[0] == cid:
                 return ack[1]
-        return 0
+        return self.refused.get(cid, 0)
 
     # ------------------------------------------------------------ the loop
 
