@@ -2,8 +2,9 @@
 
 The interface is shared with ``exchange.reference.ReferenceBook`` (the slow,
 obviously-correct twin the tests compare it with): ``process``, ``top``,
-``depth``, ``order``, ``canonical_rows``, ``state_hash``, ``snapshot`` and
-``restore``. ``process_into`` is the allocation-free form the shard loop uses.
+``depth``, ``order``, ``canonical_rows``, ``stop_rows``, ``last_price``,
+``state_hash``, ``snapshot`` and ``restore``. ``process_into`` is the
+allocation-free form the shard loop uses.
 """
 
 import io
@@ -24,7 +25,7 @@ from exchange.records import (
 )
 from exchange.statehash import hash_canonical
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 SNAPSHOT_DEFLATE_LEVEL = 1
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say
 EVENTS_PER_COMMAND = 4
@@ -113,8 +114,17 @@ class Book:
     def canonical_rows(self) -> np.ndarray:
         return kernel.canonical_rows(self.state)
 
+    def stop_rows(self) -> np.ndarray:
+        return kernel.stop_rows(self.state)
+
+    @property
+    def last_price(self) -> int:
+        return int(kernel.last_price(self.state))
+
     def state_hash(self) -> str:
-        return hash_canonical(self.last_seq, self.canonical_rows())
+        return hash_canonical(
+            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows()
+        )
 
     # ------------------------------------------------------------ snapshots
 

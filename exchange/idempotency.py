@@ -10,9 +10,9 @@ different order under the pair is taken. Every refusal behaves the same way.
 The journal keeps one entry per pair used by a NEW command the book accepted
 (key: idem key then client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and
 order id that the pair created and the request's *fingerprint*, the fields that
-define a new order (instrument, side, price, qty, tif, ord_type, flags, stp)
-packed as 24 bytes. The fingerprint is the fields themselves, not a hash:
-equality is exact (FLAG_RETRY, the gateway's mark, is not part of it).
+define a new order (instrument, side, price, qty, tif, ord_type, flags, stp,
+trigger_tick) packed as 32 bytes. The fingerprint is the fields themselves, not a
+hash: equality is exact (FLAG_RETRY, the gateway's mark, is not part of it).
 ``entries`` makes the keys and values of a batch's keyed NEWs (one Numba
 pass); ``used_entries`` keeps those whose first event is ACCEPTED (the kernel
 answers a NEW with ACCEPTED or REJECTED first), and those are what a batch
@@ -78,6 +78,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_DEPTH,
     EV_REJECTED,
+    EV_TRIGGERED,
     EVENT_DTYPE,
     EVF_DUPLICATE,
     FLAG_RETRY,
@@ -85,7 +86,9 @@ from exchange.records import (
     REJ_KEY_EXPIRED,
 )
 
-FINGERPRINT_FIELDS = ("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp")
+FINGERPRINT_FIELDS = (
+    *("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp", "trigger_tick"),
+)
 # the pad is a field, not a gap, so that copies carry its zero and equal
 # requests give equal bytes
 FINGERPRINT_DTYPE = np.dtype(
@@ -98,7 +101,8 @@ FINGERPRINT_DTYPE = np.dtype(
         ("ord_type", "u1"),
         ("flags", "u1"),
         ("stp", "u1"),
-        ("_pad", "u1"),
+        ("trigger_tick", "<u4"),
+        ("_pad", "u1", (5,)),
     ]
 )
 assert FINGERPRINT_DTYPE.names[:-1] == FINGERPRINT_FIELDS
@@ -110,7 +114,7 @@ _FINGERPRINT_AT = 16
 # entries a fold puts land on few B-tree pages; client first would touch a
 # page per client in every fold, which is what the commit has to write.
 IDEM_KEY_DTYPE = np.dtype([("idem_key", ">u8"), ("client", ">u4")])
-assert IDEM_DTYPE.itemsize == 40
+assert IDEM_DTYPE.itemsize == 48
 assert IDEM_KEY_DTYPE.itemsize == 12
 
 # a retry (index in the drained batch) and its original: journaled (original_seq > 0,
@@ -131,7 +135,7 @@ KEY_BYTES = np.dtype(f"V{IDEM_KEY_DTYPE.itemsize}")
 VALUE_BYTES = np.dtype(f"V{IDEM_DTYPE.itemsize}")
 # the same layouts as structs, for batches of up to SMALL_BATCH commands
 _KEY = struct.Struct(">QI")
-_VALUE = struct.Struct("<qqqqHBBBBBx")
+_VALUE = struct.Struct("<qqqqHBBBBBI5x")
 assert (_KEY.size, _VALUE.size) == (IDEM_KEY_DTYPE.itemsize, IDEM_DTYPE.itemsize)
 SMALL_BATCH = 16
 # _entries_small unpacks commands by position
@@ -150,7 +154,7 @@ assert COMMAND_DTYPE.names == (
     "ord_type",
     "flags",
     "stp",
-    "_pad",
+    "trigger_tick",
 )
 
 
@@ -181,7 +185,7 @@ def fingerprints(cmds: np.ndarray) -> np.ndarray:
 
 
 def request_fingerprint(cmd) -> bytes:
-    """The 24 bytes that tell an identical retry of a NEW command from a different request."""
+    """The 32 bytes that tell an identical retry of a NEW command from a different request."""
     return fingerprints(np.asarray(cmd).reshape(1)).tobytes()
 
 
@@ -219,6 +223,7 @@ def _pack_entries(cmds, index, keys, values):
         v.ord_type = c.ord_type
         v.flags = c.flags & ~np.uint8(FLAG_RETRY)
         v.stp = c.stp
+        v.trigger_tick = c.trigger_tick
         m += 1
     return m
 
@@ -241,12 +246,12 @@ def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes
     """``entries`` in plain Python: on a few commands, numpy's fixed costs are most of it."""
     index, keys, values = [], [], []
     for i, c in enumerate(cmds.tolist()):
-        seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, _ = c
+        seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, trig = c
         if kind == CMD_NEW and key:
             index.append(i)
             keys.append(_KEY.pack(key, client))
             flags &= ~FLAG_RETRY
-            values.append(_VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp))
+            values.append(_VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp, trig))
     return index, keys, values
 
 
@@ -381,6 +386,11 @@ def resend(journal, drained: np.ndarray, plan: IdemPlan, batch_cmds: np.ndarray)
                 )
             seq = int(batch_cmds["seq"][at[0]])
         ev = journal.events_for(seq)
+        # what the original's own order did: the stops its trades triggered are their
+        # owners' (a retry must not send another client's fills to anyone again)
+        triggered = np.flatnonzero(ev["kind"] == EV_TRIGGERED)
+        if len(triggered):
+            ev = ev[: triggered[0]]
         ev = ev[ev["kind"] != EV_DEPTH]
         ev["req_id"] = drained["req_id"][r["index"]]
         ev["flags"] |= EVF_DUPLICATE

@@ -4,11 +4,16 @@ The semantics are specified in ``exchange.records``; this module implements them
 over a structure of arrays (``BookState``):
 
 - an order pool of ``capacity`` slots (``orders``, one row per slot, columns
-  ``O_*``), free slots on a stack;
+  ``O_*``), free slots on a stack; a waiting stop holds a slot too;
 - per side, a price ladder indexed by tick offset inside the band (``levels``,
   columns ``L_*``; bids at rows ``[0, levels)``, asks at ``[levels, 2 *
   levels)``), each level an intrusive doubly linked FIFO list of slots with its
   total open quantity and order count;
+- per side, a ladder of waiting stops by trigger tick (rows ``[2 * levels, 3 *
+  levels)`` for buy stops, ``[3 * levels, 4 * levels)`` for sell stops, only
+  L_HEAD and L_TAIL used), each a FIFO in arrival order, with the lowest buy
+  trigger and the highest sell trigger in ``meta``: a book without stops pays
+  one comparison per command for them;
 - an open-addressing hash (linear probing, backward-shift deletion) from order
   id to slot, so cancels and replaces find their order in O(1) without a
   Python dict;
@@ -42,6 +47,7 @@ from exchange.records import (
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
+    EV_TRIGGERED,
     FLAG_POST_ONLY,
     REJ_BAD_COMMAND,
     REJ_BOOK_FULL,
@@ -53,6 +59,8 @@ from exchange.records import (
     REJ_QTY,
     REJ_QTY_MAX,
     REJ_TICK,
+    REJ_TRIGGER,
+    REJ_TRIGGER_REACHED,
     SIDE_BUY,
     SIDE_SELL,
     STP_CANCEL_BOTH,
@@ -61,7 +69,10 @@ from exchange.records import (
     STP_NONE,
     TIF_FOK,
     TIF_GTC,
+    TYPE_LIMIT,
     TYPE_MARKET,
+    TYPE_STOP,
+    TYPE_STOP_LIMIT,
 )
 
 # --- meta slots
@@ -82,7 +93,12 @@ M_MAX_QTY = 13
 M_CAPACITY = 14
 M_LEVELS = 15
 M_HMASK = 16
-META_SIZE = 17
+M_LAST_LEVEL = 17  # level of the last trade's price, -1 before the first trade
+M_STOPS_BUY = 18  # waiting stops per side
+M_STOPS_SELL = 19
+M_STOP_BUY_MIN = 20  # lowest buy stop trigger level, M_LEVELS when there is none
+M_STOP_SELL_MAX = 21  # highest sell stop trigger level, -1 when there is none
+META_SIZE = 22
 
 # Hot-path functions never allocate, so they are compiled without the Numba
 # runtime: with it, every call that passes the state tuple increfs and decrefs
@@ -102,8 +118,11 @@ O_PREV = 6
 O_SIDE = 7
 O_STP = 8
 O_FLAGS = 9
-O_LEVEL = 10  # tick offset of the price: kept so removing an order needs no division
-O_COLS = 11
+O_LEVEL = 10  # tick offset of the price (a waiting stop: of its trigger): removing
+# an order needs no division
+O_TYPE = 11  # TYPE_STOP / TYPE_STOP_LIMIT while waiting; TYPE_LIMIT in the book
+O_TIF = 12
+O_COLS = 13
 
 # --- columns of the price ladder (row = side * levels + tick offset)
 L_HEAD = 0  # first slot of the FIFO, -1 when empty
@@ -138,10 +157,13 @@ def new_state(config) -> BookState:
     meta[M_CAPACITY] = cap
     meta[M_LEVELS] = levels
     meta[M_HMASK] = hcap - 1
+    meta[M_LAST_LEVEL] = -1
+    meta[M_STOP_BUY_MIN] = levels
+    meta[M_STOP_SELL_MAX] = -1
     orders = np.zeros((cap, O_COLS), np.int64)
     orders[:, O_NEXT] = -1
     orders[:, O_PREV] = -1
-    ladder = np.zeros((2 * levels, L_COLS), np.int64)
+    ladder = np.zeros((4 * levels, L_COLS), np.int64)
     ladder[:, L_HEAD] = -1
     ladder[:, L_TAIL] = -1
     htab = np.zeros((hcap, 2), np.int64)
@@ -271,6 +293,7 @@ def _link_tail(st, o, s, lvl):
     st.levels[li, L_TAIL] = o
     st.levels[li, L_COUNT] += 1
     st.levels[li, L_QTY] += st.orders[o, O_LEAVES]
+    st.meta[M_LIVE_BID + s] += 1
     _touch(st, li)
     if s == 0:
         if lvl > st.meta[M_BEST_BID]:
@@ -297,6 +320,7 @@ def _unlink(st, o):
         st.levels[li, L_TAIL] = p
     st.levels[li, L_COUNT] -= 1
     st.levels[li, L_QTY] -= st.orders[o, O_LEAVES]
+    st.meta[M_LIVE_BID + s] -= 1
     _touch(st, li)
     if st.levels[li, L_COUNT] == 0:
         if s == 0:
@@ -304,6 +328,63 @@ def _unlink(st, o):
                 st.meta[M_BEST_BID] = _next_bid(st, lvl - 1)
         elif lvl == st.meta[M_BEST_ASK]:
             st.meta[M_BEST_ASK] = _next_ask(st, lvl + 1)
+
+
+@hot
+def _stop_link(st, o, s, lvl):
+    """Append slot ``o`` behind the stops of side index ``s`` waiting at trigger level ``lvl``."""
+    li = (2 + s) * st.meta[M_LEVELS] + lvl
+    t = st.levels[li, L_TAIL]
+    st.orders[o, O_LEVEL] = lvl
+    st.orders[o, O_PREV] = t
+    st.orders[o, O_NEXT] = -1
+    if t >= 0:
+        st.orders[t, O_NEXT] = o
+    else:
+        st.levels[li, L_HEAD] = o
+    st.levels[li, L_TAIL] = o
+    st.meta[M_STOPS_BUY + s] += 1
+    if s == 0:
+        st.meta[M_STOP_BUY_MIN] = min(st.meta[M_STOP_BUY_MIN], lvl)
+    else:
+        st.meta[M_STOP_SELL_MAX] = max(st.meta[M_STOP_SELL_MAX], lvl)
+
+
+@hot
+def _stop_unlink(st, o):
+    """Take waiting stop ``o`` out of its trigger level."""
+    s = st.orders[o, O_SIDE] - 1
+    lvl = st.orders[o, O_LEVEL]
+    levels = st.meta[M_LEVELS]
+    base = (2 + s) * levels
+    li = base + lvl
+    p = st.orders[o, O_PREV]
+    n = st.orders[o, O_NEXT]
+    if p >= 0:
+        st.orders[p, O_NEXT] = n
+    else:
+        st.levels[li, L_HEAD] = n
+    if n >= 0:
+        st.orders[n, O_PREV] = p
+    else:
+        st.levels[li, L_TAIL] = p
+    st.meta[M_STOPS_BUY + s] -= 1
+    if st.levels[li, L_HEAD] >= 0:
+        return
+    if s == 0 and lvl == st.meta[M_STOP_BUY_MIN]:
+        # the side's count ends the scan when no stop is left
+        while st.meta[M_STOPS_BUY] > 0 and st.levels[base + lvl, L_HEAD] < 0:
+            lvl += 1
+        st.meta[M_STOP_BUY_MIN] = lvl if st.meta[M_STOPS_BUY] > 0 else levels
+    elif s == 1 and lvl == st.meta[M_STOP_SELL_MAX]:
+        while st.meta[M_STOPS_SELL] > 0 and st.levels[base + lvl, L_HEAD] < 0:
+            lvl -= 1
+        st.meta[M_STOP_SELL_MAX] = lvl if st.meta[M_STOPS_SELL] > 0 else -1
+
+
+@tiny
+def _waiting(st, o):
+    return st.orders[o, O_TYPE] >= TYPE_STOP
 
 
 @tiny
@@ -319,15 +400,15 @@ def _alloc(st, order_id, client, side, price, qty, leaves, stp, flags):
     st.orders[o, O_LEAVES] = leaves
     st.orders[o, O_STP] = stp
     st.orders[o, O_FLAGS] = flags
+    st.orders[o, O_TYPE] = TYPE_LIMIT
+    st.orders[o, O_TIF] = TIF_GTC
     _h_insert(st, order_id, o)
-    st.meta[M_LIVE_BID + side - 1] += 1
     return o
 
 
 @tiny
 def _release(st, o):
     _h_delete(st, st.orders[o, O_ID])
-    st.meta[M_LIVE_BID + st.orders[o, O_SIDE] - 1] -= 1
     st.free[st.meta[M_FREE_TOP]] = o
     st.meta[M_FREE_TOP] += 1
 
@@ -530,6 +611,7 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                 q = min(leaves, mleaves)
                 leaves -= q
                 mleaves -= q
+                st.meta[M_LAST_LEVEL] = lvl
                 n = _emit(
                     st,
                     ev,
@@ -566,11 +648,13 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
 def _bad_new(c):
     if c.side != SIDE_BUY and c.side != SIDE_SELL:
         return True
-    if c.tif > TIF_FOK or c.ord_type > TYPE_MARKET or c.stp > STP_DECREMENT:
+    if c.tif > TIF_FOK or c.ord_type > TYPE_STOP_LIMIT or c.stp > STP_DECREMENT:
         return True
     if c.flags & ~FLAG_POST_ONLY:
         return True
-    return c.ord_type == TYPE_MARKET and c.flags & FLAG_POST_ONLY != 0
+    if c.trigger_tick != 0 and c.ord_type < TYPE_STOP:
+        return True
+    return c.ord_type != TYPE_LIMIT and c.flags & FLAG_POST_ONLY != 0
 
 
 @tiny
@@ -595,6 +679,24 @@ def _price_code(st, price):
 
 
 @tiny
+def _trigger_level(st, c):
+    """The trigger level of a stop command, -1 when its trigger is outside the band."""
+    trigger = np.int64(c.trigger_tick) * st.meta[M_TICK]
+    if trigger < st.meta[M_MIN_PRICE] or trigger > st.meta[M_MAX_PRICE]:
+        return -1
+    return _level_of(st, trigger)
+
+
+@tiny
+def _reached(st, s, lvl):
+    """Whether the last trade price reaches a stop of side index ``s`` at trigger level ``lvl``."""
+    last = st.meta[M_LAST_LEVEL]
+    if last < 0:
+        return False
+    return last >= lvl if s == 0 else last <= lvl
+
+
+@tiny
 def _would_take(st, s, price):
     if s == 0:
         b = st.meta[M_BEST_ASK]
@@ -608,9 +710,15 @@ def _new(st, ev, n, c):
     if _bad_new(c):
         return _reject(st, ev, n, c, REJ_BAD_COMMAND)
     code = _qty_code(st, c.qty)
-    market = c.ord_type == TYPE_MARKET
+    market = c.ord_type == TYPE_MARKET or c.ord_type == TYPE_STOP
     if code == 0 and not market:
         code = _price_code(st, c.price)
+    stop = c.ord_type >= TYPE_STOP
+    tlvl = -1
+    if code == 0 and stop:
+        tlvl = _trigger_level(st, c)
+        if tlvl < 0:
+            code = REJ_TRIGGER
     if code != 0:
         return _reject(st, ev, n, c, code)
     if h_find(st, c.order_id) >= 0:
@@ -618,12 +726,20 @@ def _new(st, ev, n, c):
     s = c.side - 1
     if c.flags & FLAG_POST_ONLY and _would_take(st, s, c.price):
         return _reject(st, ev, n, c, REJ_POST_ONLY)
+    if stop and _reached(st, s, tlvl):
+        return _reject(st, ev, n, c, REJ_TRIGGER_REACHED)
     rests = not market and c.tif == TIF_GTC
-    if rests and st.meta[M_FREE_TOP] == 0:
+    if (rests or stop) and st.meta[M_FREE_TOP] == 0:
         return _reject(st, ev, n, c, REJ_BOOK_FULL)
     n = _emit(
         st, ev, n, c, EV_ACCEPTED, c.order_id, 0, c.price, c.qty, c.qty, 0, c.client, 0, c.side, 0
     )
+    if stop:
+        o = _alloc(st, c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags)
+        st.orders[o, O_TYPE] = c.ord_type
+        st.orders[o, O_TIF] = c.tif
+        _stop_link(st, o, s, tlvl)
+        return n
     if c.tif == TIF_FOK and not _fillable(st, s, c.price, market, c.client, c.stp, c.qty):
         return _aggressor_cancelled(
             st, ev, n, c, c.order_id, c.price, c.qty, 0, c.client, c.side, CXL_FOK
@@ -656,8 +772,45 @@ def _cancel(st, ev, n, c):
     if o < 0:
         return _reject(st, ev, n, c, REJ_NOT_FOUND)
     n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_USER)
-    _unlink(st, o)
+    if _waiting(st, o):
+        _stop_unlink(st, o)
+    else:
+        _unlink(st, o)
     _release(st, o)
+    return n
+
+
+@hot
+def _replace_stop(st, ev, n, c, o):
+    """REPLACE of a waiting stop: new limit price, qty and trigger; it never matches."""
+    code = _qty_code(st, c.qty)
+    if code == 0 and st.orders[o, O_TYPE] == TYPE_STOP_LIMIT:
+        code = _price_code(st, c.price)
+    tlvl = -1
+    if code == 0:
+        tlvl = _trigger_level(st, c)
+        if tlvl < 0:
+            code = REJ_TRIGGER
+    side = st.orders[o, O_SIDE]
+    s = side - 1
+    if code == 0 and _reached(st, s, tlvl):
+        code = REJ_TRIGGER_REACHED
+    if code != 0:
+        return _reject(st, ev, n, c, code)
+    n = _emit(
+        st, ev, n, c, EV_REPLACED, c.order_id, 0, c.price, c.qty, c.qty, 0, c.client, 0, side, 0
+    )
+    keeps = (
+        tlvl == st.orders[o, O_LEVEL]
+        and c.price == st.orders[o, O_PRICE]
+        and c.qty <= st.orders[o, O_QTY]
+    )
+    if not keeps:
+        _stop_unlink(st, o)
+        _stop_link(st, o, s, tlvl)
+    st.orders[o, O_PRICE] = c.price
+    st.orders[o, O_QTY] = c.qty
+    st.orders[o, O_LEAVES] = c.qty
     return n
 
 
@@ -666,6 +819,10 @@ def _replace(st, ev, n, c):
     o = _owned_slot(st, c)
     if o < 0:
         return _reject(st, ev, n, c, REJ_NOT_FOUND)
+    if _waiting(st, o):
+        return _replace_stop(st, ev, n, c, o)
+    if c.trigger_tick != 0:
+        return _reject(st, ev, n, c, REJ_TRIGGER)
     code = _qty_code(st, c.qty)
     if code == 0:
         code = _price_code(st, c.price)
@@ -751,12 +908,102 @@ def _mass_cancel(st, ev, n, c):
                     cancelled += 1
                 o = nxt
             lvl += step
+    for s in range(2):
+        lvl = st.meta[M_STOP_BUY_MIN] if s == 0 else st.meta[M_STOP_SELL_MAX]
+        step = 1 if s == 0 else -1
+        while 0 <= lvl < levels and st.meta[M_STOPS_BUY + s] > 0:
+            o = st.levels[(2 + s) * levels + lvl, L_HEAD]
+            while o >= 0:
+                nxt = st.orders[o, O_NEXT]
+                if st.orders[o, O_CLIENT] == c.client:
+                    n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_USER)
+                    _stop_unlink(st, o)
+                    _release(st, o)
+                    cancelled += 1
+                o = nxt
+            lvl += step
     return _emit(st, ev, n, c, EV_MASS_CANCELLED, 0, 0, 0, cancelled, 0, 0, c.client, 0, 0, 0)
+
+
+@hot
+def _run_triggered(st, ev, n, c, o):
+    """Waiting stop ``o``, just taken off its trigger level, enters as a market or
+    limit order (steps 3 to 5 of a NEW) on the command ``c`` whose trades reached it."""
+    oid = st.orders[o, O_ID]
+    client = st.orders[o, O_CLIENT]
+    side = st.orders[o, O_SIDE]
+    price = st.orders[o, O_PRICE]
+    qty = st.orders[o, O_LEAVES]
+    stp = st.orders[o, O_STP]
+    tif = st.orders[o, O_TIF]
+    kind = st.orders[o, O_TYPE]
+    market = kind == TYPE_STOP
+    n = _emit(
+        st,
+        ev,
+        n,
+        c,
+        EV_TRIGGERED,
+        oid,
+        0,
+        _price_of(st, st.orders[o, O_LEVEL]),
+        qty,
+        qty,
+        0,
+        client,
+        0,
+        side,
+        kind,
+    )
+    if tif == TIF_FOK and not _fillable(st, side - 1, price, market, client, stp, qty):
+        _release(st, o)
+        return _aggressor_cancelled(st, ev, n, c, oid, price, qty, 0, client, side, CXL_FOK)
+    n, tqty, leaves, killed = _match(st, ev, n, c, oid, client, side, price, market, stp, qty, qty)
+    if killed or leaves == 0:
+        _release(st, o)
+        return n
+    if not market and tif == TIF_GTC:
+        st.orders[o, O_TYPE] = TYPE_LIMIT
+        st.orders[o, O_QTY] = tqty
+        st.orders[o, O_LEAVES] = leaves
+        _link_tail(st, o, side - 1, _level_of(st, price))
+        return n
+    _release(st, o)
+    return _aggressor_cancelled(st, ev, n, c, oid, price, leaves, 0, client, side, CXL_IOC)
+
+
+@hot
+def _trigger_stops(st, ev, n, c):
+    """Run every waiting stop the last trade price reaches, one at a time in trigger
+    order (buy stops lowest trigger first, then sell stops highest first; FIFO at a
+    trigger), checking again after each: its own trades may reach more."""
+    levels = st.meta[M_LEVELS]
+    while st.meta[M_LAST_LEVEL] >= 0:
+        if st.meta[M_STOP_BUY_MIN] <= st.meta[M_LAST_LEVEL]:
+            o = st.levels[2 * levels + st.meta[M_STOP_BUY_MIN], L_HEAD]
+        elif st.meta[M_STOP_SELL_MAX] >= st.meta[M_LAST_LEVEL]:
+            o = st.levels[3 * levels + st.meta[M_STOP_SELL_MAX], L_HEAD]
+        else:
+            return n
+        _stop_unlink(st, o)
+        n = _run_triggered(st, ev, n, c, o)
+    return n
 
 
 @hot
 def _reserve(st, c):
     """Events the command can write at most (it must fit before it starts)."""
+    stops = st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL]
+    if stops > 0:
+        # Triggered stops aggress too. Every meeting of an aggressor (the command's
+        # order or a stop) with a resting order (at most two events and a level) ends
+        # with one of them gone: a resting order (those there now, or a stop that
+        # rested after triggering) or an aggressor; and each aggressor writes at most
+        # two more events (its ACCEPTED/REPLACED/TRIGGERED and a cancel) and a level.
+        live = st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK]
+        if c.kind == CMD_MASS_CANCEL:
+            return 2 * (live + stops) + 4
+        return 3 * (live + 2 * stops + 1) + 3 * (stops + 1) + 8
     if c.kind == CMD_NEW or c.kind == CMD_REPLACE:
         # Each resting order the aggressor meets costs at most two events (a
         # trade, a cancel, or an STP decrement's two partial cancels) and maybe
@@ -809,6 +1056,8 @@ def process(st, cmds, start, ev):
             n = _mass_cancel(st, ev, n, c)
         else:
             n = _reject(st, ev, n, c, REJ_BAD_COMMAND)
+        if st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL] > 0:
+            n = _trigger_stops(st, ev, n, c)
         n = _emit_depth(st, ev, n, c)
         st.meta[M_LAST_SEQ] = c.seq
     return cmds.shape[0] - start, n, 0
@@ -843,6 +1092,41 @@ def canonical_rows(st):
             if s == 0 and r >= st.meta[M_LIVE_BID]:
                 break
     return out[:r]
+
+
+@njit(cache=True)
+def stop_rows(st):
+    """Waiting stops as int64 rows, see ``exchange.statehash``: in trigger order."""
+    levels = st.meta[M_LEVELS]
+    out = np.empty((st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL], 9), np.int64)
+    r = 0
+    for s in range(2):
+        lvl = st.meta[M_STOP_BUY_MIN] if s == 0 else st.meta[M_STOP_SELL_MAX]
+        step = 1 if s == 0 else -1
+        end = st.meta[M_STOPS_BUY] if s == 0 else out.shape[0]
+        while 0 <= lvl < levels and r < end:
+            o = st.levels[(2 + s) * levels + lvl, L_HEAD]
+            while o >= 0:
+                out[r, 0] = st.orders[o, O_SIDE]
+                out[r, 1] = _price_of(st, lvl)
+                out[r, 2] = st.orders[o, O_ID]
+                out[r, 3] = st.orders[o, O_CLIENT]
+                out[r, 4] = st.orders[o, O_QTY]
+                out[r, 5] = st.orders[o, O_PRICE]
+                out[r, 6] = st.orders[o, O_STP]
+                out[r, 7] = st.orders[o, O_TYPE]
+                out[r, 8] = st.orders[o, O_TIF]
+                r += 1
+                o = st.orders[o, O_NEXT]
+            lvl += step
+    return out[:r]
+
+
+@njit(cache=True)
+def last_price(st):
+    """The last trade's price, 0 before the first trade."""
+    lvl = st.meta[M_LAST_LEVEL]
+    return _price_of(st, lvl) if lvl >= 0 else 0
 
 
 @njit(cache=True)

@@ -24,11 +24,13 @@ COMMAND_DTYPE (64 bytes)
                         commands CMD_SYNC / CMD_STATUS (see the end of this text)
     side        uint8   SIDE_BUY / SIDE_SELL (NEW only)
     tif         uint8   TIF_GTC / TIF_IOC / TIF_FOK (NEW only)
-    ord_type    uint8   TYPE_LIMIT / TYPE_MARKET (NEW only)
+    ord_type    uint8   TYPE_LIMIT / TYPE_MARKET / TYPE_STOP / TYPE_STOP_LIMIT (NEW only)
     flags       uint8   FLAG_POST_ONLY (NEW only); FLAG_RETRY (a keyed NEW only: see
                         ``exchange.idempotency``; never reaches a book)
     stp         uint8   STP_* self-trade prevention mode of this order (NEW only)
-    _pad        uint8[4]  zero
+    trigger_tick uint32 NEW of a stop or stop-limit, REPLACE of an untriggered
+                        one: the trigger price in ticks (trigger price =
+                        trigger_tick * the book's tick size); 0 otherwise
 
 EVENT_DTYPE (128 bytes)
     seq          int64  the seq of the command that caused the event
@@ -36,7 +38,8 @@ EVENT_DTYPE (128 bytes)
     order_id     int64  the order concerned (TRADE: the taker / aggressor)
     other_id     int64  TRADE: the maker (resting) order; otherwise 0
     price        int64  ACCEPTED/REPLACED: order price; TRADE: the maker's price;
-                        DEPTH: the level's price; CANCELLED: the order's price
+                        DEPTH: the level's price; CANCELLED: the order's price;
+                        TRIGGERED: the trigger price
     qty          int64  ACCEPTED/REPLACED: total order qty; TRADE: traded qty;
                         CANCELLED: qty removed from the book by this cancel;
                         DEPTH: total open qty at the level after the command
@@ -53,6 +56,8 @@ EVENT_DTYPE (128 bytes)
     kind         uint8  EV_*
     side         uint8  side of order_id (DEPTH: side of the level)
     code         uint8  REJECTED: REJ_*; CANCELLED: CXL_*; otherwise 0
+                        (TRIGGERED: the order's ord_type, TYPE_STOP or
+                        TYPE_STOP_LIMIT)
     flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
                         identical retry under the same idempotency key (the seq
                         is the original one; nothing changed in the book);
@@ -63,16 +68,24 @@ Semantics of one command (the reference book and the kernel must both do
 exactly this, event for event):
 
 NEW
- 1. Validation, first failure wins: kind/side/tif/ord_type/stp out of range or
-    post-only on a market order -> REJ_BAD_COMMAND; qty <= 0 -> REJ_QTY;
+ 1. Validation, first failure wins: kind/side/tif/ord_type/stp out of range,
+    post-only on an order that is not TYPE_LIMIT, or a trigger_tick on an
+    order that is not a stop -> REJ_BAD_COMMAND; qty <= 0 -> REJ_QTY;
     qty > max_qty -> REJ_QTY_MAX; qty % lot_size != 0 -> REJ_LOT; then, for
-    limit orders only, price outside [min_price, max_price] -> REJ_PRICE_BAND;
-    price % tick_size != 0 -> REJ_TICK; an order id that is live already ->
+    limit and stop-limit orders only, price outside [min_price, max_price] ->
+    REJ_PRICE_BAND; price % tick_size != 0 -> REJ_TICK; for stops and
+    stop-limits, a trigger price (trigger_tick * tick_size) outside
+    [min_price, max_price] (trigger_tick 0 included) -> REJ_TRIGGER; an order
+    id that is live already (an untriggered stop included) ->
     REJ_DUPLICATE_ID; post-only that would cross the best opposite price ->
-    REJ_POST_ONLY; a limit GTC order (the only kind that can rest) when the
-    order pool has no free slot -> REJ_BOOK_FULL (checked before matching).
+    REJ_POST_ONLY; a stop whose trigger the last trade price has already
+    reached (see STOPS) -> REJ_TRIGGER_REACHED; a limit GTC order or a stop of
+    any kind (the orders that take a slot) when the order pool has no free
+    slot -> REJ_BOOK_FULL (checked before matching).
     A reject emits exactly one REJECTED event and changes nothing.
- 2. ACCEPTED (price, qty = leaves = order qty).
+ 2. ACCEPTED (price, qty = leaves = order qty). A stop or stop-limit stops
+    here: it waits off the book (STOPS below); the steps after are what it
+    does when it triggers.
  3. FOK only: if the quantity that could be filled now is less than qty ->
     CANCELLED(CXL_FOK, qty = order qty), nothing else happens. The fillable
     quantity is the sum of the open quantity of crossing resting orders in
@@ -97,13 +110,55 @@ NEW
  5. Remainder: limit GTC rests at the back of its level (no event: ACCEPTED
     said it); IOC, FOK (cannot happen: pre-checked) and market orders ->
     CANCELLED(CXL_IOC, qty = open qty).
- 6. DEPTH events, one per price level whose total changed during the command,
-    in the order the levels were first touched, carrying the final totals.
+ 6. Stops triggered by the command's trades run (STOPS below).
+ 7. DEPTH events, one per price level whose total changed during the command
+    (the triggered stops' steps included), in the order the levels were first
+    touched, carrying the final totals.
+
+STOPS (TYPE_STOP: a market order once triggered; TYPE_STOP_LIMIT: a limit
+    order at its price once triggered; both with their own tif and STP mode)
+    The last trade price of a book is the price of its latest TRADE (none
+    before the first). A buy stop is reached when the last trade price >= its
+    trigger price, a sell stop when the last trade price <= it. An accepted
+    stop waits off the book, invisible to matching, DEPTH, top and depth,
+    holding a slot of the order pool; it is never reached while it waits
+    (a stop reached on arrival is REJ_TRIGGER_REACHED, and every trade is
+    followed by the triggering below).
+    Triggering: once the command's own order is done (step 5, or a CANCEL,
+    REPLACE or MASS_CANCEL finished), and again after each triggered stop,
+    while some waiting stop is reached, the first one in trigger order is
+    taken off: buy stops before sell stops; buy stops lowest trigger first,
+    sell stops highest trigger first (the order a moving price reaches them
+    in); at the same trigger, in arrival order (the seq of the NEW, or of the
+    REPLACE that last moved it, see below). It emits TRIGGERED (order_id,
+    client, side, price = the trigger price, qty = leaves = its qty, code =
+    its ord_type), then runs steps 3 to 5 as a NEW of its market or limit
+    type, tif and STP mode, at that moment: a stop-limit that rests joins the
+    back of its level then (its time priority is the trigger's). Its events
+    carry the seq, req_id and idem_key of the command whose trades triggered
+    it. Each trade moves the last trade price, so a triggered stop's own
+    trades may trigger more stops (a cascade), which run after it, in the
+    same command.
+    CANCEL and MASS_CANCEL take a waiting stop like a resting order:
+    CANCELLED(CXL_USER, price = its limit price as given, qty = its qty);
+    MASS_CANCEL cancels the client's waiting stops after its resting orders,
+    in trigger order (buy stops, then sell stops). No DEPTH: no level changed.
+    REPLACE of a waiting stop: price (stop-limit only), qty and trigger_tick
+    are its new limit price, qty and trigger, validated in the order
+    REJ_NOT_FOUND, REJ_QTY, REJ_QTY_MAX, REJ_LOT, (stop-limit:)
+    REJ_PRICE_BAND, REJ_TICK, then REJ_TRIGGER, REJ_TRIGGER_REACHED; a
+    reject leaves it untouched. Otherwise REPLACED(price, qty, leaves = qty):
+    a stop never traded. It keeps its arrival rank if its trigger and price
+    are unchanged and its qty did not grow; otherwise it goes behind the stops
+    waiting at its (new) trigger. A replace of a stop never matches.
+    A REPLACE of an order that is not a waiting stop (a triggered stop-limit
+    resting in the book included) with trigger_tick != 0 -> REJ_TRIGGER.
 
 CANCEL: the order must be live and owned by the command's client, else
     REJECTED(REJ_NOT_FOUND). CANCELLED(CXL_USER, qty = open qty), then DEPTH.
 
 REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
+    (for a waiting stop, see STOPS); trigger_tick must be 0, else REJ_TRIGGER;
     qty and price validated as for a limit NEW (REJ_QTY, REJ_QTY_MAX, REJ_LOT,
     REJ_PRICE_BAND, REJ_TICK); a post-only order whose new price would cross ->
     REJ_POST_ONLY. Any reject leaves the order untouched. new_leaves = qty -
@@ -114,10 +169,10 @@ REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
     with its own STP mode) and rests at the back with what is left. Then DEPTH.
 
 MASS_CANCEL: every live order of the client in this book, from the best bid
-    level outwards, then the best ask level outwards, each level in queue order:
-    CANCELLED(CXL_USER); then MASS_CANCELLED(client, qty = the number of orders
-    cancelled, all else 0), so that even a mass cancel with nothing to cancel
-    answers; then DEPTH. Never rejected.
+    level outwards, then the best ask level outwards, each level in queue order,
+    then its waiting stops (STOPS): CANCELLED(CXL_USER); then
+    MASS_CANCELLED(client, qty = the number of orders cancelled, all else 0),
+    so that even a mass cancel with nothing to cancel answers; then DEPTH. Never rejected.
 
 All arithmetic is in int64; there are no floats and no clocks in a book.
 
@@ -134,7 +189,10 @@ CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
     flagged EVF_REPLAY; then one EV_RESTING per resting order of every book at
     L, book by book in instrument order (seq = L, req_id = the command's,
     order_id, client, side, price, qty = total, leaves, instrument, flags
-    EVF_REPLAY), bids best first then asks, each level in queue order; then one
+    EVF_REPLAY), bids best first then asks, each level in queue order, then
+    one per waiting stop in trigger order, the same fields (price: its limit
+    price as given, leaves = qty) with code = its ord_type (0 for the orders in
+    the book); then one
     EV_SYNCED (seq = L, req_id, order_id = after_seq, qty = events replayed,
     leaves = EV_RESTING records, other_id = the lowest seq the shard can still
     replay after: its journal's ``pruned``, retention having taken the batches
@@ -178,6 +236,9 @@ TIF_FOK = 2
 # --- order types
 TYPE_LIMIT = 0
 TYPE_MARKET = 1
+# stops wait off the book until the last trade price reaches their trigger
+TYPE_STOP = 2  # then a market order
+TYPE_STOP_LIMIT = 3  # then a limit order at its price
 
 # --- flags
 FLAG_POST_ONLY = 1
@@ -202,6 +263,8 @@ EV_CANCELLED = 4
 EV_REPLACED = 5
 EV_DEPTH = 6
 EV_MASS_CANCELLED = 7
+# A waiting stop reached by the last trade price: it enters now (code: its ord_type)
+EV_TRIGGERED = 11
 # Answers to control commands (not history: never journaled)
 EV_RESTING = 8
 EV_SYNCED = 9
@@ -234,9 +297,11 @@ REJ_NOT_FOUND = 10
 # Raised by the shard, not the book: the (client, idempotency key) pair was used
 # before for a different request.
 REJ_CONFLICT = 11
+REJ_TRIGGER = 12
+REJ_TRIGGER_REACHED = 13
 # Raised by the shard, not the book: a retry (FLAG_RETRY) under a pair whose entry
 # retention took out with the original's batch: the original's answer is gone.
-REJ_KEY_EXPIRED = 12
+REJ_KEY_EXPIRED = 14
 
 # --- cancel reasons (EV_CANCELLED.code)
 CXL_USER = 1
@@ -257,6 +322,8 @@ REJECT_NAMES = {
     REJ_BOOK_FULL: "book_full",
     REJ_NOT_FOUND: "order_not_found",
     REJ_CONFLICT: "idempotency_conflict",
+    REJ_TRIGGER: "trigger_invalid",
+    REJ_TRIGGER_REACHED: "trigger_already_reached",
     REJ_KEY_EXPIRED: "idempotency_key_expired",
 }
 CANCEL_NAMES = {
@@ -277,6 +344,7 @@ EVENT_NAMES = {
     EV_RESTING: "resting",
     EV_SYNCED: "synced",
     EV_STATUS: "status",
+    EV_TRIGGERED: "triggered",
 }
 
 
@@ -289,7 +357,9 @@ def _padded(fields, itemsize):
     the same byte for byte.
     """
     used = sum(np.dtype(f).itemsize for _, f in fields)
-    assert used < itemsize
+    assert used <= itemsize
+    if used == itemsize:
+        return np.dtype(fields)
     return np.dtype([*fields, ("_pad", "u1", (itemsize - used,))])
 
 
@@ -309,6 +379,7 @@ COMMAND_DTYPE = _padded(
         ("ord_type", "u1"),
         ("flags", "u1"),
         ("stp", "u1"),
+        ("trigger_tick", "<u4"),
     ],
     64,
 )

@@ -32,6 +32,10 @@ agree; the tests in tests/test_book_semantics.py pin each point):
   is never REJ_BOOK_FULL; if it is filled or cancelled by STP it is gone.
 - The aggressor's CANCELLED events (CXL_IOC, CXL_FOK, CXL_STP) carry its price
   as given in the command (for a market order: the command's price field).
+- A waiting stop's CANCELLED and REPLACED carry the price as given (for a
+  TYPE_STOP: the command's price field, which nothing else reads); its
+  TRIGGERED, TRADE and CANCELLED events after triggering carry that price too,
+  as a NEW's aggressor events do.
 - ``process`` refuses (ValueError/TypeError, nothing changed) an array that is
   not a 1-d COMMAND_DTYPE array, or whose seqs are not strictly increasing and
   above ``last_seq``.
@@ -63,6 +67,7 @@ from exchange.records import (
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
+    EV_TRIGGERED,
     FLAG_POST_ONLY,
     REJ_BAD_COMMAND,
     REJ_BOOK_FULL,
@@ -74,6 +79,8 @@ from exchange.records import (
     REJ_QTY,
     REJ_QTY_MAX,
     REJ_TICK,
+    REJ_TRIGGER,
+    REJ_TRIGGER_REACHED,
     SIDE_BUY,
     SIDE_SELL,
     STP_CANCEL_BOTH,
@@ -86,17 +93,20 @@ from exchange.records import (
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
+    TYPE_STOP,
+    TYPE_STOP_LIMIT,
     check_commands,
     events,
 )
-from exchange.statehash import CANONICAL_FIELDS, hash_canonical
+from exchange.statehash import CANONICAL_FIELDS, STOP_FIELDS, hash_canonical
 
 SNAPSHOT_FORMAT = "exchange.reference.ReferenceBook"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 SIDES = (SIDE_BUY, SIDE_SELL)
 TIFS = (TIF_GTC, TIF_IOC, TIF_FOK)
-ORDER_TYPES = (TYPE_LIMIT, TYPE_MARKET)
+ORDER_TYPES = (TYPE_LIMIT, TYPE_MARKET, TYPE_STOP, TYPE_STOP_LIMIT)
+STOP_TYPES = (TYPE_STOP, TYPE_STOP_LIMIT)
 STP_MODES = (STP_NONE, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH, STP_DECREMENT)
 
 # Event fields a book writes; seq/req_id/idem_key/instrument come from the command.
@@ -135,6 +145,7 @@ class _Command(NamedTuple):
     ord_type: int
     flags: int
     stp: int
+    trigger_tick: int
 
 
 @dataclass(eq=False)
@@ -147,9 +158,19 @@ class _Order:
     leaves: int  # open
     stp: int
     flags: int
+    ord_type: int = TYPE_LIMIT  # TYPE_STOP / TYPE_STOP_LIMIT while the order waits
+    tif: int = TIF_GTC
+    trigger: int = 0  # a waiting stop's trigger price
 
     def row(self) -> tuple[int, ...]:
         return tuple(getattr(self, name) for name in CANONICAL_FIELDS)
+
+    def stop_row(self) -> tuple[int, ...]:
+        return tuple(getattr(self, name) for name in STOP_FIELDS)
+
+    @property
+    def waiting(self) -> bool:
+        return self.ord_type in STOP_TYPES
 
 
 def _opposite(side: int) -> int:
@@ -239,9 +260,12 @@ class ReferenceBook:
             raise TypeError(f"config must be a BookConfig, got {type(config).__name__}")
         self.config = config
         self.last_seq = 0
-        self._orders: dict[int, _Order] = {}
+        self.last_price = 0  # of the last trade; 0 before the first
+        self._orders: dict[int, _Order] = {}  # every live order, waiting stops included
         # side -> price -> orders in queue order; a level exists only while not empty
         self._levels: dict[int, dict[int, list[_Order]]] = {SIDE_BUY: {}, SIDE_SELL: {}}
+        # side -> trigger price -> waiting stops in arrival order; the same
+        self._stops: dict[int, dict[int, list[_Order]]] = {SIDE_BUY: {}, SIDE_SELL: {}}
 
     # ------------------------------------------------------------------ commands
 
@@ -262,6 +286,7 @@ class ReferenceBook:
                 self._mass_cancel(cmd, out)
             else:
                 out.reject(REJ_BAD_COMMAND)
+            self._trigger_stops(out)
             self._emit_depth(out)
             self.last_seq = cmd.seq
         result = events(len(rows))
@@ -284,44 +309,118 @@ class ReferenceBook:
             qty=c.qty,
             leaves=c.qty,
         )
-        taker = _Order(c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags)
-        market = c.ord_type == TYPE_MARKET
-        if c.tif == TIF_FOK and self._fillable(taker, market) < c.qty:
-            out.cancelled(taker, CXL_FOK, c.qty)
+        order = _Order(c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags)
+        order.tif = c.tif
+        if c.ord_type in STOP_TYPES:
+            order.ord_type = c.ord_type
+            order.trigger = self._trigger_price(c)
+            self._orders[order.order_id] = order
+            self._stops[order.side].setdefault(order.trigger, []).append(order)
+            return
+        self._enter(order, c.ord_type == TYPE_MARKET, out)
+
+    def _enter(self, taker: _Order, market: bool, out: _Events) -> None:
+        """Steps 3 to 5 of a NEW: FOK check, matching, the remainder rests or is cancelled."""
+        if taker.tif == TIF_FOK and self._fillable(taker, market) < taker.qty:
+            self._orders.pop(taker.order_id, None)
+            out.cancelled(taker, CXL_FOK, taker.qty)
             return
         self._match(taker, market, out)
         if taker.leaves == 0:
+            self._orders.pop(taker.order_id, None)
             return
-        if c.tif == TIF_GTC and not market:
+        if taker.tif == TIF_GTC and not market:
             self._orders[taker.order_id] = taker
             self._append(taker, out)
         else:
+            self._orders.pop(taker.order_id, None)
             out.cancelled(taker, CXL_IOC, taker.leaves)
+
+    def _trigger_price(self, c: _Command) -> int:
+        return c.trigger_tick * self.config.tick_size
+
+    def _trigger_code(self, c: _Command, side: int) -> int:
+        trigger = self._trigger_price(c)
+        if not self.config.min_price <= trigger <= self.config.max_price:
+            return REJ_TRIGGER
+        if self._reached(side, trigger):
+            return REJ_TRIGGER_REACHED
+        return 0
+
+    def _reached(self, side: int, trigger: int) -> bool:
+        if not self.last_price:
+            return False
+        if side == SIDE_BUY:
+            return self.last_price >= trigger
+        return self.last_price <= trigger
+
+    def _next_triggered(self) -> _Order | None:
+        """The first waiting stop the last trade price reaches, in trigger order."""
+        for side, pick in ((SIDE_BUY, min), (SIDE_SELL, max)):
+            stops = self._stops[side]
+            if stops:
+                trigger = pick(stops)
+                if self._reached(side, trigger):
+                    return stops[trigger][0]
+        return None
+
+    def _trigger_stops(self, out: _Events) -> None:
+        while (order := self._next_triggered()) is not None:
+            self._unwait(order)
+            out.emit(
+                EV_TRIGGERED,
+                code=order.ord_type,
+                order_id=order.order_id,
+                client=order.client,
+                side=order.side,
+                price=order.trigger,
+                qty=order.qty,
+                leaves=order.leaves,
+            )
+            market = order.ord_type == TYPE_STOP
+            order.ord_type = TYPE_LIMIT
+            order.trigger = 0
+            self._enter(order, market, out)
+
+    def _unwait(self, order: _Order) -> None:
+        """Take a waiting stop off its trigger (it stays live)."""
+        stops = self._stops[order.side]
+        stops[order.trigger].remove(order)
+        if not stops[order.trigger]:
+            del stops[order.trigger]
 
     def _new_reject_code(self, c: _Command) -> int:
         post_only = c.flags & FLAG_POST_ONLY
+        stop = c.ord_type in STOP_TYPES
         if (
             c.side not in SIDES
             or c.tif not in TIFS
             or c.ord_type not in ORDER_TYPES
             or c.stp not in STP_MODES
             or c.flags & ~FLAG_POST_ONLY
-            or (post_only and c.ord_type == TYPE_MARKET)
+            or (post_only and c.ord_type != TYPE_LIMIT)
+            or (c.trigger_tick and not stop)
         ):
             return REJ_BAD_COMMAND
         code = self._qty_code(c.qty)
         if code:
             return code
-        limit = c.ord_type == TYPE_LIMIT
+        limit = c.ord_type in (TYPE_LIMIT, TYPE_STOP_LIMIT)
         if limit:
             code = self._price_code(c.price)
             if code:
                 return code
+        trigger = self._trigger_price(c)
+        if stop and not self.config.min_price <= trigger <= self.config.max_price:
+            return REJ_TRIGGER
         if c.order_id in self._orders:
             return REJ_DUPLICATE_ID
         if post_only and self._would_take(c.side, c.price):
             return REJ_POST_ONLY
-        if limit and c.tif == TIF_GTC and len(self._orders) >= self.config.capacity:
+        if stop and self._reached(c.side, trigger):
+            return REJ_TRIGGER_REACHED
+        takes_slot = stop or (c.ord_type == TYPE_LIMIT and c.tif == TIF_GTC)
+        if takes_slot and len(self._orders) >= self.config.capacity:
             return REJ_BOOK_FULL
         return 0
 
@@ -377,6 +476,7 @@ class ReferenceBook:
                 qty = min(taker.leaves, maker.leaves)
                 taker.leaves -= qty
                 maker.leaves -= qty
+                self.last_price = maker.price
                 out.emit(
                     EV_TRADE,
                     order_id=taker.order_id,
@@ -428,6 +528,12 @@ class ReferenceBook:
         if order is None:
             out.reject(REJ_NOT_FOUND)
             return
+        if order.waiting:
+            self._replace_stop(order, c, out)
+            return
+        if c.trigger_tick:
+            out.reject(REJ_TRIGGER)
+            return
         code = self._qty_code(c.qty) or self._price_code(c.price)
         if not code and order.flags & FLAG_POST_ONLY and self._would_take(order.side, c.price):
             code = REJ_POST_ONLY
@@ -465,6 +571,31 @@ class ReferenceBook:
         else:
             del self._orders[order.order_id]
 
+    def _replace_stop(self, order: _Order, c: _Command, out: _Events) -> None:
+        code = self._qty_code(c.qty)
+        if not code and order.ord_type == TYPE_STOP_LIMIT:
+            code = self._price_code(c.price)
+        code = code or self._trigger_code(c, order.side)
+        if code:
+            out.reject(code)
+            return
+        out.emit(
+            EV_REPLACED,
+            order_id=order.order_id,
+            client=order.client,
+            side=order.side,
+            price=c.price,
+            qty=c.qty,
+            leaves=c.qty,
+        )
+        trigger = self._trigger_price(c)
+        if not (trigger == order.trigger and c.price == order.price and c.qty <= order.qty):
+            self._unwait(order)
+            self._stops[order.side].setdefault(trigger, []).append(order)
+        order.trigger = trigger
+        order.price = c.price
+        order.qty = order.leaves = c.qty
+
     def _mass_cancel(self, c: _Command, out: _Events) -> None:
         doomed = [
             order
@@ -472,7 +603,7 @@ class ReferenceBook:
             for price in self._prices(side)
             for order in self._levels[side][price]
             if order.client == c.client
-        ]
+        ] + [order for order in self._waiting_stops() if order.client == c.client]
         for order in doomed:
             out.cancelled(order, CXL_USER, order.leaves)
             self._remove(order, out)
@@ -520,8 +651,21 @@ class ReferenceBook:
         out.touch(order.side, order.price)
 
     def _remove(self, order: _Order, out: _Events) -> None:
-        self._unlink(order, out)
+        if order.waiting:
+            self._unwait(order)
+        else:
+            self._unlink(order, out)
         del self._orders[order.order_id]
+
+    def _waiting_stops(self) -> list[_Order]:
+        """Waiting stops in trigger order: buy stops lowest trigger first, then sell
+        stops highest first, each trigger in arrival order."""
+        return [
+            order
+            for side in SIDES
+            for trigger in sorted(self._stops[side], reverse=side == SIDE_SELL)
+            for order in self._stops[side][trigger]
+        ]
 
     # ------------------------------------------------------------------ queries
 
@@ -534,8 +678,14 @@ class ReferenceBook:
         ]
         return np.array(rows, dtype=np.int64).reshape(-1, len(CANONICAL_FIELDS))
 
+    def stop_rows(self) -> np.ndarray:
+        rows = [order.stop_row() for order in self._waiting_stops()]
+        return np.array(rows, dtype=np.int64).reshape(-1, len(STOP_FIELDS))
+
     def state_hash(self) -> str:
-        return hash_canonical(self.last_seq, self.canonical_rows())
+        return hash_canonical(
+            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows()
+        )
 
     def top(self) -> tuple[int, int, int, int]:
         bid = self._best(SIDE_BUY) or 0
@@ -581,7 +731,9 @@ class ReferenceBook:
                 "version": SNAPSHOT_VERSION,
                 "config": msgspec.structs.asdict(self.config),
                 "last_seq": self.last_seq,
+                "last_price": self.last_price,
                 "rows": self.canonical_rows().tolist(),
+                "stops": self.stop_rows().tolist(),
             }
         )
 
@@ -603,14 +755,31 @@ class ReferenceBook:
         try:
             config = BookConfig(**doc["config"])
             last_seq = int(doc["last_seq"])
+            last_price = int(doc["last_price"])
             rows = [
                 _Order(**dict(zip(CANONICAL_FIELDS, map(int, row), strict=True)))
                 for row in doc["rows"]
+            ]
+            stops = [
+                _Order(leaves=0, flags=0, **dict(zip(STOP_FIELDS, map(int, row), strict=True)))
+                for row in doc["stops"]
             ]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"corrupt reference snapshot: {e}") from None
         book = cls(config)
         book.last_seq = last_seq
+        if last_price and book._price_code(last_price):
+            raise ValueError(f"corrupt reference snapshot: last price {last_price} off the band")
+        book.last_price = last_price
+        for order in stops:
+            order.leaves = order.qty
+            problem = book._restore_stop_problem(order)
+            if problem:
+                raise ValueError(f"corrupt reference snapshot: stop {order.order_id}: {problem}")
+            book._orders[order.order_id] = order
+            book._stops[order.side].setdefault(order.trigger, []).append(order)
+        if [list(o.stop_row()) for o in stops] != book.stop_rows().tolist():
+            raise ValueError("corrupt reference snapshot: stops are not in trigger order")
         for order in rows:
             problem = book._restore_problem(order)
             if problem:
@@ -628,6 +797,19 @@ class ReferenceBook:
         if bid is not None and ask is not None and bid >= ask:
             raise ValueError(f"corrupt reference snapshot: crossed book (bid {bid} >= ask {ask})")
         return book
+
+    def _restore_stop_problem(self, order: _Order) -> str:
+        if order.side not in SIDES or order.ord_type not in STOP_TYPES or order.tif not in TIFS:
+            return f"side {order.side} / ord_type {order.ord_type} / tif {order.tif} out of range"
+        if self._price_code(order.trigger) or self._reached(order.side, order.trigger):
+            return f"trigger {order.trigger} is off the band or reached already"
+        if order.ord_type == TYPE_STOP_LIMIT and self._price_code(order.price):
+            return f"price {order.price} is not a valid price for this book"
+        if not 0 < order.qty <= self.config.max_qty or order.stp not in STP_MODES:
+            return f"qty {order.qty} / stp {order.stp} out of range"
+        if order.order_id in self._orders:
+            return "appears twice"
+        return ""
 
     def _restore_problem(self, order: _Order) -> str:
         if order.side not in SIDES:

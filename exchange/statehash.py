@@ -2,9 +2,13 @@
 
 Both book implementations describe their resting orders as rows of int64
 ``CANONICAL_FIELDS``, bids from the best price down then asks from the best price
-up, each level in queue (FIFO) order; the hash covers the last sequence number
-processed and those rows. Slot numbers and other internal layout are not part of
-it, so two different implementations holding the same book hash the same.
+up, each level in queue (FIFO) order, and their waiting stops as rows of int64
+``STOP_FIELDS`` in trigger order (buy stops lowest trigger first, then sell stops
+highest trigger first, each trigger in arrival order); the hash covers the last
+sequence number processed, the last trade price (0 before the first trade: it
+decides which stops trigger) and those rows. Slot numbers and other internal
+layout are not part of it, so two different implementations holding the same
+book hash the same.
 """
 
 import hashlib
@@ -12,11 +16,15 @@ import hashlib
 import numpy as np
 
 CANONICAL_FIELDS = ("side", "price", "order_id", "client", "qty", "leaves", "stp", "flags")
+# a waiting stop: its trigger price, and the limit price as given (TYPE_STOP: unused)
+STOP_FIELDS = ("side", "trigger", "order_id", "client", "qty", "price", "stp", "ord_type", "tif")
 
 
-def hash_canonical(last_seq: int, rows: np.ndarray) -> str:
+def hash_canonical(last_seq: int, last_price: int, rows: np.ndarray, stops: np.ndarray) -> str:
     rows = np.ascontiguousarray(rows, dtype="<i8").reshape(-1, len(CANONICAL_FIELDS))
+    stops = np.ascontiguousarray(stops, dtype="<i8").reshape(-1, len(STOP_FIELDS))
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.array([last_seq, rows.shape[0]], dtype="<i8").tobytes())
+    h.update(np.array([last_seq, last_price, rows.shape[0], stops.shape[0]], "<i8").tobytes())
     h.update(rows.tobytes())
+    h.update(stops.tobytes())
     return h.hexdigest()

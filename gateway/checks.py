@@ -29,6 +29,7 @@ from exchange.records import (
 from gateway.counters import GatewayCounters
 from gateway.protocol import (
     BOOK_REJECTS,
+    MAX_TRIGGER_TICK,
     NOT_FOUND,
     ORDER_TYPES,
     SIDES,
@@ -156,11 +157,20 @@ class Checks:
             | (px > grid["max_price"][gi])
             | (px % grid["tick_size"][gi] != 0)
         )
+        trigger = np.array([o.trigger or 0 for o in routed], np.int64)  # 0: not a stop
+        trigger_tick = trigger // grid["tick_size"][gi]
+        off |= (trigger != 0) & (
+            (trigger < grid["min_price"][gi])
+            | (trigger > grid["max_price"][gi])
+            | (trigger % grid["tick_size"][gi] != 0)
+            | (trigger_tick > MAX_TRIGGER_TICK)
+        )
         if off.any():
             for j in np.flatnonzero(off).tolist():
                 self._refuse(run, at[j])
             keep = ~off
             at, gi, qty, px = np.array(at)[keep], gi[keep], qty[keep], px[keep]
+            trigger_tick = trigger_tick[keep]
             shard = np.array(shard)[keep]
             routed = [o for o, k in zip(routed, keep.tolist(), strict=True) if k]
         rec = np.zeros(len(routed), COMMAND_DTYPE)
@@ -176,6 +186,7 @@ class Checks:
         rec["ord_type"] = [ORDER_TYPES[o.ord_type] for o in routed]
         rec["flags"] = [FLAG_POST_ONLY * o.post_only for o in routed]
         rec["stp"] = [STP_MODES[o.stp] for o in routed]
+        rec["trigger_tick"] = trigger_tick
         run.at, run.g, run.shard, run.records = np.array(at, np.int64), gi, np.array(shard), rec
 
     def _refuse(self, run: Run, i: int) -> None:

@@ -4,7 +4,7 @@
     server = server_public_key("var/keys")            # or the key the operator handed out
     with Client("tcp://127.0.0.1:61301", server, public, secret) as c:
         ack = c.new_order("ACME", "buy", 10, px=10_000)   # Ack or Reject
-        for note in c.notices():                          # Fill, Cancelled (cid 0)
+        for note in c.notices():                          # Fill, Cancelled, Triggered
             ...
 
 Both flavours speak docs/PROTOCOL.md over one DEALER socket with CURVE keys,
@@ -284,7 +284,8 @@ class Client:
         )
 
     def new_order(self, sym: str, side: str, qty: int, px: int | None = None, **fields):
-        """Ack or Reject. Fields as in NewOrder (tif, type, post_only, stp, coid, ik)."""
+        """Ack or Reject. Fields as in NewOrder (tif, type, trigger, post_only, stp, coid,
+        ik)."""
         return self.request(_new_order(self.next_cid(), sym, side, qty, px, fields))
 
     def new_orders(self, orders: list[Order]):
@@ -294,8 +295,10 @@ class Client:
     def cancel(self, sym: str, oid: int):
         return self.request(Cancel(cid=self.next_cid(), sym=sym, oid=oid))
 
-    def replace(self, sym: str, oid: int, px: int, qty: int):
-        return self.request(Replace(cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty))
+    def replace(self, sym: str, oid: int, px: int, qty: int, trigger: int | None = None):
+        """Replaced, Cancelled or Reject; ``trigger``: a waiting stop's (new) trigger."""
+        msg = Replace(cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty, trigger=trigger)
+        return self.request(msg)
 
     def mass_cancel(self, sym: str | None = None):
         return self.request(MassCancel(cid=self.next_cid(), sym=sym))
@@ -478,8 +481,9 @@ class AsyncClient:
     async def cancel(self, sym: str, oid: int):
         return await self.request(Cancel(cid=self.next_cid(), sym=sym, oid=oid))
 
-    async def replace(self, sym: str, oid: int, px: int, qty: int):
-        return await self.request(Replace(cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty))
+    async def replace(self, sym: str, oid: int, px: int, qty: int, trigger: int | None = None):
+        msg = Replace(cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty, trigger=trigger)
+        return await self.request(msg)
 
     async def mass_cancel(self, sym: str | None = None):
         return await self.request(MassCancel(cid=self.next_cid(), sym=sym))

@@ -41,6 +41,7 @@ from exchange.records import (
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
+    EV_TRIGGERED,
     EVENT_FIELDS,
     EVF_DUPLICATE,
     FLAG_POST_ONLY,
@@ -56,6 +57,8 @@ from exchange.records import (
     REJ_QTY,
     REJ_QTY_MAX,
     REJ_TICK,
+    REJ_TRIGGER,
+    REJ_TRIGGER_REACHED,
     REJECT_NAMES,
     SIDE_BUY,
     SIDE_SELL,
@@ -69,6 +72,8 @@ from exchange.records import (
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
+    TYPE_STOP,
+    TYPE_STOP_LIMIT,
 )
 
 PROTOCOL_VERSION = 1
@@ -130,6 +135,18 @@ BOOK_REJECTS = {
     REJ_BOOK_FULL: (BUSY, "$", "the book has no room for another resting order"),
     REJ_NOT_FOUND: (NOT_FOUND, "$.oid", "no live order with this oid is yours on this symbol"),
     REJ_CONFLICT: (CONFLICT, "$.ik", "this idempotency key was used for a different request"),
+    REJ_TRIGGER: (
+        INVALID,
+        "$.trigger",
+        "a stop's trigger must be in the price band (a replace of a waiting stop restates "
+        "it), and only a waiting stop takes one",
+    ),
+    REJ_TRIGGER_REACHED: (
+        INVALID,
+        "$.trigger",
+        "the last trade price has already reached this trigger (buy: last >= trigger, "
+        "sell: last <= trigger)",
+    ),
     REJ_KEY_EXPIRED: (
         CONFLICT,
         "$.ik",
@@ -141,7 +158,13 @@ assert BOOK_REJECTS.keys() == REJECT_NAMES.keys()
 
 SIDES = {"buy": SIDE_BUY, "sell": SIDE_SELL}
 TIFS = {"gtc": TIF_GTC, "ioc": TIF_IOC, "fok": TIF_FOK}
-ORDER_TYPES = {"limit": TYPE_LIMIT, "market": TYPE_MARKET}
+ORDER_TYPES = {
+    "limit": TYPE_LIMIT,
+    "market": TYPE_MARKET,
+    "stop": TYPE_STOP,
+    "stop_limit": TYPE_STOP_LIMIT,
+}
+ORDER_TYPE_NAMES = {v: k for k, v in ORDER_TYPES.items()}
 STP_MODES = {
     "none": STP_NONE,
     "cancel_newest": STP_CANCEL_NEWEST,
@@ -153,7 +176,7 @@ SIDE_NAMES = {v: k for k, v in SIDES.items()}
 
 Side = Literal["buy", "sell"]
 Tif = Literal["gtc", "ioc", "fok"]
-OrderType = Literal["limit", "market"]
+OrderType = Literal["limit", "market", "stop", "stop_limit"]
 Stp = Literal["none", "cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
 StateName = Literal["live", "filled", "cancelled", "rejected"]
 
@@ -208,6 +231,7 @@ class Order(_Strict, omit_defaults=True, kw_only=True):
     px: Positive | None = None
     tif: Tif = "gtc"
     ord_type: OrderType = msgspec.field(default="limit", name="type")
+    trigger: Positive | None = None  # stop, stop_limit: the trigger price
     post_only: bool = False
     stp: Stp = "cancel_newest"
     coid: ClientOrderId = ""
@@ -235,6 +259,7 @@ class Replace(_Request, tag="R", kw_only=True):
     oid: Positive
     px: Positive
     qty: Positive
+    trigger: Positive | None = None  # a waiting stop's new trigger (required for one)
 
 
 class MassCancel(_Request, tag="M", kw_only=True):
@@ -365,6 +390,18 @@ class Cancelled(_Out, tag="X", kw_only=True):
     dup: bool = False
 
 
+class Triggered(_Out, tag="TG", kw_only=True):
+    """A waiting stop of yours was reached: it enters the book now (its fills follow)."""
+
+    sym: str
+    oid: int
+    seq: int
+    trigger: int
+    qty: int
+    type: str  # "stop" or "stop_limit"
+    dup: bool = False
+
+
 class Replaced(_Out, tag="P", kw_only=True):
     cid: int
     sym: str
@@ -479,6 +516,7 @@ Reply = (
     | Fill
     | Cancelled
     | Replaced
+    | Triggered
     | OrderStatus
     | Book
     | BatchAck
@@ -640,19 +678,35 @@ def salvage_cid(buf: bytes) -> int:
 
 def _check_order(order: Order, at: str, cid: int) -> None:
     """The rules between fields that a schema cannot say."""
-    if order.ord_type == "market":
+    kind = order.ord_type
+    if kind == "stop" or kind == "stop_limit":
+        if order.trigger is None:
+            raise ProtocolError(INVALID, f"a {kind} order needs a trigger", f"{at}.trigger", cid)
+        if order.post_only:
+            raise ProtocolError(
+                INVALID, f"a {kind} order cannot be post-only", f"{at}.post_only", cid
+            )
+    elif order.trigger is not None:
+        raise ProtocolError(
+            INVALID, f"a {kind} order takes no trigger (stop, stop_limit do)", f"{at}.trigger", cid
+        )
+    if kind == "market" or kind == "stop":
         if order.px is not None:
-            raise ProtocolError(INVALID, "a market order takes no px", f"{at}.px", cid)
+            raise ProtocolError(INVALID, f"a {kind} order takes no px", f"{at}.px", cid)
         if order.post_only:
             raise ProtocolError(
                 INVALID, "a market order cannot be post-only", f"{at}.post_only", cid
             )
         if order.tif == "gtc":
             raise ProtocolError(
-                INVALID, "a market order never rests: tif must be ioc or fok", f"{at}.tif", cid
+                INVALID,
+                f"a {kind} order never rests (a market order once triggered): tif must be "
+                "ioc or fok",
+                f"{at}.tif",
+                cid,
             )
     elif order.px is None:
-        raise ProtocolError(INVALID, "a limit order needs a px", f"{at}.px", cid)
+        raise ProtocolError(INVALID, f"a {kind} order needs a px", f"{at}.px", cid)
 
 
 # --- requests -> COMMAND records
@@ -660,15 +714,15 @@ def _check_order(order: Order, at: str, cid: int) -> None:
 
 # COMMAND_DTYPE, field by field: packing a record is several times cheaper than
 # numpy's conversion of a tuple, and the gateway makes one per order
-_RECORD = struct.Struct("<qqqqQQIHBBBBBB4x")
+_RECORD = struct.Struct("<qqqqQQIHBBBBBBI")
 assert COMMAND_DTYPE.names == (
     *("seq", "order_id", "price", "qty", "req_id", "idem_key", "client", "instrument"),
-    *("kind", "side", "tif", "ord_type", "flags", "stp", "_pad"),
+    *("kind", "side", "tif", "ord_type", "flags", "stp", "trigger_tick"),
 )
 assert _RECORD.size == COMMAND_DTYPE.itemsize
-assert np.frombuffer(_RECORD.pack(*range(1, 15)), COMMAND_DTYPE)[0].tolist()[:14] == tuple(
-    range(1, 15)
-)
+assert np.frombuffer(_RECORD.pack(*range(1, 16)), COMMAND_DTYPE)[0].tolist() == tuple(range(1, 16))
+# a trigger travels in ticks in 32 bits (records.COMMAND_DTYPE)
+MAX_TRIGGER_TICK = (1 << 32) - 1
 
 
 def _command(
@@ -686,6 +740,7 @@ def _command(
     ord_type=0,
     flags=0,
     stp=0,
+    trigger_tick=0,
 ) -> bytes:
     """A COMMAND record's 64 bytes (``np.frombuffer(b, COMMAND_DTYPE)`` reads it); seq 0."""
     return _RECORD.pack(
@@ -703,7 +758,32 @@ def _command(
         ord_type,
         flags,
         stp,
+        trigger_tick,
     )
+
+
+def trigger_off_grid(trigger: int, book: BookConfig) -> bool:
+    """Whether a trigger price is outside the band, off the tick, or too far to travel."""
+    return (
+        not book.min_price <= trigger <= book.max_price
+        or trigger % book.tick_size != 0
+        or trigger // book.tick_size > MAX_TRIGGER_TICK
+    )
+
+
+def _trigger_tick(trigger: int | None, book: BookConfig) -> int:
+    """The trigger price in ticks, as a command carries it (0: none), grid-checked."""
+    if trigger is None:
+        return 0
+    if trigger_off_grid(trigger, book):
+        raise ProtocolError(
+            INVALID,
+            f"{REJECT_NAMES[REJ_TRIGGER]}: trigger {trigger} must be a multiple of the tick "
+            f"size {book.tick_size} in the price band [{book.min_price}, {book.max_price}] "
+            f"(at most {MAX_TRIGGER_TICK} ticks)",
+            "$.trigger",
+        )
+    return trigger // book.tick_size
 
 
 def _check_qty(qty: int, book: BookConfig) -> None:
@@ -760,6 +840,7 @@ def new_order_command(
         *(0, 0, px, qty, req_id, order.ik, client, instrument, CMD_NEW, SIDES[order.side]),
         *(TIFS[order.tif], ORDER_TYPES[order.ord_type], FLAG_POST_ONLY * order.post_only),
         STP_MODES[order.stp],
+        _trigger_tick(order.trigger, book),
     )
 
 
@@ -777,6 +858,7 @@ def replace_command(
         client=client,
         instrument=instrument,
         kind=CMD_REPLACE,
+        trigger_tick=_trigger_tick(msg.trigger, book),
     )
 
 
@@ -878,6 +960,17 @@ def private_messages(
             qty=e.qty,
             reason=CANCEL_NAMES[e.code],
             leaves=e.leaves,
+            dup=dup,
+        )
+        return [(e.client, msg)]
+    if e.kind == EV_TRIGGERED:
+        msg = Triggered(
+            sym=sym,
+            oid=e.order_id,
+            seq=e.seq,
+            trigger=e.price,
+            qty=e.qty,
+            type=ORDER_TYPE_NAMES[e.code],
             dup=dup,
         )
         return [(e.client, msg)]

@@ -2,8 +2,9 @@
 
 In each drained batch of a shard's events, the event that answers a command
 (``answers_request``) goes to the connection that sent the request, or into its
-group (a NewOrders batch, a MassCancel fanned out to every instrument); fills and
-unrequested cancels go to every connection of the owning client. The inbound
+group (a NewOrders batch, a MassCancel fanned out to every instrument); fills,
+unrequested cancels and triggered stops go to every connection of the owning
+client. The inbound
 stages' refusals come here too (``answer``, ``reply``).
 
 Messages to a connection wait in its outbox until they are sent (``send_out``:
@@ -28,6 +29,7 @@ from exchange.records import (
     EV_DEPTH,
     EV_STATUS,
     EV_TRADE,
+    EV_TRIGGERED,
 )
 from gateway.counters import GatewayCounters
 from gateway.inflight import Inflight, Pending
@@ -114,7 +116,7 @@ class Replies:
                     [(_, msg)] = private_messages(e, sym, p.kind, p.cid, coid)
                     self.group_put(p.group, req_id, msg)
                 continue
-            if kind in (EV_TRADE, EV_CANCELLED):
+            if kind in (EV_TRADE, EV_CANCELLED, EV_TRIGGERED):
                 for client, msg in private_messages(e, sym, 0, 0):
                     self._notify(client, msg)
         self.send_out()

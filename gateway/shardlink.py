@@ -231,9 +231,10 @@ class ShardLink:
         return int(end["seq"][0]), resting, int(end["other_id"][0])
 
     def seed_mirrors(self, seq: int, resting: np.ndarray) -> None:
-        """The mirrors as the shard's books were at ``seq``, from their resting orders."""
+        """The mirrors as the shard's books were at ``seq``, from their resting orders
+        (a waiting stop's record, code != 0, is not in the book)."""
         for inst, mirror in enumerate(self.mirrors):
-            mine = resting[resting["instrument"] == inst]
+            mine = resting[(resting["instrument"] == inst) & (resting["code"] == 0)]
             mirror.load_resting(seq, mine["side"], mine["price"], mine["leaves"])
 
     # ------------------------------------------------------------ the rings

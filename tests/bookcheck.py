@@ -15,9 +15,14 @@ gave for each level. After each batch it checks that the book agrees:
   order is valid for the config, there are no more orders than capacity;
 - every level's total and count equal the last DEPTH event for it (so DEPTH
   named every level that changed, with its final total);
-- inside a level, orders are in ascending seq of (re)entry: ACCEPTED, or a
-  REPLACED that moved the price or raised the open qty (at an unchanged price
-  the level's DEPTH total says which);
+- inside a level, orders are in ascending (seq, idx) of (re)entry: ACCEPTED,
+  TRIGGERED, or a REPLACED that moved the price or raised the open qty (at an
+  unchanged price the level's DEPTH total says which);
+- waiting stops: every TRIGGERED names the first waiting stop the last trade
+  price reaches in trigger order (buy stops lowest trigger first, then sell
+  stops highest first, each trigger in arrival order), its trades follow as
+  its own, and no waiting stop is reached at the end of a command; the book's
+  stop rows and last price are the ones the events said;
 - top(), depth(), order() and state_hash() agree with the canonical rows.
 """
 
@@ -33,6 +38,7 @@ from exchange.records import (
     CMD_NEW,
     CMD_REPLACE,
     CXL_STP,
+    CXL_USER,
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
@@ -40,6 +46,7 @@ from exchange.records import (
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
+    EV_TRIGGERED,
     EVENT_DTYPE,
     FLAG_POST_ONLY,
     REJ_CONFLICT,
@@ -50,8 +57,11 @@ from exchange.records import (
     STP_NONE,
     TIF_GTC,
     TYPE_LIMIT,
+    TYPE_MARKET,
+    TYPE_STOP,
+    TYPE_STOP_LIMIT,
 )
-from exchange.statehash import CANONICAL_FIELDS, hash_canonical
+from exchange.statehash import CANONICAL_FIELDS, STOP_FIELDS, hash_canonical
 
 _COPIED = ("req_id", "idem_key", "instrument")
 _EVENT_COLUMNS = (
@@ -81,6 +91,7 @@ _COMMAND_COLUMNS = (
     "tif",
     "ord_type",
     "stp",
+    "trigger_tick",
 )
 # The bytes of an event that only pad it (no field, or a "_pad" field): they stay zero.
 _EVENT_PADDING = np.ones(EVENT_DTYPE.itemsize, dtype=bool)
@@ -95,6 +106,29 @@ class BookCheckError(AssertionError):
     pass
 
 
+def _entry(seq: int, idx: int = 0) -> int:
+    """A rank of (seq, idx): a triggered stop enters after its command's own order."""
+    return seq << 24 | idx
+
+
+@dataclass(slots=True)
+class _Stop:
+    """A waiting stop, as the events told it."""
+
+    arrival: int
+    trigger: int
+    price: int
+    qty: int
+    ord_type: int
+    tif: int
+    stp: int
+    client: int
+    side: int
+
+    def rank(self) -> tuple[int, int, int]:
+        return (self.side, self.trigger if self.side == SIDE_BUY else -self.trigger, self.arrival)
+
+
 def _fail(msg: str) -> None:
     raise BookCheckError(msg)
 
@@ -103,7 +137,7 @@ def _fail(msg: str) -> None:
 class _Tracked:
     """What the events told about one live order."""
 
-    entry: int  # seq of its (re)entry into its level
+    entry: int  # _entry(seq, idx) of its (re)entry into its level (a stop: its arrival)
     price: int
     filled: int  # traded qty
     stp: int
@@ -129,6 +163,21 @@ class BookChecker:
                 side=r["side"],
             )
         self.levels = _levels_of(rows)
+        self.last_price = book.last_price
+        self.stops: dict[int, _Stop] = {}
+        for rank, row in enumerate(book.stop_rows().tolist()):
+            r = dict(zip(STOP_FIELDS, row, strict=True))
+            self.stops[r["order_id"]] = _Stop(
+                arrival=rank - len(self.stops) - 1_000_000,
+                trigger=r["trigger"],
+                price=r["price"],
+                qty=r["qty"],
+                ord_type=r["ord_type"],
+                tif=r["tif"],
+                stp=r["stp"],
+                client=r["client"],
+                side=r["side"],
+            )
 
     def check(self, cmds: np.ndarray, events: np.ndarray) -> None:
         """Check the events one batch produced, then the book's state after it."""
@@ -201,9 +250,17 @@ class BookChecker:
             self._check_mass_cancelled(cmd, body, where)
             body = body[:-1]
         taker_leaves = None
+        agg = cmd  # the aggressor: the command's order, then each stop it triggers
         for e in body:
-            taker_leaves = self._apply_event(cmd, e, after, taker_leaves, where)
-        self._settle_taker(cmd, taker_leaves, where)
+            if e["kind"] == EV_TRIGGERED:
+                self._settle_taker(agg, taker_leaves, where)
+                agg = self._apply_triggered(cmd, e, where)
+                taker_leaves = e["leaves"]
+                continue
+            taker_leaves = self._apply_event(cmd, agg, e, after, taker_leaves, where)
+        self._settle_taker(agg, taker_leaves, where)
+        if self._first_reached() is not None:
+            _fail(f"{where}: stop {self._first_reached()} is reached and still waits")
         for level, (total, count) in after.items():
             if total:
                 self.levels[level] = (total, count)
@@ -234,8 +291,76 @@ class BookChecker:
         if e["leaves"] or e["other_id"] or e["other_client"] or e["other_leaves"]:
             _fail(f"{where}: REJECTED has unused fields set")
 
-    def _apply_event(self, cmd, e, after, taker_leaves, where):
+    def _first_reached(self) -> int | None:
+        """The waiting stop that must trigger next, by the written order, or None."""
+        if not self.last_price:
+            return None
+        last = self.last_price
+        reached = [
+            (stop.rank(), oid)
+            for oid, stop in self.stops.items()
+            if (last >= stop.trigger if stop.side == SIDE_BUY else last <= stop.trigger)
+        ]
+        return min(reached)[1] if reached else None
+
+    def _apply_triggered(self, cmd, e, where) -> dict:
+        oid = e["order_id"]
+        if oid != self._first_reached():
+            _fail(f"{where}: TRIGGERED {oid}, the first reached stop is {self._first_reached()}")
+        stop = self.stops.pop(oid)
+        if (e["client"], e["side"], e["price"], e["code"]) != (
+            stop.client,
+            stop.side,
+            stop.trigger,
+            stop.ord_type,
+        ):
+            _fail(f"{where}: TRIGGERED {oid} does not describe the stop {stop}")
+        if not e["qty"] == e["leaves"] == stop.qty or e["other_id"] or e["other_client"]:
+            _fail(f"{where}: TRIGGERED {oid} qty/leaves/other fields are wrong")
+        self.orders[oid] = _Tracked(
+            entry=_entry(cmd["seq"], e["idx"]),
+            price=stop.price,
+            filled=0,
+            stp=stop.stp,
+            client=stop.client,
+            side=stop.side,
+        )
+        market = stop.ord_type == TYPE_STOP
+        return {
+            "kind": CMD_NEW,
+            "order_id": oid,
+            "ord_type": TYPE_MARKET if market else TYPE_LIMIT,
+            "tif": stop.tif,
+        }
+
+    def _apply_stop_event(self, cmd, e, stop, where):
+        """CANCELLED or REPLACED of a waiting stop."""
+        oid, kind = e["order_id"], e["kind"]
+        if (e["client"], e["side"]) != (stop.client, stop.side) or e["client"] != cmd["client"]:
+            _fail(f"{where}: event kind {kind} has client/side of another order than {oid}")
+        if kind == EV_CANCELLED:
+            if e["code"] != CXL_USER or (e["qty"], e["leaves"], e["price"]) != (
+                stop.qty,
+                0,
+                stop.price,
+            ):
+                _fail(f"{where}: CANCELLED of waiting stop {oid} is not a user cancel of it")
+            del self.stops[oid]
+            return None
+        if kind != EV_REPLACED or cmd["kind"] != CMD_REPLACE or oid != cmd["order_id"]:
+            _fail(f"{where}: event kind {kind} for waiting stop {oid}")
+        if (e["price"], e["qty"], e["leaves"]) != (cmd["price"], cmd["qty"], cmd["qty"]):
+            _fail(f"{where}: REPLACED of waiting stop {oid} is not the command's")
+        trigger = cmd["trigger_tick"] * self.book.config.tick_size
+        if (trigger, e["price"]) != (stop.trigger, stop.price) or e["qty"] > stop.qty:
+            stop.arrival = _entry(cmd["seq"])
+        stop.trigger, stop.price, stop.qty = trigger, e["price"], e["qty"]
+        return None
+
+    def _apply_event(self, cmd, agg, e, after, taker_leaves, where):
         kind, oid = e["kind"], e["order_id"]
+        if oid in self.stops and kind in (EV_CANCELLED, EV_REPLACED):
+            return self._apply_stop_event(cmd, e, self.stops[oid], where)
         if kind not in (EV_ACCEPTED, EV_REPLACED, EV_TRADE, EV_CANCELLED):
             _fail(f"{where}: event kind {kind} where ACCEPTED/REPLACED/TRADE/CANCELLED belong")
         if kind != EV_CANCELLED and e["code"]:
@@ -249,10 +374,23 @@ class BookChecker:
                 _fail(f"{where}: ACCEPTED price/qty/leaves are not the command's")
             if e["client"] != cmd["client"] or e["side"] != cmd["side"]:
                 _fail(f"{where}: ACCEPTED client/side are not the command's")
-            if oid in self.orders:
+            if oid in self.orders or oid in self.stops:
                 _fail(f"{where}: order {oid} accepted while live")
+            if cmd["ord_type"] in (TYPE_STOP, TYPE_STOP_LIMIT):
+                self.stops[oid] = _Stop(
+                    arrival=_entry(cmd["seq"]),
+                    trigger=cmd["trigger_tick"] * self.book.config.tick_size,
+                    price=e["price"],
+                    qty=e["qty"],
+                    ord_type=cmd["ord_type"],
+                    tif=cmd["tif"],
+                    stp=cmd["stp"],
+                    client=e["client"],
+                    side=e["side"],
+                )
+                return None
             self.orders[oid] = _Tracked(
-                entry=cmd["seq"],
+                entry=_entry(cmd["seq"]),
                 price=e["price"],
                 filled=0,
                 stp=cmd["stp"],
@@ -280,21 +418,21 @@ class BookChecker:
             level = (e["side"], e["price"])
             grew = level in after and after[level][0] > self.levels.get(level, (0, 0))[0]
             if e["price"] != order.price or grew:
-                order.entry = cmd["seq"]
+                order.entry = _entry(cmd["seq"])
             order.price = e["price"]
             return e["leaves"]
         if kind == EV_TRADE:
-            return self._apply_trade(cmd, e, order, taker_leaves, where)
+            return self._apply_trade(agg, e, order, taker_leaves, where)
         if e["code"] not in CANCEL_NAMES or e["qty"] <= 0 or e["leaves"] < 0:
             _fail(f"{where}: CANCELLED code {e['code']} qty {e['qty']} leaves {e['leaves']}")
         if e["leaves"]:
-            return self._apply_partial_cancel(cmd, e, taker_leaves, where)
+            return self._apply_partial_cancel(agg, e, taker_leaves, where)
         if e["price"] != order.price:
             _fail(f"{where}: CANCELLED price {e['price']} is not order {oid}'s {order.price}")
         if cmd["kind"] in (CMD_CANCEL, CMD_MASS_CANCEL) and e["client"] != cmd["client"]:
             _fail(f"{where}: client {cmd['client']} cancelled order {oid} of another client")
         del self.orders[oid]
-        return 0 if oid == cmd["order_id"] else taker_leaves
+        return 0 if oid == agg["order_id"] else taker_leaves
 
     def _apply_partial_cancel(self, cmd, e, taker_leaves, where):
         """An STP decrement: the order lives on with ``leaves`` open."""
@@ -331,6 +469,7 @@ class BookChecker:
                 _fail(f"{where}: order at {taker.price} traded through at {e['price']}")
         taker.filled += e["qty"]
         maker.filled += e["qty"]
+        self.last_price = e["price"]
         if e["other_leaves"] == 0:
             del self.orders[maker_id]
         return e["leaves"]
@@ -358,7 +497,9 @@ class BookChecker:
         rows = book.canonical_rows()
         if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape[1] != len(CANONICAL_FIELDS):
             _fail(f"canonical rows are {rows.dtype} {rows.shape}")
-        if book.state_hash() != hash_canonical(book.last_seq, rows):
+        if book.state_hash() != hash_canonical(
+            book.last_seq, book.last_price, rows, book.stop_rows()
+        ):
             _fail("state_hash() is not the hash of canonical_rows()")
         if len(rows) > cfg.capacity:
             _fail(f"{len(rows)} orders rest in a book of capacity {cfg.capacity}")
@@ -405,11 +546,36 @@ class BookChecker:
         if np.any(same_level & (entries[1:] <= entries[:-1])):
             i = int(np.flatnonzero(same_level & (entries[1:] <= entries[:-1]))[0]) + 1
             _fail(f"order {ids[i]} (entered seq {entries[i]}) queues behind a later order")
+        self._check_stops()
         levels = _levels_of(rows)
         if levels != self.levels:
             diff = sorted(set(levels.items()) ^ set(self.levels.items()))
             _fail(f"level totals disagree with the DEPTH events: {diff[:4]}")
         self._check_queries(rows, levels)
+
+    def _check_stops(self) -> None:
+        book = self.book
+        if book.last_price != self.last_price:
+            _fail(f"last_price is {book.last_price}, the trades said {self.last_price}")
+        want = [
+            (
+                stop.side,
+                stop.trigger,
+                oid,
+                stop.client,
+                stop.qty,
+                stop.price,
+                stop.stp,
+                stop.ord_type,
+                stop.tif,
+            )
+            for oid, stop in sorted(self.stops.items(), key=lambda kv: kv[1].rank())
+        ]
+        got = [tuple(r) for r in book.stop_rows().tolist()]
+        if got != want:
+            _fail(f"stop rows {got[:3]}... are not the waiting stops the events said {want[:3]}")
+        if len(self.orders) + len(self.stops) > book.config.capacity:
+            _fail("more live orders and stops than capacity")
 
     def _check_queries(self, rows: np.ndarray, levels: dict) -> None:
         book = self.book

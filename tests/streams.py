@@ -1,11 +1,12 @@
 """Seeded random command streams that exercise every rule of a book.
 
-A stream mixes all order types, TIFs, post-only, every STP mode, a few clients,
-cancels and replaces of recent (often live) and unknown order ids, orders of
-other clients, mass cancels and a share of invalid commands, with prices around
-a mid that drifts across the price band. Configs with a small capacity make
-REJ_BOOK_FULL happen. Everything is drawn from the numpy Generator it is given,
-so a seed reproduces a stream exactly.
+A stream mixes all order types (stops and stop-limits with triggers on both
+sides of the mid, some reached already or off the band), TIFs, post-only,
+every STP mode, a few clients, cancels and replaces of recent (often live) and
+unknown order ids, orders of other clients, mass cancels and a share of invalid
+commands, with prices around a mid that drifts across the price band. Configs
+with a small capacity make REJ_BOOK_FULL happen. Everything is drawn from the
+numpy Generator it is given, so a seed reproduces a stream exactly.
 """
 
 import numpy as np
@@ -24,6 +25,8 @@ from exchange.records import (
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
+    TYPE_STOP,
+    TYPE_STOP_LIMIT,
     commands,
 )
 
@@ -85,11 +88,18 @@ def random_stream(
     is_new = kind == CMD_NEW
     side = _pick(rng, n, [SIDE_BUY, SIDE_SELL, 0, 3], [0.495, 0.495, 0.005, 0.005])
     tif = _pick(rng, n, [TIF_GTC, TIF_IOC, TIF_FOK, 3], [0.65, 0.18, 0.165, 0.005])
-    ord_type = _pick(rng, n, [TYPE_LIMIT, TYPE_MARKET, 2], [0.9, 0.095, 0.005])
+    p_stop = rng.choice([0.0, 0.04, 0.15])
+    ord_type = _pick(
+        rng,
+        n,
+        [TYPE_LIMIT, TYPE_MARKET, TYPE_STOP, TYPE_STOP_LIMIT, 4],
+        [0.9 - p_stop, 0.095, p_stop / 2, p_stop / 2, 0.005],
+    )
+    stop = (ord_type == TYPE_STOP) | (ord_type == TYPE_STOP_LIMIT)
     # bits no order may carry (FLAG_RETRY, 2, is the gateway's: the shard answers a
     # keyed NEW that carries it before any book sees it)
     flags = _pick(rng, n, [0, FLAG_POST_ONLY, 4, 5], [0.87, 0.12, 0.005, 0.005])
-    flags = np.where((ord_type == TYPE_MARKET) & (rng.random(n) < 0.9), 0, flags)
+    flags = np.where((ord_type != TYPE_LIMIT) & (rng.random(n) < 0.9), 0, flags)
     stp = _pick(rng, n, [0, 1, 2, 3, 4, 7], [0.3, 0.14, 0.14, 0.14, 0.27, 0.01])
 
     # The mid walks in ticks across the band, bouncing off its edges, so that
@@ -108,6 +118,18 @@ def random_stream(
     if tick > 1:
         price = np.where((odd >= 0.02) & (odd < 0.03), price + 1, price)
 
+    # A stop's trigger: mostly beyond the mid on its own side (a buy stop above),
+    # some through it (reached already once there was a trade), a few off the band
+    # or on an order that is not a stop.
+    beyond = rng.integers(-2, int(rng.choice(SPREAD_TICKS)) + 1, size=n)
+    trigger = config.min_price + tick * (mid + np.where(side == SIDE_SELL, -beyond, beyond))
+    trigger = np.clip(trigger, config.min_price, config.max_price)
+    odd = rng.random(n)
+    trigger = np.where(odd < 0.01, config.min_price - tick, trigger)
+    trigger = np.where((odd >= 0.01) & (odd < 0.02), config.max_price + tick, trigger)
+    trigger_tick = np.maximum(trigger // tick, 0)
+    trigger_tick = np.where(stop | (rng.random(n) < 0.003), trigger_tick, 0)
+
     qty = lot * rng.integers(1, 9, size=n)
     qty = np.where(rng.random(n) < 0.1, lot * rng.integers(9, 40, size=n), qty)
     odd = rng.random(n)
@@ -124,7 +146,7 @@ def random_stream(
 
     # Cancels and replaces mostly aim at a recent GTC limit NEW (as its owner,
     # at or near its price); some at an id nobody has, some as another client.
-    restable = is_new & (tif == TIF_GTC) & (ord_type == TYPE_LIMIT)
+    restable = is_new & (((tif == TIF_GTC) & (ord_type == TYPE_LIMIT)) | stop)
     rank = np.cumsum(restable) - 1
     acts = (kind == CMD_CANCEL) | (kind == CMD_REPLACE)
     targets = acts & (rank >= 0) & (rng.random(n) < 0.97)
@@ -135,6 +157,11 @@ def random_stream(
         client = np.where(targets & (rng.random(n) < 0.95), client[target], client)
         keep_price = targets & (kind == CMD_REPLACE) & (rng.random(n) < 0.5)
         price = np.where(keep_price, price[target], price)
+        # a replace of a stop restates a trigger (its own, often), of another order not
+        replaces = targets & (kind == CMD_REPLACE)
+        keep_trigger = replaces & stop[target] & (rng.random(n) < 0.5)
+        trigger_tick = np.where(replaces & ~stop[target], 0, trigger_tick)
+        trigger_tick = np.where(keep_trigger, trigger_tick[target], trigger_tick)
     order_id = np.where(acts & ~targets, -1 - rng.integers(0, 1000, size=n), order_id)
     order_id = np.where(kind == CMD_MASS_CANCEL, 0, order_id)
 
@@ -148,6 +175,7 @@ def random_stream(
     cmds["ord_type"] = ord_type
     cmds["flags"] = flags
     cmds["stp"] = stp
+    cmds["trigger_tick"] = np.where((kind == CMD_NEW) | (kind == CMD_REPLACE), trigger_tick, 0)
     return cmds
 
 

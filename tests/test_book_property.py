@@ -127,7 +127,8 @@ _command = st.fixed_dictionaries(
         "qty": st.integers(-1, 6),
         "client": st.integers(1, 2),
         "tif": st.integers(0, 3),
-        "ord_type": st.integers(0, 2),
+        "ord_type": st.integers(0, 4),
+        "trigger_tick": st.sampled_from([0, 0, 0, 95, 97, 99, 100, 101, 103, 105]),
         "flags": st.integers(0, 2),
         "stp": st.integers(0, 5),
     }

@@ -7,6 +7,7 @@ are compared in a compact form, one tuple per event:
     ("trade", taker, maker, price, qty, taker_leaves, maker_leaves)
     ("cancelled", reason, order_id, price, qty)
     ("replaced", order_id, price, qty, leaves)
+    ("triggered", order_id, trigger price, qty)
     ("depth", side, price, total, count)
 
 and ``Exchange.send`` checks every other field of every event on the way
@@ -31,6 +32,7 @@ from exchange.records import (
     EV_REJECTED,
     EV_REPLACED,
     EV_TRADE,
+    EV_TRIGGERED,
     EVENT_DTYPE,
     FLAG_POST_ONLY,
     REJECT_NAMES,
@@ -46,6 +48,8 @@ from exchange.records import (
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
+    TYPE_STOP,
+    TYPE_STOP_LIMIT,
     commands,
 )
 from exchange.statehash import hash_canonical
@@ -57,9 +61,12 @@ REQ_BASE = 1 << 63
 IDEM_BASE = 1 << 40
 
 
-def new(oid, side, price, qty, client=1, *, tif=TIF_GTC, ord_type=TYPE_LIMIT, flags=0, stp=0):
+def new(
+    oid, side, price, qty, client=1, *, tif=TIF_GTC, ord_type=TYPE_LIMIT, flags=0, stp=0, trigger=0
+):
     return dict(
         kind=CMD_NEW,
+        trigger_tick=trigger,
         order_id=oid,
         side=side,
         price=price,
@@ -76,8 +83,16 @@ def cancel(oid, client=1):
     return dict(kind=CMD_CANCEL, order_id=oid, client=client)
 
 
-def replace(oid, price, qty, client=1):
-    return dict(kind=CMD_REPLACE, order_id=oid, price=price, qty=qty, client=client)
+def replace(oid, price, qty, client=1, trigger=0):
+    return dict(
+        kind=CMD_REPLACE, order_id=oid, price=price, qty=qty, client=client, trigger_tick=trigger
+    )
+
+
+def stop(oid, side, qty, trigger, client=1, *, price=0, tif=TIF_IOC, stp=0):
+    """A stop (no price: market when triggered) or, with a price, a stop-limit."""
+    kind = TYPE_STOP_LIMIT if price else TYPE_STOP
+    return new(oid, side, price, qty, client, tif=tif, ord_type=kind, stp=stp, trigger=trigger)
 
 
 def mass_cancel(client=1):
@@ -126,7 +141,7 @@ class Exchange:
         kind, oid = int(e["kind"]), int(e["order_id"])
         if kind != EV_TRADE:
             assert (e["other_id"], e["other_client"], e["other_leaves"]) == (0, 0, 0)
-        if kind not in (EV_REJECTED, EV_CANCELLED):
+        if kind not in (EV_REJECTED, EV_CANCELLED, EV_TRIGGERED):
             assert e["code"] == 0
         if kind == EV_REJECTED:
             for name in ("order_id", "side", "price", "qty", "client"):
@@ -164,6 +179,9 @@ class Exchange:
                 assert e["code"] == CXL_STP
                 return (*out, int(e["leaves"]))
             return out
+        if kind == EV_TRIGGERED:
+            assert e["code"] in (TYPE_STOP, TYPE_STOP_LIMIT) and e["leaves"] == e["qty"]
+            return ("triggered", oid, int(e["price"]), int(e["qty"]))
         assert kind == EV_REPLACED
         return ("replaced", oid, int(e["price"]), int(e["qty"]), int(e["leaves"]))
 
@@ -221,10 +239,12 @@ def test_event_fields_of_a_trade_are_complete(book_cls):
         dict(side=0),
         dict(side=3),
         dict(tif=3),
-        dict(ord_type=2),
+        dict(ord_type=4),
         dict(stp=5),
         dict(flags=2),
         dict(flags=FLAG_POST_ONLY, ord_type=TYPE_MARKET),
+        dict(flags=FLAG_POST_ONLY, ord_type=TYPE_STOP_LIMIT, trigger_tick=100),
+        dict(trigger_tick=100),
     ],
 )
 def test_new_with_a_field_out_of_range_is_a_bad_command(book_cls, fields):
@@ -983,7 +1003,7 @@ def test_state_hash_covers_queue_order_and_last_seq(book_cls):
     c = Exchange(book_cls)
     c.send(new(1, B, 100, 5), new(2, B, 100, 5))
     assert c.book.state_hash() == a.book.state_hash()
-    assert a.book.state_hash() == hash_canonical(2, a.book.canonical_rows())
+    assert a.book.state_hash() == hash_canonical(2, 0, a.book.canonical_rows(), a.book.stop_rows())
     a.send(mass_cancel(client=9))
     assert a.book.state_hash() != c.book.state_hash()
 
@@ -1023,3 +1043,217 @@ def test_restore_refuses_garbage(book_cls):
     for data in (b"", b"not a snapshot", b"\x00" * 64):
         with pytest.raises(ValueError):
             book_cls.restore(data)
+
+
+# ---------------------------------------------------------------- stops
+
+
+def stops_book(book_cls):
+    """Asks at 101 (5) and 102 (5) of client 9, bids at 99 (5) and 98 (5); last trade none."""
+    ex = Exchange(book_cls)
+    ex.send(
+        new(1, S, 101, 5, client=9),
+        new(2, S, 102, 5, client=9),
+        new(3, B, 99, 5, client=9),
+        new(4, B, 98, 5, client=9),
+    )
+    return ex
+
+
+def test_a_stop_waits_off_the_book(book_cls):
+    ex = stops_book(book_cls)
+    rows = ex.rows()
+    assert ex.send(stop(10, B, 3, 101), stop(11, S, 3, 99, price=98, tif=TIF_GTC)) == [
+        ("accepted", 10, 0, 3),
+        ("accepted", 11, 98, 3),
+    ]
+    assert ex.rows() == rows  # no DEPTH, not in the book
+    assert ex.book.depth(5) == ([(99, 5, 1), (98, 5, 1)], [(101, 5, 1), (102, 5, 1)])
+    assert ex.book.stop_rows().tolist() == [
+        [B, 101, 10, 1, 3, 0, 0, TYPE_STOP, TIF_IOC],
+        [S, 99, 11, 1, 3, 98, 0, TYPE_STOP_LIMIT, TIF_GTC],
+    ]
+
+
+def test_buy_stop_triggers_when_the_last_trade_reaches_it(book_cls):
+    ex = stops_book(book_cls)
+    ex.send(stop(10, B, 3, 102))
+    # a trade at 101 does not reach 102
+    assert ex.send(new(20, B, 101, 1, client=2)) == [
+        ("accepted", 20, 101, 1),
+        ("trade", 20, 1, 101, 1, 0, 4),
+        ("depth", S, 101, 4, 1),
+    ]
+    assert ex.send(new(21, B, 102, 5, client=2)) == [
+        ("accepted", 21, 102, 5),
+        ("trade", 21, 1, 101, 4, 1, 0),
+        ("trade", 21, 2, 102, 1, 0, 4),
+        ("triggered", 10, 102, 3),
+        ("trade", 10, 2, 102, 3, 0, 1),
+        ("depth", S, 101, 0, 0),
+        ("depth", S, 102, 1, 1),
+    ]
+    assert ex.book.stop_rows().tolist() == []
+    assert ex.book.last_price == 102
+
+
+def test_sell_stop_limit_triggers_and_rests_with_the_triggers_time(book_cls):
+    ex = stops_book(book_cls)
+    ex.send(stop(10, S, 8, 98, price=97, tif=TIF_GTC))
+    assert ex.send(new(21, S, 98, 6, client=2)) == [
+        ("accepted", 21, 98, 6),
+        ("trade", 21, 3, 99, 5, 1, 0),
+        ("trade", 21, 4, 98, 1, 0, 4),
+        ("triggered", 10, 98, 8),
+        ("trade", 10, 4, 98, 4, 4, 0),
+        ("depth", B, 99, 0, 0),
+        ("depth", B, 98, 0, 0),
+        ("depth", S, 97, 4, 1),
+    ]
+    assert ex.rows() == [(S, 97, 10, 1, 8, 4), (S, 101, 1, 9, 5, 5), (S, 102, 2, 9, 5, 5)]
+    # at the back of its level: an ask at 97 placed before the trigger stays ahead
+    ex.send(new(22, B, 101, 9, client=2))  # clears 97 and 101, last 101
+    ex.send(new(30, S, 97, 1, client=3), stop(11, S, 1, 98, price=97, tif=TIF_GTC))
+    ex.send(new(31, B, 96, 1, client=4), new(32, S, 96, 1, client=5))  # last 96: 11 rests
+    assert [r[2] for r in ex.rows() if r[1] == 97] == [30, 11]
+
+
+def test_stop_reached_on_arrival_is_rejected(book_cls):
+    ex = stops_book(book_cls)
+    assert ex.send(stop(10, B, 1, 90)) == [("accepted", 10, 0, 1)]  # no trade yet: waits
+    ex.send(cancel(10))
+    ex.send(new(20, B, 101, 1, client=2))  # last trade 101
+    assert ex.send(stop(11, B, 1, 101)) == rejected("trigger_already_reached", 11)
+    assert ex.send(stop(12, S, 1, 101)) == rejected("trigger_already_reached", 12)
+    assert ex.send(stop(13, B, 1, 200_000)) == rejected("trigger_invalid", 13)
+    assert ex.send(stop(14, B, 1, 0)) == rejected("trigger_invalid", 14)
+    assert ex.send(new(15, B, 90, 1, trigger=95)) == rejected("bad_command", 15)
+    assert ex.send(stop(16, B, 1, 102) | dict(flags=FLAG_POST_ONLY)) == rejected("bad_command", 16)
+
+
+def test_one_trade_triggers_several_stops_in_trigger_then_arrival_order(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 1, client=9), new(2, S, 105, 50, client=9))
+    # arrival: 10 (trigger 100), 11 (99), 12 (100), 13 (99)
+    ex.send(stop(10, B, 1, 100), stop(11, B, 1, 99), stop(12, B, 1, 100), stop(13, B, 1, 99))
+    events = ex.send(new(20, B, 100, 1, client=2))
+    assert [e for e in events if e[0] == "triggered"] == [
+        ("triggered", 11, 99, 1),
+        ("triggered", 13, 99, 1),
+        ("triggered", 10, 100, 1),
+        ("triggered", 12, 100, 1),
+    ]
+    assert [e[1] for e in events if e[0] == "trade"] == [20, 11, 13, 10, 12]
+
+
+def test_sell_stops_trigger_highest_first(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, B, 100, 1, client=9), new(2, B, 95, 50, client=9))
+    ex.send(stop(10, S, 1, 98), stop(11, S, 1, 100), stop(12, S, 1, 99))
+    events = ex.send(new(20, S, 100, 1, client=2))
+    assert [e[1] for e in events if e[0] == "triggered"] == [11, 12, 10]
+
+
+def test_a_stop_triggers_another_through_its_trades(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 1, client=9), new(2, S, 103, 2, client=9), new(3, S, 106, 5, client=9))
+    ex.send(stop(10, B, 2, 101), stop(11, B, 1, 103))
+    assert ex.send(new(20, B, 100, 1, client=2)) == [
+        ("accepted", 20, 100, 1),
+        ("trade", 20, 1, 100, 1, 0, 0),
+        # 100 reaches neither; nothing waits for 100 ... so nothing triggers
+        ("depth", S, 100, 0, 0),
+    ]
+    ex.send(stop(12, B, 2, 100))  # rejected: reached (last 100)
+    ex.send(new(4, S, 101, 1, client=9), new(21, B, 101, 1, client=2))  # last 101: 10 goes
+    assert ex.book.stop_rows().tolist() == []
+    assert ex.rows() == [(S, 106, 3, 9, 5, 4)]
+
+
+def test_cascade_in_one_command(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 1, client=9), new(2, S, 102, 1, client=9), new(3, S, 104, 5, client=9))
+    ex.send(stop(10, B, 1, 100), stop(11, B, 1, 102))
+    assert ex.send(new(20, B, 100, 1, client=2)) == [
+        ("accepted", 20, 100, 1),
+        ("trade", 20, 1, 100, 1, 0, 0),
+        ("triggered", 10, 100, 1),
+        ("trade", 10, 2, 102, 1, 0, 0),  # last 102: reaches stop 11
+        ("triggered", 11, 102, 1),
+        ("trade", 11, 3, 104, 1, 0, 4),
+        ("depth", S, 100, 0, 0),
+        ("depth", S, 102, 0, 0),
+        ("depth", S, 104, 4, 1),
+    ]
+
+
+def test_cancel_and_replace_of_a_waiting_stop(book_cls):
+    ex = stops_book(book_cls)
+    ex.send(new(20, B, 101, 1, client=2))  # last 101
+    ex.send(stop(10, B, 2, 103), stop(11, B, 2, 103), stop(12, S, 2, 99, price=98, tif=TIF_GTC))
+    # the same trigger and price, less qty: keeps its rank; a new trigger: to the back
+    assert ex.send(replace(10, 0, 1, trigger=103)) == [("replaced", 10, 0, 1, 1)]
+    assert ex.book.stop_rows()[:, 2].tolist() == [10, 11, 12]
+    assert ex.send(replace(10, 0, 2, trigger=103)) == [("replaced", 10, 0, 2, 2)]
+    assert ex.book.stop_rows()[:, 2].tolist() == [11, 10, 12]
+    assert ex.send(replace(12, 97, 3, trigger=100)) == [("replaced", 12, 97, 3, 3)]
+    assert ex.book.stop_rows()[:, 1].tolist() == [103, 103, 100]
+    # rejects leave it untouched
+    assert ex.send(replace(12, 97, 3, trigger=101)) == rejected("trigger_already_reached", 12)
+    assert ex.send(replace(12, 97, 3)) == rejected("trigger_invalid", 12)
+    assert ex.send(replace(12, 200_000, 3, trigger=100)) == rejected("price_outside_band", 12)
+    assert ex.send(replace(12, 97, 3, trigger=100, client=2)) == rejected("order_not_found", 12)
+    assert ex.send(replace(2, 102, 5, client=9, trigger=100)) == rejected("trigger_invalid", 2)
+    assert ex.send(cancel(11)) == [("cancelled", "user", 11, 0, 2)]
+    assert ex.send(mass_cancel()) == [
+        ("cancelled", "user", 10, 0, 2),
+        ("cancelled", "user", 12, 97, 3),
+        ("mass_cancelled", 1, 2),
+    ]
+    assert ex.book.stop_rows().tolist() == []
+    assert ex.send(cancel(12)) == rejected("order_not_found", 12)
+
+
+def test_stp_applies_when_a_stop_triggers(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 1, client=9), new(2, S, 101, 3, client=1))
+    ex.send(stop(10, B, 2, 100, stp=STP_CANCEL_NEWEST))
+    assert ex.send(new(20, B, 100, 1, client=2)) == [
+        ("accepted", 20, 100, 1),
+        ("trade", 20, 1, 100, 1, 0, 0),
+        ("triggered", 10, 100, 2),
+        ("cancelled", "self_trade", 10, 0, 2),
+        ("depth", S, 100, 0, 0),
+    ]
+    assert ex.rows() == [(S, 101, 2, 1, 3, 3)]
+
+
+def test_market_stop_with_no_liquidity_is_cancelled(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 1, client=9), stop(10, B, 4, 100))
+    assert ex.send(new(20, B, 100, 1, client=2)) == [
+        ("accepted", 20, 100, 1),
+        ("trade", 20, 1, 100, 1, 0, 0),
+        ("triggered", 10, 100, 4),
+        ("cancelled", "ioc_remainder", 10, 0, 4),
+        ("depth", S, 100, 0, 0),
+    ]
+
+
+def test_a_stop_takes_a_slot_while_it_waits(book_cls):
+    ex = Exchange(book_cls, capacity=2)
+    ex.send(new(1, S, 100, 1, client=9), stop(10, B, 1, 100))
+    assert ex.send(stop(11, B, 1, 101)) == rejected("book_full", 11)
+    assert ex.send(new(12, B, 90, 1)) == rejected("book_full", 12)
+
+
+def test_stops_survive_snapshot_and_restore(book_cls):
+    ex = stops_book(book_cls)
+    ex.send(new(20, B, 101, 1, client=2))
+    ex.send(stop(10, B, 2, 102), stop(11, S, 2, 98, price=97, tif=TIF_GTC))
+    again = type(ex.book).restore(ex.book.snapshot())
+    assert again.state_hash() == ex.book.state_hash()
+    assert again.stop_rows().tolist() == ex.book.stop_rows().tolist()
+    assert again.last_price == ex.book.last_price == 101
+    ex.book = again
+    assert [e[1] for e in ex.send(new(21, B, 102, 5, client=2)) if e[0] == "triggered"] == [10]

@@ -121,7 +121,10 @@ def shard_books(daemon: Daemon) -> dict[str, tuple[int, list[str]]]:
         with Journal(f"{daemon.config.journal.dir}/{shard.name}", readonly=True) as j:
             engine = ShardEngine(index, books, j)
             engine.recover(use_snapshot=False)
-            rows = [hash_canonical(0, b.canonical_rows()) for b in engine.books]
+            rows = [
+                hash_canonical(0, b.last_price, b.canonical_rows(), b.stop_rows())
+                for b in engine.books
+            ]
             out[shard.name] = (engine.last_seq, rows)
     return out
 

@@ -74,6 +74,7 @@ SAMPLES = {
     ),
     p.Cancelled: p.Cancelled(cid=0, sym="ACME", oid=4, seq=10, qty=7, reason="self_trade"),
     p.Replaced: p.Replaced(cid=3, sym="ACME", oid=4, seq=11, px=10_020, qty=50, leaves=20),
+    p.Triggered: p.Triggered(sym="ACME", oid=4, seq=12, trigger=10_010, qty=5, type="stop"),
     p.OrderStatus: p.OrderStatus(
         cid=5, sym="ACME", oid=4, side="buy", px=1, qty=2, leaves=1, state="live", seq=3
     ),

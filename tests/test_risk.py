@@ -247,9 +247,11 @@ def one_book_config(book_config):
 
 
 def book_truth(book: Book) -> dict:
-    """client -> [open buy qty, open sell qty, orders], from the book's resting orders."""
+    """client -> [open buy qty, open sell qty, orders], from the book's resting orders
+    and its waiting stops (risk counts a stop's exposure before it triggers)."""
     truth = {}
-    for side, _, _, client, _, leaves, _, _ in book.canonical_rows().tolist():
+    rows = book.canonical_rows()[:, [0, 3, 5]].tolist() + book.stop_rows()[:, [0, 3, 4]].tolist()
+    for side, client, leaves in rows:
         t = truth.setdefault(client, [0, 0, 0])
         t[side - 1] += leaves
         t[2] += 1
@@ -281,7 +283,9 @@ def test_exposure_follows_the_book_on_random_streams(seed):
         assert risk_view(r) == book_truth(book)
     assert {EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_REPLACED} <= kinds
     # the table holds exactly the book's orders, with their total and open qty
-    rows = book.canonical_rows()
+    # (waiting stops as a sync serves them: their qty open)
+    stops = book.stop_rows()[:, [0, 5, 2, 3, 4, 4, 6, 6]]
+    rows = np.concatenate([book.canonical_rows(), stops])
     table = ordertable.live(r.table)
     assert sorted(table[:, 0].tolist()) == sorted(rows[:, 2].tolist())
     mine = {row[0]: (row[T_QTY], row[T_LEAVES]) for row in table.tolist()}

@@ -238,7 +238,12 @@ def cmd_order(args) -> int:
 
     config, ident = _connect(args)
     fields = {"tif": args.tif, "stp": args.stp, "post_only": args.post_only}
-    fields["type"] = args.type or ("limit" if args.price is not None else "market")
+    limit = args.price is not None
+    if args.trigger is None:
+        fields["type"] = args.type or ("limit" if limit else "market")
+    else:
+        fields["type"] = args.type or ("stop_limit" if limit else "stop")
+        fields["trigger"] = args.trigger
     if args.coid:
         fields["coid"] = args.coid
     # chosen here, so that after a timeout the order can be retried without risk
@@ -655,7 +660,18 @@ def _parser() -> argparse.ArgumentParser:
         "price", type=int, nargs="?", metavar="PRICE", help="none: a market order"
     )
     order_cmd.add_argument("--tif", choices=["gtc", "ioc", "fok"], default="gtc")
-    order_cmd.add_argument("--type", choices=["limit", "market"], help="default: by PRICE")
+    order_cmd.add_argument(
+        "--type",
+        choices=["limit", "market", "stop", "stop_limit"],
+        help="default: by PRICE and --trigger",
+    )
+    order_cmd.add_argument(
+        "--trigger",
+        type=int,
+        metavar="PRICE",
+        help="a stop: waits until the last trade reaches PRICE (buy: at or above, sell: at or "
+        "below), then enters as a market order, or a limit one at PRICE given (stop_limit)",
+    )
     order_cmd.add_argument("--post-only", action="store_true")
     order_cmd.add_argument(
         "--stp",

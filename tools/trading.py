@@ -1,5 +1,5 @@
 """``exch order`` and ``exch cancel``: one request from the shell, its answer, then the
-notices (fills, cancels) that arrive within a short wait.
+notices (fills, cancels, triggered stops) that arrive within a short wait.
 
 For people at a terminal; bots use ``gateway.client`` directly. The request is
 checked by the gateway like any other: a bad one comes back as a ``Reject``
@@ -17,6 +17,7 @@ from gateway.protocol import (
     MassCancelled,
     Reject,
     Replaced,
+    Triggered,
 )
 
 
@@ -37,6 +38,11 @@ def describe(msg) -> str:
         return f"cancelled: {msg.sym} order {msg.oid}, {msg.qty} off the book ({msg.reason}){dup}"
     if isinstance(msg, Replaced):
         return f"replaced: {msg.sym} order {msg.oid} now {msg.qty} @ {msg.px}, leaves {msg.leaves}"
+    if isinstance(msg, Triggered):
+        return (
+            f"triggered: {msg.sym} {msg.type} order {msg.oid} ({msg.qty}) at trigger "
+            f"{msg.trigger}, seq {msg.seq}{dup}"
+        )
     if isinstance(msg, MassCancelled):
         return f"mass cancel: {msg.n} order(s) cancelled on {msg.sym or 'every symbol'}"
     if isinstance(msg, BatchAck):

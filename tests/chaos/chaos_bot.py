@@ -3,11 +3,12 @@
     python tests/chaos/chaos_bot.py --endpoint E --keys-dir D --secret F --client N
         --seconds S --rate R --seed X --out records.json
 
-Each request is a GTC or IOC limit order near an instrument's reference price
-(so orders of different bots trade) with its own idempotency key, or a cancel
-of one of its live orders, or (``REUSE_SHARE``) a *cross-instrument reuse*: a
-NewOrder under the key of one of the bot's own orders it saw acknowledged, on an
-instrument of the other shard. The only right final answer to a reuse is a
+Each request is a GTC or IOC limit order, or a GTC stop-limit (``STOP_SHARE``),
+near an instrument's reference price (so orders of different bots trade) with
+its own idempotency key, or a cancel of one of its live orders, or
+(``REUSE_SHARE``) a *cross-instrument reuse*: a NewOrder under the key of one
+of the bot's own orders it saw acknowledged, on an instrument of the other
+shard. The only right final answer to a reuse is a
 ``conflict`` Reject (``busy``, ``unavailable`` and ``rate_limited`` are retried
 as for any order); it must never be acknowledged, since its key has an order
 already. Only acknowledged keys are reused: the original of a key still
@@ -66,6 +67,7 @@ SHARDS = {"ACME": "s0", "BOLT": "s0", "BTC-USD": "s1", "ETH-USD": "s1"}
 SPREAD_TICKS = 3  # prices within this many ticks of the reference: orders cross often
 MAX_LOTS = 5
 IOC_SHARE = 0.1
+STOP_SHARE = 0.1  # of the orders: GTC stop-limits, their trigger near the reference
 CANCEL_SHARE = 0.15
 REUSE_SHARE = 0.07  # requests that reuse an acknowledged key on the other shard's instruments
 RETRY_SECONDS = 1.5
@@ -99,6 +101,7 @@ class Bot:
         self.live: dict[int, str] = {}  # oid -> symbol of orders that may rest
         self.acked: list[tuple[int, str, int]] = []  # (key, symbol, oid) of acknowledged orders
         self.reuses: dict[int, dict] = {}  # cid -> its entry in records["reuses"]
+        self.refused: dict[int, int] = {}  # cid -> key of a NewOrder answered by a Reject
         self.next_cid = 1
         self.monitor: zmq.Socket | None = None  # the connection's CURVE handshakes
         self.monitors = 0
@@ -154,6 +157,14 @@ class Bot:
         side = rng.choice(("buy", "sell"))
         px = ref + tick * rng.randint(-SPREAD_TICKS, SPREAD_TICKS)
         qty = lot * rng.randint(1, MAX_LOTS)
+        if rng.random() < STOP_SHARE:
+            # a buy stop above the reference, a sell stop below: trades around it reach
+            # them (and a stop the last trade has reached already is refused, rightly)
+            trigger = ref + tick * rng.randint(0, SPREAD_TICKS) * (1 if side == "buy" else -1)
+            kind = "stop_limit"
+            return NewOrder(
+                cid=cid, sym=sym, side=side, qty=qty, px=px, ord_type=kind, trigger=trigger, ik=ik
+            )
         tif = "ioc" if rng.random() < IOC_SHARE else "gtc"
         return NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, tif=tif, ik=ik)
 
@@ -209,6 +220,10 @@ class Bot:
                 return
             kind = "cancel" if isinstance(p.msg, Cancel) else "new"
             r["rejects"].append([cid, kind, msg.code, msg.field, msg.reason, now])
+            if kind == "new":
+                # a refused order used no key: a retry of it already sent may still be
+                # taken (a stop no longer reached), and its late Ack names this key
+                self.refused[cid] = p.msg.ik
             del self.pending[cid]
         elif isinstance(msg, Cancelled):
             self.live.pop(msg.oid, None)
@@ -242,7 +257,7 @@ class Bot:
         for ack in reversed(self.records["acks"]):
             if ack[0] == cid:
                 return ack[1]
-        return 0
+        return self.refused.get(cid, 0)
 
     # ------------------------------------------------------------ the loop
 

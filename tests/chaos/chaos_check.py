@@ -44,7 +44,14 @@ import msgspec
 from exchange.engine import ShardEngine
 from exchange.idempotency import used_news
 from exchange.journal import Journal
-from exchange.records import EV_ACCEPTED, EV_TRADE, SIDE_BUY, SIDE_SELL
+from exchange.records import (
+    EV_ACCEPTED,
+    EV_TRADE,
+    REJ_TRIGGER_REACHED,
+    REJECT_NAMES,
+    SIDE_BUY,
+    SIDE_SELL,
+)
 from tools.journalview import JournalView
 from tools.verify import render, verify_journal
 
@@ -302,7 +309,8 @@ def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, ki
                 "fills", f"client {client}: fill {side} {qty}@{px} of {oid} at ({seq}, {idx}): {t}"
             )
     for cid, kind, code, fld, reason, _ in r["rejects"]:
-        if kind == "new":
+        # a stop the last trade had reached when it arrived is refused: the right answer
+        if kind == "new" and not reason.startswith(REJECT_NAMES[REJ_TRIGGER_REACHED]):
             report.add("answers", f"client {client}: order cid {cid} refused {code} {fld} {reason}")
     if r["unanswered"]:
         report.add("answers", f"client {client}: {len(r['unanswered'])} requests never answered")
