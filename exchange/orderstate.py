@@ -21,7 +21,9 @@ keeps the total qty and idem key of its previous row: ``derive`` marks those
 rows and ``merge_prior`` fills them in from the rows already journaled.
 
 A CANCELLED with leaves > 0 (an STP decrement's partial cancel) keeps the order
-live and takes its qty off the order's total.
+live and takes its qty off the order's total. TRIGGERED changes nothing (the
+stop was live and stays live); a triggered stop whose only events in a batch
+are its trades as the taker keeps the price of its previous row.
 """
 
 from typing import NamedTuple
@@ -257,6 +259,11 @@ def _merge_one(r, flag, prior):
     if flag == NEEDS_QTY_AND_KEY:
         # such a row holds the batch's decrements (0 or less) in qty until now
         r.qty += prior.qty
+        if r.price == 0:
+            # no event of the batch gave its price: a stop triggered in this batch
+            # that only traded as the taker (a maker's trade, a cancel, a replace
+            # all carry the order's price)
+            r.price = prior.price
 
 
 @njit(cache=True)
