@@ -11,7 +11,7 @@ import numpy as np
 from streams import random_batches, random_stream
 
 from exchange.bookconfig import BookConfig
-from exchange.records import EVENT_DTYPE
+from exchange.records import CMD_NEW, EVENT_DTYPE
 from exchange.reference import ReferenceBook
 
 CONFIG = BookConfig(min_price=100, max_price=160, tick_size=1, lot_size=1, max_qty=100)
@@ -33,6 +33,14 @@ def shard_stream(seed: int, n: int, instruments: int = 2):
     # instrument i's commands go where owner == i, in their own order
     cmds = cmds[np.argsort(np.argsort(owner, kind="stable"))]
     cmds["seq"] = np.cumsum(rng.integers(1, 3, n))
+    # a shard gives every NEW an id of its own (from its seq): the streams' reused ids
+    # (a book's REJ_DUPLICATE_ID, or another refusal checked first) are new ones here
+    new = np.flatnonzero(cmds["kind"] == CMD_NEW)
+    ids = cmds["order_id"][new]
+    again = np.ones(len(ids), bool)
+    again[np.unique(ids, return_index=True)[1]] = False
+    ids[again] = ids.max() + 1 + np.arange(int(again.sum()))
+    cmds["order_id"][new] = ids
     books = [ReferenceBook(CONFIG) for _ in range(instruments)]
     evs = [books[i].process(cmds[cmds["instrument"] == i]) for i in range(instruments)]
     events = np.concatenate(evs, dtype=EVENT_DTYPE)
