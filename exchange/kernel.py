@@ -279,9 +279,9 @@ def _next_ask(st, lvl):
 
 
 @tiny
-def _link_tail(st, o, s, lvl):
-    """Append slot ``o`` at the back of level ``lvl`` of side index ``s``."""
-    li = s * st.meta[M_LEVELS] + lvl
+def _queue_append(st, o, li, lvl):
+    """Put slot ``o`` at the back of level row ``li``'s queue (a price level's or a
+    trigger level's: the same doubly linked list through the orders' rows)."""
     t = st.levels[li, L_TAIL]
     st.orders[o, O_LEVEL] = lvl
     st.orders[o, O_PREV] = t
@@ -291,6 +291,28 @@ def _link_tail(st, o, s, lvl):
     else:
         st.levels[li, L_HEAD] = o
     st.levels[li, L_TAIL] = o
+
+
+@tiny
+def _queue_remove(st, o, li):
+    """Take slot ``o`` out of level row ``li``'s queue."""
+    p = st.orders[o, O_PREV]
+    n = st.orders[o, O_NEXT]
+    if p >= 0:
+        st.orders[p, O_NEXT] = n
+    else:
+        st.levels[li, L_HEAD] = n
+    if n >= 0:
+        st.orders[n, O_PREV] = p
+    else:
+        st.levels[li, L_TAIL] = p
+
+
+@tiny
+def _link_tail(st, o, s, lvl):
+    """Append slot ``o`` at the back of level ``lvl`` of side index ``s``."""
+    li = s * st.meta[M_LEVELS] + lvl
+    _queue_append(st, o, li, lvl)
     st.levels[li, L_COUNT] += 1
     st.levels[li, L_QTY] += st.orders[o, O_LEAVES]
     st.meta[M_LIVE_BID + s] += 1
@@ -308,16 +330,7 @@ def _unlink(st, o):
     s = st.orders[o, O_SIDE] - 1
     lvl = st.orders[o, O_LEVEL]
     li = s * st.meta[M_LEVELS] + lvl
-    p = st.orders[o, O_PREV]
-    n = st.orders[o, O_NEXT]
-    if p >= 0:
-        st.orders[p, O_NEXT] = n
-    else:
-        st.levels[li, L_HEAD] = n
-    if n >= 0:
-        st.orders[n, O_PREV] = p
-    else:
-        st.levels[li, L_TAIL] = p
+    _queue_remove(st, o, li)
     st.levels[li, L_COUNT] -= 1
     st.levels[li, L_QTY] -= st.orders[o, O_LEAVES]
     st.meta[M_LIVE_BID + s] -= 1
@@ -334,15 +347,7 @@ def _unlink(st, o):
 def _stop_link(st, o, s, lvl):
     """Append slot ``o`` behind the stops of side index ``s`` waiting at trigger level ``lvl``."""
     li = (2 + s) * st.meta[M_LEVELS] + lvl
-    t = st.levels[li, L_TAIL]
-    st.orders[o, O_LEVEL] = lvl
-    st.orders[o, O_PREV] = t
-    st.orders[o, O_NEXT] = -1
-    if t >= 0:
-        st.orders[t, O_NEXT] = o
-    else:
-        st.levels[li, L_HEAD] = o
-    st.levels[li, L_TAIL] = o
+    _queue_append(st, o, li, lvl)
     st.meta[M_STOPS_BUY + s] += 1
     if s == 0:
         st.meta[M_STOP_BUY_MIN] = min(st.meta[M_STOP_BUY_MIN], lvl)
@@ -358,16 +363,7 @@ def _stop_unlink(st, o):
     levels = st.meta[M_LEVELS]
     base = (2 + s) * levels
     li = base + lvl
-    p = st.orders[o, O_PREV]
-    n = st.orders[o, O_NEXT]
-    if p >= 0:
-        st.orders[p, O_NEXT] = n
-    else:
-        st.levels[li, L_HEAD] = n
-    if n >= 0:
-        st.orders[n, O_PREV] = p
-    else:
-        st.levels[li, L_TAIL] = p
+    _queue_remove(st, o, li)
     st.meta[M_STOPS_BUY + s] -= 1
     if st.levels[li, L_HEAD] >= 0:
         return
