@@ -46,11 +46,20 @@ def run(daemon, capsys, key, *argv) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
+def _ctrl_c_stops_it() -> None:
+    # A shell without job control starts a background job with SIGINT ignored, and its
+    # children inherit that (Python then installs no KeyboardInterrupt handler): the
+    # tool must meet Ctrl-C as it does at a terminal, however the suite was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(daemon, key, *argv) -> subprocess.Popen:
     """The tool as its own process (``python -m tools.cli``), printing JSON lines."""
     argv = [sys.executable, "-m", "tools.cli", *argv, "--config", str(daemon.path), "--json"]
     env = {**os.environ, "EXCH_KEY": key}
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_stops_it
+    )
 
 
 def stop(proc: subprocess.Popen) -> str:
