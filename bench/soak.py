@@ -152,6 +152,8 @@ def judge(
         "rss_anon_bytes_per_order": {
             n: round(1024 * kb / orders, 1) if orders else None for n, kb in anon_kb.items()
         },
+        # where the growth came: all at once (a plateau reached) or window after window
+        "rss_anon_kb_per_window": {n: [s[n]["RssAnon"] for s in samples] for n in base},
         "rss_file_kb_growth": {n: end[n]["RssFile"] - s["RssFile"] for n, s in base.items()},
         "rss_file_kb_highest_first_second_half": {
             n: [highest(first, n), highest(second, n)] for n in base

@@ -345,7 +345,9 @@ def put_pieces(txn, db, key: bytes, value, psize: int, append: bool = False) -> 
     if len(view) > step:
         starts = range(step, len(view), step)
         rest = ((_piece_key(key, at // step), view[at : at + step]) for at in starts)
-        txn.cursor(db=db).putmulti(rest, overwrite=False, append=append)
+        _, added = txn.cursor(db=db).putmulti(rest, overwrite=False, append=append)
+        if added != len(starts):  # pieces without their first: damage
+            raise ValueError(f"pieces of a value under key {key.hex()} are stored already")
     return True
 
 
