@@ -12,7 +12,8 @@ so a benchmark can run beside a deployment or the tests. The clients are
 registered before the start and the rate limit is lifted, so that a bot is
 never refused for being fast. ``wait`` sets every process's wait strategy
 (``shm.wait``) and ``cpus`` pins processes by name ("gateway", a shard's name);
-``retain_commands`` sets the journals' retention (``[journal]``).
+``retain_commands`` sets the journals' retention (``[journal]``) and
+``snapshot_every`` the commands between a shard's snapshots (``[snapshot]``).
 The rest is the embedded default config.
 """
 
@@ -52,6 +53,7 @@ class BenchDaemon:
         wait: str = "sleep",
         cpus: dict[str, list[int]] | None = None,
         retain_commands: int | None = None,
+        snapshot_every: int | None = None,
     ):
         self.root = root
         self.ns = "b" + uuid.uuid4().hex[:12]
@@ -83,6 +85,7 @@ class BenchDaemon:
                 wait=wait,
                 cpus=cpus.get("gateway", []),
             ),
+            snapshot=r(cfg.snapshot, every_commands=snapshot_every or cfg.snapshot.every_commands),
             rate=r(cfg.rate, orders_per_second=10**9, burst=10**9),
             shm=r(cfg.shm, namespace=self.ns),
             metrics=r(cfg.metrics, listen=f"127.0.0.1:{free_port()}"),

@@ -8,7 +8,8 @@ Then, each the median of ``--repeats``:
 
 scan      every batch record read in chunks of short read txns: ``iter_records``
           (copied out, checksum, decode), against the same records read by a bare
-          LMDB cursor (the floor: the copy alone), and the checksums alone (zlib's
+          LMDB cursor, their pieces joined (``batch_items``: the floor, the copy
+          alone), and the checksums alone (zlib's
           crc32 over the same bytes). This is what start-up reads after the snapshot
           and what a SYNC replay reads.
 lookups   ``idem_values`` of ``--lookups`` keys that are in the idem table (each value
@@ -39,7 +40,7 @@ from bench.report import emit
 from exchange import journal as journal_module
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
-from exchange.journal import FIRST_BATCH_KEY, MERGE_ROWS, Journal
+from exchange.journal import MERGE_ROWS, Journal, batch_items
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM_COMMANDS = 400_000
@@ -78,9 +79,7 @@ def measure_reads(path: str, repeats: int, lookups: int) -> dict:
 
         def bare_records():
             with env.begin() as txn:  # the batches are the main database's records
-                cur = txn.cursor()
-                cur.set_range(FIRST_BATCH_KEY)
-                return [v for _, v in cur]
+                return [v for _, v in batch_items(env, txn)]
 
         values = bare_records()
         floor = timed(bare_records, repeats)

@@ -1,13 +1,15 @@
 """Journal retention: does the journal's data file stop growing under steady load?
 
-    python -m bench.retention [--retain N] [--rounds R] [--archive] [--json] [--dir DIR]
+    python -m bench.retention [--retain N] [--rounds R] [--archive] [--varied] [--json]
+        [--dir DIR]
 
 A ``ShardEngine`` on a real ``Journal`` (fsync durability, as a shard runs it) is
 fed R x N commands of a steady market (limit orders around a mid, some crossing,
 cancels keeping the book near a fixed size, every NEW under a random idempotency
 key, as bots choose them: their entries leave with their batches), in batches of
-64, with a snapshot every N / 10 commands (the embedded config's ratio: 100,000 and
-1,000,000); after every N / 10 commands (the shard's housekeeping: every
+64 (``--varied``: of 1 to 4,096 commands, as a shard takes them when the load
+comes and goes: ``VARIED``), with a snapshot every N / 10 commands (the embedded
+config's ratio: 100,000 and 1,000,000); after every N / 10 commands (the shard's housekeeping: every
 ``PRUNE_SECONDS``, a tenth of N a second is N / 10 commands/s) it takes
 retention steps until there is nothing to take (at most ``PRUNE_COMMANDS``
 commands and ``MERGE_ROWS`` idempotency entries a step). Reported: ``data.mdb``'s
@@ -36,6 +38,8 @@ from exchange.records import CMD_CANCEL, CMD_NEW, SIDE_BUY, SIDE_SELL, commands
 BOOK = BookConfig(min_price=1, max_price=2_000, capacity=1 << 13)
 MID = 1_000
 BATCH = 64
+# (commands, share of the batches): mostly small, now and then the 4,096 of a backlog
+VARIED = ((1, 0.3), (8, 0.3), (64, 0.2), (512, 0.15), (4096, 0.05))
 LIVE = 2_000  # the book's size the cancels keep it near
 
 
@@ -83,12 +87,16 @@ def _archived(archive_dir: str | None) -> int:
     return sum(f.stat().st_size for f in Path(archive_dir).rglob("*.jarc"))
 
 
-def run(directory: str, retain: int, rounds: int, archive: bool, seed: int = 1) -> dict:
+def run(
+    directory: str, retain: int, rounds: int, archive: bool, varied: bool = False, seed: int = 1
+) -> dict:
     """Push ``rounds`` x ``retain`` commands through a journal in ``directory`` with
     retention; the figures of the module docstring."""
     path = os.path.join(directory, "s0")
     archive_dir = os.path.join(directory, "archive") if archive else None
     market = Market(seed)
+    sizes, shares = zip(*(VARIED if varied else ((BATCH, 1.0),)), strict=True)
+    draw = np.random.default_rng(seed + 1)
     slowest = 0.0
     size_1x = size_half = 0
     with Journal(path, durability="fsync") as journal:
@@ -101,11 +109,14 @@ def run(directory: str, retain: int, rounds: int, archive: bool, seed: int = 1) 
             archive_dir=archive_dir,
         )
         total = rounds * retain
-        every = max(retain // 10, BATCH)  # commands between housekeeping points
+        every = max(retain // 10, 1)  # commands between housekeeping points
+        housekeeping = every
         while engine.last_seq < total:
-            engine.apply(market.batch(min(BATCH, total - engine.last_seq)))
+            n = int(draw.choice(sizes, p=shares))
+            engine.apply(market.batch(min(n, total - engine.last_seq)))
             at = engine.last_seq
-            if at % every < BATCH or at == total:
+            if at >= housekeeping or at == total:
+                housekeeping = (at // every + 1) * every
                 while True:
                     t0 = time.perf_counter()
                     taken = engine.prune()
@@ -120,6 +131,7 @@ def run(directory: str, retain: int, rounds: int, archive: bool, seed: int = 1) 
     size_end = _size(path)
     return {
         "retain_commands": retain,
+        "batches": "varied" if varied else BATCH,
         "commands": total,
         "data_bytes_1x": size_1x,
         "data_bytes_half": size_half,
@@ -141,12 +153,13 @@ def main(argv=None) -> None:
     ap.add_argument("--retain", type=int, default=100_000, help="retain_commands")
     ap.add_argument("--rounds", type=int, default=10, help="how many times retain goes through")
     ap.add_argument("--archive", action="store_true", help="archive what is pruned")
+    ap.add_argument("--varied", action="store_true", help="batches of 1 to 4,096 commands")
     ap.add_argument("--dir", help="where the journal goes (default: a temporary directory)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     directory = tempfile.mkdtemp(prefix="bench-retention-", dir=args.dir)
     try:
-        emit(run(directory, args.retain, args.rounds, args.archive), args.json)
+        emit(run(directory, args.retain, args.rounds, args.archive, args.varied), args.json)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

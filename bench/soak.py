@@ -4,14 +4,14 @@
         [--retain N] [--keep-resting]
 
 Starts the daemon (``bench.daemon``, fsync journals, retention at ``--retain``
-commands: ``RETAIN`` by default, which a shard takes within the warm-up at the
-rates this machine sustains, so that the windows measured find the journals at
-the size they keep for good, the state of a daemon that has run for months; the
-embedded config's 1,000,000 would take most of ten minutes), measures its capacity
-with a quick sweep (``bench.e2e.sweep``: single-order frames, doubling rates
-until it saturates) unless ``--rate`` is given, then offers half of it for
-``--minutes``, in consecutive windows of ``--window`` seconds (fresh bot
-processes and connections each window, as ``bench.e2e`` steps). After each
+commands: ``RETAIN`` by default, and a snapshot every tenth of that, as the
+embedded config's ratio, which a shard reaches within the probe and the warm-up at
+the rates this machine sustains, so that the windows measured find the journals
+at the size they keep for good, the state of a daemon that has run for months;
+the embedded config's 1,000,000 would take most of ten minutes), measures its capacity
+unless ``--rate`` is given, then offers half of it for ``--minutes``, in
+consecutive windows of ``--window`` seconds (fresh bot processes and connections
+each window, as ``bench.e2e`` steps). After each
 window every bot client cancels what it has resting (one MassCancel each),
 so that each window starts from empty books: the bots' GTC orders rest
 faster than their IOC orders take them, and without the cancels the books
@@ -20,6 +20,16 @@ not a leak (``--keep-resting`` leaves them, to see it). Then it samples
 every daemon process (supervisor, gateway, shards): RSS (with its anonymous
 and file-backed parts, from /proc), open file descriptors, and the
 namespace's shared-memory segments.
+
+The capacity is the highest rate the daemon keeps up with (``probe``): steps of
+``PROBE_SECONDS`` of single-order frames at doubling rates until one is
+saturated (answers under 90 % of the offer, or bots skipping frames), then
+``PROBE_BISECTIONS`` steps halving the interval between the last rate it kept
+up with and the first it did not. Not the plateau ``bench.e2e`` reports: under
+overload the answers per second go on rising with the offer (the batches grow,
+and so does latency, to a third of a second), and half of that plateau is a rate
+this machine does not sustain (the soaks of 2026-12-03 at 09d3f39 ran behind
+from their first window).
 
 The first ``--warmup-windows`` windows warm up; the figures after them are
 the baseline, and the run passes when, at the end:
@@ -62,8 +72,9 @@ from shm.names import PREFIX, shm_dir
 
 RSS_GROWTH = 0.05
 DRIFT = 1.5
-PROBE_SECONDS = 2.0
-RETAIN = 200_000  # commands each journal keeps (``[journal] retain_commands``)
+PROBE_SECONDS = 3.0
+PROBE_BISECTIONS = 3
+RETAIN = 100_000  # commands each journal keeps (``[journal] retain_commands``)
 SETTLE_SECONDS = 1.0  # for the connections the bots and the cancels just closed to go
 
 
@@ -141,6 +152,8 @@ def judge(
         "rss_anon_bytes_per_order": {
             n: round(1024 * kb / orders, 1) if orders else None for n, kb in anon_kb.items()
         },
+        # where the growth came: all at once (a plateau reached) or window after window
+        "rss_anon_kb_per_window": {n: [s[n]["RssAnon"] for s in samples] for n in base},
         "rss_file_kb_growth": {n: end[n]["RssFile"] - s["RssFile"] for n, s in base.items()},
         "rss_file_kb_highest_first_second_half": {
             n: [highest(first, n), highest(second, n)] for n in base
@@ -173,14 +186,20 @@ def judge(
 
 def soak(args, root: Path) -> dict:
     clients = list(range(1, args.bots + 1))
-    d = BenchDaemon(root, durability="fsync", clients=clients, retain_commands=args.retain)
+    d = BenchDaemon(
+        root,
+        durability="fsync",
+        clients=clients,
+        retain_commands=args.retain,
+        snapshot_every=max(args.retain // 10, 1),
+    )
     try:
         d.start()
         pids = {k: v for k, v in d.pids().items() if v is not None}
         shards = tuple(s.name for s in d.config.shards)
         secrets = [d.secrets[c] for c in range(1, args.bots + 1)]
         target = e2e.Target("fsync", d.endpoint, d.server_key, secrets, False, pids, d.ns, shards)
-        capacity = args.rate * 2 if args.rate else probe(target, args, root)
+        capacity, probed = (args.rate * 2, []) if args.rate else probe(target, args, root)
         rate = int(capacity / 2)
         log(args, f"capacity {capacity:,.0f} orders/s: soaking at {rate:,} for {args.minutes} min")
         n = max(4 * args.warmup_windows, round(60 * args.minutes / args.window))
@@ -227,6 +246,7 @@ def soak(args, root: Path) -> dict:
         "bench": "soak",
         "minutes": args.minutes,
         "capacity_orders_per_sec": round(capacity),
+        "probe": [[s.offered, round(s.achieved), not s.saturated] for s in probed],
         "rate": rate,
         "retain_commands": args.retain,
         "windows": len(windows),
@@ -241,16 +261,39 @@ def soak(args, root: Path) -> dict:
     return out
 
 
-def probe(target: e2e.Target, args, root: Path) -> float:
-    probe_args = argparse.Namespace(
-        seconds=PROBE_SECONDS,
-        warmup=0.5,
-        ioc=args.ioc,
-        max_inflight=2_000,
-        max_rate=e2e.RATES[-1],
-        json=args.json,
+def probe(target: e2e.Target, args, root: Path) -> tuple[float, list[e2e.Step]]:
+    """The highest rate (orders/s) the daemon kept up with, and the steps that found it
+    (see the module docstring)."""
+    step_args = argparse.Namespace(
+        seconds=PROBE_SECONDS, warmup=0.5, ioc=args.ioc, max_inflight=2_000
     )
-    return max(s.achieved for s in e2e.sweep(target, 1, probe_args, root))
+    steps = []
+
+    def kept_up(rate: int) -> bool:
+        step = e2e.run_step(target, rate, 1, step_args, root)
+        steps.append(step)
+        log(
+            args,
+            f"  probe: offered {rate:,}/s, achieved {step.achieved:,.0f}/s, "
+            f"p50 {step.p50_us:,.0f} us{' (saturated)' if step.saturated else ''}",
+        )
+        return not step.saturated
+
+    good = 0
+    for rate in e2e.RATES:
+        if not kept_up(rate):
+            bad = rate
+            break
+        good = rate
+    else:
+        return float(good), steps
+    for _ in range(PROBE_BISECTIONS):
+        mid = (good + bad) // 2
+        if kept_up(mid):
+            good = mid
+        else:
+            bad = mid
+    return float(good), steps
 
 
 def log(args, text: str) -> None:

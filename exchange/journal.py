@@ -3,13 +3,15 @@
 Layout (integer keys big-endian so LMDB's byte order is numeric order):
 
 batches    batch's last seq (8 B), -> the batch record (below): everything the batch adds;
-           top bit set                these are the main (unnamed) database's own records
+           top bit set                these are the main (unnamed) database's own records,
+           (+ piece number, 4 B)      in pieces that fit a page (below)
 orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last fold
 idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint),
                                       up to the last fold
 positions  name (UTF-8)            -> int64 (big-endian): where the shard's readers of its
                                       input stand, as of ``positions_at``
-snapshots  seq (8 B)               -> opaque snapshot bytes of the state after that seq
+snapshots  seq (8 B) (+ piece number) -> opaque snapshot bytes of the state after that seq,
+                                      in pieces as the batches
 meta       b"layout" -> LAYOUT, b"identity" -> 8 random bytes drawn at creation
            (``exchange.journalid``), b"folded" -> int64 seq, b"positions_at" -> int64 seq,
            b"pruned", b"dropped" -> int64 seq (``prune``; absent: 0)
@@ -28,8 +30,9 @@ wrong size fails its check. The layout value is compared whole on every open
 (an older layout is refused: journal/2 without checksums, journal/3 with
 ``batches`` a named sub-database, journal/4 with commands and idempotency
 entries without a stop's trigger and book snapshots without stops, journal/5
-with 64-byte commands and idempotency entries without a display quantity and
-book snapshots without icebergs; nothing migrates it). Every read checks what
+with each batch record in one value, journal/6 with 64-byte commands and
+idempotency entries without a display quantity and book snapshots without
+icebergs; nothing migrates it). Every read checks what
 it reads (``iter_batches``, ``iter_records``, ``events_for``, ``order``, the
 idempotency lookups, ``positions``, ``latest_snapshot``, ``stats``, the writer's
 ``_load_log`` and ``_merge_prior``): a value that fails is ``JournalDamaged`` naming the journal,
@@ -59,11 +62,26 @@ entries of its keyed NEW commands that the book accepted (a rejected one uses
 no key: ``exchange.idempotency``), and the input positions committed with it
 (a msgpack map).
 
-``write_batch`` makes ONE put per batch, in ONE write transaction: either all
-of it is there after a crash or none of it. What a synced commit costs is the
-pages it writes: every B-tree page the transaction changed (copy on write: the
-leaf and each branch page above it), LMDB's free-list record of the pages it
-replaced, and the meta page. A named sub-database would add its record in the
+A batch record is stored in pieces of ``piece_bytes`` (2,016 bytes with 4 KB
+pages): the first under the batch's key, the others under that key followed by
+their number (1, 2, ... as a big-endian uint32), so a batch's pieces sort
+together, in order, between its key and the next batch's; readers join them
+(``batch_items``), and the record's checksum and size cover the joined bytes, so
+a lost or foreign piece is a damaged record. Why: LMDB stores a value larger
+than half a page in a run of overflow pages that must be contiguous in the file,
+and it looks for such a run in only part of its free list before it grows the
+file instead (``mdb_page_alloc``: num x 60 free-list records). Batch records vary
+in size with the load (a batch of 4,096 commands is ~4 MB), so with retention
+freeing the oldest, the free pages fragment and the file kept growing
+(``bench.retention --varied``); pieces live in leaf pages, which take any free
+page. A one-command batch (~480 bytes) is one piece, as before. Snapshots are
+stored in pieces the same way (a deflated snapshot's size changes with each one).
+
+``write_batch`` writes ONE record per batch (its pieces appended), in ONE write
+transaction: either all of it is there after a crash or none of it. What a synced
+commit costs is the pages it writes: every B-tree page the transaction changed
+(copy on write: the leaf and each branch page above it), LMDB's free-list record
+of the pages it replaced, and the meta page. A named sub-database would add its record in the
 main database (its root page moves at every commit, so the main database's
 leaf is rewritten too): that is why the batches are the main database's own
 records (layout 4; journal/3 wrote that page more). The put is an MDB_APPEND
@@ -160,7 +178,7 @@ from exchange.idempotency import IdemEntry
 from exchange.orderstate import ORDER_DTYPE, ORDER_ID_SEQ_MASK, ST_LIVE, OrderState
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
 
-LAYOUT = b"exchange.journal/6"
+LAYOUT = b"exchange.journal/7"
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30
@@ -184,6 +202,8 @@ _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 # the named sub-databases; the batches are the main database's own records
 _DBS = (b"meta", b"orders", b"idem", b"snapshots", b"positions")
 _BATCH_BIT = 1 << 63  # set in a batch's key: it sorts after every (ASCII) name
+_PIECE_KEY_SIZE = 12  # a value's 8-byte key and the piece's number (big-endian uint32)
+_PIECED = ("batches", "snapshots")  # the tables whose values are stored in pieces
 assert all(name.isascii() for name in _DBS)
 _COUNTS = struct.Struct("<5I")  # a batch record's header: its counts, then its checksum
 _SUM = struct.Struct("<I")  # a checksum: zlib's crc32, little-endian
@@ -290,25 +310,100 @@ def batch_key(seq: int) -> bytes:
 
 
 def batch_seq(key) -> int:
-    """The seq of a batch key (``batch_key``); -1 for a key that is not one (a named
-    sub-database's record, or damage)."""
-    if len(key) != 8 or not key[0] & 0x80:
+    """The seq of a batch key (``batch_key``) or of one of its pieces' keys (``_piece_key``);
+    -1 for a key that is not one (a named sub-database's record, or damage)."""
+    if len(key) not in (8, _PIECE_KEY_SIZE) or not key[0] & 0x80:
         return -1
-    return int.from_bytes(key, "big") ^ _BATCH_BIT
+    return int.from_bytes(key[:8], "big") ^ _BATCH_BIT
 
 
 FIRST_BATCH_KEY = batch_key(0)  # no batch has a smaller key
 
 
-def batch_items(env, txn, start_seq: int = 0) -> Iterator[tuple[bytes, bytes]]:
-    """(key, record) of the batch records from ``start_seq`` on, unchecked, in order:
-    for tools and tests that open the environment with LMDB directly (``txn``: a
-    transaction of ``env``; the batches are in its main database)."""
-    cur = txn.cursor(db=env.open_db(None))
-    found = cur.set_range(batch_key(start_seq))
+def _piece_key(key: bytes, piece: int) -> bytes:
+    """The key of piece ``piece`` (1, 2, ...) of the value under the 8-byte ``key``: it
+    sorts after ``key`` and before the next 8-byte key."""
+    return key + piece.to_bytes(_PIECE_KEY_SIZE - 8, "big")
+
+
+def piece_bytes(psize: int) -> int:
+    """The most bytes a piece may hold so that it stays in a leaf page of ``psize``
+    bytes, two to a page: LMDB puts a larger value in a run of overflow pages of its own
+    (``me_nodemax``: half a page after its 16-byte header, less a 2-byte index; a node
+    is an 8-byte header, its key and its value)."""
+    return ((((psize - 16) // 2) & -2) - 2 - 8 - _PIECE_KEY_SIZE) & -8
+
+
+def put_pieces(txn, db, key: bytes, value, psize: int, append: bool = False) -> bool:
+    """Store ``value`` under the 8-byte ``key`` of ``db`` (the batches, the snapshots) in
+    pieces of ``piece_bytes(psize)``: the first under ``key``, the rest under
+    ``_piece_key``s. With ``append`` the keys must be past every key of ``db``
+    (MDB_APPEND). Returns False, writing nothing, if ``key`` is taken: a value stored
+    before under it is deleted first (``delete_pieces``)."""
+    step = piece_bytes(psize)
+    view = memoryview(value)
+    if not txn.put(key, view[:step], db=db, overwrite=False, append=append):
+        return False
+    if len(view) > step:
+        starts = range(step, len(view), step)
+        rest = ((_piece_key(key, at // step), view[at : at + step]) for at in starts)
+        _, added = txn.cursor(db=db).putmulti(rest, overwrite=False, append=append)
+        if added != len(starts):  # pieces without their first: damage
+            raise ValueError(f"pieces of a value under key {key.hex()} are stored already")
+    return True
+
+
+def delete_pieces(txn, db, key: bytes) -> None:
+    """Delete the value stored under the 8-byte ``key`` of ``db``, every piece of it."""
+    cur = txn.cursor(db=db)
+    found = cur.set_key(key)
+    while found and cur.key()[:8] == key and len(cur.key()) in (8, _PIECE_KEY_SIZE):
+        found = cur.delete()
+
+
+def _joined(cur) -> tuple[bytes, bytes, bool]:
+    """(key, value, found) at the cursor, on a value's first piece: its pieces joined;
+    the cursor ends on the record after its last piece (``found``: there is one). A
+    missing or foreign piece makes a value that fails its checks (size, checksum)."""
+    key = bytes(cur.key()[:8])
+    parts = [cur.value()]
+    found = cur.next()
     while found:
-        yield cur.item()
+        k = cur.key()
+        if len(k) != _PIECE_KEY_SIZE or k[:8] != key:
+            break
+        parts.append(cur.value())
         found = cur.next()
+    return key, parts[0] if len(parts) == 1 else b"".join(parts), found
+
+
+def _joined_from(cur, found: bool) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of each value stored in pieces from the cursor's position on
+    (``found``: it is on one), in order."""
+    while found:
+        key, value, found = _joined(cur)
+        yield key, value
+
+
+def _last_joined(cur) -> tuple[bytes, bytes] | None:
+    """(key, value) of the last value stored in pieces in the cursor's database."""
+    if not cur.last():
+        return None
+    cur.set_key(bytes(cur.key()[:8]))  # from the last piece to the first
+    return _joined(cur)[:2]
+
+
+def joined_items(cur, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of a table whose values are stored in pieces (``put_pieces``: the
+    batches, the snapshots), from key ``start`` on (None: the first), unchecked, in
+    order: for tools and tests that open the environment with LMDB directly."""
+    yield from _joined_from(cur, cur.first() if start is None else cur.set_range(start))
+
+
+def batch_items(env, txn, start_seq: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    """(key, record) of the batch records from ``start_seq`` on (``joined_items``;
+    ``txn``: a transaction of ``env``, the batches are in its main database)."""
+    yield from joined_items(txn.cursor(db=env.open_db(None)), batch_key(start_seq))
 
 
 def _items(arr: np.ndarray) -> list[bytes]:
@@ -430,19 +525,25 @@ def _chunks(cur, n: int = _SCAN_CHUNK) -> Iterator[tuple[list, list]]:
         yield keys, values
 
 
-def _chunk_in(cur, start: bytes | None, limit: int) -> tuple[list, list]:
-    """(keys, values) of up to ``limit`` records from key ``start`` on (None: the
-    first), at most about ``_READ_CHUNK_BYTES``; values copied out of the map, so they
-    outlive its txn."""
+def _items_from(cur, start: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of a table's records from key ``start`` on (None: the first)."""
+    found = cur.first() if start is None else cur.set_range(start)
+    while found:
+        yield cur.item()
+        found = cur.next()
+
+
+def _chunk_in(items: Iterator[tuple[bytes, bytes]], limit: int) -> tuple[list, list]:
+    """(keys, values) of up to ``limit`` of ``items``, at most about ``_READ_CHUNK_BYTES``
+    (values read in a txn without ``buffers`` are copies: they outlive it)."""
     keys, values = [], []
     size = 0
-    found = cur.first() if start is None else cur.set_range(start)
-    while found and len(keys) < limit and size < _READ_CHUNK_BYTES:
-        key, value = cur.item()
+    for key, value in items:
         keys.append(key)
         values.append(value)
         size += len(value)
-        found = cur.next()
+        if len(keys) >= limit or size >= _READ_CHUNK_BYTES:
+            break
     return keys, values
 
 
@@ -453,7 +554,7 @@ def _record_name(table: str, key) -> str:
         seq = batch_seq(key)
         return f"seq {seq}" if seq >= 0 else f"key {key!r} (not a batch's)"
     if table == "snapshots":
-        return f"seq {_int(key)}"
+        return f"seq {_int(key[:8])}"
     if table == "orders":
         return f"order {_int(key)}"
     if table == "idem" and len(key) == _K:
@@ -658,6 +759,7 @@ class Journal:
             # the batches are the main database's records (``batch_key``)
             self._db = {"batches": self._env.open_db(None)}
             self._db.update((n.decode(), self._env.open_db(n, create=False)) for n in _DBS)
+            self._psize = self._env.stat()["psize"]  # a batch record's pieces fit its pages
             self._last_seq = self._read_last_seq()
             with self._read() as txn:
                 value = txn.get(b"identity", db=self._db["meta"])
@@ -902,10 +1004,7 @@ class Journal:
     def _log(self, txn, after: int) -> Iterator[tuple[bytes, bytes]]:
         """(key, record) of the batches after seq ``after``, oldest first."""
         cur = txn.cursor(db=self._db["batches"])
-        found = cur.set_range(batch_key(after + 1))
-        while found:
-            yield cur.item()
-            found = cur.next()
+        yield from _joined_from(cur, cur.set_range(batch_key(after + 1)))
 
     # ------------------------------------------------------------ writing
 
@@ -956,7 +1055,8 @@ class Journal:
             record = batch_record(cmds, events, order_rows, b"".join(values), b"".join(keys), blob)
             # MDB_APPEND: the key is past every key of the main database (batch_key),
             # so the put fills the last leaf and splits none in half
-            if not txn.put(batch_key(last), record, db=self._db["batches"], append=True):
+            db = self._db["batches"]
+            if not put_pieces(txn, db, batch_key(last), record, self._psize, append=True):
                 raise JournalError(f"journal {self.path}: a batch ending at {last} exists")
             if fold:
                 self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), positions)
@@ -1088,22 +1188,21 @@ class Journal:
         with self._reading("meta", "snapshots", "batches") as txn:
             pruned = self._pruned_in(txn)[0]
             snapshots = txn.cursor(db=self._db["snapshots"])
-            snap = _int(snapshots.key()) if snapshots.last() else 0
+            snap = _int(snapshots.key()[:8]) if snapshots.last() else 0
             bound = min(self._last_seq - retain, snap)
             fold = bound > self._meta(txn, b"folded")
             keys, values, n, n_idem = [], [], 0, 0
             cur = txn.cursor(db=self._db["batches"])
-            found = cur.set_range(batch_key(pruned + 1))
-            while found and batch_seq(cur.key()) <= bound:
-                value = cur.value()
+            for key, value in _joined_from(cur, cur.set_range(batch_key(pruned + 1))):
+                if batch_seq(key) > bound:
+                    break
                 if len(value) >= _COUNTS.size:
                     counts = _COUNTS.unpack_from(value)
                     n, n_idem = n + counts[0], n_idem + counts[3]
                 if keys and (n > limit or n_idem > MERGE_ROWS):
                     break
-                keys.append(cur.key())
+                keys.append(key)
                 values.append(value)
-                found = cur.next()
         if not keys:
             return None
         last = batch_seq(keys[-1])
@@ -1120,7 +1219,7 @@ class Journal:
             if fold:
                 self._fold(txn, self._last_seq, np.zeros(0, ORDER_DTYPE), {}, {})
             for key in keys:
-                txn.delete(key, db=self._db["batches"])
+                delete_pieces(txn, self._db["batches"], key)
             for rec in recs:  # folded by now: in the table (a pair is used once at a time)
                 for key in rec.idem_keys.tolist():
                     txn.delete(key, db=self._db["idem"])
@@ -1154,13 +1253,14 @@ class Journal:
             txn.delete(keys[i], db=self._db["orders"])
 
     def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
-        db = self._db["snapshots"]
-        txn.put(_key(seq), _sealed(_key(seq), blob), db=db)
-        cur = txn.cursor(db=db)
-        n = txn.stat(db)["entries"]
-        cur.first()
-        for _ in range(n - self.keep_snapshots):
-            cur.delete()
+        db, key = self._db["snapshots"], _key(seq)
+        # in pieces, as the batches: a run of overflow pages would need a contiguous run
+        # of free pages, and a deflated snapshot's size changes with every one
+        delete_pieces(txn, db, key)
+        put_pieces(txn, db, key, _sealed(key, blob), self._psize)
+        kept = [k for k in txn.cursor(db=db).iternext(values=False) if len(k) == 8]
+        for old in kept[: len(kept) - self.keep_snapshots]:
+            delete_pieces(txn, db, old)
 
     # ------------------------------------------------------------ queries
 
@@ -1257,13 +1357,16 @@ class Journal:
         """The order's latest row in the log, None if the log has none."""
         folded = self._meta(txn, b"folded")
         cur = txn.cursor(db=self._db["batches"])
-        found = cur.last()
+        found = cur.last()  # the last batch's last piece
         while found and batch_seq(cur.key()) > folded:
-            rows = self._batch(*cur.item()).rows
+            key = bytes(cur.key()[:8])
+            cur.set_key(key)  # its first piece
+            rows = self._batch(*_joined(cur)[:2]).rows
             i = np.searchsorted(rows["order_id"], order_id)
             if i < len(rows) and rows["order_id"][i] == order_id:
                 return rows[i]
-            found = cur.prev()
+            cur.set_key(key)
+            found = cur.prev()  # the batch before's last piece
         return None
 
     def events_for(self, seq: int) -> np.ndarray:
@@ -1277,7 +1380,7 @@ class Journal:
             cur = txn.cursor(db=self._db["batches"])
             if not cur.set_range(batch_key(max(seq, 0))):
                 return np.zeros(0, EVENT_DTYPE)
-            ev = self._batch(*cur.item()).events
+            ev = self._batch(*_joined(cur)[:2]).events
             lo, hi = np.searchsorted(ev["seq"], [seq, seq + 1])
             return copy_records(ev[lo:hi])
 
@@ -1308,9 +1411,9 @@ class Journal:
             with self._reading("meta", "batches") as txn:
                 pruned = self._pruned_in(txn)[0]
                 if start > pruned:
-                    keys, values = _chunk_in(
-                        txn.cursor(db=self._db["batches"]), batch_key(start), _READ_CHUNK_BATCHES
-                    )
+                    cur = txn.cursor(db=self._db["batches"])
+                    found = cur.set_range(batch_key(start))
+                    keys, values = _chunk_in(_joined_from(cur, found), _READ_CHUNK_BATCHES)
             if start <= pruned:
                 yield from self._archived(start, pruned)
                 start = pruned + 1
@@ -1381,7 +1484,11 @@ class Journal:
         """(keys, values) of up to ``limit`` records of ``table`` from key ``start`` on
         (None: the first), in one short read txn (so the writer can reuse pages)."""
         with self._reading(table) as txn:
-            return _chunk_in(txn.cursor(db=self._db[table]), start, limit)
+            cur = txn.cursor(db=self._db[table])
+            if table in _PIECED:  # whole values, their pieces joined
+                found = cur.first() if start is None else cur.set_range(start)
+                return _chunk_in(_joined_from(cur, found), limit)
+            return _chunk_in(_items_from(cur, start), limit)
 
     def _scan(self, table: str) -> Iterator[tuple[list, list]]:
         """(keys, values) of every record of ``table``, in key order, a chunk at a time."""
@@ -1391,7 +1498,10 @@ class Journal:
             if not keys:
                 return
             yield keys, values
-            start = keys[-1] + b"\0"  # the least key after it, in LMDB's byte order
+            if table in _PIECED:  # the next 8-byte key: past the last one's pieces
+                start = (int.from_bytes(keys[-1], "big") + 1).to_bytes(8, "big")
+            else:
+                start = keys[-1] + b"\0"  # the least key after it, in LMDB's byte order
 
     def positions(self) -> dict[str, int]:
         """The input positions committed last: name -> position.
@@ -1417,10 +1527,10 @@ class Journal:
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         with self._reading("snapshots") as txn:
-            cur = txn.cursor(db=self._db["snapshots"])
-            if not cur.last():
+            found = _last_joined(txn.cursor(db=self._db["snapshots"]))
+            if found is None:
                 return None
-            key, value = cur.item()
+            key, value = found
             return _int(key), self._unsealed("snapshots", key, value)
 
     # ------------------------------------------------------------ verification
@@ -1445,14 +1555,13 @@ class Journal:
             except JournalDamaged as e:
                 yield 0, str(e)
 
-    def _named_records(self, txn) -> int:
-        """The main database's records that are not batches: the named sub-databases'."""
-        cur = txn.cursor(db=self._db["batches"])
-        n, found = 0, cur.first()
-        while found and batch_seq(cur.key()) < 0:
-            n += 1
-            found = cur.next()
-        return n
+    def _count(self, txn, table: str) -> int:
+        """The values of a table stored in pieces (``_PIECED``): its 8-byte keys, not a
+        piece's (``_piece_key``) nor, in the main database, a named sub-database's."""
+        cur = txn.cursor(db=self._db[table])
+        if not cur.set_range(FIRST_BATCH_KEY if table == "batches" else b""):
+            return 0
+        return sum(len(k) == 8 for k in cur.iternext(values=False))
 
     def _check(self, table: str, key: bytes, value: bytes) -> None:
         """JournalDamaged if the value stored under ``key`` fails its check."""
@@ -1502,7 +1611,7 @@ class Journal:
     def stats(self) -> Stats:
         with self._reading("meta", "batches", buffers=True) as txn:
             counts = {n: txn.stat(self._db[n])["entries"] for n in self._db}
-            counts["batches"] -= self._named_records(txn)
+            counts.update((table, self._count(txn, table)) for table in _PIECED)
             last = self._last_seq_in(txn)
             pruned, dropped = self._pruned_in(txn)
             log_rows = log_keyed = 0

@@ -39,6 +39,7 @@ def test_a_heap_growing_5_percent_fails():
         [100_000, 101_000, 102_000, 103_000, 103_500, 104_000, 104_500, 105_000], [1_000] * 8
     )
     assert out["rss_anon_growth_pct"] == {"s0": 5.0}
+    assert out["rss_anon_kb_per_window"]["s0"][-2:] == [104_500, 105_000]
     assert not out["rss_anon_ok"] and not out["ok"]
     assert out["rss_anon_bytes_per_order"] == {"s0": round(1024 * 5_000 / (7 * 30_000), 1)}
 

@@ -24,6 +24,7 @@ from exchange.journal import (
     batch_record,
     decode_batch,
     encode_batch,
+    piece_bytes,
 )
 from exchange.records import (
     CMD_CANCEL,
@@ -239,9 +240,10 @@ def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
         Journal(tmp_path / "missing", readonly=True)
     with Journal(jdir):
         pass
-    # /2: without checksums; /3: the batches in a named sub-database; /5: 64-byte commands
+    # /2: without checksums; /3: the batches in a named sub-database; /5: batch records
+    # in one value; /6: 64-byte commands
     older_layouts = (b"exchange.journal/0", b"exchange.journal/2", b"exchange.journal/3")
-    for older in (*older_layouts, b"exchange.journal/5"):
+    for older in (*older_layouts, b"exchange.journal/5", b"exchange.journal/6"):
         env = lmdb.open(str(jdir), max_dbs=8)
         with env.begin(write=True) as txn:
             txn.put(b"layout", older, db=env.open_db(b"meta", txn=txn))
@@ -395,9 +397,15 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
     try:
         with env.begin() as txn:
             [(key, value)] = list(batch_items(env, txn))  # the main database's
-            assert len(list(txn.cursor())) == 1 + 5  # and the 5 named sub-databases
+            keys = [k for k, _ in txn.cursor()]
+        st = env.stat()
     finally:
         env.close()
+    # after the 5 named sub-databases, the record in pieces that each fit a leaf page:
+    # no run of overflow pages, which would need a contiguous run of free pages
+    pieces = -(-len(value) // piece_bytes(st["psize"]))
+    assert pieces > 1 and st["overflow_pages"] == 0
+    assert keys[5:] == [key] + [key + i.to_bytes(4, "big") for i in range(1, pieces)]
     assert key == batch_key(int(c["seq"][-1]))  # keyed by its last seq
     assert key == (int(c["seq"][-1]) + 2**63).to_bytes(8, "big")
     rec = decode_batch(value)

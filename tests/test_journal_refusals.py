@@ -108,6 +108,37 @@ def test_a_whole_file_has_no_problem_and_a_short_one_is_named(tmp_path):
     assert "truncated" in lmdbfile.problem(path) and str(data) in lmdbfile.problem(path)
 
 
+def test_a_file_short_of_free_pages_only_is_whole(tmp_path):
+    """LMDB counts a page a transaction took from the end and freed before it committed,
+    and never writes it: a sound file can end before its last counted pages, all free
+    (a running shard's journal did). Here: a big value's overflow pages at the end are
+    freed by a delete, the pages after them by the next puts, which reuse the freed
+    pages below; the file cut after those reads whole, and cut into a page in use it is
+    truncated."""
+    path = tmp_path / "j"
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"big", os.urandom(100_000))
+    with env.begin(write=True) as txn:
+        txn.put(b"small", b"x")
+        txn.delete(b"big")
+    for key in (b"other", b"more"):  # their pages and free lists' reuse freed pages
+        with env.begin(write=True) as txn:
+            txn.put(key, b"y")
+    last = env.info()["last_pgno"]
+    env.close()
+    data = path / "data.mdb"
+    assert data.stat().st_size == (last + 1) * 4096
+    os.truncate(data, (last - 20) * 4096)  # the last 21 pages: free
+    assert lmdbfile.problem(path) is None
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin() as txn:
+        assert (txn.get(b"small"), txn.get(b"more"), txn.get(b"big")) == (b"x", b"y", None)
+    env.close()
+    os.truncate(data, 3 * 4096)  # the metas and a leaf: the free list is cut off
+    assert "(truncated: its free list's page 3 is past the end)" in lmdbfile.problem(path)
+
+
 def test_a_damaged_meta_page_is_named(tmp_path):
     path = tmp_path / "j"
     _journal_with_pages(path)

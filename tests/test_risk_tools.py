@@ -13,7 +13,14 @@ from streams import random_batches, random_stream
 
 from exchange.config import DEFAULT_TOML, ClientLimits, dump_config, load_config, parse_config
 from exchange.engine import ShardEngine
-from exchange.journal import Journal, batch_items, decode_batch, encode_batch
+from exchange.journal import (
+    Journal,
+    batch_items,
+    decode_batch,
+    delete_pieces,
+    encode_batch,
+    put_pieces,
+)
 from exchange.records import EV_TRADE, SIDE_BUY, SIDE_SELL
 from gateway import killswitch
 from tools import cli
@@ -167,6 +174,7 @@ def test_verify_finds_a_position_past_its_limit(journals, capsys):
 def flip_taker_side(path) -> int:
     """Turn the first trade of a journal copy around (buy <-> sell); returns its seq."""
     env = lmdb.open(str(path), max_dbs=16, map_size=1 << 30)
+    psize = env.stat()["psize"]
     try:
         with env.begin(write=True) as txn:
             for key, value in list(batch_items(env, txn)):
@@ -176,7 +184,9 @@ def flip_taker_side(path) -> int:
                 if len(trades):
                     k = trades[0]
                     ev["side"][k] = SIDE_SELL if ev["side"][k] == SIDE_BUY else SIDE_BUY
-                    txn.put(key, encode_batch(rec._replace(events=ev)))
+                    db = env.open_db(None)
+                    delete_pieces(txn, db, key)
+                    put_pieces(txn, db, key, encode_batch(rec._replace(events=ev)), psize)
                     return int(ev["seq"][k])
     finally:
         env.close()

@@ -30,7 +30,11 @@ from exchange.journal import (
     batch_items,
     batch_seq,
     decode_batch,
+    delete_pieces,
     encode_batch,
+    joined_items,
+    piece_bytes,
+    put_pieces,
 )
 from exchange.orderstate import ORDER_DTYPE, ST_FILLED
 from exchange.records import (
@@ -181,17 +185,24 @@ class Raw:
 
     def put_batch(self, key: bytes, cmds: np.ndarray, events: np.ndarray) -> None:
         """Rewrite a batch record's commands and events, the rest of it left as it is."""
+        db, psize = self.db("batches"), self.env.stat()["psize"]
         with self.env.begin(write=True) as txn:
-            rec = decode_batch(txn.get(key, db=self.db("batches")))
-            record = encode_batch(rec._replace(commands=cmds, events=events))
-            txn.put(key, record, db=self.db("batches"))
+            _, value = next(batch_items(self.env, txn, batch_seq(key)))
+            record = encode_batch(decode_batch(value)._replace(commands=cmds, events=events))
+            delete_pieces(txn, db, key)
+            put_pieces(txn, db, key, record, psize)
 
     def items(self, name: str) -> list[tuple[bytes, bytes]]:
         with self.env.begin() as txn:
+            if name == "snapshots":  # stored in pieces, as the batches
+                return list(joined_items(txn.cursor(db=self.db(name))))
             return list(txn.cursor(db=self.db(name)))
 
     def flip(self, name: str, key: bytes, at: int, bits: int = 1) -> None:
         """Flip bits of one stored byte, as a bad disk or a stray write would."""
+        if name == "batches":  # the byte ``at`` of the record is in one of its pieces
+            step = piece_bytes(self.env.stat()["psize"])
+            key, at = (key + (at // step).to_bytes(4, "big") if at >= step else key), at % step
         with self.env.begin(write=True) as txn:
             value = bytearray(txn.get(key, db=self.db(name)))
             value[at] ^= bits
@@ -199,11 +210,20 @@ class Raw:
 
     def put(self, name: str, key: bytes, value: bytes) -> None:
         with self.env.begin(write=True) as txn:
-            txn.put(key, value, db=self.db(name))
+            if name in ("batches", "snapshots"):  # stored in pieces
+                delete_pieces(txn, self.db(name), key)
+                put_pieces(txn, self.db(name), key, value, self.env.stat()["psize"])
+            else:
+                txn.put(key, value, db=self.db(name))
 
     def delete(self, name: str, key: bytes) -> None:
+        """Delete a record (of ``batches``: a batch record, every piece of it)."""
         with self.env.begin(write=True) as txn:
-            assert txn.delete(key, db=self.db(name))
+            assert txn.get(key, db=self.db(name)) is not None
+            if name == "batches":
+                delete_pieces(txn, self.db(name), key)
+            else:
+                txn.delete(key, db=self.db(name))
 
     def close(self) -> None:
         self.env.close()
