@@ -25,7 +25,7 @@ from exchange.records import (
 )
 from exchange.statehash import hash_canonical
 
-SNAPSHOT_FORMAT = 4  # 4: icebergs (display and reserve in the order rows)
+SNAPSHOT_FORMAT = 5  # 4: icebergs (display and reserve in the order rows); 5: expiries, now
 SNAPSHOT_DEFLATE_LEVEL = 1
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say
 EVENTS_PER_COMMAND = 4
@@ -111,6 +111,8 @@ class Book:
             "flags": int(row[kernel.O_FLAGS]),
             "display": int(row[kernel.O_DISPLAY]),
             "shown": int(row[kernel.O_LEAVES] - row[kernel.O_HIDDEN]),
+            "tif": int(row[kernel.O_TIF]),
+            "expires": int(row[kernel.O_EXPIRES]),
         }
 
     def canonical_rows(self) -> np.ndarray:
@@ -123,9 +125,21 @@ class Book:
     def last_price(self) -> int:
         return int(kernel.last_price(self.state))
 
+    @property
+    def now(self) -> int:
+        """The greatest CMD_EXPIRE time processed (EXPIRY in exchange.records), 0 before."""
+        return int(self.state.meta[kernel.M_NOW])
+
+    def next_expiry(self) -> int | None:
+        """At most the earliest expiry of a live order (None: no order has one): a
+        CMD_EXPIRE before it expires nothing. A bound, not exact: it comes down when an
+        order with an earlier expiry arrives and is recomputed by each EXPIRE that looks."""
+        v = int(self.state.meta[kernel.M_EXP_MIN])
+        return None if v == kernel.NO_EXPIRY else v
+
     def state_hash(self) -> str:
         return hash_canonical(
-            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows()
+            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows(), self.now
         )
 
     # ------------------------------------------------------------ snapshots

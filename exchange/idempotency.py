@@ -10,8 +10,9 @@ different order under the pair is taken. Every refusal behaves the same way.
 The journal keeps one entry per pair used by a NEW command the book accepted
 (key: idem key then client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and
 order id that the pair created and the request's *fingerprint*, the fields that
-define a new order (instrument, side, price, qty, display, tif, ord_type, flags,
-stp, trigger_tick) packed as 40 bytes. The fingerprint is the fields themselves, not a
+define a new order (instrument, side, price, qty, display, expires, tif,
+ord_type, flags, stp, trigger_tick) packed as 48 bytes (a retry with another
+expiry is a different request: a conflict). The fingerprint is the fields themselves, not a
 hash: equality is exact (FLAG_RETRY, the gateway's mark, is not part of it).
 ``entries`` makes the keys and values of a batch's keyed NEWs (one Numba
 pass); ``used_entries`` keeps those whose first event is ACCEPTED (the kernel
@@ -87,8 +88,8 @@ from exchange.records import (
 )
 
 FINGERPRINT_FIELDS = (
-    *("price", "qty", "display", "instrument", "side", "tif", "ord_type", "flags", "stp"),
-    "trigger_tick",
+    *("price", "qty", "display", "expires", "instrument", "side", "tif", "ord_type", "flags"),
+    *("stp", "trigger_tick"),
 )
 # the pad is a field, not a gap, so that copies carry its zero and equal
 # requests give equal bytes
@@ -97,6 +98,7 @@ FINGERPRINT_DTYPE = np.dtype(
         ("price", "<i8"),
         ("qty", "<i8"),
         ("display", "<i8"),
+        ("expires", "<i8"),
         ("instrument", "<u2"),
         ("side", "u1"),
         ("tif", "u1"),
@@ -116,7 +118,7 @@ _FINGERPRINT_AT = 16
 # entries a fold puts land on few B-tree pages; client first would touch a
 # page per client in every fold, which is what the commit has to write.
 IDEM_KEY_DTYPE = np.dtype([("idem_key", ">u8"), ("client", ">u4")])
-assert IDEM_DTYPE.itemsize == 56
+assert IDEM_DTYPE.itemsize == 64
 assert IDEM_KEY_DTYPE.itemsize == 12
 
 # a retry (index in the drained batch) and its original: journaled (original_seq > 0,
@@ -137,7 +139,7 @@ KEY_BYTES = np.dtype(f"V{IDEM_KEY_DTYPE.itemsize}")
 VALUE_BYTES = np.dtype(f"V{IDEM_DTYPE.itemsize}")
 # the same layouts as structs, for batches of up to SMALL_BATCH commands
 _KEY = struct.Struct(">QI")
-_VALUE = struct.Struct("<qqqqqHBBBBBI5x")
+_VALUE = struct.Struct("<qqqqqqHBBBBBI5x")
 assert (_KEY.size, _VALUE.size) == (IDEM_KEY_DTYPE.itemsize, IDEM_DTYPE.itemsize)
 SMALL_BATCH = 16
 # _entries_small unpacks commands by position
@@ -158,7 +160,7 @@ assert COMMAND_DTYPE.names == (
     "stp",
     "trigger_tick",
     "display",
-    "_pad",
+    "expires",
 )
 
 
@@ -189,7 +191,7 @@ def fingerprints(cmds: np.ndarray) -> np.ndarray:
 
 
 def request_fingerprint(cmd) -> bytes:
-    """The 40 bytes that tell an identical retry of a NEW command from a different request."""
+    """The 48 bytes that tell an identical retry of a NEW command from a different request."""
     return fingerprints(np.asarray(cmd).reshape(1)).tobytes()
 
 
@@ -222,6 +224,7 @@ def _pack_entries(cmds, index, keys, values):
         v.price = c.price
         v.qty = c.qty
         v.display = c.display
+        v.expires = c.expires
         v.instrument = c.instrument
         v.side = c.side
         v.tif = c.tif
@@ -256,9 +259,9 @@ def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes
             index.append(i)
             keys.append(_KEY.pack(key, client))
             flags &= ~FLAG_RETRY
-            disp = c[15]
+            disp, exp = c[15], c[16]
             values.append(
-                _VALUE.pack(seq, oid, price, qty, disp, inst, side, tif, typ, flags, stp, trig)
+                _VALUE.pack(seq, oid, price, qty, disp, exp, inst, side, tif, typ, flags, stp, trig)
             )
     return index, keys, values
 

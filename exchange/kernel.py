@@ -37,9 +37,11 @@ from numba import njit
 
 from exchange.records import (
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CXL_EXPIRED,
     CXL_FOK,
     CXL_IOC,
     CXL_REPLACE,
@@ -48,6 +50,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_EXPIRED,
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
@@ -58,6 +61,8 @@ from exchange.records import (
     REJ_BOOK_FULL,
     REJ_DISPLAY,
     REJ_DUPLICATE_ID,
+    REJ_EXPIRY,
+    REJ_EXPIRY_PASSED,
     REJ_LOT,
     REJ_NOT_FOUND,
     REJ_POST_ONLY,
@@ -73,8 +78,11 @@ from exchange.records import (
     STP_CANCEL_OLDEST,
     STP_DECREMENT,
     STP_NONE,
+    TIF_DAY,
     TIF_FOK,
     TIF_GTC,
+    TIF_GTD,
+    TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
     TYPE_STOP,
@@ -106,7 +114,11 @@ M_STOP_BUY_MIN = 20  # lowest buy stop trigger level, M_LEVELS when there is non
 M_STOP_SELL_MAX = 21  # highest sell stop trigger level, -1 when there is none
 M_TURNS_BID = 22  # refills the resting icebergs of a side can still make: sum of
 M_TURNS_ASK = 23  # ceil(hidden / display) (a refill takes at most display off hidden)
-META_SIZE = 24
+M_NOW = 24  # the greatest CMD_EXPIRE time processed (EXPIRY), 0 before the first
+M_EXP_MIN = 25  # at most the earliest expiry of a live order (NO_EXPIRY: none): an
+# EXPIRE before it has nothing to look for, and the shard asks for one only after it
+META_SIZE = 26
+NO_EXPIRY = (1 << 63) - 1
 
 # Hot-path functions never allocate, so they are compiled without the Numba
 # runtime: with it, every call that passes the state tuple increfs and decrefs
@@ -132,7 +144,8 @@ O_TYPE = 11  # TYPE_STOP / TYPE_STOP_LIMIT while waiting; TYPE_LIMIT in the book
 O_TIF = 12
 O_DISPLAY = 13  # an iceberg's display quantity, 0 for an ordinary order
 O_HIDDEN = 14  # an iceberg's reserve: the part of O_LEAVES not shown (0 for the others)
-O_COLS = 15
+O_EXPIRES = 15  # a GTD/DAY order's expiry (ns since the epoch), 0 for the others
+O_COLS = 16
 
 # --- columns of the price ladder (row = side * levels + tick offset)
 L_HEAD = 0  # first slot of the FIFO, -1 when empty
@@ -170,6 +183,7 @@ def new_state(config) -> BookState:
     meta[M_LAST_LEVEL] = -1
     meta[M_STOP_BUY_MIN] = levels
     meta[M_STOP_SELL_MAX] = -1
+    meta[M_EXP_MIN] = NO_EXPIRY
     orders = np.zeros((cap, O_COLS), np.int64)
     orders[:, O_NEXT] = -1
     orders[:, O_PREV] = -1
@@ -443,8 +457,19 @@ def _alloc(st, order_id, client, side, price, qty, leaves, stp, flags, display):
     st.orders[o, O_TIF] = TIF_GTC
     st.orders[o, O_DISPLAY] = display
     st.orders[o, O_HIDDEN] = 0
+    st.orders[o, O_EXPIRES] = 0
     _h_insert(st, order_id, o)
     return o
+
+
+@tiny
+def _set_expiry(st, o, tif, expires):
+    """The tif and expiry a new order keeps to its end (EXPIRY)."""
+    st.orders[o, O_TIF] = tif
+    if expires > 0:
+        st.orders[o, O_EXPIRES] = expires
+        if expires < st.meta[M_EXP_MIN]:
+            st.meta[M_EXP_MIN] = expires
 
 
 @tiny
@@ -704,7 +729,7 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
 def _bad_new(c):
     if c.side != SIDE_BUY and c.side != SIDE_SELL:
         return True
-    if c.tif > TIF_FOK or c.ord_type > TYPE_STOP_LIMIT or c.stp > STP_DECREMENT:
+    if c.tif > TIF_DAY or c.ord_type > TYPE_STOP_LIMIT or c.stp > STP_DECREMENT:
         return True
     if c.flags & ~FLAG_POST_ONLY:
         return True
@@ -773,6 +798,22 @@ def _would_take(st, s, price):
     return b >= 0 and _price_of(st, b) >= price
 
 
+@tiny
+def _rests(tif):
+    return tif != TIF_IOC and tif != TIF_FOK
+
+
+@tiny
+def _expiry_code(c):
+    """REJ_EXPIRY for an expiry that does not fit the NEW's tif and type, else 0."""
+    dated = c.tif == TIF_GTD or c.tif == TIF_DAY
+    if not dated:
+        return REJ_EXPIRY if c.expires != 0 else 0
+    if c.expires <= 0 or c.ord_type == TYPE_MARKET:
+        return REJ_EXPIRY
+    return 0
+
+
 @hot
 def _new(st, ev, n, c):
     if _bad_new(c):
@@ -783,7 +824,7 @@ def _new(st, ev, n, c):
         code = _price_code(st, c.price)
     if code == 0 and c.display != 0:
         code = _display_code(st, c.display, c.qty)
-        if c.ord_type != TYPE_LIMIT or c.tif != TIF_GTC:
+        if c.ord_type != TYPE_LIMIT or not _rests(c.tif):
             code = REJ_DISPLAY
     stop = c.ord_type >= TYPE_STOP
     tlvl = -1
@@ -791,6 +832,8 @@ def _new(st, ev, n, c):
         tlvl = _trigger_level(st, c)
         if tlvl < 0:
             code = REJ_TRIGGER
+    if code == 0:
+        code = _expiry_code(c)
     if code != 0:
         return _reject(st, ev, n, c, code)
     if h_find(st, c.order_id) >= 0:
@@ -800,7 +843,9 @@ def _new(st, ev, n, c):
         return _reject(st, ev, n, c, REJ_POST_ONLY)
     if stop and _reached(st, s, tlvl):
         return _reject(st, ev, n, c, REJ_TRIGGER_REACHED)
-    rests = not market and c.tif == TIF_GTC
+    if c.expires > 0 and c.expires <= st.meta[M_NOW]:
+        return _reject(st, ev, n, c, REJ_EXPIRY_PASSED)
+    rests = not market and _rests(c.tif)
     if (rests or stop) and st.meta[M_FREE_TOP] == 0:
         return _reject(st, ev, n, c, REJ_BOOK_FULL)
     n = _emit(
@@ -809,7 +854,7 @@ def _new(st, ev, n, c):
     if stop:
         o = _alloc(st, c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags, 0)
         st.orders[o, O_TYPE] = c.ord_type
-        st.orders[o, O_TIF] = c.tif
+        _set_expiry(st, o, c.tif, c.expires)
         _stop_link(st, o, s, tlvl)
         return n
     if c.tif == TIF_FOK and not _fillable(st, s, c.price, market, c.client, c.stp, c.qty):
@@ -825,6 +870,7 @@ def _new(st, ev, n, c):
         o = _alloc(
             st, c.order_id, c.client, c.side, c.price, tqty, leaves, c.stp, c.flags, c.display
         )
+        _set_expiry(st, o, c.tif, c.expires)
         _link_tail(st, o, s, _level_of(st, c.price))
         return n
     return _aggressor_cancelled(
@@ -895,6 +941,8 @@ def _replace(st, ev, n, c):
     o = _owned_slot(st, c)
     if o < 0:
         return _reject(st, ev, n, c, REJ_NOT_FOUND)
+    if c.expires != 0:
+        return _reject(st, ev, n, c, REJ_EXPIRY)  # a replace keeps the order's expiry
     if _waiting(st, o):
         return _replace_stop(st, ev, n, c, o)
     if c.trigger_tick != 0:
@@ -1016,6 +1064,59 @@ def _mass_cancel(st, ev, n, c):
 
 
 @hot
+def _expire(st, ev, n, c):
+    """CMD_EXPIRE (EXPIRY): the book's now moves to the command's time, and every live
+    order whose expiry is at or before it is cancelled, in MASS_CANCEL's order."""
+    if c.expires <= 0:
+        return _reject(st, ev, n, c, REJ_BAD_COMMAND)
+    if c.expires > st.meta[M_NOW]:
+        st.meta[M_NOW] = c.expires
+    now = st.meta[M_NOW]
+    expired = 0
+    if st.meta[M_EXP_MIN] <= now:
+        levels = st.meta[M_LEVELS]
+        earliest = NO_EXPIRY  # of the orders that stay
+        for s in range(2):
+            lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
+            step = -1 if s == 0 else 1
+            while 0 <= lvl < levels and st.meta[M_LIVE_BID + s] > 0:
+                o = st.levels[s * levels + lvl, L_HEAD]
+                while o >= 0:
+                    nxt = st.orders[o, O_NEXT]
+                    x = st.orders[o, O_EXPIRES]
+                    if x > 0:
+                        if x <= now:
+                            n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_EXPIRED)
+                            _unlink(st, o)
+                            _release(st, o)
+                            expired += 1
+                        elif x < earliest:
+                            earliest = x
+                    o = nxt
+                lvl += step
+        for s in range(2):
+            lvl = st.meta[M_STOP_BUY_MIN] if s == 0 else st.meta[M_STOP_SELL_MAX]
+            step = 1 if s == 0 else -1
+            while 0 <= lvl < levels and st.meta[M_STOPS_BUY + s] > 0:
+                o = st.levels[(2 + s) * levels + lvl, L_HEAD]
+                while o >= 0:
+                    nxt = st.orders[o, O_NEXT]
+                    x = st.orders[o, O_EXPIRES]
+                    if x > 0:
+                        if x <= now:
+                            n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_EXPIRED)
+                            _stop_unlink(st, o)
+                            _release(st, o)
+                            expired += 1
+                        elif x < earliest:
+                            earliest = x
+                    o = nxt
+                lvl += step
+        st.meta[M_EXP_MIN] = earliest
+    return _emit(st, ev, n, c, EV_EXPIRED, 0, now, 0, expired, 0, 0, 0, 0, 0, 0)
+
+
+@hot
 def _run_triggered(st, ev, n, c, o):
     """Waiting stop ``o``, just taken off its trigger level, enters as a market or
     limit order (steps 3 to 5 of a NEW) on the command ``c`` whose trades reached it."""
@@ -1052,7 +1153,7 @@ def _run_triggered(st, ev, n, c, o):
     if killed or leaves == 0:
         _release(st, o)
         return n
-    if not market and tif == TIF_GTC:
+    if not market and _rests(tif):
         st.orders[o, O_TYPE] = TYPE_LIMIT
         st.orders[o, O_QTY] = tqty
         st.orders[o, O_LEAVES] = leaves
@@ -1106,7 +1207,7 @@ def _reserve(st, c):
         # writes at most two more events (its ACCEPTED/REPLACED/TRIGGERED and a cancel)
         # and a level.
         live = st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK]
-        if c.kind == CMD_MASS_CANCEL:
+        if c.kind == CMD_MASS_CANCEL or c.kind == CMD_EXPIRE:
             return 2 * (live + stops) + 4
         turns = st.meta[M_TURNS_BID] + st.meta[M_TURNS_ASK] + _own_turns(st, c)
         return 3 * (live + 2 * stops + 1 + turns) + 3 * (stops + 1) + 8
@@ -1132,7 +1233,7 @@ def _reserve(st, c):
         if stp != STP_CANCEL_OLDEST and c.qty > 0:
             bound = min(bound, c.qty // st.meta[M_LOT] + 1)
         return 3 * bound + 8
-    if c.kind == CMD_MASS_CANCEL:
+    if c.kind == CMD_MASS_CANCEL or c.kind == CMD_EXPIRE:
         return 2 * (st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK]) + 4
     return 4
 
@@ -1165,6 +1266,8 @@ def process(st, cmds, start, ev):
             n = _replace(st, ev, n, c)
         elif k == CMD_MASS_CANCEL:
             n = _mass_cancel(st, ev, n, c)
+        elif k == CMD_EXPIRE:
+            n = _expire(st, ev, n, c)
         else:
             n = _reject(st, ev, n, c, REJ_BAD_COMMAND)
         if st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL] > 0:
@@ -1181,7 +1284,7 @@ def process(st, cmds, start, ev):
 def canonical_rows(st):
     """Resting orders as int64 rows, see ``exchange.statehash``."""
     levels = st.meta[M_LEVELS]
-    out = np.empty((st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK], 10), np.int64)
+    out = np.empty((st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK], 12), np.int64)
     r = 0
     for s in range(2):
         lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
@@ -1199,6 +1302,8 @@ def canonical_rows(st):
                 out[r, 7] = st.orders[o, O_FLAGS]
                 out[r, 8] = st.orders[o, O_DISPLAY]
                 out[r, 9] = st.orders[o, O_LEAVES] - st.orders[o, O_HIDDEN]
+                out[r, 10] = st.orders[o, O_TIF]
+                out[r, 11] = st.orders[o, O_EXPIRES]
                 r += 1
                 o = st.orders[o, O_NEXT]
             lvl += step
@@ -1211,7 +1316,7 @@ def canonical_rows(st):
 def stop_rows(st):
     """Waiting stops as int64 rows, see ``exchange.statehash``: in trigger order."""
     levels = st.meta[M_LEVELS]
-    out = np.empty((st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL], 9), np.int64)
+    out = np.empty((st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL], 10), np.int64)
     r = 0
     for s in range(2):
         lvl = st.meta[M_STOP_BUY_MIN] if s == 0 else st.meta[M_STOP_SELL_MAX]
@@ -1229,6 +1334,7 @@ def stop_rows(st):
                 out[r, 6] = st.orders[o, O_STP]
                 out[r, 7] = st.orders[o, O_TYPE]
                 out[r, 8] = st.orders[o, O_TIF]
+                out[r, 9] = st.orders[o, O_EXPIRES]
                 r += 1
                 o = st.orders[o, O_NEXT]
             lvl += step

@@ -5,7 +5,7 @@ answers. Both are fixed-size numpy structured records so that they can travel
 through shared-memory rings, be journaled to LMDB and be processed by the Numba
 kernel without conversion. Field by field:
 
-COMMAND_DTYPE (80 bytes)
+COMMAND_DTYPE (80 bytes, no padding)
     seq         int64   shard sequence number, assigned by the shard before the
                         kernel runs; strictly increasing within a shard
     order_id    int64   NEW: the exchange order id assigned by the shard;
@@ -20,10 +20,12 @@ COMMAND_DTYPE (80 bytes)
                         ignores it, the journal indexes it
     client      uint32  the owner: the authenticated client id (never from a body)
     instrument  uint16  the instrument index inside the shard
-    kind        uint8   CMD_NEW / CMD_CANCEL / CMD_REPLACE / CMD_MASS_CANCEL; control
-                        commands CMD_SYNC / CMD_STATUS (see the end of this text)
+    kind        uint8   CMD_NEW / CMD_CANCEL / CMD_REPLACE / CMD_MASS_CANCEL /
+                        CMD_EXPIRE (EXPIRY below: made by the shard itself, never
+                        by the gateway); control commands CMD_SYNC / CMD_STATUS
+                        (see the end of this text)
     side        uint8   SIDE_BUY / SIDE_SELL (NEW only)
-    tif         uint8   TIF_GTC / TIF_IOC / TIF_FOK (NEW only)
+    tif         uint8   TIF_GTC / TIF_IOC / TIF_FOK / TIF_GTD / TIF_DAY (NEW only)
     ord_type    uint8   TYPE_LIMIT / TYPE_MARKET / TYPE_STOP / TYPE_STOP_LIMIT (NEW only)
     flags       uint8   FLAG_POST_ONLY (NEW only); FLAG_RETRY (a keyed NEW only: see
                         ``exchange.idempotency``; never reaches a book)
@@ -34,19 +36,24 @@ COMMAND_DTYPE (80 bytes)
     display     int64   NEW of a limit GTC order: its display quantity, > 0 for
                         an iceberg (ICEBERGS below), 0 for an ordinary order;
                         REPLACE: the new display quantity, 0 = keep the order's
-    _pad        uint8[8] zero
+    expires     int64   NEW of a TIF_GTD / TIF_DAY order: its expiry, integer
+                        nanoseconds since the Unix epoch (UTC), > 0; 0 for every
+                        other NEW and for a REPLACE (it keeps the order's expiry);
+                        CMD_EXPIRE: the time it brings, same unit (EXPIRY below)
 
 EVENT_DTYPE (128 bytes)
     seq          int64  the seq of the command that caused the event
     req_id       uint64 the req_id of that command
     order_id     int64  the order concerned (TRADE: the taker / aggressor)
-    other_id     int64  TRADE: the maker (resting) order; otherwise 0
+    other_id     int64  TRADE: the maker (resting) order; EXPIRED: the book's now
+                        after the command (EXPIRY); otherwise 0
     price        int64  ACCEPTED/REPLACED: order price; TRADE: the maker's price;
                         DEPTH: the level's price; CANCELLED: the order's price;
-                        TRIGGERED: the trigger price
+                        TRIGGERED: the trigger price; EXPIRED: 0
     qty          int64  ACCEPTED/REPLACED: total order qty; TRADE: traded qty;
                         CANCELLED: qty removed from the book by this cancel;
-                        DEPTH: total open qty at the level after the command
+                        DEPTH: total open qty at the level after the command;
+                        MASS_CANCELLED / EXPIRED: the number of orders cancelled
     leaves       int64  open qty of order_id after the event (CANCELLED: 0,
                         except an STP decrement's partial cancel); DEPTH: the
                         number of orders at the level
@@ -61,7 +68,8 @@ EVENT_DTYPE (128 bytes)
     instrument   uint16 instrument index inside the shard
     kind         uint8  EV_*
     side         uint8  side of order_id (DEPTH: side of the level)
-    code         uint8  REJECTED: REJ_*; CANCELLED: CXL_*; otherwise 0
+    code         uint8  REJECTED: REJ_*; CANCELLED: CXL_* (CXL_EXPIRED: EXPIRY);
+                        otherwise 0
                         (TRIGGERED: the order's ord_type, TYPE_STOP or
                         TYPE_STOP_LIMIT)
     flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
@@ -81,13 +89,19 @@ NEW
     limit and stop-limit orders only, price outside [min_price, max_price] ->
     REJ_PRICE_BAND; price % tick_size != 0 -> REJ_TICK; a display != 0 that
     is < 0, > qty or not a multiple of lot_size, or on an order that is not a
-    limit GTC order -> REJ_DISPLAY (ICEBERGS); for stops and
+    limit order that rests (TIF_GTC, TIF_GTD or TIF_DAY) -> REJ_DISPLAY
+    (ICEBERGS); for stops and
     stop-limits, a trigger price (trigger_tick * tick_size) outside
-    [min_price, max_price] (trigger_tick 0 included) -> REJ_TRIGGER; an order
+    [min_price, max_price] (trigger_tick 0 included) -> REJ_TRIGGER; an
+    expiry that does not fit the tif (EXPIRY: expires != 0 on a tif other
+    than GTD/DAY, expires <= 0 on a GTD/DAY, or a GTD/DAY market order) ->
+    REJ_EXPIRY; an order
     id that is live already (an untriggered stop included) ->
     REJ_DUPLICATE_ID; post-only that would cross the best opposite price ->
     REJ_POST_ONLY; a stop whose trigger the last trade price has already
-    reached (see STOPS) -> REJ_TRIGGER_REACHED; a limit GTC order or a stop of
+    reached (see STOPS) -> REJ_TRIGGER_REACHED; a GTD/DAY order whose expiry
+    is <= the book's now (EXPIRY) -> REJ_EXPIRY_PASSED; a limit order that
+    rests (GTC, GTD, DAY) or a stop of
     any kind (the orders that take a slot) when the order pool has no free
     slot -> REJ_BOOK_FULL (checked before matching).
     A reject emits exactly one REJECTED event and changes nothing.
@@ -117,9 +131,10 @@ NEW
         a partial cancel: the order lives on, its total qty reduced by d (so
         the decrement is never a fill). A resting order left above 0 keeps its
         place; an order at 0 is gone; an aggressor above 0 goes on matching.
- 5. Remainder: limit GTC rests at the back of its level (no event: ACCEPTED
-    said it); IOC, FOK (cannot happen: pre-checked) and market orders ->
-    CANCELLED(CXL_IOC, qty = open qty).
+ 5. Remainder: a limit GTC, GTD or DAY order rests at the back of its level
+    (no event: ACCEPTED said it; GTD/DAY with its expiry); IOC, FOK (cannot
+    happen: pre-checked) and market orders -> CANCELLED(CXL_IOC, qty = open
+    qty).
  6. Stops triggered by the command's trades run (STOPS below).
  7. DEPTH events, one per price level whose total changed during the command
     (the triggered stops' steps included), in the order the levels were first
@@ -227,7 +242,9 @@ CANCEL: the order must be live and owned by the command's client, else
     REJECTED(REJ_NOT_FOUND). CANCELLED(CXL_USER, qty = open qty), then DEPTH.
 
 REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
-    (for a waiting stop, see STOPS); trigger_tick must be 0, else REJ_TRIGGER;
+    expires must be 0, else REJ_EXPIRY (a replace keeps the order's tif and
+    expiry, a waiting stop's too: EXPIRY); (for a waiting stop, see STOPS);
+    trigger_tick must be 0, else REJ_TRIGGER;
     qty and price validated as for a limit NEW (REJ_QTY, REJ_QTY_MAX, REJ_LOT,
     REJ_PRICE_BAND, REJ_TICK), then the display (REJ_DISPLAY, ICEBERGS); a
     post-only order whose new price would cross -> REJ_POST_ONLY. Any reject
@@ -238,6 +255,37 @@ REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
     the order keeps its place, else it leaves its level and is handled as an
     aggressor at the new price (step 4 with its own STP mode) and rests at
     the back with what is left. Then DEPTH.
+
+EXPIRY (TIF_GTD: good till the time in expires; TIF_DAY: the same in the
+    book, the gateway having set expires to the instrument's next session
+    end; the tif is kept in the order for reports and the state hash)
+    Time enters a book only as a command: CMD_EXPIRE(expires = ts) (kind,
+    seq, instrument and expires; req_id, client and the rest 0), made and
+    sequenced by the shard that owns the book and journaled like any other
+    command, so a replay expires the same orders at the same seqs whatever
+    the clock says then. Nothing in a book reads a clock.
+    The book's now: the greatest ts of the EXPIREs it has processed (0
+    before the first); it is book state (snapshots, the state hash).
+    A GTD/DAY order (a limit order, a stop or a stop-limit; never a market
+    order, nor IOC/FOK) carries its expiry from its NEW to its end: it is
+    checked on arrival (REJ_EXPIRY, REJ_EXPIRY_PASSED: NEW step 1), a stop
+    keeps it while it waits and after it triggers (a stop-limit that rests
+    then rests with it), a REPLACE keeps it (place kept or not). So no live
+    order ever has an expiry <= the book's now.
+    CMD_EXPIRE(ts): ts <= 0 -> REJECTED(REJ_BAD_COMMAND), nothing changes.
+    Otherwise now = max(now, ts); then every live order whose expiry is <=
+    now is CANCELLED(CXL_EXPIRED, price = its price, qty = its whole open
+    qty: an iceberg expires whole, displayed part and reserve), in this
+    order: the bids from the best level outwards, then the asks from the
+    best level outwards, each level in queue order, then the waiting stops
+    in trigger order (buy stops lowest trigger first, then sell stops
+    highest first, each trigger in arrival order): the order of MASS_CANCEL.
+    Then one EXPIRED (qty = the number of orders expired, other_id = now,
+    client, order_id and the rest 0: even an EXPIRE that expires nothing
+    answers), then DEPTH for the levels that changed. It trades nothing, so
+    it triggers no stop. An EXPIRE whose ts is not above now expires
+    nothing more (everything at or before now is gone already) but is
+    valid.
 
 MASS_CANCEL: every live order of the client in this book, from the best bid
     level outwards, then the best ask level outwards, each level in queue order,
@@ -290,6 +338,8 @@ CMD_NEW = 1
 CMD_CANCEL = 2
 CMD_REPLACE = 3
 CMD_MASS_CANCEL = 4
+# Time, as a sequenced command the shard makes (EXPIRY in the text above)
+CMD_EXPIRE = 7
 # Control commands: questions to the shard about its own state, answered from
 # what it holds (its books, its journal) on its event ring. Never sequenced,
 # never journaled, never seen by a book. See "Control commands" below.
@@ -304,6 +354,10 @@ SIDE_SELL = 2
 TIF_GTC = 0
 TIF_IOC = 1
 TIF_FOK = 2
+# good till the command's expires (ns since the epoch); DAY: till the instrument's
+# session end, which the gateway writes in expires (a GTD to the book)
+TIF_GTD = 3
+TIF_DAY = 4
 
 # --- order types
 TYPE_LIMIT = 0
@@ -337,6 +391,8 @@ EV_DEPTH = 6
 EV_MASS_CANCELLED = 7
 # A waiting stop reached by the last trade price: it enters now (code: its ord_type)
 EV_TRIGGERED = 11
+# The end of a CMD_EXPIRE's cancels: qty = orders expired, other_id = the book's now
+EV_EXPIRED = 12
 # Answers to control commands (not history: never journaled)
 EV_RESTING = 8
 EV_SYNCED = 9
@@ -375,6 +431,8 @@ REJ_TRIGGER_REACHED = 13
 # retention took out with the original's batch: the original's answer is gone.
 REJ_KEY_EXPIRED = 14
 REJ_DISPLAY = 15
+REJ_EXPIRY = 16
+REJ_EXPIRY_PASSED = 17
 
 # --- cancel reasons (EV_CANCELLED.code)
 CXL_USER = 1
@@ -382,6 +440,7 @@ CXL_IOC = 2
 CXL_FOK = 3
 CXL_STP = 4
 CXL_REPLACE = 5
+CXL_EXPIRED = 6
 
 REJECT_NAMES = {
     REJ_BAD_COMMAND: "bad_command",
@@ -399,6 +458,8 @@ REJECT_NAMES = {
     REJ_TRIGGER_REACHED: "trigger_already_reached",
     REJ_KEY_EXPIRED: "idempotency_key_expired",
     REJ_DISPLAY: "display_invalid",
+    REJ_EXPIRY: "expiry_invalid",
+    REJ_EXPIRY_PASSED: "expiry_passed",
 }
 CANCEL_NAMES = {
     CXL_USER: "user",
@@ -406,6 +467,7 @@ CANCEL_NAMES = {
     CXL_FOK: "fok_unfilled",
     CXL_STP: "self_trade",
     CXL_REPLACE: "replaced_to_zero",
+    CXL_EXPIRED: "expired",
 }
 EVENT_NAMES = {
     EV_ACCEPTED: "accepted",
@@ -419,6 +481,7 @@ EVENT_NAMES = {
     EV_SYNCED: "synced",
     EV_STATUS: "status",
     EV_TRIGGERED: "triggered",
+    EV_EXPIRED: "expired",
 }
 
 
@@ -455,6 +518,7 @@ COMMAND_DTYPE = _padded(
         ("stp", "u1"),
         ("trigger_tick", "<u4"),
         ("display", "<i8"),
+        ("expires", "<i8"),
     ],
     80,
 )

@@ -42,6 +42,13 @@ agree; the tests in tests/test_book_semantics.py pin each point):
   with leaves left.
 - A REPLACE of an iceberg that keeps its place and changes nothing it shows (the
   cut taken off the reserve alone) touches no level: REPLACED only, no DEPTH.
+- A CMD_EXPIRE reads only ``expires`` (and seq, req_id, idem_key, instrument, which
+  its events copy); its REJECTED (ts <= 0) carries the command's fields as given,
+  as every reject does. The book's ``now`` is kept whole here, and an EXPIRE looks
+  at every live order; the kernel skips the look when its bound on the earliest
+  expiry is after now (the same events either way).
+- A GTD/DAY order keeps ``tif`` and ``expires`` on its row to its end (the state
+  hash and snapshots carry both); a triggered stop-limit rests with its own tif.
 - ``process`` refuses (ValueError/TypeError, nothing changed) an array that is
   not a 1-d COMMAND_DTYPE array, or whose seqs are not strictly increasing and
   above ``last_seq``.
@@ -58,9 +65,11 @@ import numpy as np
 from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CXL_EXPIRED,
     CXL_FOK,
     CXL_IOC,
     CXL_REPLACE,
@@ -69,6 +78,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_EXPIRED,
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
@@ -79,6 +89,8 @@ from exchange.records import (
     REJ_BOOK_FULL,
     REJ_DISPLAY,
     REJ_DUPLICATE_ID,
+    REJ_EXPIRY,
+    REJ_EXPIRY_PASSED,
     REJ_LOT,
     REJ_NOT_FOUND,
     REJ_POST_ONLY,
@@ -95,8 +107,10 @@ from exchange.records import (
     STP_CANCEL_OLDEST,
     STP_DECREMENT,
     STP_NONE,
+    TIF_DAY,
     TIF_FOK,
     TIF_GTC,
+    TIF_GTD,
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
@@ -108,10 +122,12 @@ from exchange.records import (
 from exchange.statehash import CANONICAL_FIELDS, STOP_FIELDS, hash_canonical
 
 SNAPSHOT_FORMAT = "exchange.reference.ReferenceBook"
-SNAPSHOT_VERSION = 3  # 3: icebergs (display and shown in the rows)
+SNAPSHOT_VERSION = 4  # 3: icebergs (display and shown in the rows); 4: tif, expires, now
 
 SIDES = (SIDE_BUY, SIDE_SELL)
-TIFS = (TIF_GTC, TIF_IOC, TIF_FOK)
+TIFS = (TIF_GTC, TIF_IOC, TIF_FOK, TIF_GTD, TIF_DAY)
+RESTING_TIFS = (TIF_GTC, TIF_GTD, TIF_DAY)  # a limit order with one of these rests
+DATED_TIFS = (TIF_GTD, TIF_DAY)  # the orders that carry an expiry
 ORDER_TYPES = (TYPE_LIMIT, TYPE_MARKET, TYPE_STOP, TYPE_STOP_LIMIT)
 STOP_TYPES = (TYPE_STOP, TYPE_STOP_LIMIT)
 STP_MODES = (STP_NONE, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH, STP_DECREMENT)
@@ -154,6 +170,7 @@ class _Command(NamedTuple):
     stp: int
     trigger_tick: int
     display: int
+    expires: int
 
 
 @dataclass(eq=False)
@@ -171,6 +188,7 @@ class _Order:
     trigger: int = 0  # a waiting stop's trigger price
     display: int = 0  # an iceberg's display quantity, 0 for an ordinary order
     hidden: int = 0  # an iceberg's reserve: the part of leaves not shown
+    expires: int = 0  # a GTD/DAY order's expiry, 0 for the others
 
     @property
     def shown(self) -> int:
@@ -288,6 +306,7 @@ class ReferenceBook:
         self.config = config
         self.last_seq = 0
         self.last_price = 0  # of the last trade; 0 before the first
+        self.now = 0  # the greatest CMD_EXPIRE time processed; 0 before the first
         self._orders: dict[int, _Order] = {}  # every live order, waiting stops included
         # side -> price -> orders in queue order; a level exists only while not empty
         self._levels: dict[int, dict[int, list[_Order]]] = {SIDE_BUY: {}, SIDE_SELL: {}}
@@ -311,6 +330,8 @@ class ReferenceBook:
                 self._replace(cmd, out)
             elif cmd.kind == CMD_MASS_CANCEL:
                 self._mass_cancel(cmd, out)
+            elif cmd.kind == CMD_EXPIRE:
+                self._expire(cmd, out)
             else:
                 out.reject(REJ_BAD_COMMAND)
             self._trigger_stops(out)
@@ -339,6 +360,7 @@ class ReferenceBook:
         order = _Order(c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags)
         order.tif = c.tif
         order.display = c.display
+        order.expires = c.expires
         if c.ord_type in STOP_TYPES:
             order.ord_type = c.ord_type
             order.trigger = self._trigger_price(c)
@@ -357,7 +379,7 @@ class ReferenceBook:
         if taker.leaves == 0:
             self._orders.pop(taker.order_id, None)
             return
-        if taker.tif == TIF_GTC and not market:
+        if taker.tif in RESTING_TIFS and not market:
             self._orders[taker.order_id] = taker
             self._append(taker, out)
         else:
@@ -439,19 +461,28 @@ class ReferenceBook:
             if code:
                 return code
         if c.display and (
-            self._display_code(c.display, c.qty) or c.ord_type != TYPE_LIMIT or c.tif != TIF_GTC
+            self._display_code(c.display, c.qty)
+            or c.ord_type != TYPE_LIMIT
+            or c.tif not in RESTING_TIFS
         ):
             return REJ_DISPLAY
         trigger = self._trigger_price(c)
         if stop and not self.config.min_price <= trigger <= self.config.max_price:
             return REJ_TRIGGER
+        if c.tif in DATED_TIFS:
+            if c.expires <= 0 or c.ord_type == TYPE_MARKET:
+                return REJ_EXPIRY
+        elif c.expires:
+            return REJ_EXPIRY
         if c.order_id in self._orders:
             return REJ_DUPLICATE_ID
         if post_only and self._would_take(c.side, c.price):
             return REJ_POST_ONLY
         if stop and self._reached(c.side, trigger):
             return REJ_TRIGGER_REACHED
-        takes_slot = stop or (c.ord_type == TYPE_LIMIT and c.tif == TIF_GTC)
+        if c.tif in DATED_TIFS and c.expires <= self.now:
+            return REJ_EXPIRY_PASSED
+        takes_slot = stop or (c.ord_type == TYPE_LIMIT and c.tif in RESTING_TIFS)
         if takes_slot and len(self._orders) >= self.config.capacity:
             return REJ_BOOK_FULL
         return 0
@@ -581,6 +612,9 @@ class ReferenceBook:
         if order is None:
             out.reject(REJ_NOT_FOUND)
             return
+        if c.expires:
+            out.reject(REJ_EXPIRY)  # a replace keeps the order's expiry
+            return
         if order.waiting:
             self._replace_stop(order, c, out)
             return
@@ -673,6 +707,34 @@ class ReferenceBook:
             self._remove(order, out)
         out.emit(EV_MASS_CANCELLED, client=c.client, qty=len(doomed))
 
+    def _expire(self, c: _Command, out: _Events) -> None:
+        if c.expires <= 0:
+            out.reject(REJ_BAD_COMMAND)
+            return
+        self.now = max(self.now, c.expires)
+        doomed = [
+            order
+            for order in self._book_orders() + self._waiting_stops()
+            if 0 < order.expires <= self.now
+        ]
+        for order in doomed:
+            out.cancelled(order, CXL_EXPIRED, order.leaves)
+            self._remove(order, out)
+        out.emit(EV_EXPIRED, qty=len(doomed), other_id=self.now)
+
+    def _book_orders(self) -> list[_Order]:
+        """The orders in the book: bids best level first, then asks, each level in queue order."""
+        return [
+            order
+            for side in SIDES
+            for price in self._prices(side)
+            for order in self._levels[side][price]
+        ]
+
+    def next_expiry(self) -> int | None:
+        """The earliest expiry of a live order (None: none has one); exact here."""
+        return min((o.expires for o in self._orders.values() if o.expires), default=None)
+
     def _emit_depth(self, out: _Events) -> None:
         for side, price in out.touched:
             level = self._levels[side].get(price, [])
@@ -749,7 +811,7 @@ class ReferenceBook:
 
     def state_hash(self) -> str:
         return hash_canonical(
-            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows()
+            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows(), self.now
         )
 
     def top(self) -> tuple[int, int, int, int]:
@@ -787,6 +849,8 @@ class ReferenceBook:
             "flags": order.flags,
             "display": order.display,
             "shown": order.shown,
+            "tif": order.tif,
+            "expires": order.expires,
         }
 
     # ------------------------------------------------------------------ snapshots
@@ -799,6 +863,7 @@ class ReferenceBook:
                 "config": msgspec.structs.asdict(self.config),
                 "last_seq": self.last_seq,
                 "last_price": self.last_price,
+                "now": self.now,
                 "rows": self.canonical_rows().tolist(),
                 "stops": self.stop_rows().tolist(),
             }
@@ -823,6 +888,7 @@ class ReferenceBook:
             config = BookConfig(**doc["config"])
             last_seq = int(doc["last_seq"])
             last_price = int(doc["last_price"])
+            now = int(doc["now"])
             rows = [
                 _from_row(dict(zip(CANONICAL_FIELDS, map(int, row), strict=True)))
                 for row in doc["rows"]
@@ -838,6 +904,9 @@ class ReferenceBook:
         if last_price and book._price_code(last_price):
             raise ValueError(f"corrupt reference snapshot: last price {last_price} off the band")
         book.last_price = last_price
+        if now < 0:
+            raise ValueError(f"corrupt reference snapshot: now {now} is negative")
+        book.now = now
         for order in stops:
             order.leaves = order.qty
             problem = book._restore_stop_problem(order)
@@ -874,8 +943,17 @@ class ReferenceBook:
             return f"price {order.price} is not a valid price for this book"
         if not 0 < order.qty <= self.config.max_qty or order.stp not in STP_MODES:
             return f"qty {order.qty} / stp {order.stp} out of range"
-        if order.order_id in self._orders:
-            return "appears twice"
+        return self._expiry_problem(order) or self._twice(order)
+
+    def _twice(self, order: _Order) -> str:
+        return "appears twice" if order.order_id in self._orders else ""
+
+    def _expiry_problem(self, order: _Order) -> str:
+        if order.tif in DATED_TIFS:
+            if order.expires <= self.now:
+                return f"expiry {order.expires} is not after now {self.now}"
+        elif order.expires:
+            return f"an expiry {order.expires} on tif {order.tif}"
         return ""
 
     def _restore_problem(self, order: _Order) -> str:
@@ -894,6 +972,6 @@ class ReferenceBook:
                 return f"shown {order.shown} of display {order.display} is inconsistent"
         elif order.hidden:
             return f"an ordinary order shows {order.shown} of leaves {order.leaves}"
-        if order.order_id in self._orders:
-            return "appears twice"
-        return ""
+        if order.tif not in RESTING_TIFS:
+            return f"tif {order.tif} does not rest"
+        return self._expiry_problem(order) or self._twice(order)

@@ -28,6 +28,7 @@ from exchange.orderstate import STATUS_NAMES
 from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
@@ -50,6 +51,8 @@ from exchange.records import (
     REJ_CONFLICT,
     REJ_DISPLAY,
     REJ_DUPLICATE_ID,
+    REJ_EXPIRY,
+    REJ_EXPIRY_PASSED,
     REJ_KEY_EXPIRED,
     REJ_LOT,
     REJ_NOT_FOUND,
@@ -153,6 +156,18 @@ BOOK_REJECTS = {
         "$.display",
         "an iceberg's display must be a multiple of the lot size and at most its qty, on a "
         "limit gtc order only (a waiting stop takes none)",
+    ),
+    REJ_EXPIRY: (
+        INVALID,
+        "$.expire_at",
+        "only a gtd order takes an expire_at (ns since the epoch, > 0), and it needs one; "
+        "a market order never rests, so takes neither gtd nor day",
+    ),
+    REJ_EXPIRY_PASSED: (
+        INVALID,
+        "$.expire_at",
+        "the order's expiry is at or before the instrument's last expiry time: it would "
+        "expire at once",
     ),
     REJ_KEY_EXPIRED: (
         CONFLICT,
@@ -740,15 +755,13 @@ def _check_order(order: Order, at: str, cid: int) -> None:
 
 # COMMAND_DTYPE, field by field: packing a record is several times cheaper than
 # numpy's conversion of a tuple, and the gateway makes one per order
-_RECORD = struct.Struct("<qqqqQQIHBBBBBBIq8x")
+_RECORD = struct.Struct("<qqqqQQIHBBBBBBIqq")
 assert COMMAND_DTYPE.names == (
     *("seq", "order_id", "price", "qty", "req_id", "idem_key", "client", "instrument"),
-    *("kind", "side", "tif", "ord_type", "flags", "stp", "trigger_tick", "display", "_pad"),
+    *("kind", "side", "tif", "ord_type", "flags", "stp", "trigger_tick", "display", "expires"),
 )
 assert _RECORD.size == COMMAND_DTYPE.itemsize
-assert np.frombuffer(_RECORD.pack(*range(1, 17)), COMMAND_DTYPE)[0].tolist()[:16] == tuple(
-    range(1, 17)
-)
+assert np.frombuffer(_RECORD.pack(*range(1, 18)), COMMAND_DTYPE)[0].tolist() == tuple(range(1, 18))
 # a trigger travels in ticks in 32 bits (records.COMMAND_DTYPE)
 MAX_TRIGGER_TICK = (1 << 32) - 1
 
@@ -770,6 +783,7 @@ def _command(
     stp=0,
     trigger_tick=0,
     display=0,
+    expires=0,
 ) -> bytes:
     """A COMMAND record's 80 bytes (``np.frombuffer(b, COMMAND_DTYPE)`` reads it); seq 0."""
     return _RECORD.pack(
@@ -789,6 +803,7 @@ def _command(
         stp,
         trigger_tick,
         display,
+        expires,
     )
 
 
@@ -886,6 +901,7 @@ def new_order_command(
         STP_MODES[order.stp],
         _trigger_tick(order.trigger, book),
         _display(order.display, book),
+        0,
     )
 
 
@@ -1041,10 +1057,13 @@ def answers_request(e: Event, kind: int) -> bool:
     A command's first event (idx 0) answers it: ACCEPTED or REJECTED for a NEW,
     CANCELLED or REJECTED for a CANCEL, REPLACED, CANCELLED or REJECTED for a
     REPLACE; a shard's own rejects (seq 0) and duplicate re-sends keep that
-    index. A MASS_CANCEL's cancels come first and its MASS_CANCELLED last.
+    index. A MASS_CANCEL's cancels come first and its MASS_CANCELLED last. A
+    CMD_EXPIRE (the shard's own, req_id 0) answers no request.
     """
     if kind == CMD_MASS_CANCEL:
         return e.kind == EV_MASS_CANCELLED
+    if kind == CMD_EXPIRE:
+        return False  # the shard's own command: no request behind it
     return e.idx == 0
 
 

@@ -29,6 +29,12 @@ gave for each level. After each batch it checks that the book agrees:
   stops highest first, each trigger in arrival order), its trades follow as
   its own, and no waiting stop is reached at the end of a command; the book's
   stop rows and last price are the ones the events said;
+- expiries: the book's now is the greatest EXPIRE time so far; an EXPIRE cancels
+  (CXL_EXPIRED, the whole open qty) exactly the live orders and waiting stops whose
+  expiry is at or before it, bids best level first, then asks, each level in queue
+  order, then the stops in trigger order, and ends with EXPIRED (their number,
+  now); no live order or stop has an expiry at or before now, and each keeps the
+  tif and expiry of its NEW (a replace or a trigger changes neither);
 - top(), depth(), order() and state_hash() agree with the canonical rows.
 """
 
@@ -40,15 +46,18 @@ import numpy as np
 from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CXL_EXPIRED,
     CXL_IOC,
     CXL_STP,
     CXL_USER,
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_EXPIRED,
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
@@ -62,8 +71,10 @@ from exchange.records import (
     SIDE_SELL,
     STP_DECREMENT,
     STP_NONE,
+    TIF_DAY,
     TIF_FOK,
     TIF_GTC,
+    TIF_GTD,
     TYPE_LIMIT,
     TYPE_MARKET,
     TYPE_STOP,
@@ -101,6 +112,7 @@ _COMMAND_COLUMNS = (
     "stp",
     "trigger_tick",
     "display",
+    "expires",
 )
 # The bytes of an event that only pad it (no field, or a "_pad" field): they stay zero.
 _EVENT_PADDING = np.ones(EVENT_DTYPE.itemsize, dtype=bool)
@@ -133,6 +145,7 @@ class _Stop:
     stp: int
     client: int
     side: int
+    expires: int = 0
 
     def rank(self) -> tuple[int, int, int]:
         return (self.side, self.trigger if self.side == SIDE_BUY else -self.trigger, self.arrival)
@@ -156,6 +169,8 @@ class _Tracked:
     display: int = 0  # an iceberg's display qty
     shown: int = 0  # what it shows (set when it rests)
     resting: bool = False  # in the book (not an aggressor still at work)
+    tif: int = TIF_GTC
+    expires: int = 0  # a GTD/DAY order's expiry
 
     def show(self) -> None:
         """It (re)enters its level: it shows min(display, leaves)."""
@@ -183,6 +198,8 @@ class BookChecker:
                 display=r["display"],
                 shown=r["shown"],
                 resting=True,
+                tif=r["tif"],
+                expires=r["expires"],
             )
         self.levels = _levels_of(rows)
         self.last_price = book.last_price
@@ -199,7 +216,9 @@ class BookChecker:
                 stp=r["stp"],
                 client=r["client"],
                 side=r["side"],
+                expires=r["expires"],
             )
+        self.now = book.now
 
     def check(self, cmds: np.ndarray, events: np.ndarray) -> None:
         """Check the events one batch produced, then the book's state after it."""
@@ -251,7 +270,7 @@ class BookChecker:
         if rows[0]["kind"] == EV_REJECTED:
             self._check_reject(cmd, rows, where)
             return
-        if cmd["kind"] not in (CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL):
+        if cmd["kind"] not in (CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE):
             _fail(f"{where}: command kind {cmd['kind']} was not rejected")
         depth = [e for e in rows if e["kind"] == EV_DEPTH]
         if rows[len(rows) - len(depth) :] != depth:
@@ -271,6 +290,9 @@ class BookChecker:
         if cmd["kind"] == CMD_MASS_CANCEL:
             self._check_mass_cancelled(cmd, body, where)
             body = body[:-1]
+        if cmd["kind"] == CMD_EXPIRE:
+            self._apply_expire(cmd, body, where)
+            body = []
         taker_leaves = None
         agg = cmd  # the aggressor: the command's order, then each stop it triggers
         for e in body:
@@ -300,6 +322,53 @@ class BookChecker:
             )
         if e["order_id"] or e["side"] or e["price"] or e["leaves"] or e["code"]:
             _fail(f"{where}: MASS_CANCELLED has unused fields set")
+
+    def _apply_expire(self, cmd: dict, body: list[dict], where: str) -> None:
+        """An EXPIRE: now moves up to its time, the orders and stops due are cancelled in
+        the written order (book orders as MASS_CANCEL takes them, then stops), EXPIRED."""
+        self.now = max(self.now, cmd["expires"])
+        if not body or body[-1]["kind"] != EV_EXPIRED:
+            _fail(f"{where}: an EXPIRE does not end with EXPIRED")
+        e = body[-1]
+        if (e["qty"], e["other_id"]) != (len(body) - 1, self.now):
+            _fail(
+                f"{where}: EXPIRED says {e['qty']} orders, now {e['other_id']}; "
+                f"{len(body) - 1} were cancelled, now is {self.now}"
+            )
+        if e["order_id"] or e["client"] or e["side"] or e["price"] or e["leaves"] or e["code"]:
+            _fail(f"{where}: EXPIRED has unused fields set")
+        due = sorted(
+            (o.side, -o.price if o.side == SIDE_BUY else o.price, o.entry, oid)
+            for oid, o in self.orders.items()
+            if 0 < o.expires <= self.now
+        )
+        want = [k[-1] for k in due] + [
+            oid
+            for oid, stop in sorted(self.stops.items(), key=lambda kv: kv[1].rank())
+            if 0 < stop.expires <= self.now
+        ]
+        got = [x["order_id"] for x in body[:-1]]
+        if got != want:
+            _fail(f"{where}: EXPIRE cancelled {got[:5]}, the orders due are {want[:5]}")
+        for x in body[:-1]:
+            oid = x["order_id"]
+            order = self.orders.pop(oid, None) or self.stops.pop(oid)
+            leaves = order.leaves if isinstance(order, _Tracked) else order.qty
+            if (
+                (x["kind"], x["code"], x["qty"], x["leaves"], x["price"], x["client"])
+                != (
+                    EV_CANCELLED,
+                    CXL_EXPIRED,
+                    leaves,
+                    0,
+                    order.price,
+                    order.client,
+                )
+                or x["side"] != order.side
+                or x["other_id"]
+                or x["other_client"]
+            ):
+                _fail(f"{where}: {x} is not the expiry of order {oid}")
 
     def _check_reject(self, cmd: dict, rows: list[dict], where: str) -> None:
         e = rows[0]
@@ -347,6 +416,8 @@ class BookChecker:
             client=stop.client,
             side=stop.side,
             leaves=stop.qty,
+            tif=stop.tif,
+            expires=stop.expires,
         )
         market = stop.ord_type == TYPE_STOP
         return {
@@ -410,6 +481,7 @@ class BookChecker:
                     stp=cmd["stp"],
                     client=e["client"],
                     side=e["side"],
+                    expires=cmd["expires"],
                 )
                 return None
             self.orders[oid] = _Tracked(
@@ -421,6 +493,8 @@ class BookChecker:
                 side=e["side"],
                 leaves=e["leaves"],
                 display=cmd["display"],
+                tif=cmd["tif"],
+                expires=cmd["expires"],
             )
             return e["leaves"]
         order = self.orders.get(oid)
@@ -538,7 +612,7 @@ class BookChecker:
             del self.orders[oid]
             return
         rests = cmd["kind"] == CMD_REPLACE or (
-            cmd["tif"] == TIF_GTC and cmd["ord_type"] == TYPE_LIMIT
+            cmd["tif"] in (TIF_GTC, TIF_GTD, TIF_DAY) and cmd["ord_type"] == TYPE_LIMIT
         )
         if not rests:
             _fail(f"{where}: the remainder of order {oid} neither rests nor was cancelled")
@@ -556,8 +630,10 @@ class BookChecker:
         rows = book.canonical_rows()
         if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape[1] != len(CANONICAL_FIELDS):
             _fail(f"canonical rows are {rows.dtype} {rows.shape}")
+        if book.now != self.now:
+            _fail(f"the book's now is {book.now}, the EXPIREs said {self.now}")
         if book.state_hash() != hash_canonical(
-            book.last_seq, book.last_price, rows, book.stop_rows()
+            book.last_seq, book.last_price, rows, book.stop_rows(), book.now
         ):
             _fail("state_hash() is not the hash of canonical_rows()")
         if len(rows) > cfg.capacity:
@@ -604,9 +680,18 @@ class BookChecker:
                 o["side"],
                 o["stp"],
                 o["leaves"],
-            ) or (order.display, order.shown) != (o["display"], o["shown"]):
+            ) or (order.display, order.shown, order.tif, order.expires) != (
+                o["display"],
+                o["shown"],
+                o["tif"],
+                o["expires"],
+            ):
                 _fail(f"order {o['order_id']} rests as {o}, the events said {order}")
             entries.append(order.entry)
+        late = [oid for oid, o in self.orders.items() if 0 < o.expires <= self.now]
+        late += [oid for oid, o in self.stops.items() if 0 < o.expires <= self.now]
+        if late:
+            _fail(f"orders {late[:5]} are live past their expiry (now {self.now})")
         entries = np.array(entries, dtype=np.int64)
         same_level = (side[1:] == side[:-1]) & (price[1:] == price[:-1])
         if np.any(same_level & (entries[1:] <= entries[:-1])):
@@ -634,6 +719,7 @@ class BookChecker:
                 stop.stp,
                 stop.ord_type,
                 stop.tif,
+                stop.expires,
             )
             for oid, stop in sorted(self.stops.items(), key=lambda kv: kv[1].rank())
         ]

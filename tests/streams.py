@@ -5,8 +5,10 @@ sides of the mid, some reached already or off the band; icebergs, some with a
 display that is invalid or on an order that cannot have one), TIFs, post-only,
 every STP mode, a few clients, cancels and replaces of recent (often live) and
 unknown order ids (some giving an iceberg a new display, or an order one),
-orders of other clients, mass cancels and a share of invalid
-commands, with prices around a mid that drifts across the price band. Configs
+orders of other clients, mass cancels, GTD and DAY orders with expiries around a
+clock that moves along the stream (some passed already, some invalid) and
+EXPIRE commands carrying that clock (some late, a few invalid), and a share of
+invalid commands, with prices around a mid that drifts across the price band. Configs
 with a small capacity make REJ_BOOK_FULL happen. Everything is drawn from the
 numpy Generator it is given, so a seed reproduces a stream exactly.
 """
@@ -16,14 +18,17 @@ import numpy as np
 from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
     FLAG_POST_ONLY,
     SIDE_BUY,
     SIDE_SELL,
+    TIF_DAY,
     TIF_FOK,
     TIF_GTC,
+    TIF_GTD,
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
@@ -35,6 +40,9 @@ from exchange.records import (
 # How far from the mid orders may rest, in ticks (one is drawn per stream): the
 # narrow ones make most orders meet the other side, the wide ones build depth.
 SPREAD_TICKS = (4, 12, 40)
+# The stream's clock starts here (ns since the epoch) and moves a few steps a command
+CLOCK_START = 1_800_000_000 * 10**9
+CLOCK_STEP = 1_000_000
 
 
 def random_config(rng: np.random.Generator) -> BookConfig:
@@ -81,15 +89,23 @@ def random_stream(
     client = rng.integers(1, clients + 1, size=n)
 
     p_cancel, p_replace = rng.uniform(0.03, 0.2, size=2)
+    p_expire = rng.choice([0.0, 0.01, 0.05])
     kind = _pick(
         rng,
         n,
-        [CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, 0, 9],
-        [0.98 - p_cancel - p_replace, p_cancel, p_replace, 0.005, 0.0075, 0.0075],
+        [CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE, 0, 9],
+        [0.98 - p_cancel - p_replace - p_expire, p_cancel, p_replace, 0.005, p_expire]
+        + [0.0075, 0.0075],
     )
     is_new = kind == CMD_NEW
     side = _pick(rng, n, [SIDE_BUY, SIDE_SELL, 0, 3], [0.495, 0.495, 0.005, 0.005])
-    tif = _pick(rng, n, [TIF_GTC, TIF_IOC, TIF_FOK, 3], [0.65, 0.18, 0.165, 0.005])
+    p_dated = rng.choice([0.0, 0.1, 0.3])
+    tif = _pick(
+        rng,
+        n,
+        [TIF_GTC, TIF_IOC, TIF_FOK, TIF_GTD, TIF_DAY, 5],
+        [0.65 - p_dated, 0.18, 0.165, 0.7 * p_dated, 0.3 * p_dated, 0.005],
+    )
     p_stop = rng.choice([0.0, 0.04, 0.15])
     ord_type = _pick(
         rng,
@@ -160,6 +176,23 @@ def random_stream(
         display = np.where((odd >= 0.02) & (odd < 0.03), display + 1, display)
     display = np.where(iceberg | ((kind == CMD_REPLACE) & (rng.random(n) < 0.2)), display, 0)
 
+    # Expiries: a clock moves along the stream; an EXPIRE mostly carries it (some a
+    # late time, a few none); a GTD/DAY order mostly expires a little ahead of it (some
+    # at or before, so before the book's now once an EXPIRE said so; a few without an
+    # expiry), and a few other orders and replaces carry an expiry they must not.
+    clock = CLOCK_START + CLOCK_STEP * np.cumsum(rng.integers(0, 4, size=n))
+    ahead = CLOCK_STEP * rng.integers(-3, int(rng.choice([10, 60, 400])), size=n)
+    dated = (tif == TIF_GTD) | (tif == TIF_DAY)
+    expires = np.where(dated, clock + ahead, 0)
+    odd = rng.random(n)
+    expires = np.where(odd < 0.005, 0, expires)
+    expires = np.where((odd >= 0.005) & (odd < 0.01), -CLOCK_STEP, expires)
+    expires = np.where((odd >= 0.01) & (odd < 0.015), clock + ahead, expires)
+    late = CLOCK_STEP * rng.integers(0, 20, size=n) * (rng.random(n) < 0.2)
+    expires = np.where(kind == CMD_EXPIRE, clock - late, expires)
+    expires = np.where((kind == CMD_EXPIRE) & (odd < 0.01), 0, expires)
+    expires = np.where(kind == CMD_REPLACE, np.where(odd < 0.015, clock + ahead, 0), expires)
+
     # NEW ids count up; a few NEWs reuse a recent id (live or not).
     order_id = first_order_id + np.cumsum(is_new) - 1
     reuse = is_new & (rng.random(n) < 0.01)
@@ -167,7 +200,7 @@ def random_stream(
 
     # Cancels and replaces mostly aim at a recent GTC limit NEW (as its owner,
     # at or near its price); some at an id nobody has, some as another client.
-    restable = is_new & (((tif == TIF_GTC) & (ord_type == TYPE_LIMIT)) | stop)
+    restable = is_new & ((((tif == TIF_GTC) | dated) & (ord_type == TYPE_LIMIT)) | stop)
     rank = np.cumsum(restable) - 1
     acts = (kind == CMD_CANCEL) | (kind == CMD_REPLACE)
     targets = acts & (rank >= 0) & (rng.random(n) < 0.97)
@@ -198,6 +231,8 @@ def random_stream(
     cmds["stp"] = stp
     cmds["trigger_tick"] = np.where((kind == CMD_NEW) | (kind == CMD_REPLACE), trigger_tick, 0)
     cmds["display"] = np.where((kind == CMD_NEW) | (kind == CMD_REPLACE), display, 0)
+    carries = (kind == CMD_NEW) | (kind == CMD_REPLACE) | (kind == CMD_EXPIRE)
+    cmds["expires"] = np.where(carries, expires, 0)
     return cmds
 
 

@@ -16,6 +16,7 @@ from streams import random_batches, random_config, random_stream
 from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
@@ -120,18 +121,21 @@ def test_long_random_streams_agree(book_classes, seed):
 
 _command = st.fixed_dictionaries(
     {
-        "kind": st.sampled_from([CMD_NEW] * 6 + [CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, 0]),
+        "kind": st.sampled_from(
+            [CMD_NEW] * 6 + [CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE, 0]
+        ),
         "order_id": st.integers(1, 8),
         "side": st.integers(0, 3),
         "price": st.integers(95, 105),
         "qty": st.integers(-1, 6),
         "client": st.integers(1, 2),
-        "tif": st.integers(0, 3),
+        "tif": st.integers(0, 5),
         "ord_type": st.integers(0, 4),
         "trigger_tick": st.sampled_from([0, 0, 0, 95, 97, 99, 100, 101, 103, 105]),
         "display": st.sampled_from([0, 0, 0, 1, 1, 2, 3, -1, 7]),
         "flags": st.integers(0, 2),
         "stp": st.integers(0, 5),
+        "expires": st.sampled_from([0, 0, 0, 1, 2, 3, 4, -1]),
     }
 )
 _small_config = BookConfig(min_price=96, max_price=104, max_qty=5, capacity=5)

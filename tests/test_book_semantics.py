@@ -8,6 +8,7 @@ are compared in a compact form, one tuple per event:
     ("cancelled", reason, order_id, price, qty)
     ("replaced", order_id, price, qty, leaves)
     ("triggered", order_id, trigger price, qty)
+    ("expired", orders expired, the book's now)
     ("depth", side, price, total, count)
 
 and ``Exchange.send`` checks every other field of every event on the way
@@ -21,6 +22,7 @@ from exchange.bookconfig import BookConfig
 from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
@@ -28,6 +30,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
+    EV_EXPIRED,
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
@@ -43,8 +46,10 @@ from exchange.records import (
     STP_CANCEL_OLDEST,
     STP_DECREMENT,
     STP_NONE,
+    TIF_DAY,
     TIF_FOK,
     TIF_GTC,
+    TIF_GTD,
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
@@ -74,11 +79,13 @@ def new(
     stp=0,
     trigger=0,
     display=0,
+    expires=0,
 ):
     return dict(
         kind=CMD_NEW,
         trigger_tick=trigger,
         display=display,
+        expires=expires,
         order_id=oid,
         side=side,
         price=price,
@@ -95,9 +102,10 @@ def cancel(oid, client=1):
     return dict(kind=CMD_CANCEL, order_id=oid, client=client)
 
 
-def replace(oid, price, qty, client=1, trigger=0, display=0):
+def replace(oid, price, qty, client=1, trigger=0, display=0, expires=0):
     return dict(
         kind=CMD_REPLACE,
+        expires=expires,
         order_id=oid,
         price=price,
         qty=qty,
@@ -107,10 +115,21 @@ def replace(oid, price, qty, client=1, trigger=0, display=0):
     )
 
 
-def stop(oid, side, qty, trigger, client=1, *, price=0, tif=TIF_IOC, stp=0):
+def stop(oid, side, qty, trigger, client=1, *, price=0, tif=TIF_IOC, stp=0, expires=0):
     """A stop (no price: market when triggered) or, with a price, a stop-limit."""
     kind = TYPE_STOP_LIMIT if price else TYPE_STOP
-    return new(oid, side, price, qty, client, tif=tif, ord_type=kind, stp=stp, trigger=trigger)
+    return new(
+        oid,
+        side,
+        price,
+        qty,
+        client,
+        tif=tif,
+        ord_type=kind,
+        stp=stp,
+        trigger=trigger,
+        expires=expires,
+    )
 
 
 def mass_cancel(client=1):
@@ -157,7 +176,7 @@ class Exchange:
             assert e[name] == cmd[name], name
         assert e["flags"] == 0
         kind, oid = int(e["kind"]), int(e["order_id"])
-        if kind != EV_TRADE:
+        if kind not in (EV_TRADE, EV_EXPIRED):
             assert (e["other_id"], e["other_client"], e["other_leaves"]) == (0, 0, 0)
         if kind not in (EV_REJECTED, EV_CANCELLED, EV_TRIGGERED):
             assert e["code"] == 0
@@ -166,6 +185,9 @@ class Exchange:
                 assert e[name] == cmd[name], name
             assert e["leaves"] == 0
             return ("rejected", REJECT_NAMES[int(e["code"])], oid)
+        if kind == EV_EXPIRED:
+            assert (e["order_id"], e["client"], e["side"], e["price"], e["leaves"]) == (0,) * 5
+            return ("expired", int(e["qty"]), int(e["other_id"]))
         if kind == EV_MASS_CANCELLED:
             assert e["client"] == cmd["client"]
             assert (e["order_id"], e["side"], e["price"], e["leaves"]) == (0, 0, 0, 0)
@@ -260,7 +282,7 @@ def test_event_fields_of_a_trade_are_complete(book_cls):
     [
         dict(side=0),
         dict(side=3),
-        dict(tif=3),
+        dict(tif=5),
         dict(ord_type=4),
         dict(stp=5),
         dict(flags=2),
@@ -369,7 +391,18 @@ def test_gtc_rests_and_reports_depth(book_cls):
         ("depth", B, 100, 8, 2),
     ]
     assert ex.book.order(1) == dict(
-        order_id=1, client=1, side=B, price=100, qty=5, leaves=5, stp=0, flags=0, display=0, shown=5
+        order_id=1,
+        client=1,
+        side=B,
+        price=100,
+        qty=5,
+        leaves=5,
+        stp=0,
+        flags=0,
+        display=0,
+        shown=5,
+        tif=0,
+        expires=0,
     )
     assert ex.book.order(3) is None
 
@@ -1092,8 +1125,8 @@ def test_a_stop_waits_off_the_book(book_cls):
     assert ex.rows() == rows  # no DEPTH, not in the book
     assert ex.book.depth(5) == ([(99, 5, 1), (98, 5, 1)], [(101, 5, 1), (102, 5, 1)])
     assert ex.book.stop_rows().tolist() == [
-        [B, 101, 10, 1, 3, 0, 0, TYPE_STOP, TIF_IOC],
-        [S, 99, 11, 1, 3, 98, 0, TYPE_STOP_LIMIT, TIF_GTC],
+        [B, 101, 10, 1, 3, 0, 0, TYPE_STOP, TIF_IOC, 0],
+        [S, 99, 11, 1, 3, 98, 0, TYPE_STOP_LIMIT, TIF_GTC, 0],
     ]
 
 
@@ -1313,6 +1346,8 @@ def test_an_iceberg_shows_only_its_display(book_cls):
         flags=0,
         display=5,
         shown=5,
+        tif=TIF_GTC,
+        expires=0,
     )
 
 
@@ -1658,3 +1693,238 @@ def test_a_stop_triggered_by_a_trade_with_an_iceberg_meets_its_refill(book_cls):
         ("trade", 2, 1, 101, 3, 0, 3),
         ("depth", S, 101, 3, 1),
     ]
+
+
+# ---------------------------------------------------------------- expiries (GTD, DAY)
+
+T = 1_800_000_000 * 10**9  # a time, ns since the epoch
+SEC = 10**9
+
+
+def gtd(oid, side, price, qty, expires, client=1, **fields):
+    return new(
+        oid, side, price, qty, client, tif=fields.pop("tif", TIF_GTD), expires=expires, **fields
+    )
+
+
+def expire(ts):
+    return dict(kind=CMD_EXPIRE, expires=ts)
+
+
+def expiries(ex) -> list[tuple]:
+    """Resting orders in book order as (order_id, tif, expires)."""
+    return [(r[2], r[10], r[11]) for r in ex.book.canonical_rows().tolist()]
+
+
+def test_a_gtd_order_rests_with_its_expiry_and_a_day_order_is_one_with_its_tif(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.send(gtd(1, B, 99, 5, T + SEC), gtd(2, S, 101, 5, T + 2 * SEC, tif=TIF_DAY)) == [
+        ("accepted", 1, 99, 5),
+        ("depth", B, 99, 5, 1),
+        ("accepted", 2, 101, 5),
+        ("depth", S, 101, 5, 1),
+    ]
+    assert expiries(ex) == [(1, TIF_GTD, T + SEC), (2, TIF_DAY, T + 2 * SEC)]
+    assert ex.book.order(2)["tif"] == TIF_DAY and ex.book.order(2)["expires"] == T + 2 * SEC
+    assert ex.book.now == 0
+    # an expiry trades like any order
+    assert ex.send(new(3, B, 101, 2, client=9))[1] == ("trade", 3, 2, 101, 2, 0, 3)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        gtd(9, B, 100, 5, 0),  # GTD without an expiry
+        gtd(9, B, 100, 5, 0, tif=TIF_DAY),
+        gtd(9, B, 100, 5, -1),
+        new(9, B, 100, 5, expires=T),  # GTC with one
+        new(9, B, 100, 5, tif=TIF_IOC, expires=T),
+        new(9, B, 100, 5, tif=TIF_FOK, expires=T),
+        new(9, B, 0, 5, ord_type=TYPE_MARKET, tif=TIF_IOC, expires=T),
+        gtd(9, B, 0, 5, T, ord_type=TYPE_MARKET),  # a market order never rests
+        stop(9, B, 5, 101, expires=T),  # an IOC stop with one
+    ],
+)
+def test_an_expiry_that_does_not_fit_the_order_is_rejected(book_cls, spec):
+    ex = Exchange(book_cls)
+    assert ex.send(spec) == rejected("expiry_invalid", 9)
+    assert ex.rows() == [] and ex.book.stop_rows().tolist() == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        # each command fails two checks: the first in the spec's order wins
+        (gtd(9, B, 100, 5, 0, display=7), "display_invalid"),
+        (stop(9, B, 5, 2001, tif=TIF_GTD), "trigger_invalid"),
+        (gtd(1, B, 100, 5, 0), "expiry_invalid"),
+        (gtd(1, B, 100, 5, T - SEC), "duplicate_order_id"),
+        (gtd(9, B, 110, 5, T - SEC, flags=FLAG_POST_ONLY), "post_only_would_take"),
+        (stop(9, B, 5, 100, tif=TIF_GTD, expires=T - SEC), "trigger_already_reached"),
+        (gtd(9, B, 90, 5, T), "expiry_passed"),
+        (gtd(9, B, 90, 5, T + SEC), "book_full"),
+    ],
+)
+def test_expiry_validation_order(book_cls, spec, reason):
+    ex = Exchange(book_cls, min_price=10, max_price=2000, capacity=3)
+    ex.send(new(1, S, 110, 5, client=2), new(2, B, 100, 1, client=3), new(3, S, 100, 1, client=2))
+    ex.send(new(4, S, 120, 5, client=2), new(5, S, 130, 5, client=2), expire(T))
+    assert len(ex.rows()) == 3 and ex.book.now == T and ex.book.last_price == 100
+    before = ex.rows()
+    assert ex.send(spec) == rejected(reason, spec["order_id"])
+    assert ex.rows() == before
+
+
+def test_expire_moves_now_and_an_expiry_at_or_before_it_is_refused(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.send(expire(T)) == [("expired", 0, T)]
+    assert ex.book.now == T
+    assert ex.send(gtd(1, B, 99, 5, T)) == rejected("expiry_passed", 1)
+    assert ex.send(gtd(2, B, 99, 5, T - 1, tif=TIF_DAY)) == rejected("expiry_passed", 2)
+    assert ex.send(gtd(3, B, 99, 5, T + 1))[0] == ("accepted", 3, 99, 5)
+    # a late EXPIRE does not move now back
+    assert ex.send(expire(T - SEC)) == [("expired", 0, T)]
+    assert ex.book.now == T
+    assert ex.send(gtd(4, B, 99, 5, T)) == rejected("expiry_passed", 4)
+
+
+def test_an_expire_with_no_time_is_a_bad_command(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(gtd(1, B, 99, 5, T))
+    for ts in (0, -5):
+        assert ex.send(expire(ts)) == [("rejected", "bad_command", 0)]
+    assert ex.book.now == 0 and ex.ids() == [1]
+
+
+def test_expire_cancels_the_orders_due_in_the_written_order(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(30, S, 100, 1, client=9), new(31, B, 100, 1, client=8))  # last price 100
+    ex.send(
+        gtd(1, B, 98, 1, T + 3),
+        gtd(2, B, 99, 2, T + 1, client=2),
+        new(3, B, 99, 3),  # GTC: stays
+        gtd(4, B, 99, 4, T + 2),
+        gtd(5, S, 102, 5, T + 1),
+        gtd(6, S, 101, 6, T + 9, client=2),  # not due
+        gtd(7, S, 101, 7, T + 2, tif=TIF_DAY),
+        stop(8, S, 1, 97, price=96, tif=TIF_GTD, expires=T + 1),
+        stop(9, B, 1, 103, tif=TIF_GTD, expires=T + 1),
+        stop(10, S, 1, 98, tif=TIF_GTD, expires=T + 3, client=2),
+        stop(11, B, 1, 102, price=104, tif=TIF_GTD, expires=T + 3),
+    )
+    # bids best level first, each in queue order, then asks, then stops in trigger order
+    assert ex.send(expire(T + 3)) == [
+        ("cancelled", "expired", 2, 99, 2),
+        ("cancelled", "expired", 4, 99, 4),
+        ("cancelled", "expired", 1, 98, 1),
+        ("cancelled", "expired", 7, 101, 7),
+        ("cancelled", "expired", 5, 102, 5),
+        ("cancelled", "expired", 11, 104, 1),
+        ("cancelled", "expired", 9, 0, 1),
+        ("cancelled", "expired", 10, 0, 1),
+        ("cancelled", "expired", 8, 96, 1),
+        ("expired", 9, T + 3),
+        ("depth", B, 99, 3, 1),
+        ("depth", B, 98, 0, 0),
+        ("depth", S, 101, 6, 1),
+        ("depth", S, 102, 0, 0),
+    ]
+    assert ex.ids() == [3, 6] and ex.book.stop_rows().tolist() == []
+    assert ex.send(expire(T + 9)) == [
+        ("cancelled", "expired", 6, 101, 6),
+        ("expired", 1, T + 9),
+        ("depth", S, 101, 0, 0),
+    ]
+
+
+def test_an_iceberg_expires_whole(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 20, 5, tif=TIF_GTD, expires=T), new(2, B, 101, 3, client=9))
+    assert ex.send(expire(T)) == [
+        ("cancelled", "expired", 1, 101, 17),
+        ("expired", 1, T),
+        ("depth", S, 101, 0, 0),
+    ]
+
+
+def test_a_replace_keeps_the_expiry_and_cannot_set_one(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(gtd(1, B, 99, 5, T + 1), gtd(2, B, 99, 5, T + 2, client=2))
+    ex.send(stop(3, B, 2, 105, price=106, tif=TIF_GTD, expires=T + 1))
+    assert ex.send(replace(1, 99, 4, expires=T + 5)) == rejected("expiry_invalid", 1)
+    assert ex.send(replace(3, 106, 2, trigger=105, expires=T + 5)) == rejected("expiry_invalid", 3)
+    ex.send(replace(1, 99, 3))  # keeps its place
+    ex.send(replace(2, 98, 6, client=2))  # loses it
+    ex.send(replace(3, 107, 2, trigger=104))
+    assert expiries(ex) == [(1, TIF_GTD, T + 1), (2, TIF_GTD, T + 2)]
+    assert ex.send(expire(T + 1))[:3] == [
+        ("cancelled", "expired", 1, 99, 3),
+        ("cancelled", "expired", 3, 107, 2),
+        ("expired", 2, T + 1),
+    ]
+    assert ex.ids() == [2]
+
+
+def test_a_gtd_stop_limit_keeps_its_expiry_when_it_triggers_and_rests(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(stop(1, B, 4, 101, price=101, tif=TIF_GTD, expires=T + 5))
+    ex.send(new(2, S, 101, 1, client=9), new(3, B, 101, 1, client=8))  # trade at 101
+    assert expiries(ex) == [(1, TIF_GTD, T + 5)]
+    assert ex.send(expire(T + 4)) == [("expired", 0, T + 4)]
+    assert ex.send(expire(T + 5)) == [
+        ("cancelled", "expired", 1, 101, 4),
+        ("expired", 1, T + 5),
+        ("depth", B, 101, 0, 0),
+    ]
+
+
+def test_an_expire_trades_nothing_and_triggers_no_stop(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 101, 1, client=9), new(2, B, 101, 1, client=8))  # last price 101
+    ex.send(stop(3, B, 1, 102), new(4, S, 103, 1, client=9))
+    ex.send(gtd(5, S, 102, 1, T, client=9))
+    assert ex.send(expire(T)) == [
+        ("cancelled", "expired", 5, 102, 1),
+        ("expired", 1, T),
+        ("depth", S, 102, 0, 0),
+    ]
+    assert [r[2] for r in ex.book.stop_rows().tolist()] == [3]
+
+
+def test_now_and_expiries_are_in_the_state_hash_and_snapshots(book_cls):
+    a, b = Exchange(book_cls), Exchange(book_cls)
+    a.send(gtd(1, B, 99, 5, T + 2))
+    b.send(gtd(1, B, 99, 5, T + 3))
+    assert a.rows() == b.rows() and a.book.state_hash() != b.book.state_hash()
+    c, d = Exchange(book_cls), Exchange(book_cls)
+    c.send(expire(T))
+    d.send(expire(T + 1))
+    assert c.book.state_hash() != d.book.state_hash()
+    a.send(expire(T + 1), stop(2, S, 1, 90, tif=TIF_DAY, expires=T + 2))
+    again = type(a.book).restore(a.book.snapshot())
+    assert again.state_hash() == a.book.state_hash() and again.now == T + 1
+    b.book, b.seq, b.owner = again, a.seq, dict(a.owner)
+    rest = [gtd(3, B, 98, 1, T + 1), expire(T + 2)]
+    assert (
+        b.send(*rest)
+        == a.send(*rest)
+        == [
+            ("rejected", "expiry_passed", 3),
+            ("cancelled", "expired", 1, 99, 5),
+            ("cancelled", "expired", 2, 0, 1),
+            ("expired", 2, T + 2),
+            ("depth", B, 99, 0, 0),
+        ]
+    )
+    assert b.book.state_hash() == a.book.state_hash()
+
+
+def test_next_expiry_is_a_bound_the_books_keep(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.book.next_expiry() is None
+    ex.send(gtd(1, B, 99, 5, T + 5), gtd(2, B, 98, 5, T + 2))
+    assert ex.book.next_expiry() == T + 2
+    ex.send(expire(T + 3))
+    assert ex.book.next_expiry() == T + 5
+    ex.send(expire(T + 5))
+    assert ex.book.next_expiry() is None

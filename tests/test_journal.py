@@ -241,9 +241,14 @@ def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
     with Journal(jdir):
         pass
     # /2: without checksums; /3: the batches in a named sub-database; /5: batch records
-    # in one value; /6: 64-byte commands
+    # in one value; /6: 64-byte commands; /7: commands without an expiry
     older_layouts = (b"exchange.journal/0", b"exchange.journal/2", b"exchange.journal/3")
-    for older in (*older_layouts, b"exchange.journal/5", b"exchange.journal/6"):
+    for older in (
+        *older_layouts,
+        b"exchange.journal/5",
+        b"exchange.journal/6",
+        b"exchange.journal/7",
+    ):
         env = lmdb.open(str(jdir), max_dbs=8)
         with env.begin(write=True) as txn:
             txn.put(b"layout", older, db=env.open_db(b"meta", txn=txn))
