@@ -96,7 +96,7 @@ def expected(config, events, books) -> dict:
                 s[1] += qty
                 c["cash"] -= d * px
         for sym, book in zip(shard.instruments, books[shard.name], strict=True):
-            for side, _, _, client, _, leaves, _, _ in book.canonical_rows().tolist():
+            for side, _, _, client, _, leaves, *_ in book.canonical_rows().tolist():
                 c = out.setdefault(client, {"cash": 0, "syms": {}})
                 s = c["syms"].setdefault(sym, [0, 0, 0, 0, 0])
                 s[2 if side == SIDE_BUY else 3] += leaves
