@@ -37,10 +37,13 @@ DEFAULT_TOML = """\
 # gateway's price collar. [instruments.book] is the book's static parameters
 # (exchange/bookconfig.py): a limit price is a multiple of tick_size in
 # [min_price, max_price], a qty a multiple of lot_size up to max_qty; capacity
-# is how many orders can rest at once.
+# is how many orders can rest at once. session_end ("HH:MM", UTC; optional) is when
+# a DAY order on the instrument expires: the first such time after the gateway took
+# it (the crypto pairs here have none: DAY orders are refused on them).
 [[instruments]]
 symbol = "ACME"
 ref_price = 10_000
+session_end = "21:00"
 [instruments.book]
 min_price = 5_000
 max_price = 20_000
@@ -52,6 +55,7 @@ capacity = 65_536
 [[instruments]]
 symbol = "BOLT"
 ref_price = 2_500
+session_end = "21:00"
 [instruments.book]
 min_price = 1_000
 max_price = 5_000
@@ -151,6 +155,15 @@ archive_dir = ""
 every_commands = 100_000
 every_seconds = 60
 
+# Time enters a book only as a journaled command (CMD_EXPIRE, see exchange/records.py,
+# EXPIRY): every every_ms, a shard reads its wall clock and, for each of its books
+# holding an order (GTD or DAY) whose expiry is at or before that time, sequences an
+# EXPIRE carrying it, which cancels those orders. A book with nothing due gets none: an
+# idle shard journals nothing for the time. An order expires at most every_ms (and a
+# quarter of a second, the loop's longest wait) after its time.
+[expiry]
+every_ms = 1_000
+
 # A bot sends a Heartbeat at least every heartbeat_ms; a session silent for
 # cancel_on_disconnect_ms has all its orders cancelled (0: never).
 [session]
@@ -235,10 +248,35 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class Instrument(_Section, kw_only=True):
+SessionEnd = Annotated[str, msgspec.Meta(pattern=r"^$|^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class Instrument(_Section, kw_only=True, omit_defaults=True):
     symbol: Symbol
     ref_price: Positive
     book: BookConfig
+    # "HH:MM", UTC: when a DAY order on it expires (the next such time after the gateway
+    # took the order); "": DAY orders are refused on it
+    session_end: SessionEnd = ""
+
+
+NS_PER_DAY = 86_400 * 10**9
+
+
+def session_end_ns(session_end: str) -> int | None:
+    """An instrument's session end as ns after midnight UTC, None for none ("")."""
+    if not session_end:
+        return None
+    hours, minutes = session_end.split(":")
+    return (int(hours) * 3600 + int(minutes) * 60) * 10**9
+
+
+def next_session_end(now_ns: int, end_of_day_ns: int) -> int:
+    """The first time of day ``end_of_day_ns`` (UTC) strictly after ``now_ns`` (ns since
+    the epoch): a DAY order's expiry."""
+    day = now_ns - now_ns % NS_PER_DAY
+    end = day + end_of_day_ns
+    return end if end > now_ns else end + NS_PER_DAY
 
 
 class Shard(_Section, kw_only=True):
@@ -271,6 +309,10 @@ class Journal(_Section, kw_only=True):
 class Snapshot(_Section, kw_only=True):
     every_commands: Positive
     every_seconds: Positive
+
+
+class Expiry(_Section, kw_only=True):
+    every_ms: Positive = 1_000
 
 
 class Session(_Section, kw_only=True):
@@ -331,6 +373,7 @@ class Config(_Section, kw_only=True, omit_defaults=True):
     gateway: Gateway
     journal: Journal
     snapshot: Snapshot
+    expiry: Expiry = Expiry()
     session: Session
     rate: Rate
     risk: Risk

@@ -4,8 +4,12 @@ A shard process is a dumb pipe around a ``ShardEngine``: it drains commands from
 its request ring, calls ``apply`` and publishes what comes back. ``apply``:
 
 1. sorts out idempotent retries and conflicts (``exchange.idempotency``) and
-   commands for an instrument this shard does not hold;
-2. sequences what is left: seq = last seq + 1, + 2, ...; a NEW gets the order id
+   commands for an instrument this shard does not hold, or a CMD_EXPIRE (time is
+   the shard's own: REJ_BAD_COMMAND);
+2. appends, when the caller passes its wall clock's time (``clock_ns``), one
+   CMD_EXPIRE carrying it per book that holds an order whose expiry is at or
+   before it (``expiries_due``); then sequences what is left: seq = last seq + 1,
+   + 2, ...; a NEW gets the order id
    ``shard_index << ORDER_ID_SHARD_SHIFT | seq`` (unique across shards, and it
    names the shard that owns the order);
 3. runs each instrument's commands through its book (the Numba kernel) and
@@ -43,6 +47,7 @@ from exchange.journal import Journal
 from exchange.orderstate import ORDER_ID_SHARD_SHIFT, STATUS_NAMES
 from exchange.records import (
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
@@ -147,13 +152,14 @@ def _flagged_replay(parts: list[np.ndarray]) -> np.ndarray:
 @njit(cache=True)
 def _unusual(cmds, books):
     """How many commands are control commands, and how many of the others are for
-    an instrument index the shard does not have."""
+    an instrument index the shard does not have, or a CMD_EXPIRE (time is the shard's
+    own: an EXPIRE from the ring is refused)."""
     controls = unknown = 0
     for i in range(cmds.shape[0]):
         c = cmds[i]
         if c.kind == CMD_SYNC or c.kind == CMD_STATUS:
             controls += 1
-        elif c.instrument >= books:
+        elif c.instrument >= books or c.kind == CMD_EXPIRE:
             unknown += 1
     return controls, unknown
 
@@ -204,11 +210,20 @@ class ShardEngine:
 
     # ------------------------------------------------------------ the batch
 
-    def apply(self, drained: np.ndarray, positions: dict[str, int] | None = None) -> Applied:
+    def apply(
+        self,
+        drained: np.ndarray,
+        positions: dict[str, int] | None = None,
+        clock_ns: int | None = None,
+    ) -> Applied:
         """Sequence, match, journal and commit a drained batch; see the module docstring.
 
         ``positions`` (input ring name -> read position after this batch) are
         committed with it, so a restarted shard knows which requests it has.
+        ``clock_ns`` (the shard's wall clock, ns since the epoch): a CMD_EXPIRE carrying
+        it is sequenced after the requests for each book holding an order whose expiry
+        is at or before it (``expiries_due``), and journaled like them: time enters a
+        book only so, and a replay expires the same orders at the same seqs.
         """
         if not isinstance(drained, np.ndarray) or drained.dtype != COMMAND_DTYPE:
             got = drained.dtype if isinstance(drained, np.ndarray) else type(drained).__name__
@@ -228,7 +243,7 @@ class ShardEngine:
         # commands for an instrument this shard does not hold are answered first,
         # so the idempotency plan only ever sees commands that will be sequenced
         if unknowns:
-            unknown = drained["instrument"] >= len(self.books)
+            unknown = (drained["instrument"] >= len(self.books)) | (drained["kind"] == CMD_EXPIRE)
             replies.append(_rejects(drained[unknown], REJ_BAD_COMMAND))
             drained = _take(drained, np.flatnonzero(~unknown))
         plan = idempotency.plan_batch(self.journal, drained)
@@ -239,6 +254,10 @@ class ShardEngine:
             batch = copy_records(drained)
         else:
             batch = _take(drained, np.flatnonzero(plan.keep))
+        if clock_ns is not None:
+            ticks = self.expiries_due(clock_ns)
+            if len(ticks):
+                batch = join_records([batch, ticks], COMMAND_DTYPE)
         n = len(batch)
         if n:
             _sequence(batch, self.last_seq + 1, self.shard_index << ORDER_ID_SHARD_SHIFT)
@@ -266,6 +285,22 @@ class ShardEngine:
         if not replies:
             return Applied(events, _NO_EVENTS, dt, n, syncs)
         return Applied(events, join_records(replies, EVENT_DTYPE), dt, n, syncs)
+
+    def expiries_due(self, clock_ns: int) -> np.ndarray:
+        """A CMD_EXPIRE(clock_ns) for each book that may hold an order whose expiry is at
+        or before ``clock_ns`` (``Book.next_expiry``, a bound); none for the others, so an
+        idle shard, or one whose orders expire later, journals nothing for the time."""
+        due = [
+            i
+            for i, book in enumerate(self.books)
+            if (x := book.next_expiry()) is not None and x <= clock_ns
+        ]
+        ticks = commands(len(due))
+        if due:
+            ticks["kind"] = CMD_EXPIRE
+            ticks["instrument"] = due
+            ticks["expires"] = clock_ns
+        return ticks
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Each instrument's commands through its book; events back in seq order."""

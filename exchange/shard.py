@@ -11,6 +11,12 @@ CMD_SYNC of the batch (a replay of the journal and the books' resting orders,
 read by the shard itself: nobody else opens its journal), and only then
 releases the requests.
 
+Time enters the books only through this loop, as journaled commands: every
+``[expiry] every_ms`` it reads the wall clock and, when some book holds an order
+(GTD or DAY) whose expiry is at or before that time, has the engine sequence a
+CMD_EXPIRE carrying it (with the waiting requests, or alone). Nothing else reads
+a clock for the books: a replay expires the same orders at the same seqs.
+
 Restarts lose nothing and repeat nothing: the read position in the request
 ring is committed with each batch, so requests that were journaled before a
 crash but not yet released are skipped; the events of the last journaled batch
@@ -56,6 +62,7 @@ WAIT_SECONDS = 0.25  # longest sleep before the loop looks at the stop flag agai
 # at most: enough to keep up with 65,536 keyed orders/s
 PRUNE_SECONDS = 1.0
 PRUNE_STEPS = 8
+EXPIRE_SECONDS = 1.0  # the default of [expiry] every_ms
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 
@@ -111,6 +118,12 @@ class ShardLoop:
         self.position_key = f"{requests.name}@{incarnation}"
         self.counters: CounterBlock | None = None
         self.watchdog = sdnotify.Watchdog()
+        # EXPIRE ticks (exchange.records, EXPIRY): every expire_seconds, the wall clock's
+        # time goes to the engine, which sequences an EXPIRE for each book with an order
+        # due by then; the clock is read here only, and what it said is journaled
+        self.expire_seconds = EXPIRE_SECONDS
+        self.clock = time.time_ns
+        self._expire_at = 0.0
 
     def status(self) -> str:
         """What systemd shows for the unit (STATUS=)."""
@@ -138,13 +151,26 @@ class ShardLoop:
                 if self.stop.raised and not self.events.peer_alive():
                     raise Stopped
 
+    def _clock_due(self) -> int | None:
+        """The wall clock's time when an EXPIRE tick is due and some book holds an order
+        expiring by then, else None."""
+        at = time.monotonic()
+        if at < self._expire_at:
+            return None
+        self._expire_at = at + self.expire_seconds
+        now = self.clock()
+        due = self.engine.expiries_due(now)
+        return now if len(due) else None
+
     def step(self) -> int:
-        """One batch, if any is readable; returns how many requests it took."""
+        """One batch, if any is readable, with the EXPIREs a due tick brings (alone when
+        no request is waiting); returns how many requests it took."""
         batch = self.requests.peek(MAX_BATCH)
-        if not len(batch):
+        clock_ns = self._clock_due()
+        if not len(batch) and clock_ns is None:
             return 0
         end = self.requests.position + len(batch)
-        applied = self.engine.apply(batch, positions={self.position_key: end})
+        applied = self.engine.apply(batch, positions={self.position_key: end}, clock_ns=clock_ns)
         self.publish(applied.events)
         self.publish(applied.replies)
         replayed = 0
@@ -152,7 +178,8 @@ class ShardLoop:
             for chunk in self.engine.sync_answer(sync):
                 self.publish(chunk)
                 replayed += len(chunk)
-        self.requests.release(len(batch))
+        if len(batch):
+            self.requests.release(len(batch))
         if self.counters is not None:
             c = self.counters
             c.add("commands", applied.commands)
@@ -292,6 +319,7 @@ def main(argv=None) -> int:
     requests = Consumer(ns, request_ring(args.name), COMMAND_DTYPE, wait=wait)
     events = Producer(ns, event_ring(args.name), EVENT_DTYPE, wait=wait)
     loop = ShardLoop(engine, requests, events, ns, stop)
+    loop.expire_seconds = config.expiry.every_ms / 1000
     loop.counters = CounterBlock(
         ns,
         counters_name(args.name),

@@ -17,7 +17,9 @@ from exchange.config import (
     Journal,
     dump_config,
     load_config,
+    next_session_end,
     parse_config,
+    session_end_ns,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -328,3 +330,19 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read it") as err:
         load_config(tmp_path / "missing.toml")
     assert str(tmp_path / "missing.toml") in str(err.value)
+
+
+def test_session_end_and_a_day_orders_expiry():
+    cfg = parse_config(DEFAULT_TOML)
+    ends = {i.symbol: i.session_end for i in cfg.instruments}
+    assert ends == {"ACME": "21:00", "BOLT": "21:00", "BTC-USD": "", "ETH-USD": ""}
+    assert session_end_ns("21:00") == 21 * 3600 * 10**9 and session_end_ns("") is None
+    day = 1_796_256_000 * 10**9  # 2026-12-03T00:00:00Z
+    end = session_end_ns("21:00")
+    assert next_session_end(day + 3600 * 10**9, end) == day + end  # 01:00 -> 21:00 today
+    assert next_session_end(day + end, end) == day + end + 86_400 * 10**9  # at 21:00: tomorrow
+    assert next_session_end(day + end - 1, end) == day + end
+    for bad in ("24:00", "9:00", "21:60", "noon"):
+        text = DEFAULT_TOML.replace('session_end = "21:00"', f'session_end = "{bad}"', 1)
+        with pytest.raises(ConfigError, match="session_end"):
+            parse_config(text)

@@ -11,12 +11,16 @@ from exchange.journal import Journal
 from exchange.orderstate import ST_CANCELLED, ST_FILLED, ST_LIVE
 from exchange.records import (
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_NEW,
     CMD_STATUS,
     CMD_SYNC,
     COMMAND_DTYPE,
+    CXL_EXPIRED,
     EV_ACCEPTED,
+    EV_CANCELLED,
     EV_DEPTH,
+    EV_EXPIRED,
     EV_REJECTED,
     EV_RESTING,
     EV_STATUS,
@@ -33,6 +37,7 @@ from exchange.records import (
     SIDE_BUY,
     SIDE_SELL,
     SYNCF_RETRANSMIT,
+    TIF_GTD,
     commands,
     copy_records,
     join_records,
@@ -504,3 +509,60 @@ def test_status_tells_the_journaled_state_of_an_order_of_the_instrument_asked(jo
     # after the replies there were before control commands (here a reject)
     assert out.replies["req_id"].tolist() == [10, *range(11, 19)]
     assert out.replies[1:].tobytes() == join_records(want, EVENT_DTYPE).tobytes()
+
+
+# ---------------------------------------------------------------- expiries
+
+T = 1_800_000_000 * 10**9
+SEC = 10**9
+
+
+def gtd(inst, side, price, qty, client, expires, req):
+    c = orders((inst, side, price, qty, client, 0, req))
+    c["tif"], c["expires"] = TIF_GTD, expires
+    return c
+
+
+def test_expires_are_sequenced_for_the_books_with_orders_due_and_journaled(tmp_path):
+    with Journal(str(tmp_path / "j"), durability="os") as j:
+        eng = ShardEngine(0, BOOKS, j, snapshot_every=3)
+        out = eng.apply(gtd(0, SIDE_BUY, 100, 5, 1, T + 5 * SEC, 1), clock_ns=T)
+        assert out.commands == 1  # nothing due at T: no EXPIRE
+        eng.apply(gtd(1, SIDE_SELL, 200, 5, 2, T + 9 * SEC, 2), clock_ns=T + SEC)
+        assert eng.apply(commands(0), clock_ns=T + 4 * SEC).commands == 0
+        # at T + 6 s book 0's order is due, book 1's is not: one EXPIRE, for book 0
+        out = eng.apply(orders((1, SIDE_BUY, 150, 1, 3, 0, 3)), clock_ns=T + 6 * SEC)
+        assert out.commands == 2 and eng.last_seq == 4
+        cancelled = out.events[out.events["kind"] == EV_CANCELLED]
+        assert cancelled["code"].tolist() == [CXL_EXPIRED] and cancelled["seq"].tolist() == [4]
+        assert cancelled["instrument"].tolist() == [0]
+        expired = out.events[out.events["kind"] == EV_EXPIRED]
+        assert (expired["other_id"].tolist(), expired["req_id"].tolist()) == ([T + 6 * SEC], [0])
+        eng.apply(commands(0), clock_ns=T + 10 * SEC)  # book 1's, alone
+        hashes = eng.state_hashes()
+        journaled = [(c.copy(), e.copy()) for c, e in j.iter_batches(0)]
+    kinds = np.concatenate([c["kind"] for c, _ in journaled]).tolist()
+    assert kinds == [CMD_NEW, CMD_NEW, CMD_NEW, CMD_EXPIRE, CMD_EXPIRE]
+    # recovery (from a snapshot and from the start) reads no clock: the journaled EXPIREs
+    # expire the same orders at the same seqs, and a clock that says otherwise now changes
+    # nothing
+    with Journal(str(tmp_path / "j"), durability="os") as j:
+        for use_snapshot in (True, False):
+            eng = ShardEngine(0, BOOKS, j)
+            eng.recover(use_snapshot=use_snapshot)
+            assert eng.state_hashes() == hashes
+            assert [b.now for b in eng.books] == [T + 6 * SEC, T + 10 * SEC]
+        assert eng.apply(commands(0), clock_ns=T).commands == 0
+        assert eng.state_hashes() == hashes
+
+
+def test_an_expire_from_the_ring_is_refused(journal):
+    eng = ShardEngine(0, BOOKS, journal)
+    eng.apply(gtd(0, SIDE_BUY, 100, 5, 1, T + SEC, 1))
+    c = commands(1)
+    c["kind"], c["expires"], c["req_id"] = CMD_EXPIRE, T + 2 * SEC, 7
+    out = eng.apply(c)
+    assert out.commands == 0 and eng.books[0].now == 0
+    assert out.replies["code"].tolist() == [REJ_BAD_COMMAND]
+    assert eng.expiries_due(T).tolist() == []
+    assert eng.expiries_due(T + SEC)["instrument"].tolist() == [0]
