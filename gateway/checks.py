@@ -12,9 +12,12 @@ State: the instruments' routes, and per shard whether it is live; how long a sha
 has been stalled is its link's (``ShardLink.idle``).
 """
 
+import time
+
 import numpy as np
 
 from exchange import logs
+from exchange.config import next_session_end
 from exchange.engine import order_id_shard
 from exchange.records import (
     CMD_CANCEL,
@@ -52,6 +55,14 @@ class Checks:
         self.routes = {
             sym: (link, i, link.books[i]) for link in links for i, sym in enumerate(link.syms)
         }
+        # sym -> its session end (ns after midnight UTC), for the instruments that have one
+        self.session_ends = {
+            sym: end
+            for link in links
+            for sym, end in zip(link.syms, link.session_ends, strict=True)
+            if end is not None
+        }
+        self.clock = time.time_ns  # read for DAY orders only: their expiry
         self.live = {link.index: False for link in links}  # ``ShardLink.ready``, per tick
         self.stall_after = stall_after
         self.count = count
@@ -91,6 +102,12 @@ class Checks:
             )
         return route
 
+    def day_end(self, sym: str) -> int | None:
+        """A DAY order's expiry on ``sym``: its next session end after now (None: it has
+        none, and DAY orders are refused on it)."""
+        end = self.session_ends.get(sym)
+        return None if end is None else next_session_end(self.clock(), end)
+
     def serving(self, sym: str) -> bool:
         """Whether the instrument takes requests now (its shard live and not stalled)."""
         return self._takes(self.routes[sym][0])
@@ -103,7 +120,14 @@ class Checks:
         if kind == CMD_NEW:  # most commands: its own path
             t.link, inst, book = self.route(t.sym)
             t.inst = inst
-            t.cmd = new_order_command(t.msg, book, client=client, instrument=inst, req_id=req_id)
+            t.cmd = new_order_command(
+                t.msg,
+                book,
+                client=client,
+                instrument=inst,
+                req_id=req_id,
+                day_end=self.day_end(t.sym) if t.msg.tif == "day" else None,
+            )
             return
         if t.link is None:
             t.link, t.inst, book = self.route(t.sym)
@@ -167,12 +191,19 @@ class Checks:
         )
         display = np.array([o.display or 0 for o in routed], np.int64)  # 0: not an iceberg
         off |= display % grid["lot_size"][gi] != 0
+        expires = np.array([o.expire_at or 0 for o in routed], np.int64)  # gtd; 0: none
+        for j in [j for j, o in enumerate(routed) if o.tif == "day"]:
+            end = self.day_end(routed[j].sym)
+            if end is None:
+                off[j] = True
+            else:
+                expires[j] = end
         if off.any():
             for j in np.flatnonzero(off).tolist():
                 self._refuse(run, at[j])
             keep = ~off
             at, gi, qty, px = np.array(at)[keep], gi[keep], qty[keep], px[keep]
-            trigger_tick, display = trigger_tick[keep], display[keep]
+            trigger_tick, display, expires = trigger_tick[keep], display[keep], expires[keep]
             shard = np.array(shard)[keep]
             routed = [o for o, k in zip(routed, keep.tolist(), strict=True) if k]
         rec = np.zeros(len(routed), COMMAND_DTYPE)
@@ -190,6 +221,7 @@ class Checks:
         rec["stp"] = [STP_MODES[o.stp] for o in routed]
         rec["trigger_tick"] = trigger_tick
         rec["display"] = display
+        rec["expires"] = expires
         run.at, run.g, run.shard, run.records = np.array(at, np.int64), gi, np.array(shard), rec
 
     def _refuse(self, run: Run, i: int) -> None:

@@ -285,8 +285,10 @@ class Client:
         )
 
     def new_order(self, sym: str, side: str, qty: int, px: int | None = None, **fields):
-        """Ack or Reject. Fields as in NewOrder (tif, type, trigger, display, post_only, stp,
-        coid, ik); ``display``: an iceberg's shown quantity."""
+        """Ack or Reject. Fields as in NewOrder (tif, type, trigger, display, expire_at,
+        post_only, stp, coid, ik); ``display``: an iceberg's shown quantity; ``expire_at``
+        (with tif="gtd"): when the order expires, ns since the Unix epoch; tif="day": at
+        its instrument's session end."""
         return self.request(_new_order(self.next_cid(), sym, side, qty, px, fields))
 
     def new_orders(self, orders: list[Order]):

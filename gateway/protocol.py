@@ -71,8 +71,10 @@ from exchange.records import (
     STP_CANCEL_OLDEST,
     STP_DECREMENT,
     STP_NONE,
+    TIF_DAY,
     TIF_FOK,
     TIF_GTC,
+    TIF_GTD,
     TIF_IOC,
     TYPE_LIMIT,
     TYPE_MARKET,
@@ -179,7 +181,8 @@ BOOK_REJECTS = {
 assert BOOK_REJECTS.keys() == REJECT_NAMES.keys()
 
 SIDES = {"buy": SIDE_BUY, "sell": SIDE_SELL}
-TIFS = {"gtc": TIF_GTC, "ioc": TIF_IOC, "fok": TIF_FOK}
+TIFS = {"gtc": TIF_GTC, "ioc": TIF_IOC, "fok": TIF_FOK, "gtd": TIF_GTD, "day": TIF_DAY}
+RESTING_TIFS = ("gtc", "gtd", "day")  # a limit order with one of these rests
 ORDER_TYPES = {
     "limit": TYPE_LIMIT,
     "market": TYPE_MARKET,
@@ -197,7 +200,7 @@ STP_MODES = {
 SIDE_NAMES = {v: k for k, v in SIDES.items()}
 
 Side = Literal["buy", "sell"]
-Tif = Literal["gtc", "ioc", "fok"]
+Tif = Literal["gtc", "ioc", "fok", "gtd", "day"]
 OrderType = Literal["limit", "market", "stop", "stop_limit"]
 Stp = Literal["none", "cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
 StateName = Literal["live", "filled", "cancelled", "rejected"]
@@ -254,8 +257,12 @@ class Order(_Strict, omit_defaults=True, kw_only=True):
     tif: Tif = "gtc"
     ord_type: OrderType = msgspec.field(default="limit", name="type")
     trigger: Positive | None = None  # stop, stop_limit: the trigger price
-    # an iceberg (limit gtc only): the qty shown in the book at a time, the rest in reserve
+    # an iceberg (a limit order that rests: gtc, gtd, day): the qty shown in the book at a
+    # time, the rest in reserve
     display: Positive | None = None
+    # gtd only (and required): when the order expires, ns since the Unix epoch (UTC); a
+    # day order expires at its instrument's session end, which the gateway sets
+    expire_at: Positive | None = None
     post_only: bool = False
     stp: Stp = "cancel_newest"
     coid: ClientOrderId = ""
@@ -709,12 +716,20 @@ def salvage_cid(buf: bytes) -> int:
 def _check_order(order: Order, at: str, cid: int) -> None:
     """The rules between fields that a schema cannot say."""
     kind = order.ord_type
+    if (order.tif == "gtd") != (order.expire_at is not None):
+        raise ProtocolError(
+            INVALID,
+            "a gtd order needs an expire_at (ns since the epoch), and only a gtd order takes "
+            "one (a day order's is its instrument's session end)",
+            f"{at}.expire_at",
+            cid,
+        )
     if order.display is not None:
-        if kind != "limit" or order.tif != "gtc":
+        if kind != "limit" or order.tif not in RESTING_TIFS:
             raise ProtocolError(
                 INVALID,
-                f"only a limit gtc order can be an iceberg (display), not a {order.tif} {kind} "
-                "order",
+                f"only a limit gtc, gtd or day order can be an iceberg (display), not a "
+                f"{order.tif} {kind} order",
                 f"{at}.display",
                 cid,
             )
@@ -738,7 +753,7 @@ def _check_order(order: Order, at: str, cid: int) -> None:
             raise ProtocolError(
                 INVALID, "a market order cannot be post-only", f"{at}.post_only", cid
             )
-        if order.tif == "gtc":
+        if order.tif in RESTING_TIFS:
             raise ProtocolError(
                 INVALID,
                 f"a {kind} order never rests (a market order once triggered): tif must be "
@@ -879,14 +894,33 @@ def _check_px(px: int, book: BookConfig) -> None:
 
 
 def new_order_command(
-    order: Order, book: BookConfig, *, client: int, instrument: int, req_id: int
+    order: Order,
+    book: BookConfig,
+    *,
+    client: int,
+    instrument: int,
+    req_id: int,
+    day_end: int | None = None,
 ) -> bytes:
     """The NEW command for a decoded order, after the instrument's grid checks.
 
     Raises ProtocolError(invalid) naming ``$.qty``, ``$.px``, ``$.trigger`` or
     ``$.display`` (relative to the order) when the order is off the lot/tick grid,
-    above max_qty or outside the band. The shard fills in seq and order_id.
+    above max_qty or outside the band, and ``$.tif`` for a day order on an instrument
+    without a session end. ``day_end``: a day order's expiry (the instrument's next
+    session end, ``exchange.config.next_session_end``), None when it has none. The
+    shard fills in seq and order_id.
     """
+    expires = order.expire_at or 0
+    if order.tif == "day":
+        if day_end is None:
+            raise ProtocolError(
+                INVALID,
+                "day: the instrument has no session end (session_end in its config); "
+                "use gtd with an expire_at",
+                "$.tif",
+            )
+        expires = day_end
     qty, px = order.qty, order.px
     # the checks inline, their messages only on failure: this is the gateway's hot path
     if qty > book.max_qty or qty % book.lot_size:
@@ -901,7 +935,7 @@ def new_order_command(
         STP_MODES[order.stp],
         _trigger_tick(order.trigger, book),
         _display(order.display, book),
-        0,
+        expires,
     )
 
 

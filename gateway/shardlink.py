@@ -25,6 +25,7 @@ journals, and a restarted one publishes its last batch again.
 import numpy as np
 from numba import njit
 
+from exchange.config import session_end_ns
 from exchange.records import (
     CMD_NEW,
     CMD_SYNC,
@@ -109,6 +110,8 @@ class ShardLink:
         self.syms = list(shard.instruments)
         self.offset = offsets(config)[index]  # the number of its first instrument
         self.books = [config.instrument(s).book for s in self.syms]
+        # each instrument's session end, ns after midnight UTC (None: none): a DAY order's
+        self.session_ends = [session_end_ns(config.instrument(s).session_end) for s in self.syms]
         self.mirrors = [BookMirror(s, b) for s, b in zip(self.syms, self.books, strict=True)]
         self.last = (0, 0)  # watermark: (seq, idx) of the last journaled event folded in
         self.caught_up = False  # a sync answered since this process started

@@ -423,3 +423,36 @@ def test_a_run_of_icebergs_is_checked_whole_and_order_by_order(rig):
     assert all(isinstance(r, Ack) for i, r in enumerate(reply.results) if i != 7)
     bids = c.book("BOLT", depth=100).bids
     assert (1_800, 10, 1) in bids and (1_895, 10, 1) in bids
+
+
+def test_a_gtd_order_a_second_ahead_is_cancelled_expired_and_its_owner_is_told(rig):
+    c = rig.client(7)
+    at = time.time_ns() + 1_000_000_000
+    ack = c.new_order("ACME", "buy", 5, px=9_001, tif="gtd", expire_at=at)
+    assert isinstance(ack, Ack)
+    assert (9_001, 5, 1) in c.book("ACME").bids
+    [gone] = wait_notices(c, 1, Cancelled, timeout=15)
+    assert time.time_ns() >= at  # never before its time: the shard's EXPIRE carried it
+    assert (gone.cid, gone.oid, gone.reason, gone.qty) == (0, ack.oid, "expired", 5)
+    assert c.status("ACME", ack.oid).state == "cancelled"
+    assert (9_001, 5, 1) not in c.book("ACME").bids
+    # the book's now is past ``at``: an order expiring then is refused by the book
+    late = c.new_order("ACME", "buy", 5, px=9_001, tif="gtd", expire_at=at)
+    assert isinstance(late, Reject) and (late.code, late.field) == ("invalid", "$.expire_at")
+    assert late.reason.startswith("expiry_passed")
+    # the gateway's refusals name the field
+    for fields, field in (
+        (dict(tif="gtd"), "$.expire_at"),  # gtd without an expiry
+        (dict(expire_at=at), "$.expire_at"),  # an expiry on a gtc order
+        (dict(tif="day", expire_at=at), "$.expire_at"),
+    ):
+        bad = c.new_order("ACME", "buy", 5, px=9_001, **fields)
+        assert isinstance(bad, Reject) and (bad.code, bad.field) == ("invalid", field), fields
+    bad = c.new_order("ACME", "buy", 5, tif="gtd", type="market", expire_at=at + 10**12)
+    assert isinstance(bad, Reject) and (bad.code, bad.field) == ("invalid", "$.tif")
+    # DAY: the instrument's session end; an instrument without one refuses it
+    day = c.new_order("ACME", "buy", 5, px=9_002, tif="day")
+    assert isinstance(day, Ack)
+    assert c.cancel("ACME", day.oid).reason == "user"
+    none = c.new_order("BTC-USD", "buy", 1, px=5_000_000, tif="day")
+    assert isinstance(none, Reject) and (none.code, none.field) == ("invalid", "$.tif")

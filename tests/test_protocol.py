@@ -30,10 +30,13 @@ from exchange.records import (
     EVF_DUPLICATE,
     FLAG_POST_ONLY,
     REJ_CONFLICT,
+    REJ_EXPIRY_PASSED,
     REJECT_NAMES,
     SIDE_BUY,
     SIDE_SELL,
     STP_DECREMENT,
+    TIF_DAY,
+    TIF_GTD,
     TIF_IOC,
     TYPE_MARKET,
     commands,
@@ -529,6 +532,38 @@ def test_an_iceberg_command_carries_its_display():
         assert store(p.replace_command(msg, BOOK, client=1, instrument=0, req_id=1))["display"] == (
             want
         )
+
+
+def test_gtd_and_day_commands_carry_their_expiry_and_refusals_name_the_field():
+    at = 1_800_000_000 * 10**9
+    order = p.Order(sym="ACME", side="buy", qty=20, px=10_000, tif="gtd", expire_at=at)
+    rec = store(p.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))
+    assert (rec["tif"], rec["expires"]) == (TIF_GTD, at)
+    day = p.Order(sym="ACME", side="buy", qty=20, px=10_000, tif="day")
+    rec = store(p.new_order_command(day, BOOK, client=1, instrument=0, req_id=1, day_end=at))
+    assert (rec["tif"], rec["expires"]) == (TIF_DAY, at)
+    with pytest.raises(p.ProtocolError) as err:  # an instrument without a session end
+        p.new_order_command(day, BOOK, client=1, instrument=0, req_id=1)
+    assert (err.value.code, err.value.field) == ("invalid", "$.tif")
+    plain = p.Order(sym="ACME", side="buy", qty=20, px=10_000)
+    assert store(p.new_order_command(plain, BOOK, client=1, instrument=0, req_id=1))["expires"] == 0
+    base = {"t": "N", "cid": 3, "sym": "ACME", "side": "buy", "qty": 5, "px": 10_000}
+    for extra, field in (
+        ({"tif": "gtd"}, "$.expire_at"),
+        ({"expire_at": at}, "$.expire_at"),
+        ({"tif": "ioc", "expire_at": at}, "$.expire_at"),
+        ({"tif": "day", "expire_at": at}, "$.expire_at"),
+        ({"tif": "gtd", "expire_at": 0}, "$.expire_at"),
+        ({"tif": "day", "type": "market", "px": None}, "$.tif"),
+    ):
+        frame = {k: v for k, v in {**base, **extra}.items() if v is not None}
+        with pytest.raises(p.ProtocolError) as err:
+            p.decode_request(msgspec.msgpack.encode(frame))
+        assert (err.value.code, err.value.field) == ("invalid", field), extra
+    ok = p.decode_request(msgspec.msgpack.encode({**base, "tif": "gtd", "expire_at": at}))
+    assert (ok.tif, ok.expire_at) == ("gtd", at)
+    reject = p.book_reject(REJ_EXPIRY_PASSED, 3)
+    assert (reject.field, reject.reason.split(":")[0]) == ("$.expire_at", "expiry_passed")
 
 
 def test_cancel_replace_and_mass_cancel_commands():

@@ -127,6 +127,24 @@ def test_an_iceberg_order_shows_its_display_in_the_book(daemon, bots, capsys):
     assert code == 0 and done["reply"]["n"] == 1
 
 
+@pytest.mark.timeout(180)
+def test_a_gtd_order_from_the_tool_expires_and_a_day_order_rests(daemon, bots, capsys):
+    maker = bots["maker"]
+    argv = ("order", "ACME", "buy", "2", "9503", "--tif", "gtd", "--expire-at", "+1")
+    code, gtd = run(daemon, capsys, maker, *argv, "--wait", "4")
+    assert code == 0 and gtd["reply"]["t"] == "A", gtd
+    gone = [n for n in gtd["notices"] if n["t"] == "X"]
+    assert [(n["oid"], n["reason"]) for n in gone] == [(gtd["reply"]["oid"], "expired")], gtd
+    code, book = run(daemon, capsys, maker, "book", "ACME")
+    assert all(level[0] != 9503 for level in book["bids"]), book
+    code, bad = run(daemon, capsys, maker, "order", "ACME", "buy", "2", "9503", "--tif", "gtd")
+    assert code == 1 and bad["reply"]["field"] == "$.expire_at", bad
+    code, day = run(daemon, capsys, maker, "order", "ACME", "buy", "2", "9503", "--tif", "day")
+    assert code == 0 and day["reply"]["t"] == "A", day
+    code, done = run(daemon, capsys, maker, "cancel", "ACME", "--all")
+    assert code == 0 and done["reply"]["n"] == 1
+
+
 class Lines:
     """A process's stdout read line by line (JSON) in a thread, as it comes."""
 

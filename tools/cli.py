@@ -26,9 +26,11 @@ it finds and exits 4 on any.
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -234,6 +236,23 @@ def _answer(args, reply, notices) -> int:
     return 1 if isinstance(reply, Reject) else 0
 
 
+def _expire_at(text: str) -> int:
+    """``--expire-at``: ns since the epoch, an ISO 8601 time, or +N seconds from now."""
+    try:
+        if text.startswith("+"):
+            return time.time_ns() + round(float(text[1:]) * 1e9)
+        if text.isdigit():
+            return int(text)
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return int(when.timestamp()) * 10**9 + when.microsecond * 1000
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not ns since the epoch, an ISO 8601 time or +seconds"
+        ) from None
+
+
 def cmd_order(args) -> int:
 
     config, ident = _connect(args)
@@ -246,6 +265,8 @@ def cmd_order(args) -> int:
         fields["trigger"] = args.trigger
     if args.display is not None:
         fields["display"] = args.display
+    if args.expire_at is not None:
+        fields["expire_at"] = args.expire_at
     if args.coid:
         fields["coid"] = args.coid
     # chosen here, so that after a timeout the order can be retried without risk
@@ -661,7 +682,19 @@ def _parser() -> argparse.ArgumentParser:
     order_cmd.add_argument(
         "price", type=int, nargs="?", metavar="PRICE", help="none: a market order"
     )
-    order_cmd.add_argument("--tif", choices=["gtc", "ioc", "fok"], default="gtc")
+    order_cmd.add_argument(
+        "--tif",
+        choices=["gtc", "ioc", "fok", "gtd", "day"],
+        default="gtc",
+        help="gtd: until --expire-at; day: until the instrument's session end",
+    )
+    order_cmd.add_argument(
+        "--expire-at",
+        type=_expire_at,
+        metavar="WHEN",
+        help="a gtd order's expiry: ns since the Unix epoch, an ISO 8601 time (UTC unless it "
+        "says otherwise, e.g. 2026-12-03T21:00:00Z), or +N (N seconds from now)",
+    )
     order_cmd.add_argument(
         "--type",
         choices=["limit", "market", "stop", "stop_limit"],
