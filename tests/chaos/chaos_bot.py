@@ -4,7 +4,8 @@
         --seconds S --rate R --seed X --out records.json
 
 Each request is a GTC or IOC limit order (``ICEBERG_SHARE`` of the GTC ones
-icebergs showing a lot or two of a bigger order), or a GTC stop-limit
+icebergs showing a lot or two of a bigger order, ``GTD_SHARE`` of the others GTD
+orders expiring a few seconds after they are sent), or a GTC stop-limit
 (``STOP_SHARE``), near an instrument's reference price (so orders of different bots trade) with
 its own idempotency key, or a cancel of one of its live orders, or
 (``REUSE_SHARE``) a *cross-instrument reuse*: a NewOrder under the key of one
@@ -70,6 +71,8 @@ MAX_LOTS = 5
 IOC_SHARE = 0.1
 STOP_SHARE = 0.1  # of the orders: GTC stop-limits, their trigger near the reference
 ICEBERG_SHARE = 0.1  # of the GTC limit orders: icebergs (display 1-2 lots, qty up to 4x more)
+GTD_SHARE = 0.15  # of the other GTC limit orders: GTD, expiring GTD_SECONDS after sending
+GTD_SECONDS = (2.0, 6.0)  # beyond a retry or two: a late retry of one is not refused
 CANCEL_SHARE = 0.15
 REUSE_SHARE = 0.07  # requests that reuse an acknowledged key on the other shard's instruments
 RETRY_SECONDS = 1.5
@@ -150,7 +153,7 @@ class Bot:
             sym = rng.choice(list(SYMBOLS))
             msg = self._order(cid, sym, rng.getrandbits(63) | 1)
             self.records["orders"][str(msg.ik)] = [
-                *(sym, msg.side, msg.px, msg.qty, msg.tif, msg.display or 0)
+                *(sym, msg.side, msg.px, msg.qty, msg.tif, msg.display or 0, msg.expire_at or 0)
             ]
         self.pending[cid] = Pending(msg, encode(msg), due=now)
         self.records["sent"] += 1
@@ -174,6 +177,13 @@ class Bot:
             display = lot * rng.randint(1, 2)
             qty = lot * rng.randint(2, 4 * MAX_LOTS)
             return NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, display=display, ik=ik)
+        if tif == "gtc" and rng.random() < GTD_SHARE:
+            # the wall clock: an expiry is a time since the epoch (the shard's clock says
+            # when it has come)
+            at = time.time_ns() + int(rng.uniform(*GTD_SECONDS) * 1e9)
+            return NewOrder(
+                cid=cid, sym=sym, side=side, qty=qty, px=px, tif="gtd", expire_at=at, ik=ik
+            )
         return NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, tif=tif, ik=ik)
 
     def send_due(self, now: float) -> None:

@@ -46,7 +46,11 @@ from exchange.engine import ShardEngine
 from exchange.idempotency import FINGERPRINT_DTYPE, used_news
 from exchange.journal import Journal
 from exchange.records import (
+    CMD_EXPIRE,
+    CMD_NEW,
+    CXL_EXPIRED,
     EV_ACCEPTED,
+    EV_CANCELLED,
     EV_TRADE,
     REJ_TRIGGER_REACHED,
     REJECT_NAMES,
@@ -77,6 +81,8 @@ class Report:
     acks: int = 0
     dup_acks: int = 0
     iceberg_acks: int = 0  # acks of icebergs (each journaled with the display it was sent)
+    gtd_acks: int = 0  # acks of GTD orders (each journaled with the expiry it was sent)
+    expired: int = 0  # orders the shards expired (CANCELLED expired), none before its time
     retries: int = 0
     retryable: int = 0
     reconnects: int = 0
@@ -102,7 +108,8 @@ class Report:
             f"chaos: {self.kills} kills ({self.shard_kills} shard, {self.gateway_kills} gateway, "
             f"{self.supervisor_kills} supervisor, {self.all_kills} all), "
             f"{self.requests} requests, {self.orders} orders, {self.acks} acks "
-            f"({self.dup_acks} duplicate, {self.iceberg_acks} of icebergs), {self.retries} "
+            f"({self.dup_acks} duplicate, {self.iceberg_acks} of icebergs, {self.gtd_acks} GTD, "
+            f"{self.expired} expired), {self.retries} "
             f"retries ({self.retryable} answered busy or unavailable), {self.reconnects} "
             f"reconnects, "
             f"{self.fills_seen} fills seen, {self.trades} trades and "
@@ -144,6 +151,7 @@ def check(config, records: list[dict], kills: list[tuple[float, str]]) -> Report
         for i, shard in enumerate(config.shards):
             _state_hash(report, journals[shard.name], shard.name, i, books[shard.name])
             trades[shard.name] = _trades(report, journals[shard.name], shard)
+            _expiries(report, journals[shard.name], shard)
         _cross_shard_keys(report, journals)
         news = _keyed_news(report, journals)
         for r in records:
@@ -208,6 +216,26 @@ def _trades(report: Report, journal: Journal, shard) -> dict:
                 f"{sum(clients.values())}",
             )
     return out
+
+
+def _expiries(report: Report, journal: Journal, shard) -> None:
+    """Every order the shard expired was expired by one of its own EXPIREs, carrying a
+    time at or after the order's expiry: never before its time."""
+    expires = {}
+    for cmds, events in journal.iter_batches():
+        new = cmds[(cmds["kind"] == CMD_NEW) & (cmds["expires"] > 0)]
+        expires.update(zip(new["order_id"].tolist(), new["expires"].tolist(), strict=True))
+        ticks = cmds[cmds["kind"] == CMD_EXPIRE]
+        at = dict(zip(ticks["seq"].tolist(), ticks["expires"].tolist(), strict=True))
+        gone = events[(events["kind"] == EV_CANCELLED) & (events["code"] == CXL_EXPIRED)]
+        for seq, oid in zip(gone["seq"].tolist(), gone["order_id"].tolist(), strict=True):
+            report.expired += 1
+            if seq not in at or oid not in expires or at[seq] < expires[oid]:
+                report.add(
+                    "expiries",
+                    f"{shard.name} seq {seq}: order {oid} (expiry {expires.get(oid)}) expired "
+                    f"by a command at {at.get(seq)}",
+                )
 
 
 def _cross_shard_keys(report: Report, journals: dict) -> None:
@@ -303,11 +331,18 @@ def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, ki
             )
             continue
         sent = r["orders"].get(str(ik))
-        display = int(np.frombuffer(entry.fingerprint, FINGERPRINT_DTYPE)["display"][0])
+        fp = np.frombuffer(entry.fingerprint, FINGERPRINT_DTYPE)
+        display, expires = int(fp["display"][0]), int(fp["expires"][0])
         report.iceberg_acks += display > 0
+        report.gtd_acks += expires > 0
         if sent is not None and display != sent[5]:
             report.add(
                 "acked", f"client {client}: order {oid} sent showing {sent[5]}, journaled {display}"
+            )
+        if sent is not None and len(sent) > 6 and expires != sent[6]:
+            report.add(
+                "acked",
+                f"client {client}: order {oid} sent expiring {sent[6]}, journaled {expires}",
             )
     for ik, found in oids.items():
         if len(found) > 1:
