@@ -52,6 +52,7 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_TRADE,
+    REJ_EXPIRY_PASSED,
     REJ_TRIGGER_REACHED,
     REJECT_NAMES,
     SIDE_BUY,
@@ -60,6 +61,7 @@ from exchange.records import (
 from tools.journalview import JournalView
 from tools.verify import render, verify_journal
 
+RIGHT_REFUSALS = (REJECT_NAMES[REJ_TRIGGER_REACHED], REJECT_NAMES[REJ_EXPIRY_PASSED])
 MAX_LISTED = 20  # violations listed per check; all are counted
 KINDS = ("shard", "gateway", "supervisor", "all")  # of kills
 GATEWAY_DOWN = {"gateway", "supervisor", "all"}  # kills that take the gateway down
@@ -355,8 +357,10 @@ def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, ki
                 "fills", f"client {client}: fill {side} {qty}@{px} of {oid} at ({seq}, {idx}): {t}"
             )
     for cid, kind, code, fld, reason, _ in r["rejects"]:
-        # a stop the last trade had reached when it arrived is refused: the right answer
-        if kind == "new" and not reason.startswith(REJECT_NAMES[REJ_TRIGGER_REACHED]):
+        # a stop the last trade had reached when it arrived is refused, and so is a GTD
+        # order that reached its book (a retry after a kill, say) after its time: the right
+        # answers
+        if kind == "new" and not reason.startswith(RIGHT_REFUSALS):
             report.add("answers", f"client {client}: order cid {cid} refused {code} {fld} {reason}")
     if r["unanswered"]:
         report.add("answers", f"client {client}: {len(r['unanswered'])} requests never answered")
