@@ -291,16 +291,20 @@ HOSTILE = {
     "other protocol version": ({"t": "H", "cid": 9, "v": 2}, "$.v", "speaks 1"),
     "zero display": (order_map(display=0), "$.display", ">= 1"),
     "display above qty": (order_map(display=15), "$.display", "at most qty"),
-    "ioc iceberg": (order_map(display=5, tif="ioc"), "$.display", "only a limit gtc order"),
+    "ioc iceberg": (
+        order_map(display=5, tif="ioc"),
+        "$.display",
+        "only a limit gtc, gtd or day order",
+    ),
     "market iceberg": (
         order_map(display=5, type="market", tif="ioc", px=DROP),
         "$.display",
-        "only a limit gtc order",
+        "only a limit gtc, gtd or day order",
     ),
     "stop-limit iceberg": (
         order_map(display=5, type="stop_limit", trigger=10_010),
         "$.display",
-        "only a limit gtc order",
+        "only a limit gtc, gtd or day order",
     ),
     "iceberg inside a batch": (
         {"t": "B", "cid": 9, "orders": [order_map(t=DROP, cid=DROP, display=11)]},
