@@ -98,7 +98,7 @@ class BenchDaemon:
     def start(self) -> None:
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.cli", "run", "--config", str(self.path)],
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.path)],
                 cwd=REPO,
                 stdout=log,
                 stderr=log,

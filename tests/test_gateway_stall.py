@@ -13,7 +13,7 @@ import pytest
 from daemon_harness import Daemon
 from shm_helpers import wait_until
 
-from exchange import cli
+from daemon import cli
 from exchange.shard import request_ring
 from gateway.protocol import Ack, NewOrder, Reject
 from shm.ring import inspect_ring

@@ -10,10 +10,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from exchange import status, supervisor
+from daemon import status, supervisor
+from daemon.supervisor import RESTART_MIN, Child, Supervisor
 from exchange.config import DEFAULT_TOML, parse_config
 from exchange.exitcodes import EXIT_UNTRUSTED, NO_RESTART
-from exchange.supervisor import RESTART_MIN, Child, Supervisor
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import msgspec
 
+from daemon.cli import CONFIG_OPTION, quiet_on_broken_pipe
 from exchange import journalid
-from exchange.cli import CONFIG_OPTION, quiet_on_broken_pipe
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import RecoveryError
 from exchange.exitcodes import EXIT_FAILURE, EXIT_UNTRUSTED, EXIT_USAGE

@@ -211,7 +211,7 @@ def run(
         daemon = None
         if not attach:
             note(f"starting the daemon (config {config_path}, log {log})")
-            argv = [sys.executable, "-m", "exchange.cli", "run", "--config", config_path]
+            argv = [sys.executable, "-m", "daemon.cli", "run", "--config", config_path]
             daemon = procs.start("daemon", argv, log)
         elif new_keys:
             time.sleep(KEY_RELOAD_SECONDS)

@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange import logs, metrics, sdnotify
+from daemon import metrics
+from exchange import logs, sdnotify
 from exchange.config import Config
 from exchange.exitcodes import EXIT_USAGE, NO_RESTART
 from exchange.openfiles import raise_open_file_limit
