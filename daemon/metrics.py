@@ -29,7 +29,7 @@ from prometheus_client.exposition import start_http_server
 from daemon import status
 from exchange import logs
 from exchange.config import Config
-from exchange.shard import counters_name, event_ring, request_ring
+from exchange.topology import counters_name, event_ring, request_ring
 from gateway.counters import BLOCK as GATEWAY_BLOCK
 from gateway.counters import REJECTS, STALLED
 from shm.counters_reader import BlockSnapshot, HistogramSnapshot

@@ -38,8 +38,7 @@ from exchange.records import (
     SYNCF_RETRANSMIT,
     commands,
 )
-from exchange.shard import event_ring, request_ring
-from gateway.limits import offsets
+from exchange.topology import event_ring, offsets, request_ring
 from gateway.mirror import BookMirror
 from shm import ring_ops as ops
 from shm.atomics import load_word

@@ -27,7 +27,7 @@ from exchange.records import (
     commands,
     events,
 )
-from exchange.shard import event_ring, request_ring
+from exchange.topology import event_ring, request_ring
 from gateway import keys as k
 from gateway.conns import Connections
 from gateway.inflight import BatchGroup, Inflight, MassGroup
