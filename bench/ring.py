@@ -2,7 +2,7 @@
 
     python -m bench.ring [--json] [--repeat N]
 
-Each figure comes from real processes over a real ring (64-byte records):
+Each figure comes from real processes over a real ring (COMMAND_DTYPE records, 80 bytes):
 
 records_per_sec         compiled producer -> compiled consumer, batched, both spinning
 python_records_per_sec  Python producer writing batches of commands -> compiled consumer

@@ -25,7 +25,7 @@ from exchange.records import (
 )
 from exchange.statehash import hash_canonical
 
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4  # 4: icebergs (display and reserve in the order rows)
 SNAPSHOT_DEFLATE_LEVEL = 1
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say
 EVENTS_PER_COMMAND = 4
@@ -109,6 +109,8 @@ class Book:
             "leaves": int(row[kernel.O_LEAVES]),
             "stp": int(row[kernel.O_STP]),
             "flags": int(row[kernel.O_FLAGS]),
+            "display": int(row[kernel.O_DISPLAY]),
+            "shown": int(row[kernel.O_LEAVES] - row[kernel.O_HIDDEN]),
         }
 
     def canonical_rows(self) -> np.ndarray:

@@ -10,8 +10,8 @@ different order under the pair is taken. Every refusal behaves the same way.
 The journal keeps one entry per pair used by a NEW command the book accepted
 (key: idem key then client, big-endian; see ``IDEM_KEY_DTYPE``): the seq and
 order id that the pair created and the request's *fingerprint*, the fields that
-define a new order (instrument, side, price, qty, tif, ord_type, flags, stp,
-trigger_tick) packed as 32 bytes. The fingerprint is the fields themselves, not a
+define a new order (instrument, side, price, qty, display, tif, ord_type, flags,
+stp, trigger_tick) packed as 40 bytes. The fingerprint is the fields themselves, not a
 hash: equality is exact (FLAG_RETRY, the gateway's mark, is not part of it).
 ``entries`` makes the keys and values of a batch's keyed NEWs (one Numba
 pass); ``used_entries`` keeps those whose first event is ACCEPTED (the kernel
@@ -87,7 +87,8 @@ from exchange.records import (
 )
 
 FINGERPRINT_FIELDS = (
-    *("price", "qty", "instrument", "side", "tif", "ord_type", "flags", "stp", "trigger_tick"),
+    *("price", "qty", "display", "instrument", "side", "tif", "ord_type", "flags", "stp"),
+    "trigger_tick",
 )
 # the pad is a field, not a gap, so that copies carry its zero and equal
 # requests give equal bytes
@@ -95,6 +96,7 @@ FINGERPRINT_DTYPE = np.dtype(
     [
         ("price", "<i8"),
         ("qty", "<i8"),
+        ("display", "<i8"),
         ("instrument", "<u2"),
         ("side", "u1"),
         ("tif", "u1"),
@@ -114,7 +116,7 @@ _FINGERPRINT_AT = 16
 # entries a fold puts land on few B-tree pages; client first would touch a
 # page per client in every fold, which is what the commit has to write.
 IDEM_KEY_DTYPE = np.dtype([("idem_key", ">u8"), ("client", ">u4")])
-assert IDEM_DTYPE.itemsize == 48
+assert IDEM_DTYPE.itemsize == 56
 assert IDEM_KEY_DTYPE.itemsize == 12
 
 # a retry (index in the drained batch) and its original: journaled (original_seq > 0,
@@ -135,7 +137,7 @@ KEY_BYTES = np.dtype(f"V{IDEM_KEY_DTYPE.itemsize}")
 VALUE_BYTES = np.dtype(f"V{IDEM_DTYPE.itemsize}")
 # the same layouts as structs, for batches of up to SMALL_BATCH commands
 _KEY = struct.Struct(">QI")
-_VALUE = struct.Struct("<qqqqHBBBBBI5x")
+_VALUE = struct.Struct("<qqqqqHBBBBBI5x")
 assert (_KEY.size, _VALUE.size) == (IDEM_KEY_DTYPE.itemsize, IDEM_DTYPE.itemsize)
 SMALL_BATCH = 16
 # _entries_small unpacks commands by position
@@ -155,6 +157,8 @@ assert COMMAND_DTYPE.names == (
     "flags",
     "stp",
     "trigger_tick",
+    "display",
+    "_pad",
 )
 
 
@@ -185,7 +189,7 @@ def fingerprints(cmds: np.ndarray) -> np.ndarray:
 
 
 def request_fingerprint(cmd) -> bytes:
-    """The 32 bytes that tell an identical retry of a NEW command from a different request."""
+    """The 40 bytes that tell an identical retry of a NEW command from a different request."""
     return fingerprints(np.asarray(cmd).reshape(1)).tobytes()
 
 
@@ -217,6 +221,7 @@ def _pack_entries(cmds, index, keys, values):
         v.order_id = c.order_id
         v.price = c.price
         v.qty = c.qty
+        v.display = c.display
         v.instrument = c.instrument
         v.side = c.side
         v.tif = c.tif
@@ -246,12 +251,15 @@ def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes
     """``entries`` in plain Python: on a few commands, numpy's fixed costs are most of it."""
     index, keys, values = [], [], []
     for i, c in enumerate(cmds.tolist()):
-        seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, trig = c
+        seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, trig = c[:15]
         if kind == CMD_NEW and key:
             index.append(i)
             keys.append(_KEY.pack(key, client))
             flags &= ~FLAG_RETRY
-            values.append(_VALUE.pack(seq, oid, price, qty, inst, side, tif, typ, flags, stp, trig))
+            disp = c[15]
+            values.append(
+                _VALUE.pack(seq, oid, price, qty, disp, inst, side, tif, typ, flags, stp, trig)
+            )
     return index, keys, values
 
 

@@ -30,7 +30,9 @@ wrong size fails its check. The layout value is compared whole on every open
 (an older layout is refused: journal/2 without checksums, journal/3 with
 ``batches`` a named sub-database, journal/4 with commands and idempotency
 entries without a stop's trigger and book snapshots without stops, journal/5
-with each batch record in one value; nothing migrates it). Every read checks what
+with each batch record in one value, journal/6 with 64-byte commands and
+idempotency entries without a display quantity and book snapshots without
+icebergs; nothing migrates it). Every read checks what
 it reads (``iter_batches``, ``iter_records``, ``events_for``, ``order``, the
 idempotency lookups, ``positions``, ``latest_snapshot``, ``stats``, the writer's
 ``_load_log`` and ``_merge_prior``): a value that fails is ``JournalDamaged`` naming the journal,
@@ -176,7 +178,7 @@ from exchange.idempotency import IdemEntry
 from exchange.orderstate import ORDER_DTYPE, ORDER_ID_SEQ_MASK, ST_LIVE, OrderState
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
 
-LAYOUT = b"exchange.journal/6"
+LAYOUT = b"exchange.journal/7"
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 64 << 30

@@ -8,7 +8,12 @@ over a structure of arrays (``BookState``):
 - per side, a price ladder indexed by tick offset inside the band (``levels``,
   columns ``L_*``; bids at rows ``[0, levels)``, asks at ``[levels, 2 *
   levels)``), each level an intrusive doubly linked FIFO list of slots with its
-  total open quantity and order count;
+  total shown quantity and order count;
+- an iceberg's row keeps its display quantity and its hidden reserve
+  (``O_HIDDEN``, 0 for every other order), so what it shows is leaves - hidden
+  and a trade touches only leaves, as for any order; per side, ``meta`` counts
+  the refills the resting icebergs' reserves can still make, which bounds the
+  events an aggressor can cause (``_reserve``);
 - per side, a ladder of waiting stops by trigger tick (rows ``[2 * levels, 3 *
   levels)`` for buy stops, ``[3 * levels, 4 * levels)`` for sell stops, only
   L_HEAD and L_TAIL used), each a FIFO in arrival order, with the lowest buy
@@ -51,6 +56,7 @@ from exchange.records import (
     FLAG_POST_ONLY,
     REJ_BAD_COMMAND,
     REJ_BOOK_FULL,
+    REJ_DISPLAY,
     REJ_DUPLICATE_ID,
     REJ_LOT,
     REJ_NOT_FOUND,
@@ -98,7 +104,9 @@ M_STOPS_BUY = 18  # waiting stops per side
 M_STOPS_SELL = 19
 M_STOP_BUY_MIN = 20  # lowest buy stop trigger level, M_LEVELS when there is none
 M_STOP_SELL_MAX = 21  # highest sell stop trigger level, -1 when there is none
-META_SIZE = 22
+M_TURNS_BID = 22  # refills the resting icebergs of a side can still make: sum of
+M_TURNS_ASK = 23  # ceil(hidden / display) (a refill takes at most display off hidden)
+META_SIZE = 24
 
 # Hot-path functions never allocate, so they are compiled without the Numba
 # runtime: with it, every call that passes the state tuple increfs and decrefs
@@ -122,12 +130,14 @@ O_LEVEL = 10  # tick offset of the price (a waiting stop: of its trigger): remov
 # an order needs no division
 O_TYPE = 11  # TYPE_STOP / TYPE_STOP_LIMIT while waiting; TYPE_LIMIT in the book
 O_TIF = 12
-O_COLS = 13
+O_DISPLAY = 13  # an iceberg's display quantity, 0 for an ordinary order
+O_HIDDEN = 14  # an iceberg's reserve: the part of O_LEAVES not shown (0 for the others)
+O_COLS = 15
 
 # --- columns of the price ladder (row = side * levels + tick offset)
 L_HEAD = 0  # first slot of the FIFO, -1 when empty
 L_TAIL = 1
-L_QTY = 2  # total open quantity
+L_QTY = 2  # total shown quantity (open quantity, an iceberg's reserve not included)
 L_COUNT = 3  # number of orders
 L_STAMP = 4  # M_STAMP of the last command that touched the level
 L_COLS = 5
@@ -309,12 +319,26 @@ def _queue_remove(st, o, li):
 
 
 @tiny
+def _turns(hidden, display):
+    """The refills a reserve of ``hidden`` can still make."""
+    return (hidden + display - 1) // display
+
+
+@tiny
 def _link_tail(st, o, s, lvl):
-    """Append slot ``o`` at the back of level ``lvl`` of side index ``s``."""
+    """Append slot ``o`` at the back of level ``lvl`` of side index ``s`` (an iceberg
+    shows min(display, leaves) of itself from then on)."""
     li = s * st.meta[M_LEVELS] + lvl
     _queue_append(st, o, li, lvl)
     st.levels[li, L_COUNT] += 1
-    st.levels[li, L_QTY] += st.orders[o, O_LEAVES]
+    leaves = st.orders[o, O_LEAVES]
+    d = st.orders[o, O_DISPLAY]
+    if d > 0:
+        hidden = leaves - d if leaves > d else 0
+        st.orders[o, O_HIDDEN] = hidden
+        st.meta[M_TURNS_BID + s] += _turns(hidden, d)
+        leaves -= hidden
+    st.levels[li, L_QTY] += leaves
     st.meta[M_LIVE_BID + s] += 1
     _touch(st, li)
     if s == 0:
@@ -332,7 +356,10 @@ def _unlink(st, o):
     li = s * st.meta[M_LEVELS] + lvl
     _queue_remove(st, o, li)
     st.levels[li, L_COUNT] -= 1
-    st.levels[li, L_QTY] -= st.orders[o, O_LEAVES]
+    hidden = st.orders[o, O_HIDDEN]
+    st.levels[li, L_QTY] -= st.orders[o, O_LEAVES] - hidden
+    if hidden > 0:
+        st.meta[M_TURNS_BID + s] -= _turns(hidden, st.orders[o, O_DISPLAY])
     st.meta[M_LIVE_BID + s] -= 1
     _touch(st, li)
     if st.levels[li, L_COUNT] == 0:
@@ -378,13 +405,29 @@ def _stop_unlink(st, o):
         st.meta[M_STOP_SELL_MAX] = lvl if st.meta[M_STOPS_SELL] > 0 else -1
 
 
+@hot
+def _refill(st, o, s, li, leaves, taken):
+    """Iceberg ``o`` of side index ``s`` at level row ``li``, whose shown part (``taken``)
+    was just traded or decremented away, with ``leaves`` > 0 open, all of it hidden:
+    it shows min(display, leaves) from its reserve and moves to the back of its queue."""
+    d = st.orders[o, O_DISPLAY]
+    shown = d if leaves > d else leaves
+    st.orders[o, O_LEAVES] = leaves
+    st.orders[o, O_HIDDEN] = leaves - shown
+    st.meta[M_TURNS_BID + s] -= 1
+    st.levels[li, L_QTY] += shown - taken
+    _queue_remove(st, o, li)
+    _queue_append(st, o, li, st.orders[o, O_LEVEL])
+    _touch(st, li)
+
+
 @tiny
 def _waiting(st, o):
     return st.orders[o, O_TYPE] >= TYPE_STOP
 
 
 @tiny
-def _alloc(st, order_id, client, side, price, qty, leaves, stp, flags):
+def _alloc(st, order_id, client, side, price, qty, leaves, stp, flags, display):
     top = st.meta[M_FREE_TOP] - 1
     st.meta[M_FREE_TOP] = top
     o = st.free[top]
@@ -398,6 +441,8 @@ def _alloc(st, order_id, client, side, price, qty, leaves, stp, flags):
     st.orders[o, O_FLAGS] = flags
     st.orders[o, O_TYPE] = TYPE_LIMIT
     st.orders[o, O_TIF] = TIF_GTC
+    st.orders[o, O_DISPLAY] = display
+    st.orders[o, O_HIDDEN] = 0
     _h_insert(st, order_id, o)
     return o
 
@@ -527,7 +572,9 @@ def _crosses(s, level_price, limit, market):
 
 @hot
 def _fillable(st, s, limit, market, client, stp, qty):
-    """True when an aggressor of side index ``s`` could fill ``qty`` now (FOK)."""
+    """True when an aggressor of side index ``s`` could fill ``qty`` now (FOK): the shown
+    parts ahead of the first order of its client (unless STP_NONE); a level without one
+    counts whole, icebergs' reserves included (the aggressor would meet every refill)."""
     levels = st.meta[M_LEVELS]
     opp = 1 - s
     lvl = st.meta[M_BEST_ASK] if s == 0 else st.meta[M_BEST_BID]
@@ -538,13 +585,19 @@ def _fillable(st, s, limit, market, client, stp, qty):
             if not _crosses(s, _price_of(st, lvl), limit, market):
                 return False
             o = st.levels[li, L_HEAD]
+            hidden = 0
             while o >= 0:
                 if stp != STP_NONE and st.orders[o, O_CLIENT] == client:
                     return False
-                avail += st.orders[o, O_LEAVES]
+                h = st.orders[o, O_HIDDEN]
+                avail += st.orders[o, O_LEAVES] - h
                 if avail >= qty:
                     return True
+                hidden += h
                 o = st.orders[o, O_NEXT]
+            avail += hidden
+            if avail >= qty:
+                return True
         lvl = lvl + 1 if s == 0 else lvl - 1
     return False
 
@@ -569,19 +622,24 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
         li = opp * levels + lvl
         o = st.levels[li, L_HEAD]
         while o >= 0 and leaves > 0:
+            # an iceberg that refills moves behind nxt: the aggressor meets it again later
             nxt = st.orders[o, O_NEXT]
             mleaves = st.orders[o, O_LEAVES]
+            mhidden = st.orders[o, O_HIDDEN]
             if stp != STP_NONE and st.orders[o, O_CLIENT] == client:
                 if stp == STP_CANCEL_OLDEST:
                     n = _cancel_event(st, ev, n, c, o, mleaves, CXL_STP)
                     _unlink(st, o)
                     _release(st, o)
                 elif stp == STP_DECREMENT:
-                    d = min(leaves, mleaves)
+                    d = min(leaves, mleaves - mhidden)
                     n = _cancel_event(st, ev, n, c, o, d, CXL_STP, mleaves - d)
                     if d == mleaves:
                         _unlink(st, o)
                         _release(st, o)
+                    elif mleaves - d == mhidden:
+                        st.orders[o, O_QTY] -= d
+                        _refill(st, o, opp, li, mhidden, d)
                     else:
                         st.orders[o, O_LEAVES] = mleaves - d
                         st.orders[o, O_QTY] -= d
@@ -604,7 +662,7 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                     )
                     return n, tqty, 0, True
             else:
-                q = min(leaves, mleaves)
+                q = min(leaves, mleaves - mhidden)
                 leaves -= q
                 mleaves -= q
                 st.meta[M_LAST_LEVEL] = lvl
@@ -629,6 +687,8 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                     # o_leaves still holds q, so _unlink takes it out of the level total
                     _unlink(st, o)
                     _release(st, o)
+                elif mleaves == mhidden:
+                    _refill(st, o, opp, li, mleaves, q)
                 else:
                     st.orders[o, O_LEAVES] = mleaves
                     st.levels[li, L_QTY] -= q
@@ -675,6 +735,18 @@ def _price_code(st, price):
 
 
 @tiny
+def _display_code(st, display, qty):
+    """REJ_DISPLAY for a display quantity (not 0) that is negative, above qty or off
+    the lot, else 0."""
+    if display < 0 or display > qty:
+        return REJ_DISPLAY
+    lot = st.meta[M_LOT]
+    if lot != 1 and display % lot != 0:
+        return REJ_DISPLAY
+    return 0
+
+
+@tiny
 def _trigger_level(st, c):
     """The trigger level of a stop command, -1 when its trigger is outside the band."""
     trigger = np.int64(c.trigger_tick) * st.meta[M_TICK]
@@ -709,6 +781,10 @@ def _new(st, ev, n, c):
     market = c.ord_type == TYPE_MARKET or c.ord_type == TYPE_STOP
     if code == 0 and not market:
         code = _price_code(st, c.price)
+    if code == 0 and c.display != 0:
+        code = _display_code(st, c.display, c.qty)
+        if c.ord_type != TYPE_LIMIT or c.tif != TIF_GTC:
+            code = REJ_DISPLAY
     stop = c.ord_type >= TYPE_STOP
     tlvl = -1
     if code == 0 and stop:
@@ -731,7 +807,7 @@ def _new(st, ev, n, c):
         st, ev, n, c, EV_ACCEPTED, c.order_id, 0, c.price, c.qty, c.qty, 0, c.client, 0, c.side, 0
     )
     if stop:
-        o = _alloc(st, c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags)
+        o = _alloc(st, c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags, 0)
         st.orders[o, O_TYPE] = c.ord_type
         st.orders[o, O_TIF] = c.tif
         _stop_link(st, o, s, tlvl)
@@ -746,7 +822,9 @@ def _new(st, ev, n, c):
     if killed or leaves == 0:
         return n
     if rests:
-        o = _alloc(st, c.order_id, c.client, c.side, c.price, tqty, leaves, c.stp, c.flags)
+        o = _alloc(
+            st, c.order_id, c.client, c.side, c.price, tqty, leaves, c.stp, c.flags, c.display
+        )
         _link_tail(st, o, s, _level_of(st, c.price))
         return n
     return _aggressor_cancelled(
@@ -782,6 +860,8 @@ def _replace_stop(st, ev, n, c, o):
     code = _qty_code(st, c.qty)
     if code == 0 and st.orders[o, O_TYPE] == TYPE_STOP_LIMIT:
         code = _price_code(st, c.price)
+    if code == 0 and c.display != 0:
+        code = REJ_DISPLAY  # a stop is never an iceberg
     tlvl = -1
     if code == 0:
         tlvl = _trigger_level(st, c)
@@ -822,6 +902,8 @@ def _replace(st, ev, n, c):
     code = _qty_code(st, c.qty)
     if code == 0:
         code = _price_code(st, c.price)
+    if code == 0 and c.display != 0:
+        code = _display_code(st, c.display, c.qty)
     side = st.orders[o, O_SIDE]
     s = side - 1
     if code == 0 and st.orders[o, O_FLAGS] & FLAG_POST_ONLY and _would_take(st, s, c.price):
@@ -852,15 +934,27 @@ def _replace(st, ev, n, c):
         side,
         0,
     )
-    if c.price == st.orders[o, O_PRICE] and new_leaves <= old_leaves:
-        if new_leaves != old_leaves:
+    d = st.orders[o, O_DISPLAY]
+    same_display = c.display == 0 or c.display == d
+    if c.price == st.orders[o, O_PRICE] and new_leaves <= old_leaves and same_display:
+        # the cut comes off an iceberg's reserve first
+        hidden = st.orders[o, O_HIDDEN]
+        cut = old_leaves - new_leaves
+        if hidden > 0:
+            left = hidden - cut if hidden > cut else 0
+            st.meta[M_TURNS_BID + s] += _turns(left, d) - _turns(hidden, d)
+            st.orders[o, O_HIDDEN] = left
+            cut -= hidden - left
+        if cut != 0:
             li = s * st.meta[M_LEVELS] + _level_of(st, c.price)
-            st.levels[li, L_QTY] -= old_leaves - new_leaves
+            st.levels[li, L_QTY] -= cut
             _touch(st, li)
-            st.orders[o, O_LEAVES] = new_leaves
+        st.orders[o, O_LEAVES] = new_leaves
         st.orders[o, O_QTY] = c.qty
         return n
     _unlink(st, o)
+    if c.display != 0:
+        st.orders[o, O_DISPLAY] = c.display
     n, tqty, leaves, killed = _match(
         st,
         ev,
@@ -986,6 +1080,19 @@ def _trigger_stops(st, ev, n, c):
     return n
 
 
+@tiny
+def _own_turns(st, c):
+    """The refills the command's own order could make once it rests as an iceberg."""
+    d = c.display
+    if c.kind == CMD_REPLACE and d == 0:
+        o = h_find(st, c.order_id)
+        if o >= 0:
+            d = st.orders[o, O_DISPLAY]
+    if d <= 0 or c.qty <= 0:
+        return 0
+    return c.qty // d + 1
+
+
 @hot
 def _reserve(st, c):
     """Events the command can write at most (it must fit before it starts)."""
@@ -994,17 +1101,22 @@ def _reserve(st, c):
         # Triggered stops aggress too. Every meeting of an aggressor (the command's
         # order or a stop) with a resting order (at most two events and a level) ends
         # with one of them gone: a resting order (those there now, or a stop that
-        # rested after triggering) or an aggressor; and each aggressor writes at most
-        # two more events (its ACCEPTED/REPLACED/TRIGGERED and a cancel) and a level.
+        # rested after triggering) or an aggressor, or with an iceberg's refill (those
+        # resting now, or the command's own order resting as one); and each aggressor
+        # writes at most two more events (its ACCEPTED/REPLACED/TRIGGERED and a cancel)
+        # and a level.
         live = st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK]
         if c.kind == CMD_MASS_CANCEL:
             return 2 * (live + stops) + 4
-        return 3 * (live + 2 * stops + 1) + 3 * (stops + 1) + 8
+        turns = st.meta[M_TURNS_BID] + st.meta[M_TURNS_ASK] + _own_turns(st, c)
+        return 3 * (live + 2 * stops + 1 + turns) + 3 * (stops + 1) + 8
     if c.kind == CMD_NEW or c.kind == CMD_REPLACE:
         # Each resting order the aggressor meets costs at most two events (a
         # trade, a cancel, or an STP decrement's two partial cancels) and maybe
-        # one level; each meeting takes at least a lot off the aggressor, except
-        # STP cancel-oldest, which can meet every own order.
+        # one level; each meeting takes a resting order away, or an iceberg's shown
+        # part (a refill: at most the opposite side's turns), or ends the aggressor;
+        # and each meeting takes at least a lot off the aggressor, except STP
+        # cancel-oldest, which can meet every own order.
         side = c.side
         stp = c.stp
         if c.kind == CMD_REPLACE:
@@ -1013,7 +1125,10 @@ def _reserve(st, c):
                 return 4
             side = st.orders[o, O_SIDE]
             stp = st.orders[o, O_STP]
-        bound = st.meta[M_LIVE_ASK] if side == SIDE_BUY else st.meta[M_LIVE_BID]
+        if side == SIDE_BUY:
+            bound = st.meta[M_LIVE_ASK] + st.meta[M_TURNS_ASK]
+        else:
+            bound = st.meta[M_LIVE_BID] + st.meta[M_TURNS_BID]
         if stp != STP_CANCEL_OLDEST and c.qty > 0:
             bound = min(bound, c.qty // st.meta[M_LOT] + 1)
         return 3 * bound + 8
@@ -1066,7 +1181,7 @@ def process(st, cmds, start, ev):
 def canonical_rows(st):
     """Resting orders as int64 rows, see ``exchange.statehash``."""
     levels = st.meta[M_LEVELS]
-    out = np.empty((st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK], 8), np.int64)
+    out = np.empty((st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK], 10), np.int64)
     r = 0
     for s in range(2):
         lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
@@ -1082,6 +1197,8 @@ def canonical_rows(st):
                 out[r, 5] = st.orders[o, O_LEAVES]
                 out[r, 6] = st.orders[o, O_STP]
                 out[r, 7] = st.orders[o, O_FLAGS]
+                out[r, 8] = st.orders[o, O_DISPLAY]
+                out[r, 9] = st.orders[o, O_LEAVES] - st.orders[o, O_HIDDEN]
                 r += 1
                 o = st.orders[o, O_NEXT]
             lvl += step

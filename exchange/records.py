@@ -5,7 +5,7 @@ answers. Both are fixed-size numpy structured records so that they can travel
 through shared-memory rings, be journaled to LMDB and be processed by the Numba
 kernel without conversion. Field by field:
 
-COMMAND_DTYPE (64 bytes)
+COMMAND_DTYPE (80 bytes)
     seq         int64   shard sequence number, assigned by the shard before the
                         kernel runs; strictly increasing within a shard
     order_id    int64   NEW: the exchange order id assigned by the shard;
@@ -31,6 +31,10 @@ COMMAND_DTYPE (64 bytes)
     trigger_tick uint32 NEW of a stop or stop-limit, REPLACE of an untriggered
                         one: the trigger price in ticks (trigger price =
                         trigger_tick * the book's tick size); 0 otherwise
+    display     int64   NEW of a limit GTC order: its display quantity, > 0 for
+                        an iceberg (ICEBERGS below), 0 for an ordinary order;
+                        REPLACE: the new display quantity, 0 = keep the order's
+    _pad        uint8[8] zero
 
 EVENT_DTYPE (128 bytes)
     seq          int64  the seq of the command that caused the event
@@ -46,7 +50,9 @@ EVENT_DTYPE (128 bytes)
     leaves       int64  open qty of order_id after the event (CANCELLED: 0,
                         except an STP decrement's partial cancel); DEPTH: the
                         number of orders at the level
-    other_leaves int64  TRADE: the maker's open qty after the trade
+    other_leaves int64  TRADE: the maker's open qty after the trade (an
+                        iceberg's: displayed part and reserve together);
+                        EV_RESTING: the order's displayed part
     idem_key     uint64 the command's idempotency key (echoed for acks)
     client       uint32 owner of order_id (DEPTH: 0)
     other_client uint32 TRADE: owner of other_id (so the maker's fill reaches it)
@@ -73,7 +79,9 @@ NEW
     order that is not a stop -> REJ_BAD_COMMAND; qty <= 0 -> REJ_QTY;
     qty > max_qty -> REJ_QTY_MAX; qty % lot_size != 0 -> REJ_LOT; then, for
     limit and stop-limit orders only, price outside [min_price, max_price] ->
-    REJ_PRICE_BAND; price % tick_size != 0 -> REJ_TICK; for stops and
+    REJ_PRICE_BAND; price % tick_size != 0 -> REJ_TICK; a display != 0 that
+    is < 0, > qty or not a multiple of lot_size, or on an order that is not a
+    limit GTC order -> REJ_DISPLAY (ICEBERGS); for stops and
     stop-limits, a trigger price (trigger_tick * tick_size) outside
     [min_price, max_price] (trigger_tick 0 included) -> REJ_TRIGGER; an order
     id that is live already (an untriggered stop included) ->
@@ -90,10 +98,12 @@ NEW
     CANCELLED(CXL_FOK, qty = order qty), nothing else happens. The fillable
     quantity is the sum of the open quantity of crossing resting orders in
     priority order, stopping at the first order of the same client unless the
-    order's STP mode is STP_NONE.
+    order's STP mode is STP_NONE (with icebergs resting, see ICEBERGS: a
+    reserve counts at the levels taken whole).
  4. Matching, in price-time priority, while open qty > 0 and the best opposite
     level crosses (buy: level price <= limit; sell: >= limit; market: always).
-    Against each resting order at the head of the best level:
+    Against each resting order at the head of the best level (an iceberg:
+    its displayed part, see ICEBERGS):
     - a different client, or STP_NONE: TRADE at the resting price, qty =
       min(both open quantities); a maker filled to 0 leaves the book.
     - same client, by the *aggressor's* STP mode:
@@ -146,7 +156,8 @@ STOPS (TYPE_STOP: a market order once triggered; TYPE_STOP_LIMIT: a limit
     REPLACE of a waiting stop: price (stop-limit only), qty and trigger_tick
     are its new limit price, qty and trigger, validated in the order
     REJ_NOT_FOUND, REJ_QTY, REJ_QTY_MAX, REJ_LOT, (stop-limit:)
-    REJ_PRICE_BAND, REJ_TICK, then REJ_TRIGGER, REJ_TRIGGER_REACHED; a
+    REJ_PRICE_BAND, REJ_TICK, then REJ_DISPLAY (any display != 0: a stop is
+    never an iceberg), REJ_TRIGGER, REJ_TRIGGER_REACHED; a
     reject leaves it untouched. Otherwise REPLACED(price, qty, leaves = qty):
     a stop never traded. It keeps its arrival rank if its trigger and price
     are unchanged and its qty did not grow; otherwise it goes behind the stops
@@ -154,19 +165,79 @@ STOPS (TYPE_STOP: a market order once triggered; TYPE_STOP_LIMIT: a limit
     A REPLACE of an order that is not a waiting stop (a triggered stop-limit
     resting in the book included) with trigger_tick != 0 -> REJ_TRIGGER.
 
+ICEBERGS (a limit GTC order with display > 0: a displayed part and a reserve)
+    An iceberg's open quantity (leaves) is its displayed part plus its
+    reserve. Only displayed parts are seen: a level's total, in DEPTH, top()
+    and depth(), is the sum of its orders' displayed parts (an ordinary order
+    shows all its open quantity), its count the number of its orders (an
+    iceberg counts once). The reserve is never seen but by its owner.
+    Validation (NEW step 1, after REJ_TICK): display 0 is an ordinary order;
+    display < 0, display > qty, display % lot_size != 0, or display > 0 on
+    an order that is not TYPE_LIMIT with TIF_GTC (market, IOC, FOK, stop,
+    stop-limit) -> REJ_DISPLAY. display == qty is an iceberg that shows all
+    of itself (it refills only once a replace has grown it).
+    Arriving: an iceberg is an ordinary aggressor, its whole qty matches
+    (step 4). What rests shows min(display, leaves); the rest is its reserve.
+    Matching (step 4) meets a resting iceberg's displayed part only: the
+    TRADE's qty = min(aggressor's open qty, the displayed part); its
+    other_leaves is the iceberg's whole open qty after it. When the displayed
+    part is traded to 0 with a reserve left, the iceberg refills: it shows
+    min(display, reserve), taken off the reserve, and moves to the back of
+    its level's queue (the refill's time priority). The aggressor goes on
+    with the order that was behind the iceberg, and meets the refilled part
+    again after the others at that price, while it has quantity left and the
+    level still crosses (so an aggressor that crosses a level and holds
+    enough takes all of it, reserves included). A refill emits no event: it
+    touches its level (a DEPTH for it follows, even when the total is back
+    where it was), and the owner, who knows its display, reads its open qty
+    in the TRADE.
+    STP against a resting iceberg of the aggressor's client (the aggressor's
+    mode, as in step 4): STP_CANCEL_NEWEST as for any order; STP_CANCEL_OLDEST
+    and STP_CANCEL_BOTH cancel the iceberg whole (CANCELLED qty = its open
+    qty, displayed part and reserve); STP_DECREMENT: d = min(aggressor's open
+    qty, the iceberg's displayed part), taken off both as written in step 4
+    (the iceberg's CANCELLED leaves = its whole open qty left); an iceberg
+    whose displayed part is decremented to 0 with a reserve left refills and
+    moves to the back, as after a trade.
+    FOK (step 3): crossing levels in price priority; a level with no order
+    of the aggressor's client (or any level, for STP_NONE) counts whole, its
+    reserves included (the aggressor would meet every refill in turn); at the
+    first level with an order of the same client, only the displayed parts
+    of the orders ahead of the first such order count, and the sum stops
+    there. Without icebergs this is the sum written in step 3.
+    CANCEL, MASS_CANCEL, and STP cancels: CANCELLED qty = the whole open qty;
+    the level loses the displayed part.
+    REPLACE of an order in the book: display 0 keeps the order's display,
+    display > 0 is its new one (an ordinary order becomes an iceberg; an
+    iceberg never becomes an ordinary order, but display = qty shows it
+    whole); validated after REJ_TICK: display < 0, display > qty or display
+    % lot_size != 0 -> REJ_DISPLAY. It keeps its place if the price is the
+    same, new_leaves <= old leaves and the display is unchanged (0 or the
+    order's); the cut comes off the reserve first (displayed part =
+    min(displayed part, new_leaves)). Otherwise (a new price, more open qty
+    or a new display) it loses its place as written under REPLACE and rests
+    showing min(display, what is left).
+    Events: ACCEPTED, REPLACED, CANCELLED, TRADE (leaves, other_leaves) and
+    STATUS carry whole quantities, displayed part and reserve together (what
+    the owner has open and risks); DEPTH only displayed parts. A SYNC's
+    EV_RESTING has leaves = the whole open qty and other_leaves = the
+    displayed part (the part a copy of the levels adds up).
+
 CANCEL: the order must be live and owned by the command's client, else
     REJECTED(REJ_NOT_FOUND). CANCELLED(CXL_USER, qty = open qty), then DEPTH.
 
 REPLACE: the order must be live and owned by the client, else REJ_NOT_FOUND;
     (for a waiting stop, see STOPS); trigger_tick must be 0, else REJ_TRIGGER;
     qty and price validated as for a limit NEW (REJ_QTY, REJ_QTY_MAX, REJ_LOT,
-    REJ_PRICE_BAND, REJ_TICK); a post-only order whose new price would cross ->
-    REJ_POST_ONLY. Any reject leaves the order untouched. new_leaves = qty -
-    filled. If new_leaves <= 0: CANCELLED(CXL_REPLACE, qty = old open qty).
+    REJ_PRICE_BAND, REJ_TICK), then the display (REJ_DISPLAY, ICEBERGS); a
+    post-only order whose new price would cross -> REJ_POST_ONLY. Any reject
+    leaves the order untouched. new_leaves = qty - filled. If new_leaves <= 0:
+    CANCELLED(CXL_REPLACE, qty = old open qty).
     Otherwise REPLACED(price, qty, leaves = new_leaves); if the price is the
-    same and new_leaves <= old leaves the order keeps its place, else it
-    leaves its level and is handled as an aggressor at the new price (step 4
-    with its own STP mode) and rests at the back with what is left. Then DEPTH.
+    same and new_leaves <= old leaves (and its display unchanged: ICEBERGS)
+    the order keeps its place, else it leaves its level and is handled as an
+    aggressor at the new price (step 4 with its own STP mode) and rests at
+    the back with what is left. Then DEPTH.
 
 MASS_CANCEL: every live order of the client in this book, from the best bid
     level outwards, then the best ask level outwards, each level in queue order,
@@ -189,10 +260,11 @@ CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
     flagged EVF_REPLAY; then one EV_RESTING per resting order of every book at
     L, book by book in instrument order (seq = L, req_id = the command's,
     order_id, client, side, price, qty = total, leaves, instrument, flags
-    EVF_REPLAY), bids best first then asks, each level in queue order, then
+    EVF_REPLAY, other_leaves = its displayed part: ICEBERGS), bids best
+    first then asks, each level in queue order, then
     one per waiting stop in trigger order, the same fields (price: its limit
-    price as given, leaves = qty) with code = its ord_type (0 for the orders in
-    the book); then one
+    price as given, leaves = qty, other_leaves 0: nothing of it is shown)
+    with code = its ord_type (0 for the orders in the book); then one
     EV_SYNCED (seq = L, req_id, order_id = after_seq, qty = events replayed,
     leaves = EV_RESTING records, other_id = the lowest seq the shard can still
     replay after: its journal's ``pruned``, retention having taken the batches
@@ -302,6 +374,7 @@ REJ_TRIGGER_REACHED = 13
 # Raised by the shard, not the book: a retry (FLAG_RETRY) under a pair whose entry
 # retention took out with the original's batch: the original's answer is gone.
 REJ_KEY_EXPIRED = 14
+REJ_DISPLAY = 15
 
 # --- cancel reasons (EV_CANCELLED.code)
 CXL_USER = 1
@@ -325,6 +398,7 @@ REJECT_NAMES = {
     REJ_TRIGGER: "trigger_invalid",
     REJ_TRIGGER_REACHED: "trigger_already_reached",
     REJ_KEY_EXPIRED: "idempotency_key_expired",
+    REJ_DISPLAY: "display_invalid",
 }
 CANCEL_NAMES = {
     CXL_USER: "user",
@@ -380,8 +454,9 @@ COMMAND_DTYPE = _padded(
         ("flags", "u1"),
         ("stp", "u1"),
         ("trigger_tick", "<u4"),
+        ("display", "<i8"),
     ],
-    64,
+    80,
 )
 
 EVENT_DTYPE = _padded(
@@ -411,7 +486,7 @@ EVENT_DTYPE = _padded(
 COMMAND_FIELDS = tuple(n for n in COMMAND_DTYPE.names if n != "_pad")
 EVENT_FIELDS = tuple(n for n in EVENT_DTYPE.names if n != "_pad")
 
-assert COMMAND_DTYPE.itemsize == 64
+assert COMMAND_DTYPE.itemsize == 80
 assert EVENT_DTYPE.itemsize == 128
 
 

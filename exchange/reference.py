@@ -36,6 +36,12 @@ agree; the tests in tests/test_book_semantics.py pin each point):
   TYPE_STOP: the command's price field, which nothing else reads); its
   TRIGGERED, TRADE and CANCELLED events after triggering carry that price too,
   as a NEW's aggressor events do.
+- An iceberg keeps its reserve as ``hidden`` (0 for every other order): a trade
+  or a decrement takes off ``leaves`` alone, so what it shows (``shown``, leaves -
+  hidden) is what is left of its displayed part, and it refills when that is 0
+  with leaves left.
+- A REPLACE of an iceberg that keeps its place and changes nothing it shows (the
+  cut taken off the reserve alone) touches no level: REPLACED only, no DEPTH.
 - ``process`` refuses (ValueError/TypeError, nothing changed) an array that is
   not a 1-d COMMAND_DTYPE array, or whose seqs are not strictly increasing and
   above ``last_seq``.
@@ -71,6 +77,7 @@ from exchange.records import (
     FLAG_POST_ONLY,
     REJ_BAD_COMMAND,
     REJ_BOOK_FULL,
+    REJ_DISPLAY,
     REJ_DUPLICATE_ID,
     REJ_LOT,
     REJ_NOT_FOUND,
@@ -101,7 +108,7 @@ from exchange.records import (
 from exchange.statehash import CANONICAL_FIELDS, STOP_FIELDS, hash_canonical
 
 SNAPSHOT_FORMAT = "exchange.reference.ReferenceBook"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3  # 3: icebergs (display and shown in the rows)
 
 SIDES = (SIDE_BUY, SIDE_SELL)
 TIFS = (TIF_GTC, TIF_IOC, TIF_FOK)
@@ -146,6 +153,7 @@ class _Command(NamedTuple):
     flags: int
     stp: int
     trigger_tick: int
+    display: int
 
 
 @dataclass(eq=False)
@@ -161,6 +169,17 @@ class _Order:
     ord_type: int = TYPE_LIMIT  # TYPE_STOP / TYPE_STOP_LIMIT while the order waits
     tif: int = TIF_GTC
     trigger: int = 0  # a waiting stop's trigger price
+    display: int = 0  # an iceberg's display quantity, 0 for an ordinary order
+    hidden: int = 0  # an iceberg's reserve: the part of leaves not shown
+
+    @property
+    def shown(self) -> int:
+        return self.leaves - self.hidden
+
+    def show(self) -> None:
+        """An iceberg shows min(display, leaves) of itself, the rest is its reserve."""
+        if self.display:
+            self.hidden = self.leaves - min(self.display, self.leaves)
 
     def row(self) -> tuple[int, ...]:
         return tuple(getattr(self, name) for name in CANONICAL_FIELDS)
@@ -171,6 +190,14 @@ class _Order:
     @property
     def waiting(self) -> bool:
         return self.ord_type in STOP_TYPES
+
+
+def _from_row(row: dict[str, int]) -> _Order:
+    """An order from its canonical row (which says what it shows, not what it hides)."""
+    shown = row.pop("shown")
+    order = _Order(**row)
+    order.hidden = order.leaves - shown
+    return order
 
 
 def _opposite(side: int) -> int:
@@ -311,6 +338,7 @@ class ReferenceBook:
         )
         order = _Order(c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags)
         order.tif = c.tif
+        order.display = c.display
         if c.ord_type in STOP_TYPES:
             order.ord_type = c.ord_type
             order.trigger = self._trigger_price(c)
@@ -410,6 +438,10 @@ class ReferenceBook:
             code = self._price_code(c.price)
             if code:
                 return code
+        if c.display and (
+            self._display_code(c.display, c.qty) or c.ord_type != TYPE_LIMIT or c.tif != TIF_GTC
+        ):
+            return REJ_DISPLAY
         trigger = self._trigger_price(c)
         if stop and not self.config.min_price <= trigger <= self.config.max_price:
             return REJ_TRIGGER
@@ -431,6 +463,11 @@ class ReferenceBook:
             return REJ_QTY_MAX
         if qty % self.config.lot_size:
             return REJ_LOT
+        return 0
+
+    def _display_code(self, display: int, qty: int) -> int:
+        if display < 0 or display > qty or display % self.config.lot_size:
+            return REJ_DISPLAY
         return 0
 
     def _price_code(self, price: int) -> int:
@@ -459,10 +496,14 @@ class ReferenceBook:
         for price in self._prices(side):
             if not self._crosses(taker, market, price):
                 break
-            for maker in self._levels[side][price]:
+            level = self._levels[side][price]
+            ahead = 0
+            for maker in level:
                 if maker.client == taker.client and taker.stp != STP_NONE:
-                    return total
-                total += maker.leaves
+                    # what the aggressor meets before it: shown parts (refills go behind)
+                    return total + ahead
+                ahead += maker.shown
+            total += sum(maker.leaves for maker in level)  # every refill met in turn
         return total
 
     def _match(self, taker: _Order, market: bool, out: _Events) -> None:
@@ -473,7 +514,7 @@ class ReferenceBook:
                 return
             maker = self._levels[side][price][0]
             if maker.client != taker.client or taker.stp == STP_NONE:
-                qty = min(taker.leaves, maker.leaves)
+                qty = min(taker.leaves, maker.shown)
                 taker.leaves -= qty
                 maker.leaves -= qty
                 self.last_price = maker.price
@@ -492,6 +533,8 @@ class ReferenceBook:
                 out.touch(maker.side, maker.price)
                 if maker.leaves == 0:
                     self._remove(maker, out)
+                elif maker.shown == 0:
+                    self._refill(maker)
             elif taker.stp == STP_CANCEL_NEWEST:
                 out.cancelled(taker, CXL_STP, taker.leaves)
                 taker.leaves = 0
@@ -504,7 +547,7 @@ class ReferenceBook:
                 out.cancelled(taker, CXL_STP, taker.leaves)
                 taker.leaves = 0
             else:  # STP_DECREMENT, the last mode validation lets through
-                dec = min(taker.leaves, maker.leaves)
+                dec = min(taker.leaves, maker.shown)
                 maker.qty -= dec
                 maker.leaves -= dec
                 taker.qty -= dec
@@ -513,7 +556,17 @@ class ReferenceBook:
                 out.cancelled(maker, CXL_STP, dec, maker.leaves)
                 if maker.leaves == 0:
                     self._remove(maker, out)
+                elif maker.shown == 0:
+                    self._refill(maker)
                 out.cancelled(taker, CXL_STP, dec, taker.leaves)
+
+    def _refill(self, iceberg: _Order) -> None:
+        """An iceberg whose shown part is gone, with a reserve left: it shows more of it
+        and goes to the back of its level (its level was touched by what took it)."""
+        iceberg.show()
+        level = self._levels[iceberg.side][iceberg.price]
+        level.remove(iceberg)
+        level.append(iceberg)
 
     def _cancel(self, c: _Command, out: _Events) -> None:
         order = self._owned(c)
@@ -535,6 +588,8 @@ class ReferenceBook:
             out.reject(REJ_TRIGGER)
             return
         code = self._qty_code(c.qty) or self._price_code(c.price)
+        if not code and c.display:
+            code = self._display_code(c.display, c.qty)
         if not code and order.flags & FLAG_POST_ONLY and self._would_take(order.side, c.price):
             code = REJ_POST_ONLY
         if code:
@@ -555,13 +610,20 @@ class ReferenceBook:
             qty=c.qty,
             leaves=new_leaves,
         )
-        if c.price == order.price and new_leaves <= order.leaves:
-            if new_leaves != order.leaves:
+        if (
+            c.price == order.price
+            and new_leaves <= order.leaves
+            and c.display in (0, order.display)
+        ):
+            shown = min(order.shown, new_leaves)  # the cut comes off the reserve first
+            if shown != order.shown:
                 out.touch(order.side, order.price)
             order.qty = c.qty
             order.leaves = new_leaves
+            order.hidden = new_leaves - shown
             return
         self._unlink(order, out)
+        order.display = c.display or order.display
         order.price = c.price
         order.qty = c.qty
         order.leaves = new_leaves
@@ -575,6 +637,8 @@ class ReferenceBook:
         code = self._qty_code(c.qty)
         if not code and order.ord_type == TYPE_STOP_LIMIT:
             code = self._price_code(c.price)
+        if not code and c.display:
+            code = REJ_DISPLAY  # a stop is never an iceberg
         code = code or self._trigger_code(c, order.side)
         if code:
             out.reject(code)
@@ -616,7 +680,7 @@ class ReferenceBook:
                 EV_DEPTH,
                 side=side,
                 price=price,
-                qty=sum(order.leaves for order in level),
+                qty=sum(order.shown for order in level),
                 leaves=len(level),
             )
 
@@ -639,6 +703,7 @@ class ReferenceBook:
         return sorted(self._levels[side], reverse=side == SIDE_BUY)
 
     def _append(self, order: _Order, out: _Events) -> None:
+        order.show()
         self._levels[order.side].setdefault(order.price, []).append(order)
         out.touch(order.side, order.price)
 
@@ -693,7 +758,7 @@ class ReferenceBook:
         return bid, self._level_qty(SIDE_BUY, bid), ask, self._level_qty(SIDE_SELL, ask)
 
     def _level_qty(self, side: int, price: int) -> int:
-        return sum(order.leaves for order in self._levels[side].get(price, []))
+        return sum(order.shown for order in self._levels[side].get(price, []))
 
     def depth(self, n: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
@@ -720,6 +785,8 @@ class ReferenceBook:
             "leaves": order.leaves,
             "stp": order.stp,
             "flags": order.flags,
+            "display": order.display,
+            "shown": order.shown,
         }
 
     # ------------------------------------------------------------------ snapshots
@@ -757,7 +824,7 @@ class ReferenceBook:
             last_seq = int(doc["last_seq"])
             last_price = int(doc["last_price"])
             rows = [
-                _Order(**dict(zip(CANONICAL_FIELDS, map(int, row), strict=True)))
+                _from_row(dict(zip(CANONICAL_FIELDS, map(int, row), strict=True)))
                 for row in doc["rows"]
             ]
             stops = [
@@ -820,6 +887,13 @@ class ReferenceBook:
             return f"leaves {order.leaves} / qty {order.qty} are inconsistent"
         if order.stp not in STP_MODES or order.flags & ~FLAG_POST_ONLY:
             return f"stp {order.stp} / flags {order.flags} are out of range"
+        if order.display:
+            if order.display < 0 or order.display % self.config.lot_size:
+                return f"display {order.display} is not a display quantity"
+            if not 0 < order.shown <= min(order.display, order.leaves):
+                return f"shown {order.shown} of display {order.display} is inconsistent"
+        elif order.hidden:
+            return f"an ordinary order shows {order.shown} of leaves {order.leaves}"
         if order.order_id in self._orders:
             return "appears twice"
         return ""

@@ -2,7 +2,8 @@
 
 Both book implementations describe their resting orders as rows of int64
 ``CANONICAL_FIELDS``, bids from the best price down then asks from the best price
-up, each level in queue (FIFO) order, and their waiting stops as rows of int64
+up, each level in queue (FIFO) order (an iceberg with its display quantity and the
+part of it shown), and their waiting stops as rows of int64
 ``STOP_FIELDS`` in trigger order (buy stops lowest trigger first, then sell stops
 highest trigger first, each trigger in arrival order); the hash covers the last
 sequence number processed, the last trade price (0 before the first trade: it
@@ -15,7 +16,13 @@ import hashlib
 
 import numpy as np
 
-CANONICAL_FIELDS = ("side", "price", "order_id", "client", "qty", "leaves", "stp", "flags")
+# display: an iceberg's display quantity (0: an ordinary order); shown: the part of its
+# leaves the book shows now (an ordinary order: all of them), which decides the levels'
+# totals and, with the queue order, when it refills
+CANONICAL_FIELDS = (
+    *("side", "price", "order_id", "client", "qty", "leaves", "stp", "flags"),
+    *("display", "shown"),
+)
 # a waiting stop: its trigger price, and the limit price as given (TYPE_STOP: unused)
 STOP_FIELDS = ("side", "trigger", "order_id", "client", "qty", "price", "stp", "ord_type", "tif")
 

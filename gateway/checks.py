@@ -165,12 +165,14 @@ class Checks:
             | (trigger % grid["tick_size"][gi] != 0)
             | (trigger_tick > MAX_TRIGGER_TICK)
         )
+        display = np.array([o.display or 0 for o in routed], np.int64)  # 0: not an iceberg
+        off |= display % grid["lot_size"][gi] != 0
         if off.any():
             for j in np.flatnonzero(off).tolist():
                 self._refuse(run, at[j])
             keep = ~off
             at, gi, qty, px = np.array(at)[keep], gi[keep], qty[keep], px[keep]
-            trigger_tick = trigger_tick[keep]
+            trigger_tick, display = trigger_tick[keep], display[keep]
             shard = np.array(shard)[keep]
             routed = [o for o, k in zip(routed, keep.tolist(), strict=True) if k]
         rec = np.zeros(len(routed), COMMAND_DTYPE)
@@ -187,6 +189,7 @@ class Checks:
         rec["flags"] = [FLAG_POST_ONLY * o.post_only for o in routed]
         rec["stp"] = [STP_MODES[o.stp] for o in routed]
         rec["trigger_tick"] = trigger_tick
+        rec["display"] = display
         run.at, run.g, run.shard, run.records = np.array(at, np.int64), gi, np.array(shard), rec
 
     def _refuse(self, run: Run, i: int) -> None:

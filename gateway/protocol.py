@@ -48,6 +48,7 @@ from exchange.records import (
     REJ_BAD_COMMAND,
     REJ_BOOK_FULL,
     REJ_CONFLICT,
+    REJ_DISPLAY,
     REJ_DUPLICATE_ID,
     REJ_KEY_EXPIRED,
     REJ_LOT,
@@ -147,6 +148,12 @@ BOOK_REJECTS = {
         "the last trade price has already reached this trigger (buy: last >= trigger, "
         "sell: last <= trigger)",
     ),
+    REJ_DISPLAY: (
+        INVALID,
+        "$.display",
+        "an iceberg's display must be a multiple of the lot size and at most its qty, on a "
+        "limit gtc order only (a waiting stop takes none)",
+    ),
     REJ_KEY_EXPIRED: (
         CONFLICT,
         "$.ik",
@@ -232,6 +239,8 @@ class Order(_Strict, omit_defaults=True, kw_only=True):
     tif: Tif = "gtc"
     ord_type: OrderType = msgspec.field(default="limit", name="type")
     trigger: Positive | None = None  # stop, stop_limit: the trigger price
+    # an iceberg (limit gtc only): the qty shown in the book at a time, the rest in reserve
+    display: Positive | None = None
     post_only: bool = False
     stp: Stp = "cancel_newest"
     coid: ClientOrderId = ""
@@ -260,6 +269,8 @@ class Replace(_Request, tag="R", kw_only=True):
     px: Positive
     qty: Positive
     trigger: Positive | None = None  # a waiting stop's new trigger (required for one)
+    # an order in the book: its new display qty (an iceberg's, or it becomes one); none: kept
+    display: Positive | None = None
 
 
 class MassCancel(_Request, tag="M", kw_only=True):
@@ -635,6 +646,10 @@ def decode_request(buf: bytes) -> Request:
     elif isinstance(msg, NewOrders):
         for i, order in enumerate(msg.orders):
             _check_order(order, f"$.orders[{i}]", msg.cid)
+    elif isinstance(msg, Replace) and msg.display is not None and msg.display > msg.qty:
+        raise ProtocolError(
+            INVALID, "display must be at most qty (the new total)", "$.display", msg.cid
+        )
     elif isinstance(msg, Heartbeat) and msg.v != PROTOCOL_VERSION:
         raise ProtocolError(
             INVALID,
@@ -679,6 +694,17 @@ def salvage_cid(buf: bytes) -> int:
 def _check_order(order: Order, at: str, cid: int) -> None:
     """The rules between fields that a schema cannot say."""
     kind = order.ord_type
+    if order.display is not None:
+        if kind != "limit" or order.tif != "gtc":
+            raise ProtocolError(
+                INVALID,
+                f"only a limit gtc order can be an iceberg (display), not a {order.tif} {kind} "
+                "order",
+                f"{at}.display",
+                cid,
+            )
+        if order.display > order.qty:
+            raise ProtocolError(INVALID, "display must be at most qty", f"{at}.display", cid)
     if kind == "stop" or kind == "stop_limit":
         if order.trigger is None:
             raise ProtocolError(INVALID, f"a {kind} order needs a trigger", f"{at}.trigger", cid)
@@ -714,13 +740,15 @@ def _check_order(order: Order, at: str, cid: int) -> None:
 
 # COMMAND_DTYPE, field by field: packing a record is several times cheaper than
 # numpy's conversion of a tuple, and the gateway makes one per order
-_RECORD = struct.Struct("<qqqqQQIHBBBBBBI")
+_RECORD = struct.Struct("<qqqqQQIHBBBBBBIq8x")
 assert COMMAND_DTYPE.names == (
     *("seq", "order_id", "price", "qty", "req_id", "idem_key", "client", "instrument"),
-    *("kind", "side", "tif", "ord_type", "flags", "stp", "trigger_tick"),
+    *("kind", "side", "tif", "ord_type", "flags", "stp", "trigger_tick", "display", "_pad"),
 )
 assert _RECORD.size == COMMAND_DTYPE.itemsize
-assert np.frombuffer(_RECORD.pack(*range(1, 16)), COMMAND_DTYPE)[0].tolist() == tuple(range(1, 16))
+assert np.frombuffer(_RECORD.pack(*range(1, 17)), COMMAND_DTYPE)[0].tolist()[:16] == tuple(
+    range(1, 17)
+)
 # a trigger travels in ticks in 32 bits (records.COMMAND_DTYPE)
 MAX_TRIGGER_TICK = (1 << 32) - 1
 
@@ -741,8 +769,9 @@ def _command(
     flags=0,
     stp=0,
     trigger_tick=0,
+    display=0,
 ) -> bytes:
-    """A COMMAND record's 64 bytes (``np.frombuffer(b, COMMAND_DTYPE)`` reads it); seq 0."""
+    """A COMMAND record's 80 bytes (``np.frombuffer(b, COMMAND_DTYPE)`` reads it); seq 0."""
     return _RECORD.pack(
         0,
         order_id,
@@ -759,6 +788,7 @@ def _command(
         flags,
         stp,
         trigger_tick,
+        display,
     )
 
 
@@ -802,6 +832,20 @@ def _check_qty(qty: int, book: BookConfig) -> None:
         )
 
 
+def _display(display: int | None, book: BookConfig) -> int:
+    """The display qty as a command carries it (0: none), checked against the lot."""
+    if display is None:
+        return 0
+    if display % book.lot_size:
+        raise ProtocolError(
+            INVALID,
+            f"{REJECT_NAMES[REJ_DISPLAY]}: display {display} is not a multiple of the lot size "
+            f"{book.lot_size}",
+            "$.display",
+        )
+    return display
+
+
 def _check_px(px: int, book: BookConfig) -> None:
     if not book.min_price <= px <= book.max_price:
         raise ProtocolError(
@@ -824,9 +868,9 @@ def new_order_command(
 ) -> bytes:
     """The NEW command for a decoded order, after the instrument's grid checks.
 
-    Raises ProtocolError(invalid) naming ``$.qty`` or ``$.px`` (relative to the
-    order) when the order is off the lot/tick grid, above max_qty or outside the
-    band. The shard fills in seq and order_id.
+    Raises ProtocolError(invalid) naming ``$.qty``, ``$.px``, ``$.trigger`` or
+    ``$.display`` (relative to the order) when the order is off the lot/tick grid,
+    above max_qty or outside the band. The shard fills in seq and order_id.
     """
     qty, px = order.qty, order.px
     # the checks inline, their messages only on failure: this is the gateway's hot path
@@ -841,6 +885,7 @@ def new_order_command(
         *(TIFS[order.tif], ORDER_TYPES[order.ord_type], FLAG_POST_ONLY * order.post_only),
         STP_MODES[order.stp],
         _trigger_tick(order.trigger, book),
+        _display(order.display, book),
     )
 
 
@@ -859,6 +904,7 @@ def replace_command(
         instrument=instrument,
         kind=CMD_REPLACE,
         trigger_tick=_trigger_tick(msg.trigger, book),
+        display=_display(msg.display, book),
     )
 
 

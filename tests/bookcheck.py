@@ -16,8 +16,14 @@ gave for each level. After each batch it checks that the book agrees:
 - every level's total and count equal the last DEPTH event for it (so DEPTH
   named every level that changed, with its final total);
 - inside a level, orders are in ascending (seq, idx) of (re)entry: ACCEPTED,
-  TRIGGERED, or a REPLACED that moved the price or raised the open qty (at an
-  unchanged price the level's DEPTH total says which);
+  TRIGGERED, a REPLACED that moved the price, raised the open qty or changed the
+  display, or the TRADE or STP decrement that took an iceberg's shown part to 0
+  with a reserve left (its refill);
+- icebergs: every trade with a resting order takes min(the aggressor's open qty,
+  what the maker shows); what each order shows (an iceberg: min(display, leaves)
+  when it (re)enters, less what trades and decrements took, a cut of a replace
+  off its reserve first) is the canonical rows' ``shown``, and the levels' totals
+  are sums of it; cancels take the whole open qty; a FOK aggressor fills whole;
 - waiting stops: every TRIGGERED names the first waiting stop the last trade
   price reaches in trigger order (buy stops lowest trigger first, then sell
   stops highest first, each trigger in arrival order), its trades follow as
@@ -37,6 +43,7 @@ from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CXL_IOC,
     CXL_STP,
     CXL_USER,
     EV_ACCEPTED,
@@ -55,6 +62,7 @@ from exchange.records import (
     SIDE_SELL,
     STP_DECREMENT,
     STP_NONE,
+    TIF_FOK,
     TIF_GTC,
     TYPE_LIMIT,
     TYPE_MARKET,
@@ -92,6 +100,7 @@ _COMMAND_COLUMNS = (
     "ord_type",
     "stp",
     "trigger_tick",
+    "display",
 )
 # The bytes of an event that only pad it (no field, or a "_pad" field): they stay zero.
 _EVENT_PADDING = np.ones(EVENT_DTYPE.itemsize, dtype=bool)
@@ -143,6 +152,15 @@ class _Tracked:
     stp: int
     client: int
     side: int
+    leaves: int = 0  # open qty
+    display: int = 0  # an iceberg's display qty
+    shown: int = 0  # what it shows (set when it rests)
+    resting: bool = False  # in the book (not an aggressor still at work)
+
+    def show(self) -> None:
+        """It (re)enters its level: it shows min(display, leaves)."""
+        self.shown = min(self.display, self.leaves) if self.display else self.leaves
+        self.resting = True
 
 
 class BookChecker:
@@ -161,6 +179,10 @@ class BookChecker:
                 stp=r["stp"],
                 client=r["client"],
                 side=r["side"],
+                leaves=r["leaves"],
+                display=r["display"],
+                shown=r["shown"],
+                resting=True,
             )
         self.levels = _levels_of(rows)
         self.last_price = book.last_price
@@ -324,6 +346,7 @@ class BookChecker:
             stp=stop.stp,
             client=stop.client,
             side=stop.side,
+            leaves=stop.qty,
         )
         market = stop.ord_type == TYPE_STOP
         return {
@@ -396,6 +419,8 @@ class BookChecker:
                 stp=cmd["stp"],
                 client=e["client"],
                 side=e["side"],
+                leaves=e["leaves"],
+                display=cmd["display"],
             )
             return e["leaves"]
         order = self.orders.get(oid)
@@ -413,13 +438,18 @@ class BookChecker:
                     f"{where}: REPLACED leaves {e['leaves']} of qty {e['qty']} but "
                     f"{order.filled} had traded"
                 )
-            # At an unchanged price the order re-enters only if its open qty
-            # grew, and then (nothing can trade there) the level total grew.
-            level = (e["side"], e["price"])
-            grew = level in after and after[level][0] > self.levels.get(level, (0, 0))[0]
-            if e["price"] != order.price or grew:
+            # It keeps its place at an unchanged price if its open qty did not grow and
+            # its display did not change (the cut off an iceberg's reserve first); else
+            # it re-enters as an aggressor, and shows what it shows once it rests.
+            keeps = e["price"] == order.price and e["leaves"] <= order.leaves
+            if cmd["display"] not in (0, order.display):
+                order.display, keeps = cmd["display"], False
+            if keeps:
+                order.shown = min(order.shown, e["leaves"])
+            else:
                 order.entry = _entry(cmd["seq"])
-            order.price = e["price"]
+                order.resting = False
+            order.price, order.leaves = e["price"], e["leaves"]
             return e["leaves"]
         if kind == EV_TRADE:
             return self._apply_trade(agg, e, order, taker_leaves, where)
@@ -431,6 +461,11 @@ class BookChecker:
             _fail(f"{where}: CANCELLED price {e['price']} is not order {oid}'s {order.price}")
         if cmd["kind"] in (CMD_CANCEL, CMD_MASS_CANCEL) and e["client"] != cmd["client"]:
             _fail(f"{where}: client {cmd['client']} cancelled order {oid} of another client")
+        aggressor = oid == agg["order_id"] and not order.resting
+        if e["qty"] != (taker_leaves if aggressor else order.leaves):
+            _fail(f"{where}: CANCELLED {oid} of {e['qty']}, it had {order.leaves} open")
+        if aggressor and e["code"] == CXL_IOC and agg["kind"] == CMD_NEW and agg["tif"] == TIF_FOK:
+            _fail(f"{where}: FOK order {oid} filled in part ({e['qty']} cancelled)")
         del self.orders[oid]
         return 0 if oid == agg["order_id"] else taker_leaves
 
@@ -443,6 +478,7 @@ class BookChecker:
         if oid != cmd["order_id"]:
             if e["client"] != aggressor.client:
                 _fail(f"{where}: STP decrement of order {oid} of another client")
+            self._took(self.orders[oid], e, taker_leaves, where)
             return taker_leaves
         if taker_leaves is None or e["leaves"] != taker_leaves - e["qty"]:
             _fail(f"{where}: decrement leaves the aggressor {e['leaves']} after {taker_leaves}")
@@ -470,9 +506,28 @@ class BookChecker:
         taker.filled += e["qty"]
         maker.filled += e["qty"]
         self.last_price = e["price"]
-        if e["other_leaves"] == 0:
+        if self._took(maker, {**e, "leaves": e["other_leaves"]}, taker_leaves, where) == 0:
             del self.orders[maker_id]
         return e["leaves"]
+
+    def _took(self, maker: _Tracked, e: dict, taker_leaves: int, where: str) -> int:
+        """A trade or an STP decrement took e["qty"] off resting ``maker``'s shown part,
+        leaving it e["leaves"] open: an iceberg with nothing shown refills (to the back)."""
+        if not maker.resting:
+            _fail(f"{where}: an aggressor still at work was met as a resting order")
+        if e["qty"] != min(taker_leaves, maker.shown):
+            _fail(
+                f"{where}: {e['qty']} taken off a resting order showing {maker.shown}, the "
+                f"aggressor having {taker_leaves} open"
+            )
+        if e["leaves"] != maker.leaves - e["qty"]:
+            _fail(f"{where}: a resting order with {maker.leaves} open has {e['leaves']} after")
+        maker.leaves -= e["qty"]
+        maker.shown -= e["qty"]
+        if maker.shown == 0 and maker.leaves:
+            maker.show()
+            maker.entry = _entry(e["seq"], e["idx"])
+        return maker.leaves
 
     def _settle_taker(self, cmd: dict, taker_leaves, where: str) -> None:
         """After a NEW or REPLACE, its order rests, or is gone (filled or cancelled)."""
@@ -487,6 +542,10 @@ class BookChecker:
         )
         if not rests:
             _fail(f"{where}: the remainder of order {oid} neither rests nor was cancelled")
+        order = self.orders[oid]
+        if not order.resting:
+            order.leaves = taker_leaves
+            order.show()
 
     # ------------------------------------------------------------------ state
 
@@ -519,6 +578,12 @@ class BookChecker:
             _fail("a resting order has bad qty/leaves")
         if np.any((stp < 0) | (stp > STP_DECREMENT) | (flags & ~FLAG_POST_ONLY != 0)):
             _fail("a resting order has bad stp/flags")
+        display, shown = r["display"], r["shown"]
+        ice = display > 0
+        if np.any((shown <= 0) | (shown > leaves) | (~ice & (shown != leaves)) | (display < 0)):
+            _fail("a resting order shows none of itself, more than it has, or hides some")
+        if np.any(ice & ((shown > display) | (display % cfg.lot_size != 0))):
+            _fail("an iceberg shows more than its display, or its display is off the lot")
         ids = r["order_id"].tolist()
         if len(set(ids)) != len(ids):
             _fail("an order id rests twice")
@@ -533,12 +598,13 @@ class BookChecker:
             order = self.orders[o["order_id"]]
             if order.filled != o["qty"] - o["leaves"]:
                 _fail(f"order {o['order_id']} rests as {o}, but {order.filled} of it traded")
-            if (order.price, order.client, order.side, order.stp) != (
+            if (order.price, order.client, order.side, order.stp, order.leaves) != (
                 o["price"],
                 o["client"],
                 o["side"],
                 o["stp"],
-            ):
+                o["leaves"],
+            ) or (order.display, order.shown) != (o["display"], o["shown"]):
                 _fail(f"order {o['order_id']} rests as {o}, the events said {order}")
             entries.append(order.entry)
         entries = np.array(entries, dtype=np.int64)
@@ -598,7 +664,7 @@ class BookChecker:
 def _levels_of(rows: np.ndarray) -> dict[tuple[int, int], tuple[int, int]]:
     """(side, price) -> (open total, order count) of canonical rows."""
     levels: dict[tuple[int, int], tuple[int, int]] = {}
-    side_i, price_i, leaves_i = (CANONICAL_FIELDS.index(f) for f in ("side", "price", "leaves"))
+    side_i, price_i, leaves_i = (CANONICAL_FIELDS.index(f) for f in ("side", "price", "shown"))
     for row in rows.tolist():
         key = (row[side_i], row[price_i])
         total, count = levels.get(key, (0, 0))

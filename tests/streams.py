@@ -1,9 +1,11 @@
 """Seeded random command streams that exercise every rule of a book.
 
 A stream mixes all order types (stops and stop-limits with triggers on both
-sides of the mid, some reached already or off the band), TIFs, post-only,
+sides of the mid, some reached already or off the band; icebergs, some with a
+display that is invalid or on an order that cannot have one), TIFs, post-only,
 every STP mode, a few clients, cancels and replaces of recent (often live) and
-unknown order ids, orders of other clients, mass cancels and a share of invalid
+unknown order ids (some giving an iceberg a new display, or an order one),
+orders of other clients, mass cancels and a share of invalid
 commands, with prices around a mid that drifts across the price band. Configs
 with a small capacity make REJ_BOOK_FULL happen. Everything is drawn from the
 numpy Generator it is given, so a seed reproduces a stream exactly.
@@ -139,6 +141,25 @@ def random_stream(
     if lot > 1:
         qty = np.where((odd >= 0.02) & (odd < 0.03), qty + 1, qty)
 
+    # Icebergs: some streams have none, others many, mostly GTC limit orders with a
+    # display of 1-3 lots and a reserve behind it; a few displays are invalid (negative,
+    # above qty, off the lot) or on an order that is not a GTC limit. A replace mostly
+    # keeps the display (0), sometimes sets one.
+    gtc_limit = (tif == TIF_GTC) & (ord_type == TYPE_LIMIT)
+    p_ice = rng.choice([0.0, 0.1, 0.3])
+    iceberg = (rng.random(n) < p_ice) & (gtc_limit | (rng.random(n) < 0.05))
+    valid = (qty > 0) & (qty <= config.max_qty) & (qty % lot == 0)
+    bigger = np.minimum(lot * rng.integers(2, 25, size=n), config.max_qty)
+    qty = np.where(iceberg & valid, bigger, qty)
+    display = lot * rng.integers(1, 4, size=n)
+    display = np.where(iceberg & (qty > 0), np.minimum(display, qty), display)
+    odd = rng.random(n)
+    display = np.where(odd < 0.01, -lot, display)
+    display = np.where((odd >= 0.01) & (odd < 0.02), np.abs(qty) + lot, display)
+    if lot > 1:
+        display = np.where((odd >= 0.02) & (odd < 0.03), display + 1, display)
+    display = np.where(iceberg | ((kind == CMD_REPLACE) & (rng.random(n) < 0.2)), display, 0)
+
     # NEW ids count up; a few NEWs reuse a recent id (live or not).
     order_id = first_order_id + np.cumsum(is_new) - 1
     reuse = is_new & (rng.random(n) < 0.01)
@@ -176,6 +197,7 @@ def random_stream(
     cmds["flags"] = flags
     cmds["stp"] = stp
     cmds["trigger_tick"] = np.where((kind == CMD_NEW) | (kind == CMD_REPLACE), trigger_tick, 0)
+    cmds["display"] = np.where((kind == CMD_NEW) | (kind == CMD_REPLACE), display, 0)
     return cmds
 
 

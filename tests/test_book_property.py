@@ -129,6 +129,7 @@ _command = st.fixed_dictionaries(
         "tif": st.integers(0, 3),
         "ord_type": st.integers(0, 4),
         "trigger_tick": st.sampled_from([0, 0, 0, 95, 97, 99, 100, 101, 103, 105]),
+        "display": st.sampled_from([0, 0, 0, 1, 1, 2, 3, -1, 7]),
         "flags": st.integers(0, 2),
         "stp": st.integers(0, 5),
     }
@@ -170,6 +171,7 @@ class _LifoBook(ReferenceBook):
     """A reference book with one bug: new orders join the front of their level."""
 
     def _append(self, order, out):
+        order.show()
         self._levels[order.side].setdefault(order.price, []).insert(0, order)
         out.touch(order.side, order.price)
 

@@ -347,7 +347,7 @@ def test_gtc_rests_and_reports_depth(book_cls):
         ("depth", B, 100, 8, 2),
     ]
     assert ex.book.order(1) == dict(
-        order_id=1, client=1, side=B, price=100, qty=5, leaves=5, stp=0, flags=0
+        order_id=1, client=1, side=B, price=100, qty=5, leaves=5, stp=0, flags=0, display=0, shown=5
     )
     assert ex.book.order(3) is None
 

@@ -240,8 +240,10 @@ def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
         Journal(tmp_path / "missing", readonly=True)
     with Journal(jdir):
         pass
-    # /2: without checksums; /3: the batches in a named sub-database
-    for older in (b"exchange.journal/0", b"exchange.journal/2", b"exchange.journal/3"):
+    # /2: without checksums; /3: the batches in a named sub-database; /5: batch records
+    # in one value; /6: 64-byte commands
+    older_layouts = (b"exchange.journal/0", b"exchange.journal/2", b"exchange.journal/3")
+    for older in (*older_layouts, b"exchange.journal/5", b"exchange.journal/6"):
         env = lmdb.open(str(jdir), max_dbs=8)
         with env.begin(write=True) as txn:
             txn.put(b"layout", older, db=env.open_db(b"meta", txn=txn))

@@ -80,7 +80,7 @@ def test_fingerprint_covers_exactly_the_request_body():
     same = base.copy()
     same["req_id"], same["seq"], same["order_id"] = 99, 1234, 77
     assert request_fingerprint(base[0]) == request_fingerprint(same[0])
-    assert len(request_fingerprint(base[0])) == 32
+    assert len(request_fingerprint(base[0])) == 40
     for field in FINGERPRINT_FIELDS:
         other = base.copy()
         other[field] += 1
@@ -153,6 +153,29 @@ def test_retry_and_conflict_across_batches_and_reopen(jdir):
         assert r.idem_lookup(1, 7) == entry
         assert r.idem_lookup(1, 8) is None
         assert r.idem_lookup(2, 7) is None
+
+
+def test_a_retry_with_another_display_is_a_conflict(jdir):
+    """An iceberg's display is part of the request: the same order shown differently
+    under a used pair is another request (in the batch and across batches)."""
+    with Journal(jdir) as j:
+        shard = MiniShard(j)
+        iceberg = request(1, key=9, qty=20)
+        iceberg["display"] = 5
+        plan, cmds, _, _ = shard.step(iceberg)
+        assert len(cmds) == 1 and j.idem_lookup(1, 9).fingerprint == request_fingerprint(cmds[0])
+        again, shown_more, plain = (
+            request(2, key=9, qty=20),
+            request(3, key=9, qty=20),
+            request(4, key=9, qty=20),
+        )
+        again["display"], shown_more["display"] = 5, 10
+        plan, cmds, _, dups = shard.step(np.concatenate([again, shown_more, plain]))
+        assert len(cmds) == 0
+        assert plan.retries["original_seq"].tolist() == [1]
+        assert plan.conflicts["req_id"].tolist() == [3, 4]
+        assert (plan.conflicts["code"] == REJ_CONFLICT).all()
+        assert (dups["req_id"] == 2).all()
 
 
 def test_a_pair_creates_at_most_one_order_over_a_retrying_stream(jdir):

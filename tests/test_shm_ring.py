@@ -157,7 +157,7 @@ def test_bad_input_raises_and_changes_nothing(ns):
         (COMMAND_DTYPE, 12, "not a power of two"),
         (COMMAND_DTYPE, 1, "capacity"),
         (COMMAND_DTYPE, 2**31, "capacity"),
-        (np.dtype([("a", "<i8")] * 1 + [("b", "V40")]), 8, "multiple of 64"),
+        (np.dtype([("a", "<i8")] * 1 + [("b", "V44")]), 8, "multiple of 16"),
         (np.dtype([("o", "O"), ("pad", "V56")]), 8, "Python objects"),
         ("not a dtype", 8, "invalid record dtype"),
     ],
@@ -185,9 +185,9 @@ def test_create_refuses_a_ring_whose_owner_is_alive(ns):
 
 def test_attach_checks_record_size_and_layout(ns):
     create_ring(ns, "r", COMMAND_DTYPE, 8)
-    with pytest.raises(HeaderMismatchError, match="64-byte records; the caller expects 128"):
+    with pytest.raises(HeaderMismatchError, match="80-byte records; the caller expects 128"):
         Consumer(ns, "r", EVENT_DTYPE)
-    same_size = np.dtype([("x", "<i8", (8,))])
+    same_size = np.dtype([("x", "<i8", (COMMAND_DTYPE.itemsize // 8,))])
     with pytest.raises(HeaderMismatchError, match="another layout"):
         Producer(ns, "r", same_size)
     with pytest.raises(SegmentNotFoundError):
