@@ -62,11 +62,23 @@ IDEM_BASE = 1 << 40
 
 
 def new(
-    oid, side, price, qty, client=1, *, tif=TIF_GTC, ord_type=TYPE_LIMIT, flags=0, stp=0, trigger=0
+    oid,
+    side,
+    price,
+    qty,
+    client=1,
+    *,
+    tif=TIF_GTC,
+    ord_type=TYPE_LIMIT,
+    flags=0,
+    stp=0,
+    trigger=0,
+    display=0,
 ):
     return dict(
         kind=CMD_NEW,
         trigger_tick=trigger,
+        display=display,
         order_id=oid,
         side=side,
         price=price,
@@ -83,9 +95,15 @@ def cancel(oid, client=1):
     return dict(kind=CMD_CANCEL, order_id=oid, client=client)
 
 
-def replace(oid, price, qty, client=1, trigger=0):
+def replace(oid, price, qty, client=1, trigger=0, display=0):
     return dict(
-        kind=CMD_REPLACE, order_id=oid, price=price, qty=qty, client=client, trigger_tick=trigger
+        kind=CMD_REPLACE,
+        order_id=oid,
+        price=price,
+        qty=qty,
+        client=client,
+        trigger_tick=trigger,
+        display=display,
     )
 
 
@@ -191,6 +209,10 @@ class Exchange:
 
     def ids(self) -> list[int]:
         return [r[2] for r in self.rows()]
+
+    def shown(self) -> list[tuple]:
+        """Resting orders in book order as (order_id, leaves, display, shown)."""
+        return [(r[2], r[5], r[8], r[9]) for r in self.book.canonical_rows().tolist()]
 
 
 def rejected(reason, oid):
@@ -1257,3 +1279,382 @@ def test_stops_survive_snapshot_and_restore(book_cls):
     assert again.last_price == ex.book.last_price == 101
     ex.book = again
     assert [e[1] for e in ex.send(new(21, B, 102, 5, client=2)) if e[0] == "triggered"] == [10]
+
+
+# ---------------------------------------------------------------- icebergs
+
+
+def iceberg(oid, side, price, qty, display, client=1, **fields):
+    return new(oid, side, price, qty, client, display=display, **fields)
+
+
+def test_an_iceberg_shows_only_its_display(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.send(iceberg(1, S, 101, 20, 5, client=9)) == [
+        ("accepted", 1, 101, 20),
+        ("depth", S, 101, 5, 1),
+    ]
+    assert ex.send(new(2, S, 101, 3, client=8)) == [
+        ("accepted", 2, 101, 3),
+        ("depth", S, 101, 8, 2),
+    ]
+    assert ex.book.top() == (0, 0, 101, 8)
+    assert ex.book.depth(5) == ([], [(101, 8, 2)])
+    assert ex.rows() == [(S, 101, 1, 9, 20, 20), (S, 101, 2, 8, 3, 3)]
+    assert ex.shown() == [(1, 20, 5, 5), (2, 3, 0, 3)]
+    assert ex.book.order(1) == dict(
+        order_id=1,
+        client=9,
+        side=S,
+        price=101,
+        qty=20,
+        leaves=20,
+        stp=0,
+        flags=0,
+        display=5,
+        shown=5,
+    )
+
+
+@pytest.mark.parametrize(
+    "fields, reason",
+    [
+        (dict(display=-1), "display_invalid"),
+        (dict(display=11), "display_invalid"),  # above qty
+        (dict(display=3), "display_invalid"),  # off the lot of 2
+        (dict(display=2, tif=TIF_IOC), "display_invalid"),
+        (dict(display=2, tif=TIF_FOK), "display_invalid"),
+        (dict(display=2, ord_type=TYPE_MARKET, tif=TIF_IOC), "display_invalid"),
+        (dict(display=2, ord_type=TYPE_STOP_LIMIT, trigger_tick=50), "display_invalid"),
+        (dict(display=2, ord_type=TYPE_STOP, tif=TIF_IOC, trigger_tick=100_000), "display_invalid"),
+        # what is checked before the display
+        (dict(display=3, qty=0), "qty_not_positive"),
+        (dict(display=3, qty=9), "qty_off_lot"),
+        (dict(display=3, price=101), "price_off_tick"),
+        (dict(display=3, price=1000), "price_outside_band"),
+        (dict(display=3, side=5), "bad_command"),
+    ],
+)
+def test_an_invalid_display_is_rejected(book_cls, fields, reason):
+    ex = Exchange(book_cls, lot_size=2, tick_size=2, min_price=2, max_price=400)
+    assert ex.send(new(1, B, 100, 10) | fields) == rejected(reason, 1)
+    assert ex.rows() == []
+
+
+def test_a_display_of_the_whole_qty_is_an_iceberg_that_shows_all_of_itself(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.send(iceberg(1, S, 101, 4, 4, client=9), new(2, S, 101, 1, client=9)) == [
+        ("accepted", 1, 101, 4),
+        ("depth", S, 101, 4, 1),
+        ("accepted", 2, 101, 1),
+        ("depth", S, 101, 5, 2),
+    ]
+    assert ex.send(new(3, B, 101, 3)) == [
+        ("accepted", 3, 101, 3),
+        ("trade", 3, 1, 101, 3, 0, 1),
+        ("depth", S, 101, 2, 2),
+    ]
+    assert ex.shown() == [(1, 1, 4, 1), (2, 1, 0, 1)]  # no reserve: no refill, keeps its place
+
+
+def test_an_arriving_iceberg_takes_with_its_whole_qty_then_shows_its_display(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=9), new(2, S, 101, 5, client=9))
+    assert ex.send(iceberg(3, B, 100, 12, 2)) == [
+        ("accepted", 3, 100, 12),
+        ("trade", 3, 1, 100, 5, 7, 0),
+        ("depth", S, 100, 0, 0),
+        ("depth", B, 100, 2, 1),
+    ]
+    assert ex.shown() == [(3, 7, 2, 2), (2, 5, 0, 5)]
+
+
+def test_the_shown_part_filled_refills_to_the_back_of_its_level(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 10, 4, client=9), new(2, S, 101, 3, client=8))
+    # the refill is no event of its own: the level's DEPTH (total 3 + 4 again) says it
+    assert ex.send(new(3, B, 101, 4)) == [
+        ("accepted", 3, 101, 4),
+        ("trade", 3, 1, 101, 4, 0, 6),
+        ("depth", S, 101, 7, 2),
+    ]
+    assert ex.shown() == [(2, 3, 0, 3), (1, 6, 4, 4)]  # behind order 2 now
+    assert ex.send(new(4, B, 101, 3)) == [
+        ("accepted", 4, 101, 3),
+        ("trade", 4, 2, 101, 3, 0, 0),
+        ("depth", S, 101, 4, 1),
+    ]
+
+
+def test_a_refill_that_puts_the_total_back_still_reports_the_level(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 8, 4, client=9))
+    assert ex.send(new(2, B, 101, 4)) == [
+        ("accepted", 2, 101, 4),
+        ("trade", 2, 1, 101, 4, 0, 4),
+        ("depth", S, 101, 4, 1),
+    ]
+    assert ex.shown() == [(1, 4, 4, 4)]
+
+
+def test_an_aggressor_meets_the_refilled_part_again_after_the_others(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(
+        iceberg(1, S, 101, 10, 4, client=9),
+        new(2, S, 101, 3, client=8),
+        iceberg(3, S, 101, 5, 2, client=7),
+        new(4, S, 102, 5, client=9),
+    )
+    assert ex.send(new(5, B, 101, 14)) == [
+        ("accepted", 5, 101, 14),
+        ("trade", 5, 1, 101, 4, 10, 6),  # 1 refills 4, to the back: 2, 3, 1
+        ("trade", 5, 2, 101, 3, 7, 0),
+        ("trade", 5, 3, 101, 2, 5, 3),  # 3 refills 2: 1, 3
+        ("trade", 5, 1, 101, 4, 1, 2),  # 1 refills its last 2: 3, 1
+        ("trade", 5, 3, 101, 1, 0, 2),  # 3 still shows 1 of its 2 and keeps its place
+        ("depth", S, 101, 3, 2),
+    ]
+    assert ex.shown() == [(3, 2, 2, 1), (1, 2, 4, 2), (4, 5, 0, 5)]
+
+
+def test_an_aggressor_that_crosses_a_level_takes_all_of_it_reserves_included(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 7, 3, client=9), new(2, S, 102, 5, client=9))
+    assert ex.send(new(3, B, 102, 9, tif=TIF_IOC)) == [
+        ("accepted", 3, 102, 9),
+        ("trade", 3, 1, 101, 3, 6, 4),
+        ("trade", 3, 1, 101, 3, 3, 1),
+        ("trade", 3, 1, 101, 1, 2, 0),
+        ("trade", 3, 2, 102, 2, 0, 3),
+        ("depth", S, 101, 0, 0),
+        ("depth", S, 102, 3, 1),
+    ]
+
+
+def test_a_market_order_takes_reserves_and_an_ioc_remainder_is_cancelled(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, B, 99, 5, 2, client=9))
+    assert ex.send(new(2, S, 0, 6, ord_type=TYPE_MARKET, tif=TIF_IOC)) == [
+        ("accepted", 2, 0, 6),
+        ("trade", 2, 1, 99, 2, 4, 3),
+        ("trade", 2, 1, 99, 2, 2, 1),
+        ("trade", 2, 1, 99, 1, 1, 0),
+        ("cancelled", "ioc_remainder", 2, 0, 1),
+        ("depth", B, 99, 0, 0),
+    ]
+
+
+def test_fok_counts_the_reserves_of_the_levels_it_would_take_whole(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 20, 2, client=9), new(2, S, 102, 1, client=9))
+    assert ex.send(new(3, B, 102, 22, tif=TIF_FOK)) == [
+        ("accepted", 3, 102, 22),
+        ("cancelled", "fok_unfilled", 3, 102, 22),
+    ]
+    events = ex.send(new(4, B, 102, 21, tif=TIF_FOK))
+    assert [e for e in events if e[0] == "trade"][-2:] == [
+        ("trade", 4, 1, 101, 2, 1, 0),
+        ("trade", 4, 2, 102, 1, 0, 0),
+    ]
+    assert len(events) == 1 + 11 + 2 and ex.rows() == []
+
+
+def test_fok_stops_at_an_own_order_with_the_shown_parts_ahead_of_it(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(
+        iceberg(1, S, 101, 20, 2, client=9),
+        new(2, S, 101, 1, client=8),
+        new(3, S, 101, 5, client=1),  # the aggressor's own
+        new(4, S, 101, 5, client=8),
+    )
+    # ahead of order 3: 1 shows 2, 2 shows 1; a refill of 1 goes behind 3
+    fok = dict(tif=TIF_FOK, stp=STP_CANCEL_NEWEST)
+    assert ex.send(new(5, B, 101, 4, **fok)) == [
+        ("accepted", 5, 101, 4),
+        ("cancelled", "fok_unfilled", 5, 101, 4),
+    ]
+    assert ex.send(new(6, B, 101, 3, **fok)) == [
+        ("accepted", 6, 101, 3),
+        ("trade", 6, 1, 101, 2, 1, 18),
+        ("trade", 6, 2, 101, 1, 0, 0),
+        ("depth", S, 101, 12, 3),
+    ]
+    # with STP_NONE the level is taken whole: 18 + 5 + 5
+    assert ex.send(new(7, B, 101, 29, tif=TIF_FOK, stp=STP_NONE))[1] == (
+        "cancelled",
+        "fok_unfilled",
+        7,
+        101,
+        29,
+    )
+    events = ex.send(new(8, B, 101, 28, tif=TIF_FOK, stp=STP_NONE))
+    assert events[-1] == ("depth", S, 101, 0, 0) and ex.rows() == []
+
+
+def test_stp_cancel_oldest_cancels_an_iceberg_whole(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 10, 2), new(2, S, 101, 3, client=9))
+    assert ex.send(new(3, B, 101, 3, stp=STP_CANCEL_OLDEST)) == [
+        ("accepted", 3, 101, 3),
+        ("cancelled", "self_trade", 1, 101, 10),
+        ("trade", 3, 2, 101, 3, 0, 0),
+        ("depth", S, 101, 0, 0),
+    ]
+
+
+def test_stp_cancel_both_and_newest_against_an_iceberg(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 10, 2))
+    assert ex.send(new(2, B, 101, 3, stp=STP_CANCEL_NEWEST)) == [
+        ("accepted", 2, 101, 3),
+        ("cancelled", "self_trade", 2, 101, 3),
+    ]
+    assert ex.shown() == [(1, 10, 2, 2)]
+    assert ex.send(new(3, B, 101, 3, stp=STP_CANCEL_BOTH)) == [
+        ("accepted", 3, 101, 3),
+        ("cancelled", "self_trade", 1, 101, 10),
+        ("cancelled", "self_trade", 3, 101, 3),
+        ("depth", S, 101, 0, 0),
+    ]
+
+
+def test_stp_decrement_takes_the_shown_part_and_an_emptied_iceberg_refills(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 10, 3), new(2, S, 101, 4, client=9))
+    assert ex.send(new(3, B, 101, 5, stp=STP_DECREMENT)) == [
+        ("accepted", 3, 101, 5),
+        ("cancelled", "self_trade", 1, 101, 3, 7),  # its shown 3: refills 3, to the back
+        ("cancelled", "self_trade", 3, 101, 3, 2),
+        ("trade", 3, 2, 101, 2, 0, 2),
+        ("depth", S, 101, 5, 2),
+    ]
+    assert ex.shown() == [(2, 2, 0, 2), (1, 7, 3, 3)]
+    assert [r[4] for r in ex.rows()] == [4, 7]  # its qty is 7 now: a decrement is no fill
+    assert ex.send(new(4, B, 101, 1, stp=STP_DECREMENT, client=9)) == [
+        ("accepted", 4, 101, 1),
+        ("cancelled", "self_trade", 2, 101, 1, 1),
+        ("cancelled", "self_trade", 4, 101, 1),
+        ("depth", S, 101, 4, 2),
+    ]
+
+
+def test_cancel_and_mass_cancel_take_an_iceberg_whole(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 10, 2), iceberg(2, B, 99, 8, 4), new(3, S, 101, 1, client=9))
+    assert ex.send(cancel(1)) == [("cancelled", "user", 1, 101, 10), ("depth", S, 101, 1, 1)]
+    ex.send(iceberg(4, S, 102, 6, 2))
+    assert ex.send(mass_cancel()) == [
+        ("cancelled", "user", 2, 99, 8),
+        ("cancelled", "user", 4, 102, 6),
+        ("mass_cancelled", 1, 2),
+        ("depth", B, 99, 0, 0),
+        ("depth", S, 102, 0, 0),
+    ]
+    assert ex.shown() == [(3, 1, 0, 1)]
+
+
+def test_replace_of_an_iceberg_cuts_its_reserve_first_and_keeps_its_place(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 10, 4), new(2, S, 101, 1, client=9))
+    # 10 -> 6: the reserve (6) gives 4; nothing shown changes: no DEPTH
+    assert ex.send(replace(1, 101, 6)) == [("replaced", 1, 101, 6, 6)]
+    assert ex.shown() == [(1, 6, 4, 4), (2, 1, 0, 1)]
+    # the same display, restated: unchanged
+    assert ex.send(replace(1, 101, 5, display=4)) == [("replaced", 1, 101, 5, 5)]
+    # 5 -> 3: below what it shows
+    assert ex.send(replace(1, 101, 3)) == [("replaced", 1, 101, 3, 3), ("depth", S, 101, 4, 2)]
+    assert ex.shown() == [(1, 3, 4, 3), (2, 1, 0, 1)]
+
+
+def test_replace_that_grows_an_iceberg_or_changes_its_display_loses_its_place(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 10, 4), new(2, S, 101, 1, client=9))
+    ex.send(new(3, B, 101, 1, client=9))  # 1 shows 3 of 9
+    assert ex.send(replace(1, 101, 12)) == [("replaced", 1, 101, 12, 11), ("depth", S, 101, 5, 2)]
+    assert ex.shown() == [(2, 1, 0, 1), (1, 11, 4, 4)]  # shows its display again, behind 2
+    ex.send(cancel(2, client=9), new(4, S, 101, 1, client=9))
+    assert ex.send(replace(1, 101, 12, display=2)) == [
+        ("replaced", 1, 101, 12, 11),
+        ("depth", S, 101, 3, 2),
+    ]
+    assert ex.shown() == [(4, 1, 0, 1), (1, 11, 2, 2)]
+    # an ordinary order becomes an iceberg, at the back too
+    ex.send(new(5, S, 101, 6, client=9))
+    assert ex.send(replace(4, 101, 1, client=9, display=1)) == [
+        ("replaced", 4, 101, 1, 1),
+        ("depth", S, 101, 9, 3),
+    ]
+    assert [r[0] for r in ex.shown()] == [1, 5, 4]
+    assert ex.send(replace(5, 101, 6, client=9, display=2)) == [
+        ("replaced", 5, 101, 6, 6),
+        ("depth", S, 101, 5, 3),
+    ]
+    assert ex.shown() == [(1, 11, 2, 2), (4, 1, 1, 1), (5, 6, 2, 2)]
+
+
+def test_replace_of_an_iceberg_to_a_new_price_aggresses_whole_then_shows_its_display(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 103, 10, 2), new(2, B, 101, 3, client=9))
+    assert ex.send(replace(1, 101, 10)) == [
+        ("replaced", 1, 101, 10, 10),
+        ("trade", 1, 2, 101, 3, 7, 0),
+        ("depth", S, 103, 0, 0),
+        ("depth", B, 101, 0, 0),
+        ("depth", S, 101, 2, 1),
+    ]
+    assert ex.shown() == [(1, 7, 2, 2)]
+
+
+def test_replace_with_an_invalid_display_is_rejected(book_cls):
+    ex = Exchange(book_cls, lot_size=2)
+    ex.send(iceberg(1, S, 101, 10, 4), stop(2, B, 2, 105))
+    for display, qty in ((-2, 10), (3, 10), (12, 10)):
+        assert ex.send(replace(1, 101, qty, display=display)) == rejected("display_invalid", 1)
+    assert ex.send(replace(2, 0, 2, display=2, trigger=105)) == rejected("display_invalid", 2)
+    assert ex.send(replace(1, 101, 0, display=2)) == rejected("qty_not_positive", 1)
+    assert ex.shown() == [(1, 10, 4, 4)]
+    # a replace below what has traded still cancels it, whatever its display
+    ex.send(new(3, B, 101, 4, client=9))
+    assert ex.send(replace(1, 101, 4, display=2)) == [
+        ("cancelled", "replaced_to_zero", 1, 101, 6),
+        ("depth", S, 101, 0, 0),
+    ]
+
+
+def test_icebergs_in_the_state_hash_and_snapshots(book_cls):
+    a, b = Exchange(book_cls), Exchange(book_cls)
+    a.send(iceberg(1, S, 101, 10, 4))
+    b.send(iceberg(1, S, 101, 10, 5))
+    assert a.rows() == b.rows() and a.book.state_hash() != b.book.state_hash()
+    a.send(new(2, S, 101, 3, client=9), new(3, B, 101, 2, client=8))  # 1 shows 2 of 8
+    again = type(a.book).restore(a.book.snapshot())
+    assert again.state_hash() == a.book.state_hash()
+    assert again.canonical_rows().tolist() == a.book.canonical_rows().tolist()
+    b.book, b.seq, b.owner = again, a.seq, dict(a.owner)
+    rest = [new(4, B, 101, 12, client=8), replace(1, 101, 4), new(5, B, 101, 1, client=8)]
+    assert b.send(*rest) == a.send(*rest)
+    assert b.book.state_hash() == a.book.state_hash()
+
+
+def test_a_small_display_makes_many_trades_in_one_command(book_cls):
+    ex = Exchange(book_cls, max_qty=10_000)
+    ex.send(iceberg(1, S, 101, 3000, 1, client=9), iceberg(2, S, 101, 3000, 1, client=8))
+    events = ex.send(new(3, B, 101, 5000))
+    trades = [e for e in events if e[0] == "trade"]
+    assert len(trades) == 5000
+    assert [t[2] for t in trades[:4]] == [1, 2, 1, 2]  # they take turns
+    assert events[-1] == ("depth", S, 101, 2, 2)
+    assert ex.shown() == [(1, 500, 1, 1), (2, 500, 1, 1)]
+
+
+def test_a_stop_triggered_by_a_trade_with_an_iceberg_meets_its_refill(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(iceberg(1, S, 101, 9, 3, client=9), stop(2, B, 4, 101))
+    assert ex.send(new(3, B, 101, 2, client=8)) == [
+        ("accepted", 3, 101, 2),
+        ("trade", 3, 1, 101, 2, 0, 7),
+        ("triggered", 2, 101, 4),
+        ("trade", 2, 1, 101, 1, 3, 6),  # 1 showed 1 more; refills 3
+        ("trade", 2, 1, 101, 3, 0, 3),
+        ("depth", S, 101, 3, 1),
+    ]
