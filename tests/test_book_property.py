@@ -176,6 +176,44 @@ class _LifoBook(ReferenceBook):
         out.touch(order.side, order.price)
 
 
+class _RefillInPlaceBook(ReferenceBook):
+    """A reference book with one bug: a refilled iceberg keeps its place."""
+
+    def _refill(self, iceberg):
+        iceberg.show()
+
+
+class _ShowAllBook(ReferenceBook):
+    """A reference book with one bug: an iceberg shows its reserve too."""
+
+    def _append(self, order, out):
+        self._levels[order.side].setdefault(order.price, []).append(order)
+        out.touch(order.side, order.price)
+
+
+def _iceberg_stream():
+    rng = np.random.default_rng(12)
+    config = BookConfig(min_price=100, max_price=200, max_qty=1000)
+    cmds = random_stream(rng, config, 3_000)
+    gtc = (cmds["kind"] == CMD_NEW) & (cmds["tif"] == 0) & (cmds["ord_type"] == 0)
+    cmds["display"] = np.where(gtc & (cmds["qty"] > 1), 1, 0)
+    return config, cmds
+
+
+@pytest.mark.parametrize(
+    "book, message",
+    [
+        (_RefillInPlaceBook, "queues behind a later order"),
+        (_ShowAllBook, "taken off a resting order showing"),
+    ],
+)
+def test_checker_catches_iceberg_bugs(book, message):
+    config, cmds = _iceberg_stream()
+    _checked_run(ReferenceBook(config), cmds)
+    with pytest.raises(BookCheckError, match=message):
+        _checked_run(book(config), cmds)
+
+
 def _checked_run(book, cmds, tamper=None):
     checker = BookChecker(book)
     for start in range(0, len(cmds), 50):
