@@ -64,7 +64,7 @@ from exchange.records import (
     copy_records,
     join_records,
 )
-from exchange.statehash import STOP_FIELDS
+from exchange.statehash import CANONICAL_FIELDS, STOP_FIELDS
 
 SNAPSHOT_FORMAT = 1
 # records per chunk of a SYNC's answer (2 MiB), so that answering a long history
@@ -80,6 +80,7 @@ _STATUS_CODES = {name: code for code, name in STATUS_NAMES.items()}
 _RESTING_COLUMNS = ("side", "price", "order_id", "client", "qty", "leaves")
 # a waiting stop's row (STOP_FIELDS) in those columns: its limit price, leaves = qty
 _STOP_AS = ("side", "price", "order_id", "client", "qty", "qty")
+_SHOWN = CANONICAL_FIELDS.index("shown")  # an EV_RESTING's other_leaves
 
 
 class RecoveryError(Exception):
@@ -342,20 +343,24 @@ class ShardEngine:
             yield _flagged_replay(parts)
 
     def _resting(self, seq: int, req_id: int) -> Iterator[np.ndarray]:
-        """EV_RESTING per resting order of each book, in its canonical order, then per
-        waiting stop, in trigger order (code: its ord_type)."""
+        """EV_RESTING per resting order of each book, in its canonical order (other_leaves:
+        what it shows), then per waiting stop, in trigger order (code: its ord_type;
+        other_leaves 0: nothing of it is shown)."""
         for inst, book in enumerate(self.books):
             stops = book.stop_rows()
             as_resting = stops[:, [STOP_FIELDS.index(f) for f in _STOP_AS]]
             codes = stops[:, STOP_FIELDS.index("ord_type")]
-            rows = np.concatenate([book.canonical_rows()[:, : len(_RESTING_COLUMNS)], as_resting])
-            codes = np.concatenate([np.zeros(len(rows) - len(stops), np.int64), codes])
+            resting = book.canonical_rows()
+            rows = np.concatenate([resting[:, : len(_RESTING_COLUMNS)], as_resting])
+            codes = np.concatenate([np.zeros(len(resting), np.int64), codes])
+            shown = np.concatenate([resting[:, _SHOWN], np.zeros(len(stops), np.int64)])
             for at in range(0, len(rows), SYNC_CHUNK):
                 part = rows[at : at + SYNC_CHUNK]
                 ev = _answers(len(part), EV_RESTING, seq, req_id, EVF_REPLAY)
                 ev["instrument"] = inst
                 for col, field in enumerate(_RESTING_COLUMNS):
                     ev[field] = part[:, col]
+                ev["other_leaves"] = shown[at : at + SYNC_CHUNK]
                 ev["code"] = codes[at : at + SYNC_CHUNK]
                 yield ev
 

@@ -88,7 +88,8 @@ def keyed(order: Order) -> Order:
 
 
 def order(sym: str, side: str, qty: int, px: int | None = None, **fields) -> Order:
-    """One order of a ``new_orders`` batch (fields as in NewOrder: tif, type, post_only...)."""
+    """One order of a ``new_orders`` batch (fields as in NewOrder: tif, type, display,
+    post_only...)."""
     if "type" in fields:
         fields["ord_type"] = fields.pop("type")
     return Order(sym=sym, side=side, qty=qty, px=px, **fields)
@@ -284,8 +285,8 @@ class Client:
         )
 
     def new_order(self, sym: str, side: str, qty: int, px: int | None = None, **fields):
-        """Ack or Reject. Fields as in NewOrder (tif, type, trigger, post_only, stp, coid,
-        ik)."""
+        """Ack or Reject. Fields as in NewOrder (tif, type, trigger, display, post_only, stp,
+        coid, ik); ``display``: an iceberg's shown quantity."""
         return self.request(_new_order(self.next_cid(), sym, side, qty, px, fields))
 
     def new_orders(self, orders: list[Order]):
@@ -295,9 +296,20 @@ class Client:
     def cancel(self, sym: str, oid: int):
         return self.request(Cancel(cid=self.next_cid(), sym=sym, oid=oid))
 
-    def replace(self, sym: str, oid: int, px: int, qty: int, trigger: int | None = None):
-        """Replaced, Cancelled or Reject; ``trigger``: a waiting stop's (new) trigger."""
-        msg = Replace(cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty, trigger=trigger)
+    def replace(
+        self,
+        sym: str,
+        oid: int,
+        px: int,
+        qty: int,
+        trigger: int | None = None,
+        display: int | None = None,
+    ):
+        """Replaced, Cancelled or Reject; ``trigger``: a waiting stop's (new) trigger;
+        ``display``: the order's new display quantity (None: it keeps its own)."""
+        msg = Replace(
+            cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty, trigger=trigger, display=display
+        )
         return self.request(msg)
 
     def mass_cancel(self, sym: str | None = None):
@@ -481,8 +493,18 @@ class AsyncClient:
     async def cancel(self, sym: str, oid: int):
         return await self.request(Cancel(cid=self.next_cid(), sym=sym, oid=oid))
 
-    async def replace(self, sym: str, oid: int, px: int, qty: int, trigger: int | None = None):
-        msg = Replace(cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty, trigger=trigger)
+    async def replace(
+        self,
+        sym: str,
+        oid: int,
+        px: int,
+        qty: int,
+        trigger: int | None = None,
+        display: int | None = None,
+    ):
+        msg = Replace(
+            cid=self.next_cid(), sym=sym, oid=oid, px=px, qty=qty, trigger=trigger, display=display
+        )
         return await self.request(msg)
 
     async def mass_cancel(self, sym: str | None = None):

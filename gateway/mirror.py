@@ -130,8 +130,9 @@ class BookMirror:
     def load_resting(
         self, seq: int, sides: np.ndarray, prices: np.ndarray, leaves: np.ndarray
     ) -> None:
-        """Start from a book's resting orders (side, price, open qty each) as of ``seq``:
-        what its shard serves a gateway that syncs with it."""
+        """Start from a book's resting orders (side, price, the qty it shows each: an
+        iceberg's shown part, not its reserve) as of ``seq``: what its shard serves a
+        gateway that syncs with it."""
         self.seq = seq
         self._qty[:] = 0
         self._orders[:] = 0

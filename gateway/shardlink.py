@@ -229,11 +229,12 @@ class ShardLink:
         return int(end["seq"][0]), resting, int(end["other_id"][0])
 
     def seed_mirrors(self, seq: int, resting: np.ndarray) -> None:
-        """The mirrors as the shard's books were at ``seq``, from their resting orders
-        (a waiting stop's record, code != 0, is not in the book)."""
+        """The mirrors as the shard's books were at ``seq``, from their resting orders:
+        what each shows (other_leaves: an iceberg's shown part; a waiting stop's record,
+        code != 0, is not in the book)."""
         for inst, mirror in enumerate(self.mirrors):
             mine = resting[(resting["instrument"] == inst) & (resting["code"] == 0)]
-            mirror.load_resting(seq, mine["side"], mine["price"], mine["leaves"])
+            mirror.load_resting(seq, mine["side"], mine["price"], mine["other_leaves"])
 
     # ------------------------------------------------------------ the rings
 

@@ -20,6 +20,7 @@ from numba.core.registry import CPUDispatcher
 from exchange import ordertable
 from exchange.book import Book
 from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, TIF_IOC, commands
+from exchange.statehash import CANONICAL_FIELDS
 from exchange.topology import symbols
 from gateway.discard import compile_discard
 from gateway.keyfilter import KeyFilter
@@ -68,7 +69,7 @@ def warm_up(config) -> float:
     mirror = BookMirror(inst.symbol, inst.book)
     market_data(events, [mirror])
     rows = book.canonical_rows()
-    mirror.load_resting(0, rows[:, 0], rows[:, 1], rows[:, 5])
+    mirror.load_resting(0, rows[:, 0], rows[:, 1], rows[:, CANONICAL_FIELDS.index("shown")])
     keys = KeyFilter(8)
     keys.add(np.array([1], np.uint32), np.array([2], np.uint64))
     keys.may_hold(1, (1 << 64) - 1)

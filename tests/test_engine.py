@@ -279,6 +279,7 @@ def trade_for_a_while(eng, seed, batches=12):
         cancel = rng.random(len(cmds)) < 0.2
         cmds["kind"][cancel] = CMD_CANCEL
         cmds["order_id"][cancel] = rng.integers(1, eng.last_seq + 2, int(cancel.sum()))
+        cmds["display"] = np.where(rng.random(len(cmds)) < 0.3, 1, 0)  # some icebergs
         eng.apply(cmds)
 
 
@@ -305,10 +306,11 @@ def expected_resting(eng, req_id):
             kind=EV_RESTING,
             flags=EVF_REPLAY,
             instrument=inst,
-            **dict(zip(RESTING_COLUMNS, row, strict=True)),
+            other_leaves=row[9],  # what it shows (an iceberg: not its reserve)
+            **dict(zip(RESTING_COLUMNS, row[:6], strict=True)),
         )
         for inst, book in enumerate(eng.books)
-        for row in book.canonical_rows()[:, :6].tolist()
+        for row in book.canonical_rows().tolist()
     ]
     return join_records(answer, EVENT_DTYPE)
 
@@ -342,7 +344,9 @@ def test_sync_replays_the_journal_after_a_seq_then_the_books_then_a_count(journa
     trade_for_a_while(eng, seed=1)
     history = journaled_events(journal)
     last = eng.last_seq
-    assert (history["kind"] == EV_TRADE).any() and len(expected_resting(eng, 0)) > 10
+    resting = expected_resting(eng, 0)
+    assert (history["kind"] == EV_TRADE).any() and len(resting) > 10
+    assert (resting["other_leaves"] < resting["leaves"]).any()  # an iceberg shows a part
     cases = [(0, 0), (17, 0), (17, 60), (0, last + 5), (last, 0), (last + 5, 0), (40, 30)]
     for req_id, (after, upto) in enumerate(cases, 1):
         out = eng.apply(sync(req_id, after, upto))

@@ -388,3 +388,38 @@ def test_a_client_retry_after_a_timeout_reconnects_and_places_the_order_once(rig
     assert isinstance(ack, Ack) and ack.dup and c.reconnects >= 1
     book = c.book("ACME", depth=100)
     assert (17_770, 3, 1) in book.asks  # one order, not one per attempt
+
+
+def test_an_iceberg_shows_its_display_and_refills_and_fills_count_it_whole(rig):
+    maker, taker = rig.client(5), rig.client(6)
+    ack = maker.new_order("BOLT", "sell", 100, px=2_300, display=20)
+    assert isinstance(ack, Ack)
+    assert (2_300, 20, 1) in maker.book("BOLT").asks
+    hit = taker.new_order("BOLT", "buy", 30, px=2_300, tif="ioc")
+    assert isinstance(hit, Ack)
+    got = wait_notices(maker, 2, Fill)
+    assert [(f.qty, f.leaves, f.liq) for f in got] == [(20, 80, "maker"), (10, 70, "maker")]
+    assert (2_300, 10, 1) in maker.book("BOLT").asks  # the refill's 20, less the second fill
+    status = maker.status("BOLT", ack.oid)
+    assert (status.qty, status.leaves) == (100, 70)
+    rep = maker.replace("BOLT", ack.oid, px=2_300, qty=100, display=30)
+    assert isinstance(rep, Replaced) and rep.leaves == 70
+    assert (2_300, 30, 1) in maker.book("BOLT").asks
+    bad = maker.replace("BOLT", ack.oid, px=2_300, qty=100, display=15)  # off BOLT's lot of 10
+    assert isinstance(bad, Reject) and (bad.code, bad.field) == ("invalid", "$.display")
+    assert bad.reason.startswith("display_invalid")
+
+
+def test_a_run_of_icebergs_is_checked_whole_and_order_by_order(rig):
+    c = rig.client(5)
+    orders = [
+        order("BOLT", "buy", 50, px=1_800 + 5 * i, display=10, coid=str(i)) for i in range(20)
+    ]
+    orders[7] = order("BOLT", "buy", 50, px=1_900, display=15, coid="7")  # off the lot
+    reply = c.new_orders(orders)
+    assert isinstance(reply, BatchAck) and len(reply.results) == 20
+    bad = reply.results[7]
+    assert isinstance(bad, Reject) and (bad.code, bad.field) == ("invalid", "$.display")
+    assert all(isinstance(r, Ack) for i, r in enumerate(reply.results) if i != 7)
+    bids = c.book("BOLT", depth=100).bids
+    assert (1_800, 10, 1) in bids and (1_895, 10, 1) in bids

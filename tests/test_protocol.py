@@ -58,7 +58,7 @@ SAMPLES = {
         ],
     ),
     p.Cancel: p.Cancel(cid=2, sym="ACME", oid=INT64_MAX),
-    p.Replace: p.Replace(cid=3, sym="ACME", oid=4, px=10_020, qty=50),
+    p.Replace: p.Replace(cid=3, sym="ACME", oid=4, px=10_020, qty=50, display=10),
     p.MassCancel: p.MassCancel(cid=4),
     p.Status: p.Status(cid=5, sym="ETH-USD", oid=77),
     p.BookRequest: p.BookRequest(cid=6, sym="ACME", depth=100),
@@ -285,6 +285,29 @@ HOSTILE = {
         "a market order takes no px",
     ),
     "other protocol version": ({"t": "H", "cid": 9, "v": 2}, "$.v", "speaks 1"),
+    "zero display": (order_map(display=0), "$.display", ">= 1"),
+    "display above qty": (order_map(display=15), "$.display", "at most qty"),
+    "ioc iceberg": (order_map(display=5, tif="ioc"), "$.display", "only a limit gtc order"),
+    "market iceberg": (
+        order_map(display=5, type="market", tif="ioc", px=DROP),
+        "$.display",
+        "only a limit gtc order",
+    ),
+    "stop-limit iceberg": (
+        order_map(display=5, type="stop_limit", trigger=10_010),
+        "$.display",
+        "only a limit gtc order",
+    ),
+    "iceberg inside a batch": (
+        {"t": "B", "cid": 9, "orders": [order_map(t=DROP, cid=DROP, display=11)]},
+        "$.orders[0].display",
+        "at most qty",
+    ),
+    "replace display above qty": (
+        {"t": "R", "cid": 9, "sym": "A", "oid": 1, "px": 1, "qty": 5, "display": 6},
+        "$.display",
+        "at most qty",
+    ),
 }
 
 
@@ -477,6 +500,7 @@ GRID = {
     "below the band": (dict(px=4_990), "$.px", "price_outside_band: px 4990"),
     "above the band": (dict(px=20_010), "$.px", "[5000, 20000]"),
     "off the tick": (dict(px=10_005), "$.px", "price_off_tick: px 10005"),
+    "display off the lot": (dict(display=3), "$.display", "display_invalid: display 3 is not"),
 }
 
 
@@ -488,10 +512,22 @@ def test_off_grid_order_is_refused_naming_the_field(case):
         p.new_order_command(order, BOOK, client=1, instrument=0, req_id=1)
     assert (err.value.code, err.value.field) == ("invalid", field)
     assert text in err.value.reason
-    replace = p.Replace(cid=1, sym="ACME", oid=1, px=order.px, qty=order.qty)
+    replace = p.Replace(cid=1, sym="ACME", oid=1, px=order.px, qty=order.qty, display=order.display)
     with pytest.raises(p.ProtocolError) as err:
         p.replace_command(replace, BOOK, client=1, instrument=0, req_id=1)
     assert err.value.field == field
+
+
+def test_an_iceberg_command_carries_its_display():
+    order = p.Order(sym="ACME", side="buy", qty=20, px=10_000, display=5)
+    assert store(p.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))["display"] == 5
+    plain = p.Order(sym="ACME", side="buy", qty=20, px=10_000)
+    assert store(p.new_order_command(plain, BOOK, client=1, instrument=0, req_id=1))["display"] == 0
+    for display, want in ((None, 0), (10, 10)):  # none: the order keeps its own
+        msg = p.Replace(cid=1, sym="ACME", oid=1, px=10_000, qty=20, display=display)
+        assert store(p.replace_command(msg, BOOK, client=1, instrument=0, req_id=1))["display"] == (
+            want
+        )
 
 
 def test_cancel_replace_and_mass_cancel_commands():
@@ -876,6 +912,32 @@ def test_a_drained_batch_publishes_its_trades_then_the_state_it_leaves():
     assert gm.market_data(book.process(cmds[:0]), [mirror]) == []
 
 
+def test_the_iceberg_example_of_the_doc():
+    """PROTOCOL.md 4.1b: the book and feed show the shown part; the owner's fills the
+    whole; the refill goes behind and meets the buy again."""
+    shard = Shard(BookConfig(min_price=5_000, max_price=20_000, max_qty=1_000))
+    shard.run(2, limit(1, "sell", 3, 10_001))
+    _, public, _ = shard.run(1, limit(8, "sell", 10, 10_001, display=4))
+    assert public[0] == p.Depth(sym="ACME", seq=114, prev=107, bids=[], asks=[(10_001, 7, 2)])
+    private, public, _ = shard.run(3, limit(9, "buy", 9, 10_001))
+    mine = [m for client, m in private if client == 1]
+    assert [(m.oid, m.idx, m.qty, m.leaves, m.liq) for m in mine] == [
+        (2, 2, 4, 6, "maker"),
+        (2, 3, 2, 4, "maker"),
+    ]
+    assert public[:2] == [
+        p.Trades(
+            sym="ACME",
+            seq=121,
+            prev=0,
+            side="buy",
+            prints=[(10_001, 3), (10_001, 4), (10_001, 2)],
+        ),
+        p.Depth(sym="ACME", seq=121, prev=114, bids=[], asks=[(10_001, 2, 1)]),
+    ]
+    assert shard.mirror.book(cid=1, depth=5).asks == [(10_001, 2, 1)]
+
+
 def test_a_mirror_loaded_from_resting_orders_serves_them_and_ignores_what_it_has_seen():
     book = ReferenceBook(BOOK)
     cmds = commands(3)
@@ -887,7 +949,7 @@ def test_a_mirror_loaded_from_resting_orders_serves_them_and_ignores_what_it_has
     events = book.process(cmds)
     mirror = gm.BookMirror("ACME", BOOK)
     rows = book.canonical_rows()
-    mirror.load_resting(3, rows[:, 0], rows[:, 1], rows[:, 5])
+    mirror.load_resting(3, rows[:, 0], rows[:, 1], rows[:, 9])  # shown
     assert mirror.book(cid=4, depth=5) == p.Book(
         cid=4, sym="ACME", seq=3, bids=[(9_990, 15, 2)], asks=[(10_100, 5, 1)]
     )
