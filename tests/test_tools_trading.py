@@ -107,6 +107,26 @@ def test_order_fill_cancel_and_book(daemon, bots, capsys):
     assert "no client key" in capsys.readouterr().err
 
 
+@pytest.mark.timeout(180)
+def test_an_iceberg_order_shows_its_display_in_the_book(daemon, bots, capsys):
+    maker, taker = bots["maker"], bots["taker"]
+    argv = ("order", "ACME", "sell", "10", "10200", "--display", "3")
+    code, sell = run(daemon, capsys, maker, *argv)
+    assert code == 0 and sell["reply"]["t"] == "A", sell
+    code, book = run(daemon, capsys, taker, "book", "ACME")
+    assert [10200, 3, 1] in book["asks"], book
+    code, buy = run(daemon, capsys, taker, "order", "ACME", "buy", "4", "10200", "--tif", "ioc")
+    fills = [n for n in buy["notices"] if n["t"] == "F"]
+    assert code == 0 and [(f["qty"], f["leaves"]) for f in fills] == [(3, 1), (1, 0)], buy
+    code, book = run(daemon, capsys, taker, "book", "ACME")
+    assert [10200, 2, 1] in book["asks"], book  # a refill of 3, less the second fill
+    argv = ("order", "ACME", "sell", "10", "10200", "--display", "3", "--tif", "ioc")
+    code, bad = run(daemon, capsys, maker, *argv)
+    assert code == 1 and bad["reply"]["field"] == "$.display", bad
+    code, done = run(daemon, capsys, maker, "cancel", "ACME", "--all")
+    assert code == 0 and done["reply"]["n"] == 1
+
+
 class Lines:
     """A process's stdout read line by line (JSON) in a thread, as it comes."""
 

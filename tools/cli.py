@@ -240,6 +240,8 @@ def cmd_order(args) -> int:
     else:
         fields["type"] = args.type or ("stop_limit" if limit else "stop")
         fields["trigger"] = args.trigger
+    if args.display is not None:
+        fields["display"] = args.display
     if args.coid:
         fields["coid"] = args.coid
     # chosen here, so that after a timeout the order can be retried without risk
@@ -667,6 +669,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PRICE",
         help="a stop: waits until the last trade reaches PRICE (buy: at or above, sell: at or "
         "below), then enters as a market order, or a limit one at PRICE given (stop_limit)",
+    )
+    order_cmd.add_argument(
+        "--display",
+        type=int,
+        metavar="N",
+        help="an iceberg (a gtc limit order): the book shows N of it at a time, the rest in "
+        "reserve; each time the shown part is filled, N more (or what is left) is shown, at "
+        "the back of its price level",
     )
     order_cmd.add_argument("--post-only", action="store_true")
     order_cmd.add_argument(
