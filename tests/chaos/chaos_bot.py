@@ -3,8 +3,9 @@
     python tests/chaos/chaos_bot.py --endpoint E --keys-dir D --secret F --client N
         --seconds S --rate R --seed X --out records.json
 
-Each request is a GTC or IOC limit order, or a GTC stop-limit (``STOP_SHARE``),
-near an instrument's reference price (so orders of different bots trade) with
+Each request is a GTC or IOC limit order (``ICEBERG_SHARE`` of the GTC ones
+icebergs showing a lot or two of a bigger order), or a GTC stop-limit
+(``STOP_SHARE``), near an instrument's reference price (so orders of different bots trade) with
 its own idempotency key, or a cancel of one of its live orders, or
 (``REUSE_SHARE``) a *cross-instrument reuse*: a NewOrder under the key of one
 of the bot's own orders it saw acknowledged, on an instrument of the other
@@ -68,6 +69,7 @@ SPREAD_TICKS = 3  # prices within this many ticks of the reference: orders cross
 MAX_LOTS = 5
 IOC_SHARE = 0.1
 STOP_SHARE = 0.1  # of the orders: GTC stop-limits, their trigger near the reference
+ICEBERG_SHARE = 0.1  # of the GTC limit orders: icebergs (display 1-2 lots, qty up to 4x more)
 CANCEL_SHARE = 0.15
 REUSE_SHARE = 0.07  # requests that reuse an acknowledged key on the other shard's instruments
 RETRY_SECONDS = 1.5
@@ -147,7 +149,9 @@ class Bot:
         else:
             sym = rng.choice(list(SYMBOLS))
             msg = self._order(cid, sym, rng.getrandbits(63) | 1)
-            self.records["orders"][str(msg.ik)] = [sym, msg.side, msg.px, msg.qty, msg.tif]
+            self.records["orders"][str(msg.ik)] = [
+                *(sym, msg.side, msg.px, msg.qty, msg.tif, msg.display or 0)
+            ]
         self.pending[cid] = Pending(msg, encode(msg), due=now)
         self.records["sent"] += 1
 
@@ -166,6 +170,10 @@ class Bot:
                 cid=cid, sym=sym, side=side, qty=qty, px=px, ord_type=kind, trigger=trigger, ik=ik
             )
         tif = "ioc" if rng.random() < IOC_SHARE else "gtc"
+        if tif == "gtc" and rng.random() < ICEBERG_SHARE:
+            display = lot * rng.randint(1, 2)
+            qty = lot * rng.randint(2, 4 * MAX_LOTS)
+            return NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, display=display, ik=ik)
         return NewOrder(cid=cid, sym=sym, side=side, qty=qty, px=px, tif=tif, ik=ik)
 
     def send_due(self, now: float) -> None:

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 from exchange import topology
 from exchange.engine import ShardEngine
-from exchange.idempotency import used_news
+from exchange.idempotency import FINGERPRINT_DTYPE, used_news
 from exchange.journal import Journal
 from exchange.records import (
     EV_ACCEPTED,
@@ -76,6 +77,7 @@ class Report:
     orders: int = 0
     acks: int = 0
     dup_acks: int = 0
+    iceberg_acks: int = 0  # acks of icebergs (each journaled with the display it was sent)
     retries: int = 0
     retryable: int = 0
     reconnects: int = 0
@@ -101,8 +103,9 @@ class Report:
             f"chaos: {self.kills} kills ({self.shard_kills} shard, {self.gateway_kills} gateway, "
             f"{self.supervisor_kills} supervisor, {self.all_kills} all), "
             f"{self.requests} requests, {self.orders} orders, {self.acks} acks "
-            f"({self.dup_acks} duplicate), {self.retries} retries ({self.retryable} answered busy "
-            f"or unavailable), {self.reconnects} reconnects, "
+            f"({self.dup_acks} duplicate, {self.iceberg_acks} of icebergs), {self.retries} "
+            f"retries ({self.retryable} answered busy or unavailable), {self.reconnects} "
+            f"reconnects, "
             f"{self.fills_seen} fills seen, {self.trades} trades and "
             f"{self.journaled_commands} commands ({self.journaled_keyed_news} keyed NEWs accepted) "
             f"journaled; cross-instrument key reuses: {self.reuses} attempted, "
@@ -298,6 +301,14 @@ def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, ki
                 "acked",
                 f"client {client}: key {ik} acked as order {oid} at seq {seq}, "
                 f"journaled as {entry}",
+            )
+            continue
+        sent = r["orders"].get(str(ik))
+        display = int(np.frombuffer(entry.fingerprint, FINGERPRINT_DTYPE)["display"][0])
+        report.iceberg_acks += display > 0
+        if sent is not None and display != sent[5]:
+            report.add(
+                "acked", f"client {client}: order {oid} sent showing {sent[5]}, journaled {display}"
             )
     for ik, found in oids.items():
         if len(found) > 1:

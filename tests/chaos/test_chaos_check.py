@@ -108,6 +108,11 @@ def _broken(records, change):
             {"acked", "one order per key"},
             lambda r: r["acks"].append([*r["acks"][0][:3], 2, 2, True, 10.0]),
         ),
+        # an order sent as an iceberg showing 2, journaled as an ordinary one
+        (
+            {"acked"},
+            lambda r: r["orders"].__setitem__("101", ["ACME", "sell", 10_000, 5, "gtc", 2]),
+        ),
         # a fill at a (seq, idx) with no trade; a trade's fill with another quantity
         ({"fills"}, lambda r: r["fills"].append(["ACME", 2, 0, 1, "sell", 10_000, 4, 1, False])),
         ({"fills"}, lambda r: r["fills"][0].__setitem__(6, 2)),
