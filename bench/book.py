@@ -1,9 +1,14 @@
 """Book kernel benchmark: the Numba ``Book`` against the ``ReferenceBook`` on one workload.
 
-    python -m bench.book [--ops N] [--seed S] [--batch B] [--json]
+    python -m bench.book [--ops N] [--seed S] [--batch B] [--workload W] [--json]
 
 The seeded workload is about 60% GTC adds around a drifting mid, 25% cancels of
-orders added earlier, 10% aggressive IOC orders and 5% replaces. The kernel is
+orders added earlier, 10% aggressive IOC orders and 5% replaces. ``--workload
+mixed`` is the same stream with the newer order types in it: a tenth of the GTC
+adds are icebergs (three to five times their size, showing a quarter of it) and
+one add in twenty is a GTC stop-limit whose trigger is a few ticks beyond the
+mid (the trades' drift reaches some); the default, ``plain``, is the stream the
+figures of bench/RESULTS.md have always been measured on. The kernel is
 timed alone first (batches of ``--batch`` commands into a reused events
 buffer), then both books run the same batches and every event is compared; the
 output is one JSON line (``--json``) or a short table.
@@ -30,6 +35,7 @@ from exchange.records import (
     SIDE_SELL,
     TIF_GTC,
     TIF_IOC,
+    TYPE_STOP_LIMIT,
     commands,
 )
 from exchange.reference import ReferenceBook
@@ -39,9 +45,12 @@ MID0 = 100_000
 CLIENTS = 16
 
 
-def workload(n: int, seed: int) -> np.ndarray:
-    """A seeded command stream for one book (order ids and seqs already assigned)."""
+def workload(n: int, seed: int, mixed: bool = False) -> np.ndarray:
+    """A seeded command stream for one book (order ids and seqs already assigned);
+    ``mixed``: some adds are icebergs or stop-limits (drawn apart: the plain stream's
+    draws are the same either way)."""
     rng = np.random.default_rng(seed)
+    extra = np.random.default_rng([seed, 17]).random((n, 2)) if mixed else None
     cmds = commands(n)
     op = rng.random(n)
     u = rng.random((n, 4))
@@ -67,6 +76,13 @@ def workload(n: int, seed: int) -> np.ndarray:
             c["price"] = mid - offsets[i] if side == SIDE_BUY else mid + offsets[i]
             c["qty"] = sizes[i]
             c["client"] = clients[i]
+            if extra is not None and extra[i, 0] < 0.1:
+                c["qty"] = sizes[i] * (3 + int(extra[i, 1] * 3))
+                c["display"] = max(1, c["qty"] // 4)
+            elif extra is not None and extra[i, 0] > 0.95:
+                c["ord_type"] = TYPE_STOP_LIMIT
+                beyond = 2 + int(extra[i, 1] * 6)
+                c["trigger_tick"] = mid + beyond if side == SIDE_BUY else mid - beyond
             live.append(i + 1)
             owner[i + 1] = clients[i]
         elif p < 0.85 or p >= 0.95:
@@ -150,6 +166,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ops", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=4096, help="commands per kernel call")
+    ap.add_argument(
+        "--workload",
+        choices=["plain", "mixed"],
+        default="plain",
+        help="mixed: icebergs and stop-limits among the adds",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timed kernel runs (best is kept)")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     args = ap.parse_args(argv)
@@ -159,7 +181,7 @@ def main(argv=None) -> int:
     warm["seq"] = 1
     Book(CONFIG).process(warm)  # compile or cache load of the kernel
     first_call = time.perf_counter() - t0
-    cmds = workload(args.ops, args.seed)
+    cmds = workload(args.ops, args.seed, mixed=args.workload == "mixed")
     time_kernel(cmds[: min(len(cmds), 10_000)], args.batch)  # warm caches
     runs = [time_kernel(cmds, args.batch) for _ in range(args.repeat)]
     kernel_seconds = min(r[0] for r in runs)
@@ -167,6 +189,7 @@ def main(argv=None) -> int:
     check = compare(cmds, args.batch)
     result = {
         "bench": "book",
+        "workload": args.workload,
         "ops": args.ops,
         "seed": args.seed,
         "batch": args.batch,
