@@ -116,6 +116,31 @@ def test_long_random_streams_agree(book_classes, seed):
     run_stream(book_classes, config, cmds, rng, restore_rate=0.01)
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", range(200, 206))
+def test_the_kernel_reserves_enough_events_and_counts_its_refills(seed):
+    """Command by command: no command writes more events than ``_reserve`` said it
+    could (the kernel writes into its buffer unchecked), and the refills counted per
+    side are those the resting icebergs' reserves can make."""
+    from exchange import kernel
+    from exchange.book import Book
+
+    rng = np.random.default_rng(seed)
+    config = random_config(rng)
+    book = Book(config)
+    cmds = random_stream(rng, config, 4_000)
+    st_ = book.state
+    for i in range(len(cmds)):
+        need = kernel._reserve(st_, cmds[i])
+        got = len(book.process(cmds[i : i + 1]))
+        assert got <= need, f"command {i} wrote {got} events, {need} were reserved"
+        rows = book.canonical_rows()
+        display, hidden = rows[:, 8], rows[:, 5] - rows[:, 9]
+        turns = np.where(hidden > 0, -(-hidden // np.maximum(display, 1)), 0)
+        for side, slot in ((1, kernel.M_TURNS_BID), (2, kernel.M_TURNS_ASK)):
+            assert st_.meta[slot] == turns[rows[:, 0] == side].sum(), f"command {i}"
+
+
 # ---------------------------------------------------------------- hypothesis
 
 _command = st.fixed_dictionaries(
