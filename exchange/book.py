@@ -167,4 +167,6 @@ class Book:
             got = arrays[name]
             if want.dtype != got.dtype or want.shape != got.shape:
                 raise ValueError(f"book snapshot field {name!r} does not fit its config")
-        return cls(config, kernel.BookState(**arrays))
+        orders = kernel.line_aligned(arrays["orders"].shape)
+        orders[:] = arrays["orders"]
+        return cls(config, kernel.BookState(**{**arrays, "orders": orders}))

@@ -115,24 +115,26 @@ hot = njit(cache=True, nogil=True, _nrt=False)
 # Tiny helpers are inlined in Numba's IR so no call is made at all.
 tiny = njit(cache=True, nogil=True, _nrt=False, inline="always")
 
-# --- columns of the order pool (one row per slot: a cancel touches one or two cache lines)
+# --- columns of the order pool: one row per slot, 16 words (two cache lines of a pool
+# whose start is line-aligned), what matching reads of a maker in the first line, what
+# taking an order out of its level reads in the second
 O_ID = 0
 O_CLIENT = 1
 O_PRICE = 2
 O_QTY = 3  # total quantity: filled + open (STP decrements reduce it)
 O_LEAVES = 4  # open quantity
-O_NEXT = 5  # next slot in the level's FIFO, -1 at the back
-O_PREV = 6
-O_SIDE = 7
-O_STP = 8
-O_FLAGS = 9
-O_LEVEL = 10  # tick offset of the price (a waiting stop: of its trigger): removing
+O_HIDDEN = 5  # an iceberg's reserve: the part of O_LEAVES not shown (0 for the others)
+O_NEXT = 6  # next slot in the level's FIFO, -1 at the back
+O_PREV = 7
+O_SIDE = 8
+O_LEVEL = 9  # tick offset of the price (a waiting stop: of its trigger): removing
 # an order needs no division
-O_TYPE = 11  # TYPE_STOP / TYPE_STOP_LIMIT while waiting; TYPE_LIMIT in the book
-O_TIF = 12
-O_DISPLAY = 13  # an iceberg's display quantity, 0 for an ordinary order
-O_HIDDEN = 14  # an iceberg's reserve: the part of O_LEAVES not shown (0 for the others)
-O_COLS = 15
+O_DISPLAY = 10  # an iceberg's display quantity, 0 for an ordinary order
+O_STP = 11
+O_FLAGS = 12
+O_TYPE = 13  # TYPE_STOP / TYPE_STOP_LIMIT while waiting; TYPE_LIMIT in the book
+O_TIF = 14
+O_COLS = 16  # one word spare
 
 # --- columns of the price ladder (row = side * levels + tick offset)
 L_HEAD = 0  # first slot of the FIFO, -1 when empty
@@ -148,6 +150,15 @@ H_VAL = 1  # slot, -1 for an empty entry
 
 # Few arrays on purpose: every non-inlined call passes them all.
 BookState = namedtuple("BookState", ["meta", "orders", "levels", "free", "touched", "htab"])
+
+
+def line_aligned(shape) -> np.ndarray:
+    """A zeroed int64 array whose data starts on a 64-byte cache line (numpy's own start
+    16 bytes into one: a 16-word row of the order pool would then span three lines)."""
+    n = int(np.prod(shape))
+    buf = np.zeros(n + 8, np.int64)
+    skip = (-buf.ctypes.data % 64) // 8
+    return buf[skip : skip + n].reshape(shape)
 
 
 def new_state(config) -> BookState:
@@ -170,7 +181,7 @@ def new_state(config) -> BookState:
     meta[M_LAST_LEVEL] = -1
     meta[M_STOP_BUY_MIN] = levels
     meta[M_STOP_SELL_MAX] = -1
-    orders = np.zeros((cap, O_COLS), np.int64)
+    orders = line_aligned((cap, O_COLS))
     orders[:, O_NEXT] = -1
     orders[:, O_PREV] = -1
     ladder = np.zeros((4 * levels, L_COLS), np.int64)
