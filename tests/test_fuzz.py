@@ -209,23 +209,31 @@ class Cases:
         self.add(req, NOT_FOUND, "$.oid")
 
     def bad_number(self) -> None:
-        """qty or px negative, zero, huge, not an integer, or off the instrument's grid."""
+        """qty, px or an iceberg's display negative, zero, huge, not an integer, or off the
+        instrument's grid (a display: above qty, or off the lot)."""
         rng = self.rng
         order = self.valid_order()
         b = self.config.instrument(order["sym"]).book
-        name = rng.choice(["qty", "px"])
+        name = rng.choice(["qty", "px", "display"])
+        # a display left out (None) is an ordinary order: not a bad number
+        numbers = [n for n in NUMBERS if n is not None] if name == "display" else NUMBERS
         off_grid = {
             "qty": [b.max_qty + b.lot_size, b.lot_size + 1 if b.lot_size > 1 else b.max_qty + 1],
             "px": [b.min_price - b.tick_size, b.max_price + b.tick_size]
             + ([b.min_price + 1] if b.tick_size > 1 else []),
+            "display": [order["qty"] + b.lot_size] + ([1] if b.lot_size > 1 else []),
         }
-        value = rng.choice(NUMBERS + off_grid[name])
+        value = rng.choice(numbers + off_grid[name])
         if rng.random() < 0.3:
             sym, v = self.victim()  # a replace: values are checked before the order is looked for
             req = {"t": "R", "sym": sym, "oid": v["oid"], "px": v["px"], "qty": v["qty"]}
             b = self.config.instrument(sym).book
-            off_grid = {"qty": [b.max_qty + b.lot_size], "px": [b.max_price + b.tick_size]}
-            value = rng.choice(NUMBERS + off_grid[name])
+            off_grid = {
+                "qty": [b.max_qty + b.lot_size],
+                "px": [b.max_price + b.tick_size],
+                "display": [v["qty"] + b.lot_size],
+            }
+            value = rng.choice(numbers + off_grid[name])
         else:
             req = {"t": "N", **order}
         req[name] = value

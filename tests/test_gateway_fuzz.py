@@ -89,6 +89,18 @@ HOSTILE = [
     {"t": "N", "cid": 1, "sym": "ACME", "side": "buy", "qty": 1, "px": 10, "type": "market"},
     {"t": "N", "cid": 1, "sym": "ACME", "side": "buy", "qty": 1, "type": "market"},  # gtc
     {"t": "N", "cid": 1, "sym": "ACME", "side": "buy", "qty": 1, "tif": "ioc"},  # no px
+    {"t": "N", "cid": 1, "sym": "BOLT", "side": "buy", "qty": 50, "px": 2_500, "display": 15},
+    {"t": "N", "cid": 1, "sym": "ACME", "side": "buy", "qty": 5, "px": 10_000, "display": 6},
+    {
+        "t": "N",
+        "cid": 1,
+        "sym": "ACME",
+        "side": "buy",
+        "qty": 5,
+        "px": 9_000,
+        "display": 1,
+        "tif": "ioc",
+    },
     {"t": "N", "cid": 1, "sym": "ACME", "side": "buy", "qty": 1, "px": 9000, "client": 2},
     {"t": "C", "cid": 1, "sym": "ACME", "oid": (1 << 40) + 5},  # an id of shard s1
     {"t": "R", "cid": 1, "sym": "BTC-USD", "oid": 5, "px": 6_000_000, "qty": 1},  # of s0
