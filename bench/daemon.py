@@ -29,6 +29,7 @@ from pathlib import Path
 
 import msgspec
 
+from exchange import topology
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from gateway.keys import create_client, create_server_keys
 from shm.names import unlink_namespace
@@ -98,7 +99,7 @@ class BenchDaemon:
     def start(self) -> None:
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.cli", "run", "--config", str(self.path)],
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.path)],
                 cwd=REPO,
                 stdout=log,
                 stderr=log,
@@ -121,7 +122,7 @@ class BenchDaemon:
 
     def pids(self) -> dict[str, int]:
         """name -> pid of the supervisor and each of its children."""
-        path = Path(self.config.journal.dir).parent / "run" / f"{self.ns}.json"
+        path = Path(topology.supervisor_status_path(self.config))
         status = json.loads(path.read_text())
         out = {"supervisor": status["supervisor_pid"]}
         out.update({c["name"]: c["pid"] for c in status["children"]})

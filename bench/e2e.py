@@ -77,7 +77,7 @@ from bench.apply import RawLog
 from bench.daemon import REPO, BenchDaemon, free_port
 from bench.report import emit
 from bench.svgplot import Series, line_chart
-from exchange.shard import counters_name
+from exchange.topology import counters_name
 from gateway.keys import create_client, create_server_keys
 from shm.counters_reader import read_block
 from shm.histogram import percentile

@@ -50,7 +50,7 @@ import zmq
 from bench.report import emit
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
-from exchange.shard import event_ring, request_ring
+from exchange.topology import event_ring, request_ring
 from gateway.client import connect_curve
 from gateway.keys import create_client, create_server_keys, load_secret_certificate
 from gateway.protocol import Ack, BatchAck, NewOrder, NewOrders, Order, decode_reply, encode

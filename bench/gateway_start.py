@@ -44,6 +44,7 @@ import numpy as np
 
 from bench.daemon import REPO, free_port
 from bench.report import emit
+from exchange import topology
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.engine import ORDER_ID_SHARD_SHIFT, ShardEngine
 from exchange.engine import warm_up as warm_up_engine
@@ -63,7 +64,7 @@ from exchange.records import (
     TYPE_LIMIT,
     commands,
 )
-from exchange.shard import event_ring, request_ring
+from exchange.topology import event_ring, request_ring
 from gateway.keys import create_server_keys
 from gateway.warmup import warm_up as warm_up_gateway
 from shm.names import unlink_namespace
@@ -170,7 +171,7 @@ def build_journal(cfg, index: int, cmds: np.ndarray) -> dict:
     books = [cfg.instrument(s).book for s in shard.instruments]
     t0 = time.perf_counter()
     n_events = n_trades = 0
-    with Journal(f"{cfg.journal.dir}/{shard.name}", durability="os") as journal:
+    with Journal(topology.journal_path(cfg, shard.name), durability="os") as journal:
         engine = ShardEngine(index, books, journal, snapshot_every=cfg.snapshot.every_commands)
         for at in range(0, len(cmds), BATCH):
             ev = engine.apply(cmds[at : at + BATCH]).events

@@ -30,7 +30,7 @@ from exchange.config import DEFAULT_TOML, Instrument, Shard, dump_config, parse_
 from exchange.engine import ShardEngine, warm_up
 from exchange.journal import Journal
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
-from exchange.shard import counters_name, event_ring, request_ring
+from exchange.topology import counters_name, event_ring, request_ring
 from shm.consumer import Consumer
 from shm.counters_reader import read_block
 from shm.names import unlink_namespace

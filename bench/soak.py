@@ -65,6 +65,7 @@ from pathlib import Path
 from bench import e2e
 from bench.daemon import REPO, BenchDaemon
 from bench.report import emit
+from exchange import topology
 from gateway.client import Client
 from gateway.keys import load_secret_certificate
 from gateway.protocol import MassCancelled
@@ -216,7 +217,7 @@ def soak(args, root: Path) -> dict:
                 raise RuntimeError(f"a daemon process was restarted:\n{d.log()[-3000:]}")
             now = {name: sample(pid) for name, pid in pids.items()}
             for name in shards:  # its journal's data file (kB): what its map can hold
-                now[name]["journal_kb"] = journal_kb(Path(d.config.journal.dir) / name)
+                now[name]["journal_kb"] = journal_kb(Path(topology.journal_path(d.config, name)))
             warm = k >= args.warmup_windows
             if warm:
                 windows.append(step)

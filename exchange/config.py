@@ -387,33 +387,6 @@ class Config(_Section, kw_only=True, omit_defaults=True):
                 return inst
         raise KeyError(f"no instrument {symbol!r} in the config")
 
-    def routes(self) -> dict[str, tuple[str, int]]:
-        """symbol -> (shard name, instrument index inside that shard)."""
-        return {sym: (s.name, i) for s in self.shards for i, sym in enumerate(s.instruments)}
-
-    def journal_path(self, shard: str) -> str:
-        """The directory of a shard's journal."""
-        return os.path.join(self.journal.dir, shard)
-
-    def journal_ids_dir(self) -> str:
-        """Where each shard's journal identity is recorded (``exchange.journalid``): beside
-        the journal directory, not in it, so that losing that directory (an unmounted
-        disk, an ``rm -r``) is noticed."""
-        return os.path.join(os.path.dirname(os.path.normpath(self.journal.dir)), "journal-ids")
-
-    def supervisor_status_path(self) -> str:
-        """The supervisor's status document (its pid and its children's), beside the
-        journals: one per namespace."""
-        parent = os.path.dirname(os.path.normpath(self.journal.dir))
-        return os.path.join(parent, "run", f"{self.shm.namespace}.json")
-
-    def gateway_state_dir(self) -> str:
-        """Where the gateway keeps its own state: ``[gateway] state_dir``, or beside the
-        journals (so a test's or a demo's journal directory brings its own)."""
-        if self.gateway.state_dir:
-            return self.gateway.state_dir
-        return os.path.join(os.path.dirname(os.path.normpath(self.journal.dir)), "gateway")
-
 
 _BOOK_KEYS = frozenset(BookConfig.__struct_fields__)
 _AT = re.compile(r" - at (`key` in )?`\$\.?([^`]*)`$")

@@ -54,7 +54,6 @@ from exchange.records import (
     CMD_STATUS,
     CMD_SYNC,
     COMMAND_DTYPE,
-    EV_REJECTED,
     EV_RESTING,
     EV_STATUS,
     EV_SYNCED,
@@ -119,16 +118,6 @@ class _Snapshot(msgspec.Struct, frozen=True):
 def order_id_shard(order_id: int) -> int:
     """The index of the shard that owns an order id."""
     return order_id >> ORDER_ID_SHARD_SHIFT
-
-
-def _rejects(cmds: np.ndarray, code: int) -> np.ndarray:
-    """REJECTED replies to commands that were never sequenced (seq 0)."""
-    ev = np.zeros(len(cmds), EVENT_DTYPE)
-    for f in ("req_id", "order_id", "price", "qty", "idem_key", "client", "instrument", "side"):
-        ev[f] = cmds[f]
-    ev["kind"] = EV_REJECTED
-    ev["code"] = code
-    return ev
 
 
 def _answers(n: int, kind: int, seq: int, req_id, flags: int) -> np.ndarray:
@@ -244,7 +233,7 @@ class ShardEngine:
         # so the idempotency plan only ever sees commands that will be sequenced
         if unknowns:
             unknown = (drained["instrument"] >= len(self.books)) | (drained["kind"] == CMD_EXPIRE)
-            replies.append(_rejects(drained[unknown], REJ_BAD_COMMAND))
+            replies.append(idempotency.shard_rejects(drained[unknown], REJ_BAD_COMMAND))
             drained = _take(drained, np.flatnonzero(~unknown))
         plan = idempotency.plan_batch(self.journal, drained)
         if len(plan.conflicts):

@@ -362,7 +362,8 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
 
 
 def shard_rejects(cmds: np.ndarray, code: int) -> np.ndarray:
-    """REJECTED(``code``) replies to ``cmds``: never sequenced, so seq 0 and order id 0."""
+    """REJECTED(``code``) replies to ``cmds`` the shard refuses before it sequences them
+    (a conflict, an expired key, an instrument it does not hold): seq 0 and order id 0."""
     ev = np.zeros(len(cmds), EVENT_DTYPE)
     for f in ("req_id", "price", "qty", "idem_key", "client", "instrument", "side"):
         ev[f] = cmds[f]

@@ -2,7 +2,7 @@
 
 A journal draws a random identity when it is made (``Journal.identity``). The
 first time a shard runs on a journal it records that identity in
-``<Config.journal_ids_dir()>/<shard>``; from then on, a shard whose journal is
+``<topology.journal_ids_dir(Config)>/<shard>``; from then on, a shard whose journal is
 gone (no data file, or an empty one) or is another journal refuses to start
 (``JournalDamaged``; the shard exits ``EXIT_UNTRUSTED``). A shard started from zero
 would hand out again the order ids clients hold and forget the idempotency keys of
@@ -16,13 +16,13 @@ its identity is recorded.
 
 import os
 
-from exchange import durable, logs
+from exchange import durable, logs, topology
 from exchange.journal import Journal, JournalDamaged, JournalError
 from exchange.lmdbfile import DATA_FILE
 
 
 def record_path(config, shard: str) -> str:
-    return os.path.join(config.journal_ids_dir(), shard)
+    return os.path.join(topology.journal_ids_dir(config), shard)
 
 
 def has_data(path: str) -> bool:
@@ -44,7 +44,7 @@ def recorded(config, shard: str) -> str | None:
 def _record(config, shard: str, identity: str) -> None:
     """Durably: a crash leaves the old record or the new one, and a journal found
     without its record is adopted at the next start."""
-    directory = config.journal_ids_dir()
+    directory = topology.journal_ids_dir(config)
     os.makedirs(directory, exist_ok=True)
     durable.replace_file(record_path(config, shard), f"{identity}\n".encode())
 
@@ -52,7 +52,7 @@ def _record(config, shard: str, identity: str) -> None:
 def open_journal(config, shard: str) -> Journal:
     """The shard's journal for writing: made at the installation's first start, refused
     (``JournalDamaged``) when it is gone or is not the recorded one."""
-    path = config.journal_path(shard)
+    path = topology.journal_path(config, shard)
     expected = recorded(config, shard)
     if expected is not None and not has_data(path):
         raise JournalDamaged(
@@ -81,7 +81,7 @@ def open_journal(config, shard: str) -> Journal:
 def new_journal(config, shard: str) -> str:
     """Make a new, empty journal for ``shard`` and record it; its identity. Refused
     while a journal with data is in its place: move that aside first."""
-    path = config.journal_path(shard)
+    path = topology.journal_path(config, shard)
     if has_data(path):
         raise JournalError(
             f"journal {path} exists; move it aside first if the shard is to start anew"

@@ -48,6 +48,7 @@ from exchange.exitcodes import EXIT_FAILURE, EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, 
 from exchange.journal import RELEASE_SECONDS, JournalError, JournalFull, JournalLocked
 from exchange.openfiles import raise_open_file_limit
 from exchange.records import COMMAND_DTYPE, EV_TRADE, EVENT_DTYPE
+from exchange.topology import counters_name, event_ring, request_ring
 from shm.consumer import Consumer
 from shm.counters import CounterBlock
 from shm.producer import Producer
@@ -69,18 +70,6 @@ MMAP_THRESHOLD = 1 << 20
 COUNTERS = ("commands", "events", "trades", "replies", "replayed", "batches")
 GAUGES = ("last_seq", "request_depth")
 HISTOGRAMS = ("commit_us", "batch_size")
-
-
-def request_ring(shard: str) -> str:
-    return f"{shard}-req"
-
-
-def event_ring(shard: str) -> str:
-    return f"{shard}-evt"
-
-
-def counters_name(shard: str) -> str:
-    return f"shard-{shard}"
 
 
 class Stopped(Exception):

@@ -245,7 +245,7 @@ class Admission:
         self.count.seen.add(client)
         if type(msg) is NewOrder:
             self.count.orders += 1
-            p = Pending(conn, client, msg.cid, CMD_NEW, msg.sym, msg.coid)
+            p = Pending(conn, client, msg.cid, CMD_NEW, msg.coid)
             self._in_run(Ticket(client, self.inflight.reserve(), p, msg.sym, msg), msg.ik)
             try:
                 self._take(client, 1)
@@ -262,7 +262,7 @@ class Admission:
             return
         base = self.inflight.reserve(len(orders))
         group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
-        p = Pending(conn, client, msg.cid, CMD_NEW, "", "", group)
+        p = Pending(conn, client, msg.cid, CMD_NEW, "", group)
         for i, order in enumerate(orders):
             if i >= allowed:
                 e = ProtocolError(RATE_LIMITED, "over the rate limit: the rest of the batch")
@@ -271,20 +271,20 @@ class Admission:
                 self._in_run(Ticket(client, base + i, p, order.sym, order), order.ik)
 
     def _on_order(self, conn, client: int, msg: Cancel | Replace | Status) -> None:
-        p = Pending(conn, client, msg.cid, KIND[type(msg)], msg.sym)
+        p = Pending(conn, client, msg.cid, KIND[type(msg)])
         self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym, msg))
 
     def _mass_cancel(self, conn, client: int, msg: MassCancel) -> None:
         if msg.sym is None:
             self.mass_cancel_all(conn, client, msg.cid)
             return
-        p = Pending(conn, client, msg.cid, CMD_MASS_CANCEL, msg.sym)
+        p = Pending(conn, client, msg.cid, CMD_MASS_CANCEL)
         self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym))
 
     def mass_cancel_all(self, conn, client: int, cid: int) -> None:
         """A MassCancel of every instrument (``conn`` None: nobody waits for it)."""
-        group = MassGroup(conn, client, cid, None, len(self.syms))
-        p = Pending(conn, client, cid, CMD_MASS_CANCEL, "", "", group)
+        group = MassGroup(conn, client, cid, len(self.syms))
+        p = Pending(conn, client, cid, CMD_MASS_CANCEL, "", group)
         base = self.inflight.reserve(len(self.syms))
         for req_id, sym in enumerate(self.syms, base):
             self.submit(Ticket(client, req_id, p, sym))

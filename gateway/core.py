@@ -34,6 +34,7 @@ import numpy as np
 import zmq
 
 from exchange.records import EVF_REPLAY
+from exchange.topology import symbols
 from gateway.admission import Admission
 from gateway.checkpoints import Checkpoints
 from gateway.checks import Checks
@@ -47,7 +48,7 @@ from gateway.inflight import Inflight
 from gateway.kills import Kills
 from gateway.killswitch import KillList
 from gateway.ledger import Ledger
-from gateway.limits import limits_for, symbols
+from gateway.limits import limits_for
 from gateway.marketdata import MarketFeed
 from gateway.positions import Positions
 from gateway.protocol import (

@@ -46,13 +46,12 @@ class MassGroup:
     """A MassCancel's parts, one per instrument: the counts add up; a refused part
     (busy, unavailable) makes the reply that refusal, since not everything was cancelled."""
 
-    __slots__ = ("conn", "client", "cid", "sym", "n", "refused", "missing")
+    __slots__ = ("conn", "client", "cid", "n", "refused", "missing")
 
-    def __init__(self, conn: bytes | None, client: int, cid: int, sym: str | None, parts: int):
+    def __init__(self, conn: bytes | None, client: int, cid: int, parts: int):
         self.conn = conn
         self.client = client
         self.cid = cid
-        self.sym = sym
         self.n = 0
         self.refused = None
         self.missing = parts
@@ -68,7 +67,7 @@ class MassGroup:
         self.missing -= 1
         if self.missing:
             return None
-        return self.refused or MassCancelled(cid=self.cid, sym=self.sym, n=self.n)
+        return self.refused or MassCancelled(cid=self.cid, sym=None, n=self.n)
 
 
 class Pending(msgspec.Struct, gc=False):
@@ -81,7 +80,6 @@ class Pending(msgspec.Struct, gc=False):
     client: int
     cid: int
     kind: int  # CMD_*
-    sym: str
     coid: str = ""
     group: BatchGroup | MassGroup | None = None
 

@@ -79,5 +79,5 @@ class Kills:
             link, inst, _ = routes[sym]
             if not live[link.index]:
                 continue
-            p = Pending(None, client, 0, CMD_MASS_CANCEL, sym)
+            p = Pending(None, client, 0, CMD_MASS_CANCEL)
             submit(Ticket(client, self.inflight.reserve(), p, sym, link=link, inst=inst))

@@ -14,6 +14,7 @@ out once per client and kept.
 from typing import NamedTuple
 
 from exchange.config import ClientLimits, Config
+from exchange.topology import symbols
 
 
 class Limits(NamedTuple):
@@ -26,19 +27,6 @@ class Limits(NamedTuple):
     starting_cash: int
     orders_per_second: int
     burst: int
-
-
-def symbols(config: Config) -> list[str]:
-    return [sym for shard in config.shards for sym in shard.instruments]
-
-
-def offsets(config: Config) -> list[int]:
-    """The number of each shard's first instrument."""
-    out, n = [], 0
-    for shard in config.shards:
-        out.append(n)
-        n += len(shard.instruments)
-    return out
 
 
 def limits_for(config: Config, client: int) -> Limits:

@@ -1,7 +1,7 @@
 """Positions and P&L per client and instrument, and each client's cash, from fills.
 
 The state is numpy arrays indexed by client row (``gateway.slots``) and
-instrument number (``gateway.limits.symbols``); ``apply`` folds a batch of
+instrument number (``exchange.topology.symbols``); ``apply`` folds a batch of
 EVENT records into them with one Numba call. Only TRADE events count, never a
 duplicate re-send (EVF_DUPLICATE). Per (client, instrument), ``acct[row, inst]``:
 

@@ -1,7 +1,7 @@
 """The venue's reference data: each instrument's trading parameters, for ``InstrumentsRequest``.
 
 What a bot on another host needs before its first order, over the protocol: the
-instruments (in ``gateway.limits.symbols`` order), each one's tick and lot, its
+instruments (in ``exchange.topology.symbols`` order), each one's tick and lot, its
 price band and largest quantity (the book's config), the price collar's
 reference now (the last trade, before any the configured ``ref_price``: the
 gateway's marks) and whether its shard serves it now. The static part (all but
@@ -15,7 +15,7 @@ import hashlib
 import msgspec
 
 from exchange.config import Config
-from gateway.limits import symbols
+from exchange.topology import symbols
 from gateway.positions import Positions
 from gateway.protocol import (
     NOT_FOUND,

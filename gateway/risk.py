@@ -45,7 +45,8 @@ from exchange.records import (
     SIDE_BUY,
     SIDE_SELL,
 )
-from gateway.limits import Limits, LimitTable, offsets, symbols
+from exchange.topology import offsets, symbols
+from gateway.limits import Limits, LimitTable
 from gateway.positions import F_POS, Positions
 from gateway.protocol import (
     KILL_SWITCH,

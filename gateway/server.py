@@ -29,16 +29,16 @@ import traceback
 import psutil
 import zmq
 
-from exchange import logs, sdnotify
+from exchange import logs, sdnotify, topology
 from exchange.config import ConfigError, load_config
 from exchange.exitcodes import EXIT_USAGE
 from exchange.openfiles import raise_open_file_limit
+from exchange.topology import symbols
 from gateway.conns import Connections
 from gateway.core import Gateway
 from gateway.counters import GatewayCounters
 from gateway.keys import KeysError, load_server_keys
 from gateway.killswitch import KillError, KillList
-from gateway.limits import symbols
 from gateway.loops import LOOPS, choose
 from gateway.protocol import MAX_FRAME_BYTES
 from gateway.shardlink import ShardLink
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         counters = GatewayCounters(config.shm.namespace, [s.name for s in config.shards])
         for i in range(len(config.shards)):
             links.append(ShardLink(config, i))
-        state_dir = config.gateway_state_dir()
+        state_dir = topology.gateway_state_dir(config)
         store, cp, problem = open_store(state_dir, config.gateway.key_window, symbols(config))
         if problem is not None:
             logs.error("gateway state refused; rebuilding it from the shards", error=problem)

@@ -39,13 +39,11 @@ from exchange.records import (
     SYNCF_RETRANSMIT,
     commands,
 )
-from exchange.shard import event_ring, request_ring
-from gateway.limits import offsets
+from exchange.topology import event_ring, offsets, request_ring
 from gateway.mirror import BookMirror
 from shm import ring_ops as ops
 from shm.atomics import load_word
 from shm.consumer import Consumer
-from shm.proc import token_alive
 from shm.producer import Producer
 
 
@@ -145,7 +143,7 @@ class ShardLink:
 
     def alive(self) -> bool:
         """Whether a live shard process is attached to the request ring."""
-        return token_alive(self.token())
+        return self.requests.peer_alive()
 
     def ready(self) -> bool:
         """Whether orders for its instruments can be taken: the shard is up and the

@@ -4,12 +4,12 @@ The shards' journals are the truth and only their shards open them. This store i
 the gateway's memory of having read their events: a restarted gateway loads its
 checkpoint and asks each shard for the events after its watermark (``CMD_SYNC``),
 so start-up reads a checkpoint plus a tail, never the whole history. One LMDB
-environment in ``Config.gateway_state_dir()``, one writer: the gateway.
+environment in ``topology.gateway_state_dir(Config)``, one writer: the gateway.
 
 db ``runs``   first age (8 bytes big-endian) -> a run: the end of its ages (8 bytes
               big-endian), then ``RUN_DTYPE`` records sorted by pair (idem key and
               client, 12 bytes big-endian): where each pair was used (instrument
-              number in ``gateway.limits.symbols`` order, order id, seq)
+              number in ``exchange.topology.symbols`` order, order id, seq)
 db ``meta``   ``checkpoint`` -> a blake2b digest, then the msgpack ``Checkpoint``;
               ``age`` -> the next pair's age (one per pair taken)
 
@@ -62,7 +62,7 @@ class StoreError(Exception):
 
 
 class KeyUse(NamedTuple):
-    instrument: int  # number in ``gateway.limits.symbols`` order
+    instrument: int  # number in ``exchange.topology.symbols`` order
     order_id: int
     seq: int
 

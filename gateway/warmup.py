@@ -21,9 +21,9 @@ from exchange import ordertable
 from exchange.book import Book
 from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, TIF_IOC, commands
 from exchange.statehash import CANONICAL_FIELDS
+from exchange.topology import symbols
 from gateway.discard import compile_discard
 from gateway.keyfilter import KeyFilter
-from gateway.limits import symbols
 from gateway.mirror import BookMirror, market_data
 from gateway.positions import Positions
 from gateway.risk import Risk

@@ -120,7 +120,7 @@ class Daemon:
         assert self.proc is None or self.proc.poll() is not None, "a supervisor still runs"
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.cli", "run", "--config", str(self.path)],
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.path)],
                 cwd=REPO,
                 stdout=log,
                 stderr=log,

@@ -21,7 +21,7 @@ import msgspec
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.journal import Journal, JournalError
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
-from exchange.shard import event_ring, request_ring
+from exchange.topology import event_ring, request_ring
 from gateway.client import Client
 from gateway.keys import create_client, create_server_keys, load_secret_certificate
 from gateway.subscriber import Subscriber

@@ -13,7 +13,7 @@ import numpy as np
 
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, EVF_REPLAY
-from exchange.shard import event_ring, request_ring
+from exchange.topology import event_ring, request_ring
 from shm.consumer import Consumer
 from shm.names import unlink_namespace
 from shm.producer import Producer

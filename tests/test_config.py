@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from exchange import journal
+from exchange import journal, topology
 from exchange.bookconfig import BookConfig
 from exchange.config import (
     DEFAULT_TOML,
@@ -39,7 +39,7 @@ def test_default_has_four_instruments_over_two_shards_on_loopback():
 
 
 def test_instrument_index_is_its_position_in_the_shard_list():
-    assert load_config().routes() == {
+    assert topology.routes(load_config()) == {
         "ACME": ("s0", 0),
         "BOLT": ("s0", 1),
         "BTC-USD": ("s1", 0),
@@ -49,12 +49,12 @@ def test_instrument_index_is_its_position_in_the_shard_list():
 
 def test_the_gateway_keeps_its_state_beside_the_journals_unless_told():
     cfg = parse_config(DEFAULT_TOML)
-    assert cfg.gateway_state_dir() == "var/gateway"  # beside ./var/journal
+    assert topology.gateway_state_dir(cfg) == "var/gateway"  # beside ./var/journal
     r = msgspec.structs.replace
     moved = r(cfg, journal=r(cfg.journal, dir="/srv/x/journal/"))
-    assert moved.gateway_state_dir() == "/srv/x/gateway"
+    assert topology.gateway_state_dir(moved) == "/srv/x/gateway"
     told = r(cfg, gateway=r(cfg.gateway, state_dir="/elsewhere"))
-    assert told.gateway_state_dir() == "/elsewhere"
+    assert topology.gateway_state_dir(told) == "/elsewhere"
 
 
 def test_unknown_instrument_is_a_key_error():

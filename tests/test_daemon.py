@@ -71,7 +71,7 @@ def test_bad_config_is_one_clear_error_before_anything_starts(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(DEFAULT_TOML.replace('durability = "fsync"', 'durability = "sometimes"'))
     out = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "run", "--config", str(path)],
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(path)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -29,6 +29,7 @@ import pytest
 from daemon_harness import Daemon
 from test_gateway_fuzz import WRONG_VALUES, hostile_frames, run_frames
 
+from exchange import topology
 from exchange.config import dump_config
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
@@ -159,7 +160,7 @@ class Cases:
         self.config = config
         self.victims = victims
         self.syms = [i.symbol for i in config.instruments]
-        self.shard_of = {sym: shard for sym, (shard, _) in config.routes().items()}
+        self.shard_of = {sym: shard for sym, (shard, _) in topology.routes(config).items()}
         self.cases = []
 
     def add(self, req: dict, code: str, field: str | None = None, batch: int = 0) -> None:

@@ -16,7 +16,7 @@ import zmq
 from gateway_harness import CLIENTS, GatewayRig, wait_notices
 
 from exchange.engine import order_id_shard
-from exchange.shard import request_ring
+from exchange.topology import request_ring
 from gateway.client import AsyncClient, AuthError, Client, order
 from gateway.keys import load_secret_certificate, new_key_pair, revoke_client
 from gateway.protocol import (

@@ -7,8 +7,8 @@ import time
 import pytest
 import shm_helpers as h
 
-from exchange import cli
-from exchange.status import collect
+from daemon import cli
+from daemon.status import collect
 from gateway.counters import BLOCK, COUNTERS, REJECTS, GatewayCounters
 from gateway.protocol import ERROR_CODES, Ack, BatchAck, Fill, Order, Reject
 from gateway.sessions import Sessions

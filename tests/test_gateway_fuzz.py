@@ -17,7 +17,7 @@ import pytest
 import zmq
 from gateway_harness import GatewayRig
 
-from exchange.shard import request_ring
+from exchange.topology import request_ring
 from gateway.keys import load_secret_certificate
 from gateway.protocol import (
     MAX_FRAME_BYTES,

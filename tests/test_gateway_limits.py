@@ -17,7 +17,7 @@ import pytest
 from gateway_harness import REPO, GatewayRig, wait_notices
 
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
-from exchange.shard import request_ring
+from exchange.topology import request_ring
 from gateway.client import order
 from gateway.core import RUN_MIN
 from gateway.keys import create_server_keys

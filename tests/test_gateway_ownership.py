@@ -21,7 +21,8 @@ from gateway_harness import GatewayRig
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
-from exchange.shard import ShardLoop, StopFlag, event_ring, request_ring
+from exchange.shard import ShardLoop, StopFlag
+from exchange.topology import event_ring, request_ring
 from gateway.protocol import Ack, Fill, NewOrder, OrderStatus, Reject, Status
 from gateway.store import Checkpoint, GatewayStore
 from shm.consumer import Consumer

@@ -27,7 +27,7 @@ from exchange.records import (
     commands,
     events,
 )
-from exchange.shard import event_ring, request_ring
+from exchange.topology import event_ring, request_ring
 from gateway import keys as k
 from gateway.conns import Connections
 from gateway.inflight import BatchGroup, Inflight, MassGroup
@@ -311,10 +311,10 @@ def test_batch_group_replies_when_every_slot_is_in():
 
 
 def test_mass_group_sums_counts_and_reports_a_refused_part():
-    g = MassGroup(b"c", 1, cid=3, sym=None, parts=2)
+    g = MassGroup(b"c", 1, cid=3, parts=2)
     assert g.put(7, MassCancelled(cid=3, sym="A", n=2)) is None
     assert g.put(8, MassCancelled(cid=3, sym="B", n=5)) == MassCancelled(cid=3, sym=None, n=7)
-    g = MassGroup(b"c", 1, cid=3, sym=None, parts=2)
+    g = MassGroup(b"c", 1, cid=3, parts=2)
     busy = Reject(cid=3, code="busy", field="$", reason="x")
     g.put(7, busy)
     assert g.put(8, MassCancelled(cid=3, sym="B", n=5)) == busy

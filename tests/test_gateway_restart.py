@@ -6,7 +6,7 @@ import time
 import pytest
 from gateway_harness import GatewayRig
 
-from exchange.shard import request_ring
+from exchange.topology import request_ring
 from gateway.protocol import Ack, NewOrder
 from shm.ring import inspect_ring
 

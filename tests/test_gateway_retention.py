@@ -120,7 +120,7 @@ def test_a_retransmission_before_what_the_shard_keeps_is_refused_naming_the_firs
 
 
 def test_a_gateway_state_older_than_a_shards_history_keeps_that_shard_unavailable(rig):
-    state = rig.tmp / "gateway"  # Config.gateway_state_dir(): beside the journals
+    state = rig.tmp / "gateway"  # topology.gateway_state_dir(Config): beside the journals
     maker, taker = rig.client(1), rig.client(2, retries=0)
     crosses(maker, taker, "ACME", 10_000, 1)
     assert rig.stop("gateway") == 0

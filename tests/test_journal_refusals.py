@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from shard_harness import REPO, SHARD, ShardRig
 
-from exchange import journalid, lmdbfile
+from exchange import journalid, lmdbfile, topology
 from exchange.config import DEFAULT_TOML, parse_config
 from exchange.exitcodes import EXIT_UNTRUSTED, NO_RESTART
 from exchange.journal import MERGE_BATCHES, Journal, JournalDamaged, JournalError, batch_items
@@ -190,7 +190,7 @@ def test_first_start_makes_and_records_the_journal_then_only_that_one_is_run(tmp
 
 def test_a_journal_gone_or_emptied_or_replaced_is_refused(tmp_path):
     config = _config(tmp_path)
-    path = config.journal_path("s0")
+    path = topology.journal_path(config, "s0")
     journalid.open_journal(config, "s0").close()
     os.truncate(os.path.join(path, "data.mdb"), 0)
     with pytest.raises(JournalDamaged, match="is gone"):
@@ -208,7 +208,9 @@ def test_a_journal_gone_or_emptied_or_replaced_is_refused(tmp_path):
 
 def test_a_journal_without_a_record_is_adopted(tmp_path):
     config = _config(tmp_path)
-    with Journal(config.journal_path("s0"), durability="os") as j:  # restored onto this host
+    with Journal(
+        topology.journal_path(config, "s0"), durability="os"
+    ) as j:  # restored onto this host
         identity = j.identity
     journalid.open_journal(config, "s0").close()
     assert journalid.recorded(config, "s0") == identity
@@ -219,7 +221,7 @@ def test_journal_new_replaces_a_lost_journal_only(tmp_path):
     journalid.open_journal(config, "s0").close()
     with pytest.raises(JournalError, match="move it aside first"):
         journalid.new_journal(config, "s0")
-    os.truncate(os.path.join(config.journal_path("s0"), "data.mdb"), 0)
+    os.truncate(os.path.join(topology.journal_path(config, "s0"), "data.mdb"), 0)
     identity = journalid.new_journal(config, "s0")
     assert journalid.recorded(config, "s0") == identity
     with journalid.open_journal(config, "s0") as j:

@@ -20,9 +20,9 @@ from exchange.records import (
     commands,
     events,
 )
+from exchange.topology import offsets, symbols
 from gateway import store as store_module
 from gateway.ledger import UNKNOWN, Ledger
-from gateway.limits import offsets, symbols
 from gateway.store import FORMAT, Checkpoint, GatewayStore
 
 

@@ -13,7 +13,7 @@ from daemon_harness import REPO
 from prometheus_client.parser import text_string_to_metric_families
 from test_systemd_roles import Units
 
-from exchange import metrics
+from daemon import metrics
 from exchange.config import DEFAULT_TOML, parse_config
 from exchange.shard import COUNTERS, GAUGES, HISTOGRAMS
 from gateway import counters as gateway_counters

@@ -14,7 +14,7 @@ import zmq
 import zmq.auth
 from daemon_harness import REPO, raw_dealer
 
-from gateway.protocol import Ack, Fill
+from gateway.protocol import Ack, Fill, Triggered
 
 
 @pytest.mark.timeout(240)
@@ -37,6 +37,42 @@ def test_a_self_trade_is_two_fills_told_apart_by_their_oid(daemon):
     by_oid = {f.oid: f for f in fills}
     assert (by_oid[sell.oid].liq, by_oid[sell.oid].leaves) == ("maker", 1)
     assert (by_oid[buy.oid].liq, by_oid[buy.oid].leaves) == ("taker", 0)
+
+
+@pytest.mark.timeout(240)
+def test_a_stop_waits_off_the_book_then_a_trade_at_its_trigger_enters_it(daemon):
+    """PROTOCOL.md 4.1a through the daemon: a stop-limit is acknowledged and not shown in
+    the book; the first trade at its trigger sends its owner a `Triggered` notice, then
+    it trades as the limit order it became (its fill follows)."""
+    daemon.start()
+    owner, maker, taker = daemon.client(1), daemon.client(2), daemon.client(3)
+    try:
+        stop = owner.new_order("ACME", "buy", 2, px=10_300, type="stop_limit", trigger=10_200)
+        assert isinstance(stop, Ack), stop
+        book = owner.book("ACME")
+        assert book.bids == [] and book.asks == [], book  # it waits off the book
+        assert isinstance(maker.new_order("ACME", "sell", 3, px=10_200), Ack)
+        assert isinstance(taker.new_order("ACME", "buy", 1, px=10_200, tif="ioc"), Ack)
+        notices = []
+        deadline = time.monotonic() + 10
+        while not any(isinstance(n, Fill) for n in notices) and time.monotonic() < deadline:
+            notices += owner.notices(timeout=0.5)
+        after = owner.book("ACME")
+    finally:
+        for c in (owner, maker, taker):
+            c.close()
+    mine = [n for n in notices if isinstance(n, Triggered | Fill)]
+    assert [type(n) for n in mine] == [Triggered, Fill], notices
+    triggered, fill = mine
+    assert (triggered.oid, triggered.trigger, triggered.qty, triggered.type) == (
+        stop.oid,
+        10_200,
+        2,
+        "stop_limit",
+    )
+    assert (fill.oid, fill.qty, fill.px, fill.liq, fill.leaves) == (stop.oid, 2, 10_200, "taker", 0)
+    assert triggered.seq == fill.seq  # the same command's trade triggered it
+    assert after.asks == [] and after.bids == [], after  # the maker's rest went to the stop
 
 
 @pytest.mark.timeout(240)

@@ -26,7 +26,8 @@ from exchange.records import (
     commands,
     events,
 )
-from gateway.limits import limits_for, offsets, symbols
+from exchange.topology import offsets, symbols
+from gateway.limits import limits_for
 from gateway.positions import Positions
 from gateway.protocol import (
     KILL_SWITCH,

@@ -21,7 +21,7 @@ from exchange.journal import (
     encode_batch,
     put_pieces,
 )
-from exchange.records import EV_TRADE, SIDE_BUY, SIDE_SELL
+from exchange.records import CMD_EXPIRE, CMD_MASS_CANCEL, EV_TRADE, SIDE_BUY, SIDE_SELL
 from gateway import killswitch
 from tools import cli
 
@@ -60,6 +60,9 @@ def journals(tmp_path_factory):
             cmds["instrument"] = inst
             streams.append(cmds)
         cmds = np.concatenate(streams)[rng.permutation(3_000)]
+        # time is the shard's own: an EXPIRE from a stream is the engine's clock_ns
+        ticks = cmds["kind"] == CMD_EXPIRE
+        cmds["kind"][ticks], cmds["instrument"][ticks] = CMD_MASS_CANCEL, 0
         with Journal(tmp / "journal" / shard.name, durability="os") as journal:
             engine = ShardEngine(index, configs, journal, snapshot_every=1_000)
             got = [engine.apply(cmds[cut]).events for cut in random_batches(rng, len(cmds))]

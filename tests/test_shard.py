@@ -32,7 +32,7 @@ from exchange.records import (
     commands,
     copy_records,
 )
-from exchange.shard import counters_name
+from exchange.topology import counters_name
 from shm.counters_reader import read_block
 from shm.ring import inspect_ring
 

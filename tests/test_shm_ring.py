@@ -8,7 +8,8 @@ import pytest
 import shm_helpers as h
 
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
-from exchange.shard import ShardLoop, StopFlag, request_ring
+from exchange.shard import ShardLoop, StopFlag
+from exchange.topology import request_ring
 from shm import ring_ops as ops
 from shm.consumer import Consumer
 from shm.errors import HeaderMismatchError, RoleTakenError, SegmentExistsError, SegmentNotFoundError

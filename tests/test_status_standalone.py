@@ -9,9 +9,9 @@ import pytest
 from daemon_harness import Daemon
 from test_systemd_roles import Units
 
-from exchange import cli
+from daemon import cli
+from daemon.status import STANDALONE, expected_processes
 from exchange.config import DEFAULT_TOML, parse_config
-from exchange.status import STANDALONE, expected_processes
 from gateway.counters import BLOCK
 from shm.counters_reader import list_blocks
 from tools.top import frame

@@ -10,10 +10,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from exchange import status, supervisor
+from daemon import status, supervisor
+from daemon.supervisor import RESTART_MIN, Child, Supervisor
+from exchange import topology
 from exchange.config import DEFAULT_TOML, parse_config
 from exchange.exitcodes import EXIT_UNTRUSTED, NO_RESTART
-from exchange.supervisor import RESTART_MIN, Child, Supervisor
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def _tick_until(sup: Supervisor, done, timeout: float = 60) -> None:
 
 
 def _children_status(sup: Supervisor) -> dict[str, dict]:
-    doc = json.loads(Path(sup.config.supervisor_status_path()).read_text())
+    doc = json.loads(Path(topology.supervisor_status_path(sup.config)).read_text())
     return {c["name"]: c for c in doc["children"]}
 
 
@@ -54,7 +55,7 @@ def test_a_child_that_refused_stays_down_and_the_others_are_restarted(sup):
     assert refused.history == [EXIT_UNTRUSTED] and refused.refused and refused.proc is None
     assert failing.history[:2] == [1, 1] and not failing.refused
     assert set(NO_RESTART) == {2, 3, 4}
-    doc = json.loads(Path(sup.config.supervisor_status_path()).read_text())
+    doc = json.loads(Path(topology.supervisor_status_path(sup.config)).read_text())
     shown = {p["name"]: p for p in status.expected_processes(sup.config, doc, {}, {})}
     assert shown["s0"]["exit_code"] == EXIT_UNTRUSTED
     assert status._restart_note(shown["s0"]) == "  exited 4, not restarted"

@@ -31,7 +31,7 @@ class Units:
         self.sockets: dict[str, socket.socket] = {}
 
     def start(self, name: str, *role: str, watchdog_usec: int = 0) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "exchange.cli", "run", *role]
+        argv = [sys.executable, "-m", "daemon.cli", "run", *role]
         argv += ["--config", str(self.daemon.path)]
         if name not in self.sockets:
             self.sockets[name] = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -117,7 +117,7 @@ def test_every_command_exists_and_takes_its_arguments(units):
     assert roles == {"rings", "shard", "gateway"}
     # a mistyped role would not pass the same check
     bad = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "run", "--role", "ring", "--help"],
+        [sys.executable, "-m", "daemon.cli", "run", "--role", "ring", "--help"],
         cwd=REPO,
         capture_output=True,
         timeout=60,

@@ -85,7 +85,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     "argv",
-    [["exchange.cli", "config", "show"], ["tools.cli", "keys", "list", "--json"]],
+    [["daemon.cli", "config", "show"], ["tools.cli", "keys", "list", "--json"]],
     ids=["exchanged", "exch"],
 )
 def test_a_reader_that_goes_away_is_a_quiet_exit_141(argv, tmp_path):
@@ -111,7 +111,7 @@ def test_exchanged_takes_its_config_from_exch_config(tmp_path):
     config = tmp_path / "exchange.toml"
     config.write_text(DEFAULT_TOML.replace('namespace = "exchanged"', 'namespace = "fromenv"'))
     shown = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "config", "show"],
+        [sys.executable, "-m", "daemon.cli", "config", "show"],
         cwd=REPO,
         env={**os.environ, "EXCH_CONFIG": str(config)},
         capture_output=True,

@@ -19,15 +19,16 @@ keep running). A problem names the check, the seq (0: the journals as a whole)
 and what is wrong; the first ``MAX_LISTED`` per check are kept, all are counted.
 """
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from exchange import topology
 from exchange.config import Config
 from exchange.journal import Journal
 from exchange.records import EV_ACCEPTED, EVENT_DTYPE, SIDE_BUY
-from gateway.limits import limits_for, symbols
+from exchange.topology import symbols
+from gateway.limits import limits_for
 from gateway.positions import F_PEAK_LONG, F_PEAK_SHORT, F_POS, trades_of
 from gateway.slots import Slots
 from tools.journalview import JournalView
@@ -63,7 +64,7 @@ def check_accounts(config: Config, paths: dict[str, str] | None = None) -> Accou
     """The checks above over the shards of ``paths`` (shard name -> journal directory;
     default: every shard of the config, where the config says)."""
     if paths is None:
-        paths = {s.name: os.path.join(config.journal.dir, s.name) for s in config.shards}
+        paths = {s.name: topology.journal_path(config, s.name) for s in config.shards}
     report = AccountsCheck(shards=list(paths))
     accounts = from_journals(config, paths, books=False)
     positions = accounts.positions

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import msgspec
 
-from exchange import journalid
-from exchange.cli import CONFIG_OPTION, quiet_on_broken_pipe
+from daemon.cli import CONFIG_OPTION, quiet_on_broken_pipe
+from exchange import journalid, topology
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import RecoveryError
 from exchange.exitcodes import EXIT_FAILURE, EXIT_UNTRUSTED, EXIT_USAGE
@@ -67,10 +67,6 @@ def _shard_of(config: Config, name: str) -> int:
     if name not in names:
         raise ToolError(f"no shard {name!r} in the config (shards: {', '.join(names)})")
     return names.index(name)
-
-
-def _journal_path(config: Config, shard: str) -> str:
-    return os.path.join(config.journal.dir, shard)
 
 
 def _archives(config: Config) -> str | None:
@@ -305,7 +301,7 @@ def cmd_cancel(args) -> int:
 def cmd_book(args) -> int:
 
     config, ident = _connect(args)
-    if args.symbol not in config.routes():
+    if args.symbol not in topology.routes(config):
         raise ToolError(f"no instrument {args.symbol!r} in the config")
 
     def show(seq, bids, asks):
@@ -355,7 +351,7 @@ def cmd_instruments(args) -> int:
 def cmd_trades(args) -> int:
 
     config, ident = _connect(args)
-    if args.symbol not in config.routes():
+    if args.symbol not in topology.routes(config):
         raise ToolError(f"no instrument {args.symbol!r} in the config")
 
     def show(msg):
@@ -407,7 +403,7 @@ def cmd_journal_verify(args) -> int:
     for name in names:
         index = _shard_of(config, name)
         shard = config.shards[index]
-        path = args.path or _journal_path(config, name)
+        path = args.path or topology.journal_path(config, name)
         books = [config.instrument(sym).book for sym in shard.instruments]
         progress = Progress(f"verifying {name}")
         try:
@@ -429,7 +425,7 @@ def cmd_journal_verify(args) -> int:
         reports.append(report)
         if not args.json:
             print(render(report))
-    paths = {name: args.path or _journal_path(config, name) for name in names}
+    paths = {name: args.path or topology.journal_path(config, name) for name in names}
     if any(r.history_after for r in reports):
         # the accounts are every fill since seq 1: not there when history was dropped
         if not args.json:
@@ -458,7 +454,7 @@ def cmd_journal_verify(args) -> int:
 def cmd_journal_book(args) -> int:
 
     config = _config(args)
-    routes = config.routes()
+    routes = topology.routes(config)
     if args.symbol not in routes:
         raise ToolError(f"no instrument {args.symbol!r} in the config ({', '.join(routes)})")
     name, instrument = routes[args.symbol]
@@ -467,7 +463,7 @@ def cmd_journal_book(args) -> int:
     progress = Progress(f"replaying {name}")
     try:
         at = book_at(
-            args.path or _journal_path(config, name),
+            args.path or topology.journal_path(config, name),
             books,
             instrument,
             args.at_seq,
@@ -509,7 +505,7 @@ def cmd_journal_backup(args) -> int:
     config = _config(args)
     index = _shard_of(config, args.shard)
     shard = config.shards[index]
-    done = backup(args.path or _journal_path(config, args.shard), args.dest)
+    done = backup(args.path or topology.journal_path(config, args.shard), args.dest)
     books = [config.instrument(sym).book for sym in shard.instruments]
     report = verify_journal(
         args.dest,
@@ -540,7 +536,7 @@ def cmd_journal_new(args) -> int:
         raise ToolError(str(e)) from None
     doc = {
         "shard": args.shard,
-        "journal": config.journal_path(args.shard),
+        "journal": topology.journal_path(config, args.shard),
         "identity": identity,
         "record": journalid.record_path(config, args.shard),
     }

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import msgspec
 
+from exchange import topology
 from exchange.config import (
     DEFAULT_TOML,
     Config,
@@ -196,7 +197,7 @@ def run(
             config = load_config(config_path)
         except ConfigError as e:
             raise ToolError(str(e)) from None
-    if symbol not in config.routes():
+    if symbol not in topology.routes(config):
         raise ToolError(f"no instrument {symbol!r} in the config")
 
     def note(text):
@@ -211,7 +212,7 @@ def run(
         daemon = None
         if not attach:
             note(f"starting the daemon (config {config_path}, log {log})")
-            argv = [sys.executable, "-m", "exchange.cli", "run", "--config", config_path]
+            argv = [sys.executable, "-m", "daemon.cli", "run", "--config", config_path]
             daemon = procs.start("daemon", argv, log)
         elif new_keys:
             time.sleep(KEY_RELOAD_SECONDS)

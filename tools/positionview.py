@@ -13,10 +13,11 @@ from typing import NamedTuple
 
 import msgspec
 
+from exchange import topology
 from exchange.config import Config
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
-from gateway.limits import symbols
+from exchange.topology import symbols
 from gateway.positions import Positions
 from gateway.report import position_report
 from gateway.risk import Risk
@@ -36,7 +37,7 @@ def from_journals(
     """Every shard's journal (``paths``: shard name -> directory, default the config's;
     a shard left out, or without a journal yet, counts as empty)."""
     if paths is None:
-        paths = {s.name: os.path.join(config.journal.dir, s.name) for s in config.shards}
+        paths = {s.name: topology.journal_path(config, s.name) for s in config.shards}
     syms = symbols(config)
     positions = Positions(syms, [config.instrument(s).ref_price for s in syms])
     risk = Risk(config, positions)

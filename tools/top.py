@@ -1,6 +1,6 @@
 """``exch top``: a live view of every process of the daemon, redrawn every interval.
 
-The figures are what ``exchanged status`` collects (``exchange.status.collect``):
+The figures are what ``exchanged status`` collects (``daemon.status.collect``):
 the supervisor's status file (when a supervisor runs; under systemd there is
 none), each process's counter block (two samples give the rates) and the ring
 headers. Reading them never disturbs the daemon.
@@ -17,8 +17,8 @@ and keeps a ``clients`` gauge (``gateway.counters``).
 import json
 import time
 
+from daemon.status import STANDALONE, SUPERVISOR, collect
 from exchange.config import Config
-from exchange.status import STANDALONE, SUPERVISOR, collect
 from gateway.counters import REJECTS
 
 CLEAR = "\x1b[H\x1b[2J"

@@ -42,6 +42,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from exchange import topology
 from exchange.engine import ShardEngine
 from exchange.idempotency import FINGERPRINT_DTYPE, used_news
 from exchange.journal import Journal
@@ -129,7 +130,7 @@ def check(config, records: list[dict], kills: list[tuple[float, str]]) -> Report
     kinds = Counter(kill_kind(victim) for _, victim in kills)
     report.shard_kills, report.gateway_kills = kinds["shard"], kinds["gateway"]
     report.supervisor_kills, report.all_kills = kinds["supervisor"], kinds["all"]
-    routes = config.routes()
+    routes = topology.routes(config)
     books = {s.name: [config.instrument(sym).book for sym in s.instruments] for s in config.shards}
     # LMDB opens an environment once per process: the verification first, on its own
     for i, shard in enumerate(config.shards):

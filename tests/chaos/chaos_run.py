@@ -39,6 +39,7 @@ from chaos_bot import SHARDS
 from chaos_check import Report, check
 from daemon_harness import REPO, Daemon
 
+from exchange import topology
 from exchange.config import dump_config
 from gateway.keys import create_client
 
@@ -178,7 +179,7 @@ def run_chaos(
     rng = random.Random(seed)
     daemon = Daemon(tmp)
     _configure(daemon, durability)
-    routes = daemon.config.routes()
+    routes = topology.routes(daemon.config)
     # the bots reuse keys on the other shard's instruments: they must know which is which
     assert {sym: routes[sym][0] for sym in SHARDS} == SHARDS, routes
     procs = []

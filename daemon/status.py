@@ -30,8 +30,9 @@ from pathlib import Path
 
 import psutil
 
+from exchange import topology
 from exchange.config import Config
-from exchange.shard import counters_name, event_ring, request_ring
+from exchange.topology import counters_name, event_ring, request_ring
 from gateway.counters import BLOCK as GATEWAY_BLOCK
 from gateway.counters import STALLED as STALLED_GAUGE
 from shm.counters_reader import BlockSnapshot, list_blocks, read_block
@@ -67,7 +68,7 @@ def read_rings(ns: str) -> dict[str, RingStatus]:
 def read_supervisor(config: Config) -> dict | None:
     """The supervisor's status document, if the supervisor it names is alive."""
     try:
-        sup = json.loads(Path(config.supervisor_status_path()).read_text())
+        sup = json.loads(Path(topology.supervisor_status_path(config)).read_text())
     except FileNotFoundError:
         return None
     return sup if psutil.pid_exists(sup["supervisor_pid"]) else None

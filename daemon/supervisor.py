@@ -31,12 +31,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange import logs, metrics, sdnotify
+from daemon import metrics
+from exchange import logs, sdnotify, topology
 from exchange.config import Config
 from exchange.exitcodes import EXIT_USAGE, NO_RESTART
 from exchange.openfiles import raise_open_file_limit
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
-from exchange.shard import event_ring, request_ring
+from exchange.topology import event_ring, request_ring
 from gateway.keys import SERVER, create_server_keys
 from shm.names import unlink_namespace
 from shm.ring import adopt_ring, create_ring, inspect_ring, list_rings
@@ -206,7 +207,7 @@ class Supervisor:
         self.write_status()
 
     def write_status(self) -> None:
-        path = Path(self.config.supervisor_status_path())
+        path = Path(topology.supervisor_status_path(self.config))
         path.parent.mkdir(parents=True, exist_ok=True)
         now = time.monotonic()
         doc = {
@@ -290,6 +291,6 @@ class Supervisor:
                     c.proc.send_signal(signal.SIGTERM)
             codes += [self._wait_child(c) for c in group]
         undelivered = release_rings(self.config)
-        Path(self.config.supervisor_status_path()).unlink(missing_ok=True)
+        Path(topology.supervisor_status_path(self.config)).unlink(missing_ok=True)
         bad = [c for c in codes if c not in (None, 0)]
         return 1 if bad or undelivered else 0

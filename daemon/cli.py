@@ -48,11 +48,11 @@ def cmd_run(args) -> int:
         return server.main(["--config", args.config] if args.config else [])
     config = _load(args.config)
     if args.role == "rings":
-        from exchange.supervisor import hold_rings
+        from daemon.supervisor import hold_rings
 
         logs.set_role("rings")
         return hold_rings(config)
-    from exchange.supervisor import Supervisor
+    from daemon.supervisor import Supervisor
 
     logs.set_role("supervisor")
     gw = config.gateway
@@ -70,7 +70,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from exchange.status import collect, render
+    from daemon.status import collect, render
 
     config = _load(args.config)
     doc = collect(config)

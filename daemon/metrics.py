@@ -4,7 +4,7 @@ Served by the process that owns the rings (the supervisor under ``exchanged run`
 the rings unit under systemd) from a thread of its own, with the official
 ``prometheus_client``. Nothing is counted for it: a scrape reads the counter
 blocks and the rings' headers the way ``exch top`` and ``exchanged status`` do
-(``shm.counters_reader``, ``exchange.status``), so the shards and the gateway pay
+(``shm.counters_reader``, ``daemon.status``), so the shards and the gateway pay
 nothing for it and a process's counters are exactly what ``exch top`` shows.
 
 A process's counters start at zero when it starts (Prometheus reads that as a
@@ -26,9 +26,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import start_http_server
 
-from exchange import logs, status
+from daemon import status
+from exchange import logs
 from exchange.config import Config
-from exchange.shard import counters_name, event_ring, request_ring
+from exchange.topology import counters_name, event_ring, request_ring
 from gateway.counters import BLOCK as GATEWAY_BLOCK
 from gateway.counters import REJECTS, STALLED
 from shm.counters_reader import BlockSnapshot, HistogramSnapshot
