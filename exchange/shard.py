@@ -14,8 +14,12 @@ releases the requests.
 Time enters the books only through this loop, as journaled commands: every
 ``[expiry] every_ms`` it reads the wall clock and, when some book holds an order
 (GTD or DAY) whose expiry is at or before that time, has the engine sequence a
-CMD_EXPIRE carrying it (with the waiting requests, or alone). Nothing else reads
-a clock for the books: a replay expires the same orders at the same seqs.
+CMD_EXPIRE carrying it, alone and before the waiting requests, so no request
+sequenced after it meets an order due by then. Nothing else reads a clock for the
+books: a replay expires the same orders at the same seqs. The ticks wait while no
+gateway reads the event ring (a gateway restarting, or stopped before the shards
+at shutdown): what a tick cancels is told at once, and a stopped venue's rings are
+left empty. The first tick after a gateway attaches is due at once.
 
 Restarts lose nothing and repeat nothing: the read position in the request
 ring is committed with each batch, so requests that were journaled before a
@@ -141,10 +145,10 @@ class ShardLoop:
                     raise Stopped
 
     def _clock_due(self) -> int | None:
-        """The wall clock's time when an EXPIRE tick is due and some book holds an order
-        expiring by then, else None."""
+        """The wall clock's time when an EXPIRE tick is due, a gateway reads the events
+        and some book holds an order expiring by then, else None."""
         at = time.monotonic()
-        if at < self._expire_at:
+        if at < self._expire_at or not self.events.peer_alive():
             return None
         self._expire_at = at + self.expire_seconds
         now = self.clock()
@@ -152,12 +156,20 @@ class ShardLoop:
         return now if len(due) else None
 
     def step(self) -> int:
-        """One batch, if any is readable, with the EXPIREs a due tick brings (alone when
-        no request is waiting); returns how many requests it took."""
+        """A due tick's EXPIREs, then one batch if any is readable; returns how many
+        requests it took."""
         batch = self.requests.peek(MAX_BATCH)
         clock_ns = self._clock_due()
-        if not len(batch) and clock_ns is None:
+        if clock_ns is not None:
+            self._apply(batch[:0], clock_ns=clock_ns)
+        if not len(batch):
             return 0
+        self._apply(batch)
+        self.requests.release(len(batch))
+        return len(batch)
+
+    def _apply(self, batch: np.ndarray, clock_ns: int | None = None) -> None:
+        """Sequence, journal and publish: the events, the replies, then the sync answers."""
         end = self.requests.position + len(batch)
         applied = self.engine.apply(batch, positions={self.position_key: end}, clock_ns=clock_ns)
         self.publish(applied.events)
@@ -167,8 +179,6 @@ class ShardLoop:
             for chunk in self.engine.sync_answer(sync):
                 self.publish(chunk)
                 replayed += len(chunk)
-        if len(batch):
-            self.requests.release(len(batch))
         if self.counters is not None:
             c = self.counters
             c.add("commands", applied.commands)
@@ -181,7 +191,6 @@ class ShardLoop:
             c.set("request_depth", self.requests.readable())
             c.record("commit_us", int(applied.commit_seconds * 1e6))
             c.record("batch_size", len(batch))
-        return len(batch)
 
     def prune(self) -> None:
         """Steps of retention while there is history to take out, ``PRUNE_STEPS`` at most.

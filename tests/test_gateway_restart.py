@@ -1,12 +1,13 @@
 """A gateway that restarts while its requests wait in a shard's ring (the shard is
-busy, or stopped): the idempotency keys those requests hold stay held."""
+busy, or stopped): the idempotency keys those requests hold stay held. A shard whose
+gateway is stopped expires nothing until it is back: no event waits unread."""
 
 import time
 
 import pytest
 from gateway_harness import GatewayRig
 
-from exchange.topology import request_ring
+from exchange.topology import event_ring, request_ring
 from gateway.protocol import Ack, NewOrder
 from shm.ring import inspect_ring
 
@@ -55,3 +56,26 @@ def test_a_key_waiting_in_a_ring_across_a_gateway_restart_is_a_conflict_elsewher
     assert again.code == "conflict" and "ACME" in again.reason
     assert isinstance(c.new_order("BTC-USD", "buy", 1, px=6_000_000, ik=778), Ack)
     assert rig.last_seqs()["s1"] == before["s1"] + 1  # only the order with key 778
+
+
+def test_orders_due_while_the_gateway_is_stopped_expire_first_once_it_is_back(rig):
+    c = rig.client(1)
+    at = time.time_ns() + 1_000_000_000
+    ack = c.new_order("ACME", "buy", 5, px=9_001, tif="gtd", expire_at=at)
+    assert isinstance(ack, Ack)
+    c.close()
+    assert rig.stop("gateway") == 0
+    journaled = rig.last_seqs()["s0"]
+    # due, and two of s0's ticks (every second) later: s0 has sequenced nothing, and
+    # its event ring holds nothing nobody reads (at a shutdown, the rings are released)
+    while time.time_ns() < at + 2_500_000_000:
+        time.sleep(0.1)
+    assert rig.last_seqs()["s0"] == journaled
+    assert inspect_ring(rig.ns, event_ring("s0")).depth == 0
+    rig.start_gateway()
+    c = rig.client(1)
+    gone = c.status("ACME", ack.oid)
+    assert (gone.state, gone.leaves) == ("cancelled", 0), gone
+    # the EXPIRE came before anything the new gateway sent
+    later = c.new_order("ACME", "buy", 5, px=9_001)
+    assert isinstance(later, Ack) and gone.seq == journaled + 1 < later.seq, (gone, later)
