@@ -1040,37 +1040,49 @@ def _replace(st, ev, n, c):
 
 
 @hot
-def _mass_cancel(st, ev, n, c):
+def _sweep(st, ev, n, c, client, now, reason):
+    """Cancel (``reason``) every live order of ``client`` (when > 0) or whose expiry is at
+    or before ``now`` (when > 0), in MASS_CANCEL's order: the bids from the best level
+    down, the asks from the best level up, each in queue order, then the buy stops from
+    the lowest trigger, the sell stops from the highest. Each queue is walked only as
+    far as its last order (its count at the start), never to the end of the price
+    range. Returns (n, orders cancelled, the earliest expiry of the orders kept)."""
     levels = st.meta[M_LEVELS]
     cancelled = 0
-    for s in range(2):
-        lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
-        step = -1 if s == 0 else 1
-        while 0 <= lvl < levels and st.meta[M_LIVE_BID + s] > 0:
-            o = st.levels[s * levels + lvl, L_HEAD]
+    earliest = NO_EXPIRY
+    for q in range(4):  # bids, asks, buy stops, sell stops: rows q * levels + level
+        if q == 0:
+            lvl, step, left = st.meta[M_BEST_BID], -1, st.meta[M_LIVE_BID]
+        elif q == 1:
+            lvl, step, left = st.meta[M_BEST_ASK], 1, st.meta[M_LIVE_ASK]
+        elif q == 2:
+            lvl, step, left = st.meta[M_STOP_BUY_MIN], 1, st.meta[M_STOPS_BUY]
+        else:
+            lvl, step, left = st.meta[M_STOP_SELL_MAX], -1, st.meta[M_STOPS_SELL]
+        while left > 0 and 0 <= lvl < levels:
+            o = st.levels[q * levels + lvl, L_HEAD]
             while o >= 0:
                 nxt = st.orders[o, O_NEXT]
-                if st.orders[o, O_CLIENT] == c.client:
-                    n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_USER)
-                    _unlink(st, o)
+                left -= 1
+                x = st.orders[o, O_EXPIRES]
+                if (client > 0 and st.orders[o, O_CLIENT] == client) or (0 < x <= now):
+                    n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], reason)
+                    if q < 2:
+                        _unlink(st, o)
+                    else:
+                        _stop_unlink(st, o)
                     _release(st, o)
                     cancelled += 1
+                elif 0 < x < earliest:
+                    earliest = x
                 o = nxt
             lvl += step
-    for s in range(2):
-        lvl = st.meta[M_STOP_BUY_MIN] if s == 0 else st.meta[M_STOP_SELL_MAX]
-        step = 1 if s == 0 else -1
-        while 0 <= lvl < levels and st.meta[M_STOPS_BUY + s] > 0:
-            o = st.levels[(2 + s) * levels + lvl, L_HEAD]
-            while o >= 0:
-                nxt = st.orders[o, O_NEXT]
-                if st.orders[o, O_CLIENT] == c.client:
-                    n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_USER)
-                    _stop_unlink(st, o)
-                    _release(st, o)
-                    cancelled += 1
-                o = nxt
-            lvl += step
+    return n, cancelled, earliest
+
+
+@hot
+def _mass_cancel(st, ev, n, c):
+    n, cancelled, _ = _sweep(st, ev, n, c, c.client, 0, CXL_USER)
     return _emit(st, ev, n, c, EV_MASS_CANCELLED, 0, 0, 0, cancelled, 0, 0, c.client, 0, 0, 0)
 
 
@@ -1085,45 +1097,7 @@ def _expire(st, ev, n, c):
     now = st.meta[M_NOW]
     expired = 0
     if st.meta[M_EXP_MIN] <= now:
-        levels = st.meta[M_LEVELS]
-        earliest = NO_EXPIRY  # of the orders that stay
-        for s in range(2):
-            lvl = st.meta[M_BEST_BID] if s == 0 else st.meta[M_BEST_ASK]
-            step = -1 if s == 0 else 1
-            while 0 <= lvl < levels and st.meta[M_LIVE_BID + s] > 0:
-                o = st.levels[s * levels + lvl, L_HEAD]
-                while o >= 0:
-                    nxt = st.orders[o, O_NEXT]
-                    x = st.orders[o, O_EXPIRES]
-                    if x > 0:
-                        if x <= now:
-                            n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_EXPIRED)
-                            _unlink(st, o)
-                            _release(st, o)
-                            expired += 1
-                        elif x < earliest:
-                            earliest = x
-                    o = nxt
-                lvl += step
-        for s in range(2):
-            lvl = st.meta[M_STOP_BUY_MIN] if s == 0 else st.meta[M_STOP_SELL_MAX]
-            step = 1 if s == 0 else -1
-            while 0 <= lvl < levels and st.meta[M_STOPS_BUY + s] > 0:
-                o = st.levels[(2 + s) * levels + lvl, L_HEAD]
-                while o >= 0:
-                    nxt = st.orders[o, O_NEXT]
-                    x = st.orders[o, O_EXPIRES]
-                    if x > 0:
-                        if x <= now:
-                            n = _cancel_event(st, ev, n, c, o, st.orders[o, O_LEAVES], CXL_EXPIRED)
-                            _stop_unlink(st, o)
-                            _release(st, o)
-                            expired += 1
-                        elif x < earliest:
-                            earliest = x
-                    o = nxt
-                lvl += step
-        st.meta[M_EXP_MIN] = earliest
+        n, expired, st.meta[M_EXP_MIN] = _sweep(st, ev, n, c, 0, now, CXL_EXPIRED)
     return _emit(st, ev, n, c, EV_EXPIRED, 0, now, 0, expired, 0, 0, 0, 0, 0, 0)
 
 
