@@ -7,8 +7,12 @@ orders added earlier, 10% aggressive IOC orders and 5% replaces. ``--workload
 mixed`` is the same stream with the newer order types in it: a tenth of the GTC
 adds are icebergs (three to five times their size, showing a quarter of it) and
 one add in twenty is a GTC stop-limit whose trigger is a few ticks beyond the
-mid (the trades' drift reaches some); the default, ``plain``, is the stream the
-figures of bench/RESULTS.md have always been measured on. The kernel is
+mid (the trades' drift reaches some), another tenth are GTD orders good for 1 to
+10 s of the stream's clock (10 us a command: a busy shard's 100,000 commands a
+second), and every 100,000th command is the EXPIRE of that clock, a second
+apart as a shard sends them (``[expiry] every_ms``); the default,
+``plain``, is the stream the figures of bench/RESULTS.md have always been
+measured on. The kernel is
 timed alone first (batches of ``--batch`` commands into a reused events
 buffer), then both books run the same batches and every event is compared; the
 output is one JSON line (``--json``) or a short table.
@@ -21,10 +25,12 @@ import time
 import numpy as np
 
 from bench.report import emit
+from exchange import kernel
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
+    CMD_EXPIRE,
     CMD_NEW,
     CMD_REPLACE,
     EV_REJECTED,
@@ -34,6 +40,7 @@ from exchange.records import (
     SIDE_BUY,
     SIDE_SELL,
     TIF_GTC,
+    TIF_GTD,
     TIF_IOC,
     TYPE_STOP_LIMIT,
     commands,
@@ -43,12 +50,15 @@ from exchange.reference import ReferenceBook
 CONFIG = BookConfig(min_price=1, max_price=200_000, capacity=1 << 20, max_qty=1_000_000)
 MID0 = 100_000
 CLIENTS = 16
+CLOCK_NS = 10_000  # the mixed stream's clock: 10 us a command
+EXPIRE_EVERY = 100_000  # the mixed stream's EXPIRE: every this many commands (1 s)
 
 
 def workload(n: int, seed: int, mixed: bool = False) -> np.ndarray:
     """A seeded command stream for one book (order ids and seqs already assigned);
-    ``mixed``: some adds are icebergs or stop-limits (drawn apart: the plain stream's
-    draws are the same either way)."""
+    ``mixed``: some adds are icebergs, stop-limits or GTD orders, and every
+    ``EXPIRE_EVERY``-th command is an EXPIRE (drawn apart: the plain stream's draws
+    are the same either way)."""
     rng = np.random.default_rng(seed)
     extra = np.random.default_rng([seed, 17]).random((n, 2)) if mixed else None
     cmds = commands(n)
@@ -67,7 +77,10 @@ def workload(n: int, seed: int, mixed: bool = False) -> np.ndarray:
             mid += 1 if u[i, 1] < 0.5 else -1
         c = cmds[i]
         p = op[i]
-        if p < 0.60 or not live:
+        if extra is not None and i % EXPIRE_EVERY == EXPIRE_EVERY - 1:
+            c["kind"] = CMD_EXPIRE
+            c["expires"] = (i + 1) * CLOCK_NS
+        elif p < 0.60 or not live:
             side = SIDE_BUY if u[i, 2] < 0.5 else SIDE_SELL
             c["kind"] = CMD_NEW
             c["order_id"] = i + 1
@@ -83,6 +96,9 @@ def workload(n: int, seed: int, mixed: bool = False) -> np.ndarray:
                 c["ord_type"] = TYPE_STOP_LIMIT
                 beyond = 2 + int(extra[i, 1] * 6)
                 c["trigger_tick"] = mid + beyond if side == SIDE_BUY else mid - beyond
+            elif extra is not None and extra[i, 0] > 0.85:
+                c["tif"] = TIF_GTD
+                c["expires"] = (i + 1 + int((1 + extra[i, 1] * 9) * EXPIRE_EVERY)) * CLOCK_NS
             live.append(i + 1)
             owner[i + 1] = clients[i]
         elif p < 0.85 or p >= 0.95:
@@ -121,7 +137,9 @@ def time_kernel(cmds: np.ndarray, batch: int) -> tuple[float, int]:
         chunk = cmds[lo : lo + batch]
         pos = 0
         while pos < len(chunk):
-            done, n = book.process_into(chunk, pos, events)
+            done, n, need = kernel.process(book.state, chunk, pos, events)
+            if need:  # with stops waiting, a command's bound is the book's size
+                events = np.zeros(2 * need, EVENT_DTYPE)  # as Book.process_sequenced
             pos += done
             n_events += n
     return time.perf_counter() - t0, n_events
