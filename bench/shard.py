@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.book import CONFIG, workload
 from bench.report import emit
-from exchange.config import DEFAULT_TOML, Instrument, Shard, dump_config, parse_config
+from exchange.config import DEFAULT_TOML, InstrumentSection, ShardSection, dump_config, parse_config
 from exchange.engine import ShardEngine, warm_up
 from exchange.journal import Journal
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
@@ -47,8 +47,8 @@ def bench_config(tmp: Path, ns: str, durability: str, snapshot_every: int):
     r = msgspec.structs.replace
     return r(
         cfg,
-        instruments=[Instrument(symbol="BENCH", ref_price=100_000, book=CONFIG)],
-        shards=[Shard(name=SHARD, instruments=["BENCH"])],
+        instruments=[InstrumentSection(symbol="BENCH", ref_price=100_000, book=CONFIG)],
+        shards=[ShardSection(name=SHARD, instruments=["BENCH"])],
         journal=r(cfg.journal, dir=str(tmp / "journal"), durability=durability),
         snapshot=r(cfg.snapshot, every_commands=snapshot_every),
         shm=r(cfg.shm, namespace=ns, request_ring=REQUEST_RING, event_ring=EVENT_RING),

@@ -251,7 +251,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 SessionEnd = Annotated[str, msgspec.Meta(pattern=r"^$|^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
-class Instrument(_Section, kw_only=True, omit_defaults=True):
+class InstrumentSection(_Section, kw_only=True, omit_defaults=True):
     symbol: Symbol
     ref_price: Positive
     book: BookConfig
@@ -279,14 +279,14 @@ def next_session_end(now_ns: int, end_of_day_ns: int) -> int:
     return end if end > now_ns else end + NS_PER_DAY
 
 
-class Shard(_Section, kw_only=True):
+class ShardSection(_Section, kw_only=True):
     name: Name
     instruments: Annotated[list[Symbol], msgspec.Meta(min_length=1, max_length=1 << 16)]
     cpus: Cpus = []
     wait: Wait = "sleep"
 
 
-class Gateway(_Section, kw_only=True):
+class GatewaySection(_Section, kw_only=True):
     router: Endpoints
     pub: Endpoints
     keys_dir: str
@@ -299,28 +299,28 @@ class Gateway(_Section, kw_only=True):
     md_interval_ms: NonNegative = 0
 
 
-class Journal(_Section, kw_only=True):
+class JournalSection(_Section, kw_only=True):
     dir: str
     durability: Literal["fsync", "os"]
     retain_commands: NonNegative = 0
     archive_dir: str = ""
 
 
-class Snapshot(_Section, kw_only=True):
+class SnapshotSection(_Section, kw_only=True):
     every_commands: Positive
     every_seconds: Positive
 
 
-class Expiry(_Section, kw_only=True):
+class ExpirySection(_Section, kw_only=True):
     every_ms: Positive = 1_000
 
 
-class Session(_Section, kw_only=True):
+class SessionSection(_Section, kw_only=True):
     heartbeat_ms: Positive
     cancel_on_disconnect_ms: NonNegative
 
 
-class Rate(_Section, kw_only=True):
+class RateSection(_Section, kw_only=True):
     orders_per_second: Positive
     burst: Positive
 
@@ -330,7 +330,7 @@ ClientId = Annotated[int, msgspec.Meta(ge=1, le=(1 << 32) - 1)]
 Cash = Annotated[int, msgspec.Meta(ge=-(1 << 62), le=1 << 62)]
 
 
-class Risk(_Section, kw_only=True, omit_defaults=True):
+class RiskSection(_Section, kw_only=True, omit_defaults=True):
     max_order_qty: Positive
     max_notional: Positive
     price_collar_bps: Bps
@@ -357,31 +357,31 @@ class ClientLimits(_Section, kw_only=True, omit_defaults=True):
     burst: Positive | None = None
 
 
-class Shm(_Section, kw_only=True):
+class ShmSection(_Section, kw_only=True):
     namespace: Name
     request_ring: RingCapacity
     event_ring: RingCapacity
 
 
-class Metrics(_Section, kw_only=True):
+class MetricsSection(_Section, kw_only=True):
     listen: Listen = "127.0.0.1:9464"
 
 
 class Config(_Section, kw_only=True, omit_defaults=True):
-    instruments: Annotated[list[Instrument], msgspec.Meta(min_length=1)]
-    shards: Annotated[list[Shard], msgspec.Meta(min_length=1)]
-    gateway: Gateway
-    journal: Journal
-    snapshot: Snapshot
-    expiry: Expiry = Expiry()
-    session: Session
-    rate: Rate
-    risk: Risk
+    instruments: Annotated[list[InstrumentSection], msgspec.Meta(min_length=1)]
+    shards: Annotated[list[ShardSection], msgspec.Meta(min_length=1)]
+    gateway: GatewaySection
+    journal: JournalSection
+    snapshot: SnapshotSection
+    expiry: ExpirySection = ExpirySection()
+    session: SessionSection
+    rate: RateSection
+    risk: RiskSection
     clients: list[ClientLimits] = []
-    shm: Shm
-    metrics: Metrics = Metrics()
+    shm: ShmSection
+    metrics: MetricsSection = MetricsSection()
 
-    def instrument(self, symbol: str) -> Instrument:
+    def instrument(self, symbol: str) -> InstrumentSection:
         for inst in self.instruments:
             if inst.symbol == symbol:
                 return inst

@@ -14,7 +14,7 @@ from exchange.config import (
     DEFAULT_TOML,
     Config,
     ConfigError,
-    Journal,
+    JournalSection,
     dump_config,
     load_config,
     next_session_end,
@@ -63,7 +63,7 @@ def test_unknown_instrument_is_a_key_error():
 
 
 def test_durability_modes_are_the_journals():
-    [durability] = [f for f in msgspec.structs.fields(Journal) if f.name == "durability"]
+    [durability] = [f for f in msgspec.structs.fields(JournalSection) if f.name == "durability"]
     assert set(typing.get_args(durability.type)) == set(journal.DURABILITY_MODES)
     for mode in journal.DURABILITY_MODES:
         text = DEFAULT_TOML.replace('durability = "fsync"', f'durability = "{mode}"')

@@ -3,9 +3,10 @@
 import subprocess
 import sys
 
+from gateway_harness import REPO, GatewayRig
+
 from gateway.client import order
 from gateway.protocol import Ack
-from tests.gateway_harness import REPO, GatewayRig
 
 # the kernels called from Python (the others are only called from these)
 CALLED = {

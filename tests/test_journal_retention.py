@@ -14,7 +14,7 @@ from test_tools_journal import BOOKS, MERGE_ROWS, SYMBOLS, order_flow
 
 from bench import retention as bench_retention
 from exchange import archive
-from exchange.config import DEFAULT_TOML, Instrument, Shard, dump_config, parse_config
+from exchange.config import DEFAULT_TOML, InstrumentSection, ShardSection, dump_config, parse_config
 from exchange.engine import ShardEngine
 from exchange.journal import HistoryPruned, Journal, JournalDamaged, batch_items
 from exchange.orderstate import ST_LIVE
@@ -303,13 +303,13 @@ def _config(tmp_path, archive_dir: str) -> str:
     cfg = parse_config(DEFAULT_TOML)
     r = msgspec.structs.replace
     instruments = [
-        Instrument(symbol=sym, ref_price=book.min_price, book=book)
+        InstrumentSection(symbol=sym, ref_price=book.min_price, book=book)
         for sym, book in zip(SYMBOLS, BOOKS, strict=True)
     ]
     cfg = r(
         cfg,
         instruments=instruments,
-        shards=[Shard(name="s0", instruments=SYMBOLS)],
+        shards=[ShardSection(name="s0", instruments=SYMBOLS)],
         journal=r(cfg.journal, dir=str(tmp_path), archive_dir=archive_dir),
     )
     path = tmp_path / "exchange.toml"

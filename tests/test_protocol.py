@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from streams import random_batches, random_config, random_stream
 
 from exchange.bookconfig import BookConfig
 from exchange.idempotency import shard_rejects
@@ -45,7 +46,6 @@ from exchange.records import (
 from exchange.reference import ReferenceBook
 from gateway import mirror as gm
 from gateway import protocol as p
-from tests.streams import random_batches, random_config, random_stream
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
 INT64_MAX = (1 << 63) - 1

@@ -10,7 +10,7 @@ from streams import random_batches, random_config, random_stream
 
 from exchange import ordertable
 from exchange.book import Book
-from exchange.config import DEFAULT_TOML, Instrument, parse_config
+from exchange.config import DEFAULT_TOML, InstrumentSection, parse_config
 from exchange.records import (
     CMD_MASS_CANCEL,
     CMD_NEW,
@@ -243,7 +243,7 @@ def test_replace_is_checked_for_what_it_adds():
 
 def one_book_config(book_config):
     config = make_config()
-    inst = Instrument(symbol="ACME", ref_price=book_config.min_price, book=book_config)
+    inst = InstrumentSection(symbol="ACME", ref_price=book_config.min_price, book=book_config)
     return msgspec.structs.replace(config, instruments=[inst, *config.instruments[1:]])
 
 
