@@ -246,7 +246,7 @@ class Admission:
         if type(msg) is NewOrder:
             self.count.orders += 1
             p = Pending(conn, client, msg.cid, CMD_NEW, msg.coid)
-            self._in_run(Ticket(client, self.inflight.reserve(), p, msg.sym, msg), msg.ik)
+            self._in_run(Ticket(client, self.inflight.new_req_ids(), p, msg.sym, msg), msg.ik)
             try:
                 self._take(client, 1)
             except ProtocolError as e:
@@ -260,7 +260,7 @@ class Admission:
             self._end_run()  # its refusals first: replies go in the requests' order
             self.replies.reply(conn, e.reject(msg.cid))
             return
-        base = self.inflight.reserve(len(orders))
+        base = self.inflight.new_req_ids(len(orders))
         group = BatchGroup(conn, client, msg.cid, base, [o.coid for o in orders])
         p = Pending(conn, client, msg.cid, CMD_NEW, "", group)
         for i, order in enumerate(orders):
@@ -272,20 +272,20 @@ class Admission:
 
     def _on_order(self, conn, client: int, msg: Cancel | Replace | Status) -> None:
         p = Pending(conn, client, msg.cid, KIND[type(msg)])
-        self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym, msg))
+        self.submit(Ticket(client, self.inflight.new_req_ids(), p, msg.sym, msg))
 
     def _mass_cancel(self, conn, client: int, msg: MassCancel) -> None:
         if msg.sym is None:
             self.mass_cancel_all(conn, client, msg.cid)
             return
         p = Pending(conn, client, msg.cid, CMD_MASS_CANCEL)
-        self.submit(Ticket(client, self.inflight.reserve(), p, msg.sym))
+        self.submit(Ticket(client, self.inflight.new_req_ids(), p, msg.sym))
 
     def mass_cancel_all(self, conn, client: int, cid: int) -> None:
         """A MassCancel of every instrument (``conn`` None: nobody waits for it)."""
         group = MassGroup(conn, client, cid, len(self.syms))
         p = Pending(conn, client, cid, CMD_MASS_CANCEL, "", group)
-        base = self.inflight.reserve(len(self.syms))
+        base = self.inflight.new_req_ids(len(self.syms))
         for req_id, sym in enumerate(self.syms, base):
             self.submit(Ticket(client, req_id, p, sym))
 

@@ -99,11 +99,11 @@ class IdemKeys:
             self.ledger.release(t.client, t.key, t.req_id)
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
-        self.ledger.settle(ev)
+        self.ledger.release_answered(ev)
         self.ledger.fold(ev, link.offset)
 
     def on_history(self, link: ShardLink, history: np.ndarray) -> None:
-        self.ledger.settle(history)  # the pairs an earlier gateway's requests held
+        self.ledger.release_answered(history)  # the pairs an earlier gateway's requests held
         self.ledger.fold(history, link.offset)
 
     def synced(self, link: ShardLink) -> None:

@@ -92,7 +92,7 @@ class Inflight:
         self._counter = 0
         self._table: dict[int, Pending] = {}
 
-    def reserve(self, n: int = 1) -> int:
+    def new_req_ids(self, n: int = 1) -> int:
         """The first of ``n`` consecutive new req_ids."""
         if (self._counter + n) >> self.COUNTER_BITS:
             self.incarnation = random.getrandbits(32)

@@ -80,4 +80,4 @@ class Kills:
             if not live[link.index]:
                 continue
             p = Pending(None, client, 0, CMD_MASS_CANCEL)
-            submit(Ticket(client, self.inflight.reserve(), p, sym, link=link, inst=inst))
+            submit(Ticket(client, self.inflight.new_req_ids(), p, sym, link=link, inst=inst))

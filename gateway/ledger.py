@@ -99,7 +99,7 @@ class Ledger:
         if held is not None and held[1] == req_id:
             del self._held[pair]
 
-    def settle(self, events: np.ndarray) -> None:
+    def release_answered(self, events: np.ndarray) -> None:
         """Let go of the pairs of the requests a batch of EVENT records answers (a command's
         first event answers it: ACCEPTED, REJECTED, a duplicate re-send, a conflict)."""
         if not self._held:

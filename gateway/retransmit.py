@@ -100,7 +100,7 @@ class Retransmits:
         if link.token() != link.synced_to:
             return  # a shard process not synced with yet: after its sync
         asked = queue[0]
-        asked.req_id = self.inflight.reserve()
+        asked.req_id = self.inflight.new_req_ids()
         asked.trades = []
         if not link.retransmit(asked.req_id, asked.msg.from_seq - 1, asked.msg.to_seq):
             return  # the request ring is full: at the next tick

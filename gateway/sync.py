@@ -43,7 +43,7 @@ class Sync:
     def ask(self, link: ShardLink) -> None:
         """Ask the shard to serve its history after the watermark and its resting orders
         (``ShardLink.sync``); a full ring is asked again at the next tick."""
-        if not link.sync(self.inflight.reserve()):
+        if not link.sync(self.inflight.new_req_ids()):
             logs.warning("sync not sent: the request ring is full", shard=link.name)
 
     def served(self, link: ShardLink, served: np.ndarray) -> None:

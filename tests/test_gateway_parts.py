@@ -322,12 +322,12 @@ def test_mass_group_sums_counts_and_reports_a_refused_part():
 
 def test_request_ids_carry_the_incarnation_and_roll_over_to_a_new_one():
     f = Inflight(incarnation=0xABCD)
-    assert f.reserve() == 0xABCD << 32 | 1
-    assert f.reserve(3) == 0xABCD << 32 | 2 and f.reserve() == 0xABCD << 32 | 5
+    assert f.new_req_ids() == 0xABCD << 32 | 1
+    assert f.new_req_ids(3) == 0xABCD << 32 | 2 and f.new_req_ids() == 0xABCD << 32 | 5
     f._counter = (1 << 32) - 2
-    rid = f.reserve(3)  # would not fit: all three come from a new incarnation
+    rid = f.new_req_ids(3)  # would not fit: all three come from a new incarnation
     assert rid & 0xFFFFFFFF == 1 and f.incarnation == rid >> 32
-    assert f.reserve() == rid + 3
+    assert f.new_req_ids() == rid + 3
 
 
 # --- a shard's progress, as the gateway sees it

@@ -88,11 +88,11 @@ def test_a_pair_is_held_by_its_request_until_that_request_is_answered(ledger):
     ledger.release(1, 5, 101)  # the retry does not hold the pair
     assert ledger.use(1, 5, "BOLT", req_id=104) == "ACME" and len(ledger) == 2
     # neither the retry's duplicate answer nor a later event of the holder lets go
-    ledger.settle(
+    ledger.release_answered(
         np.concatenate([answer(1, 5, 101, flags=EVF_DUPLICATE), answer(1, 5, 100, EV_DEPTH, 1)])
     )
     assert len(ledger) == 2
-    ledger.settle(np.concatenate([answer(1, 5, 100), answer(2, 5, 103, EV_REJECTED)]))
+    ledger.release_answered(np.concatenate([answer(1, 5, 100), answer(2, 5, 103, EV_REJECTED)]))
     assert len(ledger) == 0
     assert ledger.use(1, 5, "BOLT", req_id=105) is None
     ledger.release(1, 5, 105)  # not written after all (busy)
@@ -107,7 +107,7 @@ def test_memory_holds_only_what_is_in_flight(ledger):
         assert ledger.use(1 + req_id % 4, key, "ACME", req_id) is None
         flight.append(answer(1 + req_id % 4, key, req_id))
         if len(flight) == 64:  # answered a batch at a time
-            ledger.settle(np.concatenate(flight))
+            ledger.release_answered(np.concatenate(flight))
             flight = []
         assert len(ledger) == len(flight)
 
