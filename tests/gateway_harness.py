@@ -243,10 +243,12 @@ class GatewayRig:
         try:
             for c in self.clients:
                 c.close()
-            for name in list(self.procs):
-                proc = self.procs.pop(name)
+            stopping = list(self.procs.values())
+            self.procs.clear()
+            for proc in stopping:  # all at once: each stop takes a few loop turns
                 proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
                 proc.terminate()
+            for proc in stopping:
                 try:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:

@@ -125,9 +125,12 @@ def test_spinning_takes_cores_of_their_own_and_one_more_or_says_why_not(monkeypa
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_a_tiny_whole_run_prints_every_field(tmp_path):
     """Echo, then fsync and os daemons, 1,000 orders/s, 1 and 2 orders a frame; with
-    ``--wait spin``, the spinning daemon too where the machine has the cores."""
+    ``--wait spin``, the spinning daemon too where the machine has the cores. Four
+    daemons one after the other (~20 s): slow; the default run tests a step against the
+    echo, the summary, the results block and the chart."""
     argv = [sys.executable, "-m", "bench.e2e", "--json", "--bots", "1", "--seconds", "0.4"]
     argv += ["--warmup", "0.1", "--max-rate", "1000", "--batch", "2", "--wait", "spin"]
     run = subprocess.run(
