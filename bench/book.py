@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         "--workload",
         choices=["plain", "mixed"],
         default="plain",
-        help="mixed: icebergs and stop-limits among the adds",
+        help="mixed: icebergs, stop-limits and GTD orders among the adds, and EXPIREs",
     )
     ap.add_argument("--repeat", type=int, default=3, help="timed kernel runs (best is kept)")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
