@@ -13,7 +13,7 @@ over a structure of arrays (``BookState``):
   (``O_HIDDEN``, 0 for every other order), so what it shows is leaves - hidden
   and a trade touches only leaves, as for any order; per side, ``meta`` counts
   the refills the resting icebergs' reserves can still make, which bounds the
-  events an aggressor can cause (``_reserve``);
+  events an aggressor can cause (``_events_bound``);
 - per side, a ladder of waiting stops by trigger tick (rows ``[2 * levels, 3 *
   levels)`` for buy stops, ``[3 * levels, 4 * levels)`` for sell stops, only
   L_HEAD and L_TAIL used), each a FIFO in arrival order, with the lowest buy
@@ -1180,7 +1180,7 @@ def _own_turns(st, c):
 
 
 @hot
-def _reserve(st, c):
+def _events_bound(st, c):
     """Events the command can write at most (it must fit before it starts)."""
     stops = st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL]
     if stops > 0:
@@ -1236,7 +1236,7 @@ def process(st, cmds, start, ev):
     cap = ev.shape[0]
     for i in range(start, cmds.shape[0]):
         c = cmds[i]
-        need = _reserve(st, c)
+        need = _events_bound(st, c)
         if cap - n < need:
             return i - start, n, need if i == start else 0
         st.meta[M_STAMP] += 1

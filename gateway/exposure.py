@@ -3,7 +3,7 @@
 
 Inbound, after the idempotency stage: a NEW (not a retry) passes the pre-trade
 checks and is counted in flight (``Risk.admit``); a REPLACE passes them for what
-it adds and reserves that (``Risk.check_replace``, ``Risk.reserve_replace``). A
+it adds and holds that (``Risk.check_replace``, ``Risk.hold_replace``). A
 command refused later, or not written (busy), is no longer counted (``undo``).
 
 Outbound: each drained batch is folded into the live orders, and the requests it
@@ -39,7 +39,7 @@ class ExposureStage:
             m = t.msg
             refusal = self.risk.check_replace(t.client, t.sym, m.oid, m.px, m.qty)
             if refusal is None:
-                self.risk.reserve_replace(t.req_id, t.client, t.sym, m.oid, m.qty)
+                self.risk.hold_replace(t.req_id, t.client, t.sym, m.oid, m.qty)
         else:
             return
         if refusal is not None:
@@ -67,7 +67,7 @@ class ExposureStage:
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
         self.risk.apply(ev, link.index)
-        self.risk.settle(ev)
+        self.risk.release_answered(ev)
 
     def synced(self, link: ShardLink, resting: np.ndarray) -> None:
         per_inst = [

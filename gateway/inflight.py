@@ -7,7 +7,7 @@ which are routed by client id). When the counter runs out, a new incarnation
 is drawn.
 
 A request that becomes several commands (a NewOrders batch, a MassCancel of
-every instrument) reserves consecutive req_ids and has a group that collects
+every instrument) takes consecutive req_ids and has a group that collects
 each command's answer, in the slot ``req_id - base``, and makes the one reply.
 Its commands share one ``Pending``.
 """

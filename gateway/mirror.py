@@ -32,7 +32,7 @@ from exchange.records import EV_DEPTH, EV_TRADE, EVF_DUPLICATE, SIDE_BUY, SIDE_S
 from gateway.protocol import (
     DEFAULT_DEPTH,
     SIDE_NAMES,
-    Book,
+    BookSnapshot,
     Depth,
     Level,
     MarketData,
@@ -117,9 +117,9 @@ class BookMirror:
         k = best_levels(self._qty, self._orders, self._best, side - 1, out)
         return [(self._min_price + t * self._tick, q, o) for t, q, o in out[:k].tolist()]
 
-    def book(self, cid: int, depth: int) -> Book:
+    def book(self, cid: int, depth: int) -> BookSnapshot:
         """The reply to a BookRequest: the top ``depth`` levels as of ``seq``."""
-        return Book(
+        return BookSnapshot(
             cid=cid,
             sym=self.sym,
             seq=self.seq,

@@ -457,7 +457,7 @@ class OrderStatus(_Out, tag="O", kw_only=True):
     seq: int
 
 
-class Book(_Out, tag="K", kw_only=True):
+class BookSnapshot(_Out, tag="K", kw_only=True):
     cid: int
     sym: str
     seq: int
@@ -551,7 +551,7 @@ Reply = (
     | Replaced
     | Triggered
     | OrderStatus
-    | Book
+    | BookSnapshot
     | BatchAck
     | MassCancelled
     | Heartbeat

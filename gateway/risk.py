@@ -6,7 +6,7 @@ The state is the gateway's alone (it owns the client's session; no locks):
 - every live order of every client, from the shards' events: an order table
   (``exchange.ordertable``) with its client row, instrument, side, total qty
   and open qty, and per (client row, instrument, side) the open quantity;
-- what was sent and not answered yet: ``reserve`` counts a NEW (or the qty a
+- what was sent and not answered yet: ``hold`` counts a NEW (or the qty a
   REPLACE adds) the moment it is queued for a shard, ``release`` forgets it
   when its answer comes (or it was never written); so many orders in flight
   at once are all counted, whichever connection of the client sent them;
@@ -186,13 +186,13 @@ FITS = 1 << 62  # a limit below this, times anything the pass multiplies it by, 
 @njit(cache=True)
 def admit_pass(
     i, rows, insts, sides, qtys, pxs, skip, caps, max_pos, max_price, tick, marks,
-    live, open_qty, acct, flight, reserved_at,
+    live, open_qty, acct, flight, held_at,
 ):  # fmt: skip
-    """``Risk._rules`` and the reservation of each NEW from ``i`` on, in order, while
+    """``Risk._rules`` and the hold of each NEW from ``i`` on, in order, while
     every order passes; returns the index of the first one it leaves to Python (one
     that breaks a limit, or of a row whose limits are too large for int64 products:
     not ``C_EXACT``), or the number of orders. ``skip``: orders not checked (retries,
-    refused before). ``reserved_at[k]``: the flight column order k reserved (-1:
+    refused before). ``held_at[k]``: the flight column order k holds (-1:
     none). ``pxs`` 0: a market order."""
     orders = flight.shape[1] - 1
     n = rows.shape[0]
@@ -224,7 +224,7 @@ def admit_pass(
             return i
         flight[r, k] += qty
         flight[r, orders] += 1
-        reserved_at[i] = k
+        held_at[i] = k
         i += 1
     return n
 
@@ -260,7 +260,7 @@ class Risk:
         self._entries = 0  # live orders in the table (how full it is)
         self._accounts: dict[int, tuple[int, Limits]] = {}  # client -> (row, limits)
         # req_id -> (row, 2 x instrument + side index, qty, 1 for a NEW / 0)
-        self._reserved: dict[int, tuple[int, int, int, int]] = {}
+        self._held: dict[int, tuple[int, int, int, int]] = {}
         self.killed: set[int] = set()
 
     def _account(self, client: int) -> tuple[int, Limits]:
@@ -326,8 +326,8 @@ class Risk:
     def admit(
         self, req_id: int, client: int, sym: str, side: int, qty: int, px: int | None
     ) -> Refusal | None:
-        """``check``, and ``reserve`` when it passes: the gateway's one call per NEW (its
-        lookups and the reservation inline: this runs once per order)."""
+        """``check``, and ``hold`` when it passes: the gateway's one call per NEW (its
+        lookups and the hold inline: this runs once per order)."""
         inst = self.index.get(sym)
         account = self._accounts.get(client)
         if inst is None or account is None or (side != SIDE_BUY and side != SIDE_SELL):
@@ -337,10 +337,10 @@ class Risk:
         s = side - 1
         refusal = self._rules(client, row, lim, inst, s, qty, px, qty, True)
         if refusal is None:
-            if req_id in self._reserved:
-                raise ValueError(f"req_id {req_id} is reserved already")
+            if req_id in self._held:
+                raise ValueError(f"req_id {req_id} is held already")
             k = 2 * inst + s
-            self._reserved[req_id] = (row, k, qty, 1)
+            self._held[req_id] = (row, k, qty, 1)
             self.flight[row, k] += qty
             self.flight[row, self._orders] += 1
         return refusal
@@ -366,14 +366,14 @@ class Risk:
         sides = sides.astype(np.int64) - 1
         qtys, pxs = qtys.astype(np.int64), pxs.astype(np.int64)
         marks = np.array(self.positions.marks, np.int64)
-        reserved_at = np.full(n, -1, np.int64)
+        held_at = np.full(n, -1, np.int64)
         refusals = []
         i = 0
         while True:
             i = admit_pass(
                 i, rows, insts, sides, qtys, pxs, skip, self.caps, self.max_pos,
                 self._max_price, self._tick, marks, self.live, self.open_qty,
-                self.positions.acct, self.flight, reserved_at,
+                self.positions.acct, self.flight, held_at,
             )  # fmt: skip
             if i == n:
                 break
@@ -384,10 +384,10 @@ class Risk:
             if refusal is not None:
                 refusals.append((i, refusal))
             i += 1
-        done = np.flatnonzero(reserved_at >= 0).tolist()
+        done = np.flatnonzero(held_at >= 0).tolist()
         if done:
-            ks, qs, rs = reserved_at.tolist(), qtys.tolist(), rows.tolist()
-            self._reserved.update((req_ids[j], (rs[j], ks[j], qs[j], 1)) for j in done)
+            ks, qs, rs = held_at.tolist(), qtys.tolist(), rows.tolist()
+            self._held.update((req_ids[j], (rs[j], ks[j], qs[j], 1)) for j in done)
         return refusals
 
     def check_replace(self, client: int, sym: str, oid: int, px: int, qty: int) -> Refusal | None:
@@ -500,12 +500,12 @@ class Risk:
 
     # ------------------------------------------------------------ in flight
 
-    def reserve(self, req_id: int, client: int, sym: str, side: int, qty: int) -> None:
+    def hold(self, req_id: int, client: int, sym: str, side: int, qty: int) -> None:
         """Count a NEW that is queued for its shard until ``release(req_id)``."""
         row, inst = self._account(client)[0], self._inst(sym)
-        self._hold(req_id, row, inst, side - 1, qty, 1)
+        self._hold_row(req_id, row, inst, side - 1, qty, 1)
 
-    def reserve_replace(self, req_id: int, client: int, sym: str, oid: int, qty: int) -> None:
+    def hold_replace(self, req_id: int, client: int, sym: str, oid: int, qty: int) -> None:
         """Count what a queued Replace adds to its order (nothing if it is not the client's
         live order on ``sym``, or adds no quantity) until ``release(req_id)``."""
         i = self._live_row(client, sym, oid)
@@ -514,31 +514,31 @@ class Risk:
         added = qty - int(self.table[i, T_QTY])
         if added > 0:
             row, inst, s = self.table[i, T_ROW : T_SIDE + 1].tolist()
-            self._hold(req_id, row, inst, s, added, 0)
+            self._hold_row(req_id, row, inst, s, added, 0)
 
-    def _hold(self, req_id: int, row: int, inst: int, s: int, qty: int, orders: int) -> None:
-        if req_id in self._reserved:
-            raise ValueError(f"req_id {req_id} is reserved already")
+    def _hold_row(self, req_id: int, row: int, inst: int, s: int, qty: int, orders: int) -> None:
+        if req_id in self._held:
+            raise ValueError(f"req_id {req_id} is held already")
         k = 2 * inst + s
-        self._reserved[req_id] = (row, k, qty, orders)
+        self._held[req_id] = (row, k, qty, orders)
         self.flight[row, k] += qty
         self.flight[row, self._orders] += orders
 
     def release(self, req_id: int) -> None:
         """The request was answered (or never written): stop counting it. Harmless for a
-        req_id that reserved nothing."""
-        held = self._reserved.pop(req_id, None)
+        req_id that holds nothing."""
+        held = self._held.pop(req_id, None)
         if held is not None:
             row, k, qty, orders = held
             self.flight[row, k] -= qty
             self.flight[row, self._orders] -= orders
 
-    def settle(self, events: np.ndarray) -> None:
+    def release_answered(self, events: np.ndarray) -> None:
         """Release the requests a batch of EVENT records answers: a command's first event
         (idx 0) answers it, whatever its kind."""
-        if not self._reserved:
+        if not self._held:
             return
-        pop = self._reserved.pop
+        pop = self._held.pop
         held = [pop(r, None) for r in events["req_id"][events["idx"] == 0].tolist()]
         held = [h for h in held if h is not None]
         if held:
@@ -547,12 +547,12 @@ class Risk:
             np.subtract.at(self.flight[:, self._orders], rows, orders)
 
     def in_flight(self) -> int:
-        return len(self._reserved)
+        return len(self._held)
 
     # ------------------------------------------------------------ events
 
     def apply(self, events: np.ndarray, shard: int) -> None:
-        """Fold a batch of EVENT records of shard number ``shard`` in (then ``settle`` it:
+        """Fold a batch of EVENT records of shard number ``shard`` in (then ``release_answered`` it:
         in this order, no order is ever counted neither live nor in flight)."""
         accepted = np.flatnonzero(events["kind"] == EV_ACCEPTED)
         rows = np.full(len(events), -1, np.int64)

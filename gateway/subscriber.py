@@ -19,7 +19,7 @@ from typing import NamedTuple
 import zmq
 
 from gateway.client import connect_curve
-from gateway.protocol import DEFAULT_DEPTH, Book, Depth, Trades, decode_market_data
+from gateway.protocol import DEFAULT_DEPTH, BookSnapshot, Depth, Trades, decode_market_data
 
 
 class LocalBook(NamedTuple):
@@ -31,7 +31,7 @@ class LocalBook(NamedTuple):
 class Feeds:
     """The chains and books of some symbols, message by message (no socket: ``Subscriber``).
 
-    ``snapshot(sym, depth)`` returns a ``Book`` (or anything else when it
+    ``snapshot(sym, depth)`` returns a ``BookSnapshot`` (or anything else when it
     cannot: the book stays stale and is asked for again at the next refresh).
     """
 
@@ -48,7 +48,7 @@ class Feeds:
     def refresh(self) -> None:
         for sym in sorted(self.stale):
             book = self.snapshot(sym, self.depth)
-            if isinstance(book, Book):
+            if isinstance(book, BookSnapshot):
                 self.books[sym] = LocalBook(book.seq, book.bids, book.asks)
                 self.stale.discard(sym)
                 self.refreshes += 1

@@ -62,7 +62,7 @@ def warm_up(config) -> float:
     events, _, _, _ = unseen(events, (0, 0))
     positions.apply(events, risk.offsets[0])
     risk.apply(events, 0)
-    risk.settle(events)
+    risk.release_answered(events)
     risk.reset(0, [book.canonical_rows()])  # takes off what the events put on
     one = np.ones(1, np.int64)
     risk.admit_run([1], [1], 0 * one, SIDE_BUY * one, one, inst.ref_price * one, one < 0)

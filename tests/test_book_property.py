@@ -120,7 +120,7 @@ def test_long_random_streams_agree(book_classes, seed):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("seed", range(200, 206))
 def test_the_kernel_reserves_enough_events_and_counts_its_refills(seed):
-    """Command by command: no command writes more events than ``_reserve`` said it
+    """Command by command: no command writes more events than ``_events_bound`` said it
     could (the kernel writes into its buffer unchecked), and the refills counted per
     side are those the resting icebergs' reserves can make."""
     from exchange import kernel
@@ -132,7 +132,7 @@ def test_the_kernel_reserves_enough_events_and_counts_its_refills(seed):
     cmds = random_stream(rng, config, 4_000)
     st_ = book.state
     for i in range(len(cmds)):
-        need = kernel._reserve(st_, cmds[i])
+        need = kernel._events_bound(st_, cmds[i])
         got = len(book.process(cmds[i : i + 1]))
         assert got <= need, f"command {i} wrote {got} events, {need} were reserved"
         rows = book.canonical_rows()

@@ -40,7 +40,7 @@ from gateway.protocol import (
     NOT_FOUND,
     Ack,
     BatchAck,
-    Book,
+    BookSnapshot,
     MassCancelled,
     ProtocolError,
     Reject,
@@ -110,7 +110,7 @@ def book_views(daemon: Daemon) -> dict:
         views = {i.symbol: c.book(i.symbol, depth=100) for i in daemon.config.instruments}
     finally:
         c.close()
-    assert all(isinstance(v, Book) for v in views.values()), views
+    assert all(isinstance(v, BookSnapshot) for v in views.values()), views
     return {s: (v.bids, v.asks) for s, v in views.items()}
 
 

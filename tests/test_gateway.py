@@ -22,7 +22,7 @@ from gateway.keys import load_secret_certificate, new_key_pair, revoke_client
 from gateway.protocol import (
     Ack,
     BatchAck,
-    Book,
+    BookSnapshot,
     Cancelled,
     Depth,
     Fill,
@@ -291,7 +291,7 @@ def test_market_data_chains_by_seq_and_matches_the_book(rig):
     [trades] = [m for m in got if isinstance(m, Trades)]
     assert trades.side == "sell" and trades.prints == [(2_020, 10), (2_015, 10), (2_010, 10)]
     book = c.book("BOLT")
-    assert isinstance(book, Book) and sub.gaps == 0
+    assert isinstance(book, BookSnapshot) and sub.gaps == 0
     assert sub.books["BOLT"] == (book.seq, book.bids, book.asks)
 
 
@@ -327,7 +327,7 @@ def test_replies_decode_with_plain_msgpack(rig):
     assert c.socket.poll(5000)
     raw = msgspec.msgpack.decode(c.socket.recv())
     assert raw["t"] == "K" and raw["cid"] == 31 and set(raw) >= {"sym", "seq", "bids", "asks"}
-    assert isinstance(decode_reply(msgspec.msgpack.encode(raw)), Book)
+    assert isinstance(decode_reply(msgspec.msgpack.encode(raw)), BookSnapshot)
 
 
 def test_a_connection_that_asks_for_bundles_gets_an_order_and_its_fill_in_one_frame(rig):

@@ -21,7 +21,16 @@ from exchange.topology import request_ring
 from gateway.client import order
 from gateway.core import RUN_MIN
 from gateway.keys import create_server_keys
-from gateway.protocol import Ack, BatchAck, Book, Cancelled, Fill, Heartbeat, NewOrder, Reject
+from gateway.protocol import (
+    Ack,
+    BatchAck,
+    BookSnapshot,
+    Cancelled,
+    Fill,
+    Heartbeat,
+    NewOrder,
+    Reject,
+)
 from shm.ring import inspect_ring
 
 pytestmark = pytest.mark.timeout(120)
@@ -118,7 +127,7 @@ def test_gateway_restart_keeps_books_and_idempotency_keys(rig):
     rig.start_gateway()
     c = rig.client(6)
     book = c.book("ACME", depth=100)
-    assert isinstance(book, Book) and (19_000, 7, 1) in book.asks
+    assert isinstance(book, BookSnapshot) and (19_000, 7, 1) in book.asks
     seqs = rig.last_seqs()
     # the new gateway holds no key in memory: s0's journal says where 31337 was used
     conflict = c.new_order("BTC-USD", "sell", 7, px=8_000_000, ik=31337)

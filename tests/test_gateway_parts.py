@@ -33,7 +33,7 @@ from gateway.conns import Connections
 from gateway.inflight import BatchGroup, Inflight, MassGroup
 from gateway.protocol import (
     Ack,
-    Book,
+    BookSnapshot,
     Depth,
     Heartbeat,
     MassCancelled,
@@ -426,7 +426,7 @@ def _feeds(books):
 
 
 def test_subscriber_detects_a_gap_and_refreshes_from_a_snapshot():
-    books = [Book(cid=1, sym="ACME", seq=10, bids=[(99, 5, 1)], asks=[])]
+    books = [BookSnapshot(cid=1, sym="ACME", seq=10, bids=[(99, 5, 1)], asks=[])]
     sub, asked = _feeds(books)
     sub.refresh()
     assert sub.books["ACME"] == LocalBook(10, [(99, 5, 1)], [])
@@ -443,7 +443,7 @@ def test_subscriber_detects_a_gap_and_refreshes_from_a_snapshot():
     assert sub.gaps == 1 and not sub.stale  # lost trades are counted, not refreshed
     sub.handle(b"ACME", depth(30, 25, [(97, 1, 1)]))  # 25 never arrived
     assert sub.gaps == 2 and sub.stale == {"ACME"}
-    books.append(Book(cid=2, sym="ACME", seq=31, bids=[(97, 3, 1)], asks=[]))
+    books.append(BookSnapshot(cid=2, sym="ACME", seq=31, bids=[(97, 3, 1)], asks=[]))
     sub.refresh()
     assert sub.books["ACME"] == LocalBook(31, [(97, 3, 1)], []) and asked == [("ACME", 5)] * 2
     top = TopOfBook(sym="ACMEX", seq=40, prev=0, bid_px=0, bid_qty=0, ask_px=0, ask_qty=0)

@@ -82,7 +82,7 @@ SAMPLES = {
     p.OrderStatus: p.OrderStatus(
         cid=5, sym="ACME", oid=4, side="buy", px=1, qty=2, leaves=1, state="live", seq=3
     ),
-    p.Book: p.Book(cid=6, sym="ACME", seq=12, bids=LEVELS, asks=[]),
+    p.BookSnapshot: p.BookSnapshot(cid=6, sym="ACME", seq=12, bids=LEVELS, asks=[]),
     p.BatchAck: p.BatchAck(
         cid=8,
         results=[
@@ -844,7 +844,7 @@ def test_depth_messages_only_when_the_top_levels_change():
         p.Depth(sym="ACME", seq=121, prev=107, bids=[(9_000, 20, 2)], asks=[]),
         p.TopOfBook(sym="ACME", seq=121, prev=107, bid_px=9_000, bid_qty=20, ask_px=0, ask_qty=0),
     ]
-    assert shard.mirror.book(cid=5, depth=3) == p.Book(
+    assert shard.mirror.book(cid=5, depth=3) == p.BookSnapshot(
         cid=5, sym="ACME", seq=121, bids=[(9_000, 20, 2), (8_990, 10, 1)], asks=[]
     )
 
@@ -912,7 +912,7 @@ def check_random_stream(seed: int, n: int) -> None:
                 assert msg.prints == [(e.price, e.qty) for e in trades]
         assert shown_depth == book.depth(depth)
         assert shown_top == book.top()
-        assert mirror.book(0, 10_000) == p.Book(
+        assert mirror.book(0, 10_000) == p.BookSnapshot(
             cid=0, sym="X", seq=mirror.seq, bids=book.depth(10_000)[0], asks=book.depth(10_000)[1]
         )
 
@@ -993,7 +993,7 @@ def test_a_mirror_loaded_from_resting_orders_serves_them_and_ignores_what_it_has
     mirror = gm.BookMirror("ACME", BOOK)
     rows = book.canonical_rows()
     mirror.load_resting(3, rows[:, 0], rows[:, 1], rows[:, 9])  # shown
-    assert mirror.book(cid=4, depth=5) == p.Book(
+    assert mirror.book(cid=4, depth=5) == p.BookSnapshot(
         cid=4, sym="ACME", seq=3, bids=[(9_990, 15, 2)], asks=[(10_100, 5, 1)]
     )
     assert gm.market_data(events, [mirror]) == []  # a restarted shard's repeated tail

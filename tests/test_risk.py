@@ -141,11 +141,11 @@ def test_price_collar_in_ticks_is_applied_too():
 
 def test_max_open_orders_counts_live_and_in_flight_orders():
     r = make_risk(make_config(max_open_orders=3))
-    r.reserve(1, 7, "ACME", SIDE_BUY, 1)
+    r.hold(1, 7, "ACME", SIDE_BUY, 1)
     r.apply(accepted(7, 0, SIDE_BUY, 1, order_id=100), shard=0)
     assert r.open_orders(7) == 2
     assert r.check(7, "BTC-USD", SIDE_SELL, 1, 6_000_000) is None  # 2 < 3
-    r.reserve(2, 7, "BTC-USD", SIDE_SELL, 1)
+    r.hold(2, 7, "BTC-USD", SIDE_SELL, 1)
     refused = r.check(7, "ETH-USD", SIDE_BUY, 1, 300_000)  # 3: at the limit, no more
     assert refused.code == MAX_OPEN_ORDERS and "3 orders" in refused.reason
     assert "limit is 3" in refused.reason
@@ -159,7 +159,7 @@ def test_position_limit_counts_position_open_and_in_flight_orders_each_side():
     r = make_risk()
     r.positions.apply(trade(5, SIDE_BUY, 6, 10_000, 40))  # client 5: long 40
     r.apply(accepted(5, 0, SIDE_BUY, 30, order_id=1), shard=0)  # resting buy 30
-    r.reserve(9, 5, "ACME", SIDE_BUY, 20)  # a buy of 20 in flight
+    r.hold(9, 5, "ACME", SIDE_BUY, 20)  # a buy of 20 in flight
     # 40 + 30 + 20 = 90: 60 more reach the long limit of 150
     assert r.check(5, "ACME", SIDE_BUY, 60, 10_000) is None
     assert r.check(5, "ACME", SIDE_BUY, 59, 10_000) is None
@@ -169,7 +169,7 @@ def test_position_limit_counts_position_open_and_in_flight_orders_each_side():
     assert "long limit of 150" in refused.reason
     # selling: 40 - 190 = -150 reaches the short limit; open buys do not count
     assert r.check(5, "ACME", SIDE_SELL, 100, 10_000) is None
-    r.reserve(10, 5, "ACME", SIDE_SELL, 90)
+    r.hold(10, 5, "ACME", SIDE_SELL, 90)
     assert r.check(5, "ACME", SIDE_SELL, 100, 10_000) is None
     refused = r.check(5, "ACME", SIDE_SELL, 101, 10_000)
     assert refused.code == MAX_POSITION and "to -151" in refused.reason
@@ -220,11 +220,11 @@ def test_replace_is_checked_for_what_it_adds():
     assert r.check_replace(5, "ACME", 12, 10_000, 100_000) is None
     assert r.check_replace(5, "ACME", 11, 10_000, 121).code == MAX_ORDER_QTY
     assert r.check_replace(5, "ACME", 11, 12_000, 10).code == PRICE_COLLAR
-    r.reserve(1, 5, "ACME", SIDE_BUY, 40)  # 100 open + 40 in flight: 10 to the limit
+    r.hold(1, 5, "ACME", SIDE_BUY, 40)  # 100 open + 40 in flight: 10 to the limit
     assert r.check_replace(5, "ACME", 11, 10_000, 100) is None
     assert r.check_replace(5, "ACME", 11, 10_000, 110) is None
     assert r.check_replace(5, "ACME", 11, 10_000, 111).code == MAX_POSITION
-    r.reserve_replace(2, 5, "ACME", 11, 110)
+    r.hold_replace(2, 5, "ACME", 11, 110)
     assert r.exposure(5, "ACME").buy == 150
     assert r.check(5, "ACME", SIDE_BUY, 1, 10_000).code == MAX_POSITION
     rep = events(1)
@@ -342,7 +342,7 @@ def test_a_burst_in_flight_from_one_client_never_breaches_its_position_limit(see
             ev = book.process(cmds)
             r.positions.apply(ev)
             r.apply(ev, shard=0)
-            r.settle(ev)
+            r.release_answered(ev)
             pos = r.positions.position(1, 0)
             peak = max(peak, abs(pos))
             e = r.exposure(1, "ACME")
@@ -368,15 +368,15 @@ def test_bad_input_is_refused_and_changes_nothing():
         r.check(1, "NOPE", SIDE_BUY, 1, 10_000)
     with pytest.raises(ValueError, match="side must be"):
         r.check(1, "ACME", 3, 1, 10_000)
-    r.reserve(5, 1, "ACME", SIDE_BUY, 10)
-    with pytest.raises(ValueError, match="req_id 5 is reserved already"):
-        r.reserve(5, 1, "ACME", SIDE_BUY, 99)
+    r.hold(5, 1, "ACME", SIDE_BUY, 10)
+    with pytest.raises(ValueError, match="req_id 5 is held already"):
+        r.hold(5, 1, "ACME", SIDE_BUY, 99)
     assert r.exposure(1, "ACME").buy == 10 and r.open_orders(1) == 1
     r.release(5)
     r.release(5)  # twice: nothing more
     assert r.exposure(1, "ACME").buy == 0 and r.open_orders(1) == 0
     with pytest.raises(ValueError, match="client id"):
-        r.reserve(6, 0, "ACME", SIDE_BUY, 1)
+        r.hold(6, 0, "ACME", SIDE_BUY, 1)
     assert r.in_flight() == 0
     assert offsets(make_config()) == [0, 2]
 
@@ -442,12 +442,12 @@ def test_a_run_through_the_batch_pass_is_admitted_as_one_order_at_a_time(seed):
         assert run.admit_run(req_ids, clients, insts, sides, qtys, pxs, skip) == expected
         assert in_flight(run) == in_flight(one)
         # some answered (accepted: live now), and a trade that moves a position and a mark
-        done = [k for k in req_ids if k in one._reserved and rng.random() < 0.5]
+        done = [k for k in req_ids if k in one._held and rng.random() < 0.5]
         px = config.instrument(syms[0]).ref_price + int(rng.integers(-50, 50))
         traded = int(rng.integers(1, 30))
         for r in (one, run):
             for k in done:
-                row, col, qty, _ = r._reserved[k]
+                row, col, qty, _ = r._held[k]
                 ev = accepted(r.slots.ids[row], col // 2, SIDE_BUY + col % 2, qty, k, k)
                 r.apply(ev, 0)
                 r.release(k)
@@ -459,5 +459,5 @@ def in_flight(r: Risk) -> tuple[dict, dict]:
     """What is in flight, by client (the rows are numbered as clients are met)."""
     ids = r.slots.ids
     flight = {ids[row]: r.flight[row].tolist() for row in range(len(ids))}
-    reserved = {k: (ids[row], *rest) for k, (row, *rest) in r._reserved.items()}
+    reserved = {k: (ids[row], *rest) for k, (row, *rest) in r._held.items()}
     return flight, reserved

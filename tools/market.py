@@ -10,7 +10,7 @@ have passed (0: until Ctrl-C) or, for trades, ``count`` prints were shown.
 import time
 from collections.abc import Callable
 
-from gateway.protocol import Book, Reject, Trades
+from gateway.protocol import BookSnapshot, Reject, Trades
 from gateway.subscriber import Subscriber
 from tools.errors import ToolError
 
@@ -18,7 +18,7 @@ POLL_SECONDS = 0.25
 CLEAR = "\x1b[H\x1b[2J"
 
 
-def snapshot(client, sym: str, depth: int) -> Book:
+def snapshot(client, sym: str, depth: int) -> BookSnapshot:
     try:
         book = client.book(sym, depth)
     except TimeoutError:

@@ -13,7 +13,7 @@ import random
 import sys
 
 from gateway.client import Client
-from gateway.protocol import Book, Fill
+from gateway.protocol import BookSnapshot, Fill
 from tools.botrun import bot_args, bot_client, run_bot
 
 STEP_SECONDS = 0.3
@@ -49,7 +49,7 @@ class Taker:
             self.client.new_order(self.sym, side, qty, type="market")
         else:
             book = self.client.book(self.sym, 1)
-            if not isinstance(book, Book):
+            if not isinstance(book, BookSnapshot):
                 return
             levels = book.asks if side == "buy" else book.bids
             if not levels:
