@@ -190,11 +190,6 @@ def fingerprints(cmds: np.ndarray) -> np.ndarray:
     return out
 
 
-def request_fingerprint(cmd) -> bytes:
-    """The 48 bytes that tell an identical retry of a NEW command from a different request."""
-    return fingerprints(np.asarray(cmd).reshape(1)).tobytes()
-
-
 def entry_keys(clients: np.ndarray, idem_keys: np.ndarray) -> np.ndarray:
     """Journal keys (IDEM_KEY_DTYPE) of (client, idem key) pairs."""
     k = np.zeros(len(clients), IDEM_KEY_DTYPE)

@@ -1310,9 +1310,6 @@ class Journal:
             out.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
         return out
 
-    def idem_lookup(self, client: int, idem_key: int) -> IdemEntry | None:
-        return self.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
-
     def idem_lookup_many(self, clients, idem_keys) -> list[IdemEntry | None]:
         keys = _items(idempotency.entry_keys(np.asarray(clients), np.asarray(idem_keys)))
         values = self.idem_values(keys)

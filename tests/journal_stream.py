@@ -89,3 +89,9 @@ def assert_prefix(journal, batches) -> int:
     end = int(batches[k - 1][0]["seq"][-1]) if k else 0
     assert before <= end <= after, f"{k} batches end at {end}, last_seq went {before}..{after}"
     return end
+
+
+def idem_entry(journal, client: int, idem_key: int):
+    """The journal's entry of one (client, idempotency key) pair, looked up as a shard does
+    for a batch (``Journal.idem_lookup_many``)."""
+    return journal.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]

@@ -3,6 +3,7 @@ the control commands (SYNC, STATUS) it answers from its own state."""
 
 import numpy as np
 import pytest
+from journal_stream import idem_entry
 
 from exchange import engine as engine_module
 from exchange.bookconfig import BookConfig
@@ -127,7 +128,7 @@ def test_a_key_is_used_up_only_by_an_order_the_book_accepted(journal):
     assert first.commands == 1
     rej = answer(first, 2)
     assert (rej["kind"].tolist(), rej["code"].tolist()) == ([EV_REJECTED], [REJ_POST_ONLY])
-    assert journal.idem_lookup(1, 7) is None  # no entry: the key is free
+    assert idem_entry(journal, 1, 7) is None  # no entry: the key is free
     # an identical retry is sequenced and evaluated again (not a duplicate)
     again = eng.apply(post_only(7, 3))
     assert again.commands == 1 and len(again.replies) == 0
@@ -146,7 +147,7 @@ def test_a_key_is_used_up_only_by_an_order_the_book_accepted(journal):
     taken = eng.apply(post_only(7, 5))
     acc = answer(taken, 5)
     assert acc["kind"].tolist() == [EV_ACCEPTED] and not acc["flags"][0] & EVF_DUPLICATE
-    entry = journal.idem_lookup(1, 7)
+    entry = idem_entry(journal, 1, 7)
     assert (entry.seq, entry.order_id) == (acc["seq"][0], acc["order_id"][0])
     # now the key is used: a retry is the original Ack again, a different order a conflict
     dup = eng.apply(np.concatenate([post_only(7, 6), post_only(7, 7, px=99)]))
@@ -160,7 +161,7 @@ def test_a_key_is_used_up_only_by_an_order_the_book_accepted(journal):
     assert answer(refused, 9)["code"].tolist() == [REJ_POST_ONLY]
     other = eng.apply(post_only(8, 10, px=150))
     assert answer(other, 10)["kind"].tolist() == [EV_ACCEPTED]
-    assert journal.idem_lookup(1, 8).seq == answer(other, 10)["seq"][0]
+    assert idem_entry(journal, 1, 8).seq == answer(other, 10)["seq"][0]
 
 
 def test_a_retry_in_the_batch_of_its_rejected_original_gets_its_reject(journal):
@@ -177,7 +178,7 @@ def test_a_retry_in_the_batch_of_its_rejected_original_gets_its_reject(journal):
     dup = out.replies[out.replies["req_id"] == 3]
     assert dup["code"].tolist() == [REJ_POST_ONLY] and dup["flags"][0] & EVF_DUPLICATE
     assert dup["seq"][0] == out.events["seq"][0]
-    assert journal.idem_lookup(1, 7) is None
+    assert idem_entry(journal, 1, 7) is None
     later = eng.apply(orders((0, SIDE_BUY, 90, 1, 1, 7, 4)))  # a different order
     assert later.commands == 1 and later.events["kind"][0] == EV_ACCEPTED
 

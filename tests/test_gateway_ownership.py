@@ -17,6 +17,7 @@ import time
 
 import pytest
 from gateway_harness import GatewayRig
+from journal_stream import idem_entry
 
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
@@ -143,7 +144,7 @@ def stored_checkpoint(rig) -> Checkpoint:
 def journaled_key(rig, shard: str, client: int, ik: int):
     """The shard journal's entry for the pair (None: never used there)."""
     with Journal(str(rig.tmp / "journal" / shard), readonly=True) as j:
-        return j.idem_lookup(client, ik)
+        return idem_entry(j, client, ik)
 
 
 def trade_keyed(rig, base: int) -> dict[str, tuple[int, Ack]]:

@@ -9,7 +9,7 @@ import zlib
 import lmdb
 import numpy as np
 import pytest
-from journal_stream import assert_prefix, cut, shard_stream
+from journal_stream import assert_prefix, cut, idem_entry, shard_stream
 
 from exchange import journal as journal_module
 from exchange.idempotency import used_news
@@ -180,7 +180,7 @@ def test_a_reused_idempotency_key_is_refused_whole(jdir):
         with pytest.raises(ValueError, match=r"\(5, 77\) is already used"):
             j.write_batch(cmds[1:], accepts(cmds[1:]))
         assert j.last_seq == 1
-        assert j.idem_lookup(5, 77).seq == 1
+        assert idem_entry(j, 5, 77).seq == 1
 
 
 def test_snapshots_latest_kept_and_pruned(jdir, stream):
@@ -363,7 +363,7 @@ def test_reads_agree_whatever_the_folds_and_across_a_reopen(tmp_path, stream):
                     assert j.positions() == expected
                     assert j.stats().idem_entries == len(pairs)
                     one = entries[len(entries) // 2]
-                    assert j.idem_lookup(one.client, one.idem_key) == one
+                    assert idem_entry(j, one.client, one.idem_key) == one
                     answers.append((entries, [j.order(o) for o in oids]))
         assert all(a == answers[0] for a in answers[1:])
         with Journal(paths[40]) as j:

@@ -10,6 +10,7 @@ import time
 import msgspec
 import numpy as np
 import pytest
+from journal_stream import idem_entry
 from test_tools_journal import BOOKS, MERGE_ROWS, SYMBOLS, order_flow
 
 from bench import retention as bench_retention
@@ -127,7 +128,7 @@ def test_dropped_history_is_checked_from_the_latest_snapshot(tmp_path):
 def test_a_pruned_orders_key_leaves_with_it_and_a_flagged_retry_is_refused_expired(archived):
     journal, engine, _, first, _ = archived
     assert first <= journal.pruned
-    assert journal.idem_lookup(3, 1 << 40) is None  # the entry left with its batch
+    assert idem_entry(journal, 3, 1 << 40) is None  # the entry left with its batch
     last = engine.last_seq
     retry = keyed_order(1 << 40)
     retry["flags"] = FLAG_RETRY  # the gateway knows an order used the pair
@@ -138,7 +139,7 @@ def test_a_pruned_orders_key_leaves_with_it_and_a_flagged_retry_is_refused_expir
     # unflagged (the gateway's window is over too): a new order under the pair
     applied = engine.apply(keyed_order(1 << 40))
     assert engine.last_seq == last + 1 and applied.events["kind"][0] == EV_ACCEPTED
-    assert journal.idem_lookup(3, 1 << 40).seq == last + 1
+    assert idem_entry(journal, 3, 1 << 40).seq == last + 1
     # and a flagged retry of that one is a duplicate, as an unflagged one is
     retry["req_id"] = 78
     ack = engine.apply(retry).replies[0]  # then what its arrival did, duplicates too

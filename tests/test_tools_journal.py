@@ -19,6 +19,7 @@ import zlib
 import lmdb
 import numpy as np
 import pytest
+from journal_stream import idem_entry
 
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
@@ -414,7 +415,7 @@ def test_a_damaged_idem_value_is_refused_never_a_conflict(raw, copy):
             if c["kind"] == CMD_NEW and (c["client"], c["idem_key"]) == (client, idem_key)
         )
         with pytest.raises(JournalDamaged, match=r"idem \(client .*: checksum mismatch"):
-            j.idem_lookup(client, idem_key)
+            idem_entry(j, client, idem_key)
         engine = ShardEngine(0, BOOKS, j)
         engine.recover()
         retry = commands(1)

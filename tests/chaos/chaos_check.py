@@ -325,7 +325,7 @@ def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, ki
         if order is None or (order.client, order.instrument) != (client, inst):
             report.add("acked", f"client {client}: acked order {oid} ({sym}) journaled as {order}")
             continue
-        entry = j.idem_lookup(client, ik)
+        entry = j.idem_lookup_many(np.array([client]), np.array([ik]))[0]
         if entry is None or (entry.order_id, entry.seq) != (oid, seq):
             report.add(
                 "acked",
