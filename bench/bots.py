@@ -48,6 +48,7 @@ import zmq
 
 from exchange.config import DEFAULT_TOML, parse_config
 from gateway.client import connect_curve
+from gateway.codec import decode_replies, decode_request, encode
 from gateway.keys import load_secret_certificate
 from gateway.protocol import (
     PROTOCOL_VERSION,
@@ -58,9 +59,6 @@ from gateway.protocol import (
     NewOrders,
     Order,
     Reject,
-    decode_replies,
-    decode_request,
-    encode,
 )
 
 PASSIVE_TICKS = 20  # GTC orders rest 1..this many ticks from the reference price

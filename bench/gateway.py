@@ -52,8 +52,9 @@ from exchange.config import DEFAULT_TOML, dump_config, parse_config
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.topology import event_ring, request_ring
 from gateway.client import connect_curve
+from gateway.codec import decode_reply, encode
 from gateway.keys import create_client, create_server_keys, load_secret_certificate
-from gateway.protocol import Ack, BatchAck, NewOrder, NewOrders, Order, decode_reply, encode
+from gateway.protocol import Ack, BatchAck, NewOrder, NewOrders, Order
 from gateway.server import HWM
 from shm.names import unlink_namespace
 from shm.ring import create_ring, inspect_ring

@@ -21,6 +21,7 @@ State: the multi-frame message being read off, if any.
 import zmq
 
 from exchange.records import CMD_CANCEL, CMD_MASS_CANCEL, CMD_NEW, CMD_REPLACE, CMD_STATUS
+from gateway.codec import decode_request, salvage_cid
 from gateway.counters import GatewayCounters
 from gateway.discard import discard, give_back_heap
 from gateway.inflight import BatchGroup, Inflight, MassGroup, Pending
@@ -39,8 +40,6 @@ from gateway.protocol import (
     Reject,
     Replace,
     Status,
-    decode_request,
-    salvage_cid,
 )
 from gateway.ratelimit import RateLimiter
 from gateway.replies import Replies

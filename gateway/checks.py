@@ -29,10 +29,17 @@ from exchange.records import (
     REJ_NOT_FOUND,
     REJECT_NAMES,
 )
+from gateway.commands import (
+    MAX_TRIGGER_TICK,
+    cancel_command,
+    mass_cancel_command,
+    new_order_command,
+    replace_command,
+    status_command,
+)
 from gateway.counters import GatewayCounters
 from gateway.protocol import (
     BOOK_REJECTS,
-    MAX_TRIGGER_TICK,
     NOT_FOUND,
     ORDER_TYPES,
     SIDES,
@@ -40,11 +47,6 @@ from gateway.protocol import (
     TIFS,
     UNAVAILABLE,
     ProtocolError,
-    cancel_command,
-    mass_cancel_command,
-    new_order_command,
-    replace_command,
-    status_command,
 )
 from gateway.shardlink import ShardLink
 from gateway.ticket import Run, Ticket

@@ -39,6 +39,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 
+from gateway.codec import decode_replies, encode
 from gateway.protocol import (
     BUSY,
     MAX_RETRANSMIT_SEQS,
@@ -60,8 +61,6 @@ from gateway.protocol import (
     Trades,
     TradesEnd,
     TradesRequest,
-    decode_replies,
-    encode,
 )
 
 RETRYABLE = (BUSY, UNAVAILABLE)

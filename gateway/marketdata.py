@@ -18,8 +18,9 @@ State: the mirrors that moved this turn (the mirrors are their links').
 import numpy as np
 import zmq
 
+from gateway.codec import encode
 from gateway.mirror import BookMirror, public
-from gateway.protocol import BookRequest, encode
+from gateway.protocol import BookRequest
 from gateway.shardlink import ShardLink
 
 NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's flag enums cost more than the send itself

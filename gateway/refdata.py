@@ -17,13 +17,7 @@ import msgspec
 from exchange.config import Config
 from exchange.topology import symbols
 from gateway.positions import Positions
-from gateway.protocol import (
-    NOT_FOUND,
-    Instrument,
-    Instruments,
-    InstrumentsRequest,
-    ProtocolError,
-)
+from gateway.protocol import NOT_FOUND, Instrument, Instruments, InstrumentsRequest, ProtocolError
 
 OPEN = "open"
 UNAVAILABLE = "unavailable"

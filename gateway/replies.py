@@ -31,20 +31,17 @@ from exchange.records import (
     EV_TRADE,
     EV_TRIGGERED,
 )
+from gateway.codec import bundle_frames, encode
 from gateway.counters import GatewayCounters
 from gateway.inflight import Inflight, Pending
-from gateway.protocol import (
-    BatchAck,
-    Fill,
-    Reject,
+from gateway.private_replies import (
     accepted_ack,
     answers_request,
-    bundle_frames,
-    encode,
     event_of,
     order_status,
     private_messages,
 )
+from gateway.protocol import BatchAck, Fill, Reject
 from gateway.sessions import Sessions
 from gateway.shardlink import ShardLink
 

@@ -19,7 +19,8 @@ from typing import NamedTuple
 import zmq
 
 from gateway.client import connect_curve
-from gateway.protocol import DEFAULT_DEPTH, BookSnapshot, Depth, Trades, decode_market_data
+from gateway.codec import decode_market_data
+from gateway.protocol import DEFAULT_DEPTH, BookSnapshot, Depth, Trades
 
 
 class LocalBook(NamedTuple):

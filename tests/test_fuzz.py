@@ -35,6 +35,7 @@ from exchange.engine import ShardEngine
 from exchange.journal import Journal
 from exchange.records import EV_REJECTED
 from exchange.statehash import hash_canonical
+from gateway.codec import decode_request
 from gateway.protocol import (
     INVALID,
     NOT_FOUND,
@@ -44,7 +45,6 @@ from gateway.protocol import (
     MassCancelled,
     ProtocolError,
     Reject,
-    decode_request,
 )
 
 CASES = 10_000

@@ -18,6 +18,7 @@ from gateway_harness import CLIENTS, GatewayRig, wait_notices
 from exchange.engine import order_id_shard
 from exchange.topology import request_ring
 from gateway.client import AsyncClient, AuthError, Client, order
+from gateway.codec import decode_reply, encode
 from gateway.keys import load_secret_certificate, new_key_pair, revoke_client
 from gateway.protocol import (
     Ack,
@@ -34,8 +35,6 @@ from gateway.protocol import (
     Replaced,
     TopOfBook,
     Trades,
-    decode_reply,
-    encode,
 )
 from shm.ring import inspect_ring
 

@@ -18,15 +18,9 @@ import zmq
 from gateway_harness import GatewayRig
 
 from exchange.topology import request_ring
+from gateway.codec import decode_reply, decode_request
 from gateway.keys import load_secret_certificate
-from gateway.protocol import (
-    MAX_FRAME_BYTES,
-    Ack,
-    ProtocolError,
-    Reject,
-    decode_reply,
-    decode_request,
-)
+from gateway.protocol import MAX_FRAME_BYTES, Ack, ProtocolError, Reject
 from shm.ring import inspect_ring
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"

@@ -12,8 +12,9 @@ import zmq
 from gateway_harness import GatewayRig
 
 from gateway.client import AuthError
+from gateway.codec import decode_reply
 from gateway.keys import load_secret_certificate
-from gateway.protocol import Heartbeat, Reject, decode_reply
+from gateway.protocol import Heartbeat, Reject
 
 CAP = 4
 FRAMES = 300_000

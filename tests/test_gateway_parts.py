@@ -29,6 +29,7 @@ from exchange.records import (
 )
 from exchange.topology import event_ring, request_ring
 from gateway import keys as k
+from gateway.codec import decode_reply, encode
 from gateway.conns import Connections
 from gateway.inflight import BatchGroup, Inflight, MassGroup
 from gateway.protocol import (
@@ -40,8 +41,6 @@ from gateway.protocol import (
     Reject,
     TopOfBook,
     Trades,
-    decode_reply,
-    encode,
 )
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import Sessions

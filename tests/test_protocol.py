@@ -44,7 +44,10 @@ from exchange.records import (
     events,
 )
 from exchange.reference import ReferenceBook
+from gateway import codec as pc
+from gateway import commands as pk
 from gateway import mirror as gm
+from gateway import private_replies as pr
 from gateway import protocol as p
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
@@ -146,13 +149,13 @@ def members(union) -> tuple:
 @pytest.mark.parametrize("cls", members(p.Request), ids=lambda c: c.__name__)
 def test_every_request_round_trips(cls):
     msg = SAMPLES[cls]
-    assert p.decode_request(p.encode(msg)) == msg
+    assert pc.decode_request(pc.encode(msg)) == msg
 
 
 @pytest.mark.parametrize("cls", members(p.Reply), ids=lambda c: c.__name__)
 def test_every_reply_round_trips(cls):
     msg = SAMPLES[cls]
-    assert p.decode_reply(p.encode(msg)) == msg
+    assert pc.decode_reply(pc.encode(msg)) == msg
 
 
 @pytest.mark.parametrize("n", [1, 2, 15, 16, 70_000])
@@ -161,22 +164,22 @@ def test_bundles_keep_every_message_in_order_within_the_size_limit(n):
         p.Fill(sym="ACME", oid=i, seq=i, idx=0, side="buy", px=1, qty=1, leaves=0, liq="taker")
         for i in range(n)
     ]
-    payloads = [p.encode(m) for m in msgs]
+    payloads = [pc.encode(m) for m in msgs]
     limit = 4096
-    frames = p.bundle_frames(payloads, limit)
-    got = [m for frame, _ in frames for m in p.decode_replies(frame)]
+    frames = pc.bundle_frames(payloads, limit)
+    got = [m for frame, _ in frames for m in pc.decode_replies(frame)]
     assert got == msgs and sum(k for _, k in frames) == n
     assert all(len(f) <= limit + 5 or k == 1 for f, k in frames)
     if n == 1:
         assert frames == [(payloads[0], 1)]  # a lone message is a plain map
-    huge = p.bundle_frames(payloads, limit=10**9)
-    assert len(huge) == 1 and p.decode_replies(huge[0][0]) == msgs
+    huge = pc.bundle_frames(payloads, limit=10**9)
+    assert len(huge) == 1 and pc.decode_replies(huge[0][0]) == msgs
 
 
 @pytest.mark.parametrize("cls", members(p.MarketData), ids=lambda c: c.__name__)
 def test_every_market_data_message_round_trips(cls):
     msg = SAMPLES[cls]
-    assert p.decode_market_data(p.encode(msg)) == msg
+    assert pc.decode_market_data(pc.encode(msg)) == msg
 
 
 def test_tags_are_short_and_unique_per_direction():
@@ -187,16 +190,16 @@ def test_tags_are_short_and_unique_per_direction():
 
 
 def test_requests_omit_defaults_and_replies_carry_every_field():
-    order = msgspec.msgpack.decode(p.encode(p.NewOrder(cid=1, sym="A", side="buy", qty=1, px=1)))
+    order = msgspec.msgpack.decode(pc.encode(p.NewOrder(cid=1, sym="A", side="buy", qty=1, px=1)))
     assert set(order) == {"t", "cid", "sym", "side", "qty", "px"}
-    ack = msgspec.msgpack.decode(p.encode(p.Ack(cid=1, sym="A", oid=1, seq=1)))
+    ack = msgspec.msgpack.decode(pc.encode(p.Ack(cid=1, sym="A", oid=1, seq=1)))
     assert set(ack) == {"t", "cid", "sym", "oid", "seq", "coid", "dup"}
 
 
 def test_replies_tolerate_fields_added_later():
     newer = {"t": "A", "cid": 1, "sym": "A", "oid": 1, "seq": 1, "coid": "", "dup": False}
     newer["venue_ts"] = 123
-    assert p.decode_reply(msgspec.msgpack.encode(newer)).oid == 1
+    assert pc.decode_reply(msgspec.msgpack.encode(newer)).oid == 1
 
 
 # --- hostile input
@@ -213,7 +216,7 @@ DROP = object()
 
 def refused(frame: bytes) -> p.ProtocolError:
     with pytest.raises(p.ProtocolError) as err:
-        p.decode_request(frame)
+        pc.decode_request(frame)
     return err.value
 
 
@@ -339,11 +342,11 @@ def test_reject_for_a_malformed_request_carries_its_cid():
         reason="Expected `int`, got `str` - at `$.qty`",
         coid="mine",
     )
-    assert p.decode_reply(p.encode(reject)) == reject
+    assert pc.decode_reply(pc.encode(reject)) == reject
 
 
 def test_every_truncation_is_refused():
-    frame = p.encode(SAMPLES[p.NewOrders])
+    frame = pc.encode(SAMPLES[p.NewOrders])
     for n in range(len(frame)):
         err = refused(frame[:n])
         assert (err.code, err.field) == ("invalid", "$")
@@ -367,7 +370,7 @@ def test_nesting_bombs_and_bad_utf8_are_refused():
 @given(st.binary(max_size=200))
 def test_random_bytes_only_ever_raise_protocol_error(data):
     try:
-        msg = p.decode_request(data)
+        msg = pc.decode_request(data)
     except p.ProtocolError as e:
         assert e.code == "invalid" and e.field.startswith("$")
     else:
@@ -398,7 +401,7 @@ msgpack_values = st.recursive(
 @given(msgpack_values)
 def test_random_msgpack_only_ever_raises_protocol_error(value):
     try:
-        msg = p.decode_request(msgspec.msgpack.encode(value))
+        msg = pc.decode_request(msgspec.msgpack.encode(value))
     except p.ProtocolError as e:
         assert e.code == "invalid" and e.field.startswith("$")
         assert 0 <= e.cid <= U64_MAX
@@ -430,11 +433,11 @@ def test_worked_example_in_the_doc_is_what_the_encoder_produces():
     (req_json, req_hex), (rep_json, rep_hex) = pairs
     request = msgspec.json.decode(req_json, type=p.Request)
     assert isinstance(request, p.NewOrder)
-    assert p.encode(request) == hex_bytes(req_hex)
-    assert p.decode_request(hex_bytes(req_hex)) == request
+    assert pc.encode(request) == hex_bytes(req_hex)
+    assert pc.decode_request(hex_bytes(req_hex)) == request
     reply = msgspec.json.decode(rep_json, type=p.Reply)
     assert isinstance(reply, p.Ack)
-    assert p.encode(reply) == hex_bytes(rep_hex)
+    assert pc.encode(reply) == hex_bytes(rep_hex)
 
 
 def test_doc_error_table_lists_exactly_the_codes():
@@ -478,7 +481,7 @@ def test_new_order_command_fills_every_field():
         stp="decrement",
         ik=99,
     )
-    c = store(p.new_order_command(order, BOOK, client=3, instrument=1, req_id=1 << 63))
+    c = store(pk.new_order_command(order, BOOK, client=3, instrument=1, req_id=1 << 63))
     assert (c["kind"], c["side"], c["tif"], c["flags"], c["stp"]) == (
         CMD_NEW,
         SIDE_SELL,
@@ -498,7 +501,7 @@ def test_new_order_command_fills_every_field():
 
 def test_market_order_command_has_no_price():
     order = p.Order(sym="ACME", side="buy", qty=5, ord_type="market", tif="fok")
-    c = store(p.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))
+    c = store(pk.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))
     assert (c["ord_type"], c["price"]) == (TYPE_MARKET, 0)
 
 
@@ -517,40 +520,46 @@ def test_off_grid_order_is_refused_naming_the_field(case):
     change, field, text = GRID[case]
     order = p.Order(**{"sym": "ACME", "side": "buy", "qty": 10, "px": 10_000, **change})
     with pytest.raises(p.ProtocolError) as err:
-        p.new_order_command(order, BOOK, client=1, instrument=0, req_id=1)
+        pk.new_order_command(order, BOOK, client=1, instrument=0, req_id=1)
     assert (err.value.code, err.value.field) == ("invalid", field)
     assert text in err.value.reason
     replace = p.Replace(cid=1, sym="ACME", oid=1, px=order.px, qty=order.qty, display=order.display)
     with pytest.raises(p.ProtocolError) as err:
-        p.replace_command(replace, BOOK, client=1, instrument=0, req_id=1)
+        pk.replace_command(replace, BOOK, client=1, instrument=0, req_id=1)
     assert err.value.field == field
 
 
 def test_an_iceberg_command_carries_its_display():
     order = p.Order(sym="ACME", side="buy", qty=20, px=10_000, display=5)
-    assert store(p.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))["display"] == 5
+    assert (
+        store(pk.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))["display"] == 5
+    )
     plain = p.Order(sym="ACME", side="buy", qty=20, px=10_000)
-    assert store(p.new_order_command(plain, BOOK, client=1, instrument=0, req_id=1))["display"] == 0
+    assert (
+        store(pk.new_order_command(plain, BOOK, client=1, instrument=0, req_id=1))["display"] == 0
+    )
     for display, want in ((None, 0), (10, 10)):  # none: the order keeps its own
         msg = p.Replace(cid=1, sym="ACME", oid=1, px=10_000, qty=20, display=display)
-        assert store(p.replace_command(msg, BOOK, client=1, instrument=0, req_id=1))["display"] == (
-            want
-        )
+        assert store(pk.replace_command(msg, BOOK, client=1, instrument=0, req_id=1))[
+            "display"
+        ] == (want)
 
 
 def test_gtd_and_day_commands_carry_their_expiry_and_refusals_name_the_field():
     at = 1_800_000_000 * 10**9
     order = p.Order(sym="ACME", side="buy", qty=20, px=10_000, tif="gtd", expire_at=at)
-    rec = store(p.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))
+    rec = store(pk.new_order_command(order, BOOK, client=1, instrument=0, req_id=1))
     assert (rec["tif"], rec["expires"]) == (TIF_GTD, at)
     day = p.Order(sym="ACME", side="buy", qty=20, px=10_000, tif="day")
-    rec = store(p.new_order_command(day, BOOK, client=1, instrument=0, req_id=1, day_end=at))
+    rec = store(pk.new_order_command(day, BOOK, client=1, instrument=0, req_id=1, day_end=at))
     assert (rec["tif"], rec["expires"]) == (TIF_DAY, at)
     with pytest.raises(p.ProtocolError) as err:  # an instrument without a session end
-        p.new_order_command(day, BOOK, client=1, instrument=0, req_id=1)
+        pk.new_order_command(day, BOOK, client=1, instrument=0, req_id=1)
     assert (err.value.code, err.value.field) == ("invalid", "$.tif")
     plain = p.Order(sym="ACME", side="buy", qty=20, px=10_000)
-    assert store(p.new_order_command(plain, BOOK, client=1, instrument=0, req_id=1))["expires"] == 0
+    assert (
+        store(pk.new_order_command(plain, BOOK, client=1, instrument=0, req_id=1))["expires"] == 0
+    )
     base = {"t": "N", "cid": 3, "sym": "ACME", "side": "buy", "qty": 5, "px": 10_000}
     for extra, field in (
         ({"tif": "gtd"}, "$.expire_at"),
@@ -562,17 +571,17 @@ def test_gtd_and_day_commands_carry_their_expiry_and_refusals_name_the_field():
     ):
         frame = {k: v for k, v in {**base, **extra}.items() if v is not None}
         with pytest.raises(p.ProtocolError) as err:
-            p.decode_request(msgspec.msgpack.encode(frame))
+            pc.decode_request(msgspec.msgpack.encode(frame))
         assert (err.value.code, err.value.field) == ("invalid", field), extra
-    ok = p.decode_request(msgspec.msgpack.encode({**base, "tif": "gtd", "expire_at": at}))
+    ok = pc.decode_request(msgspec.msgpack.encode({**base, "tif": "gtd", "expire_at": at}))
     assert (ok.tif, ok.expire_at) == ("gtd", at)
-    reject = p.book_reject(REJ_EXPIRY_PASSED, 3)
+    reject = pr.book_reject(REJ_EXPIRY_PASSED, 3)
     assert (reject.field, reject.reason.split(":")[0]) == ("$.expire_at", "expiry_passed")
 
 
 def test_cancel_replace_and_mass_cancel_commands():
     r = store(
-        p.replace_command(
+        pk.replace_command(
             p.Replace(cid=1, sym="A", oid=8, px=10_020, qty=25),
             BOOK,
             client=2,
@@ -587,7 +596,7 @@ def test_cancel_replace_and_mass_cancel_commands():
         25,
         2,
     )
-    c = store(p.cancel_command(p.Cancel(cid=1, sym="A", oid=8), client=2, instrument=3, req_id=5))
+    c = store(pk.cancel_command(p.Cancel(cid=1, sym="A", oid=8), client=2, instrument=3, req_id=5))
     assert (c["kind"], c["order_id"], c["client"], c["instrument"], c["req_id"]) == (
         CMD_CANCEL,
         8,
@@ -595,7 +604,7 @@ def test_cancel_replace_and_mass_cancel_commands():
         3,
         5,
     )
-    m = store(p.mass_cancel_command(client=2, instrument=3, req_id=6))
+    m = store(pk.mass_cancel_command(client=2, instrument=3, req_id=6))
     assert (m["kind"], m["order_id"], m["client"], m["instrument"]) == (CMD_MASS_CANCEL, 0, 2, 3)
 
 
@@ -617,16 +626,16 @@ class Shard:
         """(private messages as (client, message), market data) of one request."""
         req_id = len(self.requests) + 1
         if isinstance(msg, p.NewOrder):
-            t = p.new_order_command(msg, self.config, client=client, instrument=0, req_id=req_id)
+            t = pk.new_order_command(msg, self.config, client=client, instrument=0, req_id=req_id)
             coid = msg.coid
         elif isinstance(msg, p.Replace):
-            t = p.replace_command(msg, self.config, client=client, instrument=0, req_id=req_id)
+            t = pk.replace_command(msg, self.config, client=client, instrument=0, req_id=req_id)
             coid = ""
         elif isinstance(msg, p.Cancel):
-            t = p.cancel_command(msg, client=client, instrument=0, req_id=req_id)
+            t = pk.cancel_command(msg, client=client, instrument=0, req_id=req_id)
             coid = ""
         else:
-            t = p.mass_cancel_command(client=client, instrument=0, req_id=req_id)
+            t = pk.mass_cancel_command(client=client, instrument=0, req_id=req_id)
             coid = ""
         cmds = commands(1)
         cmds[0] = store(t)
@@ -641,9 +650,9 @@ class Shard:
 
     def private(self, events):
         out = []
-        for e in map(p.event_of, events.tolist()):
+        for e in map(pr.event_of, events.tolist()):
             kind, cid, coid = self.requests[e.req_id]
-            out += p.private_messages(e, "ACME", kind, cid, coid)
+            out += pr.private_messages(e, "ACME", kind, cid, coid)
         return out
 
 
@@ -762,8 +771,8 @@ def test_mass_cancel_gives_notices_without_cid_then_its_reply():
         (1, p.Cancelled(cid=0, sym="ACME", oid=2, seq=128, qty=10, reason="user")),
         (1, p.MassCancelled(cid=13, sym="ACME", n=2)),
     ]
-    rows = [p.event_of(r) for r in events.tolist()]
-    assert [p.answers_request(e, CMD_MASS_CANCEL) for e in rows] == [
+    rows = [pr.event_of(r) for r in events.tolist()]
+    assert [pr.answers_request(e, CMD_MASS_CANCEL) for e in rows] == [
         e.kind == EV_MASS_CANCELLED for e in rows
     ]
     assert public[-1] == p.TopOfBook(
@@ -789,8 +798,8 @@ def test_duplicate_resend_goes_to_the_retry_owner_only_and_is_not_public():
     # what exchange.idempotency.resend sends for an identical retry: DEPTH left out, flagged
     resent = events[events["kind"] != EV_DEPTH].copy()
     resent["flags"] |= EVF_DUPLICATE
-    rows = [p.event_of(r) for r in resent.tolist()]
-    private = [m for e in rows for m in p.private_messages(e, "ACME", CMD_NEW, 22)]
+    rows = [pr.event_of(r) for r in resent.tolist()]
+    private = [m for e in rows for m in pr.private_messages(e, "ACME", CMD_NEW, 22)]
     assert private == [
         (2, p.Ack(cid=22, sym="ACME", oid=2, seq=114, dup=True)),
         (
@@ -816,13 +825,13 @@ def test_idempotency_conflict_is_rejected_on_ik_and_is_not_public():
     shard = Shard()
     cmd = commands(1)
     cmd[0] = store(
-        p.new_order_command(
+        pk.new_order_command(
             limit(31, "buy", 5, 9_000, ik=5), BOOK, client=2, instrument=0, req_id=1
         )
     )
     conflict = shard_rejects(cmd, REJ_CONFLICT)
-    [e] = [p.event_of(r) for r in conflict.tolist()]
-    [(client, reject)] = p.private_messages(e, "ACME", CMD_NEW, 31, "c")
+    [e] = [pr.event_of(r) for r in conflict.tolist()]
+    [(client, reject)] = pr.private_messages(e, "ACME", CMD_NEW, 31, "c")
     assert (client, reject.cid, reject.code, reject.field, reject.coid) == (
         2,
         31,
@@ -854,15 +863,15 @@ def test_order_status_answers_the_owner_only():
     ev["kind"], ev["req_id"], ev["order_id"], ev["client"] = EV_STATUS, 9, 4, 7
     ev["side"], ev["price"], ev["qty"], ev["leaves"] = SIDE_BUY, 9_000, 10, 6
     ev["code"], ev["other_id"] = ST_LIVE, 33
-    [e] = [p.event_of(r) for r in ev.tolist()]
-    assert p.order_status(e, "ACME", cid=3, client=7) == p.OrderStatus(
+    [e] = [pr.event_of(r) for r in ev.tolist()]
+    assert pr.order_status(e, "ACME", cid=3, client=7) == p.OrderStatus(
         cid=3, sym="ACME", oid=4, side="buy", px=9_000, qty=10, leaves=6, state="live", seq=33
     )
     ev["code"] = 0  # the shard never saw it
-    [unknown] = [p.event_of(r) for r in ev.tolist()]
+    [unknown] = [pr.event_of(r) for r in ev.tolist()]
     for other in (
-        p.order_status(e, "ACME", cid=3, client=8),
-        p.order_status(unknown, "ACME", cid=3, client=7),
+        pr.order_status(e, "ACME", cid=3, client=8),
+        pr.order_status(unknown, "ACME", cid=3, client=7),
     ):
         assert (other.cid, other.code, other.field) == (3, "not_found", "$.oid")
     assert set(typing.get_args(p.StateName)) == set(STATUS_NAMES.values())
@@ -887,14 +896,14 @@ def check_random_stream(seed: int, n: int) -> None:
     shown_depth, shown_top = ([], []), (0, 0, 0, 0)
     for batch in random_batches(rng, n, max_batch=50):
         events = book.process(stream[batch])
-        rows = [p.event_of(r) for r in events.tolist()]
-        private = [m for e in rows for m in p.private_messages(e, "X", kinds[e.req_id], e.req_id)]
+        rows = [pr.event_of(r) for r in events.tolist()]
+        private = [m for e in rows for m in pr.private_messages(e, "X", kinds[e.req_id], e.req_id)]
         replies = Counter(m.cid for _, m in private if getattr(m, "cid", 0))
         asked = [r for r in stream["req_id"][batch].tolist() if r]
         for req_id in asked:
             assert replies.pop(req_id, 0) == 1
         assert not replies
-        answering = [e.req_id for e in rows if p.answers_request(e, kinds[e.req_id])]
+        answering = [e.req_id for e in rows if pr.answers_request(e, kinds[e.req_id])]
         assert answering == asked
         fills = [m for _, m in private if isinstance(m, p.Fill)]
         taker = [(f.seq, f.idx, f.qty) for f in fills if f.liq == "taker"]
@@ -942,7 +951,7 @@ def test_a_drained_batch_publishes_its_trades_then_the_state_it_leaves():
             (2, limit(4, "buy", 10, 10_020)),
         ]
     ):
-        cmds[i] = store(p.new_order_command(msg, BOOK, client=client, instrument=0, req_id=i + 1))
+        cmds[i] = store(pk.new_order_command(msg, BOOK, client=client, instrument=0, req_id=i + 1))
     cmds["seq"] = [10, 11, 12, 13]
     cmds["order_id"] = [1, 2, 3, 4]
     out = gm.market_data(book.process(cmds), [mirror])
@@ -987,7 +996,7 @@ def test_a_mirror_loaded_from_resting_orders_serves_them_and_ignores_what_it_has
     for i, msg in enumerate(
         [limit(1, "buy", 5, 9_990), limit(2, "buy", 10, 9_990), limit(3, "sell", 5, 10_100)]
     ):
-        cmds[i] = store(p.new_order_command(msg, BOOK, client=1, instrument=0, req_id=i + 1))
+        cmds[i] = store(pk.new_order_command(msg, BOOK, client=1, instrument=0, req_id=i + 1))
     cmds["seq"] = cmds["order_id"] = [1, 2, 3]
     events = book.process(cmds)
     mirror = gm.BookMirror("ACME", BOOK)

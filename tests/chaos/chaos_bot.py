@@ -43,6 +43,7 @@ import msgspec
 import zmq
 
 from gateway.client import AuthError, Client
+from gateway.codec import encode
 from gateway.keys import load_secret_certificate, server_public_key
 from gateway.protocol import (
     BUSY,
@@ -54,7 +55,6 @@ from gateway.protocol import (
     Fill,
     NewOrder,
     Reject,
-    encode,
 )
 
 # symbol -> (reference price, tick, lot) of the default config's instruments
