@@ -75,7 +75,6 @@ from numba import njit
 
 from exchange.records import (
     CMD_NEW,
-    COMMAND_DTYPE,
     EV_ACCEPTED,
     EV_DEPTH,
     EV_REJECTED,
@@ -142,26 +141,6 @@ _KEY = struct.Struct(">QI")
 _VALUE = struct.Struct("<qqqqqqHBBBBBI5x")
 assert (_KEY.size, _VALUE.size) == (IDEM_KEY_DTYPE.itemsize, IDEM_DTYPE.itemsize)
 SMALL_BATCH = 16
-# _entries_small unpacks commands by position
-assert COMMAND_DTYPE.names == (
-    "seq",
-    "order_id",
-    "price",
-    "qty",
-    "req_id",
-    "idem_key",
-    "client",
-    "instrument",
-    "kind",
-    "side",
-    "tif",
-    "ord_type",
-    "flags",
-    "stp",
-    "trigger_tick",
-    "display",
-    "expires",
-)
 
 
 class IdemPlan(NamedTuple):
@@ -246,7 +225,8 @@ def entries(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes]]:
 
 
 def _entries_small(cmds: np.ndarray) -> tuple[list[int], list[bytes], list[bytes]]:
-    """``entries`` in plain Python: on a few commands, numpy's fixed costs are most of it."""
+    """``entries`` in plain Python: on a few commands, numpy's fixed costs are most of it.
+    A command's row unpacks by position, in ``records.COMMAND_STRUCT``'s order."""
     index, keys, values = [], [], []
     for i, c in enumerate(cmds.tolist()):
         seq, oid, price, qty, _, key, client, inst, kind, side, tif, typ, flags, stp, trig = c[:15]

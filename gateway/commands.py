@@ -1,9 +1,12 @@
 """A decoded request + its instrument's ``BookConfig`` -> a COMMAND record's fields: the
-gateway's edge into the shards (``new_order_command`` ...)."""
+gateway's edge into the shards (``new_order_command`` ...).
 
-import struct
-
-import numpy as np
+The grid checks here (max qty, lot, price band, tick, display, trigger) are also the
+book's (``exchange.kernel``, REJ_*), on purpose: the book's are its invariant, holding
+for every command whoever wrote it (a replayed journal, any ring writer); the gateway's
+refuse a bad order before it costs a sequence number and a journal write, and name the
+field (``$.orders[3].px``), which a book's reject code cannot. Both read the same
+``BookConfig``; tests/test_protocol.py holds them to the same answers."""
 
 from exchange.bookconfig import BookConfig
 from exchange.records import (
@@ -12,7 +15,7 @@ from exchange.records import (
     CMD_NEW,
     CMD_REPLACE,
     CMD_STATUS,
-    COMMAND_DTYPE,
+    COMMAND_STRUCT,
     FLAG_POST_ONLY,
     REJ_DISPLAY,
     REJ_LOT,
@@ -38,15 +41,6 @@ from gateway.protocol import (
 # --- requests -> COMMAND records
 
 
-# COMMAND_DTYPE, field by field: packing a record is several times cheaper than
-# numpy's conversion of a tuple, and the gateway makes one per order
-_RECORD = struct.Struct("<qqqqQQIHBBBBBBIqq")
-assert COMMAND_DTYPE.names == (
-    *("seq", "order_id", "price", "qty", "req_id", "idem_key", "client", "instrument"),
-    *("kind", "side", "tif", "ord_type", "flags", "stp", "trigger_tick", "display", "expires"),
-)
-assert _RECORD.size == COMMAND_DTYPE.itemsize
-assert np.frombuffer(_RECORD.pack(*range(1, 18)), COMMAND_DTYPE)[0].tolist() == tuple(range(1, 18))
 # a trigger travels in ticks in 32 bits (records.COMMAND_DTYPE)
 MAX_TRIGGER_TICK = (1 << 32) - 1
 
@@ -71,7 +65,7 @@ def _command(
     expires=0,
 ) -> bytes:
     """A COMMAND record's 80 bytes (``np.frombuffer(b, COMMAND_DTYPE)`` reads it); seq 0."""
-    return _RECORD.pack(
+    return COMMAND_STRUCT.pack(
         0,
         order_id,
         price,
@@ -199,7 +193,7 @@ def new_order_command(
         px = 0
     elif not book.min_price <= px <= book.max_price or px % book.tick_size:
         _check_px(px, book)
-    return _RECORD.pack(
+    return COMMAND_STRUCT.pack(
         *(0, 0, px, qty, req_id, order.ik, client, instrument, CMD_NEW, SIDES[order.side]),
         *(TIFS[order.tif], ORDER_TYPES[order.ord_type], FLAG_POST_ONLY * order.post_only),
         STP_MODES[order.stp],

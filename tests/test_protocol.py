@@ -26,6 +26,7 @@ from exchange.records import (
     COMMAND_DTYPE,
     EV_DEPTH,
     EV_MASS_CANCELLED,
+    EV_REJECTED,
     EV_STATUS,
     EV_TRADE,
     EVF_DUPLICATE,
@@ -37,8 +38,10 @@ from exchange.records import (
     SIDE_SELL,
     STP_DECREMENT,
     TIF_DAY,
+    TIF_GTC,
     TIF_GTD,
     TIF_IOC,
+    TYPE_LIMIT,
     TYPE_MARKET,
     commands,
     events,
@@ -527,6 +530,25 @@ def test_off_grid_order_is_refused_naming_the_field(case):
     with pytest.raises(p.ProtocolError) as err:
         pk.replace_command(replace, BOOK, client=1, instrument=0, req_id=1)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("case", GRID)
+def test_a_book_refuses_an_off_grid_order_as_the_gateway_does(case, book_classes):
+    """The grid checks are both the gateway's and the book's (gateway/commands.py says
+    why): the same order, written to a book directly, is refused for the same rule."""
+    change, _, _ = GRID[case]
+    order = p.Order(**{"sym": "ACME", "side": "buy", "qty": 10, "px": 10_000, **change})
+    with pytest.raises(p.ProtocolError) as err:
+        pk.new_order_command(order, BOOK, client=1, instrument=0, req_id=1)
+    cmd = np.zeros(1, COMMAND_DTYPE)
+    fields = dict(seq=1, order_id=1, req_id=1, client=1, kind=CMD_NEW, side=SIDE_BUY)
+    fields |= dict(tif=TIF_GTC, ord_type=TYPE_LIMIT, qty=order.qty, price=order.px)
+    for name, value in (fields | dict(display=order.display or 0)).items():
+        cmd[name] = value
+    for cls in book_classes:
+        events = cls(BOOK).process(cmd)
+        assert events[0]["kind"] == EV_REJECTED, (cls, events)
+        assert err.value.reason.startswith(REJECT_NAMES[int(events[0]["code"])] + ":"), cls
 
 
 def test_an_iceberg_command_carries_its_display():
