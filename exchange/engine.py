@@ -34,7 +34,7 @@ journaled events byte for byte.
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -98,6 +98,18 @@ class Applied(NamedTuple):
     commit_seconds: float
     commands: int  # commands sequenced in this batch
     syncs: np.ndarray  # the batch's CMD_SYNCs: publish ``sync_answer`` of each, after the rest
+
+
+class History(Protocol):
+    """What ``ShardEngine.recover`` reads: a ``Journal``, or a journal cut at a seq
+    (``tools.journalview.JournalView``, how the tools rebuild a past book)."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None: ...
+
+    def iter_batches(self, after_seq: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 
 class Recovery(NamedTuple):
@@ -458,23 +470,25 @@ class ShardEngine:
 
     # ------------------------------------------------------------ recovery
 
-    def recover(self, *, use_snapshot: bool = True) -> Recovery:
+    def recover(self, history: History | None = None, *, use_snapshot: bool = True) -> Recovery:
         """Latest snapshot + replay of the journal after it; the shard resumes after it.
 
-        ``use_snapshot=False`` replays the whole journal (how tools check that
-        snapshots and replay agree).
+        ``history``: what to replay, the engine's own journal by default (a tool passes
+        a ``JournalView`` to stop at a seq). ``use_snapshot=False`` replays the whole of
+        it (how tools check that snapshots and replay agree).
         """
+        history = self.journal if history is None else history
         t0 = time.perf_counter()
         self.books = [Book(cfg) for cfg in self.configs]
         snap_seq = 0
-        latest = self.journal.latest_snapshot() if use_snapshot else None
+        latest = history.latest_snapshot() if use_snapshot else None
         if latest is not None:
             snap_seq, blob = latest
             self._restore(snap_seq, blob)
         self.last_seq = snap_seq
         replayed = 0
         tail = np.zeros(0, EVENT_DTYPE)
-        for cmds, journaled in self.journal.iter_batches(after_seq=snap_seq):
+        for cmds, journaled in history.iter_batches(after_seq=snap_seq):
             try:
                 check_commands(cmds, self.last_seq)
             except ValueError as e:
@@ -489,9 +503,9 @@ class ShardEngine:
             self.last_seq = int(cmds["seq"][-1])
             replayed += len(cmds)
             tail = journaled
-        if self.last_seq != self.journal.last_seq:
+        if self.last_seq != history.last_seq:
             raise RecoveryError(
-                f"replay ended at seq {self.last_seq}, the journal says {self.journal.last_seq}"
+                f"replay ended at seq {self.last_seq}, the journal says {history.last_seq}"
             )
         self._since_snapshot = replayed
         return Recovery(snap_seq, replayed, self.last_seq, time.perf_counter() - t0, tail)

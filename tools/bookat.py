@@ -47,8 +47,8 @@ def book_at(
             view = JournalView(journal, upto, on_batch)
         except ValueError as e:
             raise ToolError(str(e)) from None
-        engine = ShardEngine(shard_index, books, view)
-        rec = engine.recover(use_snapshot=True)
+        engine = ShardEngine(shard_index, books, journal)
+        rec = engine.recover(view, use_snapshot=True)
     book = engine.books[instrument]
     bids, asks = book.depth(levels)
     return BookAt(

@@ -1,7 +1,8 @@
 """A read-only journal as of one sequence number, for ``ShardEngine.recover`` in the tools.
 
-``ShardEngine.recover`` reads ``latest_snapshot()``, ``iter_batches()`` and
-``last_seq`` of its journal. This view gives it the journal cut at ``upto``:
+``ShardEngine.recover`` reads what ``exchange.engine.History`` declares:
+``latest_snapshot()``, ``iter_batches()`` and ``last_seq``. This view gives it the
+journal cut at ``upto``:
 batches after it are left out (a batch that straddles it is cut, commands and
 events alike: the kernel is deterministic command by command, so a batch's
 first commands give exactly its first events), and the latest snapshot is used

@@ -297,7 +297,7 @@ def verify_journal(
         checks = _Pass(report, len(books), progress and (lambda seq: progress(seq, upto)))
         checks.pruned = stats.pruned if stats else 0
         view = JournalView(journal, upto, on_batch=checks.batch)
-        engine = ShardEngine(shard_index, books, view)
+        engine = ShardEngine(shard_index, books, journal)
         dropped = report.history_after = journal.history_after()
         start = 0  # the pass reads the batches after it
         if dropped:
@@ -306,7 +306,7 @@ def verify_journal(
             checks.next_seq = start + 1
             checks.fills = False
         try:
-            engine.recover(use_snapshot=bool(dropped))
+            engine.recover(view, use_snapshot=bool(dropped))
             report.hashes = dict(zip(symbols, engine.state_hashes(), strict=True))
         except Exception as e:  # a corrupt journal can break the replay in any way
             report.add("replay", view.position, f"{type(e).__name__}: {e}")

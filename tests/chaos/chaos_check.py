@@ -176,8 +176,8 @@ def _state_hash(report: Report, journal: Journal, name: str, index: int, books) 
         return
     seq, blob = snap
     recorded = msgspec.msgpack.decode(blob)["hashes"]
-    engine = ShardEngine(index, books, JournalView(journal, seq))
-    engine.recover(use_snapshot=False)
+    engine = ShardEngine(index, books, journal)
+    engine.recover(JournalView(journal, seq), use_snapshot=False)
     if engine.state_hashes() != recorded:
         report.add(
             "state hash",
