@@ -6,10 +6,10 @@ The state is the gateway's alone (it owns the client's session; no locks):
 - every live order of every client, from the shards' events: an order table
   (``exchange.ordertable``) with its client row, instrument, side, total qty
   and open qty, and per (client row, instrument, side) the open quantity;
-- what was sent and not answered yet: ``hold`` counts a NEW (or the qty a
-  REPLACE adds) the moment it is queued for a shard, ``release`` forgets it
-  when its answer comes (or it was never written); so many orders in flight
-  at once are all counted, whichever connection of the client sent them;
+- what was sent and not answered yet: ``admit`` holds a NEW that passes, and
+  ``hold_replace`` the qty a REPLACE adds, the moment it is queued for a shard;
+  ``release`` forgets it when its answer comes (or it was never written); so
+  many orders in flight at once are all counted, whichever connection of the client sent them;
 - the clients blocked by the kill switch.
 
 ``apply`` folds a batch of EVENT records into the order table in one Numba
@@ -17,7 +17,8 @@ call: ACCEPTED adds an order, TRADE and CANCELLED take their qty off (an order
 at 0 leaves), a partial CANCELLED (an STP decrement) also shrinks its total,
 REPLACED sets its new total and open qty. Duplicate re-sends change nothing.
 
-``check`` answers None or a ``Refusal``, first found, in this order:
+``admit`` (``admit_run`` for a run of NEWs) answers None or a ``Refusal``, first
+found, in this order:
 kill switch, max order qty, max notional (qty x px; a market order at its
 instrument's max_price), price collar (the distance of a limit px from the
 reference price: the last trade, before any the configured ref_price), max
@@ -317,17 +318,11 @@ class Risk:
 
     # ------------------------------------------------------------ checks
 
-    def check(self, client: int, sym: str, side: int, qty: int, px: int | None) -> Refusal | None:
-        """Whether a NEW order (``px`` None: a market order) may go to its shard."""
-        inst, s = self._inst(sym), self._side(side)
-        row, lim = self._account(client)
-        return self._rules(client, row, lim, inst, s, qty, px, qty, True)
-
     def admit(
         self, req_id: int, client: int, sym: str, side: int, qty: int, px: int | None
     ) -> Refusal | None:
-        """``check``, and ``hold`` when it passes: the gateway's one call per NEW (its
-        lookups and the hold inline: this runs once per order)."""
+        """The checks (the module's docstring), and the NEW held in flight until
+        ``release(req_id)`` when it passes: the gateway's one call per NEW."""
         inst = self.index.get(sym)
         account = self._accounts.get(client)
         if inst is None or account is None or (side != SIDE_BUY and side != SIDE_SELL):
@@ -499,11 +494,6 @@ class Risk:
         return Refusal(MAX_POSITION, "$.qty", f"max_position: {what}")
 
     # ------------------------------------------------------------ in flight
-
-    def hold(self, req_id: int, client: int, sym: str, side: int, qty: int) -> None:
-        """Count a NEW that is queued for its shard until ``release(req_id)``."""
-        row, inst = self._account(client)[0], self._inst(sym)
-        self._hold_row(req_id, row, inst, side - 1, qty, 1)
 
     def hold_replace(self, req_id: int, client: int, sym: str, oid: int, qty: int) -> None:
         """Count what a queued Replace adds to its order (nothing if it is not the client's

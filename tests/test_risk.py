@@ -80,6 +80,24 @@ def trade(taker, side, maker, px, qty, instrument=0) -> np.ndarray:
     return ev
 
 
+PROBE = 1 << 62  # a req_id no test holds
+
+
+def check(r: Risk, client: int, sym: str, side: int, qty: int, px: int | None):
+    """The refusal the gateway's one call per NEW (``Risk.admit``) gives, or None; the
+    probe holds nothing after it."""
+    refusal = r.admit(PROBE, client, sym, side, qty, px)
+    if refusal is None:
+        r.release(PROBE)
+    return refusal
+
+
+def hold(r: Risk, req_id: int, client: int, sym: str, side: int, qty: int) -> None:
+    """An order in flight as the gateway makes one: admitted at its reference price."""
+    px = make_config().instrument(sym).ref_price
+    assert r.admit(req_id, client, sym, side, qty, px) is None
+
+
 def code(refusal):
     return None if refusal is None else refusal.code
 
@@ -89,23 +107,23 @@ def code(refusal):
 
 def test_max_order_qty_at_below_and_above():
     r = make_risk(make_config(max_order_qty=100))
-    assert r.check(1, "BOLT", SIDE_BUY, 99, 2_500) is None
-    assert r.check(1, "BOLT", SIDE_BUY, 100, 2_500) is None
-    refused = r.check(1, "BOLT", SIDE_BUY, 101, 2_500)
+    assert check(r, 1, "BOLT", SIDE_BUY, 99, 2_500) is None
+    assert check(r, 1, "BOLT", SIDE_BUY, 100, 2_500) is None
+    refused = check(r, 1, "BOLT", SIDE_BUY, 101, 2_500)
     assert refused.code == MAX_ORDER_QTY and refused.field == "$.qty"
     assert "qty 101" in refused.reason and "limit of 100" in refused.reason
 
 
 def test_max_notional_at_below_and_above_for_limit_and_market_orders():
     r = make_risk(make_config(max_notional=500_000, price_collar_bps=10_000))
-    assert r.check(1, "ACME", SIDE_BUY, 50, 10_000) is None  # 500_000: at the limit
-    assert r.check(1, "ACME", SIDE_BUY, 49, 10_000) is None
-    refused = r.check(1, "ACME", SIDE_SELL, 51, 10_000)
+    assert check(r, 1, "ACME", SIDE_BUY, 50, 10_000) is None  # 500_000: at the limit
+    assert check(r, 1, "ACME", SIDE_BUY, 49, 10_000) is None
+    refused = check(r, 1, "ACME", SIDE_SELL, 51, 10_000)
     assert refused.code == MAX_NOTIONAL and "= 510000" in refused.reason
     assert "limit of 500000" in refused.reason
     # a market order counts at its instrument's max_price (ACME: 20_000)
-    assert r.check(1, "ACME", SIDE_BUY, 25, None) is None
-    refused = r.check(1, "ACME", SIDE_BUY, 26, None)
+    assert check(r, 1, "ACME", SIDE_BUY, 25, None) is None
+    refused = check(r, 1, "ACME", SIDE_BUY, 26, None)
     assert refused.code == MAX_NOTIONAL and "max_price" in refused.reason
 
 
@@ -113,44 +131,44 @@ def test_price_collar_in_bps_around_the_reference_then_the_last_trade():
     r = make_risk()
     # ACME's ref_price is 10_000; 1_000 bps = 1_000 either way
     for px in (11_000, 10_999, 9_000, 9_001, 10_000):
-        assert r.check(1, "ACME", SIDE_BUY, 1, px) is None, px
+        assert check(r, 1, "ACME", SIDE_BUY, 1, px) is None, px
     for px in (11_001, 8_999):
-        refused = r.check(1, "ACME", SIDE_BUY, 1, px)
+        refused = check(r, 1, "ACME", SIDE_BUY, 1, px)
         assert refused.code == PRICE_COLLAR and refused.field == "$.px"
         assert "1001 away from 10000 (the reference price)" in refused.reason
     # a trade at 12_000 moves the reference: the collar is 1_200 around it
     r.positions.apply(trade(2, SIDE_BUY, 3, 12_000, 1))
-    assert r.check(1, "ACME", SIDE_SELL, 1, 13_200) is None
-    assert r.check(1, "ACME", SIDE_SELL, 1, 10_800) is None
-    refused = r.check(1, "ACME", SIDE_SELL, 1, 13_201)
+    assert check(r, 1, "ACME", SIDE_SELL, 1, 13_200) is None
+    assert check(r, 1, "ACME", SIDE_SELL, 1, 10_800) is None
+    refused = check(r, 1, "ACME", SIDE_SELL, 1, 13_201)
     assert refused.code == PRICE_COLLAR and "(the last trade)" in refused.reason
-    assert r.check(1, "ACME", SIDE_SELL, 1, 10_799).code == PRICE_COLLAR
+    assert check(r, 1, "ACME", SIDE_SELL, 1, 10_799).code == PRICE_COLLAR
     # market orders have no px to collar
-    assert r.check(1, "ACME", SIDE_SELL, 1, None) is None
+    assert check(r, 1, "ACME", SIDE_SELL, 1, None) is None
 
 
 def test_price_collar_in_ticks_is_applied_too():
     r = make_risk(make_config(price_collar_ticks=5))
     # BOLT: ref 2_500, tick 5: 5 ticks = 25 (the 1_000 bps would allow 250)
-    assert r.check(1, "BOLT", SIDE_BUY, 10, 2_525) is None
-    assert r.check(1, "BOLT", SIDE_BUY, 10, 2_520) is None
-    assert r.check(1, "BOLT", SIDE_BUY, 10, 2_475) is None
-    refused = r.check(1, "BOLT", SIDE_BUY, 10, 2_530)
+    assert check(r, 1, "BOLT", SIDE_BUY, 10, 2_525) is None
+    assert check(r, 1, "BOLT", SIDE_BUY, 10, 2_520) is None
+    assert check(r, 1, "BOLT", SIDE_BUY, 10, 2_475) is None
+    refused = check(r, 1, "BOLT", SIDE_BUY, 10, 2_530)
     assert refused.code == PRICE_COLLAR and "5 ticks = 25" in refused.reason
 
 
 def test_max_open_orders_counts_live_and_in_flight_orders():
     r = make_risk(make_config(max_open_orders=3))
-    r.hold(1, 7, "ACME", SIDE_BUY, 1)
+    hold(r, 1, 7, "ACME", SIDE_BUY, 1)
     r.apply(accepted(7, 0, SIDE_BUY, 1, order_id=100), shard=0)
     assert r.open_orders(7) == 2
-    assert r.check(7, "BTC-USD", SIDE_SELL, 1, 6_000_000) is None  # 2 < 3
-    r.hold(2, 7, "BTC-USD", SIDE_SELL, 1)
-    refused = r.check(7, "ETH-USD", SIDE_BUY, 1, 300_000)  # 3: at the limit, no more
+    assert check(r, 7, "BTC-USD", SIDE_SELL, 1, 6_000_000) is None  # 2 < 3
+    hold(r, 2, 7, "BTC-USD", SIDE_SELL, 1)
+    refused = check(r, 7, "ETH-USD", SIDE_BUY, 1, 300_000)  # 3: at the limit, no more
     assert refused.code == MAX_OPEN_ORDERS and "3 orders" in refused.reason
     assert "limit is 3" in refused.reason
     r.release(2)  # answered
-    assert r.check(7, "ETH-USD", SIDE_BUY, 1, 300_000) is None
+    assert check(r, 7, "ETH-USD", SIDE_BUY, 1, 300_000) is None
     r.release(1)  # its ACCEPTED came: the live order still counts
     assert r.open_orders(7) == 1
 
@@ -159,25 +177,25 @@ def test_position_limit_counts_position_open_and_in_flight_orders_each_side():
     r = make_risk()
     r.positions.apply(trade(5, SIDE_BUY, 6, 10_000, 40))  # client 5: long 40
     r.apply(accepted(5, 0, SIDE_BUY, 30, order_id=1), shard=0)  # resting buy 30
-    r.hold(9, 5, "ACME", SIDE_BUY, 20)  # a buy of 20 in flight
+    hold(r, 9, 5, "ACME", SIDE_BUY, 20)  # a buy of 20 in flight
     # 40 + 30 + 20 = 90: 60 more reach the long limit of 150
-    assert r.check(5, "ACME", SIDE_BUY, 60, 10_000) is None
-    assert r.check(5, "ACME", SIDE_BUY, 59, 10_000) is None
-    refused = r.check(5, "ACME", SIDE_BUY, 61, 10_000)
+    assert check(r, 5, "ACME", SIDE_BUY, 60, 10_000) is None
+    assert check(r, 5, "ACME", SIDE_BUY, 59, 10_000) is None
+    refused = check(r, 5, "ACME", SIDE_BUY, 61, 10_000)
     assert refused.code == MAX_POSITION and refused.field == "$.qty"
     assert "to 151 (position 40 + open buys 30 + in flight 20 + 61)" in refused.reason
     assert "long limit of 150" in refused.reason
     # selling: 40 - 190 = -150 reaches the short limit; open buys do not count
-    assert r.check(5, "ACME", SIDE_SELL, 100, 10_000) is None
-    r.hold(10, 5, "ACME", SIDE_SELL, 90)
-    assert r.check(5, "ACME", SIDE_SELL, 100, 10_000) is None
-    refused = r.check(5, "ACME", SIDE_SELL, 101, 10_000)
+    assert check(r, 5, "ACME", SIDE_SELL, 100, 10_000) is None
+    hold(r, 10, 5, "ACME", SIDE_SELL, 90)
+    assert check(r, 5, "ACME", SIDE_SELL, 100, 10_000) is None
+    refused = check(r, 5, "ACME", SIDE_SELL, 101, 10_000)
     assert refused.code == MAX_POSITION and "to -151" in refused.reason
     assert "short limit of -150" in refused.reason
     # each instrument has its own limit
-    assert r.check(5, "BOLT", SIDE_BUY, 100, 2_500) is None
+    assert check(r, 5, "BOLT", SIDE_BUY, 100, 2_500) is None
     r.release(9)
-    assert r.check(5, "ACME", SIDE_BUY, 80, 10_000) is None
+    assert check(r, 5, "ACME", SIDE_BUY, 80, 10_000) is None
 
 
 def test_client_overrides_and_per_symbol_limits():
@@ -193,23 +211,23 @@ def test_client_overrides_and_per_symbol_limits():
     assert (mine.max_order_qty, mine.orders_per_second, mine.burst) == (7, 5, 200)
     assert (mine.starting_cash, limits_for(config, 1).starting_cash) == (1_000, 0)
     r = make_risk(config)
-    assert r.check(4, "ACME", SIDE_BUY, 8, 10_000).code == MAX_ORDER_QTY
-    assert r.check(1, "ACME", SIDE_BUY, 8, 10_000) is None
-    assert r.check(1, "ETH-USD", SIDE_BUY, 11, 300_000).code == MAX_POSITION
-    assert r.check(1, "ETH-USD", SIDE_BUY, 10, 300_000) is None
+    assert check(r, 4, "ACME", SIDE_BUY, 8, 10_000).code == MAX_ORDER_QTY
+    assert check(r, 1, "ACME", SIDE_BUY, 8, 10_000) is None
+    assert check(r, 1, "ETH-USD", SIDE_BUY, 11, 300_000).code == MAX_POSITION
+    assert check(r, 1, "ETH-USD", SIDE_BUY, 10, 300_000) is None
     r.positions.apply(trade(4, SIDE_SELL, 1, 2_500, 25, instrument=1))
-    assert r.check(4, "BOLT", SIDE_SELL, 6, 2_500).code == MAX_POSITION
-    assert r.check(4, "BOLT", SIDE_SELL, 5, 2_500) is None
+    assert check(r, 4, "BOLT", SIDE_SELL, 6, 2_500).code == MAX_POSITION
+    assert check(r, 4, "BOLT", SIDE_SELL, 5, 2_500) is None
 
 
 def test_kill_switch_refuses_everything_until_lifted():
     r = make_risk()
     r.kill(3)
-    refused = r.check(3, "ACME", SIDE_BUY, 1, 10_000)
+    refused = check(r, 3, "ACME", SIDE_BUY, 1, 10_000)
     assert refused.code == KILL_SWITCH and "exch unkill 3" in refused.reason
-    assert r.check(4, "ACME", SIDE_BUY, 1, 10_000) is None
+    assert check(r, 4, "ACME", SIDE_BUY, 1, 10_000) is None
     r.unkill(3)
-    assert r.check(3, "ACME", SIDE_BUY, 1, 10_000) is None
+    assert check(r, 3, "ACME", SIDE_BUY, 1, 10_000) is None
 
 
 def test_replace_is_checked_for_what_it_adds():
@@ -220,13 +238,13 @@ def test_replace_is_checked_for_what_it_adds():
     assert r.check_replace(5, "ACME", 12, 10_000, 100_000) is None
     assert r.check_replace(5, "ACME", 11, 10_000, 121).code == MAX_ORDER_QTY
     assert r.check_replace(5, "ACME", 11, 12_000, 10).code == PRICE_COLLAR
-    r.hold(1, 5, "ACME", SIDE_BUY, 40)  # 100 open + 40 in flight: 10 to the limit
+    hold(r, 1, 5, "ACME", SIDE_BUY, 40)  # 100 open + 40 in flight: 10 to the limit
     assert r.check_replace(5, "ACME", 11, 10_000, 100) is None
     assert r.check_replace(5, "ACME", 11, 10_000, 110) is None
     assert r.check_replace(5, "ACME", 11, 10_000, 111).code == MAX_POSITION
     r.hold_replace(2, 5, "ACME", 11, 110)
     assert r.exposure(5, "ACME").buy == 150
-    assert r.check(5, "ACME", SIDE_BUY, 1, 10_000).code == MAX_POSITION
+    assert check(r, 5, "ACME", SIDE_BUY, 1, 10_000).code == MAX_POSITION
     rep = events(1)
     rep["kind"], rep["order_id"], rep["qty"], rep["leaves"] = EV_REPLACED, 11, 110, 110
     r.apply(rep, shard=0)
@@ -365,18 +383,18 @@ def mass_cancel(seq: int, client: int) -> np.ndarray:
 def test_bad_input_is_refused_and_changes_nothing():
     r = make_risk()
     with pytest.raises(ValueError, match="no instrument 'NOPE'"):
-        r.check(1, "NOPE", SIDE_BUY, 1, 10_000)
+        check(r, 1, "NOPE", SIDE_BUY, 1, 10_000)
     with pytest.raises(ValueError, match="side must be"):
-        r.check(1, "ACME", 3, 1, 10_000)
-    r.hold(5, 1, "ACME", SIDE_BUY, 10)
+        check(r, 1, "ACME", 3, 1, 10_000)
+    hold(r, 5, 1, "ACME", SIDE_BUY, 10)
     with pytest.raises(ValueError, match="req_id 5 is held already"):
-        r.hold(5, 1, "ACME", SIDE_BUY, 99)
+        hold(r, 5, 1, "ACME", SIDE_BUY, 99)
     assert r.exposure(1, "ACME").buy == 10 and r.open_orders(1) == 1
     r.release(5)
     r.release(5)  # twice: nothing more
     assert r.exposure(1, "ACME").buy == 0 and r.open_orders(1) == 0
     with pytest.raises(ValueError, match="client id"):
-        r.hold(6, 0, "ACME", SIDE_BUY, 1)
+        hold(r, 6, 0, "ACME", SIDE_BUY, 1)
     assert r.in_flight() == 0
     assert offsets(make_config()) == [0, 2]
 
