@@ -48,9 +48,6 @@ class GatewayCounters:
         self.fills = 0
         self.rejects: dict[str, int] = {}  # code -> refusals this turn
         self.seen: set[int] = set()  # clients heard from, kept while a connection is known
-        # both writes compile (or load) their Numba code now, not on a first request
-        counter_add(self.block.values, self._slot["requests"], 0)
-        gauge_set(self.block.values, self._slot["clients"], 0)
 
     def reject(self, code: str) -> None:
         self.rejects[code] = self.rejects.get(code, 0) + 1

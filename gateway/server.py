@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     counters = zap = router = pub = store = None
     conns = Connections(ctx, config.gateway.max_connections_per_client)
     try:
-        # before any socket, as the warm-up: its writes compile on a cold cache
+        # first: the block says the gateway is up (its writes are compiled: the warm-up)
         counters = GatewayCounters(config.shm.namespace, [s.name for s in config.shards])
         for i in range(len(config.shards)):
             links.append(ShardLink(config, i))

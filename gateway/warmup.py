@@ -28,6 +28,7 @@ from gateway.mirror import BookMirror, market_data
 from gateway.positions import Positions
 from gateway.risk import Risk
 from gateway.shardlink import unseen
+from shm.counters import counter_add, gauge_set
 
 PACKAGES = ("exchange", "gateway", "shm")  # whose kernels the gateway calls
 
@@ -80,6 +81,9 @@ def warm_up(config) -> float:
     table = ordertable.fit(table, len(table))  # grows: rehashes
     ordertable.remove(table, ordertable.find(table, 1))
     compile_discard()
+    words = np.zeros(2, np.int64)  # a counter block's values: int64 words
+    counter_add(words, 0, 1)
+    gauge_set(words, 1, 1)
     return time.perf_counter() - t0
 
 

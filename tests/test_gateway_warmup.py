@@ -8,27 +8,48 @@ from gateway_harness import REPO, GatewayRig
 from gateway.client import order
 from gateway.protocol import Ack
 
-# the kernels called from Python (the others are only called from these)
-CALLED = {
-    "gateway.mirror": ("apply_depth", "best_levels", "find_best"),
-    "exchange.ordertable": ("find", "insert", "remove", "_rehash"),
-    "gateway.positions": ("apply_trades",),
-    "gateway.risk": ("fold", "load", "drop", "admit_pass"),
-    "gateway.keyfilter": ("add", "may_hold", "may_hold_each"),
-    "gateway.shardlink": ("_unseen",),
-    "gateway.discard": ("_discard",),
-}
-
-SCRIPT = f"""
-import importlib
+# In a fresh process (a kernel has signatures only once something called it): every
+# module the gateway loads, its warm-ups as it runs them, then every kernel of ours the
+# gateway's Python code calls (defined in gateway/, or named in a gateway module's code)
+# must be compiled, or be called from a compiled kernel that is (Numba compiles a callee
+# into its caller). Found, not listed: a new kernel cannot slip past.
+SCRIPT = """
+import inspect, pathlib, re, sys
 from exchange.config import DEFAULT_TOML, parse_config
+import gateway.server
 from gateway.warmup import warm_up
+from numba.core.registry import CPUDispatcher
+from shm.warmup import warm_up as warm_up_rings
+warm_up_rings()
 warm_up(parse_config(DEFAULT_TOML))
-for mod, names in {CALLED!r}.items():
-    m = importlib.import_module(mod)
-    for n in names:
-        if not getattr(m, n).signatures:
-            print(mod + "." + n)
+kernels = {}
+for name, module in list(sys.modules.items()):
+    if name.partition(".")[0] in ("shm", "exchange", "gateway"):
+        for obj in list(vars(module).values()):
+            if isinstance(obj, CPUDispatcher):
+                kernels[obj.py_func.__module__ + "." + obj.py_func.__name__] = obj
+texts = [p.read_text() for p in pathlib.Path("gateway").glob("*.py")]
+def called_by_gateway(k):
+    mod, _, n = k.rpartition(".")
+    short = mod.rpartition(".")[2]
+    named = re.compile(
+        rf"\\b{short}\\.{n}\\(|^from {re.escape(mod)} import[^\\n]*\\b{n}\\b|^    {n},$", re.M
+    )
+    return mod.startswith("gateway.") or any(named.search(t) for t in texts)
+compiled = {k for k, d in kernels.items() if d.signatures}
+grew = True
+while grew:
+    grew = False
+    for k in sorted(set(kernels) - compiled):
+        call = re.compile(rf"\\b{re.escape(kernels[k].py_func.__name__)}\\(")
+        if any(call.search(inspect.getsource(kernels[c].py_func)) for c in compiled):
+            compiled.add(k)
+            grew = True
+called = sorted(k for k in kernels if called_by_gateway(k))
+print(len(called))
+for k in called:
+    if k not in compiled:
+        print(k)
 """
 
 
@@ -38,7 +59,9 @@ def test_warm_up_compiles_every_called_kernel():
         [sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "", f"not warmed up: {out.stdout.split()}"
+    found, *missed = out.stdout.split()
+    assert int(found) >= 20, out.stdout  # the finding finds (mirror, risk, keys, table...)
+    assert missed == [], f"not warmed up: {missed}"
 
 
 def test_serving_compiles_nothing_the_warm_up_missed(tmp_path):
