@@ -54,14 +54,8 @@ reports the first and compares the second with the batches (``tools.verify``).
 A lookup that a damaged branch page sends to the wrong leaf without LMDB noticing
 finds no value to check: only verify's cross-check of the tables shows that.
 
-A batch record is one blob: a 24-byte header (six little-endian uint32: the
-numbers of commands, events, order rows and idempotency entries, the bytes of
-the positions, and the record's checksum), then the COMMAND_DTYPE commands, the
-EVENT_DTYPE events, the ORDER_DTYPE rows (by order id) of the orders the batch
-changed, the IDEM_DTYPE values and then the 12-byte keys of the idempotency
-entries of its keyed NEW commands that the book accepted (a rejected one uses
-no key: ``exchange.idempotency``), and the input positions committed with it
-(a msgpack map).
+A batch record is one blob (``exchange.batchcodec``): the batch's commands, events,
+order rows, idempotency entries and input positions, with its checksum.
 
 A batch record is stored in pieces of ``piece_bytes`` (2,016 bytes with 4 KB
 pages): the first under the batch's key, the others under that key followed by
@@ -173,11 +167,12 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from exchange import archive, idempotency, lmdbfile, orderstate, pages
+from exchange import archive, batchcodec, idempotency, lmdbfile, orderstate, pages
 from exchange.archive import HistoryPruned
+from exchange.batchcodec import BatchRecord, batch_record, decode_batch
 from exchange.idempotency import IdemEntry
 from exchange.orderstate import ORDER_DTYPE, ORDER_ID_SEQ_MASK, ST_LIVE, OrderState
-from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, EVF_DUPLICATE, copy_records
+from exchange.records import COMMAND_DTYPE, EVENT_DTYPE, copy_records
 
 LAYOUT = b"exchange.journal/8"
 DURABILITY_MODES = ("fsync", "os")
@@ -206,11 +201,8 @@ _BATCH_BIT = 1 << 63  # set in a batch's key: it sorts after every (ASCII) name
 _PIECE_KEY_SIZE = 12  # a value's 8-byte key and the piece's number (big-endian uint32)
 _PIECED = ("batches", "snapshots")  # the tables whose values are stored in pieces
 assert all(name.isascii() for name in _DBS)
-_COUNTS = struct.Struct("<5I")  # a batch record's header: its counts, then its checksum
 _SUM = struct.Struct("<I")  # a checksum: zlib's crc32, little-endian
-_HEAD_SIZE = _COUNTS.size + _SUM.size
-_SECTIONS = (COMMAND_DTYPE, EVENT_DTYPE, ORDER_DTYPE, idempotency.IDEM_DTYPE, idempotency.KEY_BYTES)
-_C, _E, _R, _V, _K = (d.itemsize for d in _SECTIONS)
+_R, _V, _K = ORDER_DTYPE.itemsize, idempotency.IDEM_DTYPE.itemsize, idempotency.KEY_BYTES.itemsize
 # the sizes of the table values before their checksum (meta: identity, folded and
 # positions_at; the layout value is compared whole)
 _VALUE_SIZES = {"orders": _R, "idem": _V, "positions": 8, "meta": 8}
@@ -279,15 +271,6 @@ class Tables(NamedTuple):
     idem_values: np.ndarray  # IDEM_DTYPE, theirs
     positions: dict[str, int]  # those that pass their check
     damaged: dict[str, list[bytes]]  # table -> the keys of the values that fail it
-
-
-class BatchRecord(NamedTuple):
-    commands: np.ndarray  # COMMAND_DTYPE
-    events: np.ndarray  # EVENT_DTYPE
-    rows: np.ndarray  # ORDER_DTYPE, by order id
-    idem_values: np.ndarray  # IDEM_DTYPE, one per keyed NEW the book accepted, in batch order
-    idem_keys: np.ndarray  # their journal keys (idempotency.KEY_BYTES)
-    positions: dict[str, int]
 
 
 def _key(n: int) -> bytes:
@@ -564,138 +547,10 @@ def _record_name(table: str, key) -> str:
     return repr(key.decode(errors="backslashreplace"))
 
 
-def _record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_positions: int) -> int:
-    return _HEAD_SIZE + _C * n_cmds + _E * n_events + _R * n_rows + (_V + _K) * n_idem + n_positions
-
-
-def batch_record(cmds, events, rows, idem_values: bytes, idem_keys: bytes, positions: bytes):
-    """The bytes of a batch record: the header, then the arrays' and the packed sections'
-    bytes, joined."""
-    n_idem = len(idem_keys) // _K
-    counts = _COUNTS.pack(len(cmds), len(events), len(rows), n_idem, len(positions))
-    parts = (cmds.tobytes(), events.tobytes(), rows.tobytes(), idem_values, idem_keys, positions)
-    crc = zlib.crc32(counts)
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    return b"".join((counts, _SUM.pack(crc), *parts))
-
-
-def encode_batch(record: BatchRecord) -> bytes:
-    """The bytes of a decoded batch record (how tools and tests write one by hand)."""
-    r = record
-    blob = msgspec.msgpack.encode(r.positions) if r.positions else b""
-    keys, values = r.idem_keys.tobytes(), r.idem_values.tobytes()
-    return batch_record(r.commands, r.events, r.rows, values, keys, blob)
-
-
-def decode_batch(value) -> BatchRecord:
-    """The sections of a batch record, as read-only views of ``value``; ValueError if it
-    is not one or fails its checksum (``Journal`` reads make that a ``JournalDamaged``)."""
-    if len(value) < _HEAD_SIZE:
-        raise ValueError(f"a batch record of {len(value)} bytes is shorter than its header")
-    crc = zlib.crc32(memoryview(value)[_HEAD_SIZE:], zlib.crc32(value[: _COUNTS.size]))
-    if crc != _SUM.unpack_from(value, _COUNTS.size)[0]:
-        raise ValueError("checksum mismatch")
-    counts = _COUNTS.unpack_from(value)
-    if _record_size(*counts) != len(value):
-        raise ValueError(f"a batch record of {len(value)} bytes does not hold what its header says")
-    at = _HEAD_SIZE
-    parts = []
-    for dtype, n in zip(_SECTIONS, (*counts[:4], counts[3]), strict=True):
-        parts.append(np.frombuffer(value, dtype, n, at))
-        at += n * dtype.itemsize
-    try:
-        positions = msgspec.msgpack.decode(value[at:], type=dict[str, int]) if counts[4] else {}
-    except msgspec.DecodeError as e:
-        raise ValueError(f"a batch record's positions are unreadable: {e}") from None
-    return BatchRecord(*parts, positions)
-
-
 def _snapshot_bytes(blob) -> bytes:
     if not isinstance(blob, bytes | bytearray | memoryview) or not len(blob):
         raise ValueError(f"a snapshot must be non-empty bytes, got {type(blob).__name__}")
     return bytes(blob)
-
-
-def _checked_positions(positions) -> dict[str, int]:
-    """{name: position} as plain ints; a bad name or position is a ValueError."""
-    if not isinstance(positions, dict):
-        raise ValueError(f"positions must be a dict of name -> int, got {type(positions).__name__}")
-    out = {}
-    for name, pos in positions.items():
-        # a UTF-8 character is 4 bytes at most: only a long name needs encoding to tell
-        if not isinstance(name, str) or not name or (len(name) > 100 and len(name.encode()) > 400):
-            raise ValueError(f"a position name must be a non-empty str of <= 400 bytes: {name!r}")
-        if not isinstance(pos, int | np.integer) or not 0 <= pos < 2**63:
-            raise ValueError(f"position {name!r} must be an int in [0, 2**63), got {pos!r}")
-        out[name] = int(pos)
-    return out
-
-
-def _records(arr, dtype, what: str) -> np.ndarray:
-    if not isinstance(arr, np.ndarray) or arr.ndim != 1 or arr.dtype != dtype:
-        got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise ValueError(f"{what} must be a 1-d array of {what} records, got {got}")
-    return np.ascontiguousarray(arr)
-
-
-_OK = 0
-_EMPTY = 1
-_NOT_PAST_LAST = 2
-_SEQ_ORDER = 3
-_FOREIGN_EVENT = 4
-_DUPLICATE_EVENT = 5
-_EVENT_ORDER = 6
-
-
-@njit(cache=True)
-def _batch_problem(cmds, events, last_seq):
-    """(problem code, index of the offending record) of a batch, (_OK, 0) if it is sound."""
-    if cmds.shape[0] == 0:
-        return _EMPTY, 0
-    if cmds[0].seq <= last_seq:
-        return _NOT_PAST_LAST, 0
-    for i in range(1, cmds.shape[0]):
-        if cmds[i].seq <= cmds[i - 1].seq:
-            return _SEQ_ORDER, i
-    ci = 0
-    for i in range(events.shape[0]):
-        e = events[i]
-        if e.flags & EVF_DUPLICATE:
-            return _DUPLICATE_EVENT, i
-        if i > 0:
-            p = events[i - 1]
-            if e.seq < p.seq or (e.seq == p.seq and e.idx <= p.idx):
-                return _EVENT_ORDER, i
-        while ci < cmds.shape[0] and cmds[ci].seq < e.seq:
-            ci += 1
-        if ci == cmds.shape[0] or cmds[ci].seq != e.seq:
-            return _FOREIGN_EVENT, i
-    return _OK, 0
-
-
-def _check_batch(cmds: np.ndarray, events: np.ndarray, last_seq: int) -> None:
-    code, i = _batch_problem(cmds, events, last_seq)
-    if code == _OK:
-        return
-    if code == _EMPTY:
-        raise ValueError("empty batch: a batch needs at least one command")
-    if code == _NOT_PAST_LAST:
-        raise ValueError(
-            f"batch starts at seq {cmds['seq'][0]}, not past the journal's last seq {last_seq}"
-        )
-    if code == _SEQ_ORDER:
-        s = cmds["seq"]
-        raise ValueError(f"batch seqs must strictly increase: seq {s[i]} after {s[i - 1]}")
-    if code == _DUPLICATE_EVENT:
-        raise ValueError("EVF_DUPLICATE re-sends are replies, not history: do not journal them")
-    if code == _EVENT_ORDER:
-        s, x = events["seq"], events["idx"]
-        raise ValueError(
-            f"events must be in (seq, idx) order: event {i} is "
-            f"({s[i]}, {x[i]}) after ({s[i - 1]}, {x[i - 1]})"
-        )
-    raise ValueError(f"event {i} has seq {events['seq'][i]}, which no command of the batch has")
 
 
 class Journal:
@@ -1026,12 +881,12 @@ class Journal:
         batch or a reused idempotency pair raises ValueError and writes
         nothing; so does an event about an order the journal never saw created.
         """
-        cmds = _records(cmds, COMMAND_DTYPE, "commands")
-        events = _records(events, EVENT_DTYPE, "events")
-        _check_batch(cmds, events, self.last_seq)
+        cmds = batchcodec.records(cmds, COMMAND_DTYPE, "commands")
+        events = batchcodec.records(events, EVENT_DTYPE, "events")
+        batchcodec.check_batch(cmds, events, self.last_seq)
         if snapshot is not None:
             snapshot = _snapshot_bytes(snapshot)
-        positions = _checked_positions(positions) if positions is not None else {}
+        positions = batchcodec.checked_positions(positions) if positions is not None else {}
         blob = msgspec.msgpack.encode(positions) if positions else b""
         rows, need, needs_prior = orderstate.derive(cmds, events)
         # only an order the book accepted uses its pair up (``exchange.idempotency``)
@@ -1145,7 +1000,7 @@ class Journal:
 
     def write_positions(self, positions: dict[str, int]) -> float:
         """Commit reader positions alone (a batch whose every command was a retry)."""
-        positions = _checked_positions(positions)
+        positions = batchcodec.checked_positions(positions)
         merged = {**self._log_positions, **positions}
         dt = self._write(lambda txn: self._put_positions(txn, merged))
         self._log_positions.clear()
@@ -1197,8 +1052,8 @@ class Journal:
             for key, value in _joined_from(cur, cur.set_range(batch_key(pruned + 1))):
                 if batch_seq(key) > bound:
                     break
-                if len(value) >= _COUNTS.size:
-                    counts = _COUNTS.unpack_from(value)
+                if len(value) >= batchcodec.COUNTS.size:
+                    counts = batchcodec.COUNTS.unpack_from(value)
                     n, n_idem = n + counts[0], n_idem + counts[3]
                 if keys and (n > limit or n_idem > MERGE_ROWS):
                     break

@@ -12,6 +12,7 @@ import pytest
 from journal_stream import assert_prefix, cut, idem_entry, shard_stream
 
 from exchange import journal as journal_module
+from exchange.batchcodec import batch_record, decode_batch, encode_batch
 from exchange.idempotency import used_news
 from exchange.journal import (
     LAYOUT,
@@ -21,9 +22,6 @@ from exchange.journal import (
     JournalFull,
     batch_items,
     batch_key,
-    batch_record,
-    decode_batch,
-    encode_batch,
     piece_bytes,
 )
 from exchange.records import (

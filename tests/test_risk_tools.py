@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 from streams import random_batches, random_stream
 
+from exchange.batchcodec import decode_batch, encode_batch
 from exchange.config import DEFAULT_TOML, ClientLimits, dump_config, load_config, parse_config
 from exchange.engine import ShardEngine
-from exchange.journal import (
-    Journal,
-    batch_items,
-    decode_batch,
-    delete_pieces,
-    encode_batch,
-    put_pieces,
-)
+from exchange.journal import Journal, batch_items, delete_pieces, put_pieces
 from exchange.records import CMD_EXPIRE, CMD_MASS_CANCEL, EV_TRADE, SIDE_BUY, SIDE_SELL
 from gateway import killswitch
 from tools import cli

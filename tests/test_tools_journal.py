@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from journal_stream import idem_entry
 
+from exchange.batchcodec import decode_batch, encode_batch
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
@@ -30,9 +31,7 @@ from exchange.journal import (
     JournalDamaged,
     batch_items,
     batch_seq,
-    decode_batch,
     delete_pieces,
-    encode_batch,
     joined_items,
     piece_bytes,
     put_pieces,

@@ -64,9 +64,10 @@ from typing import NamedTuple
 import numpy as np
 
 from exchange import idempotency
+from exchange.batchcodec import BatchRecord
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
-from exchange.journal import BatchRecord, Journal, JournalDamaged, Tables
+from exchange.journal import Journal, JournalDamaged, Tables
 from exchange.orderstate import ORDER_DTYPE, ST_LIVE
 from tools import batchcheck, fillcheck
 from tools.journalview import JournalView
