@@ -23,7 +23,7 @@ from bench.report import emit
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
 from exchange.idempotency import plan_batch
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalReader
 from exchange.records import (
     CMD_CANCEL,
     CMD_NEW,
@@ -112,7 +112,7 @@ def run_mode(root: str, mode: str, size: int, stream, seconds: float) -> dict:
 
 
 def replay_speed(path: str) -> int:
-    with Journal(path, readonly=True) as j:
+    with JournalReader(path) as j:
         t0 = time.perf_counter()
         n = sum(len(c) for c, _ in j.iter_batches())
         return round(n / (time.perf_counter() - t0))

@@ -40,7 +40,7 @@ from bench.report import emit
 from exchange import journal as journal_module
 from exchange.book import Book
 from exchange.bookconfig import BookConfig
-from exchange.journal import MERGE_ROWS, Journal, batch_items
+from exchange.journal import MERGE_ROWS, Journal, JournalReader, batch_items
 
 REPO = Path(__file__).resolve().parent.parent
 STREAM_COMMANDS = 400_000
@@ -118,7 +118,7 @@ def measure_reads(path: str, repeats: int, lookups: int) -> dict:
 def measure_fold_writes(path: str, root: str, work: int, repeats: int) -> dict:
     """A fold's table writes of ``work`` rows and entries (half each, from the journal at
     ``path``), sealed and bare, each into fresh tables."""
-    with Journal(path, readonly=True) as j:
+    with JournalReader(path) as j:
         tables = j.tables()
     n = min(work // 2, len(tables.orders), len(tables.idem_keys))
     ids = tables.order_ids[:n].astype(">i8")

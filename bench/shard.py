@@ -28,7 +28,7 @@ from bench.book import CONFIG, workload
 from bench.report import emit
 from exchange.config import DEFAULT_TOML, InstrumentSection, ShardSection, dump_config, parse_config
 from exchange.engine import ShardEngine, warm_up
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.topology import counters_name, event_ring, request_ring
 from shm.consumer import Consumer
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         events.close()
 
         warm_up()  # recovery is timed without this process's cache load of the kernel
-        with Journal(str(tmp / "journal" / SHARD), readonly=True) as j:
+        with JournalReader(str(tmp / "journal" / SHARD)) as j:
             engine = ShardEngine(0, [CONFIG], j)
             rec = engine.recover(use_snapshot=False)
         result = {

@@ -265,7 +265,9 @@ class ShardEngine:
             events = self._run(batch)
             self._since_snapshot += n
             snapshot = self._snapshot(self.last_seq + n) if self._snapshot_due() else None
-            dt = self.journal.write_batch(batch, events, snapshot=snapshot, positions=positions)
+            dt = self.journal.write_batch(
+                batch, events, snapshot=snapshot, positions=positions, unused=plan.unused
+            )
             if snapshot is not None:
                 self._since_snapshot = 0
                 self._snapshot_at = time.monotonic()

@@ -147,6 +147,9 @@ class IdemPlan(NamedTuple):
     keep: np.ndarray | None  # bool per drained command: sequence and run it (None: all)
     conflicts: np.ndarray  # EVENT_DTYPE replies, ready to publish
     retries: np.ndarray  # RETRY_DTYPE, in drained order
+    # the keys looked up and found in neither the journal's log nor its table: its
+    # write of this batch need not look them up again (``Journal.write_batch``)
+    unused: frozenset[bytes] = frozenset()
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -302,8 +305,9 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
         return KEEP_ALL
     found = journal.idem_values(keys)
     retried = (drained["flags"][index] & FLAG_RETRY != 0).tolist()
-    if not any(found) and not any(retried) and len(set(keys)) == len(keys):
-        return KEEP_ALL
+    unused = frozenset(k for k, f in zip(keys, found, strict=True) if f is None)
+    if not any(found) and not any(retried) and len(unused) == len(keys):
+        return KEEP_ALL._replace(unused=unused)
     keep = np.ones(len(drained), bool)
     first = {}  # key -> position in ``keys`` of the batch's first command under it
     conflicts, expired, retries = [], [], []
@@ -333,7 +337,7 @@ def plan_batch(journal, drained: np.ndarray) -> IdemPlan:
     refused = shard_rejects(drained[conflicts], REJ_CONFLICT)
     if expired:
         refused = np.concatenate([refused, shard_rejects(drained[expired], REJ_KEY_EXPIRED)])
-    return IdemPlan(keep, refused, retry_arr)
+    return IdemPlan(keep, refused, retry_arr, unused)
 
 
 def shard_rejects(cmds: np.ndarray, code: int) -> np.ndarray:

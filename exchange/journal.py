@@ -147,7 +147,7 @@ Mapped pages: the tables are looked up at random, so the RSS of a long-running s
 what it maps (``exchange.pages``); ``release_pages`` gives the pages back, and the
 shard calls it every ``RELEASE_SECONDS``.
 
-Readers (``readonly=True``, other processes) use LMDB's MVCC read transactions:
+Readers (``JournalReader``, other processes) use LMDB's MVCC read transactions:
 they never block the writer and see whole batches only. One process may write
 at a time: the writer holds an exclusive lock on ``writer.lock``.
 """
@@ -553,65 +553,37 @@ def _snapshot_bytes(blob) -> bytes:
     return bytes(blob)
 
 
-class Journal:
-    """One shard's journal: a writer (one process) or a reader (any number of processes).
+class JournalReader:
+    """One shard's journal, read: by any number of processes (the tools, a backup), and by
+    its writer (``Journal``, a subclass). Reads are LMDB's MVCC read transactions: they
+    never block the writer and see whole batches only.
 
-    LMDB allows one open environment per path per process, so a process shares
-    one ``Journal`` per path (a second one fails with ``JournalError``).
+    LMDB allows one open environment per path per process, so a process shares one
+    journal object per path (a second one fails with ``JournalError``).
     """
 
-    def __init__(
-        self,
-        path,
-        durability: str = "fsync",
-        readonly: bool = False,
-        map_size: int = DEFAULT_MAP_SIZE,
-        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
-        keep_snapshots: int = KEEP_SNAPSHOTS,
-        merge_rows: int = MERGE_ROWS,
-        archive_dir: str | None = None,
-        name: str | None = None,
-    ):
-        if durability not in DURABILITY_MODES:
-            raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
-        if not 0 < map_size <= max_map_size:
-            raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size}, {max_map_size}")
-        if keep_snapshots < 1:
-            raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
-        if merge_rows < 1:
-            raise ValueError(f"merge_rows must be >= 1, got {merge_rows}")
+    durability = "read-only"  # what ``stats`` says of a reader: it commits nothing
+    max_map_size = DEFAULT_MAX_MAP_SIZE
+
+    def __init__(self, path, archive_dir: str | None = None, name: str | None = None):
+        self._setup(path, archive_dir, name)
+        self._env = self._open_reader()
+        self._attach()
+
+    def _setup(self, path, archive_dir: str | None, name: str | None) -> None:
         self.path = os.fspath(path)
-        self.durability = durability
-        self.readonly = readonly
-        self.max_map_size = max_map_size
-        self.keep_snapshots = keep_snapshots
-        self.merge_rows = merge_rows
         # where the pruned batches are read from (``iter_records``); None: nowhere
         self.archive_dir = archive_dir
         # the shard's name in its archives: the journal's directory is named after it
         self.name = name or os.path.basename(os.path.normpath(self.path))
-        # the writer's view of the log: its order rows, idempotency entries (key ->
-        # value) and the positions committed in it since ``positions_at``
-        self._pending = orderstate.PendingRows()
-        self._idem: dict[bytes, bytes] = {}
-        # keys the last ``idem_values`` found in neither: the table changes only at a
-        # fold, so until then write_batch need not look them up again
-        self._unused: set[bytes] = set()
-        self._log_positions: dict[str, int] = {}
         self._commits = 0
         self._commit_seconds = 0.0
         self._grows = 0
-        self._lock_fd = None
-        if readonly:
-            self._env = self._open_reader()
-        else:
-            self._lock_fd = self._lock_writer()
-            try:
-                self._env = self._open_writer(map_size)
-            except BaseException:
-                os.close(self._lock_fd)
-                raise
-        try:  # what start-up reads is checked: a damaged one closes what was opened
+        self._env = None
+
+    def _attach(self) -> None:
+        """The handles and what start-up reads, checked: a damaged one closes what was opened."""
+        try:
             # the batches are the main database's records (``batch_key``)
             self._db = {"batches": self._env.open_db(None)}
             self._db.update((n.decode(), self._env.open_db(n, create=False)) for n in _DBS)
@@ -620,59 +592,16 @@ class Journal:
             with self._read() as txn:
                 value = txn.get(b"identity", db=self._db["meta"])
                 self.identity = bytes(self._unsealed("meta", b"identity", value)).hex()
-            if not readonly:
-                self._load_log()
         except BaseException:
             self.close()
             raise
 
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
     # ------------------------------------------------------------ opening
-
-    def _lock_writer(self) -> int:
-        os.makedirs(self.path, exist_ok=True)
-        fd = os.open(os.path.join(self.path, "writer.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise JournalLocked(f"journal {self.path} is already open for writing") from None
-        return fd
-
-    def _open_writer(self, map_size: int) -> lmdb.Environment:
-        env = self._lmdb_open(
-            map_size=map_size,
-            sync=self.durability == "fsync",
-            metasync=True,
-            writemap=False,
-            map_async=False,
-        )
-        try:
-            fresh = env.stat()["entries"] == 0
-            with env.begin(write=True) as txn:
-                try:
-                    meta = env.open_db(b"meta", txn=txn, create=fresh)
-                except lmdb.NotFoundError:
-                    raise JournalError(
-                        f"{self.path} is an LMDB environment but no journal"
-                    ) from None
-                layout = txn.get(b"layout", db=meta)
-                if layout is None:
-                    txn.put(b"layout", LAYOUT, db=meta)
-                    identity = os.urandom(IDENTITY_BYTES)
-                    txn.put(b"identity", _sealed(b"identity", identity), db=meta)
-                    txn.put(b"folded", _sealed(b"folded", _key(0)), db=meta)
-                    txn.put(b"positions_at", _sealed(b"positions_at", _key(0)), db=meta)
-                elif layout != LAYOUT:
-                    raise JournalError(self._layout_message(layout))
-                for name in _DBS[1:]:
-                    env.open_db(name, txn=txn)
-        except _DAMAGE_ERRORS as e:
-            env.close()
-            raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
-        except BaseException:
-            env.close()
-            raise
-        return env
 
     def _open_reader(self) -> lmdb.Environment:
         if not os.path.exists(os.path.join(self.path, "data.mdb")):
@@ -714,30 +643,6 @@ class Journal:
             f"journal {self.path} has layout {layout!r}, this code reads {LAYOUT!r}; "
             "use the matching version of the exchange to read or migrate it"
         )
-
-    def _load_log(self) -> None:
-        """The writer's in-memory view of the log (see the module docstring), checked."""
-        with self._reading("meta", "batches") as txn:
-            positions_at = self._meta(txn, b"positions_at")
-            for key, value in self._log(txn, self._meta(txn, b"folded")):
-                rec = self._batch(key, value)
-                self._pending.add(rec.rows)
-                self._idem.update(
-                    zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True)
-                )
-                if batch_seq(key) > positions_at:
-                    self._log_positions.update(rec.positions)
-
-    def close(self) -> None:
-        if self._env is None:
-            return
-        if not self.readonly and self.durability == "os":
-            self._env.sync(True)
-        self._env.close()
-        self._env = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     def __enter__(self) -> "Journal":
         return self
@@ -802,60 +707,13 @@ class Journal:
             raise self._damaged("batches", key, "not the record of the batch ending at this seq")
         return rec
 
-    def _write(self, fill) -> float:
-        """Run ``fill(txn)`` in a write txn and commit; grow the map and redo it when full."""
-        if self.readonly:
-            raise JournalError(f"journal {self.path} is open read-only")
-        while True:
-            txn = self._env.begin(write=True)
-            try:
-                fill(txn)
-                t0 = time.perf_counter()
-                txn.commit()
-                dt = time.perf_counter() - t0
-            except lmdb.MapFullError:
-                txn.abort()
-                self._grow()
-                continue
-            except _DAMAGE_ERRORS as e:
-                txn.abort()
-                raise self._lmdb_damage(("a write transaction",), e) from e
-            except lmdb.Error as e:
-                txn.abort()
-                if e.code in _FULL_ERRNOS:
-                    raise JournalFull(
-                        f"journal {self.path}: the disk refused a write "
-                        f"({errno.errorcode[e.code]}: {e}; LMDB reports a short write as EIO); "
-                        "nothing of this batch was written; stop intake and free space"
-                    ) from e
-                raise JournalError(f"journal {self.path}: LMDB failed: {e}") from e
-            except BaseException:
-                txn.abort()
-                raise
-            self._commits += 1
-            self._commit_seconds += dt
-            return dt
-
     def release_pages(self) -> int:
         """Unmap the pages of the data file this process has read (``exchange.pages``).
         Returns the bytes of map given back."""
         return pages.release(os.path.join(self.path, "data.mdb"))
 
-    def _grow(self) -> None:
-        size = self._env.info()["map_size"]
-        if size >= self.max_map_size:
-            raise JournalFull(
-                f"journal {self.path}: the map is full at its maximum of {self.max_map_size} "
-                "bytes; nothing of this batch was written; stop intake, raise max_map_size"
-            )
-        self._env.set_mapsize(min(2 * size, self.max_map_size))
-        self._grows += 1
-
     def _meta(self, txn, name: bytes) -> int:
         return _int(self._unsealed("meta", name, txn.get(name, db=self._db["meta"])))
-
-    def _put_meta(self, txn, name: bytes, seq: int) -> None:
-        txn.put(name, _sealed(name, _key(seq)), db=self._db["meta"])
 
     def _log(self, txn, after: int) -> Iterator[tuple[bytes, bytes]]:
         """(key, record) of the batches after seq ``after``, oldest first."""
@@ -864,288 +722,48 @@ class Journal:
 
     # ------------------------------------------------------------ writing
 
-    def write_batch(
-        self,
-        cmds: np.ndarray,
-        events: np.ndarray,
-        snapshot: bytes | None = None,
-        positions: dict[str, int] | None = None,
-    ) -> float:
-        """Journal one sequenced batch in one transaction; returns the seconds its commit took.
-
-        ``cmds``: COMMAND_DTYPE, seqs strictly increasing past ``last_seq``.
-        ``events``: EVENT_DTYPE, exactly what the books produced for them, in
-        (seq, idx) order, no EVF_DUPLICATE. ``snapshot``: the state after the
-        batch, stored under its last seq. ``positions``: where the shard's
-        input readers stand after this batch (see ``positions()``). A malformed
-        batch or a reused idempotency pair raises ValueError and writes
-        nothing; so does an event about an order the journal never saw created.
-        """
-        cmds = batchcodec.records(cmds, COMMAND_DTYPE, "commands")
-        events = batchcodec.records(events, EVENT_DTYPE, "events")
-        batchcodec.check_batch(cmds, events, self.last_seq)
-        if snapshot is not None:
-            snapshot = _snapshot_bytes(snapshot)
-        positions = batchcodec.checked_positions(positions) if positions is not None else {}
-        blob = msgspec.msgpack.encode(positions) if positions else b""
-        rows, need, needs_prior = orderstate.derive(cmds, events)
-        # only an order the book accepted uses its pair up (``exchange.idempotency``)
-        _, keys, values = idempotency.used_entries(cmds, events)
-        if keys:
-            self._refuse_used_pairs(None, keys)
-        last = int(cmds["seq"][-1])
-        pending = self._pending
-        # the fold's work: the log's rows and idempotency entries
-        work = pending.rows + len(rows) + len(self._idem) + len(keys)
-        fold = work >= self.merge_rows or pending.batches + 1 >= MERGE_BATCHES
-        logged = []
-
-        def fill(txn):
-            order_rows = rows
-            if needs_prior:
-                # merge_prior adds to the rows: a fill that is redone starts over
-                order_rows = np.frombuffer(bytearray(rows.tobytes()), ORDER_DTYPE)
-                self._merge_prior(txn, order_rows, need)
-            if keys:
-                self._refuse_used_pairs(txn, keys)
-            record = batch_record(cmds, events, order_rows, b"".join(values), b"".join(keys), blob)
-            # MDB_APPEND: the key is past every key of the main database (batch_key),
-            # so the put fills the last leaf and splits none in half
-            db = self._db["batches"]
-            if not put_pieces(txn, db, batch_key(last), record, self._psize, append=True):
-                raise JournalError(f"journal {self.path}: a batch ending at {last} exists")
-            if fold:
-                self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), positions)
-            if snapshot is not None:
-                self._put_snapshot(txn, last, snapshot)
-            logged[:] = [order_rows]
-
-        dt = self._write(fill)
-        # only a committed transaction moves the in-memory state
-        if fold:
-            self._folded()
-        else:
-            pending.add(logged[0])
-            if keys:
-                self._idem.update(zip(keys, values, strict=True))
-            self._log_positions.update(positions)
-        self._last_seq = last
-        return dt
-
-    def _folded(self) -> None:
-        """After a fold's commit: the log starts anew."""
-        self._pending.clear()
-        self._idem.clear()
-        self._unused.clear()
-        self._log_positions.clear()
-
-    def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, positions: dict) -> None:
-        """Bring the tables up to date with the log and this batch; the log starts anew."""
-        table = self._pending.latest(rows)
-        ids = table["order_id"].astype(">i8")
-        sealed = _seal_rows(_bytes_2d(ids), _bytes_2d(table))
-        txn.cursor(db=self._db["orders"]).putmulti(zip(_items(ids), sealed, strict=True))
-        idem = {**self._idem, **idem}
-        if idem:
-            keys, values = zip(*sorted(idem.items()), strict=True)
-            sealed = _seal_rows(_joined_2d(keys, _K), _joined_2d(values, _V))
-            txn.cursor(db=self._db["idem"]).putmulti(zip(keys, sealed, strict=True))
-        self._put_positions(txn, {**self._log_positions, **positions})
-        self._put_meta(txn, b"folded", last)
-
-    def _put_positions(self, txn, positions: dict[str, int]) -> None:
-        names = [name.encode() for name in positions]
-        items = [(n, _sealed(n, _key(p))) for n, p in zip(names, positions.values(), strict=True)]
-        txn.cursor(db=self._db["positions"]).putmulti(items)
-        self._put_meta(txn, b"positions_at", self._last_seq_in(txn))
-
     def _last_seq_in(self, txn) -> int:
         cur = txn.cursor(db=self._db["batches"])
         return max(batch_seq(cur.key()), 0) if cur.last() else 0
-
-    def _merge_prior(self, txn, rows: np.ndarray, need: np.ndarray) -> None:
-        """What the batch's rows keep from their previous rows: the log's, else the table's."""
-        idx = self._pending.merge_into(rows, need)
-        if not len(idx):
-            return
-        ids = rows["order_id"][idx]
-        keys = _items(ids.astype(">i8"))
-        blobs = [txn.get(k, db=self._db["orders"]) for k in keys]
-        missing = [int(i) for i, b in zip(ids, blobs, strict=True) if b is None]
-        if missing:
-            raise ValueError(
-                f"events touch orders {missing[:5]} that the journal never saw created"
-            )
-        prior = self._unsealed_rows("orders", keys, blobs).view(ORDER_DTYPE).reshape(-1)
-        orderstate.merge_prior(rows, need, idx, prior)
-
-    def _refuse_used_pairs(self, txn, keys: list[bytes]) -> None:
-        """ValueError naming the first (client, idem key) pair of ``keys`` used already:
-        twice in ``keys``, in the log (``txn`` None) or in the table (``txn``)."""
-        if txn is None:
-            used = [k for k in keys if k in self._idem]
-            if not used and len(set(keys)) < len(keys):
-                seen = set()
-                used = [k for k in keys if k in seen or seen.add(k)]
-        else:
-            unknown = [k for k in keys if k not in self._unused]
-            used = list(self._idem_table(txn, unknown)) if unknown else []
-        if used:
-            e = np.frombuffer(used[0], idempotency.IDEM_KEY_DTYPE)[0]
-            pair = (int(e["client"]), int(e["idem_key"]))
-            raise ValueError(
-                f"(client, idem key) {pair} is already used: filter retries with "
-                "idempotency.plan_batch before sequencing"
-            )
-
-    def write_positions(self, positions: dict[str, int]) -> float:
-        """Commit reader positions alone (a batch whose every command was a retry)."""
-        positions = batchcodec.checked_positions(positions)
-        merged = {**self._log_positions, **positions}
-        dt = self._write(lambda txn: self._put_positions(txn, merged))
-        self._log_positions.clear()
-        return dt
-
-    def write_snapshot(self, seq: int, blob: bytes) -> float:
-        """Store a snapshot of the state after ``seq`` (which must be journaled already)."""
-        blob = _snapshot_bytes(blob)
-        if not 0 < seq <= self.last_seq:
-            raise ValueError(f"snapshot seq {seq} is not a journaled seq (last is {self.last_seq})")
-        return self._write(lambda txn: self._put_snapshot(txn, seq, blob))
-
-    def prune(
-        self, retain: int, archive_dir: str | None = None, limit: int = PRUNE_COMMANDS
-    ) -> tuple[int, int] | None:
-        """Take the oldest batches out of the journal, keeping at least the last ``retain``
-        commands and the latest snapshot's replay; returns the (first, last) seqs taken
-        out, None when there was nothing to take. The log's rows and entries live in
-        its batch records only: when the range reaches into the log, the same
-        transaction folds it first (as a batch's fold does).
-
-        At most ``limit`` commands and ``MERGE_ROWS`` idempotency entries at a time (and
-        always whole batches), so call it again while it returns a range: LMDB keeps a
-        buffer for every page its largest transaction dirtied, and an entry is deleted
-        from a random page. With ``archive_dir`` the batches are written to
-        an archive first (``exchange.archive``: durable before anything is deleted),
-        else dropped. The same transaction deletes them, deletes the order rows of the
-        orders that finished (filled, cancelled, rejected) at or before the last seq
-        taken out (their state is history too; live orders stay, whatever their age),
-        and records ``pruned`` (and ``dropped``, when not archived) in ``meta``; and it
-        deletes the idempotency entries of the batches taken out: the shard's key
-        window is the history it keeps (a retry of an order older than that is
-        answered ``REJ_KEY_EXPIRED``, ``exchange.idempotency``). A crash between the
-        archive and the commit leaves the batches in the journal and an archive past
-        ``pruned``, which readers pass over and the next prune replaces.
-        """
-        if retain < 1:
-            raise ValueError(f"retain must be >= 1, got {retain}")
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        with self._reading("meta", "snapshots", "batches") as txn:
-            pruned = self._pruned_in(txn)[0]
-            snapshots = txn.cursor(db=self._db["snapshots"])
-            snap = _int(snapshots.key()[:8]) if snapshots.last() else 0
-            bound = min(self._last_seq - retain, snap)
-            fold = bound > self._meta(txn, b"folded")
-            keys, values, n, n_idem = [], [], 0, 0
-            cur = txn.cursor(db=self._db["batches"])
-            for key, value in _joined_from(cur, cur.set_range(batch_key(pruned + 1))):
-                if batch_seq(key) > bound:
-                    break
-                if len(value) >= batchcodec.COUNTS.size:
-                    counts = batchcodec.COUNTS.unpack_from(value)
-                    n, n_idem = n + counts[0], n_idem + counts[3]
-                if keys and (n > limit or n_idem > MERGE_ROWS):
-                    break
-                keys.append(key)
-                values.append(value)
-        if not keys:
-            return None
-        last = batch_seq(keys[-1])
-        # what is archived or dropped was sound
-        recs = [self._batch(key, value) for key, value in zip(keys, values, strict=True)]
-        if archive_dir is not None:
-            old = archive.listing(archive_dir, self.name, self.identity)
-            for a in archive.stale(old, pruned):
-                os.remove(a.path)
-            head = archive.Header(self.name, self.identity, pruned + 1, last, len(keys))
-            archive.write(archive_dir, head, list(zip(keys, values, strict=True)))
-
-        def fill(txn):
-            if fold:
-                self._fold(txn, self._last_seq, np.zeros(0, ORDER_DTYPE), {}, {})
-            for key in keys:
-                delete_pieces(txn, self._db["batches"], key)
-            for rec in recs:  # folded by now: in the table (a pair is used once at a time)
-                for key in rec.idem_keys.tolist():
-                    txn.delete(key, db=self._db["idem"])
-            self._prune_orders(txn, last)
-            self._put_meta(txn, b"pruned", last)
-            if archive_dir is None:
-                self._put_meta(txn, b"dropped", last)
-
-        self._write(fill)
-        if fold:
-            self._folded()
-        return pruned + 1, last
-
-    def _prune_orders(self, txn, upto: int) -> None:
-        """Delete the order rows of the orders finished at or before seq ``upto``. They
-        were created at or before it, and an order id's low bits are its NEW's seq, so
-        only the table's first rows need reading: up to the first order created after
-        ``upto`` (the live orders before it, and the orders of the range)."""
-        cur = txn.cursor(db=self._db["orders"])
-        keys, values = [], []
-        found = cur.first()
-        while found and _int(cur.key()) & ORDER_ID_SEQ_MASK <= upto:
-            keys.append(cur.key())
-            values.append(cur.value())
-            found = cur.next()
-        if not keys:
-            return
-        rows = self._unsealed_rows("orders", keys, values).view(ORDER_DTYPE).reshape(-1)
-        done = (rows["status"] != ST_LIVE) & (rows["last_seq"] <= upto)
-        for i in np.flatnonzero(done).tolist():
-            txn.delete(keys[i], db=self._db["orders"])
-
-    def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
-        db, key = self._db["snapshots"], _key(seq)
-        # in pieces, as the batches: a run of overflow pages would need a contiguous run
-        # of free pages, and a deflated snapshot's size changes with every one
-        delete_pieces(txn, db, key)
-        put_pieces(txn, db, key, _sealed(key, blob), self._psize)
-        kept = [k for k in txn.cursor(db=db).iternext(values=False) if len(k) == 8]
-        for old in kept[: len(kept) - self.keep_snapshots]:
-            delete_pieces(txn, db, old)
 
     # ------------------------------------------------------------ queries
 
     @property
     def last_seq(self) -> int:
         """The last journaled seq (0 for an empty journal)."""
-        # the writer is the only one that moves it, so it need not ask LMDB
-        return self._read_last_seq() if self.readonly else self._last_seq
+        return self._read_last_seq()
+
+    def idem_values(self, keys: list[bytes]) -> list[bytes | None]:
+        """The IDEM_DTYPE value of each journal key (IDEM_KEY_DTYPE bytes), None if unused."""
+        with self._reading("meta", "batches", "idem") as txn:
+            logged = self._logged_idem(txn)
+            misses = [k for k in keys if k not in logged]
+            found = self._idem_table(txn, misses) if misses else {}
+        return [logged.get(k) or found.get(k) for k in keys]
+
+    def _logged_idem(self, txn) -> dict[bytes, bytes]:
+        """The log's idempotency entries (key -> value), as of ``txn``."""
+        return self._log_idem(txn)
+
+    def order(self, order_id: int) -> OrderState | None:
+        """The order's state after the last batch that touched it, or None if never seen."""
+        with self._reading("meta", "batches", "orders", buffers=True) as txn:
+            row = self._log_row(txn, order_id)
+            if row is None:
+                key = _key(order_id)
+                v = txn.get(key, db=self._db["orders"])
+                if v is None:
+                    return None
+                row = np.frombuffer(self._unsealed("orders", key, v), ORDER_DTYPE)[0]
+            return OrderState.from_row(row)
+
+    def _log_row(self, txn, order_id: int):
+        """The order's latest row in the log, None if the log has none."""
+        return self._logged_row(txn, order_id)
 
     def _read_last_seq(self) -> int:
         with self._reading("batches") as txn:
             return self._last_seq_in(txn)
-
-    def idem_values(self, keys: list[bytes]) -> list[bytes | None]:
-        """The IDEM_DTYPE value of each journal key (IDEM_KEY_DTYPE bytes), None if unused."""
-        if self.readonly:
-            with self._reading("meta", "batches", "idem") as txn:
-                logged = self._log_idem(txn)
-                misses = [k for k in keys if k not in logged]
-                found = self._idem_table(txn, misses) if misses else {}
-            return [logged.get(k) or found.get(k) for k in keys]
-        logged = self._idem
-        misses = [k for k in keys if k not in logged]
-        found = {}
-        if misses:
-            with self._reading("idem") as txn:
-                found = self._idem_table(txn, misses)
-        self._unused = set(misses).difference(found)
-        return [logged.get(k) or found.get(k) for k in keys]
 
     def _idem_table(self, txn, keys: list[bytes]) -> dict[bytes, bytes]:
         """The idem table's values (checked, without their checksums) of those ``keys`` it has."""
@@ -1192,19 +810,6 @@ class Journal:
                 yield idempotency.decode_entry(k, v)
         for k, v in log[at:]:
             yield idempotency.decode_entry(k, v)
-
-    def order(self, order_id: int) -> OrderState | None:
-        """The order's state after the last batch that touched it, or None if never seen."""
-        with self._reading("meta", "batches", "orders", buffers=True) as txn:
-            # the writer's log is in memory, checked when it was loaded
-            row = self._logged_row(txn, order_id) if self.readonly else self._pending.find(order_id)
-            if row is None:
-                key = _key(order_id)
-                v = txn.get(key, db=self._db["orders"])
-                if v is None:
-                    return None
-                row = np.frombuffer(self._unsealed("orders", key, v), ORDER_DTYPE)[0]
-            return OrderState.from_row(row)
 
     def _logged_row(self, txn, order_id: int):
         """The order's latest row in the log, None if the log has none."""
@@ -1491,3 +1096,431 @@ class Journal:
             pruned=pruned,
             dropped=dropped,
         )
+
+
+class Journal(JournalReader):
+    """One shard's journal, written: by one process at a time, its shard (an exclusive
+    lock on ``writer.lock``), which reads it too. The writer keeps the log's rows,
+    idempotency entries and positions in memory (the module docstring), so its own
+    lookups never read the log.
+    """
+
+    def __init__(
+        self,
+        path,
+        durability: str = "fsync",
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        keep_snapshots: int = KEEP_SNAPSHOTS,
+        merge_rows: int = MERGE_ROWS,
+        archive_dir: str | None = None,
+        name: str | None = None,
+    ):
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
+        if not 0 < map_size <= max_map_size:
+            raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size}, {max_map_size}")
+        if keep_snapshots < 1:
+            raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
+        if merge_rows < 1:
+            raise ValueError(f"merge_rows must be >= 1, got {merge_rows}")
+        self._setup(path, archive_dir, name)
+        self.durability = durability
+        self.max_map_size = max_map_size
+        self.keep_snapshots = keep_snapshots
+        self.merge_rows = merge_rows
+        # the writer's view of the log: its order rows, idempotency entries (key ->
+        # value) and the positions committed in it since ``positions_at``
+        self._pending = orderstate.PendingRows()
+        self._idem: dict[bytes, bytes] = {}
+        self._log_positions: dict[str, int] = {}
+        self._lock_fd = self._lock_writer()
+        try:
+            self._env = self._open_writer(map_size)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._attach()
+        try:
+            self._load_log()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._env is not None and self.durability == "os":
+            self._env.sync(True)
+        super().close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def last_seq(self) -> int:
+        """The last journaled seq (0 for an empty journal)."""
+        # the writer is the only one that moves it, so it need not ask LMDB
+        return self._last_seq
+
+    def _logged_idem(self, txn) -> dict[bytes, bytes]:
+        return self._idem
+
+    def _log_row(self, txn, order_id: int):
+        return self._pending.find(order_id)  # checked when the log was loaded
+
+    def _lock_writer(self) -> int:
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(os.path.join(self.path, "writer.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLocked(f"journal {self.path} is already open for writing") from None
+        return fd
+
+    def _open_writer(self, map_size: int) -> lmdb.Environment:
+        env = self._lmdb_open(
+            map_size=map_size,
+            sync=self.durability == "fsync",
+            metasync=True,
+            writemap=False,
+            map_async=False,
+        )
+        try:
+            fresh = env.stat()["entries"] == 0
+            with env.begin(write=True) as txn:
+                try:
+                    meta = env.open_db(b"meta", txn=txn, create=fresh)
+                except lmdb.NotFoundError:
+                    raise JournalError(
+                        f"{self.path} is an LMDB environment but no journal"
+                    ) from None
+                layout = txn.get(b"layout", db=meta)
+                if layout is None:
+                    txn.put(b"layout", LAYOUT, db=meta)
+                    identity = os.urandom(IDENTITY_BYTES)
+                    txn.put(b"identity", _sealed(b"identity", identity), db=meta)
+                    txn.put(b"folded", _sealed(b"folded", _key(0)), db=meta)
+                    txn.put(b"positions_at", _sealed(b"positions_at", _key(0)), db=meta)
+                elif layout != LAYOUT:
+                    raise JournalError(self._layout_message(layout))
+                for name in _DBS[1:]:
+                    env.open_db(name, txn=txn)
+        except _DAMAGE_ERRORS as e:
+            env.close()
+            raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
+        except BaseException:
+            env.close()
+            raise
+        return env
+
+    def _load_log(self) -> None:
+        """The writer's in-memory view of the log (see the module docstring), checked."""
+        with self._reading("meta", "batches") as txn:
+            positions_at = self._meta(txn, b"positions_at")
+            for key, value in self._log(txn, self._meta(txn, b"folded")):
+                rec = self._batch(key, value)
+                self._pending.add(rec.rows)
+                self._idem.update(
+                    zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True)
+                )
+                if batch_seq(key) > positions_at:
+                    self._log_positions.update(rec.positions)
+
+    def _write(self, fill) -> float:
+        """Run ``fill(txn)`` in a write txn and commit; grow the map and redo it when full."""
+        while True:
+            txn = self._env.begin(write=True)
+            try:
+                fill(txn)
+                t0 = time.perf_counter()
+                txn.commit()
+                dt = time.perf_counter() - t0
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+                continue
+            except _DAMAGE_ERRORS as e:
+                txn.abort()
+                raise self._lmdb_damage(("a write transaction",), e) from e
+            except lmdb.Error as e:
+                txn.abort()
+                if e.code in _FULL_ERRNOS:
+                    raise JournalFull(
+                        f"journal {self.path}: the disk refused a write "
+                        f"({errno.errorcode[e.code]}: {e}; LMDB reports a short write as EIO); "
+                        "nothing of this batch was written; stop intake and free space"
+                    ) from e
+                raise JournalError(f"journal {self.path}: LMDB failed: {e}") from e
+            except BaseException:
+                txn.abort()
+                raise
+            self._commits += 1
+            self._commit_seconds += dt
+            return dt
+
+    def _grow(self) -> None:
+        size = self._env.info()["map_size"]
+        if size >= self.max_map_size:
+            raise JournalFull(
+                f"journal {self.path}: the map is full at its maximum of {self.max_map_size} "
+                "bytes; nothing of this batch was written; stop intake, raise max_map_size"
+            )
+        self._env.set_mapsize(min(2 * size, self.max_map_size))
+        self._grows += 1
+
+    def _put_meta(self, txn, name: bytes, seq: int) -> None:
+        txn.put(name, _sealed(name, _key(seq)), db=self._db["meta"])
+
+    def write_batch(
+        self,
+        cmds: np.ndarray,
+        events: np.ndarray,
+        snapshot: bytes | None = None,
+        positions: dict[str, int] | None = None,
+        unused: frozenset[bytes] = frozenset(),
+    ) -> float:
+        """Journal one sequenced batch in one transaction; returns the seconds its commit took.
+
+        ``cmds``: COMMAND_DTYPE, seqs strictly increasing past ``last_seq``.
+        ``events``: EVENT_DTYPE, exactly what the books produced for them, in
+        (seq, idx) order, no EVF_DUPLICATE. ``snapshot``: the state after the
+        batch, stored under its last seq. ``positions``: where the shard's
+        input readers stand after this batch (see ``positions()``). A malformed
+        batch or a reused idempotency pair raises ValueError and writes
+        nothing; so does an event about an order the journal never saw created.
+        ``unused``: idempotency keys the caller found in neither the log nor the table
+        since this journal's last write (``idempotency.plan_batch``'s lookup): the write
+        need not look them up again.
+        """
+        cmds = batchcodec.records(cmds, COMMAND_DTYPE, "commands")
+        events = batchcodec.records(events, EVENT_DTYPE, "events")
+        batchcodec.check_batch(cmds, events, self.last_seq)
+        if snapshot is not None:
+            snapshot = _snapshot_bytes(snapshot)
+        positions = batchcodec.checked_positions(positions) if positions is not None else {}
+        blob = msgspec.msgpack.encode(positions) if positions else b""
+        rows, need, needs_prior = orderstate.derive(cmds, events)
+        # only an order the book accepted uses its pair up (``exchange.idempotency``)
+        _, keys, values = idempotency.used_entries(cmds, events)
+        if keys:
+            self._refuse_used_pairs(None, keys)
+        last = int(cmds["seq"][-1])
+        pending = self._pending
+        # the fold's work: the log's rows and idempotency entries
+        work = pending.rows + len(rows) + len(self._idem) + len(keys)
+        fold = work >= self.merge_rows or pending.batches + 1 >= MERGE_BATCHES
+        logged = []
+
+        def fill(txn):
+            order_rows = rows
+            if needs_prior:
+                # merge_prior adds to the rows: a fill that is redone starts over
+                order_rows = np.frombuffer(bytearray(rows.tobytes()), ORDER_DTYPE)
+                self._merge_prior(txn, order_rows, need)
+            if keys:
+                self._refuse_used_pairs(txn, keys, unused)
+            record = batch_record(cmds, events, order_rows, b"".join(values), b"".join(keys), blob)
+            # MDB_APPEND: the key is past every key of the main database (batch_key),
+            # so the put fills the last leaf and splits none in half
+            db = self._db["batches"]
+            if not put_pieces(txn, db, batch_key(last), record, self._psize, append=True):
+                raise JournalError(f"journal {self.path}: a batch ending at {last} exists")
+            if fold:
+                self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), positions)
+            if snapshot is not None:
+                self._put_snapshot(txn, last, snapshot)
+            logged[:] = [order_rows]
+
+        dt = self._write(fill)
+        # only a committed transaction moves the in-memory state
+        if fold:
+            self._folded()
+        else:
+            pending.add(logged[0])
+            if keys:
+                self._idem.update(zip(keys, values, strict=True))
+            self._log_positions.update(positions)
+        self._last_seq = last
+        return dt
+
+    def _folded(self) -> None:
+        """After a fold's commit: the log starts anew."""
+        self._pending.clear()
+        self._idem.clear()
+        self._log_positions.clear()
+
+    def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, positions: dict) -> None:
+        """Bring the tables up to date with the log and this batch; the log starts anew."""
+        table = self._pending.latest(rows)
+        ids = table["order_id"].astype(">i8")
+        sealed = _seal_rows(_bytes_2d(ids), _bytes_2d(table))
+        txn.cursor(db=self._db["orders"]).putmulti(zip(_items(ids), sealed, strict=True))
+        idem = {**self._idem, **idem}
+        if idem:
+            keys, values = zip(*sorted(idem.items()), strict=True)
+            sealed = _seal_rows(_joined_2d(keys, _K), _joined_2d(values, _V))
+            txn.cursor(db=self._db["idem"]).putmulti(zip(keys, sealed, strict=True))
+        self._put_positions(txn, {**self._log_positions, **positions})
+        self._put_meta(txn, b"folded", last)
+
+    def _put_positions(self, txn, positions: dict[str, int]) -> None:
+        names = [name.encode() for name in positions]
+        items = [(n, _sealed(n, _key(p))) for n, p in zip(names, positions.values(), strict=True)]
+        txn.cursor(db=self._db["positions"]).putmulti(items)
+        self._put_meta(txn, b"positions_at", self._last_seq_in(txn))
+
+    def _merge_prior(self, txn, rows: np.ndarray, need: np.ndarray) -> None:
+        """What the batch's rows keep from their previous rows: the log's, else the table's."""
+        idx = self._pending.merge_into(rows, need)
+        if not len(idx):
+            return
+        ids = rows["order_id"][idx]
+        keys = _items(ids.astype(">i8"))
+        blobs = [txn.get(k, db=self._db["orders"]) for k in keys]
+        missing = [int(i) for i, b in zip(ids, blobs, strict=True) if b is None]
+        if missing:
+            raise ValueError(
+                f"events touch orders {missing[:5]} that the journal never saw created"
+            )
+        prior = self._unsealed_rows("orders", keys, blobs).view(ORDER_DTYPE).reshape(-1)
+        orderstate.merge_prior(rows, need, idx, prior)
+
+    def _refuse_used_pairs(self, txn, keys: list[bytes], unused=frozenset()) -> None:
+        """ValueError naming the first (client, idem key) pair of ``keys`` used already:
+        twice in ``keys``, in the log (``txn`` None) or in the table (``txn``; the
+        ``unused`` ones were looked up there already)."""
+        if txn is None:
+            used = [k for k in keys if k in self._idem]
+            if not used and len(set(keys)) < len(keys):
+                seen = set()
+                used = [k for k in keys if k in seen or seen.add(k)]
+        else:
+            unknown = [k for k in keys if k not in unused]
+            used = list(self._idem_table(txn, unknown)) if unknown else []
+        if used:
+            e = np.frombuffer(used[0], idempotency.IDEM_KEY_DTYPE)[0]
+            pair = (int(e["client"]), int(e["idem_key"]))
+            raise ValueError(
+                f"(client, idem key) {pair} is already used: filter retries with "
+                "idempotency.plan_batch before sequencing"
+            )
+
+    def write_positions(self, positions: dict[str, int]) -> float:
+        """Commit reader positions alone (a batch whose every command was a retry)."""
+        positions = batchcodec.checked_positions(positions)
+        merged = {**self._log_positions, **positions}
+        dt = self._write(lambda txn: self._put_positions(txn, merged))
+        self._log_positions.clear()
+        return dt
+
+    def write_snapshot(self, seq: int, blob: bytes) -> float:
+        """Store a snapshot of the state after ``seq`` (which must be journaled already)."""
+        blob = _snapshot_bytes(blob)
+        if not 0 < seq <= self.last_seq:
+            raise ValueError(f"snapshot seq {seq} is not a journaled seq (last is {self.last_seq})")
+        return self._write(lambda txn: self._put_snapshot(txn, seq, blob))
+
+    def prune(
+        self, retain: int, archive_dir: str | None = None, limit: int = PRUNE_COMMANDS
+    ) -> tuple[int, int] | None:
+        """Take the oldest batches out of the journal, keeping at least the last ``retain``
+        commands and the latest snapshot's replay; returns the (first, last) seqs taken
+        out, None when there was nothing to take. The log's rows and entries live in
+        its batch records only: when the range reaches into the log, the same
+        transaction folds it first (as a batch's fold does).
+
+        At most ``limit`` commands and ``MERGE_ROWS`` idempotency entries at a time (and
+        always whole batches), so call it again while it returns a range: LMDB keeps a
+        buffer for every page its largest transaction dirtied, and an entry is deleted
+        from a random page. With ``archive_dir`` the batches are written to
+        an archive first (``exchange.archive``: durable before anything is deleted),
+        else dropped. The same transaction deletes them, deletes the order rows of the
+        orders that finished (filled, cancelled, rejected) at or before the last seq
+        taken out (their state is history too; live orders stay, whatever their age),
+        and records ``pruned`` (and ``dropped``, when not archived) in ``meta``; and it
+        deletes the idempotency entries of the batches taken out: the shard's key
+        window is the history it keeps (a retry of an order older than that is
+        answered ``REJ_KEY_EXPIRED``, ``exchange.idempotency``). A crash between the
+        archive and the commit leaves the batches in the journal and an archive past
+        ``pruned``, which readers pass over and the next prune replaces.
+        """
+        if retain < 1:
+            raise ValueError(f"retain must be >= 1, got {retain}")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        with self._reading("meta", "snapshots", "batches") as txn:
+            pruned = self._pruned_in(txn)[0]
+            snapshots = txn.cursor(db=self._db["snapshots"])
+            snap = _int(snapshots.key()[:8]) if snapshots.last() else 0
+            bound = min(self._last_seq - retain, snap)
+            fold = bound > self._meta(txn, b"folded")
+            keys, values, n, n_idem = [], [], 0, 0
+            cur = txn.cursor(db=self._db["batches"])
+            for key, value in _joined_from(cur, cur.set_range(batch_key(pruned + 1))):
+                if batch_seq(key) > bound:
+                    break
+                if len(value) >= batchcodec.COUNTS.size:
+                    counts = batchcodec.COUNTS.unpack_from(value)
+                    n, n_idem = n + counts[0], n_idem + counts[3]
+                if keys and (n > limit or n_idem > MERGE_ROWS):
+                    break
+                keys.append(key)
+                values.append(value)
+        if not keys:
+            return None
+        last = batch_seq(keys[-1])
+        # what is archived or dropped was sound
+        recs = [self._batch(key, value) for key, value in zip(keys, values, strict=True)]
+        if archive_dir is not None:
+            old = archive.listing(archive_dir, self.name, self.identity)
+            for a in archive.stale(old, pruned):
+                os.remove(a.path)
+            head = archive.Header(self.name, self.identity, pruned + 1, last, len(keys))
+            archive.write(archive_dir, head, list(zip(keys, values, strict=True)))
+
+        def fill(txn):
+            if fold:
+                self._fold(txn, self._last_seq, np.zeros(0, ORDER_DTYPE), {}, {})
+            for key in keys:
+                delete_pieces(txn, self._db["batches"], key)
+            for rec in recs:  # folded by now: in the table (a pair is used once at a time)
+                for key in rec.idem_keys.tolist():
+                    txn.delete(key, db=self._db["idem"])
+            self._prune_orders(txn, last)
+            self._put_meta(txn, b"pruned", last)
+            if archive_dir is None:
+                self._put_meta(txn, b"dropped", last)
+
+        self._write(fill)
+        if fold:
+            self._folded()
+        return pruned + 1, last
+
+    def _prune_orders(self, txn, upto: int) -> None:
+        """Delete the order rows of the orders finished at or before seq ``upto``. They
+        were created at or before it, and an order id's low bits are its NEW's seq, so
+        only the table's first rows need reading: up to the first order created after
+        ``upto`` (the live orders before it, and the orders of the range)."""
+        cur = txn.cursor(db=self._db["orders"])
+        keys, values = [], []
+        found = cur.first()
+        while found and _int(cur.key()) & ORDER_ID_SEQ_MASK <= upto:
+            keys.append(cur.key())
+            values.append(cur.value())
+            found = cur.next()
+        if not keys:
+            return
+        rows = self._unsealed_rows("orders", keys, values).view(ORDER_DTYPE).reshape(-1)
+        done = (rows["status"] != ST_LIVE) & (rows["last_seq"] <= upto)
+        for i in np.flatnonzero(done).tolist():
+            txn.delete(keys[i], db=self._db["orders"])
+
+    def _put_snapshot(self, txn, seq: int, blob: bytes) -> None:
+        db, key = self._db["snapshots"], _key(seq)
+        # in pieces, as the batches: a run of overflow pages would need a contiguous run
+        # of free pages, and a deflated snapshot's size changes with every one
+        delete_pieces(txn, db, key)
+        put_pieces(txn, db, key, _sealed(key, blob), self._psize)
+        kept = [k for k in txn.cursor(db=db).iternext(values=False) if len(k) == 8]
+        for old in kept[: len(kept) - self.keep_snapshots]:
+            delete_pieces(txn, db, old)

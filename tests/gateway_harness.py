@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from exchange.config import DEFAULT_TOML, dump_config, parse_config
-from exchange.journal import Journal, JournalError
+from exchange.journal import JournalError, JournalReader
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.topology import event_ring, request_ring
 from gateway.client import Client
@@ -229,14 +229,14 @@ class GatewayRig:
         out = {}
         for name in self.shards:
             try:
-                with Journal(str(self.tmp / "journal" / name), readonly=True) as j:
+                with JournalReader(str(self.tmp / "journal" / name)) as j:
                     out[name] = j.last_seq
             except JournalError:
                 out[name] = 0
         return out
 
     def order(self, shard: str, order_id: int):
-        with Journal(str(self.tmp / "journal" / shard), readonly=True) as j:
+        with JournalReader(str(self.tmp / "journal" / shard)) as j:
             return j.order(order_id)
 
     def close(self) -> None:

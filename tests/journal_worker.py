@@ -25,7 +25,7 @@ import sys
 
 from journal_stream import assert_prefix, load
 
-from exchange.journal import Journal, JournalFull
+from exchange.journal import Journal, JournalFull, JournalReader
 
 
 def say(*words) -> None:
@@ -68,7 +68,7 @@ def write(args, batches) -> int:
 
 
 def read(args, batches) -> int:
-    with Journal(args.path, readonly=True) as j:
+    with JournalReader(args.path) as j:
         for line in sys.stdin:
             word, *rest = line.split()
             if word == "check":

@@ -13,7 +13,7 @@ import pytest
 from daemon_harness import REPO
 
 from exchange.config import DEFAULT_TOML, dump_config
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from gateway.client import order
 from gateway.protocol import Ack, BatchAck, Fill, Reject
 from shm.ring import inspect_ring
@@ -61,7 +61,7 @@ def test_trade_kill_a_shard_keep_trading_stop_clean(daemon):
     # nothing left behind: no process, no shared memory, every ack journaled
     assert not [p for p in children if os.path.exists(f"/proc/{p}")]
     assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"exch.{daemon.ns}.")]
-    with Journal(str(Path(daemon.config.journal.dir) / "s0"), readonly=True) as j:
+    with JournalReader(str(Path(daemon.config.journal.dir) / "s0")) as j:
         for oid in acked:
             assert j.order(oid) is not None, oid
 

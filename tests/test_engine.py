@@ -8,7 +8,7 @@ from journal_stream import idem_entry
 from exchange import engine as engine_module
 from exchange.bookconfig import BookConfig
 from exchange.engine import ORDER_ID_SHARD_SHIFT, RecoveryError, ShardEngine, order_id_shard
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalReader
 from exchange.orderstate import ST_CANCELLED, ST_FILLED, ST_LIVE
 from exchange.records import (
     CMD_CANCEL,
@@ -226,7 +226,7 @@ def test_recovery_from_snapshot_equals_full_replay(tmp_path):
                 )
             eng.apply(orders(*specs))
         hashes = eng.state_hashes()
-    with Journal(str(tmp_path / "j"), readonly=True) as j:
+    with JournalReader(str(tmp_path / "j")) as j:
         a = ShardEngine(0, BOOKS, j)
         rec = a.recover()
         assert rec.snapshot_seq > 0 and a.state_hashes() == hashes

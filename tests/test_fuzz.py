@@ -32,7 +32,7 @@ from test_gateway_fuzz import WRONG_VALUES, hostile_frames, run_frames
 from exchange import topology
 from exchange.config import dump_config
 from exchange.engine import ShardEngine
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from exchange.records import EV_REJECTED
 from exchange.statehash import hash_canonical
 from gateway.codec import decode_request
@@ -119,7 +119,7 @@ def shard_books(daemon: Daemon) -> dict[str, tuple[int, list[str]]]:
     out = {}
     for index, shard in enumerate(daemon.config.shards):
         books = [daemon.config.instrument(s).book for s in shard.instruments]
-        with Journal(f"{daemon.config.journal.dir}/{shard.name}", readonly=True) as j:
+        with JournalReader(f"{daemon.config.journal.dir}/{shard.name}") as j:
             engine = ShardEngine(index, books, j)
             engine.recover(use_snapshot=False)
             rows = [
@@ -134,7 +134,7 @@ def events_after(daemon: Daemon, seqs: dict[str, int]) -> list[int]:
     """The kinds of every event journaled after ``seqs`` (per shard)."""
     kinds = []
     for shard in daemon.config.shards:
-        with Journal(f"{daemon.config.journal.dir}/{shard.name}", readonly=True) as j:
+        with JournalReader(f"{daemon.config.journal.dir}/{shard.name}") as j:
             for _, events in j.iter_batches(seqs[shard.name]):
                 kinds += events["kind"].tolist()
     return kinds

@@ -20,7 +20,7 @@ from gateway_harness import GatewayRig
 from journal_stream import idem_entry
 
 from exchange.engine import ShardEngine
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalReader
 from exchange.records import COMMAND_DTYPE, EVENT_DTYPE
 from exchange.shard import ShardLoop, StopFlag
 from exchange.topology import event_ring, request_ring
@@ -143,7 +143,7 @@ def stored_checkpoint(rig) -> Checkpoint:
 
 def journaled_key(rig, shard: str, client: int, ik: int):
     """The shard journal's entry for the pair (None: never used there)."""
-    with Journal(str(rig.tmp / "journal" / shard), readonly=True) as j:
+    with JournalReader(str(rig.tmp / "journal" / shard)) as j:
         return idem_entry(j, client, ik)
 
 

@@ -14,7 +14,7 @@ import pytest
 from gateway_harness import GatewayRig, wait_notices
 
 from exchange.config import dump_config
-from exchange.journal import HistoryPruned, Journal
+from exchange.journal import HistoryPruned, JournalReader
 from gateway.client import order
 from gateway.protocol import Ack, BatchAck, Fill, OrderStatus, Reject, TradesEnd
 
@@ -66,7 +66,7 @@ def settled(rig: GatewayRig, shard: str = "s0", timeout: float = 30) -> int:
     while True:
         time.sleep(0.05)
         try:
-            with Journal(str(rig.tmp / "journal" / shard), readonly=True) as j:
+            with JournalReader(str(rig.tmp / "journal" / shard)) as j:
                 pruned = j.pruned
                 snap = j.latest_snapshot()
                 bound = min(j.last_seq - RETAIN, snap[0] if snap else 0)

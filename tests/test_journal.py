@@ -20,6 +20,7 @@ from exchange.journal import (
     JournalDamaged,
     JournalError,
     JournalFull,
+    JournalReader,
     batch_items,
     batch_key,
     piece_bytes,
@@ -227,15 +228,16 @@ def test_one_writer_at_a_time_and_readers_cannot_write(jdir, stream):
         with pytest.raises(JournalError, match="already open for writing"):
             Journal(jdir)
         j.write_batch(*batches[0])
-    with Journal(jdir, readonly=True) as r:
+    with JournalReader(jdir) as r:
         assert r.last_seq == batches[0][0]["seq"][-1]
-        with pytest.raises(JournalError, match="read-only"):
-            r.write_batch(*batches[1])
+        # a reader has nothing to write with: the writer is its own class
+        writes = ("write_batch", "write_snapshot", "write_positions", "prune")
+        assert not [m for m in writes if hasattr(r, m)]
 
 
 def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
     with pytest.raises(JournalError, match="no journal at"):
-        Journal(tmp_path / "missing", readonly=True)
+        JournalReader(tmp_path / "missing")
     with Journal(jdir):
         pass
     # /2: without checksums; /3: the batches in a named sub-database; /5: batch records
@@ -251,9 +253,9 @@ def test_opening_what_is_not_this_journal_fails_clearly(jdir, tmp_path):
         with env.begin(write=True) as txn:
             txn.put(b"layout", older, db=env.open_db(b"meta", txn=txn))
         env.close()
-        for readonly in (False, True):
+        for opened in (Journal, JournalReader):
             with pytest.raises(JournalError, match=f"has layout {older!r}"):
-                Journal(jdir, readonly=readonly)
+                opened(jdir)
     other = tmp_path / "other"
     try:
         env = lmdb.open(str(other))
@@ -275,7 +277,7 @@ def test_the_map_grows_when_needed(jdir, stream):
         assert st.map_grows >= 3
         assert st.map_size >= st.used_bytes
         assert_prefix(j, batches)
-    with Journal(jdir, readonly=True) as j:
+    with JournalReader(jdir) as j:
         assert_prefix(j, batches)
 
 
@@ -312,7 +314,7 @@ def test_positions_commit_with_their_batch_or_alone(jdir, stream):
             with pytest.raises(ValueError, match=message):
                 j.write_batch(*batches[1], positions=bad)
         assert j.last_seq == batches[0][0]["seq"][-1]
-    with Journal(jdir, readonly=True) as r:
+    with JournalReader(jdir) as r:
         assert r.positions() == {"requests@1": 12, "other": 0}
 
 
@@ -354,8 +356,8 @@ def test_reads_agree_whatever_the_folds_and_across_a_reopen(tmp_path, stream):
         oids = np.unique(cmds["order_id"][cmds["kind"] == CMD_NEW])[::7].tolist()
         answers = []
         for path in paths.values():
-            for readonly in (False, True):
-                with Journal(path, readonly=readonly) as j:
+            for opened in (Journal, JournalReader):
+                with opened(path) as j:
                     entries = list(j.idem_entries())
                     assert [(e.idem_key, e.client) for e in entries] == pairs
                     assert j.positions() == expected
@@ -449,7 +451,7 @@ def test_release_pages_gives_back_the_map_and_reads_still_agree(jdir, stream, re
     with Journal(jdir) as j:
         write_all(j, batches)
     data = jdir / "data.mdb"
-    with Journal(jdir, readonly=readonly) as j:
+    with (JournalReader if readonly else Journal)(jdir) as j:
         assert assert_prefix(j, batches) == cmds["seq"][-1]
         read = _mapped_kb(data)
         assert read > 64  # every batch was read through the map
@@ -522,7 +524,7 @@ def test_a_value_under_another_key_is_refused(folded):
     with env.begin(write=True, db=env.open_db(b"positions", create=False)) as txn:
         txn.put(b"in@2", txn.get(b"in@1"))
     env.close()
-    with Journal(path, readonly=True) as r:
+    with JournalReader(path) as r:
         with pytest.raises(JournalDamaged, match="positions 'in@2': checksum mismatch"):
             r.positions()
         assert [m for _, m in r.damaged()] == [
@@ -565,7 +567,7 @@ def test_lmdb_reporting_a_damaged_page_is_journal_damage(folded):
     with open(path / "data.mdb", "r+b") as f:
         f.seek(root * psize + 10)  # mp_flags, after mp_pgno and mp_pad
         f.write(b"\0\0")
-    with Journal(path, readonly=True) as r:
+    with JournalReader(path) as r:
         with pytest.raises(JournalDamaged, match=f"{path}: .*orders.*: LMDB reports damage"):
             r.order(order_id)
         assert any("orders: LMDB reports damage" in m for _, m in r.damaged())

@@ -15,7 +15,7 @@ from exchange.idempotency import (
     plan_batch,
     resend,
 )
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalReader
 from exchange.records import (
     CMD_CANCEL,
     CMD_NEW,
@@ -154,7 +154,7 @@ def test_retry_and_conflict_across_batches_and_reopen(jdir):
             expect["req_id"], expect["flags"] = 2, EVF_DUPLICATE
             assert dups.tobytes() == expect.tobytes()
             assert j.last_seq == 1 and j.order(2) is None
-    with Journal(jdir, readonly=True) as r:
+    with JournalReader(jdir) as r:
         assert idem_entry(r, 1, 7) == entry
         assert idem_entry(r, 1, 8) is None
         assert idem_entry(r, 2, 7) is None

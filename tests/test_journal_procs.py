@@ -13,7 +13,7 @@ import pytest
 from journal_stream import assert_prefix, cut, save, shard_stream
 
 from exchange.idempotency import used_news
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalReader
 
 WORKER = Path(__file__).with_name("journal_worker.py")
 
@@ -121,7 +121,7 @@ def test_a_reader_kept_open_finds_every_key_across_folds(jdir, stream_file, spaw
     ]
     clients, keys = [c for c, _, _ in keyed], [k for _, k, _ in keyed]
     written = 1
-    with Journal(jdir, readonly=True) as r:
+    with JournalReader(jdir) as r:
         while written < len(batches):
             acked = int(ask(writer, "2")[1])
             written += 2

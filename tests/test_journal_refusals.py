@@ -162,9 +162,9 @@ def test_journal_and_gateway_store_refuse_a_short_file_without_mapping_it(tmp_pa
     # in a child: were the file mapped, the read past its end would be a SIGBUS
     probe = (
         "import sys\n"
-        "from exchange.journal import Journal, JournalDamaged\n"
+        "from exchange.journal import JournalDamaged, JournalReader\n"
         "try:\n"
-        f"    Journal({str(path)!r}, readonly=True)\n"
+        f"    JournalReader({str(path)!r})\n"
         "except JournalDamaged as e:\n"
         "    print(e); sys.exit(4)\n"
     )

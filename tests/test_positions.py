@@ -15,7 +15,7 @@ from streams import random_batches, random_config, random_stream
 
 from exchange.book import Book
 from exchange.engine import ShardEngine
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalReader
 from exchange.records import EV_TRADE, EVF_DUPLICATE, SIDE_BUY, SIDE_SELL, events
 from gateway.positions import (
     F_COST,
@@ -183,7 +183,7 @@ def test_replay_of_a_real_journal_equals_folding_its_batches(tmp_path):
             live.apply(applied.events, offset=0)
     # seq-ordered across both instruments, with an offset: the shard's first is number 1
     again = Positions(["X", "A", "B"], [1, 1, 1])
-    with Journal(tmp_path / "s0", readonly=True) as journal:
+    with JournalReader(tmp_path / "s0") as journal:
         n = again.replay(journal.iter_batches(), offset=1)
     assert n > 50
     assert sorted(again.slots.ids) == sorted(live.slots.ids)

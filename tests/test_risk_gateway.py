@@ -15,7 +15,7 @@ import pytest
 from gateway_harness import GatewayRig, wait_notices
 
 from exchange.config import ClientLimits, dump_config
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from exchange.records import EV_TRADE, SIDE_BUY
 from gateway import killswitch
 from gateway.client import order
@@ -74,7 +74,7 @@ def journal_fills(rig, client: int) -> int:
     """Net quantity ``client`` bought, from every shard's journal (the source of truth)."""
     net = 0
     for name in rig.shards:
-        with Journal(str(rig.tmp / "journal" / name), readonly=True) as j:
+        with JournalReader(str(rig.tmp / "journal" / name)) as j:
             for _, ev in j.iter_batches():
                 for e in ev[ev["kind"] == EV_TRADE].tolist():
                     taker, maker, side, qty = e[9], e[10], e[14], e[5]

@@ -9,7 +9,7 @@ from shard_harness import ShardRig
 
 from exchange.book import Book
 from exchange.engine import ShardEngine, order_id_shard
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from exchange.records import (
     CMD_CANCEL,
     CMD_MASS_CANCEL,
@@ -116,13 +116,13 @@ class Flow:
 
 
 def _journal_batches(path):
-    with Journal(str(path), readonly=True) as j:
+    with JournalReader(str(path)) as j:
         return [(c.copy(), e.copy()) for c, e in j.iter_batches()]
 
 
 def _recovered_hashes(rig, *, use_snapshot: bool) -> list[str]:
     books = [rig.config.instrument(s).book for s in rig.config.shards[0].instruments]
-    with Journal(str(rig.journal_dir), readonly=True) as j:
+    with JournalReader(str(rig.journal_dir)) as j:
         engine = ShardEngine(0, books, j)
         engine.recover(use_snapshot=use_snapshot)
         return engine.state_hashes()
@@ -265,7 +265,7 @@ def test_idempotency_survives_a_kill(rig):
     assert conflict["kind"].tolist() == [EV_REJECTED]
     assert conflict["code"].tolist() == [REJ_CONFLICT]
     assert r.stop() == 0
-    with Journal(str(r.journal_dir), readonly=True) as j:
+    with JournalReader(str(r.journal_dir)) as j:
         assert j.last_seq == 1  # neither the retry nor the conflict was sequenced
 
 

@@ -29,6 +29,7 @@ from exchange.idempotency import used_news
 from exchange.journal import (
     Journal,
     JournalDamaged,
+    JournalReader,
     batch_items,
     batch_seq,
     delete_pieces,
@@ -251,7 +252,7 @@ def test_a_healthy_journal_passes_with_its_numbers(healthy):
     )
     assert report.ok, report.problems
     assert seen == sorted(seen) and seen[-1] == (report.last_seq, report.last_seq)
-    with Journal(str(healthy), readonly=True) as j:
+    with JournalReader(str(healthy)) as j:
         stats = j.stats()
         trades = sum(int((ev["kind"] == EV_TRADE).sum()) for _, ev in j.iter_batches())
     assert report.last_seq == stats.last_seq > 0
@@ -367,7 +368,7 @@ def test_a_flipped_leaves_byte_in_the_orders_table_is_refused_and_reported(raw, 
     raw.flip("orders", key, ORDER_DTYPE.fields["leaves"][1], bits=3)
     raw.close()
     damaged = f"{copy}: orders order {oid}: checksum mismatch"
-    with Journal(str(copy), readonly=True) as j, pytest.raises(JournalDamaged, match=damaged):
+    with JournalReader(str(copy)) as j, pytest.raises(JournalDamaged, match=damaged):
         j.order(oid)
     report = verify(copy)
     assert checks(report) == {"checksums"}, report.problems
@@ -559,7 +560,7 @@ event_ring = 1024
 def test_the_book_at_a_seq_is_the_live_book_of_then(made):
     path, books = made
     seqs = sorted(books)
-    with Journal(str(path), readonly=True) as j:
+    with JournalReader(str(path)) as j:
         snap_seq, _ = j.latest_snapshot()
     # before the first snapshot, at it, after it, the end: from the empty book or the snapshot
     picks = {seqs[0], seqs[len(seqs) // 3], snap_seq, seqs[-2], seqs[-1]}
@@ -579,7 +580,7 @@ def test_the_book_inside_a_batch_is_cut_at_the_seq(made):
     seq = seqs[10] - 1
     assert seq not in books
     fresh = [Book(cfg) for cfg in BOOKS]
-    with Journal(str(path), readonly=True) as j:
+    with JournalReader(str(path)) as j:
         for cmds, _ in j.iter_batches():
             cmds = cmds[cmds["seq"] <= seq]
             for inst, book in enumerate(fresh):
@@ -592,7 +593,7 @@ def test_the_book_inside_a_batch_is_cut_at_the_seq(made):
 
 
 def test_a_seq_outside_the_journal_is_refused(healthy):
-    with Journal(str(healthy), readonly=True) as j:
+    with JournalReader(str(healthy)) as j:
         end = j.last_seq
     for bad in (-1, end + 1):
         with pytest.raises(ToolError, match=f"seq {bad} is not in the journal"):

@@ -25,7 +25,7 @@ import numpy as np
 
 from exchange import topology
 from exchange.config import Config
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from exchange.records import EV_ACCEPTED, EVENT_DTYPE, SIDE_BUY
 from exchange.topology import symbols
 from gateway.limits import limits_for
@@ -49,7 +49,7 @@ class AccountsCheck(Findings):
 def _read(path: str, shard: str, upto: int, archive_dir: str | None) -> tuple[np.ndarray, ...]:
     """(accepted orders, trades) of one journal (and its archives), up to seq ``upto``."""
     orders, trades = [np.zeros(0, _ORDER)], [np.zeros(0, EVENT_DTYPE)]
-    with Journal(path, readonly=True, archive_dir=archive_dir, name=shard) as journal:
+    with JournalReader(path, archive_dir=archive_dir, name=shard) as journal:
         for _, ev in JournalView(journal, upto).iter_batches():
             acc = ev[ev["kind"] == EV_ACCEPTED]
             got = np.zeros(len(acc), _ORDER)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import lmdb
 
-from exchange.journal import Journal, JournalDamaged, JournalError
+from exchange.journal import JournalDamaged, JournalError, JournalReader
 from tools.errors import ToolError
 
 MAX_DBS = 16  # at least the journal's sub-databases; a reader needs no exact count
@@ -29,7 +29,7 @@ def backup(src: str, dest: str) -> dict:
     if not dest_path.parent.is_dir():
         raise ToolError(f"{dest_path.parent} is not a directory")
     try:
-        with Journal(src, readonly=True) as j:  # refuses what is not a journal
+        with JournalReader(src) as j:  # refuses what is not a journal
             before = j.last_seq
     except JournalDamaged:
         raise
@@ -49,7 +49,7 @@ def backup(src: str, dest: str) -> dict:
             raise
     finally:
         env.close()
-    with Journal(dest, readonly=True) as j:
+    with JournalReader(dest) as j:
         last = j.last_seq
     return {
         "source": src,

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from tools.errors import ToolError
 from tools.journalview import JournalView
 
@@ -40,7 +40,7 @@ def book_at(
     """The book of ``books[instrument]`` after ``seq`` (None: the last journaled seq);
     ``progress(seq, upto)`` is called before each batch is replayed."""
     t0 = time.perf_counter()
-    with Journal(path, readonly=True, archive_dir=archive_dir, name=shard) as journal:
+    with JournalReader(path, archive_dir=archive_dir, name=shard) as journal:
         upto = journal.last_seq if seq is None else seq
         try:
             on_batch = progress and (lambda cmds, events: progress(int(cmds["seq"][-1]), upto))

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 
 
 class JournalView:
     def __init__(
         self,
-        journal: Journal,
+        journal: JournalReader,
         upto: int,
         on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None,
     ):

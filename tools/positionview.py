@@ -16,7 +16,7 @@ import msgspec
 from exchange import topology
 from exchange.config import Config
 from exchange.engine import ShardEngine
-from exchange.journal import Journal
+from exchange.journal import JournalReader
 from exchange.topology import symbols
 from gateway.positions import Positions
 from gateway.report import position_report
@@ -47,8 +47,8 @@ def from_journals(
         if path is None or not os.path.exists(os.path.join(path, "data.mdb")):
             seqs[shard.name] = 0
             continue
-        with Journal(
-            path, readonly=True, archive_dir=config.journal.archive_dir or None, name=shard.name
+        with JournalReader(
+            path, archive_dir=config.journal.archive_dir or None, name=shard.name
         ) as journal:
             view = JournalView(journal, journal.last_seq)
             seqs[shard.name] = view.last_seq

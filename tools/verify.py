@@ -67,7 +67,7 @@ from exchange import idempotency
 from exchange.batchcodec import BatchRecord
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
-from exchange.journal import Journal, JournalDamaged, Tables
+from exchange.journal import Journal, JournalDamaged, JournalReader, Tables
 from exchange.orderstate import ORDER_DTYPE, ST_LIVE
 from tools import batchcheck, fillcheck
 from tools.journalview import JournalView
@@ -287,7 +287,7 @@ def verify_journal(
     symbols = symbols or [str(i) for i in range(len(books))]
     report = Verification(shard=shard, path=path)
     # a copy's directory may be named otherwise: its archives are the shard's
-    with Journal(path, readonly=True, archive_dir=archive_dir, name=shard or None) as journal:
+    with JournalReader(path, archive_dir=archive_dir, name=shard or None) as journal:
         for seq, message in journal.damaged():
             report.add("checksums", seq, message)
         try:

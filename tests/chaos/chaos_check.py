@@ -45,7 +45,7 @@ import numpy as np
 from exchange import topology
 from exchange.engine import ShardEngine
 from exchange.idempotency import FINGERPRINT_DTYPE, used_news
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalReader
 from exchange.records import (
     CMD_EXPIRE,
     CMD_NEW,
@@ -146,8 +146,7 @@ def check(config, records: list[dict], kills: list[tuple[float, str]]) -> Report
         if not v.ok:
             report.add("journal", render(v))
     journals = {
-        s.name: Journal(str(Path(config.journal.dir) / s.name), readonly=True)
-        for s in config.shards
+        s.name: JournalReader(str(Path(config.journal.dir) / s.name)) for s in config.shards
     }
     try:
         trades = {}
