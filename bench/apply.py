@@ -103,7 +103,7 @@ def run(root: str, durability: str, size: int, batches: int, seed: int, raw=None
                 if raw is not None and k >= warm:
                     floor.append(raw.commit())
                 t0 = time.perf_counter()
-                applied = engine.apply(batch, positions={"bench-req@1": (k + 1) * size})
+                applied = engine.apply(batch, consumed={"bench-req@1": (k + 1) * size})
                 wall = time.perf_counter() - t0
                 if k >= warm:
                     walls.append(wall)

@@ -133,7 +133,7 @@ class Pair:
     def _write(self, journal) -> float:
         c, e = next(self.batches)
         self.k += 1
-        return journal.write_batch(c, e, positions={POSITION: self.k})
+        return journal.write_batch(c, e, consumed={POSITION: self.k})
 
     def journal_commit(self) -> float:
         return self._write(self.journal)

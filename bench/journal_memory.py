@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         )
         done = 0
         while done < args.orders:
-            engine.apply(orders(rng, books, BATCH), positions={"bench": done})
+            engine.apply(orders(rng, books, BATCH), consumed={"bench": done})
             done += BATCH
             if done % CANCEL_EVERY < BATCH:
                 engine.apply(mass_cancels(books))

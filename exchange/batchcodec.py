@@ -2,13 +2,13 @@
 stores it, in pieces), and the checks a batch passes before it is journaled.
 
 A batch record is a 24-byte header (six little-endian uint32: the numbers of
-commands, events, order rows and idempotency entries, the bytes of the positions,
+commands, events, order rows and idempotency entries, the bytes of the consumed counts,
 and the record's checksum, zlib's crc32 of the counts and the body), then the
 COMMAND_DTYPE commands, the EVENT_DTYPE events, the ORDER_DTYPE rows (by order id)
 of the orders the batch changed, the IDEM_DTYPE values and then the 12-byte keys of
 the idempotency entries of its keyed NEW commands that the book accepted (a
-rejected one uses no key: ``exchange.idempotency``), and the input positions
-committed with it (a msgpack map).
+rejected one uses no key: ``exchange.idempotency``), and what it consumed of
+each input ring (a msgpack map).
 """
 
 import struct
@@ -36,19 +36,19 @@ class BatchRecord(NamedTuple):
     rows: np.ndarray  # ORDER_DTYPE, by order id
     idem_values: np.ndarray  # IDEM_DTYPE, one per keyed NEW the book accepted, in batch order
     idem_keys: np.ndarray  # their journal keys (idempotency.KEY_BYTES)
-    positions: dict[str, int]
+    consumed: dict[str, int]
 
 
-def record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_positions: int) -> int:
-    return HEAD_SIZE + _C * n_cmds + _E * n_events + _R * n_rows + (_V + _K) * n_idem + n_positions
+def record_size(n_cmds: int, n_events: int, n_rows: int, n_idem: int, n_consumed: int) -> int:
+    return HEAD_SIZE + _C * n_cmds + _E * n_events + _R * n_rows + (_V + _K) * n_idem + n_consumed
 
 
-def batch_record(cmds, events, rows, idem_values: bytes, idem_keys: bytes, positions: bytes):
+def batch_record(cmds, events, rows, idem_values: bytes, idem_keys: bytes, consumed: bytes):
     """The bytes of a batch record: the header, then the arrays' and the packed sections'
     bytes, joined."""
     n_idem = len(idem_keys) // _K
-    counts = COUNTS.pack(len(cmds), len(events), len(rows), n_idem, len(positions))
-    parts = (cmds.tobytes(), events.tobytes(), rows.tobytes(), idem_values, idem_keys, positions)
+    counts = COUNTS.pack(len(cmds), len(events), len(rows), n_idem, len(consumed))
+    parts = (cmds.tobytes(), events.tobytes(), rows.tobytes(), idem_values, idem_keys, consumed)
     crc = zlib.crc32(counts)
     for part in parts:
         crc = zlib.crc32(part, crc)
@@ -58,7 +58,7 @@ def batch_record(cmds, events, rows, idem_values: bytes, idem_keys: bytes, posit
 def encode_batch(record: BatchRecord) -> bytes:
     """The bytes of a decoded batch record (how tools and tests write one by hand)."""
     r = record
-    blob = msgspec.msgpack.encode(r.positions) if r.positions else b""
+    blob = msgspec.msgpack.encode(r.consumed) if r.consumed else b""
     keys, values = r.idem_keys.tobytes(), r.idem_values.tobytes()
     return batch_record(r.commands, r.events, r.rows, values, keys, blob)
 
@@ -80,23 +80,23 @@ def decode_batch(value) -> BatchRecord:
         parts.append(np.frombuffer(value, dtype, n, at))
         at += n * dtype.itemsize
     try:
-        positions = msgspec.msgpack.decode(value[at:], type=dict[str, int]) if counts[4] else {}
+        consumed = msgspec.msgpack.decode(value[at:], type=dict[str, int]) if counts[4] else {}
     except msgspec.DecodeError as e:
-        raise ValueError(f"a batch record's positions are unreadable: {e}") from None
-    return BatchRecord(*parts, positions)
+        raise ValueError(f"a batch record's consumed counts are unreadable: {e}") from None
+    return BatchRecord(*parts, consumed)
 
 
-def checked_positions(positions) -> dict[str, int]:
-    """{name: position} as plain ints; a bad name or position is a ValueError."""
-    if not isinstance(positions, dict):
-        raise ValueError(f"positions must be a dict of name -> int, got {type(positions).__name__}")
+def checked_consumed(consumed) -> dict[str, int]:
+    """{input ring name: records consumed} as plain ints; a bad name or count is a ValueError."""
+    if not isinstance(consumed, dict):
+        raise ValueError(f"consumed must be a dict of name -> int, got {type(consumed).__name__}")
     out = {}
-    for name, pos in positions.items():
+    for name, pos in consumed.items():
         # a UTF-8 character is 4 bytes at most: only a long name needs encoding to tell
         if not isinstance(name, str) or not name or (len(name) > 100 and len(name.encode()) > 400):
-            raise ValueError(f"a position name must be a non-empty str of <= 400 bytes: {name!r}")
+            raise ValueError(f"an input name must be a non-empty str of <= 400 bytes: {name!r}")
         if not isinstance(pos, int | np.integer) or not 0 <= pos < 2**63:
-            raise ValueError(f"position {name!r} must be an int in [0, 2**63), got {pos!r}")
+            raise ValueError(f"consumed {name!r} must be an int in [0, 2**63), got {pos!r}")
         out[name] = int(pos)
     return out
 

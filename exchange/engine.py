@@ -214,12 +214,12 @@ class ShardEngine:
     def apply(
         self,
         drained: np.ndarray,
-        positions: dict[str, int] | None = None,
+        consumed: dict[str, int] | None = None,
         clock_ns: int | None = None,
     ) -> Applied:
         """Sequence, match, journal and commit a drained batch; see the module docstring.
 
-        ``positions`` (input ring name -> read position after this batch) are
+        ``consumed`` (input ring name -> read position after this batch) are
         committed with it, so a restarted shard knows which requests it has.
         ``clock_ns`` (the shard's wall clock, ns since the epoch): a CMD_EXPIRE carrying
         it is sequenced after the requests for each book holding an order whose expiry
@@ -266,7 +266,7 @@ class ShardEngine:
             self._since_snapshot += n
             snapshot = self._snapshot(self.last_seq + n) if self._snapshot_due() else None
             dt = self.journal.write_batch(
-                batch, events, snapshot=snapshot, positions=positions, unused=plan.unused
+                batch, events, snapshot=snapshot, consumed=consumed, unused=plan.unused
             )
             if snapshot is not None:
                 self._since_snapshot = 0
@@ -276,7 +276,7 @@ class ShardEngine:
             events = _NO_EVENTS
             # control commands alone need no commit: answering one again after a
             # restart is harmless, and a STATUS poll must not cost an fsync
-            dt = self.journal.write_positions(positions) if positions and len(drained) else 0.0
+            dt = self.journal.write_consumed(consumed) if consumed and len(drained) else 0.0
         if len(plan.retries):
             replies.append(idempotency.resend(self.journal, drained, plan, batch))
         syncs = _NO_SYNCS
@@ -535,7 +535,7 @@ def warm_up() -> float:
         Journal(f"{tmp}/journal", durability="os") as journal,
     ):
         engine = ShardEngine(0, [cfg], journal, snapshot_every=1)
-        engine.apply(cmds, positions={"warm-up": len(cmds)})
+        engine.apply(cmds, consumed={"warm-up": len(cmds)})
         asked = commands(3)
         asked["kind"] = [CMD_NEW, CMD_STATUS, CMD_SYNC]
         asked["side"], asked["price"], asked["qty"], asked["client"] = SIDE_BUY, 1, 1, 1

@@ -8,8 +8,9 @@ batches    batch's last seq (8 B), -> the batch record (below): everything the b
 orders     order id (8 B)          -> ORDER_DTYPE row: the order table, up to the last fold
 idem       idem key (8 B) + client (4 B) -> IDEM_DTYPE (seq, order id, request fingerprint),
                                       up to the last fold
-positions  name (UTF-8)            -> int64 (big-endian): where the shard's readers of its
-                                      input stand, as of ``positions_at``
+positions name (UTF-8)            -> int64 (big-endian): the records the shard has consumed
+                                      of each input ring, as of ``consumed_at`` (the table
+                                      keeps its on-disk name; in the code: ``consumed``)
 snapshots  seq (8 B) (+ piece number) -> opaque snapshot bytes of the state after that seq,
                                       in pieces as the batches
 meta       b"layout" -> LAYOUT, b"identity" -> 8 random bytes drawn at creation
@@ -35,7 +36,7 @@ idempotency entries without a display quantity and book snapshots without
 icebergs, journal/7 with commands and idempotency entries without an expiry and
 book snapshots without expiries; nothing migrates it). Every read checks what
 it reads (``iter_batches``, ``iter_records``, ``events_for``, ``order``, the
-idempotency lookups, ``positions``, ``latest_snapshot``, ``stats``, the writer's
+idempotency lookups, ``consumed``, ``latest_snapshot``, ``stats``, the writer's
 ``_load_log`` and ``_merge_prior``): a value that fails is ``JournalDamaged`` naming the journal,
 the table, the record (seq, order id, (client, idem key), name) and the reason,
 never an answer; so is LMDB reporting a page it cannot use (MDB_CORRUPTED,
@@ -45,7 +46,7 @@ checksums in one Numba pass (``_row_sums``); single values use zlib.
 What start-up verifies in full is what it reads: the writer's open reads the
 meta seqs and every record of the log; recovery reads the latest snapshot and
 every batch after it; the shard's resume reads the positions table and the log
-after ``positions_at``. Everything else is verified lazily, when it is read: the
+after ``consumed_at``. Everything else is verified lazily, when it is read: the
 orders and idem tables (each lookup checks the values it finds), batches before
 the snapshot (a SYNC replay, ``events_for`` of a retry's original, the tools)
 and older snapshots. ``damaged()`` checks every value of every table, and
@@ -55,7 +56,8 @@ A lookup that a damaged branch page sends to the wrong leaf without LMDB noticin
 finds no value to check: only verify's cross-check of the tables shows that.
 
 A batch record is one blob (``exchange.batchcodec``): the batch's commands, events,
-order rows, idempotency entries and input positions, with its checksum.
+order rows, idempotency entries and what it consumed of each input ring, with its
+checksum.
 
 A batch record is stored in pieces of ``piece_bytes`` (2,016 bytes with 4 KB
 pages): the first under the batch's key, the others under that key followed by
@@ -94,13 +96,13 @@ meta page that makes them the journal (``fsync`` below). The last seq is the
 last key of ``batches``: there is no counter to put.
 
 The records after ``folded`` are the log. The tables (``orders``, ``idem``,
-``positions``) are brought up to date from it by the transaction of the batch
+``consumed``) are brought up to date from it by the transaction of the batch
 that brings the log to ``merge_rows`` order rows and idempotency entries
 together, or to ``MERGE_BATCHES`` batches (the fold); the log then starts
 anew. Readers combine both: ``order()`` looks in the log's rows, newest first
 (the writer: in its index of them), then in the table; an idempotency pair is
-in a log record's entries or in the table; the positions are the table's,
-updated by the records after ``positions_at``. The writer keeps the log's rows
+in a log record's entries or in the table; ``consumed`` is the table's,
+updated by the records after ``consumed_at``. The writer keeps the log's rows
 and idempotency entries in memory (``PendingRows``, a dict), so its own lookups
 never read the log. A fold writes many rows and entries at once (the pages they
 share are written once); its batch pays for it (~6 ms at 8,192 of them).
@@ -204,7 +206,7 @@ assert all(name.isascii() for name in _DBS)
 _SUM = struct.Struct("<I")  # a checksum: zlib's crc32, little-endian
 _R, _V, _K = ORDER_DTYPE.itemsize, idempotency.IDEM_DTYPE.itemsize, idempotency.KEY_BYTES.itemsize
 # the sizes of the table values before their checksum (meta: identity, folded and
-# positions_at; the layout value is compared whole)
+# consumed_at; the layout value is compared whole)
 _VALUE_SIZES = {"orders": _R, "idem": _V, "positions": 8, "meta": 8}
 _KEY_SIZES = {"orders": 8, "idem": _K}
 # what LMDB raises on pages it cannot trust (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_PANIC,
@@ -263,13 +265,13 @@ class Tables(NamedTuple):
     """The folded tables as of one read txn (``Journal.tables``)."""
 
     folded: int
-    positions_at: int
+    consumed_at: int
     pruned: int  # the orders table has no row of an order finished by this seq
     order_ids: np.ndarray  # int64: the keys of the rows that pass their check, in order
     orders: np.ndarray  # ORDER_DTYPE: those rows
     idem_keys: np.ndarray  # idempotency.KEY_BYTES, by key: the entries that pass theirs
     idem_values: np.ndarray  # IDEM_DTYPE, theirs
-    positions: dict[str, int]  # those that pass their check
+    consumed: dict[str, int]  # those that pass their check
     damaged: dict[str, list[bytes]]  # table -> the keys of the values that fail it
 
 
@@ -961,8 +963,8 @@ class JournalReader:
             else:
                 start = keys[-1] + b"\0"  # the least key after it, in LMDB's byte order
 
-    def positions(self) -> dict[str, int]:
-        """The input positions committed last: name -> position.
+    def consumed(self) -> dict[str, int]:
+        """What the shard has consumed of each input ring, committed last: name -> records.
 
         Committed in the same transaction as the batch they follow, so after a
         crash they say exactly which inputs the journal holds.
@@ -970,16 +972,16 @@ class JournalReader:
         with self._reading("meta", "positions", "batches") as txn:
             out = {}
             for k, v in txn.cursor(db=self._db["positions"]):
-                out.update(self._position(k, v))
+                out.update(self._consumed_entry(k, v))
             for key, value in self._log(txn, self._meta(txn, b"positions_at")):
-                out.update(self._batch(key, value).positions)
+                out.update(self._batch(key, value).consumed)
         return out
 
-    def _position(self, key: bytes, value: bytes) -> dict[str, int]:
-        """{name: position} of one positions table record, checked."""
-        position = _int(self._unsealed("positions", key, value))
+    def _consumed_entry(self, key: bytes, value: bytes) -> dict[str, int]:
+        """{name: records consumed} of one positions table record, checked."""
+        count = _int(self._unsealed("positions", key, value))
         try:
-            return {key.decode(): position}
+            return {key.decode(): count}
         except UnicodeDecodeError:  # a name written checked is UTF-8
             raise self._damaged("positions", key, "the name is not UTF-8") from None
 
@@ -1034,10 +1036,10 @@ class JournalReader:
         that fails its check is left out, its key listed in ``damaged``."""
         damaged: dict[str, list[bytes]] = {"orders": [], "idem": [], "positions": []}
         ids, rows, idem_keys, idem_values = [], [], [], []
-        positions = {}
+        consumed = {}
         with self._reading("meta", "orders", "idem", "positions") as txn:
             folded = self._meta(txn, b"folded")
-            positions_at = self._meta(txn, b"positions_at")
+            consumed_at = self._meta(txn, b"positions_at")
             pruned = self._pruned_in(txn)[0]
             for table in ("orders", "idem"):
                 for keys, values in _chunks(txn.cursor(db=self._db[table])):
@@ -1051,18 +1053,18 @@ class JournalReader:
                         idem_values.append(kept.view(idempotency.IDEM_DTYPE).reshape(-1))
             for k, v in txn.cursor(db=self._db["positions"]):
                 try:
-                    positions.update(self._position(k, v))
+                    consumed.update(self._consumed_entry(k, v))
                 except JournalDamaged:
                     damaged["positions"].append(k)
         return Tables(
             folded,
-            positions_at,
+            consumed_at,
             pruned,
             np.concatenate([np.zeros(0, np.int64), *ids]),
             np.concatenate([np.zeros(0, ORDER_DTYPE), *rows]),
             np.concatenate([np.zeros(0, idempotency.KEY_BYTES), *idem_keys]),
             np.concatenate([np.zeros(0, idempotency.IDEM_DTYPE), *idem_values]),
-            positions,
+            consumed,
             damaged,
         )
 
@@ -1101,7 +1103,7 @@ class JournalReader:
 class Journal(JournalReader):
     """One shard's journal, written: by one process at a time, its shard (an exclusive
     lock on ``writer.lock``), which reads it too. The writer keeps the log's rows,
-    idempotency entries and positions in memory (the module docstring), so its own
+    idempotency entries and consumed counts in memory (the module docstring), so its own
     lookups never read the log.
     """
 
@@ -1130,10 +1132,10 @@ class Journal(JournalReader):
         self.keep_snapshots = keep_snapshots
         self.merge_rows = merge_rows
         # the writer's view of the log: its order rows, idempotency entries (key ->
-        # value) and the positions committed in it since ``positions_at``
+        # value) and the consumed committed in it since ``consumed_at``
         self._pending = orderstate.PendingRows()
         self._idem: dict[bytes, bytes] = {}
-        self._log_positions: dict[str, int] = {}
+        self._log_consumed: dict[str, int] = {}
         self._lock_fd = self._lock_writer()
         try:
             self._env = self._open_writer(map_size)
@@ -1216,15 +1218,15 @@ class Journal(JournalReader):
     def _load_log(self) -> None:
         """The writer's in-memory view of the log (see the module docstring), checked."""
         with self._reading("meta", "batches") as txn:
-            positions_at = self._meta(txn, b"positions_at")
+            consumed_at = self._meta(txn, b"positions_at")
             for key, value in self._log(txn, self._meta(txn, b"folded")):
                 rec = self._batch(key, value)
                 self._pending.add(rec.rows)
                 self._idem.update(
                     zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True)
                 )
-                if batch_seq(key) > positions_at:
-                    self._log_positions.update(rec.positions)
+                if batch_seq(key) > consumed_at:
+                    self._log_consumed.update(rec.consumed)
 
     def _write(self, fill) -> float:
         """Run ``fill(txn)`` in a write txn and commit; grow the map and redo it when full."""
@@ -1276,7 +1278,7 @@ class Journal(JournalReader):
         cmds: np.ndarray,
         events: np.ndarray,
         snapshot: bytes | None = None,
-        positions: dict[str, int] | None = None,
+        consumed: dict[str, int] | None = None,
         unused: frozenset[bytes] = frozenset(),
     ) -> float:
         """Journal one sequenced batch in one transaction; returns the seconds its commit took.
@@ -1284,8 +1286,8 @@ class Journal(JournalReader):
         ``cmds``: COMMAND_DTYPE, seqs strictly increasing past ``last_seq``.
         ``events``: EVENT_DTYPE, exactly what the books produced for them, in
         (seq, idx) order, no EVF_DUPLICATE. ``snapshot``: the state after the
-        batch, stored under its last seq. ``positions``: where the shard's
-        input readers stand after this batch (see ``positions()``). A malformed
+        batch, stored under its last seq. ``consumed``: the records the shard
+        has consumed of each input ring after this batch (see ``consumed()``). A malformed
         batch or a reused idempotency pair raises ValueError and writes
         nothing; so does an event about an order the journal never saw created.
         ``unused``: idempotency keys the caller found in neither the log nor the table
@@ -1297,8 +1299,8 @@ class Journal(JournalReader):
         batchcodec.check_batch(cmds, events, self.last_seq)
         if snapshot is not None:
             snapshot = _snapshot_bytes(snapshot)
-        positions = batchcodec.checked_positions(positions) if positions is not None else {}
-        blob = msgspec.msgpack.encode(positions) if positions else b""
+        consumed = batchcodec.checked_consumed(consumed) if consumed is not None else {}
+        blob = msgspec.msgpack.encode(consumed) if consumed else b""
         rows, need, needs_prior = orderstate.derive(cmds, events)
         # only an order the book accepted uses its pair up (``exchange.idempotency``)
         _, keys, values = idempotency.used_entries(cmds, events)
@@ -1326,7 +1328,7 @@ class Journal(JournalReader):
             if not put_pieces(txn, db, batch_key(last), record, self._psize, append=True):
                 raise JournalError(f"journal {self.path}: a batch ending at {last} exists")
             if fold:
-                self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), positions)
+                self._fold(txn, last, order_rows, dict(zip(keys, values, strict=True)), consumed)
             if snapshot is not None:
                 self._put_snapshot(txn, last, snapshot)
             logged[:] = [order_rows]
@@ -1339,7 +1341,7 @@ class Journal(JournalReader):
             pending.add(logged[0])
             if keys:
                 self._idem.update(zip(keys, values, strict=True))
-            self._log_positions.update(positions)
+            self._log_consumed.update(consumed)
         self._last_seq = last
         return dt
 
@@ -1347,9 +1349,9 @@ class Journal(JournalReader):
         """After a fold's commit: the log starts anew."""
         self._pending.clear()
         self._idem.clear()
-        self._log_positions.clear()
+        self._log_consumed.clear()
 
-    def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, positions: dict) -> None:
+    def _fold(self, txn, last: int, rows: np.ndarray, idem: dict, consumed: dict) -> None:
         """Bring the tables up to date with the log and this batch; the log starts anew."""
         table = self._pending.latest(rows)
         ids = table["order_id"].astype(">i8")
@@ -1360,12 +1362,12 @@ class Journal(JournalReader):
             keys, values = zip(*sorted(idem.items()), strict=True)
             sealed = _seal_rows(_joined_2d(keys, _K), _joined_2d(values, _V))
             txn.cursor(db=self._db["idem"]).putmulti(zip(keys, sealed, strict=True))
-        self._put_positions(txn, {**self._log_positions, **positions})
+        self._put_consumed(txn, {**self._log_consumed, **consumed})
         self._put_meta(txn, b"folded", last)
 
-    def _put_positions(self, txn, positions: dict[str, int]) -> None:
-        names = [name.encode() for name in positions]
-        items = [(n, _sealed(n, _key(p))) for n, p in zip(names, positions.values(), strict=True)]
+    def _put_consumed(self, txn, consumed: dict[str, int]) -> None:
+        names = [name.encode() for name in consumed]
+        items = [(n, _sealed(n, _key(p))) for n, p in zip(names, consumed.values(), strict=True)]
         txn.cursor(db=self._db["positions"]).putmulti(items)
         self._put_meta(txn, b"positions_at", self._last_seq_in(txn))
 
@@ -1405,12 +1407,12 @@ class Journal(JournalReader):
                 "idempotency.plan_batch before sequencing"
             )
 
-    def write_positions(self, positions: dict[str, int]) -> float:
-        """Commit reader positions alone (a batch whose every command was a retry)."""
-        positions = batchcodec.checked_positions(positions)
-        merged = {**self._log_positions, **positions}
-        dt = self._write(lambda txn: self._put_positions(txn, merged))
-        self._log_positions.clear()
+    def write_consumed(self, consumed: dict[str, int]) -> float:
+        """Commit consumed counts alone (a batch whose every command was a retry)."""
+        consumed = batchcodec.checked_consumed(consumed)
+        merged = {**self._log_consumed, **consumed}
+        dt = self._write(lambda txn: self._put_consumed(txn, merged))
+        self._log_consumed.clear()
         return dt
 
     def write_snapshot(self, seq: int, blob: bytes) -> float:

@@ -105,10 +105,10 @@ class ShardLoop:
         self.requests = requests
         self.events = events
         self.stop = stop
-        # positions are committed under the ring's incarnation, so a ring created anew
+        # consumed counts are committed under the ring's incarnation, so a ring created anew
         # is never skipped into
         incarnation = inspect_ring(namespace, requests.name).incarnation
-        self.position_key = f"{requests.name}@{incarnation}"
+        self.consumed_key = f"{requests.name}@{incarnation}"
         self.counters: CounterBlock | None = None
         self.watchdog = sdnotify.Watchdog()
         # EXPIRE ticks (exchange.records, EXPIRY): every expire_seconds, the wall clock's
@@ -124,7 +124,7 @@ class ShardLoop:
 
     def resume(self, tail: np.ndarray) -> int:
         """Skip requests already journaled; publish the last batch's events again."""
-        done = self.engine.journal.positions().get(self.position_key, 0)
+        done = self.engine.journal.consumed().get(self.consumed_key, 0)
         skip = max(0, done - self.requests.position)
         if skip:
             self.requests.release(skip)
@@ -171,7 +171,7 @@ class ShardLoop:
     def _apply(self, batch: np.ndarray, clock_ns: int | None = None) -> None:
         """Sequence, journal and publish: the events, the replies, then the sync answers."""
         end = self.requests.position + len(batch)
-        applied = self.engine.apply(batch, positions={self.position_key: end}, clock_ns=clock_ns)
+        applied = self.engine.apply(batch, consumed={self.consumed_key: end}, clock_ns=clock_ns)
         self.publish(applied.events)
         self.publish(applied.replies)
         replayed = 0

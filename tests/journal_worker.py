@@ -51,11 +51,11 @@ def write(args, batches) -> int:
             if args.step:
                 for line in sys.stdin:
                     for _, (k, (c, e)) in zip(range(int(line)), todo, strict=False):
-                        j.write_batch(c, e, positions={"input": k + 1})
+                        j.write_batch(c, e, consumed={"input": k + 1})
                     say("ack", j.last_seq)
             else:
                 for k, (c, e) in todo:
-                    j.write_batch(c, e, positions={"input": k + 1})
+                    j.write_batch(c, e, consumed={"input": k + 1})
                     say("ack", j.last_seq)
         except JournalFull as e:
             say("full", e)

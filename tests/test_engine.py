@@ -185,16 +185,16 @@ def test_a_retry_in_the_batch_of_its_rejected_original_gets_its_reject(journal):
 
 def test_a_batch_of_retries_and_unknowns_commits_its_position_alone(journal):
     eng = ShardEngine(0, BOOKS, journal)
-    eng.apply(orders((0, SIDE_BUY, 100, 1, 1, 5, 1)), positions={"req@1": 1})
+    eng.apply(orders((0, SIDE_BUY, 100, 1, 1, 5, 1)), consumed={"req@1": 1})
     out = eng.apply(
         np.concatenate(
             [orders((0, SIDE_BUY, 100, 1, 1, 5, 2)), orders((7, SIDE_BUY, 1, 1, 1, 0, 3))]
         ),
-        positions={"req@1": 3},
+        consumed={"req@1": 3},
     )
     assert out.commands == 0 and len(out.events) == 0 and eng.last_seq == journal.last_seq == 1
     assert sorted(out.replies["req_id"].tolist()) == [2, 3]
-    assert journal.positions() == {"req@1": 3}
+    assert journal.consumed() == {"req@1": 3}
 
 
 def test_a_batch_that_is_not_commands_is_refused_and_changes_nothing(journal):
@@ -422,7 +422,7 @@ def test_control_commands_are_never_journaled_sequenced_or_seen_by_a_book(journa
     trade_for_a_while(eng, seed=4, batches=4)
     last, hashes, batches = eng.last_seq, eng.state_hashes(), journal.stats().batches
     asked = np.concatenate([sync(1), status(2, 1, 0), sync(3, after=5), status(4, 2, 9)])
-    out = eng.apply(asked, positions={"req@1": 4})
+    out = eng.apply(asked, consumed={"req@1": 4})
     assert (out.commands, len(out.events)) == (0, 0)
     assert out.syncs.tobytes() == asked[[0, 2]].tobytes()
     assert out.replies["kind"].tolist() == [EV_STATUS] * 2
@@ -431,7 +431,7 @@ def test_control_commands_are_never_journaled_sequenced_or_seen_by_a_book(journa
     # nothing was written, not even the ring's position (answering again is harmless,
     # and a commit per STATUS poll would cost an fsync each)
     assert (eng.last_seq, journal.last_seq, journal.stats().batches) == (last, last, batches)
-    assert eng.state_hashes() == hashes and "req@1" not in journal.positions()
+    assert eng.state_hashes() == hashes and "req@1" not in journal.consumed()
     # mixed with orders: only the orders are sequenced and journaled
     news = orders((0, SIDE_BUY, 99, 1, 1, 0, 5), (1, SIDE_SELL, 101, 1, 2, 0, 6))
     out = eng.apply(np.concatenate([asked[:2], news[:1], asked[2:], news[1:]]))

@@ -231,7 +231,7 @@ def test_one_writer_at_a_time_and_readers_cannot_write(jdir, stream):
     with JournalReader(jdir) as r:
         assert r.last_seq == batches[0][0]["seq"][-1]
         # a reader has nothing to write with: the writer is its own class
-        writes = ("write_batch", "write_snapshot", "write_positions", "prune")
+        writes = ("write_batch", "write_snapshot", "write_consumed", "prune")
         assert not [m for m in writes if hasattr(r, m)]
 
 
@@ -302,9 +302,9 @@ def test_full_at_the_maximum_map_size_keeps_every_committed_batch(jdir, stream):
 def test_positions_commit_with_their_batch_or_alone(jdir, stream):
     _, _, batches = stream
     with Journal(jdir) as j:
-        assert j.positions() == {}
-        j.write_batch(*batches[0], positions={"requests@1": 10, "other": 0})
-        j.write_positions({"requests@1": 12})
+        assert j.consumed() == {}
+        j.write_batch(*batches[0], consumed={"requests@1": 10, "other": 0})
+        j.write_consumed({"requests@1": 12})
         for bad, message in [
             ({"requests@1": -1}, "must be an int"),
             ({"": 3}, "non-empty str"),
@@ -312,10 +312,10 @@ def test_positions_commit_with_their_batch_or_alone(jdir, stream):
             ([("x", 3)], "must be a dict"),
         ]:
             with pytest.raises(ValueError, match=message):
-                j.write_batch(*batches[1], positions=bad)
+                j.write_batch(*batches[1], consumed=bad)
         assert j.last_seq == batches[0][0]["seq"][-1]
     with JournalReader(jdir) as r:
-        assert r.positions() == {"requests@1": 12, "other": 0}
+        assert r.consumed() == {"requests@1": 12, "other": 0}
 
 
 def test_idem_entries_come_whole_and_in_key_order_across_read_chunks(jdir, monkeypatch):
@@ -345,10 +345,10 @@ def test_reads_agree_whatever_the_folds_and_across_a_reopen(tmp_path, stream):
                 with Journal(path, merge_rows=merge_rows) as j:
                     for c, e in part:
                         k = int(c["seq"][-1])
-                        positions = {"in@1": k, f"side@{k % 3}": k}
-                        j.write_batch(c, e, positions=positions)
-                        expected.update(positions)
-                    j.write_positions({"in@1": 10**6})
+                        consumed = {"in@1": k, f"side@{k % 3}": k}
+                        j.write_batch(c, e, consumed=consumed)
+                        expected.update(consumed)
+                    j.write_consumed({"in@1": 10**6})
                     expected["in@1"] = 10**6
         keyed = used_news(cmds, evs)  # the keyed NEWs the book accepted
         ik, cl = cmds["idem_key"][keyed].tolist(), cmds["client"][keyed].tolist()
@@ -360,7 +360,7 @@ def test_reads_agree_whatever_the_folds_and_across_a_reopen(tmp_path, stream):
                 with opened(path) as j:
                     entries = list(j.idem_entries())
                     assert [(e.idem_key, e.client) for e in entries] == pairs
-                    assert j.positions() == expected
+                    assert j.consumed() == expected
                     assert j.stats().idem_entries == len(pairs)
                     one = entries[len(entries) // 2]
                     assert idem_entry(j, one.client, one.idem_key) == one
@@ -397,7 +397,7 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
     _, _, batches = stream
     c, e = batches[0]
     with Journal(jdir) as j:
-        j.write_batch(c, e, positions={"in@1": 3})
+        j.write_batch(c, e, consumed={"in@1": 3})
     env = lmdb.open(str(jdir), max_dbs=8)
     try:
         with env.begin() as txn:
@@ -415,7 +415,7 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
     assert key == (int(c["seq"][-1]) + 2**63).to_bytes(8, "big")
     rec = decode_batch(value)
     assert rec.commands.tobytes() == c.tobytes() and rec.events.tobytes() == e.tobytes()
-    assert rec.positions == {"in@1": 3}
+    assert rec.consumed == {"in@1": 3}
     assert len(rec.idem_keys) == len(rec.idem_values) > 0
     assert encode_batch(rec) == value
     with pytest.raises(ValueError, match="checksum mismatch"):
@@ -427,7 +427,7 @@ def test_a_batch_record_round_trips_and_a_broken_one_is_refused(jdir, stream):
     keys = rec.idem_keys.tobytes()
     with pytest.raises(ValueError, match="does not hold what its header says"):
         decode_batch(batch_record(*parts, keys + b"?", b""))
-    with pytest.raises(ValueError, match="positions are unreadable"):
+    with pytest.raises(ValueError, match="consumed counts are unreadable"):
         decode_batch(batch_record(*parts, keys, b"\xc1"))  # a byte msgpack never uses
 
 
@@ -488,13 +488,13 @@ def tamper(path, table: bytes | None, key: bytes, at: int) -> None:
 
 @pytest.fixture
 def folded(tmp_path, stream):
-    """A journal with tables, a log after them, positions and a snapshot; returns its
+    """A journal with tables, a log after them, consumed and a snapshot; returns its
     path and the seqs it folded up to and ends at."""
     path = tmp_path / "folded"
     _, _, batches = stream
     with Journal(path, merge_rows=500) as j:
         for k, (c, e) in enumerate(batches):
-            j.write_batch(c, e, positions={"in@1": k + 1})
+            j.write_batch(c, e, consumed={"in@1": k + 1})
         j.write_snapshot(j.last_seq, b"the state")
         last = j.last_seq
     env = lmdb.open(str(path), max_dbs=8, readonly=True)
@@ -526,7 +526,7 @@ def test_a_value_under_another_key_is_refused(folded):
     env.close()
     with JournalReader(path) as r:
         with pytest.raises(JournalDamaged, match="positions 'in@2': checksum mismatch"):
-            r.positions()
+            r.consumed()
         assert [m for _, m in r.damaged()] == [
             f"journal {path}: positions 'in@2': checksum mismatch"
         ]

@@ -150,7 +150,7 @@ def kill_mid_stream(jdir, stream_file, spawn, acks_before_kill: int, durability:
         assert last >= acked
         k = sum(1 for c, _ in batches if c["seq"][-1] <= last)
         # committed with their batch: they name exactly the batches there
-        assert j.positions() == {"input": k}
+        assert j.consumed() == {"input": k}
         # the survivor is a working journal: it takes the next batch
         if k < len(batches):
             j.write_batch(*batches[k])
@@ -190,4 +190,4 @@ def test_a_full_disk_stops_the_writer_cleanly(jdir, stream_file, spawn):
     assert len(lines) - 1 < len(batches)
     with Journal(jdir) as j:
         assert assert_prefix(j, batches) == acked
-        assert j.positions() == {"input": len(lines) - 1}
+        assert j.consumed() == {"input": len(lines) - 1}

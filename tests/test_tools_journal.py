@@ -116,7 +116,7 @@ def order_flow(rng, engine: ShardEngine, batches: int, after_batch=None) -> None
                 c["req_id"] = key
                 sent.append(cmds[j].copy())
         read += n
-        out = engine.apply(cmds, positions={"requests@1": read})
+        out = engine.apply(cmds, consumed={"requests@1": read})
         for e in out.events[out.events["kind"] == EV_ACCEPTED]:
             live.append((int(e["instrument"]), int(e["order_id"]), int(e["client"])))
         if after_batch is not None:

@@ -36,9 +36,9 @@ tables       the tables folded from the batches hold what the batches say, as of
              one read txn (``Journal.tables``): the orders table is exactly the
              last row of each order in the batches up to ``folded``, the idem
              table exactly their idempotency entries; every input position the
-             batches up to ``positions_at`` carry is in the positions table, at
+             batches up to ``consumed_at`` carry is in the positions table, at
              that position or past it (a batch of retries alone moves only the
-             table's; read positions never go back). A value that fails its check
+             table's; consumed counts never go back). A value that fails its check
              is reported under checksums only.
 
 Retention (``Journal.prune``): the batches it archived are read from the
@@ -374,24 +374,24 @@ def _snapshot(report, shard_index, books, journal, upto) -> None:
 
 class _Folded:
     """What the tables should hold, from the batches: the last row of each order and the
-    idempotency entries up to ``folded``, the input positions up to ``positions_at``."""
+    idempotency entries up to ``folded``, the input consumed up to ``consumed_at``."""
 
     def __init__(self, tables: Tables):
         self.folded = tables.folded
         self.pruned = tables.pruned  # the entries of the batches up to it are taken out
-        self.positions_at = tables.positions_at  # never before folded: a fold sets both
+        self.consumed_at = tables.consumed_at  # never before folded: a fold sets both
         self.rows: list[np.ndarray] = []
         self.held = 0
         self.idem_keys: list[np.ndarray] = []
         self.idem_values: list[np.ndarray] = []
-        self.positions: dict[str, tuple[int, int]] = {}  # name -> (position, seq)
+        self.consumed: dict[str, tuple[int, int]] = {}  # name -> (position, seq)
 
     def add(self, rec: BatchRecord) -> bool:
         """Take in a batch record, in seq order; False once past what the tables hold."""
         seq = int(rec.commands["seq"][-1])
-        if seq > self.positions_at:
+        if seq > self.consumed_at:
             return False
-        self.positions.update((name, (p, seq)) for name, p in rec.positions.items())
+        self.consumed.update((name, (p, seq)) for name, p in rec.consumed.items())
         if seq <= self.folded:
             # copies: a record's arrays are views of all its bytes
             self.rows.append(rec.rows.copy())
@@ -459,8 +459,8 @@ def _tables(report: Verification, journal: Journal) -> None:
         f"up to seq {folded.folded}",
     )
     damaged = {k.decode(errors="replace") for k in tables.damaged["positions"]}
-    for name, (pos, seq) in folded.positions.items():
-        have = tables.positions.get(name)
+    for name, (pos, seq) in folded.consumed.items():
+        have = tables.consumed.get(name)
         if name in damaged or (have is not None and have >= pos):
             continue
         where = "is missing" if have is None else f"is at {have}"
