@@ -125,7 +125,7 @@ class ShardLoop:
     def resume(self, tail: np.ndarray) -> int:
         """Skip requests already journaled; publish the last batch's events again."""
         done = self.engine.journal.consumed().get(self.consumed_key, 0)
-        skip = max(0, done - self.requests.position)
+        skip = max(0, done - self.requests.cursor)
         if skip:
             self.requests.release(skip)
         self.publish(tail)
@@ -170,7 +170,7 @@ class ShardLoop:
 
     def _apply(self, batch: np.ndarray, clock_ns: int | None = None) -> None:
         """Sequence, journal and publish: the events, the replies, then the sync answers."""
-        end = self.requests.position + len(batch)
+        end = self.requests.cursor + len(batch)
         applied = self.engine.apply(batch, consumed={self.consumed_key: end}, clock_ns=clock_ns)
         self.publish(applied.events)
         self.publish(applied.replies)

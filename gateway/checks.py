@@ -253,7 +253,7 @@ class Checks:
         idle = link.look(now, live)
         after = self.stall_after
         if before < after <= idle:
-            waiting = link.requests.position - link.progress()[0]
+            waiting = link.requests.cursor - link.progress()[0]
             logs.warning("shard stalled", shard=link.name, seconds=round(idle, 1), waiting=waiting)
         elif idle < after <= before and live:  # else "shard down" has been logged
             stalled = round(before, 1)

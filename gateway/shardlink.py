@@ -166,7 +166,7 @@ class ShardLink:
         the caller's clock. It is read from the rings' cursors alone: a stopped shard
         moves neither."""
         progress = self.progress()
-        waiting = self.requests.position != progress[0]
+        waiting = self.requests.cursor != progress[0]
         if progress != self._progress or not waiting or not watched:
             self._progress, self._moved_at = progress, now
         self.idle = now - self._moved_at

@@ -394,7 +394,7 @@ class RingEnd:
         ops.sleep_end(hdr, self.SIDE)
 
     @property
-    def position(self) -> int:
+    def cursor(self) -> int:
         """This side's cursor: records ever published (producer) or released (consumer)."""
         cursor = ops.H_PUBLISHED if self.SIDE == ops.PRODUCER else ops.H_RELEASED
         return int(load_word(self.header, cursor))

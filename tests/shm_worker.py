@@ -121,18 +121,18 @@ def cmd_produce(a) -> None:
     rng = np.random.default_rng(a.seed)
     np.random.seed(a.seed)  # numba's generator, for the compiled engine
     with Producer(a.ns, a.ring, dtype) as p:
-        while p.position < a.total:
+        while p.cursor < a.total:
             if a.engine == "njit":
                 produce_some(p.header, p.words, a.total, a.max_batch, p.wake_fd)
             else:
                 _produce_python(p, rng, a.total, a.max_batch)
-            if p.position < a.total:
+            if p.cursor < a.total:
                 p.wait_writable(1, timeout=1.0)
 
 
 def _produce_python(p: Producer, rng, total: int, max_batch: int) -> None:
     """One batch through ``write`` or ``claim``/``publish``, chosen at random."""
-    position = p.position
+    position = p.cursor
     size = min(int(rng.integers(1, max_batch + 1)), total - position)
     if rng.random() < 0.5:
         batch = np.empty(size, p.dtype)
@@ -143,8 +143,8 @@ def _produce_python(p: Producer, rng, total: int, max_batch: int) -> None:
         fill(rows_of(view), position)
         written = len(view)
         p.publish(written)
-    if p.position != position + written:
-        fail(f"producer wrote {written} records but its cursor moved {p.position - position}")
+    if p.cursor != position + written:
+        fail(f"producer wrote {written} records but its cursor moved {p.cursor - position}")
 
 
 def cmd_consume(a) -> None:
@@ -152,21 +152,21 @@ def cmd_consume(a) -> None:
     rng = np.random.default_rng(a.seed)
     np.random.seed(a.seed)
     with Consumer(a.ns, a.ring, dtype) as c:
-        print(json.dumps({"start": c.position}), flush=True)
-        while c.position < a.total:
+        print(json.dumps({"start": c.cursor}), flush=True)
+        while c.cursor < a.total:
             if a.engine == "njit":
                 bad = consume_some(c.header, c.words, a.max_batch, c.wake_fd)
                 if bad >= 0:
                     fail(f"record at cursor {bad} is wrong: {c.records[bad % c.capacity]}")
             else:
                 _consume_python(c, rng, a.max_batch)
-            if c.position < a.total:
+            if c.cursor < a.total:
                 c.wait(timeout=1.0)
 
 
 def _consume_python(c: Consumer, rng, max_batch: int) -> None:
     """One batch through ``peek``/partial ``release`` or ``read``, chosen at random."""
-    position = c.position
+    position = c.cursor
     if rng.random() < 0.5:
         view = c.peek(int(rng.integers(1, max_batch + 1)))
         bad = first_bad(rows_of(view), position)
@@ -202,7 +202,7 @@ def cmd_sleep_write(a) -> None:
     with Producer(a.ns, a.ring, dtype, wait=strategy(a.wait)) as p:
         n = p.wait_writable(1, timeout=a.timeout)
         batch = np.empty(1, dtype)
-        fill(rows_of(batch), p.position)
+        fill(rows_of(batch), p.cursor)
         print(json.dumps({"writable": n, "written": p.write(batch)}))
 
 

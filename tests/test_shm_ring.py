@@ -109,9 +109,9 @@ def test_claim_fills_slots_in_place_and_publish_exposes_them(ns):
         assert len(view) == 3  # up to the end of the slot array
         view[:] = commands(5, 3)
         p.publish(3)
-        assert p.position == 8
+        assert p.cursor == 8
         assert c.read(8)["seq"].tolist() == [5, 6, 7]
-        assert c.position == 8
+        assert c.cursor == 8
 
 
 def test_event_records_of_128_bytes_round_trip_byte_for_byte(ns):
@@ -262,7 +262,7 @@ def test_a_ring_made_again_under_a_repeating_clock_is_another_incarnation(ns, mo
         create_ring(ns, name, COMMAND_DTYPE, 8)
         with Consumer(ns, name, COMMAND_DTYPE) as c:
             # the loop's position key is all this reads of it; no engine, no event ring
-            keys.append(ShardLoop(None, c, None, ns, StopFlag()).position_key)
+            keys.append(ShardLoop(None, c, None, ns, StopFlag()).consumed_key)
         rings.append(inspect_ring(ns, name))
         unlink_ring(ns, name)
     assert keys[0] != keys[1]

@@ -11,7 +11,7 @@ makes the tools safe on a journal that the shard is still writing.
 
 ``on_batch(cmds, events)`` sees every batch before the engine does (how
 ``exch journal verify`` checks a journal in the same pass as its replay);
-``position`` is the last seq handed out.
+``reached`` is the last seq handed out.
 """
 
 from collections.abc import Callable, Iterator
@@ -34,7 +34,7 @@ class JournalView:
         self.journal = journal
         self.last_seq = upto
         self.on_batch = on_batch
-        self.position = 0
+        self.reached = 0
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         snap = self.journal.latest_snapshot()
@@ -49,5 +49,5 @@ class JournalView:
                 events = events[events["seq"] <= self.last_seq]
             if self.on_batch is not None:
                 self.on_batch(cmds, events)
-            self.position = int(cmds["seq"][-1])
+            self.reached = int(cmds["seq"][-1])
             yield cmds, events

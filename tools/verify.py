@@ -310,12 +310,12 @@ def verify_journal(
             engine.recover(view, use_snapshot=bool(dropped))
             report.hashes = dict(zip(symbols, engine.state_hashes(), strict=True))
         except Exception as e:  # a corrupt journal can break the replay in any way
-            report.add("replay", view.position, f"{type(e).__name__}: {e}")
+            report.add("replay", view.reached, f"{type(e).__name__}: {e}")
             try:  # the checks go on to the end without the replay
-                for _ in view.iter_batches(view.position):
+                for _ in view.iter_batches(view.reached):
                     pass
             except Exception as e:
-                report.add("readable", view.position, f"{type(e).__name__}: {e}")
+                report.add("readable", view.reached, f"{type(e).__name__}: {e}")
         if checks.next_seq - 1 != upto:
             report.add(
                 "sequence",
