@@ -610,7 +610,8 @@ class JournalReader:
             raise JournalError(f"no journal at {self.path}")
         # map_size 0: map what the file says; _read() follows when the writer grows it
         env = self._lmdb_open(readonly=True, create=False, map_size=0)
-        try:
+
+        def check():
             with env.begin() as txn:
                 try:
                     meta = env.open_db(b"meta", txn=txn, create=False)
@@ -619,6 +620,14 @@ class JournalReader:
                 layout = txn.get(b"layout", db=meta)
                 if layout != LAYOUT:
                     raise JournalError(self._layout_message(layout))
+
+        return self._checked(env, check)
+
+    def _checked(self, env: lmdb.Environment, check) -> lmdb.Environment:
+        """``env`` once ``check()`` passed; else ``env`` is closed, and LMDB's report of a
+        damaged file is the journal's ``JournalDamaged``."""
+        try:
+            check()
         except _DAMAGE_ERRORS as e:
             env.close()
             raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
@@ -1187,7 +1196,8 @@ class Journal(JournalReader):
             writemap=False,
             map_async=False,
         )
-        try:
+
+        def check():
             fresh = env.stat()["entries"] == 0
             with env.begin(write=True) as txn:
                 try:
@@ -1207,13 +1217,8 @@ class Journal(JournalReader):
                     raise JournalError(self._layout_message(layout))
                 for name in _DBS[1:]:
                     env.open_db(name, txn=txn)
-        except _DAMAGE_ERRORS as e:
-            env.close()
-            raise JournalDamaged(f"journal {self.path} cannot be opened: {e}") from e
-        except BaseException:
-            env.close()
-            raise
-        return env
+
+        return self._checked(env, check)
 
     def _load_log(self) -> None:
         """The writer's in-memory view of the log (see the module docstring), checked."""
