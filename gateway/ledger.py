@@ -8,7 +8,7 @@ from state the gateway owns (never a shard's journal):
 
 - in flight: queued or written for a shard and not answered yet, each with the
   instrument and the req_id of the request that holds it. ``use`` takes a pair
-  nobody holds; the request's answer (its first event, idx 0: ``settle``) lets
+  nobody holds; the request's answer (its first event, idx 0: ``release_answered``) lets
   go of it, and so does a request that is not written after all (``release``:
   refused, busy). At start, the keyed NEWs an earlier gateway wrote that are
   still in the request rings are held too (``hold``): no event has told of them.
