@@ -794,14 +794,6 @@ class JournalReader:
             out.update(zip(*idempotency.items(rec.idem_keys, rec.idem_values), strict=True))
         return out
 
-    def idem_lookup_many(self, clients, idem_keys) -> list[IdemEntry | None]:
-        keys = _items(idempotency.entry_keys(np.asarray(clients), np.asarray(idem_keys)))
-        values = self.idem_values(keys)
-        return [
-            None if v is None else idempotency.decode_entry(k, v)
-            for k, v in zip(keys, values, strict=True)
-        ]
-
     def idem_entries(self) -> Iterator[IdemEntry]:
         """Every idempotency entry, by key then client (read in chunks of short txns)."""
         # the log first: a fold meanwhile moves its entries into the table, where

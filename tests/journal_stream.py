@@ -10,6 +10,7 @@ what the test checks against.
 import numpy as np
 from streams import random_batches, random_stream
 
+from exchange import idempotency
 from exchange.bookconfig import BookConfig
 from exchange.records import CMD_NEW, EVENT_DTYPE
 from exchange.reference import ReferenceBook
@@ -91,7 +92,16 @@ def assert_prefix(journal, batches) -> int:
     return end
 
 
+def idem_entries_of(journal, clients, idem_keys) -> list:
+    """The journal's entries of (client, idempotency key) pairs (None: unused), looked up
+    as a shard does for a batch (``Journal.idem_values``)."""
+    k = idempotency.entry_keys(np.asarray(clients, np.uint32), np.asarray(idem_keys, np.uint64))
+    keys = [k[i : i + 1].tobytes() for i in range(len(k))]
+    values = journal.idem_values(keys)
+    decode = idempotency.decode_entry
+    return [None if v is None else decode(k, v) for k, v in zip(keys, values, strict=True)]
+
+
 def idem_entry(journal, client: int, idem_key: int):
-    """The journal's entry of one (client, idempotency key) pair, looked up as a shard does
-    for a batch (``Journal.idem_lookup_many``)."""
-    return journal.idem_lookup_many(np.array([client]), np.array([idem_key]))[0]
+    """The journal's entry of one pair (``idem_entries_of``)."""
+    return idem_entries_of(journal, [client], [idem_key])[0]

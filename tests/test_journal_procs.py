@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from journal_stream import assert_prefix, cut, save, shard_stream
+from journal_stream import assert_prefix, cut, idem_entries_of, save, shard_stream
 
 from exchange.idempotency import used_news
 from exchange.journal import Journal, JournalReader
@@ -125,7 +125,7 @@ def test_a_reader_kept_open_finds_every_key_across_folds(jdir, stream_file, spaw
         while written < len(batches):
             acked = int(ask(writer, "2")[1])
             written += 2
-            found = [None if e is None else e.seq for e in r.idem_lookup_many(clients, keys)]
+            found = [None if e is None else e.seq for e in idem_entries_of(r, clients, keys)]
             assert found == [s if s <= acked else None for _, _, s in keyed]
         assert r.stats().orders_merged > 0  # it did fold meanwhile
     writer.stdin.close()

@@ -44,7 +44,7 @@ import numpy as np
 
 from exchange import topology
 from exchange.engine import ShardEngine
-from exchange.idempotency import FINGERPRINT_DTYPE, used_news
+from exchange.idempotency import FINGERPRINT_DTYPE, decode_entry, entry_keys, used_news
 from exchange.journal import Journal, JournalReader
 from exchange.records import (
     CMD_EXPIRE,
@@ -324,7 +324,9 @@ def _bot(report: Report, r: dict, routes: dict, journals: dict, trades: dict, ki
         if order is None or (order.client, order.instrument) != (client, inst):
             report.add("acked", f"client {client}: acked order {oid} ({sym}) journaled as {order}")
             continue
-        entry = j.idem_lookup_many(np.array([client]), np.array([ik]))[0]
+        key = entry_keys(np.array([client], np.uint32), np.array([ik], np.uint64)).tobytes()
+        value = j.idem_values([key])[0]
+        entry = None if value is None else decode_entry(key, value)
         if entry is None or (entry.order_id, entry.seq) != (oid, seq):
             report.add(
                 "acked",
