@@ -21,8 +21,9 @@ COMMAND_DTYPE (80 bytes, no padding)
     client      uint32  the owner: the authenticated client id (never from a body)
     instrument  uint16  the instrument index inside the shard
     kind        uint8   CMD_NEW / CMD_CANCEL / CMD_REPLACE / CMD_MASS_CANCEL /
-                        CMD_EXPIRE (EXPIRY below: made by the shard itself, never
-                        by the gateway); control commands CMD_SYNC / CMD_STATUS
+                        CMD_EXPIRE (EXPIRY below), CMD_HALT / CMD_RESUME (HALTS
+                        below): these three made by the shard itself, never by
+                        the gateway; control commands CMD_SYNC / CMD_STATUS
                         (see the end of this text)
     side        uint8   SIDE_BUY / SIDE_SELL (NEW only)
     tif         uint8   TIF_GTC / TIF_IOC / TIF_FOK / TIF_GTD / TIF_DAY (NEW only)
@@ -45,15 +46,19 @@ EVENT_DTYPE (128 bytes)
     seq          int64  the seq of the command that caused the event
     req_id       uint64 the req_id of that command
     order_id     int64  the order concerned (TRADE: the taker / aggressor)
-    other_id     int64  TRADE: the maker (resting) order; EXPIRED: the book's now
-                        after the command (EXPIRY); otherwise 0
-    price        int64  ACCEPTED/REPLACED: order price; TRADE: the maker's price;
-                        DEPTH: the level's price; CANCELLED: the order's price;
-                        TRIGGERED: the trigger price; EXPIRED: 0
+    other_id     int64  TRADE: the maker (resting) order (an auction's: the sell
+                        order, HALTS); EXPIRED: the book's now after the command
+                        (EXPIRY); otherwise 0
+    price        int64  ACCEPTED/REPLACED: order price; TRADE: the maker's price
+                        (an auction's: the auction price); DEPTH: the level's
+                        price; CANCELLED: the order's price; TRIGGERED: the
+                        trigger price; EXPIRED: 0; STATE: the auction price (0:
+                        no auction trade)
     qty          int64  ACCEPTED/REPLACED: total order qty; TRADE: traded qty;
                         CANCELLED: qty removed from the book by this cancel;
                         DEPTH: total open qty at the level after the command;
-                        MASS_CANCELLED / EXPIRED: the number of orders cancelled
+                        MASS_CANCELLED / EXPIRED: the number of orders cancelled;
+                        STATE: the quantity the auction traded
     leaves       int64  open qty of order_id after the event (CANCELLED: 0,
                         except an STP decrement's partial cancel); DEPTH: the
                         number of orders at the level
@@ -69,6 +74,7 @@ EVENT_DTYPE (128 bytes)
     kind         uint8  EV_*
     side         uint8  side of order_id (DEPTH: side of the level)
     code         uint8  REJECTED: REJ_*; CANCELLED: CXL_* (CXL_EXPIRED: EXPIRY);
+                        STATE: the book's trading state, STATE_* (HALTS);
                         otherwise 0
                         (TRIGGERED: the order's ord_type, TYPE_STOP or
                         TYPE_STOP_LIMIT)
@@ -100,7 +106,9 @@ NEW
     REJ_DUPLICATE_ID; post-only that would cross the best opposite price ->
     REJ_POST_ONLY; a stop whose trigger the last trade price has already
     reached (see STOPS) -> REJ_TRIGGER_REACHED; a GTD/DAY order whose expiry
-    is <= the book's now (EXPIRY) -> REJ_EXPIRY_PASSED; a limit order that
+    is <= the book's now (EXPIRY) -> REJ_EXPIRY_PASSED; while the book is
+    halted, an order that could only trade now (a market order, IOC or FOK;
+    not a stop of any kind, which waits) -> REJ_HALTED (HALTS); a limit order that
     rests (GTC, GTD, DAY) or a stop of
     any kind (the orders that take a slot) when the order pool has no free
     slot -> REJ_BOOK_FULL (checked before matching).
@@ -287,6 +295,51 @@ EXPIRY (TIF_GTD: good till the time in expires; TIF_DAY: the same in the
     nothing more (everything at or before now is gone already) but is
     valid.
 
+HALTS (a book's trading state: STATE_CONTINUOUS, the state of a new book, or
+    STATE_HALTED)
+    CMD_HALT and CMD_RESUME (kind, seq and instrument; the rest 0) are made,
+    sequenced and journaled by the shard that owns the book, like CMD_EXPIRE:
+    an operator asks the shard for them; the gateway never sends them.
+    CMD_HALT: the book is halted (a halted book stays so); then one
+    STATE(code = STATE_HALTED, price = qty = 0; order_id, client and the rest
+    0). Nothing else changes: resting orders and waiting stops stay.
+    While halted nothing trades: a NEW of a limit order that rests (GTC, GTD,
+    DAY; icebergs included) is ACCEPTED and joins the back of its level
+    without matching (step 4 is skipped), so the book may cross; a stop of
+    any kind is accepted and waits as usual (no trade moves the last trade
+    price, so none triggers); a market order, IOC or FOK -> REJ_HALTED
+    (NEW step 1). Post-only is checked as usual (an order that would cross
+    the best opposite price is refused). A REPLACE is validated as usual;
+    one that loses its place rests at the back of its new level without
+    matching. CANCEL, MASS_CANCEL and EXPIRE work as usual.
+    CMD_RESUME of a halted book: the call auction, then the book is
+    continuous again; then one STATE(code = STATE_CONTINUOUS, price = the
+    auction price or 0, qty = the quantity it traded); stops the auction's
+    trades reached then trigger as after any command (STOPS), then DEPTH.
+    CMD_RESUME of a continuous book: only the STATE (price = qty = 0).
+    The auction: when the best bid is at or above the best ask, the auction
+    price P is, of every price from the best ask to the best bid on the
+    tick grid, the one with the greatest executable quantity min(B(P),
+    A(P)), where B(P) is the open quantity of the bids at or above P and
+    A(P) the asks' at or below P (whole open quantities: icebergs' reserves
+    count); ties go to the least surplus |B(P) - A(P)|, then to the price
+    nearest the last trade price (when there is one), then to the lowest.
+    Then, while the best bid is at or above P and the best ask at or below
+    P: the head of the best bid level meets the head of the best ask level
+    and they trade q = min(their shown parts) at P: TRADE(order_id = the
+    bid, other_id = the ask, price = P, qty = q, leaves = the bid's open qty
+    after, other_leaves = the ask's, client = the bid's, other_client = the
+    ask's, side = SIDE_BUY). An order filled to 0 leaves the book; an
+    iceberg whose shown part is gone with a reserve left refills and goes
+    to the back of its level (ICEBERGS); a partly filled order keeps its
+    place. Self-trade prevention does not apply in the auction (as on
+    venues that apply it only to continuous matching): two orders of one
+    client at P trade with each other. The book left is not crossed (at
+    P, one side's orders that could trade are all filled, or the price
+    would not have the greatest quantity). The last trade price becomes P.
+    A book that is not crossed trades nothing (P = 0 in the STATE).
+    The state is book state: snapshots and the state hash carry it.
+
 MASS_CANCEL: every live order of the client in this book, from the best bid
     level outwards, then the best ask level outwards, each level in queue order,
     then its waiting stops (STOPS): CANCELLED(CXL_USER); then
@@ -342,6 +395,9 @@ CMD_REPLACE = 3
 CMD_MASS_CANCEL = 4
 # Time, as a sequenced command the shard makes (EXPIRY in the text above)
 CMD_EXPIRE = 7
+# A book's trading state, as sequenced commands the shard makes (HALTS above)
+CMD_HALT = 8
+CMD_RESUME = 9
 # Control commands: questions to the shard about its own state, answered from
 # what it holds (its books, its journal) on its event ring. Never sequenced,
 # never journaled, never seen by a book. See "Control commands" below.
@@ -367,6 +423,10 @@ TYPE_MARKET = 1
 # stops wait off the book until the last trade price reaches their trigger
 TYPE_STOP = 2  # then a market order
 TYPE_STOP_LIMIT = 3  # then a limit order at its price
+
+# --- a book's trading state (EV_STATE.code)
+STATE_CONTINUOUS = 1
+STATE_HALTED = 2
 
 # --- flags
 FLAG_POST_ONLY = 1
@@ -395,6 +455,8 @@ EV_MASS_CANCELLED = 7
 EV_TRIGGERED = 11
 # The end of a CMD_EXPIRE's cancels: qty = orders expired, other_id = the book's now
 EV_EXPIRED = 12
+# The answer to a CMD_HALT / CMD_RESUME: code = the state now, price and qty the auction's
+EV_STATE = 13
 # Answers to control commands (not history: never journaled)
 EV_RESTING = 8
 EV_SYNCED = 9
@@ -435,6 +497,8 @@ REJ_KEY_EXPIRED = 14
 REJ_DISPLAY = 15
 REJ_EXPIRY = 16
 REJ_EXPIRY_PASSED = 17
+# A market, IOC or FOK order while the book is halted (HALTS)
+REJ_HALTED = 18
 
 # --- cancel reasons (EV_CANCELLED.code)
 CXL_USER = 1
@@ -462,6 +526,7 @@ REJECT_NAMES = {
     REJ_DISPLAY: "display_invalid",
     REJ_EXPIRY: "expiry_invalid",
     REJ_EXPIRY_PASSED: "expiry_passed",
+    REJ_HALTED: "instrument_halted",
 }
 CANCEL_NAMES = {
     CXL_USER: "user",
@@ -484,7 +549,9 @@ EVENT_NAMES = {
     EV_STATUS: "status",
     EV_TRIGGERED: "triggered",
     EV_EXPIRED: "expired",
+    EV_STATE: "state",
 }
+STATE_NAMES = {STATE_CONTINUOUS: "continuous", STATE_HALTED: "halted"}
 
 
 def _padded(fields, itemsize):
