@@ -25,7 +25,11 @@ from exchange.records import (
 )
 from exchange.statehash import hash_canonical
 
-SNAPSHOT_FORMAT = 5  # 4: icebergs (display and reserve in the order rows); 5: expiries, now
+# 4: icebergs (display and reserve in the order rows); 5: expiries, now; 6: the trading
+# state (HALTS in exchange.records: one more meta word; a format 5 snapshot is a book
+# that was never halted, read as continuous)
+SNAPSHOT_FORMAT = 6
+_READABLE_FORMATS = (5, 6)
 SNAPSHOT_DEFLATE_LEVEL = 1
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say
 EVENTS_PER_COMMAND = 4
@@ -130,6 +134,11 @@ class Book:
         """The greatest CMD_EXPIRE time processed (EXPIRY in exchange.records), 0 before."""
         return int(self.state.meta[kernel.M_NOW])
 
+    @property
+    def halted(self) -> bool:
+        """Whether the book is halted (HALTS in exchange.records)."""
+        return bool(self.state.meta[kernel.M_HALTED])
+
     def next_expiry(self) -> int | None:
         """At most the earliest expiry of a live order (None: no order has one): a
         CMD_EXPIRE before it expires nothing. A bound, not exact: it comes down when an
@@ -139,7 +148,12 @@ class Book:
 
     def state_hash(self) -> str:
         return hash_canonical(
-            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows(), self.now
+            self.last_seq,
+            self.last_price,
+            self.canonical_rows(),
+            self.stop_rows(),
+            self.now,
+            self.halted,
         )
 
     # ------------------------------------------------------------ snapshots
@@ -170,8 +184,10 @@ class Book:
                 arrays = {f: z[f] for f in kernel.BookState._fields}
         except Exception as e:  # np.load raises many kinds on garbage
             raise ValueError(f"not a book snapshot: {e}") from e
-        if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
+        if not isinstance(header, dict) or header.get("format") not in _READABLE_FORMATS:
             raise ValueError(f"unknown book snapshot header {header!r:.80}")
+        if header["format"] == 5 and arrays["meta"].shape == (kernel.META_SIZE - 1,):
+            arrays["meta"] = np.append(arrays["meta"], np.int64(0))  # M_HALTED: continuous
         try:
             config = msgspec.convert(header["config"], BookConfig)
         except (KeyError, msgspec.ValidationError) as e:

@@ -38,9 +38,11 @@ from numba import njit
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     CXL_EXPIRED,
     CXL_FOK,
     CXL_IOC,
@@ -54,6 +56,7 @@ from exchange.records import (
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
+    EV_STATE,
     EV_TRADE,
     EV_TRIGGERED,
     FLAG_POST_ONLY,
@@ -63,6 +66,7 @@ from exchange.records import (
     REJ_DUPLICATE_ID,
     REJ_EXPIRY,
     REJ_EXPIRY_PASSED,
+    REJ_HALTED,
     REJ_LOT,
     REJ_NOT_FOUND,
     REJ_POST_ONLY,
@@ -74,6 +78,8 @@ from exchange.records import (
     REJ_TRIGGER_REACHED,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_CONTINUOUS,
+    STATE_HALTED,
     STP_CANCEL_BOTH,
     STP_CANCEL_OLDEST,
     STP_DECREMENT,
@@ -117,7 +123,8 @@ M_TURNS_ASK = 23  # ceil(hidden / display) (a refill takes at most display off h
 M_NOW = 24  # the greatest CMD_EXPIRE time processed (EXPIRY), 0 before the first
 M_EXP_MIN = 25  # at most the earliest expiry of a live order (NO_EXPIRY: none): an
 # EXPIRE before it has nothing to look for, and the shard asks for one only after it
-META_SIZE = 26
+M_HALTED = 26  # 1 while the book is halted (HALTS): nothing trades
+META_SIZE = 27
 NO_EXPIRY = (1 << 63) - 1
 
 # Hot-path functions never allocate, so they are compiled without the Numba
@@ -447,6 +454,23 @@ def _refill(st, o, s, li, leaves, taken):
 
 
 @tiny
+def _reduce(st, o, s, li, left, hidden, q):
+    """Resting order ``o`` of side index ``s`` at level row ``li`` has had ``q`` of its
+    shown part taken (a trade), ``left`` open after it, ``hidden`` of which its reserve:
+    it leaves the book at 0, refills when its shown part is gone, else shows less."""
+    if left == 0:
+        # O_LEAVES still holds q, so _unlink takes it out of the level total
+        _unlink(st, o)
+        _release(st, o)
+    elif left == hidden:
+        _refill(st, o, s, li, left, q)
+    else:
+        st.orders[o, O_LEAVES] = left
+        st.levels[li, L_QTY] -= q
+        _touch(st, li)
+
+
+@tiny
 def _waiting(st, o):
     return st.orders[o, O_TYPE] >= TYPE_STOP
 
@@ -719,16 +743,7 @@ def _match(st, ev, n, c, order_id, client, side, limit, market, stp, tqty, leave
                     side,
                     0,
                 )
-                if mleaves == 0:
-                    # o_leaves still holds q, so _unlink takes it out of the level total
-                    _unlink(st, o)
-                    _release(st, o)
-                elif mleaves == mhidden:
-                    _refill(st, o, opp, li, mleaves, q)
-                else:
-                    st.orders[o, O_LEAVES] = mleaves
-                    st.levels[li, L_QTY] -= q
-                    _touch(st, li)
+                _reduce(st, o, opp, li, mleaves, mhidden, q)
             o = nxt
     return n, tqty, leaves, False
 
@@ -857,6 +872,8 @@ def _new(st, ev, n, c):
     if c.expires > 0 and c.expires <= st.meta[M_NOW]:
         return _reject(st, ev, n, c, REJ_EXPIRY_PASSED)
     rests = not market and _rests(c.tif)
+    if st.meta[M_HALTED] and not stop and not rests:
+        return _reject(st, ev, n, c, REJ_HALTED)
     if (rests or stop) and st.meta[M_FREE_TOP] == 0:
         return _reject(st, ev, n, c, REJ_BOOK_FULL)
     n = _emit(
@@ -867,6 +884,13 @@ def _new(st, ev, n, c):
         st.orders[o, O_TYPE] = c.ord_type
         _set_expiry(st, o, c.tif, c.expires)
         _stop_link(st, o, s, tlvl)
+        return n
+    if st.meta[M_HALTED]:  # it rests without matching (HALTS)
+        o = _alloc(
+            st, c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags, c.display
+        )
+        _set_expiry(st, o, c.tif, c.expires)
+        _link_tail(st, o, s, _level_of(st, c.price))
         return n
     if c.tif == TIF_FOK and not _fillable(st, s, c.price, market, c.client, c.stp, c.qty):
         return _aggressor_cancelled(
@@ -1014,6 +1038,12 @@ def _replace(st, ev, n, c):
     _unlink(st, o)
     if c.display != 0:
         st.orders[o, O_DISPLAY] = c.display
+    if st.meta[M_HALTED]:  # it rests at its new place without matching (HALTS)
+        st.orders[o, O_PRICE] = c.price
+        st.orders[o, O_QTY] = c.qty
+        st.orders[o, O_LEAVES] = new_leaves
+        _link_tail(st, o, s, _level_of(st, c.price))
+        return n
     n, tqty, leaves, killed = _match(
         st,
         ev,
@@ -1099,6 +1129,114 @@ def _expire(st, ev, n, c):
     if st.meta[M_EXP_MIN] <= now:
         n, expired, st.meta[M_EXP_MIN] = _sweep(st, ev, n, c, 0, now, CXL_EXPIRED)
     return _emit(st, ev, n, c, EV_EXPIRED, 0, now, 0, expired, 0, 0, 0, 0, 0, 0)
+
+
+@hot
+def _level_open(st, li):
+    """The whole open quantity of level row ``li``, icebergs' reserves included."""
+    q = 0
+    o = st.levels[li, L_HEAD]
+    while o >= 0:
+        q += st.orders[o, O_LEAVES]
+        o = st.orders[o, O_NEXT]
+    return q
+
+
+@hot
+def _auction_level(st):
+    """The level of the auction price (HALTS), -1 when the book is not crossed: of the
+    levels from the best ask to the best bid, the one with the greatest executable
+    quantity, then the least surplus, then the nearest the last trade, then the lowest."""
+    bb = st.meta[M_BEST_BID]
+    ba = st.meta[M_BEST_ASK]
+    if bb < 0 or ba < 0 or bb < ba:
+        return -1
+    levels = st.meta[M_LEVELS]
+    last = st.meta[M_LAST_LEVEL]
+    buy = 0  # the bids at or above the level looked at
+    for lvl in range(ba, bb + 1):
+        if st.levels[lvl, L_COUNT] > 0:
+            buy += _level_open(st, lvl)
+    sell = 0  # the asks at or below it
+    best = -1
+    best_qty = -1
+    best_surplus = 0
+    best_dist = 0
+    for lvl in range(ba, bb + 1):
+        if st.levels[levels + lvl, L_COUNT] > 0:
+            sell += _level_open(st, levels + lvl)
+        qty = min(buy, sell)
+        surplus = abs(buy - sell)
+        dist = abs(lvl - last) if last >= 0 else 0
+        if qty > best_qty or (
+            qty == best_qty
+            and (surplus < best_surplus or (surplus == best_surplus and dist < best_dist))
+        ):
+            best, best_qty, best_surplus, best_dist = lvl, qty, surplus, dist
+        if st.levels[lvl, L_COUNT] > 0:
+            buy -= _level_open(st, lvl)
+    return best
+
+
+@hot
+def _auction(st, ev, n, c):
+    """The reopening call auction (HALTS): the heads of the best bid and ask levels
+    trade at the auction price while both reach it. Returns (n, price, qty traded)."""
+    p = _auction_level(st)
+    if p < 0:
+        return n, 0, 0
+    levels = st.meta[M_LEVELS]
+    price = _price_of(st, p)
+    traded = 0
+    while st.meta[M_BEST_BID] >= p and 0 <= st.meta[M_BEST_ASK] <= p:
+        bli = st.meta[M_BEST_BID]
+        ali = levels + st.meta[M_BEST_ASK]
+        b = st.levels[bli, L_HEAD]
+        a = st.levels[ali, L_HEAD]
+        bleaves = st.orders[b, O_LEAVES]
+        bhidden = st.orders[b, O_HIDDEN]
+        aleaves = st.orders[a, O_LEAVES]
+        ahidden = st.orders[a, O_HIDDEN]
+        q = min(bleaves - bhidden, aleaves - ahidden)
+        n = _emit(
+            st,
+            ev,
+            n,
+            c,
+            EV_TRADE,
+            st.orders[b, O_ID],
+            st.orders[a, O_ID],
+            price,
+            q,
+            bleaves - q,
+            aleaves - q,
+            st.orders[b, O_CLIENT],
+            st.orders[a, O_CLIENT],
+            SIDE_BUY,
+            0,
+        )
+        _reduce(st, b, 0, bli, bleaves - q, bhidden, q)
+        _reduce(st, a, 1, ali, aleaves - q, ahidden, q)
+        traded += q
+    st.meta[M_LAST_LEVEL] = p
+    return n, price, traded
+
+
+@hot
+def _halt(st, ev, n, c):
+    st.meta[M_HALTED] = 1
+    return _emit(st, ev, n, c, EV_STATE, 0, 0, 0, 0, 0, 0, 0, 0, 0, STATE_HALTED)
+
+
+@hot
+def _resume(st, ev, n, c):
+    """CMD_RESUME (HALTS): a halted book's call auction, then continuous trading."""
+    price = 0
+    traded = 0
+    if st.meta[M_HALTED]:
+        st.meta[M_HALTED] = 0
+        n, price, traded = _auction(st, ev, n, c)
+    return _emit(st, ev, n, c, EV_STATE, 0, 0, price, traded, 0, 0, 0, 0, 0, STATE_CONTINUOUS)
 
 
 @hot
@@ -1220,6 +1358,11 @@ def _events_bound(st, c):
         return 3 * bound + 8
     if c.kind == CMD_MASS_CANCEL or c.kind == CMD_EXPIRE:
         return 2 * (st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK]) + 4
+    if c.kind == CMD_RESUME:
+        # each meeting of the auction (a trade and at most two levels) takes a resting
+        # order away or an iceberg's shown part
+        live = st.meta[M_LIVE_BID] + st.meta[M_LIVE_ASK]
+        return 3 * (live + st.meta[M_TURNS_BID] + st.meta[M_TURNS_ASK]) + 4
     return 4
 
 
@@ -1253,6 +1396,10 @@ def process(st, cmds, start, ev):
             n = _mass_cancel(st, ev, n, c)
         elif k == CMD_EXPIRE:
             n = _expire(st, ev, n, c)
+        elif k == CMD_HALT:
+            n = _halt(st, ev, n, c)
+        elif k == CMD_RESUME:
+            n = _resume(st, ev, n, c)
         else:
             n = _reject(st, ev, n, c, REJ_BAD_COMMAND)
         if st.meta[M_STOPS_BUY] + st.meta[M_STOPS_SELL] > 0:

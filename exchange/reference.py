@@ -49,6 +49,10 @@ agree; the tests in tests/test_book_semantics.py pin each point):
   expiry is after now (the same events either way).
 - A GTD/DAY order keeps ``tif`` and ``expires`` on its row to its end (the state
   hash and snapshots carry both); a triggered stop-limit rests with its own tif.
+- CMD_HALT and CMD_RESUME read nothing but their kind (and seq, req_id, idem_key,
+  instrument, which their events copy). The auction looks at every price on the
+  tick grid from the best ask to the best bid (the kernel at every level between
+  them: the same prices).
 - ``process`` refuses (ValueError/TypeError, nothing changed) an array that is
   not a 1-d COMMAND_DTYPE array, or whose seqs are not strictly increasing and
   above ``last_seq``.
@@ -66,9 +70,11 @@ from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     CXL_EXPIRED,
     CXL_FOK,
     CXL_IOC,
@@ -82,6 +88,7 @@ from exchange.records import (
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
+    EV_STATE,
     EV_TRADE,
     EV_TRIGGERED,
     FLAG_POST_ONLY,
@@ -91,6 +98,7 @@ from exchange.records import (
     REJ_DUPLICATE_ID,
     REJ_EXPIRY,
     REJ_EXPIRY_PASSED,
+    REJ_HALTED,
     REJ_LOT,
     REJ_NOT_FOUND,
     REJ_POST_ONLY,
@@ -102,6 +110,8 @@ from exchange.records import (
     REJ_TRIGGER_REACHED,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_CONTINUOUS,
+    STATE_HALTED,
     STP_CANCEL_BOTH,
     STP_CANCEL_NEWEST,
     STP_CANCEL_OLDEST,
@@ -122,7 +132,8 @@ from exchange.records import (
 from exchange.statehash import CANONICAL_FIELDS, STOP_FIELDS, hash_canonical
 
 SNAPSHOT_FORMAT = "exchange.reference.ReferenceBook"
-SNAPSHOT_VERSION = 4  # 3: icebergs (display and shown in the rows); 4: tif, expires, now
+SNAPSHOT_VERSION = 5  # 3: icebergs (display and shown in the rows); 4: tif, expires, now;
+# 5: halted
 
 SIDES = (SIDE_BUY, SIDE_SELL)
 TIFS = (TIF_GTC, TIF_IOC, TIF_FOK, TIF_GTD, TIF_DAY)
@@ -307,6 +318,7 @@ class ReferenceBook:
         self.last_seq = 0
         self.last_price = 0  # of the last trade; 0 before the first
         self.now = 0  # the greatest CMD_EXPIRE time processed; 0 before the first
+        self.halted = False  # HALTS: while True nothing trades
         self._orders: dict[int, _Order] = {}  # every live order, waiting stops included
         # side -> price -> orders in queue order; a level exists only while not empty
         self._levels: dict[int, dict[int, list[_Order]]] = {SIDE_BUY: {}, SIDE_SELL: {}}
@@ -332,6 +344,11 @@ class ReferenceBook:
                 self._mass_cancel(cmd, out)
             elif cmd.kind == CMD_EXPIRE:
                 self._expire(cmd, out)
+            elif cmd.kind == CMD_HALT:
+                self.halted = True
+                out.emit(EV_STATE, code=STATE_HALTED)
+            elif cmd.kind == CMD_RESUME:
+                self._resume(out)
             else:
                 out.reject(REJ_BAD_COMMAND)
             self._trigger_stops(out)
@@ -366,6 +383,10 @@ class ReferenceBook:
             order.trigger = self._trigger_price(c)
             self._orders[order.order_id] = order
             self._stops[order.side].setdefault(order.trigger, []).append(order)
+            return
+        if self.halted:  # it rests without matching
+            self._orders[order.order_id] = order
+            self._append(order, out)
             return
         self._enter(order, c.ord_type == TYPE_MARKET, out)
 
@@ -482,7 +503,10 @@ class ReferenceBook:
             return REJ_TRIGGER_REACHED
         if c.tif in DATED_TIFS and c.expires <= self.now:
             return REJ_EXPIRY_PASSED
-        takes_slot = stop or (c.ord_type == TYPE_LIMIT and c.tif in RESTING_TIFS)
+        rests = c.ord_type == TYPE_LIMIT and c.tif in RESTING_TIFS
+        if self.halted and not stop and not rests:
+            return REJ_HALTED
+        takes_slot = stop or rests
         if takes_slot and len(self._orders) >= self.config.capacity:
             return REJ_BOOK_FULL
         return 0
@@ -661,6 +685,9 @@ class ReferenceBook:
         order.price = c.price
         order.qty = c.qty
         order.leaves = new_leaves
+        if self.halted:  # it rests at its new place without matching
+            self._append(order, out)
+            return
         self._match(order, False, out)
         if order.leaves:
             self._append(order, out)
@@ -721,6 +748,70 @@ class ReferenceBook:
             out.cancelled(order, CXL_EXPIRED, order.leaves)
             self._remove(order, out)
         out.emit(EV_EXPIRED, qty=len(doomed), other_id=self.now)
+
+    def _resume(self, out: _Events) -> None:
+        price = traded = 0
+        if self.halted:
+            self.halted = False
+            price, traded = self._auction(out)
+        out.emit(EV_STATE, code=STATE_CONTINUOUS, price=price, qty=traded)
+
+    def _auction_price(self) -> int | None:
+        """The price of the greatest executable quantity from the best ask to the best
+        bid (then the least surplus, the nearest the last trade, the lowest); None when
+        the book is not crossed."""
+        bid, ask = self._best(SIDE_BUY), self._best(SIDE_SELL)
+        if bid is None or ask is None or bid < ask:
+            return None
+
+        def open_qty(side: int, reaches) -> int:
+            levels = self._levels[side].items()
+            return sum(order.leaves for p, level in levels if reaches(p) for order in level)
+
+        ranked = []
+        for price in range(ask, bid + 1, self.config.tick_size):
+            buy = open_qty(SIDE_BUY, lambda p, price=price: p >= price)
+            sell = open_qty(SIDE_SELL, lambda p, price=price: p <= price)
+            near = abs(price - self.last_price) if self.last_price else 0
+            ranked.append((-min(buy, sell), abs(buy - sell), near, price))
+        return min(ranked)[3]
+
+    def _auction(self, out: _Events) -> tuple[int, int]:
+        """The reopening call auction; returns (its price, the quantity it traded)."""
+        price = self._auction_price()
+        if price is None:
+            return 0, 0
+        traded = 0
+        while True:
+            bid, ask = self._best(SIDE_BUY), self._best(SIDE_SELL)
+            if bid is None or ask is None or bid < price or ask > price:
+                break
+            buyer = self._levels[SIDE_BUY][bid][0]
+            seller = self._levels[SIDE_SELL][ask][0]
+            qty = min(buyer.shown, seller.shown)
+            buyer.leaves -= qty
+            seller.leaves -= qty
+            out.emit(
+                EV_TRADE,
+                order_id=buyer.order_id,
+                client=buyer.client,
+                side=SIDE_BUY,
+                price=price,
+                qty=qty,
+                leaves=buyer.leaves,
+                other_id=seller.order_id,
+                other_client=seller.client,
+                other_leaves=seller.leaves,
+            )
+            for order in (buyer, seller):
+                out.touch(order.side, order.price)
+                if order.leaves == 0:
+                    self._remove(order, out)
+                elif order.shown == 0:
+                    self._refill(order)
+            traded += qty
+        self.last_price = price
+        return price, traded
 
     def _book_orders(self) -> list[_Order]:
         """The orders in the book: bids best level first, then asks, each level in queue order."""
@@ -811,7 +902,12 @@ class ReferenceBook:
 
     def state_hash(self) -> str:
         return hash_canonical(
-            self.last_seq, self.last_price, self.canonical_rows(), self.stop_rows(), self.now
+            self.last_seq,
+            self.last_price,
+            self.canonical_rows(),
+            self.stop_rows(),
+            self.now,
+            self.halted,
         )
 
     def top(self) -> tuple[int, int, int, int]:
@@ -864,6 +960,7 @@ class ReferenceBook:
                 "last_seq": self.last_seq,
                 "last_price": self.last_price,
                 "now": self.now,
+                "halted": self.halted,
                 "rows": self.canonical_rows().tolist(),
                 "stops": self.stop_rows().tolist(),
             }
@@ -889,6 +986,9 @@ class ReferenceBook:
             last_seq = int(doc["last_seq"])
             last_price = int(doc["last_price"])
             now = int(doc["now"])
+            halted = doc["halted"]
+            if not isinstance(halted, bool):
+                raise TypeError(f"halted is {halted!r}, not a bool")
             rows = [
                 _from_row(dict(zip(CANONICAL_FIELDS, map(int, row), strict=True)))
                 for row in doc["rows"]
@@ -907,6 +1007,7 @@ class ReferenceBook:
         if now < 0:
             raise ValueError(f"corrupt reference snapshot: now {now} is negative")
         book.now = now
+        book.halted = halted
         for order in stops:
             order.leaves = order.qty
             problem = book._restore_stop_problem(order)
@@ -930,7 +1031,7 @@ class ReferenceBook:
         if [list(o.row()) for o in rows] != book.canonical_rows().tolist():
             raise ValueError("corrupt reference snapshot: orders are not in book order")
         bid, ask = book._best(SIDE_BUY), book._best(SIDE_SELL)
-        if bid is not None and ask is not None and bid >= ask:
+        if not halted and bid is not None and ask is not None and bid >= ask:
             raise ValueError(f"corrupt reference snapshot: crossed book (bid {bid} >= ask {ask})")
         return book
 

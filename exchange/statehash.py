@@ -8,8 +8,10 @@ part of it shown), and their waiting stops as rows of int64
 highest trigger first, each trigger in arrival order); the hash covers the last
 sequence number processed, the last trade price (0 before the first trade: it
 decides which stops trigger), the book's now (the greatest CMD_EXPIRE time it
-processed: it decides which expiries are refused) and those rows, each order with
-its tif and expiry (0: none). Slot numbers and other internal
+processed: it decides which expiries are refused), whether the book is halted (a
+halted book hashes with one more word; a continuous one as before halts existed, so
+the hashes journaled with older snapshots still verify) and those rows, each order
+with its tif and expiry (0: none). Slot numbers and other internal
 layout are not part of it, so two different implementations holding the same
 book hash the same.
 """
@@ -33,12 +35,20 @@ STOP_FIELDS = (
 
 
 def hash_canonical(
-    last_seq: int, last_price: int, rows: np.ndarray, stops: np.ndarray, now: int = 0
+    last_seq: int,
+    last_price: int,
+    rows: np.ndarray,
+    stops: np.ndarray,
+    now: int = 0,
+    halted: bool = False,
 ) -> str:
     rows = np.ascontiguousarray(rows, dtype="<i8").reshape(-1, len(CANONICAL_FIELDS))
     stops = np.ascontiguousarray(stops, dtype="<i8").reshape(-1, len(STOP_FIELDS))
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.array([last_seq, last_price, rows.shape[0], stops.shape[0], now], "<i8").tobytes())
+    head = [last_seq, last_price, rows.shape[0], stops.shape[0], now]
+    if halted:
+        head.append(1)
+    h.update(np.array(head, "<i8").tobytes())
     h.update(rows.tobytes())
     h.update(stops.tobytes())
     return h.hexdigest()

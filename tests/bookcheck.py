@@ -35,6 +35,13 @@ gave for each level. After each batch it checks that the book agrees:
   order, then the stops in trigger order, and ends with EXPIRED (their number,
   now); no live order or stop has an expiry at or before now, and each keeps the
   tif and expiry of its NEW (a replace or a trigger changes neither);
+- halts: HALT and RESUME answer one STATE with the state they leave; a halted
+  book trades nothing, refuses market, IOC and FOK orders (REJ_HALTED, and only
+  then) and may cross; a RESUME of a halted book trades at the auction price the
+  written rule gives (greatest executable quantity, least surplus, nearest the
+  last trade, lowest), each TRADE the head of the best bid level with the head of
+  the best ask level for the least of their shown parts, and the STATE says the
+  price and the quantity; the book is not crossed once it is continuous;
 - top(), depth(), order() and state_hash() agree with the canonical rows.
 """
 
@@ -47,9 +54,11 @@ from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     CXL_EXPIRED,
     CXL_IOC,
     CXL_STP,
@@ -61,14 +70,18 @@ from exchange.records import (
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
+    EV_STATE,
     EV_TRADE,
     EV_TRIGGERED,
     EVENT_DTYPE,
     FLAG_POST_ONLY,
     REJ_CONFLICT,
+    REJ_HALTED,
     REJECT_NAMES,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_CONTINUOUS,
+    STATE_HALTED,
     STP_DECREMENT,
     STP_NONE,
     TIF_DAY,
@@ -219,6 +232,7 @@ class BookChecker:
                 expires=r["expires"],
             )
         self.now = book.now
+        self.halted = book.halted
 
     def check(self, cmds: np.ndarray, events: np.ndarray) -> None:
         """Check the events one batch produced, then the book's state after it."""
@@ -270,8 +284,19 @@ class BookChecker:
         if rows[0]["kind"] == EV_REJECTED:
             self._check_reject(cmd, rows, where)
             return
-        if cmd["kind"] not in (CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE):
+        known = (
+            CMD_NEW,
+            CMD_CANCEL,
+            CMD_REPLACE,
+            CMD_MASS_CANCEL,
+            CMD_EXPIRE,
+            CMD_HALT,
+            CMD_RESUME,
+        )
+        if cmd["kind"] not in known:
             _fail(f"{where}: command kind {cmd['kind']} was not rejected")
+        if self.halted and cmd["kind"] == CMD_NEW and not self._rests_halted(cmd):
+            _fail(f"{where}: a halted book accepted an order that could only trade now")
         depth = [e for e in rows if e["kind"] == EV_DEPTH]
         if rows[len(rows) - len(depth) :] != depth:
             _fail(f"{where}: DEPTH events are not all at the end")
@@ -293,6 +318,15 @@ class BookChecker:
         if cmd["kind"] == CMD_EXPIRE:
             self._apply_expire(cmd, body, where)
             body = []
+        if cmd["kind"] == CMD_HALT:
+            if body != [self._state_event(cmd, body, STATE_HALTED, 0, 0)]:
+                _fail(f"{where}: a HALT answers {body}, not one STATE(halted)")
+            self.halted = True
+            body = []
+        if cmd["kind"] == CMD_RESUME:
+            body = self._apply_resume(cmd, body, where)
+        if self.halted and any(e["kind"] == EV_TRADE for e in body):
+            _fail(f"{where}: a halted book traded")
         taker_leaves = None
         agg = cmd  # the aggressor: the command's order, then each stop it triggers
         for e in body:
@@ -310,6 +344,91 @@ class BookChecker:
                 self.levels[level] = (total, count)
             else:
                 self.levels.pop(level, None)
+
+    @staticmethod
+    def _rests_halted(cmd: dict) -> bool:
+        """Whether a NEW may be accepted while halted: a limit order that rests, or a stop."""
+        if cmd["ord_type"] in (TYPE_STOP, TYPE_STOP_LIMIT):
+            return True
+        return cmd["ord_type"] == TYPE_LIMIT and cmd["tif"] in (TIF_GTC, TIF_GTD, TIF_DAY)
+
+    @staticmethod
+    def _state_event(cmd: dict, body: list[dict], state: int, price: int, qty: int) -> dict:
+        """The STATE a HALT or RESUME must end with (its idx: after ``body``'s others)."""
+        e = dict.fromkeys(_EVENT_COLUMNS, 0)
+        e.update(seq=cmd["seq"], kind=EV_STATE, code=state, price=price, qty=qty)
+        e["idx"] = next((x["idx"] for x in body if x["kind"] == EV_STATE), len(body))
+        return e
+
+    def _auction_price(self) -> int | None:
+        """The written auction price of the orders resting now, None: not crossed."""
+        bids = [o for o in self.orders.values() if o.side == SIDE_BUY]
+        asks = [o for o in self.orders.values() if o.side == SIDE_SELL]
+        if not bids or not asks:
+            return None
+        high, low = max(o.price for o in bids), min(o.price for o in asks)
+        ranked = []
+        for p in range(low, high + 1, self.book.config.tick_size):
+            buy = sum(o.leaves for o in bids if o.price >= p)
+            sell = sum(o.leaves for o in asks if o.price <= p)
+            near = abs(p - self.last_price) if self.last_price else 0
+            ranked.append((-min(buy, sell), abs(buy - sell), near, p))
+        return min(ranked)[3] if ranked else None
+
+    def _head(self, side: int) -> int:
+        """The order at the head of the best level of a side."""
+        sign = -1 if side == SIDE_BUY else 1
+        return min(
+            ((sign * o.price, o.entry), oid) for oid, o in self.orders.items() if o.side == side
+        )[1]
+
+    def _apply_resume(self, cmd: dict, body: list[dict], where: str) -> list[dict]:
+        """A RESUME: the auction's trades (a halted book's), its STATE; returns what follows
+        (the stops its trades reached)."""
+        at = [i for i, e in enumerate(body) if e["kind"] == EV_STATE]
+        if len(at) != 1:
+            _fail(f"{where}: a RESUME answers {len(at)} STATE events")
+        trades, rest = body[: at[0]], body[at[0] + 1 :]
+        price = self._auction_price() if self.halted else None
+        if trades and price is None:
+            _fail(f"{where}: a RESUME traded where no auction was due")
+        self.halted = False
+        for e in trades:
+            if (e["kind"], e["price"], e["side"], e["code"]) != (EV_TRADE, price, SIDE_BUY, 0):
+                _fail(f"{where}: auction event {e} is not a TRADE at the auction price {price}")
+            bid, ask = self._head(SIDE_BUY), self._head(SIDE_SELL)
+            if (e["order_id"], e["other_id"]) != (bid, ask):
+                _fail(
+                    f"{where}: auction TRADE of {e['order_id']} with {e['other_id']}, "
+                    f"the heads are {bid} and {ask}"
+                )
+            b, a = self.orders[bid], self.orders[ask]
+            if not b.price >= price >= a.price:
+                _fail(
+                    f"{where}: auction TRADE at {price} of a bid at {b.price} "
+                    f"with an ask at {a.price}"
+                )
+            qty = min(b.shown, a.shown)
+            want = (qty, b.leaves - qty, a.leaves - qty, b.client, a.client)
+            got = (e["qty"], e["leaves"], e["other_leaves"], e["client"], e["other_client"])
+            if got != want:
+                _fail(f"{where}: auction TRADE says {got}, the heads give {want}")
+            for oid, order in ((bid, b), (ask, a)):
+                order.leaves -= qty
+                order.shown -= qty
+                order.filled += qty
+                if not order.leaves:
+                    del self.orders[oid]
+                elif not order.shown:
+                    order.show()
+                    order.entry = _entry(e["seq"], e["idx"])
+            self.last_price = price
+        if not trades and self._auction_price() is not None:
+            _fail(f"{where}: a crossed book resumed without an auction")
+        traded = sum(e["qty"] for e in trades)
+        if body[at[0]] != self._state_event(cmd, body, STATE_CONTINUOUS, price or 0, traded):
+            _fail(f"{where}: RESUME's STATE is {body[at[0]]}")
+        return rest
 
     def _check_mass_cancelled(self, cmd: dict, body: list[dict], where: str) -> None:
         if not body or body[-1]["kind"] != EV_MASS_CANCELLED:
@@ -376,6 +495,9 @@ class BookChecker:
             _fail(f"{where}: a REJECTED is followed by {len(rows) - 1} more events")
         if e["code"] not in REJECT_NAMES or e["code"] == REJ_CONFLICT:
             _fail(f"{where}: reject code {e['code']} is not a book's")
+        halted_new = cmd["kind"] == CMD_NEW and self.halted and not self._rests_halted(cmd)
+        if e["code"] == REJ_HALTED and not halted_new:
+            _fail(f"{where}: REJ_HALTED is the answer to a market/IOC/FOK order when halted")
         for k in ("order_id", "client", "side", "price", "qty"):
             if e[k] != cmd[k]:
                 _fail(f"{where}: REJECTED {k} {e[k]} is not the command's {cmd[k]}")
@@ -632,8 +754,10 @@ class BookChecker:
             _fail(f"canonical rows are {rows.dtype} {rows.shape}")
         if book.now != self.now:
             _fail(f"the book's now is {book.now}, the EXPIREs said {self.now}")
+        if book.halted != self.halted:
+            _fail(f"the book says halted={book.halted}, the events said {self.halted}")
         if book.state_hash() != hash_canonical(
-            book.last_seq, book.last_price, rows, book.stop_rows(), book.now
+            book.last_seq, book.last_price, rows, book.stop_rows(), book.now, book.halted
         ):
             _fail("state_hash() is not the hash of canonical_rows()")
         if len(rows) > cfg.capacity:
@@ -645,7 +769,7 @@ class BookChecker:
         bids, asks = price[side == SIDE_BUY], price[side == SIDE_SELL]
         if np.any(np.diff(bids) > 0) or np.any(np.diff(asks) < 0):
             _fail("levels are not best first")
-        if len(bids) and len(asks) and bids[0] >= asks[0]:
+        if not self.halted and len(bids) and len(asks) and bids[0] >= asks[0]:
             _fail(f"crossed book at rest: bid {bids[0]} >= ask {asks[0]}")
         if np.any((price < cfg.min_price) | (price > cfg.max_price) | (price % cfg.tick_size != 0)):
             _fail("a resting price is outside the band or off tick")

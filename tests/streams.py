@@ -7,7 +7,9 @@ every STP mode, a few clients, cancels and replaces of recent (often live) and
 unknown order ids (some giving an iceberg a new display, or an order one),
 orders of other clients, mass cancels, GTD and DAY orders with expiries around a
 clock that moves along the stream (some passed already, some invalid) and
-EXPIRE commands carrying that clock (some late, a few invalid), and a share of
+EXPIRE commands carrying that clock (some late, a few invalid), HALTs and RESUMEs
+(some streams spend a third of their time halted, so orders pile up crossed for
+the reopening auction), and a share of
 invalid commands, with prices around a mid that drifts across the price band. Configs
 with a small capacity make REJ_BOOK_FULL happen. Everything is drawn from the
 numpy Generator it is given, so a seed reproduces a stream exactly.
@@ -19,9 +21,11 @@ from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     FLAG_POST_ONLY,
     SIDE_BUY,
     SIDE_SELL,
@@ -90,12 +94,14 @@ def random_stream(
 
     p_cancel, p_replace = rng.uniform(0.03, 0.2, size=2)
     p_expire = rng.choice([0.0, 0.01, 0.05])
+    p_halt = rng.choice([0.0, 0.003, 0.01])
     kind = _pick(
         rng,
         n,
-        [CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE, 0, 9],
-        [0.98 - p_cancel - p_replace - p_expire, p_cancel, p_replace, 0.005, p_expire]
-        + [0.0075, 0.0075],
+        [CMD_NEW, CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE, CMD_HALT, CMD_RESUME]
+        + [0, 99],
+        [0.98 - p_cancel - p_replace - p_expire - 3 * p_halt, p_cancel, p_replace, 0.005]
+        + [p_expire, p_halt, 2 * p_halt, 0.0075, 0.0075],
     )
     is_new = kind == CMD_NEW
     side = _pick(rng, n, [SIDE_BUY, SIDE_SELL, 0, 3], [0.495, 0.495, 0.005, 0.005])

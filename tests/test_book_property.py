@@ -17,13 +17,16 @@ from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     EV_DEPTH,
     EV_TRADE,
     EVENT_DTYPE,
     EVENT_NAMES,
+    SIDE_BUY,
     commands,
 )
 from exchange.reference import ReferenceBook
@@ -147,7 +150,8 @@ def test_the_kernel_reserves_enough_events_and_counts_its_refills(seed):
 _command = st.fixed_dictionaries(
     {
         "kind": st.sampled_from(
-            [CMD_NEW] * 6 + [CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE, 0]
+            [CMD_NEW] * 6
+            + [CMD_CANCEL, CMD_REPLACE, CMD_MASS_CANCEL, CMD_EXPIRE, CMD_HALT, CMD_RESUME, 0]
         ),
         "order_id": st.integers(1, 8),
         "side": st.integers(0, 3),
@@ -218,6 +222,37 @@ class _ShowAllBook(ReferenceBook):
     def _append(self, order, out):
         self._levels[order.side].setdefault(order.price, []).append(order)
         out.touch(order.side, order.price)
+
+
+class _AuctionAtTheBidBook(ReferenceBook):
+    """A reference book with one bug: its auction trades at the best bid."""
+
+    def _auction_price(self):
+        return super()._auction_price() and self._best(SIDE_BUY)
+
+
+class _TradesWhileHaltedBook(ReferenceBook):
+    """A reference book with one bug: a halted book trades a crossing order at once."""
+
+    def _new(self, c, out):
+        halted, self.halted = self.halted, False
+        try:
+            super()._new(c, out)
+        finally:
+            self.halted = halted
+
+
+def test_checker_catches_auction_bugs():
+    rng = np.random.default_rng(5)
+    config = BookConfig(min_price=100, max_price=200, max_qty=1000)
+    cmds = random_stream(rng, config, 4_000)
+    halts = np.flatnonzero(cmds["kind"] == CMD_HALT)
+    assert len(halts), "the stream has no halt"
+    _checked_run(ReferenceBook(config), cmds)
+    with pytest.raises(BookCheckError, match="auction price"):
+        _checked_run(_AuctionAtTheBidBook(config), cmds)
+    with pytest.raises(BookCheckError, match="halted book"):
+        _checked_run(_TradesWhileHaltedBook(config), cmds)
 
 
 def _iceberg_stream():
