@@ -9,6 +9,7 @@ are compared in a compact form, one tuple per event:
     ("replaced", order_id, price, qty, leaves)
     ("triggered", order_id, trigger price, qty)
     ("expired", orders expired, the book's now)
+    ("state", "halted" or "continuous", auction price, auction qty)
     ("depth", side, price, total, count)
 
 and ``Exchange.send`` checks every other field of every event on the way
@@ -23,9 +24,11 @@ from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     CXL_STP,
     EV_ACCEPTED,
     EV_CANCELLED,
@@ -34,6 +37,7 @@ from exchange.records import (
     EV_MASS_CANCELLED,
     EV_REJECTED,
     EV_REPLACED,
+    EV_STATE,
     EV_TRADE,
     EV_TRIGGERED,
     EVENT_DTYPE,
@@ -41,6 +45,7 @@ from exchange.records import (
     REJECT_NAMES,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_NAMES,
     STP_CANCEL_BOTH,
     STP_CANCEL_NEWEST,
     STP_CANCEL_OLDEST,
@@ -178,7 +183,7 @@ class Exchange:
         kind, oid = int(e["kind"]), int(e["order_id"])
         if kind not in (EV_TRADE, EV_EXPIRED):
             assert (e["other_id"], e["other_client"], e["other_leaves"]) == (0, 0, 0)
-        if kind not in (EV_REJECTED, EV_CANCELLED, EV_TRIGGERED):
+        if kind not in (EV_REJECTED, EV_CANCELLED, EV_TRIGGERED, EV_STATE):
             assert e["code"] == 0
         if kind == EV_REJECTED:
             for name in ("order_id", "side", "price", "qty", "client"):
@@ -188,6 +193,9 @@ class Exchange:
         if kind == EV_EXPIRED:
             assert (e["order_id"], e["client"], e["side"], e["price"], e["leaves"]) == (0,) * 5
             return ("expired", int(e["qty"]), int(e["other_id"]))
+        if kind == EV_STATE:
+            assert (e["order_id"], e["client"], e["side"], e["leaves"]) == (0,) * 4
+            return ("state", STATE_NAMES[int(e["code"])], int(e["price"]), int(e["qty"]))
         if kind == EV_MASS_CANCELLED:
             assert e["client"] == cmd["client"]
             assert (e["order_id"], e["side"], e["price"], e["leaves"]) == (0, 0, 0, 0)
@@ -1928,3 +1936,254 @@ def test_next_expiry_is_a_bound_the_books_keep(book_cls):
     assert ex.book.next_expiry() == T + 5
     ex.send(expire(T + 5))
     assert ex.book.next_expiry() is None
+
+
+# ---------------------------------------------------------------- halts and the auction
+
+HALT = dict(kind=CMD_HALT)
+RESUME = dict(kind=CMD_RESUME)
+
+
+def test_a_halt_and_a_resume_answer_their_state(book_cls):
+    ex = Exchange(book_cls)
+    assert ex.send(HALT) == [("state", "halted", 0, 0)]
+    assert ex.book.halted
+    assert ex.send(HALT) == [("state", "halted", 0, 0)]  # a halted book stays so
+    assert ex.send(RESUME) == [("state", "continuous", 0, 0)]
+    assert not ex.book.halted
+    assert ex.send(RESUME) == [("state", "continuous", 0, 0)]
+
+
+def test_a_halted_book_refuses_what_could_only_trade_now(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=2), HALT)
+    for oid, spec in enumerate(
+        [
+            dict(ord_type=TYPE_MARKET, tif=TIF_IOC),
+            dict(tif=TIF_IOC),
+            dict(tif=TIF_FOK),
+        ],
+        start=10,
+    ):
+        assert ex.send(new(oid, B, 100, 5, **spec)) == rejected("instrument_halted", oid)
+    # the checks before it still come first
+    assert ex.send(new(20, B, 100, 0, tif=TIF_IOC)) == rejected("qty_not_positive", 20)
+    assert ex.send(new(1, B, 100, 5, tif=TIF_IOC)) == rejected("duplicate_order_id", 1)
+    assert ex.ids() == [1]
+
+
+def test_a_halted_book_collects_resting_orders_without_matching(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=2), HALT)
+    assert ex.send(new(2, B, 101, 3)) == [("accepted", 2, 101, 3), ("depth", B, 101, 3, 1)]
+    assert ex.send(iceberg(3, B, 102, 10, 2, tif=TIF_GTD, expires=T)) == [
+        ("accepted", 3, 102, 10),
+        ("depth", B, 102, 2, 1),
+    ]
+    assert ex.rows() == [(B, 102, 3, 1, 10, 10), (B, 101, 2, 1, 3, 3), (S, 100, 1, 2, 5, 5)]
+    assert ex.book.top() == (102, 2, 100, 5)  # crossed while halted
+    # post-only is checked as usual: it would cross
+    assert ex.send(new(4, B, 100, 1, flags=FLAG_POST_ONLY)) == rejected("post_only_would_take", 4)
+
+
+def test_while_halted_cancels_mass_cancels_expiries_and_stops_work(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=2), new(2, B, 100, 1, client=3))  # last price 100
+    ex.send(HALT)
+    assert ex.send(stop(3, B, 2, 105)) == [("accepted", 3, 0, 2)]
+    assert ex.send(stop(4, B, 2, 100)) == rejected("trigger_already_reached", 4)
+    ex.send(new(5, B, 101, 2), gtd(6, B, 99, 1, T + 1, client=3))
+    assert ex.send(cancel(5)) == [("cancelled", "user", 5, 101, 2), ("depth", B, 101, 0, 0)]
+    assert ex.send(expire(T + 1)) == [
+        ("cancelled", "expired", 6, 99, 1),
+        ("expired", 1, T + 1),
+        ("depth", B, 99, 0, 0),
+    ]
+    assert ex.send(mass_cancel(1)) == [("cancelled", "user", 3, 0, 2), ("mass_cancelled", 1, 1)]
+    assert ex.ids() == [1] and ex.book.halted
+
+
+def test_a_replace_while_halted_rests_at_its_new_price_without_matching(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(1, S, 100, 5, client=2), new(2, B, 98, 4), new(3, B, 98, 4, client=3), HALT)
+    assert ex.send(replace(2, 101, 6)) == [
+        ("replaced", 2, 101, 6, 6),
+        ("depth", B, 98, 4, 1),
+        ("depth", B, 101, 6, 1),
+    ]
+    assert ex.send(replace(3, 98, 2, client=3)) == [
+        ("replaced", 3, 98, 2, 2),
+        ("depth", B, 98, 2, 1),
+    ]
+    assert ex.rows() == [(B, 101, 2, 1, 6, 6), (B, 98, 3, 3, 2, 2), (S, 100, 1, 2, 5, 5)]
+
+
+def _crossed(ex):
+    """Bids 10@103, 5@102, 10@100 and asks 5@99, 10@101, 10@104, gathered while halted."""
+    ex.send(HALT)
+    ex.send(
+        new(1, B, 103, 10),
+        new(2, B, 102, 5, client=2),
+        new(3, B, 100, 10, client=3),
+        new(4, S, 99, 5, client=4),
+        new(5, S, 101, 10, client=5),
+        new(6, S, 104, 10, client=6),
+    )
+
+
+def test_the_auction_uncrosses_at_the_price_of_greatest_quantity(book_cls):
+    # executable: 5 at 99 and 100, 15 at 101 and 102 (no surplus), 10 at 103: the lowest
+    # of 101 and 102 (no trade before it); the heads meet best first, all at 101
+    ex = Exchange(book_cls)
+    _crossed(ex)
+    assert ex.send(RESUME) == [
+        ("trade", 1, 4, 101, 5, 5, 0),
+        ("trade", 1, 5, 101, 5, 0, 5),
+        ("trade", 2, 5, 101, 5, 0, 0),
+        ("state", "continuous", 101, 15),
+        ("depth", B, 103, 0, 0),
+        ("depth", S, 99, 0, 0),
+        ("depth", S, 101, 0, 0),
+        ("depth", B, 102, 0, 0),
+    ]
+    assert ex.rows() == [(B, 100, 3, 3, 10, 10), (S, 104, 6, 6, 10, 10)]
+    assert ex.book.last_price == 101 and not ex.book.halted
+
+
+def test_the_auction_tie_goes_to_the_price_nearest_the_last_trade(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(90, S, 110, 1, client=9), new(91, B, 110, 1, client=8))  # last price 110
+    _crossed(ex)
+    assert [e for e in ex.send(RESUME) if e[0] != "depth"] == [
+        ("trade", 1, 4, 102, 5, 5, 0),
+        ("trade", 1, 5, 102, 5, 0, 5),
+        ("trade", 2, 5, 102, 5, 0, 0),
+        ("state", "continuous", 102, 15),
+    ]
+
+
+def test_the_auction_tie_goes_to_the_least_surplus_before_the_lowest_price(book_cls):
+    # 5 executable at 100 (8 bid against 5 asked) and at 101 (5 against 5): 101
+    ex = Exchange(book_cls)
+    ex.send(HALT, new(1, B, 101, 5), new(2, B, 100, 3, client=2), new(3, S, 100, 5, client=3))
+    assert ex.send(RESUME)[:2] == [
+        ("trade", 1, 3, 101, 5, 0, 0),
+        ("state", "continuous", 101, 5),
+    ]
+    assert ex.rows() == [(B, 100, 2, 2, 3, 3)]
+
+
+def test_the_auction_counts_reserves_and_meets_refills_at_the_back(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(
+        HALT,
+        iceberg(1, S, 100, 20, 5, client=2),
+        new(2, S, 100, 5, client=3),
+        new(3, B, 101, 20),
+    )
+    # 20 executable at 100 and 101 (surplus 5 both): 100; the iceberg's refill queues
+    # behind order 2
+    assert ex.send(RESUME) == [
+        ("trade", 3, 1, 100, 5, 15, 15),
+        ("trade", 3, 2, 100, 5, 10, 0),
+        ("trade", 3, 1, 100, 5, 5, 10),
+        ("trade", 3, 1, 100, 5, 0, 5),
+        ("state", "continuous", 100, 20),
+        ("depth", B, 101, 0, 0),
+        ("depth", S, 100, 5, 1),
+    ]
+    assert ex.shown() == [(1, 5, 5, 5)]
+
+
+def test_the_auction_applies_no_self_trade_prevention(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(
+        HALT,
+        new(1, S, 100, 5, stp=STP_CANCEL_BOTH),
+        new(2, B, 100, 5, stp=STP_CANCEL_NEWEST),
+    )
+    assert ex.send(RESUME)[:2] == [
+        ("trade", 2, 1, 100, 5, 0, 0),
+        ("state", "continuous", 100, 5),
+    ]
+
+
+def test_a_resume_of_a_book_that_is_not_crossed_trades_nothing(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(HALT, new(1, S, 101, 5, client=2), new(2, B, 100, 5))
+    assert ex.send(RESUME) == [("state", "continuous", 0, 0)]
+    assert ex.ids() == [2, 1]
+
+
+def test_stops_the_auction_reaches_trigger_after_it_in_continuous_trading(book_cls):
+    ex = Exchange(book_cls)
+    ex.send(new(90, S, 95, 1, client=9), new(91, B, 95, 1, client=8))  # last price 95
+    ex.send(stop(1, B, 2, 100, client=7), HALT)
+    ex.send(new(2, S, 100, 3, client=2), new(3, B, 100, 1, client=3), new(4, S, 102, 5, client=4))
+    assert ex.send(RESUME) == [
+        ("trade", 3, 2, 100, 1, 0, 2),
+        ("state", "continuous", 100, 1),
+        ("triggered", 1, 100, 2),
+        ("trade", 1, 2, 100, 2, 0, 0),
+        ("depth", B, 100, 0, 0),
+        ("depth", S, 100, 0, 0),
+    ]
+    assert ex.ids() == [4]
+
+
+def test_the_state_is_in_the_state_hash_and_snapshots(book_cls):
+    a, b = Exchange(book_cls), Exchange(book_cls)
+    a.send(new(1, S, 100, 5, client=2), HALT)
+    b.send(new(1, S, 100, 5, client=2), dict(kind=0))  # the same seq, a bad command
+    assert a.rows() == b.rows() and a.book.state_hash() != b.book.state_hash()
+    a.send(new(2, B, 101, 3))
+    again = type(a.book).restore(a.book.snapshot())
+    assert again.halted and again.state_hash() == a.book.state_hash()
+    assert again.top() == (101, 3, 100, 5)
+    b.book, b.seq, b.owner = again, a.seq, dict(a.owner)
+    assert (
+        b.send(RESUME)
+        == a.send(RESUME)
+        == [
+            ("trade", 2, 1, 100, 3, 0, 2),
+            ("state", "continuous", 100, 3),
+            ("depth", B, 101, 0, 0),
+            ("depth", S, 100, 2, 1),
+        ]
+    )
+    assert b.book.state_hash() == a.book.state_hash()
+
+
+def test_a_kernel_snapshot_from_before_halts_restores_as_continuous():
+    """Format 5 (before halts) had one meta word less: such a book was never halted, and
+    its recorded state hash (a continuous book's hashes as it did) still verifies."""
+    import io
+    import zipfile
+
+    import msgspec
+
+    from exchange import kernel
+    from exchange.book import Book
+
+    book = Book(BookConfig())
+    book.process(Exchange(Book).batch(new(1, S, 100, 5), new(2, B, 99, 5, client=2)))
+    old = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(book.snapshot())) as src,
+        zipfile.ZipFile(old, "w") as dst,
+    ):
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "header.npy":
+                header = {"format": 5, "config": book.config}
+                array = np.frombuffer(msgspec.json.encode(header), np.uint8)
+            elif name == "meta.npy":
+                array = book.state.meta[: kernel.META_SIZE - 1]
+            else:
+                dst.writestr(name, data)
+                continue
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, array, allow_pickle=False)
+            dst.writestr(name, npy.getvalue())
+    again = Book.restore(old.getvalue())
+    assert not again.halted and again.state_hash() == book.state_hash()
