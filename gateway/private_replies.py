@@ -8,7 +8,9 @@ from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
+    CMD_RESUME,
     CXL_REPLACE,
     CXL_USER,
     EV_ACCEPTED,
@@ -149,6 +151,9 @@ def accepted_ack(cid: int, sym: str, order_id: int, seq: int, coid: str, flags: 
     return Ack(cid=cid, sym=sym, oid=order_id, seq=seq, coid=coid, dup=bool(flags & EVF_DUPLICATE))
 
 
+SHARD_COMMANDS = (CMD_EXPIRE, CMD_HALT, CMD_RESUME)  # made by a shard, never requested
+
+
 def answers_request(e: Event, kind: int) -> bool:
     """Whether ``e`` is the one reply to its command, of kind ``kind`` (CMD_*).
 
@@ -156,11 +161,11 @@ def answers_request(e: Event, kind: int) -> bool:
     CANCELLED or REJECTED for a CANCEL, REPLACED, CANCELLED or REJECTED for a
     REPLACE; a shard's own rejects (seq 0) and duplicate re-sends keep that
     index. A MASS_CANCEL's cancels come first and its MASS_CANCELLED last. A
-    CMD_EXPIRE (the shard's own, req_id 0) answers no request.
+    CMD_EXPIRE, CMD_HALT or CMD_RESUME (the shard's own, req_id 0) answers no request.
     """
     if kind == CMD_MASS_CANCEL:
         return e.kind == EV_MASS_CANCELLED
-    if kind == CMD_EXPIRE:
+    if kind in SHARD_COMMANDS:
         return False  # the shard's own command: no request behind it
     return e.idx == 0
 

@@ -27,6 +27,7 @@ from exchange.records import (
     REJ_DUPLICATE_ID,
     REJ_EXPIRY,
     REJ_EXPIRY_PASSED,
+    REJ_HALTED,
     REJ_KEY_EXPIRED,
     REJ_LOT,
     REJ_NOT_FOUND,
@@ -76,6 +77,7 @@ CONFLICT = "conflict"
 RATE_LIMITED = "rate_limited"
 BUSY = "busy"
 UNAVAILABLE = "unavailable"
+HALTED = "halted"
 # the gateway's pre-trade risk refusals, one code per limit (gateway/risk.py)
 KILL_SWITCH = "kill_switch"
 MAX_ORDER_QTY = "max_order_qty"
@@ -93,6 +95,7 @@ ERROR_CODES = {
     RATE_LIMITED: "too many requests: the client's rate limit is exhausted; slow down",
     BUSY: "the exchange cannot take it now (queue or book full); retry later, unchanged",
     UNAVAILABLE: "the shard holding the instrument is down; retry after it is back",
+    HALTED: "the instrument is halted: it takes only orders that rest, and stops, until it reopens",
     KILL_SWITCH: "the client is blocked by the kill switch until an operator lifts it",
     MAX_ORDER_QTY: "qty is above the client's max order quantity",
     MAX_NOTIONAL: "qty x px is above the client's max notional",
@@ -144,6 +147,12 @@ BOOK_REJECTS = {
         "$.expire_at",
         "the order's expiry is at or before the instrument's last expiry time: it would "
         "expire at once",
+    ),
+    REJ_HALTED: (
+        HALTED,
+        "$.tif",
+        "the instrument is halted: a market, ioc or fok order cannot trade now; limit "
+        "gtc/gtd/day orders and stops are taken and wait for the reopening auction",
     ),
     REJ_KEY_EXPIRED: (
         CONFLICT,

@@ -20,9 +20,11 @@ from exchange.orderstate import ST_LIVE, STATUS_NAMES
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     COMMAND_DTYPE,
     EV_DEPTH,
     EV_MASS_CANCELLED,
@@ -908,8 +910,9 @@ def check_random_stream(seed: int, n: int) -> None:
     stream = random_stream(rng, config, n)
     stream["instrument"] = 0
     stream["req_id"] = np.arange(1, n + 1)  # the gateway's ids; cid = req_id here
-    # an EXPIRE is the shard's own (req_id 0): nobody asked, nothing answers it
-    stream["req_id"][stream["kind"] == CMD_EXPIRE] = 0
+    # an EXPIRE, a HALT or a RESUME is the shard's own (req_id 0): nobody asked, nothing
+    # answers it
+    stream["req_id"][np.isin(stream["kind"], (CMD_EXPIRE, CMD_HALT, CMD_RESUME))] = 0
     kinds = dict(zip(stream["req_id"].tolist(), stream["kind"].tolist(), strict=False))
     book = ReferenceBook(config)
     depth = int(rng.integers(1, 6))
