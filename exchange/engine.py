@@ -33,7 +33,7 @@ journaled events byte for byte.
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -48,21 +48,27 @@ from exchange.orderstate import ORDER_ID_SHARD_SHIFT, STATUS_NAMES
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_MASS_CANCEL,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     CMD_STATUS,
     CMD_SYNC,
     COMMAND_DTYPE,
     EV_RESTING,
     EV_STATUS,
     EV_SYNCED,
+    EV_TRADING,
     EVENT_DTYPE,
     EVF_REPLAY,
     EVF_RETRANSMIT,
     REJ_BAD_COMMAND,
+    SHARD_COMMANDS,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_CONTINUOUS,
+    STATE_HALTED,
     SYNCF_RETRANSMIT,
     check_commands,
     commands,
@@ -151,16 +157,22 @@ def _flagged_replay(parts: list[np.ndarray]) -> np.ndarray:
 
 
 @njit(cache=True)
+def _shards_own(kind):
+    """The commands only a shard makes: CMD_EXPIRE (time), CMD_HALT and CMD_RESUME (an
+    operator's request, read by the shard): one from the request ring is refused."""
+    return kind in SHARD_COMMANDS
+
+
+@njit(cache=True)
 def _unusual(cmds, books):
     """How many commands are control commands, and how many of the others are for
-    an instrument index the shard does not have, or a CMD_EXPIRE (time is the shard's
-    own: an EXPIRE from the ring is refused)."""
+    an instrument index the shard does not have, or one only a shard makes."""
     controls = unknown = 0
     for i in range(cmds.shape[0]):
         c = cmds[i]
         if c.kind == CMD_SYNC or c.kind == CMD_STATUS:
             controls += 1
-        elif c.instrument >= books or c.kind == CMD_EXPIRE:
+        elif c.instrument >= books or _shards_own(c.kind):
             unknown += 1
     return controls, unknown
 
@@ -216,6 +228,7 @@ class ShardEngine:
         drained: np.ndarray,
         consumed: dict[str, int] | None = None,
         clock_ns: int | None = None,
+        halted: Collection[int] | None = None,
     ) -> Applied:
         """Sequence, match, journal and commit a drained batch; see the module docstring.
 
@@ -225,6 +238,9 @@ class ShardEngine:
         it is sequenced after the requests for each book holding an order whose expiry
         is at or before it (``expiries_due``), and journaled like them: time enters a
         book only so, and a replay expires the same orders at the same seqs.
+        ``halted`` (the instrument indexes an operator asks to be halted,
+        ``exchange.halts``): a CMD_HALT or CMD_RESUME is sequenced after those for each
+        book whose trading state is not the one asked (``states_due``).
         """
         if not isinstance(drained, np.ndarray) or drained.dtype != COMMAND_DTYPE:
             got = drained.dtype if isinstance(drained, np.ndarray) else type(drained).__name__
@@ -244,7 +260,9 @@ class ShardEngine:
         # commands for an instrument this shard does not hold are answered first,
         # so the idempotency plan only ever sees commands that will be sequenced
         if unknowns:
-            unknown = (drained["instrument"] >= len(self.books)) | (drained["kind"] == CMD_EXPIRE)
+            unknown = (drained["instrument"] >= len(self.books)) | np.isin(
+                drained["kind"], SHARD_COMMANDS
+            )
             replies.append(idempotency.shard_rejects(drained[unknown], REJ_BAD_COMMAND))
             drained = _take(drained, np.flatnonzero(~unknown))
         plan = idempotency.plan_batch(self.journal, drained)
@@ -259,6 +277,10 @@ class ShardEngine:
             ticks = self.expiries_due(clock_ns)
             if len(ticks):
                 batch = join_records([batch, ticks], COMMAND_DTYPE)
+        if halted is not None:
+            changes = self.states_due(halted)
+            if len(changes):
+                batch = join_records([batch, changes], COMMAND_DTYPE)
         n = len(batch)
         if n:
             _sequence(batch, self.last_seq + 1, self.shard_index << ORDER_ID_SHARD_SHIFT)
@@ -304,6 +326,24 @@ class ShardEngine:
             ticks["instrument"] = due
             ticks["expires"] = clock_ns
         return ticks
+
+    def halted(self) -> set[int]:
+        """The instrument indexes of the books that are halted now."""
+        return {i for i, book in enumerate(self.books) if book.halted}
+
+    def states_due(self, halted: Collection[int]) -> np.ndarray:
+        """A CMD_HALT for each book in ``halted`` that is not halted, a CMD_RESUME for
+        each other book that is: what brings the books to the states asked."""
+        want = set(halted)
+        changes = [
+            (i, CMD_HALT if i in want else CMD_RESUME)
+            for i, book in enumerate(self.books)
+            if book.halted != (i in want)
+        ]
+        cmds = commands(len(changes))
+        if changes:
+            cmds["instrument"], cmds["kind"] = zip(*changes, strict=True)
+        return cmds
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Each instrument's commands through its book; events back in seq order."""
@@ -368,6 +408,12 @@ class ShardEngine:
             for chunk in self._resting(last, req_id):
                 resting += len(chunk)
                 yield chunk
+            trading = _answers(len(self.books), EV_TRADING, last, req_id, flags)
+            trading["instrument"] = np.arange(len(self.books))
+            trading["code"] = [
+                STATE_HALTED if book.halted else STATE_CONTINUOUS for book in self.books
+            ]
+            yield trading
         synced = _answers(1, EV_SYNCED, last, req_id, flags)
         synced["order_id"] = after
         synced["qty"] = replayed

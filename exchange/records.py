@@ -366,7 +366,10 @@ CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
     one per waiting stop in trigger order, the same fields (price: its limit
     price as given, leaves = qty, other_leaves 0: nothing of it is shown)
     with code = its ord_type (0 for the orders in the book); then one
-    EV_SYNCED (seq = L, req_id, order_id = after_seq, qty = events replayed,
+    EV_TRADING per book, in instrument order (seq = L, req_id, instrument,
+    code = the book's trading state at L, STATE_* (HALTS), flags
+    EVF_REPLAY: what a copy of the book started from these records is
+    missing); then one EV_SYNCED (seq = L, req_id, order_id = after_seq, qty = events replayed,
     leaves = EV_RESTING records, other_id = the lowest seq the shard can still
     replay after: its journal's ``pruned``, retention having taken the batches
     up to it out; an after_seq below it is answered from it on; flags
@@ -374,7 +377,8 @@ CMD_SYNC (order_id = after_seq; price = upto_seq, 0 or less: to the end):
     between its records, so the EV_SYNCED that ends it names the request the
     replayed events before it answer.
     With SYNCF_RETRANSMIT in the command's flags it is a retransmission: the
-    same journaled events and EV_SYNCED, no EV_RESTING records, and every
+    same journaled events and EV_SYNCED, no EV_RESTING or EV_TRADING records,
+    and every
     record flagged EVF_RETRANSMIT too (a gateway never takes them for history:
     they answer one client's request for market data it missed).
 CMD_STATUS (order_id, client, instrument): one EV_STATUS (seq 0, req_id,
@@ -398,6 +402,8 @@ CMD_EXPIRE = 7
 # A book's trading state, as sequenced commands the shard makes (HALTS above)
 CMD_HALT = 8
 CMD_RESUME = 9
+# the commands only a shard makes (a gateway never sends one: the shard refuses it)
+SHARD_COMMANDS = (CMD_EXPIRE, CMD_HALT, CMD_RESUME)
 # Control commands: questions to the shard about its own state, answered from
 # what it holds (its books, its journal) on its event ring. Never sequenced,
 # never journaled, never seen by a book. See "Control commands" below.
@@ -461,6 +467,7 @@ EV_STATE = 13
 EV_RESTING = 8
 EV_SYNCED = 9
 EV_STATUS = 10
+EV_TRADING = 14  # a book's trading state in a CMD_SYNC's answer (code: STATE_*)
 
 # --- event flags
 EVF_DUPLICATE = 1
@@ -550,6 +557,7 @@ EVENT_NAMES = {
     EV_TRIGGERED: "triggered",
     EV_EXPIRED: "expired",
     EV_STATE: "state",
+    EV_TRADING: "trading",
 }
 STATE_NAMES = {STATE_CONTINUOUS: "continuous", STATE_HALTED: "halted"}
 

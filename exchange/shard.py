@@ -21,6 +21,12 @@ gateway reads the event ring (a gateway restarting, or stopped before the shards
 at shutdown): what a tick cancels is told at once, and a stopped venue's rings are
 left empty. The first tick after a gateway attaches is due at once.
 
+An operator's halt and resume reach the books the same way: every
+``exchange.halts.CHECK_SECONDS``, while a gateway reads the event ring, the loop
+reads the halt requests of its instruments (``exch halt`` / ``exch resume``) and
+has the engine sequence a CMD_HALT or CMD_RESUME for each book whose trading
+state is not the one asked, alone and before the waiting requests.
+
 Restarts lose nothing and repeat nothing: the read position in the request
 ring is committed with each batch, so requests that were journaled before a
 crash but not yet released are skipped; the events of the last journaled batch
@@ -45,14 +51,14 @@ import time
 import numpy as np
 import psutil
 
-from exchange import journalid, logs, memdebug, sdnotify
+from exchange import halts, journalid, logs, memdebug, sdnotify
 from exchange.config import ConfigError, load_config
 from exchange.engine import RecoveryError, ShardEngine, warm_up
 from exchange.exitcodes import EXIT_FAILURE, EXIT_JOURNAL_FULL, EXIT_UNTRUSTED, EXIT_USAGE
 from exchange.journal import RELEASE_SECONDS, JournalError, JournalFull, JournalLocked
 from exchange.openfiles import raise_open_file_limit
 from exchange.records import COMMAND_DTYPE, EV_TRADE, EVENT_DTYPE
-from exchange.topology import counters_name, event_ring, request_ring
+from exchange.topology import counters_name, event_ring, halts_dir, request_ring
 from shm.consumer import Consumer
 from shm.counters import CounterBlock
 from shm.producer import Producer
@@ -117,6 +123,11 @@ class ShardLoop:
         self.expire_seconds = EXPIRE_SECONDS
         self.clock = time.time_ns
         self._expire_at = 0.0
+        # halt requests (exchange.halts): where they are, and the shard's instruments'
+        # symbols in instrument index order; None: the loop reads none
+        self.halts_dir: str | None = None
+        self.symbols: list[str] = []
+        self._halts_at = 0.0
 
     def status(self) -> str:
         """What systemd shows for the unit (STATUS=)."""
@@ -155,23 +166,44 @@ class ShardLoop:
         due = self.engine.expiries_due(now)
         return now if len(due) else None
 
+    def _halts_due(self) -> set[int] | None:
+        """The instrument indexes an operator asks to be halted, when it is time to look,
+        a gateway reads the events and the books are not in the states asked, else None."""
+        at = time.monotonic()
+        if self.halts_dir is None or at < self._halts_at or not self.events.peer_alive():
+            return None
+        self._halts_at = at + halts.CHECK_SECONDS
+        asked = halts.requested(self.halts_dir)
+        want = {i for i, symbol in enumerate(self.symbols) if symbol in asked}
+        if want == self.engine.halted():
+            return None
+        logs.info("trading states asked", halted=sorted(self.symbols[i] for i in want))
+        return want
+
     def step(self) -> int:
-        """A due tick's EXPIREs, then one batch if any is readable; returns how many
-        requests it took."""
+        """A due tick's EXPIREs, the halts and resumes asked, then one batch if any is
+        readable; returns how many requests it took."""
         batch = self.requests.peek(MAX_BATCH)
         clock_ns = self._clock_due()
         if clock_ns is not None:
             self._apply(batch[:0], clock_ns=clock_ns)
+        halted = self._halts_due()
+        if halted is not None:
+            self._apply(batch[:0], halted=halted)
         if not len(batch):
             return 0
         self._apply(batch)
         self.requests.release(len(batch))
         return len(batch)
 
-    def _apply(self, batch: np.ndarray, clock_ns: int | None = None) -> None:
+    def _apply(
+        self, batch: np.ndarray, clock_ns: int | None = None, halted: set[int] | None = None
+    ) -> None:
         """Sequence, journal and publish: the events, the replies, then the sync answers."""
         end = self.requests.cursor + len(batch)
-        applied = self.engine.apply(batch, consumed={self.consumed_key: end}, clock_ns=clock_ns)
+        applied = self.engine.apply(
+            batch, consumed={self.consumed_key: end}, clock_ns=clock_ns, halted=halted
+        )
         self.publish(applied.events)
         self.publish(applied.replies)
         replayed = 0
@@ -319,6 +351,7 @@ def main(argv=None) -> int:
     events = Producer(ns, event_ring(args.name), EVENT_DTYPE, wait=wait)
     loop = ShardLoop(engine, requests, events, ns, stop)
     loop.expire_seconds = config.expiry.every_ms / 1000
+    loop.halts_dir, loop.symbols = halts_dir(config), list(shard.instruments)
     loop.counters = CounterBlock(
         ns,
         counters_name(args.name),

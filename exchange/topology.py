@@ -10,7 +10,8 @@ first instrument's number is its offset (``offsets``).
 
 Files: a shard's journal is ``<journal.dir>/<shard>``; beside ``journal.dir`` (in
 its parent) are ``journal-ids`` (``exchange.journalid``), ``run/<namespace>.json``
-(the supervisor's status) and, unless ``[gateway] state_dir`` says otherwise,
+(the supervisor's status), ``halts`` (the operators' halt requests,
+``exchange.halts``) and, unless ``[gateway] state_dir`` says otherwise,
 ``gateway`` (the gateway's store). Relative paths are relative to the process's
 working directory.
 """
@@ -80,3 +81,9 @@ def gateway_state_dir(config: Config) -> str:
     """Where the gateway keeps its own state: ``[gateway] state_dir``, or beside the
     journals (so a test's or a demo's journal directory brings its own)."""
     return config.gateway.state_dir or _beside_journals(config, "gateway")
+
+
+def halts_dir(config: Config) -> str:
+    """The operators' halt requests (``exchange.halts``), beside the journals: the
+    shards read them, ``exch halt`` and ``exch resume`` write them."""
+    return _beside_journals(config, "halts")

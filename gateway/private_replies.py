@@ -7,10 +7,7 @@ from exchange.orderstate import STATUS_NAMES
 from exchange.records import (
     CANCEL_NAMES,
     CMD_CANCEL,
-    CMD_EXPIRE,
-    CMD_HALT,
     CMD_MASS_CANCEL,
-    CMD_RESUME,
     CXL_REPLACE,
     CXL_USER,
     EV_ACCEPTED,
@@ -24,6 +21,7 @@ from exchange.records import (
     EVF_DUPLICATE,
     REJ_NOT_FOUND,
     REJECT_NAMES,
+    SHARD_COMMANDS,
     SIDE_BUY,
     SIDE_SELL,
 )
@@ -149,9 +147,6 @@ def private_messages(
 def accepted_ack(cid: int, sym: str, order_id: int, seq: int, coid: str, flags: int) -> Ack:
     """The Ack an ACCEPTED event makes (its order id, seq and flags)."""
     return Ack(cid=cid, sym=sym, oid=order_id, seq=seq, coid=coid, dup=bool(flags & EVF_DUPLICATE))
-
-
-SHARD_COMMANDS = (CMD_EXPIRE, CMD_HALT, CMD_RESUME)  # made by a shard, never requested
 
 
 def answers_request(e: Event, kind: int) -> bool:

@@ -13,7 +13,9 @@ from exchange.orderstate import ST_CANCELLED, ST_FILLED, ST_LIVE
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_NEW,
+    CMD_RESUME,
     CMD_STATUS,
     CMD_SYNC,
     COMMAND_DTYPE,
@@ -24,9 +26,11 @@ from exchange.records import (
     EV_EXPIRED,
     EV_REJECTED,
     EV_RESTING,
+    EV_STATE,
     EV_STATUS,
     EV_SYNCED,
     EV_TRADE,
+    EV_TRADING,
     EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
@@ -37,6 +41,8 @@ from exchange.records import (
     REJ_POST_ONLY,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_CONTINUOUS,
+    STATE_HALTED,
     SYNCF_RETRANSMIT,
     TIF_GTD,
     commands,
@@ -321,11 +327,32 @@ def expected_resting(eng, req_id):
     return join_records(answer, EVENT_DTYPE)
 
 
+def expected_trading(eng, req_id):
+    """The EV_TRADING records of a sync's answer: each book's trading state."""
+    return join_records(
+        [
+            one(
+                EVENT_DTYPE,
+                seq=eng.last_seq,
+                req_id=req_id,
+                kind=EV_TRADING,
+                flags=EVF_REPLAY,
+                instrument=inst,
+                code=STATE_HALTED if book.halted else STATE_CONTINUOUS,
+            )
+            for inst, book in enumerate(eng.books)
+        ],
+        EVENT_DTYPE,
+    )
+
+
 def check_answer(eng, answer, req_id, after, history, end):
-    """The replay of history's events after ``after`` up to ``end``, the resting orders, the
-    count: byte for byte."""
+    """The replay of history's events after ``after`` up to ``end``, the resting orders,
+    the books' trading states, the count: byte for byte."""
     replay = history[(history["seq"] > after) & (history["seq"] <= end)]
-    resting = expected_resting(eng, req_id)
+    resting = join_records(
+        [expected_resting(eng, req_id), expected_trading(eng, req_id)], EVENT_DTYPE
+    )
     assert len(answer) == len(replay) + len(resting) + 1
     got = copy_records(answer[: len(replay)])
     assert (got["flags"] == EVF_REPLAY).all()
@@ -340,7 +367,7 @@ def check_answer(eng, answer, req_id, after, history, end):
         flags=EVF_REPLAY,
         order_id=after,
         qty=len(replay),
-        leaves=len(resting),
+        leaves=len(resting) - len(eng.books),
     )
     assert answer[-1:].tobytes() == synced.tobytes()
 
@@ -348,6 +375,7 @@ def check_answer(eng, answer, req_id, after, history, end):
 def test_sync_replays_the_journal_after_a_seq_then_the_books_then_a_count(journal):
     eng = ShardEngine(0, BOOKS, journal, snapshot_every=50)
     trade_for_a_while(eng, seed=1)
+    eng.apply(commands(0), halted={1})  # the answer says which book is halted
     history = journaled_events(journal)
     last = eng.last_seq
     resting = expected_resting(eng, 0)
@@ -567,3 +595,45 @@ def test_an_expire_from_the_ring_is_refused(journal):
     assert out.replies["code"].tolist() == [REJ_BAD_COMMAND]
     assert eng.expiries_due(T).tolist() == []
     assert eng.expiries_due(T + SEC)["instrument"].tolist() == [0]
+
+
+# ---------------------------------------------------------------- halts
+
+
+def test_halts_and_resumes_are_sequenced_for_the_books_asked_and_journaled(tmp_path):
+    with Journal(str(tmp_path / "j"), durability="os") as j:
+        eng = ShardEngine(0, BOOKS, j, snapshot_every=3)
+        assert eng.apply(commands(0), halted=set()).commands == 0  # as asked already
+        out = eng.apply(orders((1, SIDE_SELL, 100, 5, 2, 0, 1)), halted={1})
+        assert out.commands == 2 and eng.halted() == {1}
+        state = out.events[out.events["kind"] == EV_STATE]
+        assert (state["instrument"].tolist(), state["code"].tolist()) == ([1], [STATE_HALTED])
+        assert state["req_id"].tolist() == [0]
+        assert eng.apply(commands(0), halted={1}).commands == 0  # asking twice is once
+        # halted, a crossing buy rests; the resume's auction trades it at 100
+        out = eng.apply(orders((1, SIDE_BUY, 101, 3, 3, 0, 2)), halted={1})
+        assert not (out.events["kind"] == EV_TRADE).any()
+        out = eng.apply(commands(0), halted=())
+        trade, state = out.events[np.isin(out.events["kind"], (EV_TRADE, EV_STATE))]
+        assert (trade["price"], trade["qty"], state["code"]) == (100, 3, STATE_CONTINUOUS)
+        assert eng.halted() == set()
+        eng.apply(commands(0), halted={0, 1})
+        hashes = eng.state_hashes()
+        journaled = np.concatenate([c["kind"] for c, _ in j.iter_batches(0)]).tolist()
+    assert journaled == [CMD_NEW, CMD_HALT, CMD_NEW, CMD_RESUME, CMD_HALT, CMD_HALT]
+    # recovery gives the same states from the journal alone, snapshot or not
+    with Journal(str(tmp_path / "j"), durability="os") as j:
+        for use_snapshot in (True, False):
+            eng = ShardEngine(0, BOOKS, j)
+            eng.recover(use_snapshot=use_snapshot)
+            assert eng.state_hashes() == hashes and eng.halted() == {0, 1}
+
+
+@pytest.mark.parametrize("kind", [CMD_HALT, CMD_RESUME])
+def test_a_halt_or_resume_from_the_ring_is_refused(journal, kind):
+    eng = ShardEngine(0, BOOKS, journal)
+    c = commands(1)
+    c["kind"], c["req_id"] = kind, 7
+    out = eng.apply(c)
+    assert out.commands == 0 and eng.halted() == set()
+    assert out.replies["code"].tolist() == [REJ_BAD_COMMAND]

@@ -297,3 +297,63 @@ def test_trades_from_seq_prints_the_retransmitted_prints(daemon, bots, capsys):
     seqs = [p["seq"] for p in prints]
     assert seqs == sorted(seqs) and {p["sym"] for p in prints} == {"ACME"}
     assert [(p["side"], p["qty"]) for p in prints if p["px"] == 10_300] == [("buy", 3)]
+
+
+def _until(probe, timeout: float = 10.0):
+    """``probe()`` again until it returns something true (the shards read halt requests
+    four times a second); that value, or the last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(180)
+def test_a_halt_takes_only_resting_orders_and_the_resume_auction_uncrosses(daemon, bots, capsys):
+    maker, taker = bots["maker"], bots["taker"]
+    cfg = ["--config", str(daemon.path)]
+    assert cli.main(["halt", "ACME", "--reason", "news pending", *cfg, "--json"]) == 0
+    asked = json.loads(capsys.readouterr().out)
+    assert (asked["symbol"], asked["shard"], asked["halt"]) == ("ACME", "s0", True)
+
+    def refused():
+        code, ioc = run(daemon, capsys, taker, "order", "ACME", "buy", "1", "10300", "--tif", "ioc")
+        return ioc["reply"] if ioc["reply"].get("code") == "halted" else None
+
+    reject = _until(refused)
+    assert reject and reject["field"] == "$.tif", reject
+    assert reject["reason"].startswith("instrument_halted: ")
+    # the orders that rest are taken, and cross without trading: 8 can trade at 10305
+    # only (4 at 10300 and at 10310)
+    for key, side, px in (
+        (maker, "sell", "10300"),
+        (maker, "sell", "10305"),
+        (taker, "buy", "10305"),
+        (taker, "buy", "10310"),
+    ):
+        code, ack = run(daemon, capsys, key, "order", "ACME", side, "4", px)
+        assert code == 0 and ack["reply"]["t"] == "A" and not ack["notices"], ack
+    code, book = run(daemon, capsys, taker, "book", "ACME")
+    assert book["bids"][0][0] == 10310 and book["asks"][0][0] == 10300, book
+    assert cli.main(["halt", *cfg]) == 0
+    assert "ACME" in capsys.readouterr().out
+
+    assert cli.main(["resume", "ACME", *cfg]) == 0
+    assert "call auction" in capsys.readouterr().out
+
+    def uncrossed():
+        code, book = run(daemon, capsys, taker, "book", "ACME")
+        bids = [lvl for lvl in book["bids"] if lvl[0] >= 10300]
+        return book if not bids and all(lvl[0] > 10305 for lvl in book["asks"]) else None
+
+    assert _until(uncrossed)
+    argv = ["trades", "ACME", "--from-seq", "1", *cfg, "--key", maker, "--json"]
+    assert cli.main(argv) == 0
+    prints = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(p["side"], p["px"], p["qty"]) for p in prints[-2:]] == [("buy", 10305, 4)] * 2
+    code, again = run(daemon, capsys, taker, "order", "ACME", "buy", "1", "9000", "--tif", "ioc")
+    assert again["reply"]["t"] == "A", again  # continuous again
+    assert cli.main(["resume", "ACME", *cfg]) == 2  # nothing left to take back
+    assert "no halt request" in capsys.readouterr().err

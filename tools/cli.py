@@ -44,7 +44,17 @@ from exchange.journal import HistoryPruned, JournalDamaged, JournalError
 from gateway.client import new_idempotency_key
 from gateway.keys import KeysError, check_client_id
 from gateway.protocol import Reject
-from tools import connect, demo, keytool, killtool, market, positionview, top, trading
+from tools import (
+    connect,
+    demo,
+    halttool,
+    keytool,
+    killtool,
+    market,
+    positionview,
+    top,
+    trading,
+)
 from tools.accounts import check_accounts
 from tools.accounts import render as render_accounts
 from tools.backup import backup
@@ -184,6 +194,40 @@ def cmd_unkill(args) -> int:
         _print_json(doc)
     else:
         print(f"client {args.client} may trade again (the gateway sees it within a second)")
+    return 0
+
+
+def cmd_halt(args) -> int:
+    config = _config(args)
+    if args.symbol is None:
+        doc = halttool.listing(config)
+        if args.json:
+            _print_json(doc)
+            return 0
+        print(f"{len(doc['halted'])} instrument(s) asked to be halted ({doc['dir']})")
+        for h in doc["halted"]:
+            print(f"  {h['symbol']:<10}  {h['note']}")
+        return 0
+    doc = halttool.halt(config, args.symbol, args.reason)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(
+            f"{args.symbol} halt asked: within a second shard {doc['shard']} halts it (only "
+            f"orders that rest are taken, nothing trades) until `exch resume {args.symbol}`"
+        )
+    return 0
+
+
+def cmd_resume(args) -> int:
+    doc = halttool.resume(_config(args), args.symbol)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(
+            f"{args.symbol} resume asked: within a second shard {doc['shard']} reopens it with "
+            "a call auction, then continuous trading"
+        )
     return 0
 
 
@@ -827,6 +871,29 @@ def _parser() -> argparse.ArgumentParser:
     unkill_cmd.add_argument("client", type=_client_id, metavar="CLIENT")
     unkill_cmd.add_argument("--keys-dir", help="default: the config's gateway.keys_dir")
     unkill_cmd.set_defaults(func=cmd_unkill)
+    halt_cmd = sub.add_parser(
+        "halt",
+        parents=[common, as_json],
+        help="halt an instrument: nothing trades, only orders that rest are taken",
+        description="Ask the shard of SYMBOL to halt it: within a second it journals the "
+        "halt; market, IOC and FOK orders are refused (`halted`), limit orders that rest and "
+        "stops are taken without matching, cancels work, until `exch resume SYMBOL`. The "
+        "request is a file the shard reads, so one made while the shard is down takes "
+        "effect when it is back. Without SYMBOL: list the halt requests.",
+    )
+    halt_cmd.add_argument("symbol", nargs="?", metavar="SYMBOL")
+    halt_cmd.add_argument("--reason", help="a note kept with the request, for the next operator")
+    halt_cmd.set_defaults(func=cmd_halt)
+    resume_cmd = sub.add_parser(
+        "resume",
+        parents=[common, as_json],
+        help="reopen a halted instrument with a call auction",
+        description="Take back the halt of SYMBOL: within a second its shard uncrosses the "
+        "book in a call auction at the price of greatest quantity, then trading is "
+        "continuous again.",
+    )
+    resume_cmd.add_argument("symbol", metavar="SYMBOL")
+    resume_cmd.set_defaults(func=cmd_resume)
     positions_cmd = sub.add_parser(
         "positions",
         parents=[common, as_json],
