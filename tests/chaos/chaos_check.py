@@ -26,6 +26,9 @@ fills        every fill a bot was told of is a journaled trade of its order,
              at that price and quantity
 answers      every request was answered in the end; no order was refused except
              by a retryable code (which the bot retried)
+halts        nothing traded on a halted instrument but the auction of the RESUME
+             that reopened it, all at one price; every HALT and RESUME answered
+             its STATE
 kept trading every bot had orders acknowledged after the last kill, and when the
              gateway was killed (alone, or with the supervisor) every bot had to
              reconnect and did
@@ -48,12 +51,16 @@ from exchange.idempotency import FINGERPRINT_DTYPE, decode_entry, entry_keys, us
 from exchange.journal import Journal, JournalReader
 from exchange.records import (
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_NEW,
+    CMD_RESUME,
     CXL_EXPIRED,
     EV_ACCEPTED,
     EV_CANCELLED,
+    EV_STATE,
     EV_TRADE,
     REJ_EXPIRY_PASSED,
+    REJ_HALTED,
     REJ_TRIGGER_REACHED,
     REJECT_NAMES,
     SIDE_BUY,
@@ -62,7 +69,9 @@ from exchange.records import (
 from tools.journalview import JournalView
 from tools.verify import render, verify_journal
 
-RIGHT_REFUSALS = (REJECT_NAMES[REJ_TRIGGER_REACHED], REJECT_NAMES[REJ_EXPIRY_PASSED])
+RIGHT_REFUSALS = tuple(
+    REJECT_NAMES[code] for code in (REJ_TRIGGER_REACHED, REJ_EXPIRY_PASSED, REJ_HALTED)
+)
 MAX_LISTED = 20  # violations listed per check; all are counted
 KINDS = ("shard", "gateway", "supervisor", "all")  # of kills
 GATEWAY_DOWN = {"gateway", "supervisor", "all"}  # kills that take the gateway down
@@ -86,6 +95,8 @@ class Report:
     iceberg_acks: int = 0  # acks of icebergs (each journaled with the display it was sent)
     gtd_acks: int = 0  # acks of GTD orders (each journaled with the expiry it was sent)
     expired: int = 0  # orders the shards expired (CANCELLED expired), none before its time
+    halts: int = 0  # journaled HALTs that halted an instrument
+    auction_trades: int = 0  # trades of the auctions that reopened them
     retries: int = 0
     retryable: int = 0
     reconnects: int = 0
@@ -112,7 +123,8 @@ class Report:
             f"{self.supervisor_kills} supervisor, {self.all_kills} all), "
             f"{self.requests} requests, {self.orders} orders, {self.acks} acks "
             f"({self.dup_acks} duplicate, {self.iceberg_acks} of icebergs, {self.gtd_acks} GTD, "
-            f"{self.expired} expired), {self.retries} "
+            f"{self.expired} expired), {self.halts} halts ({self.auction_trades} auction "
+            f"trades), {self.retries} "
             f"retries ({self.retryable} answered busy or unavailable), {self.reconnects} "
             f"reconnects, "
             f"{self.fills_seen} fills seen, {self.trades} trades and "
@@ -154,6 +166,7 @@ def check(config, records: list[dict], kills: list[tuple[float, str]]) -> Report
             _state_hash(report, journals[shard.name], shard.name, i, books[shard.name])
             trades[shard.name] = _trades(report, journals[shard.name], shard)
             _expiries(report, journals[shard.name], shard)
+            _halts(report, journals[shard.name], shard)
         _cross_shard_keys(report, journals)
         news = _keyed_news(report, journals)
         for r in records:
@@ -238,6 +251,41 @@ def _expiries(report: Report, journal: Journal, shard) -> None:
                     f"{shard.name} seq {seq}: order {oid} (expiry {expires.get(oid)}) expired "
                     f"by a command at {at.get(seq)}",
                 )
+
+
+def _halts(report: Report, journal: Journal, shard) -> None:
+    """While an instrument is halted nothing trades on it; the RESUME that reopens it
+    trades at one price (its STATE's); each HALT and RESUME ends with its STATE."""
+    halted = set()
+    for cmds, events in journal.iter_batches():
+        seqs = events["seq"]
+        for seq, kind, inst in zip(
+            cmds["seq"].tolist(), cmds["kind"].tolist(), cmds["instrument"].tolist(), strict=True
+        ):
+            turn = kind in (CMD_HALT, CMD_RESUME)
+            if not turn and inst not in halted:
+                continue
+            mine = events[np.searchsorted(seqs, seq) : np.searchsorted(seqs, seq, "right")]
+            trades = mine[mine["kind"] == EV_TRADE]
+            where = f"{shard.name} seq {seq} ({shard.instruments[inst]})"
+            if not turn:
+                if len(trades):
+                    report.add("halts", f"{where}: traded {len(trades)} times while halted")
+                continue
+            state = np.flatnonzero(mine["kind"] == EV_STATE)
+            if len(state) != 1:
+                report.add("halts", f"{where}: {len(state)} STATE events")
+            elif kind == CMD_HALT:
+                report.halts += inst not in halted
+                halted.add(inst)
+                if len(trades):
+                    report.add("halts", f"{where}: a HALT traded")
+            else:
+                auction = mine[: state[0]][mine["kind"][: state[0]] == EV_TRADE]
+                report.auction_trades += len(auction)
+                if (auction["price"] != mine["price"][state[0]]).any():
+                    report.add("halts", f"{where}: auction trades off the auction price")
+                halted.discard(inst)
 
 
 def _cross_shard_keys(report: Report, journals: dict) -> None:

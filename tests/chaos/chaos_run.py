@@ -14,7 +14,10 @@ seconds after the previous victim was started again, a random victim among:
   new ``exchanged run`` as above;
 
 and wait until every victim has a successor process (not until it is ready:
-kills can land while a process is still starting or recovering). The first
+kills can land while a process is still starting or recovering). Meanwhile an
+operator halts one of the bots' instruments now and then (``exch halt``'s request
+file) and resumes it a moment later, so orders pile up crossed and reopening
+auctions run between the kills; every halt is taken back before the bots stop. The first
 kills go to each victim once, in random order. After the last kill, once every
 process is up, the bots trade for ``after`` more seconds, are told to stop
 (SIGTERM), chase their last answers and write their records; the daemon is
@@ -31,6 +34,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,7 +43,7 @@ from chaos_bot import SHARDS
 from chaos_check import Report, check
 from daemon_harness import REPO, Daemon
 
-from exchange import topology
+from exchange import halts, topology
 from exchange.config import dump_config
 from gateway.keys import create_client
 
@@ -163,6 +167,21 @@ def _start_bots(daemon: Daemon, tmp: Path, n: int, rate: float, rng) -> list:
     return bots
 
 
+HALT_SECONDS = (1.0, 2.0)  # how long the operator keeps an instrument halted
+HALT_GAP_SECONDS = (0.3, 1.0)  # and how long it waits before the next halt
+
+
+def _operator(daemon: Daemon, rng: random.Random, done: threading.Event) -> None:
+    """Halt a random instrument of the bots', resume it, again until ``done``; what is
+    halted when it is told to stop is resumed."""
+    where = topology.halts_dir(daemon.config)
+    while not done.wait(rng.uniform(*HALT_GAP_SECONDS)):
+        sym = rng.choice(sorted(SHARDS))
+        halts.request_halt(where, sym, "chaos operator")
+        done.wait(rng.uniform(*HALT_SECONDS))
+        halts.request_resume(where, sym)
+
+
 def run_chaos(
     tmp: Path,
     *,
@@ -183,6 +202,8 @@ def run_chaos(
     # the bots reuse keys on the other shard's instruments: they must know which is which
     assert {sym: routes[sym][0] for sym in SHARDS} == SHARDS, routes
     procs = []
+    halting = threading.Event()  # set: the operator resumes what it halted and stops
+    operator = None
     killed = []  # (monotonic instant, wall-clock instant, victim, the pids started again)
     try:
         daemon.start()
@@ -192,6 +213,10 @@ def run_chaos(
         connected = [Path(f"{out}.ready") for _, out in procs]
         _wait("every bot connected", lambda: all(c.exists() for c in connected), daemon, 120)
         time.sleep(1.5)
+        operator = threading.Thread(
+            target=_operator, args=(daemon, random.Random(rng.getrandbits(32)), halting)
+        )
+        operator.start()
         names = [s.name for s in daemon.config.shards] + ["gateway"]
         victims = names + list(SUPERVISOR_KILLS)
         first = rng.sample(victims, len(victims))
@@ -216,6 +241,8 @@ def run_chaos(
             print(f"chaos kill {k + 1}/{kills}: {victim}, successors {successors}", flush=True)
             killed.append((instant, wall, victim, successors))
         _wait("every process ready", lambda: _all_ready(daemon), daemon, 120)
+        halting.set()
+        operator.join()
         time.sleep(after)
         for proc, _ in procs:
             proc.send_signal(signal.SIGTERM)
@@ -224,6 +251,9 @@ def run_chaos(
         ready = _ready(daemon)
         assert daemon.stop() == 0, daemon.log()[-3000:]
     finally:
+        halting.set()
+        if operator is not None:
+            operator.join()
         for proc, _ in procs:
             if proc.poll() is None:
                 proc.kill()

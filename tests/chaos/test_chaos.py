@@ -44,7 +44,7 @@ def test_kill_each_process_once_while_bots_trade(tmp_path):
     assert report.kills == 5 and report.shard_kills == 2 and _each_kind(report)
     assert report.acks > 0 and report.trades > 0 and report.retries > 0
     assert report.reuses > 0 and report.reuse_conflicts > 0 and report.iceberg_acks > 0
-    assert report.gtd_acks > 0 and report.expired > 0
+    assert report.gtd_acks > 0 and report.expired > 0 and report.halts > 0
     assert report.violations == []
 
 
@@ -58,5 +58,5 @@ def test_many_kills_with_fsync_journals(tmp_path):
     assert report.kills == 24 and _each_kind(report)
     assert report.acks > 0 and report.trades > 0 and report.retries > 0
     assert report.reuses > 0 and report.reuse_conflicts > 0 and report.iceberg_acks > 0
-    assert report.gtd_acks > 0 and report.expired > 0
+    assert report.gtd_acks > 0 and report.expired > 0 and report.halts > 0
     assert report.violations == []

@@ -10,7 +10,7 @@ from chaos_check import check
 from exchange.config import DEFAULT_TOML, parse_config
 from exchange.engine import ShardEngine
 from exchange.journal import Journal
-from exchange.records import CMD_NEW, SIDE_BUY, SIDE_SELL, commands
+from exchange.records import CMD_NEW, EV_TRADE, SIDE_BUY, SIDE_SELL, commands
 
 MAKER, TAKER = 11, 12
 
@@ -212,3 +212,66 @@ def test_a_supervisor_kill_means_every_bot_reconnected(config, traded):
     report = check(config, broken, [(5.0, "s0"), (6.0, "supervisor")])
     assert set(report.counts) == {"kept trading"}, report.violations
     assert not check(config, broken, [(5.0, "s0")]).violations
+
+
+def _s0(config):
+    shard = config.shards[0]
+    books = [config.instrument(s).book for s in shard.instruments]
+    return books, f"{config.journal.dir}/{shard.name}"
+
+
+def test_a_halt_and_its_reopening_auction_are_counted(config, traded):
+    """s0 halts ACME, the maker's sell and the taker's buy cross while it is halted, the
+    resume's auction trades them: no violation, one halt, one auction trade."""
+    books, path = _s0(config)
+    with Journal(path, durability="os") as j:
+        engine = ShardEngine(0, books, j)
+        engine.recover()
+        engine.apply(commands(0), halted={0})
+        engine.apply(
+            _news((0, MAKER, SIDE_SELL, 10_000, 2, 103), (0, TAKER, SIDE_BUY, 10_010, 2, 203))
+        )
+        ev = engine.apply(commands(0), halted=()).events
+    [trade] = ev[ev["kind"] == EV_TRADE]
+    assert trade["price"] == 10_000  # the price nearest the last trade (10,000)
+    maker, taker = traded
+    for r, oid, side in ((taker, "order_id", "buy"), (maker, "other_id", "sell")):
+        r["fills"].append(
+            [
+                "ACME",
+                int(trade["seq"]),
+                int(trade["idx"]),
+                int(trade[oid]),
+                side,
+                10_000,
+                2,
+                0,
+                False,
+            ]
+        )
+    report = check(config, traded, KILLS)
+    assert report.violations == [] and (report.halts, report.auction_trades) == (1, 1)
+
+
+def test_a_trade_on_a_halted_instrument_is_a_violation(config, traded, tmp_path):
+    """A journal whose halted book traded (written by hand: no book does it)."""
+    books, path = _s0(config)
+    with Journal(path, durability="os") as j:
+        engine = ShardEngine(0, books, j)
+        engine.recover()
+        engine.apply(commands(0), halted={0})
+        last = engine.last_seq
+    # the same orders through a continuous book whose seqs continue the halted one's
+    with Journal(str(tmp_path / "scratch"), durability="os") as scratch:
+        other = ShardEngine(0, books, scratch)
+        for _ in range(last):
+            other.apply(_news((1, MAKER, SIDE_BUY, 100, 1, 0)))
+        other.apply(
+            _news((0, MAKER, SIDE_SELL, 10_000, 2, 103), (0, TAKER, SIDE_BUY, 10_010, 2, 203))
+        )
+        cmds, events = [(c.copy(), e.copy()) for c, e in scratch.iter_batches(last)][0]
+    assert (events["kind"] == EV_TRADE).any()
+    with Journal(path, durability="os") as j:
+        j.write_batch(cmds, events)
+    report = check(config, traded, KILLS)
+    assert "halts" in report.counts, report.violations
