@@ -339,6 +339,12 @@ def test_a_halt_takes_only_resting_orders_and_the_resume_auction_uncrosses(daemo
     assert book["bids"][0][0] == 10310 and book["asks"][0][0] == 10300, book
     assert cli.main(["halt", *cfg]) == 0
     assert "ACME" in capsys.readouterr().out
+    assert cli.main(["journal", "book", "ACME", *cfg, "--json"]) == 0
+    past = json.loads(capsys.readouterr().out)
+    assert past["state"] == "halted" and past["bids"][0][0] >= past["asks"][0][0], past
+    assert cli.main(["journal", "book", "ACME", *cfg]) == 0
+    text = capsys.readouterr().out
+    assert "ACME at seq" in text and ", HALTED" in text and "crossed" in text, text
 
     assert cli.main(["resume", "ACME", *cfg]) == 0
     assert "call auction" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from exchange.bookconfig import BookConfig
 from exchange.engine import ShardEngine
 from exchange.journal import JournalReader
+from exchange.records import STATE_CONTINUOUS, STATE_HALTED, STATE_NAMES
 from tools.errors import ToolError
 from tools.journalview import JournalView
 
@@ -20,6 +21,7 @@ class BookAt(NamedTuple):
     seq: int
     bids: list[tuple[int, int, int]]  # (price, qty, orders), best first
     asks: list[tuple[int, int, int]]
+    state: str  # the book's trading state then: "continuous" or "halted"
     state_hash: str
     snapshot_seq: int  # where the replay started (0: the empty book)
     replayed: int  # commands replayed
@@ -55,6 +57,7 @@ def book_at(
         upto,
         bids,
         asks,
+        STATE_NAMES[STATE_HALTED if book.halted else STATE_CONTINUOUS],
         book.state_hash(),
         rec.snapshot_seq,
         rec.replayed,

@@ -529,14 +529,14 @@ def cmd_journal_book(args) -> int:
     if args.json:
         _print_json(
             {
-                **ladder_doc(args.symbol, at.seq, at.bids, at.asks),
+                **ladder_doc(args.symbol, at.seq, at.bids, at.asks, at.state),
                 "state_hash": at.state_hash,
                 "snapshot_seq": at.snapshot_seq,
                 "replayed": at.replayed,
             }
         )
     else:
-        print(render_ladder(args.symbol, at.seq, at.bids, at.asks))
+        print(render_ladder(args.symbol, at.seq, at.bids, at.asks, at.state))
         print(
             f"(shard {name}: snapshot at seq {at.snapshot_seq} + {at.replayed} commands "
             f"replayed in {at.seconds:.2f} s; book hash {at.state_hash})"
