@@ -1,14 +1,16 @@
 """The last outbound stage: the public feed, from the book mirrors (``gateway.mirror``).
 
-Each drained batch's public events (TRADE and DEPTH, never a duplicate) go into
-their instruments' mirrors (``on_events``): the ``Trades`` of each command that
-traded are published at once; the levels the batch set are shown once per turn
+Each drained batch's public events (TRADE, DEPTH and STATE, never a duplicate)
+go into their instruments' mirrors (``on_events``): the ``Trades`` of each
+command that traded and the ``TradingState`` of each halt and resume are
+published at once; the levels the batch set are shown once per turn
 (``publish``, at the end of the turn): one ``Depth`` and one ``TopOfBook`` per
 instrument whose levels moved, each only if what it shows changed, carrying
 the seq of the last command taken on that instrument; with ``[gateway]
 md_interval_ms`` set, at most once every that long (a turn that finds the
 interval not over keeps them for a later one, and the loop wakes by ``due``).
-Per instrument the order stays Trades, then Depth, then TopOfBook. A
+Per instrument the order stays Trades and TradingState (by seq), then Depth, then
+TopOfBook. A
 ``BookRequest`` is answered from the mirrors (``book``): as of their ``seq``,
 which the feed's messages carry too.
 

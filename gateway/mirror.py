@@ -11,14 +11,16 @@ batch at light load holds one command; its market data must not cost more
 than the order's own work).
 
 A mirror takes a drained batch's events (``take``): one ``Trades`` per command
-that traded, made at once, and the levels the DEPTH events set. What the levels
+that traded and one ``TradingState`` per STATE event (a halt, a resume: the
+book's trading state, which the mirror keeps too), made at once, and the
+levels the DEPTH events set. What the levels
 show is made apart (``shown``): at most one ``Depth`` and one ``TopOfBook`` (the
 state then, carrying the seq of the last command taken on this instrument), and
 only when what they show changed: a burst of orders is conflated into the
 state it leaves. The gateway shows them once per turn (``gateway.marketdata``);
 ``apply`` and ``market_data`` do both for one batch.
 
-Each feed (Trades, Depth, TopOfBook) is a chain: a message's ``prev`` is the
+Each feed (Trades, Depth, TopOfBook, TradingState) is a chain: a message's ``prev`` is the
 ``seq`` of the previous message of the same feed and symbol, so a subscriber
 that sees ``prev`` differ from the last ``seq`` it got knows it missed one.
 ``prev`` 0 means "no previous message from this publisher".
@@ -28,7 +30,16 @@ import numpy as np
 from numba import njit
 
 from exchange.bookconfig import BookConfig
-from exchange.records import EV_DEPTH, EV_TRADE, EVF_DUPLICATE, SIDE_BUY, SIDE_SELL
+from exchange.records import (
+    EV_DEPTH,
+    EV_STATE,
+    EV_TRADE,
+    EVF_DUPLICATE,
+    SIDE_BUY,
+    SIDE_SELL,
+    STATE_CONTINUOUS,
+    STATE_NAMES,
+)
 from gateway.protocol import (
     DEFAULT_DEPTH,
     SIDE_NAMES,
@@ -38,6 +49,7 @@ from gateway.protocol import (
     MarketData,
     TopOfBook,
     Trades,
+    TradingState,
 )
 
 BID, ASK = 0, 1  # ladder rows: SIDE_BUY - 1, SIDE_SELL - 1
@@ -100,13 +112,14 @@ class BookMirror:
         self.sym = sym
         self.depth = depth
         self.seq = 0  # the last command of this instrument applied
+        self.state = STATE_CONTINUOUS  # the book's trading state (STATE_*) as of ``seq``
         self._min_price = book.min_price
         self._tick = book.tick_size
         ticks = (book.max_price - book.min_price) // book.tick_size + 1
         self._qty = np.zeros((2, ticks), np.int64)  # [side - 1, tick]: total open qty
         self._orders = np.zeros((2, ticks), np.int64)
         self._best = np.full(2, NONE, np.int64)
-        self._prev = {Trades: 0, Depth: 0, TopOfBook: 0}
+        self._prev = {Trades: 0, Depth: 0, TopOfBook: 0, TradingState: 0}
         self._shown_depth = None  # (bids, asks) last published
         self._shown_top = None
         self.dirty = False  # levels moved since they were last ``shown``
@@ -118,13 +131,15 @@ class BookMirror:
         return [(self._min_price + t * self._tick, q, o) for t, q, o in out[:k].tolist()]
 
     def book(self, cid: int, depth: int) -> BookSnapshot:
-        """The reply to a BookRequest: the top ``depth`` levels as of ``seq``."""
+        """The reply to a BookRequest: the top ``depth`` levels and the trading state as
+        of ``seq``."""
         return BookSnapshot(
             cid=cid,
             sym=self.sym,
             seq=self.seq,
             bids=self.levels(SIDE_BUY, depth),
             asks=self.levels(SIDE_SELL, depth),
+            state=STATE_NAMES[self.state],
         )
 
     def load_resting(
@@ -142,24 +157,36 @@ class BookMirror:
         np.add.at(self._orders, (rows, ticks), 1)
         find_best(self._qty, self._best)
 
+    def load_state(self, state: int) -> None:
+        """Start from the book's trading state (STATE_*) as of the ``seq`` of the last
+        ``load_resting``: what its shard serves a gateway that syncs with it
+        (EV_TRADING)."""
+        self.state = state
+
     def apply(self, events: np.ndarray) -> list[MarketData]:
-        """The market data of a drained batch: this instrument's TRADE and DEPTH events,
-        in (seq, idx) order (``take``, then ``shown`` if the batch moved a level)."""
+        """The market data of a drained batch: this instrument's TRADE, STATE and DEPTH
+        events, in (seq, idx) order (``take``, then ``shown`` if the batch moved a
+        level)."""
         out = self.take(events)
         if self.dirty:
             out += self.shown()
         return out
 
-    def take(self, events: np.ndarray) -> list[Trades]:
-        """Fold this instrument's TRADE and DEPTH events in, in (seq, idx) order: the
-        ``Trades`` of each command that traded, at once; the levels the DEPTH events
+    def take(self, events: np.ndarray) -> list[Trades | TradingState]:
+        """Fold this instrument's TRADE, STATE and DEPTH events in, in (seq, idx) order:
+        the ``Trades`` of each command that traded and the ``TradingState`` of each
+        STATE, at once, in seq order (a command's Trades before its TradingState: a
+        reopening auction's trades come before its STATE); the levels the DEPTH events
         set are shown later (``dirty`` until ``shown``)."""
         events = events[events["seq"] > self.seq]  # a restarted shard repeats its last batch
         if not len(events):
             return []
-        trades = events[events["kind"] == EV_TRADE]
+        kind = events["kind"]
+        trades = events[kind == EV_TRADE]
         out = self._trades(trades) if len(trades) else []
-        depth = events[events["kind"] == EV_DEPTH]
+        if (kind == EV_STATE).any():
+            out = self._states(out, events[kind == EV_STATE])
+        depth = events[kind == EV_DEPTH]
         self.seq = int(events["seq"][-1])
         if len(depth):
             rows = depth["side"].astype(np.int64) - 1
@@ -204,6 +231,20 @@ class BookMirror:
             self._prev[Trades] = out[-1].seq
         return out
 
+    def _states(self, trades: list[Trades], states: np.ndarray) -> list[Trades | TradingState]:
+        """The ``TradingState`` of each STATE event, put among the Trades: after those
+        of its seq and before, in seq order; the mirror's ``state`` follows them."""
+        out = []
+        i = 0
+        rows = zip(*(states[f].tolist() for f in ("seq", "code", "price", "qty")), strict=True)
+        for seq, code, px, qty in rows:
+            while i < len(trades) and trades[i].seq <= seq:
+                out.append(trades[i])
+                i += 1
+            self.state = code
+            out.append(self._chain(TradingState, seq, state=STATE_NAMES[code], px=px, qty=qty))
+        return out + trades[i:]
+
     def _chain(self, cls, seq: int, **fields):
         msg = cls(sym=self.sym, seq=seq, prev=self._prev[cls], **fields)
         self._prev[cls] = seq
@@ -231,10 +272,12 @@ def trades_messages(sym: str, trades: np.ndarray, prev: int, retx: bool = False)
 
 def public(events: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """A batch of one shard's EVENT records as (instrument index, its public events):
-    only TRADE and DEPTH events are public, and never a duplicate (a private re-send)."""
+    only TRADE, DEPTH and STATE events are public, and never a duplicate (a private
+    re-send)."""
     kind = events["kind"]
     public = events[
-        ((kind == EV_TRADE) | (kind == EV_DEPTH)) & (events["flags"] & EVF_DUPLICATE == 0)
+        ((kind == EV_TRADE) | (kind == EV_DEPTH) | (kind == EV_STATE))
+        & (events["flags"] & EVF_DUPLICATE == 0)
     ]
     if not len(public):
         return []

@@ -41,6 +41,9 @@ from exchange.records import (
     REJECT_NAMES,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_CONTINUOUS,
+    STATE_HALTED,
+    STATE_NAMES,
     STP_CANCEL_BOTH,
     STP_CANCEL_NEWEST,
     STP_CANCEL_OLDEST,
@@ -181,12 +184,17 @@ STP_MODES = {
     "decrement": STP_DECREMENT,
 }
 SIDE_NAMES = {v: k for k, v in SIDES.items()}
+# a book's trading state (STATE_* of exchange.records) by its name on the wire
+TRADING_STATES = {STATE_NAMES[s]: s for s in (STATE_CONTINUOUS, STATE_HALTED)}
 
 Side = Literal["buy", "sell"]
 Tif = Literal["gtc", "ioc", "fok", "gtd", "day"]
 OrderType = Literal["limit", "market", "stop", "stop_limit"]
 Stp = Literal["none", "cancel_newest", "cancel_oldest", "cancel_both", "decrement"]
 StateName = Literal["live", "filled", "cancelled", "rejected"]
+# a Fill's liquidity: resting (maker), incoming (taker), or a reopening auction's trade,
+# where both orders were resting and neither took the other's liquidity (auction)
+Liquidity = Literal["maker", "taker", "auction"]
 
 Cid = Annotated[int, msgspec.Meta(ge=1)]  # uint64: msgpack cannot carry more
 U64 = Annotated[int, msgspec.Meta(ge=0)]
@@ -391,7 +399,7 @@ class Fill(_Out, tag="F", kw_only=True):
     px: int
     qty: int
     leaves: int
-    liq: Literal["maker", "taker"]
+    liq: Liquidity
     dup: bool = False
 
 
@@ -446,6 +454,9 @@ class BookSnapshot(_Out, tag="K", kw_only=True):
     seq: int
     bids: list[Level]
     asks: list[Level]
+    # the book's trading state as of ``seq``: "continuous" or "halted" (a halted book may
+    # be crossed); a gateway older than halts sends none
+    state: str = STATE_NAMES[STATE_CONTINUOUS]
 
 
 class BatchAck(_Out, tag="BA", kw_only=True):
@@ -563,4 +574,18 @@ class TopOfBook(_Out, tag="Q", kw_only=True):
     ask_qty: int
 
 
-MarketData = Trades | Depth | TopOfBook
+class TradingState(_Out, tag="TS", kw_only=True):
+    """The instrument's trading state changed (or was asked to and stayed): ``state``
+    "halted" or "continuous"; a reopening's call auction traded ``qty`` at ``px`` (both
+    0: it traded nothing, or this is a halt). The auction's prints are the first of the
+    Trades message of the same ``seq``, published just before."""
+
+    sym: str
+    seq: int
+    prev: int
+    state: str
+    px: int
+    qty: int
+
+
+MarketData = Trades | Depth | TopOfBook | TradingState

@@ -29,6 +29,7 @@ from exchange.records import (
     EV_DEPTH,
     EV_MASS_CANCELLED,
     EV_REJECTED,
+    EV_STATE,
     EV_STATUS,
     EV_TRADE,
     EVF_DUPLICATE,
@@ -38,6 +39,7 @@ from exchange.records import (
     REJECT_NAMES,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_NAMES,
     STP_DECREMENT,
     TIF_DAY,
     TIF_GTC,
@@ -90,7 +92,9 @@ SAMPLES = {
     p.OrderStatus: p.OrderStatus(
         cid=5, sym="ACME", oid=4, side="buy", px=1, qty=2, leaves=1, state="live", seq=3
     ),
-    p.BookSnapshot: p.BookSnapshot(cid=6, sym="ACME", seq=12, bids=LEVELS, asks=[]),
+    p.BookSnapshot: p.BookSnapshot(
+        cid=6, sym="ACME", seq=12, bids=LEVELS, asks=LEVELS, state="halted"
+    ),
     p.BatchAck: p.BatchAck(
         cid=8,
         results=[
@@ -140,6 +144,9 @@ SAMPLES = {
     p.Depth: p.Depth(sym="ACME", seq=14, prev=0, bids=LEVELS, asks=LEVELS),
     p.TopOfBook: p.TopOfBook(
         sym="ACME", seq=14, prev=2, bid_px=9_990, bid_qty=5, ask_px=0, ask_qty=0
+    ),
+    p.TradingState: p.TradingState(
+        sym="ACME", seq=15, prev=3, state="continuous", px=10_000, qty=40
     ),
 }
 
@@ -941,13 +948,21 @@ def check_random_stream(seed: int, n: int) -> None:
                 shown_depth = (msg.bids, msg.asks)
             elif isinstance(msg, p.TopOfBook):
                 shown_top = (msg.bid_px, msg.bid_qty, msg.ask_px, msg.ask_qty)
+            elif isinstance(msg, p.TradingState):
+                [e] = [e for e in rows if e.seq == msg.seq and e.kind == EV_STATE]
+                assert (msg.state, msg.px, msg.qty) == (STATE_NAMES[e.code], e.price, e.qty)
             else:
                 trades = [e for e in rows if e.seq == msg.seq and e.kind == EV_TRADE]
                 assert msg.prints == [(e.price, e.qty) for e in trades]
         assert shown_depth == book.depth(depth)
         assert shown_top == book.top()
         assert mirror.book(0, 10_000) == p.BookSnapshot(
-            cid=0, sym="X", seq=mirror.seq, bids=book.depth(10_000)[0], asks=book.depth(10_000)[1]
+            cid=0,
+            sym="X",
+            seq=mirror.seq,
+            bids=book.depth(10_000)[0],
+            asks=book.depth(10_000)[1],
+            state="halted" if book.halted else "continuous",
         )
 
 
