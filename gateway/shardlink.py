@@ -12,7 +12,8 @@ lets through each journaled event once, in order, whether it arrives live or
 replayed by a SYNC. A sync is sent when the link starts and whenever the
 shard process changes; its answer replays the journal after the watermark,
 then gives the books' resting orders (the risk state and the mirrors are
-seeded from them) and ends with EV_SYNCED.
+seeded from them) and trading states (EV_TRADING: the mirrors'), and ends
+with EV_SYNCED.
 
 Until its first sync is answered (``caught_up``), a link takes journaled events
 from its shard only from the replay: the event ring may hold events after a
@@ -32,10 +33,12 @@ from exchange.records import (
     COMMAND_DTYPE,
     EV_RESTING,
     EV_SYNCED,
+    EV_TRADING,
     EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
     EVF_RETRANSMIT,
+    STATE_CONTINUOUS,
     SYNCF_RETRANSMIT,
     commands,
 )
@@ -53,7 +56,7 @@ def _unseen(ev, last_seq, last_idx, live_ok, keep):
     newest_seq, newest_idx = last_seq, last_idx
     for i in range(len(ev)):
         e = ev[i]
-        answer = e.kind == EV_RESTING or e.kind == EV_SYNCED
+        answer = e.kind == EV_RESTING or e.kind == EV_TRADING or e.kind == EV_SYNCED
         replay = (e.flags & EVF_REPLAY) != 0
         journaled = e.seq > 0 and (e.flags & EVF_DUPLICATE) == 0 and not answer
         if e.flags & EVF_RETRANSMIT:
@@ -84,7 +87,9 @@ def unseen(
     repeats. Records that are not history (seq 0 replies, duplicates, a sync's
     resting orders and end) always pass. ``live_ok`` False (a link catching
     up) drops live journaled events: the replay brings them, in order. One
-    kernel pass: this runs on every drained batch.
+    kernel pass: this runs on every drained batch. (A sync's answer records carry
+    the shard's last seq then: taken for history, they would move ``last`` past
+    events not folded yet, or be dropped.)
     """
     keep = np.empty(len(ev), np.bool_)
     kept, served, retx, seq, idx = _unseen(ev, last[0], last[1], live_ok, keep)
@@ -123,7 +128,7 @@ class ShardLink:
         self.asked_from = (0, 0)  # the watermark when the last sync was asked
         self.sync_req = 0  # req_id of the sync in flight (0: none)
         self.synced_to = None  # the shard process (its ring token) the last sync went to
-        self._resting: list[np.ndarray] = []  # the sync's EV_RESTING records so far
+        self._resting: list[np.ndarray] = []  # the sync's EV_RESTING, EV_TRADING so far
         # seconds the shard has made no progress with requests waiting for it (``look``)
         self.idle = 0.0
         self._progress = (-1, -1)  # ``progress()`` at the last look that saw it move
@@ -212,32 +217,38 @@ class ShardLink:
         cmd["price"] = upto
         return self.requests.write(cmd) == 1
 
-    def answered(self, served: np.ndarray) -> tuple[int, np.ndarray, int] | None:
-        """Take a sync's answer records (EV_RESTING, EV_SYNCED) of ``served``; when the
-        current sync's EV_SYNCED is among them, return the shard's seq then, its
-        resting orders (``resting_rows``) and the seq its journal was pruned up to
-        (the replay started after it), else None. Answers to an earlier sync (the
-        shard restarted meanwhile) are passed over."""
+    def answered(self, served: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, int] | None:
+        """Take a sync's answer records (EV_RESTING, EV_TRADING, EV_SYNCED) of
+        ``served``; when the current sync's EV_SYNCED is among them, return the shard's
+        seq then, its resting orders (EV_RESTING records), its books' trading states
+        (EV_TRADING records) and the seq its journal was pruned up to (the replay
+        started after it), else None. Answers to an earlier sync (the shard restarted
+        meanwhile) are passed over."""
         mine = served[served["req_id"] == self.sync_req] if self.sync_req else served[:0]
         if not len(mine):
             return None
-        self._resting.append(mine[mine["kind"] == EV_RESTING])
-        end = mine[mine["kind"] == EV_SYNCED]
+        kind = mine["kind"]
+        self._resting.append(mine[(kind == EV_RESTING) | (kind == EV_TRADING)])
+        end = mine[kind == EV_SYNCED]
         if not len(end):
             return None
-        resting = np.concatenate(self._resting) if self._resting else mine[:0]
+        got = np.concatenate(self._resting) if self._resting else mine[:0]
         self._resting = []
         self.sync_req = 0
         self.caught_up = True
-        return int(end["seq"][0]), resting, int(end["other_id"][0])
+        resting, trading = got[got["kind"] == EV_RESTING], got[got["kind"] == EV_TRADING]
+        return int(end["seq"][0]), resting, trading, int(end["other_id"][0])
 
-    def seed_mirrors(self, seq: int, resting: np.ndarray) -> None:
+    def seed_mirrors(self, seq: int, resting: np.ndarray, trading: np.ndarray) -> None:
         """The mirrors as the shard's books were at ``seq``, from their resting orders:
         what each shows (other_leaves: an iceberg's shown part; a waiting stop's record,
-        code != 0, is not in the book)."""
+        code != 0, is not in the book), and their trading states (an EV_TRADING record's
+        code; a book without one is continuous: a shard that sends none has no halts)."""
+        states = dict(zip(trading["instrument"].tolist(), trading["code"].tolist(), strict=True))
         for inst, mirror in enumerate(self.mirrors):
             mine = resting[(resting["instrument"] == inst) & (resting["code"] == 0)]
             mirror.load_resting(seq, mine["side"], mine["price"], mine["other_leaves"])
+            mirror.load_state(states.get(inst, STATE_CONTINUOUS))
 
     # ------------------------------------------------------------ the rings
 

@@ -4,9 +4,10 @@ A sync is asked when the gateway starts and whenever the shard process changes
 (``ask``; ``ShardLink.sync``). What a shard serves to it (``served``) is history:
 its journal after the watermark, folded into the stages that keep history
 (``history``: the positions, the idempotency pairs; never answered, never
-notified: it happened before), then its books' resting orders and the end,
-which seed the live orders (the exposure stage), the mirrors, and take the
-shard out of the idempotency stage's ``uncertain``; its instruments take
+notified: it happened before), then its books' resting orders, their trading
+states and the end, which seed the live orders (the exposure stage), the
+mirrors (levels and states), and take the shard out of the idempotency stage's
+``uncertain``; its instruments take
 requests again once the link is ready (``Checks.live``).
 
 State: none of its own; the sync in flight and the watermark are the link's.
@@ -15,7 +16,7 @@ State: none of its own; the sync in flight and the watermark are the link's.
 import numpy as np
 
 from exchange import logs
-from exchange.records import EV_RESTING, EV_SYNCED
+from exchange.records import EV_RESTING, EV_SYNCED, EV_TRADING
 from gateway.checks import Checks
 from gateway.exposure import ExposureStage
 from gateway.idemkeys import IdemKeys
@@ -48,16 +49,16 @@ class Sync:
 
     def served(self, link: ShardLink, served: np.ndarray) -> None:
         """What a shard served to a sync: its history after the watermark, then its
-        resting orders and the end."""
+        resting orders, its books' trading states and the end."""
         kind = served["kind"]
-        history = served[(kind != EV_RESTING) & (kind != EV_SYNCED)]
+        history = served[(kind != EV_RESTING) & (kind != EV_TRADING) & (kind != EV_SYNCED)]
         if len(history):
             for stage in self.history:
                 stage.on_history(link, history)
         done = link.answered(served)
         if done is None:
             return
-        seq, resting, kept = done
+        seq, resting, trading, kept = done
         # the watermark as the sync was asked: folding its replay has moved ``link.last``
         asked = link.asked_from[0]
         if kept > max(asked - 1, 0):
@@ -90,7 +91,7 @@ class Sync:
                 gateway_seq=asked,
             )
         self.exposure.synced(link, resting)
-        link.seed_mirrors(seq, resting)
+        link.seed_mirrors(seq, resting, trading)
         self.keys.synced(link)
         self.checks.live[link.index] = link.ready()
         self.changed()

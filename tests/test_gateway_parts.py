@@ -20,10 +20,14 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_RESTING,
     EV_SYNCED,
+    EV_TRADING,
     EVENT_DTYPE,
     EVF_DUPLICATE,
     EVF_REPLAY,
     EVF_RETRANSMIT,
+    STATE_CONTINUOUS,
+    STATE_HALTED,
+    STATE_NAMES,
     commands,
     events,
 )
@@ -364,6 +368,48 @@ def test_a_shard_is_idle_only_while_requests_wait_and_it_moves_neither_cursor():
             link.close()
 
 
+def test_a_syncs_answer_seeds_each_mirror_with_its_books_trading_state():
+    """The EV_TRADING records of the sync's answer (one per book, before its EV_SYNCED,
+    possibly in another drained batch than the end) set the mirrors' states; an answer
+    with none (a shard older than halts) leaves every book continuous."""
+    with h.namespace() as ns:
+        r = msgspec.structs.replace
+        config = parse_config(DEFAULT_TOML)
+        config = r(config, shm=r(config.shm, namespace=ns))
+        create_ring(ns, request_ring("s0"), COMMAND_DTYPE, 8)  # room for the three syncs
+        create_ring(ns, event_ring("s0"), EVENT_DTYPE, 8)
+        link = ShardLink(config, 0)
+        try:
+            assert len(link.mirrors) == 2
+            for answer_states in ([STATE_HALTED, STATE_CONTINUOUS], None, [STATE_CONTINUOUS] * 2):
+                assert link.sync(77)
+                resting = events(1)
+                resting["kind"], resting["instrument"], resting["side"] = EV_RESTING, 1, 1
+                resting["price"], resting["qty"], resting["leaves"] = 2_000, 5, 5
+                resting["other_leaves"] = 5
+                parts = [resting]
+                if answer_states is not None:
+                    trading = events(2)
+                    trading["kind"], trading["instrument"] = EV_TRADING, [0, 1]
+                    trading["code"] = answer_states
+                    parts.append(trading)
+                end = events(1)
+                end["kind"] = EV_SYNCED
+                answer = np.concatenate(parts + [end])
+                answer["seq"], answer["req_id"], answer["flags"] = 9, 77, EVF_REPLAY
+                assert link.answered(answer[:-1]) is None  # the end is in the next batch
+                seq, got, trading, kept = link.answered(answer[-1:])
+                assert (seq, len(got), kept) == (9, 1, 0)
+                link.seed_mirrors(seq, got, trading)
+                states = [m.book(1, 5).state for m in link.mirrors]
+                want = answer_states or [STATE_CONTINUOUS] * 2
+                assert states == [STATE_NAMES[s] for s in want]
+                assert link.mirrors[1].book(1, 5).bids == [(2_000, 5, 1)]  # BOLT
+                assert link.mirrors[0].seq == 9
+        finally:
+            link.close()
+
+
 # --- restart filter
 
 
@@ -397,6 +443,23 @@ def test_unseen_takes_each_journaled_event_once_live_or_served_and_every_sync_an
     later["seq"] += 10
     kept, still, served, _ = unseen(later, last, live_ok=False)
     assert len(kept) == 0 and still == last and served == 0
+
+
+def test_unseen_takes_a_syncs_trading_states_as_answers_never_as_history():
+    """EV_TRADING records (a book's trading state at the shard's last seq L) pass like
+    the resting orders: with (seq L, idx 0) behind the last event folded, taken for
+    history they would be dropped, and they must not move the watermark."""
+    ev = events(5)
+    ev["seq"] = [6, 6, 6, 6, 6]
+    ev["idx"] = [0, 1, 0, 0, 0]
+    ev["kind"] = [EV_ACCEPTED, EV_ACCEPTED, EV_TRADING, EV_TRADING, EV_SYNCED]
+    ev["instrument"] = [0, 0, 0, 1, 0]
+    ev["flags"] = EVF_REPLAY
+    kept, last, served, _ = unseen(ev, (5, 0))
+    assert kept["kind"].tolist() == ev["kind"].tolist() and served == 5 and last == (6, 1)
+    # the sync's answer alone, its history all folded before
+    kept, same, served, _ = unseen(ev[2:], last)
+    assert len(kept) == 3 and served == 3 and same == last
 
 
 def test_unseen_never_takes_a_retransmission_for_history():
