@@ -64,7 +64,7 @@ def book_reject(code: int, cid: int, coid: str = "", dup: bool = False) -> Rejec
 
 
 def private_messages(
-    e: Event, sym: str, kind: int, cid: int, coid: str = ""
+    e: Event, sym: str, kind: int, cid: int, coid: str = "", auction: bool = False
 ) -> list[tuple[int, Reply]]:
     """(client id, message) for each private message one event causes.
 
@@ -75,8 +75,11 @@ def private_messages(
     REPLACE. Everything else is a notice with cid 0: fills, IOC/FOK/STP cancels,
     the cancels of a mass cancel. MASS_CANCELLED answers a MASS_CANCEL (one
     instrument's part of it: the gateway sums the parts of a fan-out). A TRADE
-    gives two fills, the taker's and the maker's. A duplicate (EVF_DUPLICATE)
-    goes to the retry's owner only, flagged.
+    gives two fills, the taker's and the maker's; a reopening auction's
+    (``auction``, see ``auction_trade``), the buyer's (order_id) and the seller's
+    (other_id), both ``liq`` "auction": both were resting, neither took the
+    other's liquidity. A duplicate (EVF_DUPLICATE) goes to the retry's owner
+    only, flagged.
     """
     dup = bool(e.flags & EVF_DUPLICATE)
     if e.kind == EV_ACCEPTED:
@@ -93,7 +96,7 @@ def private_messages(
             px=e.price,
             qty=e.qty,
             leaves=e.leaves,
-            liq="taker",
+            liq="auction" if auction else "taker",
             dup=dup,
         )
         if dup:
@@ -107,7 +110,7 @@ def private_messages(
             px=e.price,
             qty=e.qty,
             leaves=e.other_leaves,
-            liq="maker",
+            liq="auction" if auction else "maker",
         )
         return [(e.client, taker), (e.other_client, maker)]
     if e.kind == EV_CANCELLED:
@@ -142,6 +145,15 @@ def private_messages(
     if e.kind == EV_MASS_CANCELLED:
         return [(e.client, MassCancelled(cid=cid, sym=sym, n=e.qty))]
     return []
+
+
+def auction_trade(req_id: int, seq: int, stated: int) -> bool:
+    """Whether a TRADE of the command ``seq`` with ``req_id`` is a reopening call
+    auction's (HALTS in exchange.records): a trade of a shard's own command (req_id
+    0; of those only a RESUME trades) that comes before that command's STATE.
+    ``stated`` is the seq of the last STATE taken from the shard: the stops the
+    auction's trades reach trade after the STATE, in continuous trading."""
+    return req_id == 0 and seq != stated
 
 
 def accepted_ack(cid: int, sym: str, order_id: int, seq: int, coid: str, flags: int) -> Ack:

@@ -651,7 +651,8 @@ class Shard:
         self.mirror = gm.BookMirror("ACME", book, depth)
         self.seq = 100
         self.next_oid = 1
-        self.requests = {}  # req_id -> (kind, cid, coid)
+        self.requests = {0: (0, 0, "")}  # req_id -> (kind, cid, coid); 0: the shard's own
+        self.stated = 0  # the seq of the last STATE (what tells an auction's trades)
 
     def run(self, client: int, msg):
         """(private messages as (client, message), market data) of one request."""
@@ -679,11 +680,22 @@ class Shard:
         events = self.book.process(cmds)
         return self.private(events), gm.market_data(events, [self.mirror]), events
 
+    def shards_own(self, kind: int):
+        """A command the shard makes itself (CMD_HALT, CMD_RESUME: req_id 0), as ``run``."""
+        cmds = commands(1)
+        self.seq += 7
+        cmds["seq"], cmds["kind"] = self.seq, kind
+        events = self.book.process(cmds)
+        return self.private(events), gm.market_data(events, [self.mirror]), events
+
     def private(self, events):
         out = []
         for e in map(pr.event_of, events.tolist()):
             kind, cid, coid = self.requests[e.req_id]
-            out += pr.private_messages(e, "ACME", kind, cid, coid)
+            auction = pr.auction_trade(e.req_id, e.seq, self.stated)
+            out += pr.private_messages(e, "ACME", kind, cid, coid, auction=auction)
+            if e.kind == EV_STATE:
+                self.stated = e.seq
         return out
 
 
@@ -926,10 +938,15 @@ def check_random_stream(seed: int, n: int) -> None:
     mirror = gm.BookMirror("X", config, depth)
     prev = {}
     shown_depth, shown_top = ([], []), (0, 0, 0, 0)
+    stated = 0  # the seq of the last STATE: what tells an auction's trades
     for batch in random_batches(rng, n, max_batch=50):
         events = book.process(stream[batch])
         rows = [pr.event_of(r) for r in events.tolist()]
-        private = [m for e in rows for m in pr.private_messages(e, "X", kinds[e.req_id], e.req_id)]
+        private = []
+        for e in rows:
+            auction = pr.auction_trade(e.req_id, e.seq, stated)
+            private += pr.private_messages(e, "X", kinds[e.req_id], e.req_id, auction=auction)
+            stated = e.seq if e.kind == EV_STATE else stated
         replies = Counter(m.cid for _, m in private if getattr(m, "cid", 0))
         asked = [r for r in stream["req_id"][batch].tolist() if r]
         for req_id in asked:
@@ -940,7 +957,14 @@ def check_random_stream(seed: int, n: int) -> None:
         fills = [m for _, m in private if isinstance(m, p.Fill)]
         taker = [(f.seq, f.idx, f.qty) for f in fills if f.liq == "taker"]
         assert taker == [(f.seq, f.idx, f.qty) for f in fills if f.liq == "maker"]
-        assert len(taker) == sum(e.kind == EV_TRADE for e in rows)
+        # an auction's trade fills its buyer, then its seller, both "auction"
+        auction = [(f.seq, f.idx, f.qty, f.side) for f in fills if f.liq == "auction"]
+        assert auction[0::2] == [(s, i, q, "buy") for s, i, q, _ in auction[1::2]]
+        assert all(side == "sell" for *_, side in auction[1::2])
+        for e in rows:
+            if e.kind == EV_STATE:  # what a resume's auction traded: its STATE's qty
+                assert sum(q for s, _, q, _ in auction[0::2] if s == e.seq) == e.qty
+        assert len(taker) + len(auction) // 2 == sum(e.kind == EV_TRADE for e in rows)
         for msg in gm.market_data(events, [mirror]):
             assert msg.prev == prev.get(type(msg), 0) < msg.seq
             prev[type(msg)] = msg.seq
