@@ -1,16 +1,19 @@
 """Market data for a bot: a SUB socket that notices lost messages and refreshes its books.
 
     sub = Subscriber(pub_endpoint, server_key, public, secret, ["ACME"], snapshot=client.book)
-    for msg in sub.poll(0.1):       # Trades, Depth, TopOfBook, in order
+    for msg in sub.poll(0.1):       # Trades, TradingState, Depth, TopOfBook, in order
         ...
-    sub.books["ACME"]               # LocalBook(seq, bids, asks), kept from Depth messages
+    sub.books["ACME"]               # LocalBook(seq, bids, asks, state), kept from Depth
+                                    # and TradingState messages
 
 Each feed of each symbol is a chain (``prev`` = the previous message's
 ``seq``, docs/PROTOCOL.md section 6). A broken chain is a gap: ZeroMQ PUB
 drops messages for a subscriber that falls behind. A gap in Depth or TopOfBook
 marks the symbol's book stale, and the next ``poll`` replaces it with a
 snapshot (``snapshot(sym, depth)``, normally ``Client.book``: a BookRequest);
-Depth messages not newer than a snapshot are ignored. A gap in Trades is only
+Depth messages not newer than a snapshot are ignored. The book's trading state
+("continuous" or "halted") comes from the snapshot and then from TradingState
+messages newer than it; a gap in them marks the book stale too. A gap in Trades is only
 counted: trades are a stream, and a bot's own trades arrive as Fills anyway.
 """
 
@@ -20,13 +23,14 @@ import zmq
 
 from gateway.client import connect_curve
 from gateway.codec import decode_market_data
-from gateway.protocol import DEFAULT_DEPTH, BookSnapshot, Depth, Trades
+from gateway.protocol import DEFAULT_DEPTH, BookSnapshot, Depth, Trades, TradingState
 
 
 class LocalBook(NamedTuple):
-    seq: int
+    seq: int  # the levels as of this seq (the last snapshot or Depth taken)
     bids: list
     asks: list
+    state: str = "continuous"  # the trading state: "continuous" or "halted"
 
 
 class Feeds:
@@ -50,7 +54,7 @@ class Feeds:
         for sym in sorted(self.stale):
             book = self.snapshot(sym, self.depth)
             if isinstance(book, BookSnapshot):
-                self.books[sym] = LocalBook(book.seq, book.bids, book.asks)
+                self.books[sym] = LocalBook(book.seq, book.bids, book.asks, book.state)
                 self.stale.discard(sym)
                 self.refreshes += 1
 
@@ -67,8 +71,12 @@ class Feeds:
                 self.stale.add(sym)
         self._last[(sym, feed)] = msg.seq
         book = self.books.get(sym)
-        if feed is Depth and book is not None and msg.seq > book.seq:
-            self.books[sym] = LocalBook(msg.seq, msg.bids, msg.asks)
+        if book is not None and msg.seq > book.seq:
+            if feed is Depth:
+                self.books[sym] = book._replace(seq=msg.seq, bids=msg.bids, asks=msg.asks)
+            elif feed is TradingState:
+                # the levels keep their seq: a Depth of the same seq may follow
+                self.books[sym] = book._replace(state=msg.state)
         return msg
 
 

@@ -291,7 +291,7 @@ def test_market_data_chains_by_seq_and_matches_the_book(rig):
     assert trades.side == "sell" and trades.prints == [(2_020, 10), (2_015, 10), (2_010, 10)]
     book = c.book("BOLT")
     assert isinstance(book, BookSnapshot) and sub.gaps == 0
-    assert sub.books["BOLT"] == (book.seq, book.bids, book.asks)
+    assert sub.books["BOLT"] == (book.seq, book.bids, book.asks, book.state)
 
 
 def test_heartbeat_speaks_version_1_only(rig):

@@ -189,7 +189,7 @@ def test_a_subscriber_sees_the_gap_a_gateway_restart_makes_and_refreshes(rig):
         sub.poll(0.1)
     sub.poll(0.3)
     book = trader[0].book("BOLT")
-    assert sub.refreshes >= 2 and sub.books["BOLT"] == (book.seq, book.bids, book.asks)
+    assert sub.refreshes >= 2 and sub.books["BOLT"] == (book.seq, book.bids, book.asks, book.state)
     assert trader[0].mass_cancel().n >= 2
 
 

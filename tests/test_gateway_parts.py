@@ -45,6 +45,7 @@ from gateway.protocol import (
     Reject,
     TopOfBook,
     Trades,
+    TradingState,
 )
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import Sessions
@@ -510,6 +511,26 @@ def test_subscriber_detects_a_gap_and_refreshes_from_a_snapshot():
     assert sub.books["ACME"] == LocalBook(31, [(97, 3, 1)], []) and asked == [("ACME", 5)] * 2
     top = TopOfBook(sym="ACMEX", seq=40, prev=0, bid_px=0, bid_qty=0, ask_px=0, ask_qty=0)
     assert sub.handle(b"ACMEX", top) is None  # a prefix match of another symbol
+
+
+def test_subscriber_keeps_the_trading_state_from_snapshots_and_the_feed():
+    books = [BookSnapshot(cid=1, sym="ACME", seq=10, bids=[(99, 5, 1)], asks=[], state="halted")]
+    sub, _ = _feeds(books)
+    sub.refresh()
+    assert sub.books["ACME"] == LocalBook(10, [(99, 5, 1)], [], "halted")
+
+    def state(seq, prev, name, px=0, qty=0):
+        return TradingState(sym="ACME", seq=seq, prev=prev, state=name, px=px, qty=qty)
+
+    sub.handle(b"ACME", state(8, 0, "halted"))  # older than the snapshot: ignored
+    # a resume: its auction's Trades, its TradingState, then the Depth of the same seq
+    sub.handle(b"ACME", Trades(sym="ACME", seq=14, prev=0, side="buy", prints=[(99, 2)]))
+    sub.handle(b"ACME", state(14, 8, "continuous", 99, 2))
+    assert sub.books["ACME"] == LocalBook(10, [(99, 5, 1)], [], "continuous")
+    sub.handle(b"ACME", Depth(sym="ACME", seq=14, prev=0, bids=[(99, 3, 1)], asks=[]))
+    assert sub.books["ACME"] == LocalBook(14, [(99, 3, 1)], [], "continuous") and not sub.gaps
+    sub.handle(b"ACME", state(30, 20, "halted"))  # 20 never arrived: the book is stale
+    assert sub.gaps == 1 and sub.stale == {"ACME"}
 
 
 def test_a_snapshot_refused_leaves_the_book_stale():

@@ -3,7 +3,7 @@
 exch keys list | create ID | register ID KEY | revoke ID | server [--create|--rotate]
 exch order SYMBOL buy|sell QTY [PRICE]         one order from the shell (--key: a client's cert)
 exch cancel SYMBOL OID | exch cancel [SYMBOL] --all
-exch book SYMBOL [--watch]                     the depth ladder, live with --watch
+exch book SYMBOL [--watch]                     the depth ladder and trading state, live too
 exch trades SYMBOL [--from-seq N [--to-seq M]]  the trade prints: live, or a seq range again
 exch instruments [SYMBOL]                      reference data: tick, lot, band, max qty, state
 exch top [--once]                              every process: rates, rings, commit latency
@@ -348,17 +348,17 @@ def cmd_book(args) -> int:
     if args.symbol not in topology.routes(config):
         raise ToolError(f"no instrument {args.symbol!r} in the config")
 
-    def show(seq, bids, asks):
+    def show(seq, bids, asks, state):
         if args.json:
-            _print_json(ladder_doc(args.symbol, seq, bids, asks))
+            _print_json(ladder_doc(args.symbol, seq, bids, asks, state))
         else:
             clear = market.CLEAR if args.watch and sys.stdout.isatty() else ""
-            print(clear + render_ladder(args.symbol, seq, bids, asks), flush=True)
+            print(clear + render_ladder(args.symbol, seq, bids, asks, state), flush=True)
 
     with connect.client(config, ident, args.endpoint, args.timeout) as c:
         if not args.watch:
             book = market.snapshot(c, args.symbol, args.depth)
-            show(book.seq, book.bids, book.asks)
+            show(book.seq, book.bids, book.asks, book.state)
             return 0
         ask = market.patient(c.book)
         sub = connect.subscriber(config, ident, [args.symbol], ask, args.depth, args.pub)
@@ -779,7 +779,7 @@ def _parser() -> argparse.ArgumentParser:
     book_cmd = sub.add_parser(
         "book",
         parents=[common, as_json, conn],
-        help="the depth ladder of a symbol, live with --watch",
+        help="the depth ladder of a symbol and its trading state, live with --watch",
     )
     book_cmd.add_argument("symbol", metavar="SYMBOL")
     book_cmd.add_argument("--depth", type=_positive, default=10, help="levels per side (10)")

@@ -1,8 +1,9 @@
 """``exch book`` and ``exch trades``: market data for a person at a terminal (or a script).
 
-``book`` asks the gateway for a depth snapshot (a BookRequest); with ``watch``
-it follows the symbol's Depth messages on the PUB socket, re-asking for a
-snapshot after a gap (``gateway.subscriber``), and redraws on every change.
+``book`` asks the gateway for a depth snapshot (a BookRequest: the levels and the
+trading state); with ``watch`` it follows the symbol's Depth and TradingState
+messages on the PUB socket, re-asking for a snapshot after a gap
+(``gateway.subscriber``), and redraws on every change.
 ``trades`` follows the symbol's Trades messages. Both run until ``seconds``
 have passed (0: until Ctrl-C) or, for trades, ``count`` prints were shown.
 """
@@ -46,15 +47,18 @@ def _until(seconds: float) -> Callable[[], bool]:
     return lambda: end is not None and time.monotonic() >= end
 
 
-def watch_book(sub: Subscriber, sym: str, show: Callable[[int, list, list], None], seconds: float):
-    """``show(seq, bids, asks)`` for the first book and after every change."""
+def watch_book(
+    sub: Subscriber, sym: str, show: Callable[[int, list, list, str], None], seconds: float
+):
+    """``show(seq, bids, asks, state)`` for the first book and after every change (of
+    its levels or its trading state)."""
     done = _until(seconds)
     shown = None
     while not done():
         sub.poll(POLL_SECONDS)
         book = sub.books.get(sym)
         if book is not None and book != shown:
-            show(book.seq, book.bids, book.asks)
+            show(book.seq, book.bids, book.asks, book.state)
             shown = book
 
 
