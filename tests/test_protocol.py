@@ -1070,3 +1070,42 @@ def test_a_mirror_loaded_from_resting_orders_serves_them_and_ignores_what_it_has
         cid=4, sym="ACME", seq=3, bids=[(9_990, 15, 2)], asks=[(10_100, 5, 1)]
     )
     assert gm.market_data(events, [mirror]) == []  # a restarted shard's repeated tail
+
+
+def test_the_halt_example_of_the_doc():
+    """PROTOCOL.md 4.1d, message for message: the halt, a refused ioc, orders resting
+    crossed, the snapshot saying halted, the reopening auction's fills, prints and
+    state, run through the reference book."""
+    section = doc_text().split("### 4.1d", 1)[1].split("\n### ", 1)[0]
+    lines = [
+        ln for block in re.findall(r"```json\n(.*?)```", section, re.S) for ln in block.splitlines()
+    ]
+    documented = []
+    for line in lines:
+        tag = msgspec.json.decode(line)["t"]
+        union = p.Request if tag == "N" else p.MarketData if tag in ("TS", "D", "Q") else p.Reply
+        documented.append(msgspec.json.decode(line, type=union))
+    [request] = [m for m in documented if isinstance(m, p.NewOrder)]
+    assert request == limit(12, "buy", 4, 10_002)
+
+    shard = Shard(BookConfig(min_price=5_000, max_price=20_000, max_qty=1_000))
+    seen = []  # client 1's and client 4's private messages, and the feed
+
+    def at(seq: int, step) -> None:
+        shard.seq = shard.next_oid = seq
+        shard.seq -= 7  # what ``run`` adds
+        private, public, _ = step()
+        seen.extend(m for client, m in private if client in (1, 4))
+        seen.extend(public)
+
+    at(40, lambda: shard.shards_own(CMD_HALT))
+    at(41, lambda: shard.run(4, limit(11, "buy", 1, 10_005, tif="ioc")))
+    at(42, lambda: shard.run(2, limit(1, "sell", 3, 10_000)))
+    at(43, lambda: shard.run(3, limit(2, "sell", 2, 10_002)))
+    at(44, lambda: shard.run(1, request))
+    seen.append(shard.mirror.book(cid=13, depth=5))
+    at(45, lambda: shard.shards_own(CMD_RESUME))
+    shown = [m for m in documented if not isinstance(m, p.NewOrder)]
+    assert len(shown) == 8 and all(m in seen for m in shown), [m for m in shown if m not in seen]
+    fills = [m for m in seen if isinstance(m, p.Fill)]
+    assert fills == [m for m in shown if isinstance(m, p.Fill)]  # all of client 1's
