@@ -9,8 +9,11 @@ adds are icebergs (three to five times their size, showing a quarter of it) and
 one add in twenty is a GTC stop-limit whose trigger is a few ticks beyond the
 mid (the trades' drift reaches some), another tenth are GTD orders good for 1 to
 10 s of the stream's clock (10 us a command: a busy shard's 100,000 commands a
-second), and every 100,000th command is the EXPIRE of that clock, a second
-apart as a shard sends them (``[expiry] every_ms``); the default,
+second), every 100,000th command is the EXPIRE of that clock, a second
+apart as a shard sends them (``[expiry] every_ms``), and the book is halted for
+5,000 commands in the middle of every 250,000 (the IOC orders meanwhile are
+refused, the adds rest without matching, the RESUME runs the auction); the
+default,
 ``plain``, is the stream the figures of bench/RESULTS.md have always been
 measured on. The kernel is
 timed alone first (batches of ``--batch`` commands into a reused events
@@ -31,8 +34,10 @@ from exchange.bookconfig import BookConfig
 from exchange.records import (
     CMD_CANCEL,
     CMD_EXPIRE,
+    CMD_HALT,
     CMD_NEW,
     CMD_REPLACE,
+    CMD_RESUME,
     EV_REJECTED,
     EV_TRADE,
     EVENT_DTYPE,
@@ -52,6 +57,8 @@ MID0 = 100_000
 CLIENTS = 16
 CLOCK_NS = 10_000  # the mixed stream's clock: 10 us a command
 EXPIRE_EVERY = 100_000  # the mixed stream's EXPIRE: every this many commands (1 s)
+HALT_EVERY = 250_000  # the mixed stream's HALT: one in the middle of every this many commands
+HALT_COMMANDS = 5_000  # and the RESUME this many commands after it
 
 
 def workload(n: int, seed: int, mixed: bool = False) -> np.ndarray:
@@ -80,6 +87,10 @@ def workload(n: int, seed: int, mixed: bool = False) -> np.ndarray:
         if extra is not None and i % EXPIRE_EVERY == EXPIRE_EVERY - 1:
             c["kind"] = CMD_EXPIRE
             c["expires"] = (i + 1) * CLOCK_NS
+        elif extra is not None and i % HALT_EVERY == HALT_EVERY // 2:
+            c["kind"] = CMD_HALT
+        elif extra is not None and i % HALT_EVERY == HALT_EVERY // 2 + HALT_COMMANDS:
+            c["kind"] = CMD_RESUME
         elif p < 0.60 or not live:
             side = SIDE_BUY if u[i, 2] < 0.5 else SIDE_SELL
             c["kind"] = CMD_NEW
@@ -188,7 +199,7 @@ def main(argv=None) -> int:
         "--workload",
         choices=["plain", "mixed"],
         default="plain",
-        help="mixed: icebergs, stop-limits and GTD orders among the adds, and EXPIREs",
+        help="mixed: icebergs, stop-limits and GTD orders among the adds, EXPIREs and halts",
     )
     ap.add_argument("--repeat", type=int, default=3, help="timed kernel runs (best is kept)")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
