@@ -3,6 +3,7 @@ gateway relays while the instrument is halted, a gateway restart that must learn
 state from its sync, and the reopening auction's fills, prints, state and positions
 (PROTOCOL.md 4.1d's example, for real)."""
 
+import json
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from gateway_harness import GatewayRig, wait_notices
 from exchange.halts import request_halt, request_resume
 from exchange.topology import halts_dir
 from gateway.protocol import Ack, BookSnapshot, Fill, Heartbeat, Reject, Trades, TradingState
+from tools import cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,7 +28,7 @@ def poll_until(sub, want, timeout: float = 15.0) -> list:
 
 
 def test_a_halt_is_relayed_survives_a_gateway_restart_and_the_auction_fills_both_sides(
-    tmp_path,
+    tmp_path, capsys
 ):
     rig = GatewayRig(tmp_path)
     try:
@@ -57,6 +59,18 @@ def test_a_halt_is_relayed_survives_a_gateway_restart_and_the_auction_fills_both
         book = watcher.book("ACME")
         assert isinstance(book, BookSnapshot) and book.state == "halted"
         assert (book.bids, book.asks) == ([(10_002, 4, 1)], [(10_000, 3, 1), (10_002, 2, 1)])
+        # exch book says so
+        argv = ["book", "ACME", "--config", str(rig.config_path), "--key", str(rig.secrets[5])]
+        assert cli.main([*argv, "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert (shown["state"], shown["seq"], shown["bids"]) == (
+            "halted",
+            book.seq,
+            [[10_002, 4, 1]],
+        )
+        assert cli.main(argv) == 0
+        text = capsys.readouterr().out
+        assert f"ACME at seq {book.seq}, HALTED" in text and "crossed" in text, text
 
         # a gateway started now learns the state from its sync (no STATE in its history)
         assert rig.stop("gateway") == 0
