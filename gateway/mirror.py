@@ -53,6 +53,9 @@ from gateway.protocol import (
 )
 
 BID, ASK = 0, 1  # ladder rows: SIDE_BUY - 1, SIDE_SELL - 1
+# the public event kinds, by kind (one lookup per event instead of a comparison per kind)
+_PUBLIC = np.zeros(256, np.bool_)
+_PUBLIC[[EV_TRADE, EV_DEPTH, EV_STATE]] = True
 NONE = -1  # the best tick of an empty side
 
 
@@ -183,10 +186,10 @@ class BookMirror:
             return []
         kind = events["kind"]
         trades = events[kind == EV_TRADE]
-        out = self._trades(trades) if len(trades) else []
-        if (kind == EV_STATE).any():
-            out = self._states(out, events[kind == EV_STATE])
         depth = events[kind == EV_DEPTH]
+        out = self._trades(trades) if len(trades) else []
+        if len(trades) + len(depth) != len(events):  # a STATE among them: seldom
+            out = self._states(out, events[kind == EV_STATE])
         self.seq = int(events["seq"][-1])
         if len(depth):
             rows = depth["side"].astype(np.int64) - 1
@@ -274,11 +277,7 @@ def public(events: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """A batch of one shard's EVENT records as (instrument index, its public events):
     only TRADE, DEPTH and STATE events are public, and never a duplicate (a private
     re-send)."""
-    kind = events["kind"]
-    public = events[
-        ((kind == EV_TRADE) | (kind == EV_DEPTH) | (kind == EV_STATE))
-        & (events["flags"] & EVF_DUPLICATE == 0)
-    ]
+    public = events[_PUBLIC[events["kind"]] & (events["flags"] & EVF_DUPLICATE == 0)]
     if not len(public):
         return []
     inst = public["instrument"]
