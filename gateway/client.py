@@ -17,7 +17,9 @@ and return the protocol's typed messages (``Ack``, ``Reject``, ``Fill``...).
 - A request unanswered within ``timeout`` is retried on a new connection
   (reconnect); one answered ``busy`` or ``unavailable`` is retried after a
   back-off; ``retries`` bounds both. The last answer (or ``TimeoutError``) is
-  returned (raised) when they run out.
+  returned (raised) when they run out. One answered ``halted`` is not retried:
+  the instrument reopens when an operator says so (its ``TradingState`` on the
+  market data, ``gateway.subscriber``).
 - Messages that are not the awaited reply (fills, unrequested cancels, and
   replies to requests sent with ``send``) are kept, in order, for ``notices``
   and ``recv``.
@@ -320,6 +322,8 @@ class Client:
         return self.request(Status(cid=self.next_cid(), sym=sym, oid=oid))
 
     def book(self, sym: str, depth: int = 5):
+        """BookSnapshot (or Reject): the best ``depth`` levels of each side and the trading
+        state ("continuous" or "halted"), as of its seq."""
         return self.request(BookRequest(cid=self.next_cid(), sym=sym, depth=depth))
 
     def positions(self, sym: str | None = None):
@@ -515,6 +519,7 @@ class AsyncClient:
         return await self.request(Status(cid=self.next_cid(), sym=sym, oid=oid))
 
     async def book(self, sym: str, depth: int = 5):
+        """As ``Client.book``: BookSnapshot (levels and trading state) or Reject."""
         return await self.request(BookRequest(cid=self.next_cid(), sym=sym, depth=depth))
 
     async def positions(self, sym: str | None = None):
