@@ -23,7 +23,9 @@ rows and ``merge_prior`` fills them in from the rows already journaled.
 A CANCELLED with leaves > 0 (an STP decrement's partial cancel) keeps the order
 live and takes its qty off the order's total. TRIGGERED changes nothing (the
 stop was live and stays live); a triggered stop whose only events in a batch
-are its trades as the taker keeps the price of its previous row.
+are its trades as the taker keeps the price of its previous row; so does every
+order whose only events in a batch are trades (a reopening auction trades the
+resting orders at its own price, not theirs).
 """
 
 from typing import NamedTuple
@@ -171,8 +173,9 @@ def _apply(cmds, e, role, r, need):
         return HAS_ALL
     if k == EV_TRADE:
         if role == _ROLE_MAKER:
+            # no price from a trade: a reopening auction's prints at its own price, not
+            # the resting orders' (a row with none takes its previous row's)
             r.leaves = e.other_leaves
-            r.price = e.price  # trades print at the maker's price
             r.client = e.other_client
             r.side = 3 - e.side
         else:
@@ -260,9 +263,9 @@ def _merge_one(r, flag, prior):
         # such a row holds the batch's decrements (0 or less) in qty until now
         r.qty += prior.qty
         if r.price == 0:
-            # no event of the batch gave its price: a stop triggered in this batch
-            # that only traded as the taker (a maker's trade, a cancel, a replace
-            # all carry the order's price)
+            # no event of the batch gave its price: the order only traded (a trade
+            # carries no order's price: a reopening auction's is its own; a cancel
+            # and a replace carry the order's)
             r.price = prior.price
 
 
