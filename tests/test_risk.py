@@ -305,7 +305,7 @@ def test_exposure_follows_the_book_on_random_streams(seed):
     icebergs = book.canonical_rows()
     hiding = icebergs[icebergs[:, 9] < icebergs[:, 5]]  # shown < leaves: a reserve
     # these seeds' books end with icebergs hiding a reserve, which the truth above counts
-    assert seed not in (0, 2, 3, 4, 5, 6, 7) or len(hiding)
+    assert seed not in (1, 3, 4, 5, 6, 7) or len(hiding)
     # the table holds exactly the book's orders, with their total and open qty
     # (waiting stops as a sync serves them: their qty open)
     stops = book.stop_rows()[:, [0, 5, 2, 3, 4, 4, 6, 6, 6, 4, 8, 9]]  # ..., tif, expires

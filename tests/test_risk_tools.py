@@ -15,7 +15,7 @@ from exchange.batchcodec import decode_batch, encode_batch
 from exchange.config import DEFAULT_TOML, ClientLimits, dump_config, load_config, parse_config
 from exchange.engine import ShardEngine
 from exchange.journal import Journal, batch_items, delete_pieces, put_pieces
-from exchange.records import CMD_EXPIRE, CMD_MASS_CANCEL, EV_TRADE, SIDE_BUY, SIDE_SELL
+from exchange.records import CMD_MASS_CANCEL, EV_TRADE, SHARD_COMMANDS, SIDE_BUY, SIDE_SELL
 from gateway import killswitch
 from tools import cli
 
@@ -54,8 +54,8 @@ def journals(tmp_path_factory):
             cmds["instrument"] = inst
             streams.append(cmds)
         cmds = np.concatenate(streams)[rng.permutation(3_000)]
-        # time is the shard's own: an EXPIRE from a stream is the engine's clock_ns
-        ticks = cmds["kind"] == CMD_EXPIRE
+        # time and halts are the shard's own: the engine refuses them from a stream
+        ticks = np.isin(cmds["kind"], SHARD_COMMANDS)
         cmds["kind"][ticks], cmds["instrument"][ticks] = CMD_MASS_CANCEL, 0
         with Journal(tmp / "journal" / shard.name, durability="os") as journal:
             engine = ShardEngine(index, configs, journal, snapshot_every=1_000)

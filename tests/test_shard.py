@@ -21,12 +21,14 @@ from exchange.records import (
     EV_RESTING,
     EV_SYNCED,
     EV_TRADE,
+    EV_TRADING,
     EVF_DUPLICATE,
     EVF_REPLAY,
     REJ_BAD_COMMAND,
     REJ_CONFLICT,
     SIDE_BUY,
     SIDE_SELL,
+    STATE_CONTINUOUS,
     TIF_GTC,
     TIF_IOC,
     commands,
@@ -216,16 +218,22 @@ def test_a_sync_is_answered_on_the_event_ring_while_the_shard_goes_on(rig):
     synced = got[-1]
     at = int(synced["seq"])
     assert synced["kind"] == EV_SYNCED and synced["req_id"] == 10**9
-    assert len(got) == synced["qty"] + synced["leaves"] + 1 == replayed_counter
+    configs = [r.config.instrument(s).book for s in r.config.shards[0].instruments]
+    books = len(configs)
+    assert len(got) == synced["qty"] + synced["leaves"] + books + 1 == replayed_counter
     batches = [(c, e) for c, e in _journal_batches(r.journal_dir) if c["seq"][-1] <= at]
     replay = copy_records(got[: synced["qty"]])
     assert (replay["flags"] == EVF_REPLAY).all()
     replay["flags"] = 0
     assert replay.tobytes() == np.concatenate([e for _, e in batches]).tobytes()
     # the resting orders: the books replayed up to the seq it answered at
-    resting = got[synced["qty"] : -1]
+    resting = got[synced["qty"] : -1 - books]
     assert (resting["kind"] == EV_RESTING).all() and (resting["seq"] == at).all()
-    configs = [r.config.instrument(s).book for s in r.config.shards[0].instruments]
+    # then each book's trading state (none was halted)
+    trading = got[-1 - books : -1]
+    assert (trading["kind"] == EV_TRADING).all() and (trading["seq"] == at).all()
+    assert trading["instrument"].tolist() == list(range(books))
+    assert (trading["code"] == STATE_CONTINUOUS).all()
     for inst, cfg in enumerate(configs):
         book = Book(cfg)
         for c, _ in batches:

@@ -172,10 +172,13 @@ HALT_GAP_SECONDS = (0.3, 1.0)  # and how long it waits before the next halt
 
 
 def _operator(daemon: Daemon, rng: random.Random, done: threading.Event) -> None:
-    """Halt a random instrument of the bots', resume it, again until ``done``; what is
+    """Halt a random instrument of the bots' at once (everything is up: the first halt
+    is journaled whatever the kills do next), resume it, again until ``done``; what is
     halted when it is told to stop is resumed."""
     where = topology.halts_dir(daemon.config)
-    while not done.wait(rng.uniform(*HALT_GAP_SECONDS)):
+    gap = 0.0
+    while not done.wait(gap):
+        gap = rng.uniform(*HALT_GAP_SECONDS)
         sym = rng.choice(sorted(SHARDS))
         halts.request_halt(where, sym, "chaos operator")
         done.wait(rng.uniform(*HALT_SECONDS))
@@ -212,11 +215,11 @@ def run_chaos(
         # a gateway killed before a bot's first connection is no reconnection for it
         connected = [Path(f"{out}.ready") for _, out in procs]
         _wait("every bot connected", lambda: all(c.exists() for c in connected), daemon, 120)
-        time.sleep(1.5)
         operator = threading.Thread(
             target=_operator, args=(daemon, random.Random(rng.getrandbits(32)), halting)
         )
         operator.start()
+        time.sleep(1.5)
         names = [s.name for s in daemon.config.shards] + ["gateway"]
         victims = names + list(SUPERVISOR_KILLS)
         first = rng.sample(victims, len(victims))
