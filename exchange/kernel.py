@@ -89,6 +89,7 @@ from exchange.records import (
     TIF_GTC,
     TIF_GTD,
     TIF_IOC,
+    TRADE_AUCTION,
     TYPE_LIMIT,
     TYPE_MARKET,
     TYPE_STOP,
@@ -1213,7 +1214,7 @@ def _auction(st, ev, n, c):
             st.orders[b, O_CLIENT],
             st.orders[a, O_CLIENT],
             SIDE_BUY,
-            0,
+            TRADE_AUCTION,
         )
         _reduce(st, b, 0, bli, bleaves - q, bhidden, q)
         _reduce(st, a, 1, ali, aleaves - q, ahidden, q)

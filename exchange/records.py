@@ -75,7 +75,8 @@ EVENT_DTYPE (128 bytes)
     side         uint8  side of order_id (DEPTH: side of the level)
     code         uint8  REJECTED: REJ_*; CANCELLED: CXL_* (CXL_EXPIRED: EXPIRY);
                         STATE: the book's trading state, STATE_* (HALTS);
-                        otherwise 0
+                        TRADE: TRADE_AUCTION for a reopening auction's trade
+                        (HALTS), 0 for continuous matching's; otherwise 0
                         (TRIGGERED: the order's ord_type, TYPE_STOP or
                         TYPE_STOP_LIMIT)
     flags        uint8  EVF_DUPLICATE: a private re-send of an earlier reply to an
@@ -329,12 +330,13 @@ HALTS (a book's trading state: STATE_CONTINUOUS, the state of a new book, or
     and they trade q = min(their shown parts) at P: TRADE(order_id = the
     bid, other_id = the ask, price = P, qty = q, leaves = the bid's open qty
     after, other_leaves = the ask's, client = the bid's, other_client = the
-    ask's, side = SIDE_BUY). An order filled to 0 leaves the book; an
-    iceberg whose shown part is gone with a reserve left refills and goes
-    to the back of its level (ICEBERGS); a partly filled order keeps its
-    place. Self-trade prevention does not apply in the auction (as on
-    venues that apply it only to continuous matching): two orders of one
-    client at P trade with each other. The book left is not crossed (at
+    ask's, side = SIDE_BUY, code = TRADE_AUCTION: neither is a taker). An
+    order filled to 0 leaves the book; an iceberg whose shown part is gone
+    with a reserve left refills and goes to the back of its level
+    (ICEBERGS); a partly filled order keeps its place. Self-trade
+    prevention does not apply in the auction (as on venues that apply it
+    only to continuous matching): two orders of one client at P trade with
+    each other. The book left is not crossed (at
     P, one side's orders that could trade are all filled, or the price
     would not have the greatest quantity). The last trade price becomes P.
     A book that is not crossed trades nothing (P = 0 in the STATE).
@@ -429,6 +431,9 @@ TYPE_MARKET = 1
 # stops wait off the book until the last trade price reaches their trigger
 TYPE_STOP = 2  # then a market order
 TYPE_STOP_LIMIT = 3  # then a limit order at its price
+
+# --- EV_TRADE.code: a reopening auction's trade (HALTS); 0 is continuous matching's
+TRADE_AUCTION = 1
 
 # --- a book's trading state (EV_STATE.code)
 STATE_CONTINUOUS = 1

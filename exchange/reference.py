@@ -122,6 +122,7 @@ from exchange.records import (
     TIF_GTC,
     TIF_GTD,
     TIF_IOC,
+    TRADE_AUCTION,
     TYPE_LIMIT,
     TYPE_MARKET,
     TYPE_STOP,
@@ -793,6 +794,7 @@ class ReferenceBook:
             seller.leaves -= qty
             out.emit(
                 EV_TRADE,
+                code=TRADE_AUCTION,
                 order_id=buyer.order_id,
                 client=buyer.client,
                 side=SIDE_BUY,

@@ -24,6 +24,7 @@ from exchange.records import (
     SHARD_COMMANDS,
     SIDE_BUY,
     SIDE_SELL,
+    TRADE_AUCTION,
 )
 from gateway.protocol import (
     BOOK_REJECTS,
@@ -64,7 +65,7 @@ def book_reject(code: int, cid: int, coid: str = "", dup: bool = False) -> Rejec
 
 
 def private_messages(
-    e: Event, sym: str, kind: int, cid: int, coid: str = "", auction: bool = False
+    e: Event, sym: str, kind: int, cid: int, coid: str = ""
 ) -> list[tuple[int, Reply]]:
     """(client id, message) for each private message one event causes.
 
@@ -76,7 +77,7 @@ def private_messages(
     the cancels of a mass cancel. MASS_CANCELLED answers a MASS_CANCEL (one
     instrument's part of it: the gateway sums the parts of a fan-out). A TRADE
     gives two fills, the taker's and the maker's; a reopening auction's
-    (``auction``, see ``auction_trade``), the buyer's (order_id) and the seller's
+    (code TRADE_AUCTION), the buyer's (order_id) and the seller's
     (other_id), both ``liq`` "auction": both were resting, neither took the
     other's liquidity. A duplicate (EVF_DUPLICATE) goes to the retry's owner
     only, flagged.
@@ -87,6 +88,7 @@ def private_messages(
     if e.kind == EV_REJECTED:
         return [(e.client, book_reject(e.code, cid, coid, dup))]
     if e.kind == EV_TRADE:
+        auction = e.code == TRADE_AUCTION
         taker = Fill(
             sym=sym,
             oid=e.order_id,
@@ -145,15 +147,6 @@ def private_messages(
     if e.kind == EV_MASS_CANCELLED:
         return [(e.client, MassCancelled(cid=cid, sym=sym, n=e.qty))]
     return []
-
-
-def auction_trade(req_id: int, seq: int, stated: int) -> bool:
-    """Whether a TRADE of the command ``seq`` with ``req_id`` is a reopening call
-    auction's (HALTS in exchange.records): a trade of a shard's own command (req_id
-    0; of those only a RESUME trades) that comes before that command's STATE.
-    ``stated`` is the seq of the last STATE taken from the shard: the stops the
-    auction's trades reach trade after the STATE, in continuous trading."""
-    return req_id == 0 and seq != stated
 
 
 def accepted_ack(cid: int, sym: str, order_id: int, seq: int, coid: str, flags: int) -> Ack:

@@ -15,9 +15,7 @@ order that trades is answered with an Ack and Fills; under load a connection
 gets hundreds of messages a turn, and each frame costs a send, a CURVE box and
 a receive on both sides). Every refusal is logged with its connection and cid.
 
-State: the outboxes, what could not be sent (``unroutable``, ``dropped``), and per
-shard the seq of the last STATE taken (what tells an auction's trades,
-``auction_trade``).
+State: the outboxes and what could not be sent (``unroutable``, ``dropped``).
 """
 
 import msgspec
@@ -29,7 +27,6 @@ from exchange.records import (
     EV_ACCEPTED,
     EV_CANCELLED,
     EV_DEPTH,
-    EV_STATE,
     EV_STATUS,
     EV_TRADE,
     EV_TRIGGERED,
@@ -40,7 +37,6 @@ from gateway.inflight import Inflight, Pending
 from gateway.private_replies import (
     accepted_ack,
     answers_request,
-    auction_trade,
     event_of,
     order_status,
     private_messages,
@@ -79,7 +75,6 @@ class Replies:
         self.unroutable = 0  # replies and notices to connections that were gone
         self.dropped = 0  # ... and to connections whose queue was full (slow readers)
         self._out: dict[bytes, list[bytes]] = {}  # connection -> messages of this turn
-        self._stated: dict[int, int] = {}  # shard index -> seq of the last STATE taken
 
     def on_events(self, link: ShardLink, ev: np.ndarray) -> None:
         """The answers to requests, to their connections or groups; fills and unrequested
@@ -118,15 +113,9 @@ class Replies:
                     [(_, msg)] = private_messages(e, sym, p.kind, p.cid, coid)
                     self.group_put(p.group, req_id, msg)
                 continue
-            if kind == EV_TRADE:
-                auction = auction_trade(req_id, seq, self._stated.get(link.index, 0))
-                for client, msg in private_messages(e, sym, 0, 0, auction=auction):
-                    self._notify(client, msg)
-            elif kind in (EV_CANCELLED, EV_TRIGGERED):
+            if kind in (EV_TRADE, EV_CANCELLED, EV_TRIGGERED):
                 for client, msg in private_messages(e, sym, 0, 0):
                     self._notify(client, msg)
-            elif kind == EV_STATE:
-                self._stated[link.index] = seq
         self.send_out()
 
     # ------------------------------------------------------------ answers

@@ -88,6 +88,7 @@ from exchange.records import (
     TIF_FOK,
     TIF_GTC,
     TIF_GTD,
+    TRADE_AUCTION,
     TYPE_LIMIT,
     TYPE_MARKET,
     TYPE_STOP,
@@ -394,7 +395,8 @@ class BookChecker:
             _fail(f"{where}: a RESUME traded where no auction was due")
         self.halted = False
         for e in trades:
-            if (e["kind"], e["price"], e["side"], e["code"]) != (EV_TRADE, price, SIDE_BUY, 0):
+            want = (EV_TRADE, price, SIDE_BUY, TRADE_AUCTION)
+            if (e["kind"], e["price"], e["side"], e["code"]) != want:
                 _fail(f"{where}: auction event {e} is not a TRADE at the auction price {price}")
             bid, ask = self._head(SIDE_BUY), self._head(SIDE_SELL)
             if (e["order_id"], e["other_id"]) != (bid, ask):

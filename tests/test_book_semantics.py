@@ -5,6 +5,7 @@ are compared in a compact form, one tuple per event:
 
     ("accepted", order_id, price, qty)        ("rejected", reason, order_id)
     ("trade", taker, maker, price, qty, taker_leaves, maker_leaves)
+    ("auction", buy order, sell order, price, qty, buy leaves, sell leaves)
     ("cancelled", reason, order_id, price, qty)
     ("replaced", order_id, price, qty, leaves)
     ("triggered", order_id, trigger price, qty)
@@ -56,6 +57,7 @@ from exchange.records import (
     TIF_GTC,
     TIF_GTD,
     TIF_IOC,
+    TRADE_AUCTION,
     TYPE_LIMIT,
     TYPE_MARKET,
     TYPE_STOP,
@@ -183,7 +185,7 @@ class Exchange:
         kind, oid = int(e["kind"]), int(e["order_id"])
         if kind not in (EV_TRADE, EV_EXPIRED):
             assert (e["other_id"], e["other_client"], e["other_leaves"]) == (0, 0, 0)
-        if kind not in (EV_REJECTED, EV_CANCELLED, EV_TRIGGERED, EV_STATE):
+        if kind not in (EV_REJECTED, EV_CANCELLED, EV_TRIGGERED, EV_STATE, EV_TRADE):
             assert e["code"] == 0
         if kind == EV_REJECTED:
             for name in ("order_id", "side", "price", "qty", "client"):
@@ -211,8 +213,11 @@ class Exchange:
         assert (e["client"], e["side"]) == self.owner[oid]
         if kind == EV_TRADE:
             assert e["other_client"] == self.owner[int(e["other_id"])][0]
+            # a reopening auction's trade (only a RESUME's) says so: neither is a taker
+            auction = e["code"] == TRADE_AUCTION
+            assert e["code"] == 0 or (auction and cmd["kind"] == CMD_RESUME)
             return (
-                "trade",
+                "auction" if auction else "trade",
                 oid,
                 int(e["other_id"]),
                 int(e["price"]),
@@ -2037,9 +2042,9 @@ def test_the_auction_uncrosses_at_the_price_of_greatest_quantity(book_cls):
     ex = Exchange(book_cls)
     _crossed(ex)
     assert ex.send(RESUME) == [
-        ("trade", 1, 4, 101, 5, 5, 0),
-        ("trade", 1, 5, 101, 5, 0, 5),
-        ("trade", 2, 5, 101, 5, 0, 0),
+        ("auction", 1, 4, 101, 5, 5, 0),
+        ("auction", 1, 5, 101, 5, 0, 5),
+        ("auction", 2, 5, 101, 5, 0, 0),
         ("state", "continuous", 101, 15),
         ("depth", B, 103, 0, 0),
         ("depth", S, 99, 0, 0),
@@ -2055,9 +2060,9 @@ def test_the_auction_tie_goes_to_the_price_nearest_the_last_trade(book_cls):
     ex.send(new(90, S, 110, 1, client=9), new(91, B, 110, 1, client=8))  # last price 110
     _crossed(ex)
     assert [e for e in ex.send(RESUME) if e[0] != "depth"] == [
-        ("trade", 1, 4, 102, 5, 5, 0),
-        ("trade", 1, 5, 102, 5, 0, 5),
-        ("trade", 2, 5, 102, 5, 0, 0),
+        ("auction", 1, 4, 102, 5, 5, 0),
+        ("auction", 1, 5, 102, 5, 0, 5),
+        ("auction", 2, 5, 102, 5, 0, 0),
         ("state", "continuous", 102, 15),
     ]
 
@@ -2067,7 +2072,7 @@ def test_the_auction_tie_goes_to_the_least_surplus_before_the_lowest_price(book_
     ex = Exchange(book_cls)
     ex.send(HALT, new(1, B, 101, 5), new(2, B, 100, 3, client=2), new(3, S, 100, 5, client=3))
     assert ex.send(RESUME)[:2] == [
-        ("trade", 1, 3, 101, 5, 0, 0),
+        ("auction", 1, 3, 101, 5, 0, 0),
         ("state", "continuous", 101, 5),
     ]
     assert ex.rows() == [(B, 100, 2, 2, 3, 3)]
@@ -2084,10 +2089,10 @@ def test_the_auction_counts_reserves_and_meets_refills_at_the_back(book_cls):
     # 20 executable at 100 and 101 (surplus 5 both): 100; the iceberg's refill queues
     # behind order 2
     assert ex.send(RESUME) == [
-        ("trade", 3, 1, 100, 5, 15, 15),
-        ("trade", 3, 2, 100, 5, 10, 0),
-        ("trade", 3, 1, 100, 5, 5, 10),
-        ("trade", 3, 1, 100, 5, 0, 5),
+        ("auction", 3, 1, 100, 5, 15, 15),
+        ("auction", 3, 2, 100, 5, 10, 0),
+        ("auction", 3, 1, 100, 5, 5, 10),
+        ("auction", 3, 1, 100, 5, 0, 5),
         ("state", "continuous", 100, 20),
         ("depth", B, 101, 0, 0),
         ("depth", S, 100, 5, 1),
@@ -2103,7 +2108,7 @@ def test_the_auction_applies_no_self_trade_prevention(book_cls):
         new(2, B, 100, 5, stp=STP_CANCEL_NEWEST),
     )
     assert ex.send(RESUME)[:2] == [
-        ("trade", 2, 1, 100, 5, 0, 0),
+        ("auction", 2, 1, 100, 5, 0, 0),
         ("state", "continuous", 100, 5),
     ]
 
@@ -2121,7 +2126,7 @@ def test_stops_the_auction_reaches_trigger_after_it_in_continuous_trading(book_c
     ex.send(stop(1, B, 2, 100, client=7), HALT)
     ex.send(new(2, S, 100, 3, client=2), new(3, B, 100, 1, client=3), new(4, S, 102, 5, client=4))
     assert ex.send(RESUME) == [
-        ("trade", 3, 2, 100, 1, 0, 2),
+        ("auction", 3, 2, 100, 1, 0, 2),
         ("state", "continuous", 100, 1),
         ("triggered", 1, 100, 2),
         ("trade", 1, 2, 100, 2, 0, 0),
@@ -2145,7 +2150,7 @@ def test_the_state_is_in_the_state_hash_and_snapshots(book_cls):
         b.send(RESUME)
         == a.send(RESUME)
         == [
-            ("trade", 2, 1, 100, 3, 0, 2),
+            ("auction", 2, 1, 100, 3, 0, 2),
             ("state", "continuous", 100, 3),
             ("depth", B, 101, 0, 0),
             ("depth", S, 100, 2, 1),

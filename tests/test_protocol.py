@@ -652,7 +652,6 @@ class Shard:
         self.seq = 100
         self.next_oid = 1
         self.requests = {0: (0, 0, "")}  # req_id -> (kind, cid, coid); 0: the shard's own
-        self.stated = 0  # the seq of the last STATE (what tells an auction's trades)
 
     def run(self, client: int, msg):
         """(private messages as (client, message), market data) of one request."""
@@ -692,10 +691,7 @@ class Shard:
         out = []
         for e in map(pr.event_of, events.tolist()):
             kind, cid, coid = self.requests[e.req_id]
-            auction = pr.auction_trade(e.req_id, e.seq, self.stated)
-            out += pr.private_messages(e, "ACME", kind, cid, coid, auction=auction)
-            if e.kind == EV_STATE:
-                self.stated = e.seq
+            out += pr.private_messages(e, "ACME", kind, cid, coid)
         return out
 
 
@@ -938,15 +934,10 @@ def check_random_stream(seed: int, n: int) -> None:
     mirror = gm.BookMirror("X", config, depth)
     prev = {}
     shown_depth, shown_top = ([], []), (0, 0, 0, 0)
-    stated = 0  # the seq of the last STATE: what tells an auction's trades
     for batch in random_batches(rng, n, max_batch=50):
         events = book.process(stream[batch])
         rows = [pr.event_of(r) for r in events.tolist()]
-        private = []
-        for e in rows:
-            auction = pr.auction_trade(e.req_id, e.seq, stated)
-            private += pr.private_messages(e, "X", kinds[e.req_id], e.req_id, auction=auction)
-            stated = e.seq if e.kind == EV_STATE else stated
+        private = [m for e in rows for m in pr.private_messages(e, "X", kinds[e.req_id], e.req_id)]
         replies = Counter(m.cid for _, m in private if getattr(m, "cid", 0))
         asked = [r for r in stream["req_id"][batch].tolist() if r]
         for req_id in asked:
