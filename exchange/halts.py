@@ -8,13 +8,13 @@ CMD_HALT for each of its books that has a file and is not halted, a CMD_RESUME (
 reopening auction) for each that is halted and has none. So a request written while
 the shard is down takes effect when it is back, asking twice is asking once, and
 what the books did is in the journal, never in these files. A file holds one line
-for the operator: when, by whom, why. Files are written under a hidden name and
-renamed into place, so a reader never sees half of one.
+for the operator: when, by whom, why (``exchange.durable.write_note``).
 """
 
 import os
-import time
 from pathlib import Path
+
+from exchange.durable import write_note
 
 CHECK_SECONDS = 0.25  # how often a shard looks at its instruments' requests
 
@@ -33,11 +33,7 @@ def request_halt(halts_dir, symbol: str, note: str) -> Path:
     """Ask for ``symbol`` to be halted (again, if it is asked already: the note is
     replaced)."""
     path = _path(halts_dir, symbol)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{when} {note}\n")
-    os.replace(tmp, path)
+    write_note(path, note)
     return path
 
 

@@ -10,9 +10,9 @@ hidden name and renamed into place, so a reader never sees half of one.
 
 import os
 import re
-import time
 from pathlib import Path
 
+from exchange.durable import write_note
 from gateway.keys import KeysError, check_client_id
 
 KILLED = "killed"
@@ -31,11 +31,7 @@ def kill(keys_dir, client: int, by: str) -> Path:
     """Block ``client`` (again, if it is already: the note is replaced)."""
     client = _client(client)
     path = folder(keys_dir) / str(client)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{when} {by}\n")
-    os.replace(tmp, path)
+    write_note(path, by)
     return path
 
 
