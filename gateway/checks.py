@@ -28,6 +28,7 @@ from exchange.records import (
     FLAG_POST_ONLY,
     REJ_NOT_FOUND,
     REJECT_NAMES,
+    STATE_HALTED,
 )
 from gateway.commands import (
     MAX_TRIGGER_TICK,
@@ -113,6 +114,12 @@ class Checks:
     def serving(self, sym: str) -> bool:
         """Whether the instrument takes requests now (its shard live and not stalled)."""
         return self._takes(self.routes[sym][0])
+
+    def halted(self, sym: str) -> bool:
+        """Whether the instrument's book is halted, as its shard last said (the mirror's
+        trading state)."""
+        link, inst = self.routes[sym][:2]
+        return link.mirrors[inst].state == STATE_HALTED
 
     def _takes(self, link: ShardLink) -> bool:
         return self.live[link.index] and link.idle < self.stall_after

@@ -153,7 +153,9 @@ class Gateway:
         self.admission.submit = self.submit
         self.admission.submit_run = self.submit_run
         self.retransmits = Retransmits(links, self.checks.route, self.inflight, self.replies.reply)
-        self.refdata = ReferenceData(config, positions, self.checks.serving, self.replies.reply)
+        self.refdata = ReferenceData(
+            config, positions, self.checks.serving, self.checks.halted, self.replies.reply
+        )
         self.admission.handlers.update(
             {
                 BookRequest: self.feed.book,

@@ -503,7 +503,7 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     max_px: int
     max_qty: int  # the book's largest order quantity
     ref_px: int  # the price collar's reference now: the last trade, before any ref_price
-    state: str  # "open", or "unavailable" (its shard down, stalled or not synced)
+    state: str  # "open", "halted" (4.1d), or "unavailable" (its shard down, stalled or not synced)
 
 
 class Trades(_Out, tag="T", kw_only=True):

@@ -4,7 +4,8 @@ What a bot on another host needs before its first order, over the protocol: the
 instruments (in ``exchange.topology.symbols`` order), each one's tick and lot, its
 price band and largest quantity (the book's config), the price collar's
 reference now (the last trade, before any the configured ``ref_price``: the
-gateway's marks) and whether its shard serves it now. The static part (all but
+gateway's marks) and its state now: open, halted (its shard serves it, and has
+halted its book) or unavailable (its shard does not serve it now). The static part (all but
 the reference price and the state) is fixed while the gateway runs; its
 ``version`` is a digest of it, so a bot can cache the list and refetch when the
 version it sees changes (after an operator changed the config and restarted).
@@ -20,19 +21,21 @@ from gateway.positions import Positions
 from gateway.protocol import NOT_FOUND, Instrument, Instruments, InstrumentsRequest, ProtocolError
 
 OPEN = "open"
+HALTED = "halted"
 UNAVAILABLE = "unavailable"
 _STATIC = ("sym", "tick", "lot", "min_px", "max_px", "max_qty")
 
 
 class ReferenceData:
     """Answers ``InstrumentsRequest``: the collar references are the positions' marks,
-    ``serving(sym)`` says whether its shard takes requests now, ``reply(conn,
-    message)`` sends the answer."""
+    ``serving(sym)`` says whether its shard takes requests now, ``halted(sym)`` whether
+    its book is halted, ``reply(conn, message)`` sends the answer."""
 
-    def __init__(self, config: Config, positions: Positions, serving, reply):
+    def __init__(self, config: Config, positions: Positions, serving, halted, reply):
         self.symbols = symbols(config)
         self.positions = positions
         self.serving = serving
+        self.halted = halted
         self.reply = reply
         self._number = {sym: i for i, sym in enumerate(self.symbols)}
         self._static = []
@@ -59,8 +62,13 @@ class ReferenceData:
             Instrument(
                 **dict(zip(_STATIC, self._static[i], strict=True)),
                 ref_px=int(self.positions.marks[i]),
-                state=OPEN if self.serving(self.symbols[i]) else UNAVAILABLE,
+                state=self._state(self.symbols[i]),
             )
             for i in numbers
         ]
         return Instruments(cid=cid, version=self.version, instruments=lines)
+
+    def _state(self, sym: str) -> str:
+        if not self.serving(sym):
+            return UNAVAILABLE
+        return HALTED if self.halted(sym) else OPEN

@@ -89,6 +89,9 @@ def test_a_halt_is_relayed_survives_a_gateway_restart_and_the_auction_fills_both
         sub = rig.subscriber(6, ["ACME"], viewer.book)
         sub.poll(0.3)
         assert sub.books["ACME"].state == "halted"
+        # the reference data says so too; the other instruments are open
+        states = {i.sym: i.state for i in viewer.instruments().instruments}
+        assert states["ACME"] == "halted" and set(states.values()) == {"halted", "open"}
 
         request_resume(halts, "ACME")
         got = poll_until(sub, lambda m: isinstance(m, TradingState))
@@ -120,7 +123,7 @@ def test_a_halt_is_relayed_survives_a_gateway_restart_and_the_auction_fills_both
             [line] = owners[c].positions("ACME").positions
             assert (line.pos, line.mark) == (pos, 10_002)
         [acme] = viewer.instruments("ACME").instruments
-        assert acme.ref_px == 10_002
+        assert (acme.ref_px, acme.state) == (10_002, "open")
         # continuous again: an ioc trades
         ioc = owners[1].new_order("ACME", "buy", 1, px=10_002, tif="ioc")
         assert isinstance(ioc, Ack)
