@@ -19,7 +19,9 @@ sequenced after it meets an order due by then. Nothing else reads a clock for th
 books: a replay expires the same orders at the same seqs. The ticks wait while no
 gateway reads the event ring (a gateway restarting, or stopped before the shards
 at shutdown): what a tick cancels is told at once, and a stopped venue's rings are
-left empty. The first tick after a gateway attaches is due at once.
+left empty (a tick is decided and published inside ``Producer.unasked``, which a
+stopping gateway's ``Consumer.leave`` waits out before its last read). The first
+tick after a gateway attaches is due at once.
 
 An operator's halt and resume reach the books the same way: every
 ``exchange.halts.CHECK_SECONDS``, while a gateway reads the event ring, the loop
@@ -44,6 +46,7 @@ in the ring.
 
 import argparse
 import ctypes
+import math
 import signal
 import sys
 import time
@@ -155,22 +158,23 @@ class ShardLoop:
                 if self.stop.raised and not self.events.peer_alive():
                     raise Stopped
 
-    def _clock_due(self) -> int | None:
-        """The wall clock's time when an EXPIRE tick is due, a gateway reads the events
-        and some book holds an order expiring by then, else None."""
-        at = time.monotonic()
-        if at < self._expire_at or not self.events.peer_alive():
+    def _clock_due(self, at: float) -> int | None:
+        """The wall clock's time when an EXPIRE tick is due and some book holds an order
+        expiring by then, else None."""
+        if at < self._expire_at:
             return None
         self._expire_at = at + self.expire_seconds
         now = self.clock()
         due = self.engine.expiries_due(now)
         return now if len(due) else None
 
-    def _halts_due(self) -> set[int] | None:
-        """The instrument indexes an operator asks to be halted, when it is time to look,
-        a gateway reads the events and the books are not in the states asked, else None."""
-        at = time.monotonic()
-        if self.halts_dir is None or at < self._halts_at or not self.events.peer_alive():
+    def _halts_due(self, at: float) -> set[int] | None:
+        """The instrument indexes an operator asks to be halted, when it is time to look
+        and the books are not in the states asked, else None."""
+        if self.halts_dir is None:
+            self._halts_at = math.inf  # nothing to look at, ever
+            return None
+        if at < self._halts_at:
             return None
         self._halts_at = at + halts.CHECK_SECONDS
         asked = halts.requested(self.halts_dir)
@@ -184,17 +188,28 @@ class ShardLoop:
         """A due tick's EXPIREs, the halts and resumes asked, then one batch if any is
         readable; returns how many requests it took."""
         batch = self.requests.peek(MAX_BATCH)
-        clock_ns = self._clock_due()
-        if clock_ns is not None:
-            self._apply(batch[:0], clock_ns=clock_ns)
-        halted = self._halts_due()
-        if halted is not None:
-            self._apply(batch[:0], halted=halted)
+        at = time.monotonic()
+        if at >= min(self._expire_at, self._halts_at):
+            # the shard's own commands, only while a gateway reads what they cause: one
+            # leaving waits until what was decided here is published (Consumer.leave)
+            with self.events.unasked() as reading:
+                if reading:
+                    self._own_commands(batch[:0], at)
         if not len(batch):
             return 0
         self._apply(batch)
         self.requests.release(len(batch))
         return len(batch)
+
+    def _own_commands(self, none: np.ndarray, at: float) -> None:
+        """The EXPIREs of a due tick, then the halts and resumes asked, each applied
+        alone (``none``: an empty batch)."""
+        clock_ns = self._clock_due(at)
+        if clock_ns is not None:
+            self._apply(none, clock_ns=clock_ns)
+        halted = self._halts_due(at)
+        if halted is not None:
+            self._apply(none, halted=halted)
 
     def _apply(
         self, batch: np.ndarray, clock_ns: int | None = None, halted: set[int] | None = None

@@ -12,7 +12,9 @@ own state (``gateway.store``: a checkpoint of keys, positions and how far it rea
 each shard), asks every shard to serve what it has not read (``CMD_SYNC``) and
 serves. It opens no shard's journal. SIGTERM or SIGINT: stop reading requests,
 keep draining the event rings for up to ``DRAIN_SECONDS`` so requests in flight
-get their replies, write a last checkpoint, remove the counter block, exit 0.
+get their replies, leave each event ring (the shards stop making commands of
+their own: expiries, halts) and read what is left in it, write a last
+checkpoint, remove the counter block, exit 0.
 Exit 2: a bad config, keys directory (client keys, kill files) or ring, a state
 directory that cannot be made, an endpoint that cannot be bound, or a live
 gateway's counter block in the namespace. An exception that escapes the loop
@@ -104,6 +106,18 @@ def drain(gw: Gateway, seconds: float) -> None:
             time.sleep(0.001)
 
 
+def settle(gw: Gateway, links, seconds: float) -> None:
+    """After the drain: leave each shard's event ring, so it makes no more commands of
+    its own (EXPIRE ticks, halts: only while a gateway reads), once what it decided
+    meanwhile is published; then read the rings to the end. A stopped venue's rings
+    are left empty."""
+    for link in links:
+        if not link.events.leave(seconds):
+            logs.warning("a shard was still publishing its own events", shard=link.name)
+    while gw.step(take_requests=False):
+        pass
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run the gateway process.")
     ap.add_argument("--config", help="TOML config file (default: the embedded one)")
@@ -189,6 +203,7 @@ def main(argv=None) -> int:
             raise
         sdnotify.notify("STOPPING=1", "STATUS=answering what is in flight, then a checkpoint")
         drain(gw, DRAIN_SECONDS)
+        settle(gw, links, DRAIN_SECONDS)
         try:
             gw.checkpoints.write(clean=True, durable=True)
         except StoreError as e:

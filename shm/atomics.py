@@ -158,3 +158,9 @@ def snapshot(words):
     for i in range(words.shape[0]):
         out[i] = load_acquire(words, i)
     return out
+
+
+@njit(cache=True, nogil=True)
+def exchange_word(words, index, value):
+    """Swap in ``value``, sequentially consistent (a full barrier); returns the old value."""
+    return exchange(words, index, value)

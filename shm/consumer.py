@@ -15,10 +15,15 @@ To wait inside another poll loop: register ``fileno()``; before polling, call
 ``finish_sleep()``.
 """
 
+import time
+
 import numpy as np
 
 from shm import ring_ops as ops
+from shm.atomics import load_word, swap_word
 from shm.ring import RingEnd, check_count
+
+LEAVE_POLL_SECONDS = 0.001
 
 
 class Consumer(RingEnd):
@@ -26,6 +31,20 @@ class Consumer(RingEnd):
 
     def readable(self) -> int:
         return int(ops.readable(self.header))
+
+    def leave(self, timeout: float) -> bool:
+        """Stop being this ring's consumer for the producer (``peer_alive`` says no), but
+        go on reading what is in it until ``close``: first wait until the producer has
+        written the records it decided to write unasked while this side was attached
+        (``Producer.unasked``), so a read after this returns misses none of them.
+        False if that wait ran out (a producer stuck or gone mid-write)."""
+        swap_word(self.header, ops.H_CONSUMER, self._token, 0)  # a full barrier
+        deadline = time.monotonic() + timeout
+        while load_word(self.header, ops.H_PRODUCER_UNASKED) and self.peer_alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LEAVE_POLL_SECONDS)
+        return True
 
     def peek(self, max_n: int) -> np.ndarray:
         """A read-only view of up to ``max_n`` unreleased records, oldest first.

@@ -11,15 +11,29 @@ Compiled code uses ``shm.ring_ops`` on ``p.header`` / ``p.words`` with
 ``p.wake_fd`` as the bell to ring.
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from shm import ring_ops as ops
-from shm.atomics import load_word
+from shm.atomics import exchange_word, load_word
 from shm.ring import RingEnd, check_count
 
 
 class Producer(RingEnd):
     SIDE = ops.PRODUCER
+
+    @contextmanager
+    def unasked(self):
+        """Around writing records no consumer asked for, only while one reads (a shard's
+        own commands' events): yields whether a consumer is attached. Marked in the
+        header first (a full barrier), so a consumer leaving (``Consumer.leave``) either
+        is seen gone here or waits until what was decided is written."""
+        exchange_word(self.header, ops.H_PRODUCER_UNASKED, 1)
+        try:
+            yield self.peer_alive()
+        finally:
+            exchange_word(self.header, ops.H_PRODUCER_UNASKED, 0)
 
     def writable(self) -> int:
         """How many records a write could take now (non-blocking)."""

@@ -52,6 +52,10 @@ H_INCARNATION = 7
 # line 1: written by the producer
 H_PUBLISHED = 1 * LINE_WORDS
 H_PRODUCER = 1 * LINE_WORDS + 1  # process token of the attached producer, 0 if none
+# 1 while the producer writes records no consumer asked for, decided because a consumer
+# was attached (``Producer.unasked``); a consumer that leaves waits it out
+# (``Consumer.leave``), so such records are either read or never written
+H_PRODUCER_UNASKED = 1 * LINE_WORDS + 2
 # line 2: written by the consumer
 H_RELEASED = 2 * LINE_WORDS
 H_CONSUMER = 2 * LINE_WORDS + 1

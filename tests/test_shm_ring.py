@@ -268,3 +268,44 @@ def test_a_ring_made_again_under_a_repeating_clock_is_another_incarnation(ns, mo
     assert keys[0] != keys[1]
     assert rings[0].incarnation != rings[1].incarnation
     assert keys[1] == f"{name}@{rings[1].incarnation}"
+
+
+def test_a_consumer_that_leaves_waits_out_what_the_producer_writes_unasked(ns):
+    """``Producer.unasked`` / ``Consumer.leave``: records a producer decides to write
+    because a consumer reads are read by it, or never written (a shard's own commands
+    against a gateway stopping)."""
+    import threading
+
+    create_ring(ns, "r", COMMAND_DTYPE, 8)
+    with Producer(ns, "r", COMMAND_DTYPE) as p, Consumer(ns, "r", COMMAND_DTYPE) as c:
+        decided = threading.Event()
+
+        def tick():
+            with p.unasked() as reading:
+                assert reading
+                decided.set()
+                time.sleep(0.2)  # journaling what it decided, say
+                p.write(commands(1, 2))
+
+        writer = threading.Thread(target=tick)
+        writer.start()
+        assert decided.wait(5)
+        assert c.leave(timeout=5)  # returns once the records are in the ring
+        assert c.read(8)["seq"].tolist() == [1, 2]
+        writer.join()
+        assert not p.peer_alive()  # gone for the producer: it decides nothing more
+        with p.unasked() as reading:
+            assert not reading
+        c.close()
+
+
+def test_a_leave_gives_up_on_a_producer_that_never_finishes(ns):
+    create_ring(ns, "r", COMMAND_DTYPE, 8)
+    with (
+        Producer(ns, "r", COMMAND_DTYPE) as p,
+        Consumer(ns, "r", COMMAND_DTYPE) as c,
+        p.unasked(),
+    ):
+        t0 = time.monotonic()
+        assert not c.leave(timeout=0.1)
+        assert time.monotonic() - t0 < 2
