@@ -46,7 +46,10 @@ SHARD_COUNTERS = (
     ("replayed", "shard_replayed", "Records published answering SYNC requests."),
     ("batches", "shard_batches", "Batches journaled (one LMDB commit each)."),
 )
-SHARD_GAUGES = (("last_seq", "shard_last_seq", "The last journaled sequence number."),)
+SHARD_GAUGES = (
+    ("last_seq", "shard_last_seq", "The last journaled sequence number."),
+    ("halted", "shard_halted_books", "Books of the shard halted now (exch halt)."),
+)
 GATEWAY_COUNTERS = (
     ("requests", "gateway_requests", "Request frames taken."),
     ("orders", "gateway_orders", "Orders in the requests (a batch counts its orders)."),

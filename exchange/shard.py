@@ -81,7 +81,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 1 << 20
 
 COUNTERS = ("commands", "events", "trades", "replies", "replayed", "batches")
-GAUGES = ("last_seq", "request_depth")
+GAUGES = ("last_seq", "request_depth", "halted")
 HISTOGRAMS = ("commit_us", "batch_size")
 
 
@@ -210,6 +210,12 @@ class ShardLoop:
         halted = self._halts_due(at)
         if halted is not None:
             self._apply(none, halted=halted)
+            self.count_halted()
+
+    def count_halted(self) -> None:
+        """The books halted now, in the counter block (operators see them in metrics)."""
+        if self.counters is not None:
+            self.counters.set("halted", len(self.engine.halted()))
 
     def _apply(
         self, batch: np.ndarray, clock_ns: int | None = None, halted: set[int] | None = None
@@ -375,6 +381,7 @@ def main(argv=None) -> int:
         histograms=HISTOGRAMS,
         replace_stale=True,
     )
+    loop.count_halted()  # as recovered
     code = 0
     try:
         skipped = loop.resume(rec.tail_events)

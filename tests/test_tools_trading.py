@@ -13,6 +13,8 @@ import time
 import pytest
 from daemon_harness import REPO, Daemon
 
+from exchange.topology import counters_name
+from shm.counters_reader import read_block
 from tools import cli
 
 KEY_RELOAD_SECONDS = 1.5  # the gateway looks at the keys directory every second
@@ -339,6 +341,9 @@ def test_a_halt_takes_only_resting_orders_and_the_resume_auction_uncrosses(daemo
     assert book["bids"][0][0] == 10310 and book["asks"][0][0] == 10300, book
     assert cli.main(["halt", *cfg]) == 0
     assert "ACME" in capsys.readouterr().out
+    # the shard's counter block says how many of its books are halted (a metric)
+    block = counters_name(daemon.config.shards[0].name)
+    assert read_block(daemon.config.shm.namespace, block).gauges["halted"] == 1
     assert cli.main(["journal", "book", "ACME", *cfg, "--json"]) == 0
     past = json.loads(capsys.readouterr().out)
     assert past["state"] == "halted" and past["bids"][0][0] >= past["asks"][0][0], past
@@ -355,6 +360,7 @@ def test_a_halt_takes_only_resting_orders_and_the_resume_auction_uncrosses(daemo
         return book if not bids and all(lvl[0] > 10305 for lvl in book["asks"]) else None
 
     assert _until(uncrossed)
+    assert read_block(daemon.config.shm.namespace, block).gauges["halted"] == 0
     argv = ["trades", "ACME", "--from-seq", "1", *cfg, "--key", maker, "--json"]
     assert cli.main(argv) == 0
     prints = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
