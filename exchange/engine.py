@@ -157,13 +157,6 @@ def _flagged_replay(parts: list[np.ndarray]) -> np.ndarray:
 
 
 @njit(cache=True)
-def _shards_own(kind):
-    """The commands only a shard makes: CMD_EXPIRE (time), CMD_HALT and CMD_RESUME (an
-    operator's request, read by the shard): one from the request ring is refused."""
-    return kind in SHARD_COMMANDS
-
-
-@njit(cache=True)
 def _unusual(cmds, books):
     """How many commands are control commands, and how many of the others are for
     an instrument index the shard does not have, or one only a shard makes."""
@@ -172,7 +165,7 @@ def _unusual(cmds, books):
         c = cmds[i]
         if c.kind == CMD_SYNC or c.kind == CMD_STATUS:
             controls += 1
-        elif c.instrument >= books or _shards_own(c.kind):
+        elif c.instrument >= books or c.kind in SHARD_COMMANDS:
             unknown += 1
     return controls, unknown
 

@@ -886,20 +886,16 @@ def _new(st, ev, n, c):
         _set_expiry(st, o, c.tif, c.expires)
         _stop_link(st, o, s, tlvl)
         return n
-    if st.meta[M_HALTED]:  # it rests without matching (HALTS)
-        o = _alloc(
-            st, c.order_id, c.client, c.side, c.price, c.qty, c.qty, c.stp, c.flags, c.display
+    if st.meta[M_HALTED]:  # nothing matches (HALTS): an order that gets here rests
+        tqty, leaves, killed = c.qty, c.qty, False
+    else:
+        if c.tif == TIF_FOK and not _fillable(st, s, c.price, market, c.client, c.stp, c.qty):
+            return _aggressor_cancelled(
+                st, ev, n, c, c.order_id, c.price, c.qty, 0, c.client, c.side, CXL_FOK
+            )
+        n, tqty, leaves, killed = _match(
+            st, ev, n, c, c.order_id, c.client, c.side, c.price, market, c.stp, c.qty, c.qty
         )
-        _set_expiry(st, o, c.tif, c.expires)
-        _link_tail(st, o, s, _level_of(st, c.price))
-        return n
-    if c.tif == TIF_FOK and not _fillable(st, s, c.price, market, c.client, c.stp, c.qty):
-        return _aggressor_cancelled(
-            st, ev, n, c, c.order_id, c.price, c.qty, 0, c.client, c.side, CXL_FOK
-        )
-    n, tqty, leaves, killed = _match(
-        st, ev, n, c, c.order_id, c.client, c.side, c.price, market, c.stp, c.qty, c.qty
-    )
     if killed or leaves == 0:
         return n
     if rests:
@@ -1040,25 +1036,22 @@ def _replace(st, ev, n, c):
     if c.display != 0:
         st.orders[o, O_DISPLAY] = c.display
     if st.meta[M_HALTED]:  # it rests at its new place without matching (HALTS)
-        st.orders[o, O_PRICE] = c.price
-        st.orders[o, O_QTY] = c.qty
-        st.orders[o, O_LEAVES] = new_leaves
-        _link_tail(st, o, s, _level_of(st, c.price))
-        return n
-    n, tqty, leaves, killed = _match(
-        st,
-        ev,
-        n,
-        c,
-        c.order_id,
-        c.client,
-        side,
-        c.price,
-        False,
-        st.orders[o, O_STP],
-        c.qty,
-        new_leaves,
-    )
+        tqty, leaves, killed = c.qty, new_leaves, False
+    else:
+        n, tqty, leaves, killed = _match(
+            st,
+            ev,
+            n,
+            c,
+            c.order_id,
+            c.client,
+            side,
+            c.price,
+            False,
+            st.orders[o, O_STP],
+            c.qty,
+            new_leaves,
+        )
     if killed or leaves == 0:
         st.orders[o, O_LEAVES] = 0
         _release(st, o)

@@ -473,6 +473,8 @@ EV_RESTING = 8
 EV_SYNCED = 9
 EV_STATUS = 10
 EV_TRADING = 14  # a book's trading state in a CMD_SYNC's answer (code: STATE_*)
+# the records of a CMD_SYNC's answer that are not the journal's events: never history
+SYNC_ANSWERS = (EV_RESTING, EV_TRADING, EV_SYNCED)
 
 # --- event flags
 EVF_DUPLICATE = 1

@@ -686,10 +686,8 @@ class ReferenceBook:
         order.price = c.price
         order.qty = c.qty
         order.leaves = new_leaves
-        if self.halted:  # it rests at its new place without matching
-            self._append(order, out)
-            return
-        self._match(order, False, out)
+        if not self.halted:  # halted, it rests at its new place without matching
+            self._match(order, False, out)
         if order.leaves:
             self._append(order, out)
         else:

@@ -39,6 +39,7 @@ from exchange.records import (
     EVF_REPLAY,
     EVF_RETRANSMIT,
     STATE_CONTINUOUS,
+    SYNC_ANSWERS,
     SYNCF_RETRANSMIT,
     commands,
 )
@@ -56,7 +57,7 @@ def _unseen(ev, last_seq, last_idx, live_ok, keep):
     newest_seq, newest_idx = last_seq, last_idx
     for i in range(len(ev)):
         e = ev[i]
-        answer = e.kind == EV_RESTING or e.kind == EV_TRADING or e.kind == EV_SYNCED
+        answer = e.kind in SYNC_ANSWERS
         replay = (e.flags & EVF_REPLAY) != 0
         journaled = e.seq > 0 and (e.flags & EVF_DUPLICATE) == 0 and not answer
         if e.flags & EVF_RETRANSMIT:

@@ -16,7 +16,7 @@ State: none of its own; the sync in flight and the watermark are the link's.
 import numpy as np
 
 from exchange import logs
-from exchange.records import EV_RESTING, EV_SYNCED, EV_TRADING
+from exchange.records import SYNC_ANSWERS
 from gateway.checks import Checks
 from gateway.exposure import ExposureStage
 from gateway.idemkeys import IdemKeys
@@ -50,8 +50,7 @@ class Sync:
     def served(self, link: ShardLink, served: np.ndarray) -> None:
         """What a shard served to a sync: its history after the watermark, then its
         resting orders, its books' trading states and the end."""
-        kind = served["kind"]
-        history = served[(kind != EV_RESTING) & (kind != EV_TRADING) & (kind != EV_SYNCED)]
+        history = served[~np.isin(served["kind"], SYNC_ANSWERS)]
         if len(history):
             for stage in self.history:
                 stage.on_history(link, history)
